@@ -1,0 +1,158 @@
+//! Command-line definitions (clap) and dispatch. Each command module turns its arguments
+//! into the library's option struct, calls the library, and hands the result to the
+//! printer; none of them holds logic of its own.
+
+mod new;
+pub mod printer;
+mod validate;
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+use dronectl::error::ExitCode;
+use printer::{OutputFormat, Printer};
+
+/// `dronectl --version`: the crate version and the git revision it was built from.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("DRONECTL_GIT_REV"),
+    ")"
+);
+
+const ABOUT: &str = "Scaffold, build, deploy and progressively roll out microservices";
+
+const LONG_ABOUT: &str = "dronectl takes microservices from nothing to production: it scaffolds services from \
+templates, builds and containerises them, deploys them to the local Docker engine or to Kubernetes, \
+and ships new versions with canary, blue-green and rolling rollouts.
+
+Every flag can also be set through an environment variable named DRONECTL_<FLAG> \
+(for example DRONECTL_OUTPUT=json); flags given on the command line win.";
+
+const EXAMPLES: &str = "\
+Examples:
+  dronectl new app shop                 Create an app repository in ./shop
+  dronectl -C shop new service orders   Add an HTTP service to it
+  dronectl validate                     Check the dronectl.yaml of the current app
+  dronectl -o json validate             The same, as JSON Lines for CI
+
+Exit codes: 0 done, 1 failed, 2 usage or config error, 3 rollout aborted and rolled back,
+4 timed out, 5 paused waiting for promotion.";
+
+#[derive(Debug, Parser)]
+#[command(name = "dronectl", version = VERSION, about = ABOUT, long_about = LONG_ABOUT, after_help = EXAMPLES)]
+#[command(propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command accepts.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Run as if started in DIR: the app directory holding dronectl.yaml [default: the nearest
+    /// parent directory that has one]
+    #[arg(
+        id = "app_dir",
+        short = 'C',
+        long = "dir",
+        value_name = "DIR",
+        env = "DRONECTL_DIR",
+        global = true
+    )]
+    pub dir: Option<PathBuf>,
+
+    /// The environment to act on, as named under `environments` in dronectl.yaml
+    #[arg(long = "env", value_name = "NAME", env = "DRONECTL_ENV", global = true)]
+    pub env: Option<String>,
+
+    /// Output format: human text, or JSON Lines events for machines
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Human, env = "DRONECTL_OUTPUT", global = true)]
+    pub output: OutputFormat,
+
+    /// Never animate progress (it is also off without a terminal and when CI is set)
+    #[arg(long, env = "DRONECTL_NO_PROGRESS", global = true)]
+    pub no_progress: bool,
+
+    /// Say more (repeat for even more)
+    #[arg(short, long, action = ArgAction::Count, env = "DRONECTL_VERBOSE", global = true, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Say only what went wrong
+    #[arg(short, long, env = "DRONECTL_QUIET", global = true)]
+    pub quiet: bool,
+
+    /// Answer yes to every confirmation (without a terminal dronectl never asks; it refuses)
+    #[arg(short = 'y', long, env = "DRONECTL_YES", global = true)]
+    pub yes: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create an app or a service from a template
+    #[command(subcommand)]
+    New(new::NewCommand),
+    /// List the templates `dronectl new` can use
+    #[command(
+        after_help = "Examples:\n  dronectl templates\n  dronectl templates --template-dir ./my-templates"
+    )]
+    Templates(new::TemplatesArgs),
+    /// Check dronectl.yaml: syntax, types, names, and references between entries
+    #[command(after_help = validate::EXAMPLES)]
+    Validate(validate::ValidateArgs),
+    /// Print a shell completion script
+    #[command(
+        after_help = "Examples:\n  dronectl completions bash > /etc/bash_completion.d/dronectl\n  dronectl completions zsh > \"${fpath[1]}/_dronectl\"\n  dronectl completions fish > ~/.config/fish/completions/dronectl.fish"
+    )]
+    Completions {
+        /// The shell to generate completions for
+        #[arg(value_enum, env = "DRONECTL_SHELL")]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// What a command produced: its exit code and its summary for `--output json`.
+pub struct Outcome {
+    pub code: ExitCode,
+    pub result: serde_json::Value,
+}
+
+impl Outcome {
+    pub fn ok(result: serde_json::Value) -> Outcome {
+        Outcome {
+            code: ExitCode::Success,
+            result,
+        }
+    }
+}
+
+impl Command {
+    /// The command's name as the JSON summary reports it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::New(new::NewCommand::App(_)) => "new app",
+            Command::New(new::NewCommand::Service(_)) => "new service",
+            Command::Templates(_) => "templates",
+            Command::Validate(_) => "validate",
+            Command::Completions { .. } => "completions",
+        }
+    }
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<Outcome> {
+    let cwd = std::env::current_dir()?;
+    match cli.command {
+        Command::New(cmd) => new::run(cmd, &cli.global, &cwd, printer),
+        Command::Templates(args) => new::templates(args, printer),
+        Command::Validate(args) => validate::run(args, &cli.global, &cwd, printer),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "dronectl", &mut std::io::stdout());
+            Ok(Outcome::ok(serde_json::Value::Null))
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! `dronectl validate`.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde_json::json;
+
+use dronectl::error::ExitCode;
+use dronectl::events::{Event, Reporter};
+use dronectl::manifest::{self, LoadedManifest, Severity};
+
+use super::printer::Printer;
+use super::{GlobalArgs, Outcome};
+
+pub const EXAMPLES: &str = "Examples:\n  dronectl validate\n  dronectl validate path/to/dronectl.yaml\n  dronectl -o json validate\n\nExits 0 when the manifest is valid (warnings allowed), 2 when it has errors.";
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// The manifest to check [default: the app's dronectl.yaml]
+    #[arg(value_name = "FILE", env = "DRONECTL_MANIFEST")]
+    pub file: Option<PathBuf>,
+
+    /// Treat warnings as errors
+    #[arg(long, env = "DRONECTL_STRICT")]
+    pub strict: bool,
+}
+
+pub fn run(
+    args: ValidateArgs,
+    global: &GlobalArgs,
+    cwd: &Path,
+    printer: &Printer,
+) -> anyhow::Result<Outcome> {
+    let dir = match &args.file {
+        Some(file) => {
+            let file = cwd.join(file);
+            if file
+                .file_name()
+                .is_some_and(|n| n != manifest::MANIFEST_FILE)
+                || file.is_dir()
+            {
+                let dir = if file.is_dir() {
+                    file.clone()
+                } else {
+                    file.parent().unwrap_or(cwd).to_path_buf()
+                };
+                manifest::find_app_dir(Some(&dir), cwd)?
+            } else {
+                file.parent().unwrap_or(cwd).to_path_buf()
+            }
+        }
+        None => manifest::find_app_dir(global.dir.as_deref(), cwd)?,
+    };
+    let loaded = LoadedManifest::read(&dir)?;
+    let diagnostics = manifest::validate(&loaded.manifest);
+    let display_path = loaded
+        .path
+        .strip_prefix(cwd)
+        .unwrap_or(&loaded.path)
+        .to_path_buf();
+    for d in &diagnostics {
+        printer.event(Event::Diagnostic {
+            file: display_path.clone(),
+            diagnostic: d.clone(),
+        });
+    }
+    let errors = diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count();
+    let warnings = diagnostics.len() - errors;
+    let failed = errors > 0 || (args.strict && warnings > 0);
+    let m = &loaded.manifest;
+    if !failed {
+        printer.status(
+            "Valid",
+            &format!(
+                "{} (app `{}`: {} services, {} infrastructure, {} environments, {} strategies{})",
+                display_path.display(),
+                m.app.value,
+                m.services.len(),
+                m.infrastructure.len(),
+                m.environments.len(),
+                m.strategies.len(),
+                if warnings > 0 {
+                    format!(", {warnings} warnings")
+                } else {
+                    String::new()
+                }
+            ),
+        );
+    } else {
+        printer.status(
+            "Invalid",
+            &format!(
+                "{}: {errors} errors, {warnings} warnings",
+                display_path.display()
+            ),
+        );
+    }
+    Ok(Outcome {
+        code: if failed {
+            ExitCode::Usage
+        } else {
+            ExitCode::Success
+        },
+        result: json!({
+            "file": loaded.path,
+            "valid": !failed,
+            "errors": errors,
+            "warnings": warnings,
+            "diagnostics": diagnostics,
+        }),
+    })
+}

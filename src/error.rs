@@ -1,0 +1,49 @@
+//! Exit codes, and the mapping of every error dronectl can return onto them.
+//!
+//! This is the one place where errors become exit codes; the binary calls [`exit_code`]
+//! on whatever error reaches it.
+
+use crate::manifest::ManifestError;
+use crate::scaffold::ScaffoldError;
+
+/// dronectl's exit codes, stable for CI pipelines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[repr(u8)]
+pub enum ExitCode {
+    /// Done.
+    Success = 0,
+    /// The operation failed.
+    Failed = 1,
+    /// Bad usage or configuration; nothing was changed.
+    Usage = 2,
+    /// A rollout was aborted and rolled back.
+    Aborted = 3,
+    /// A wait timed out.
+    TimedOut = 4,
+    /// A rollout is paused, waiting for promotion.
+    Paused = 5,
+}
+
+impl ExitCode {
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+/// A usage error found by dronectl itself (not by clap): exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// The exit code for an error returned by any dronectl operation.
+pub fn exit_code(err: &anyhow::Error) -> ExitCode {
+    for cause in err.chain() {
+        if cause.is::<UsageError>() || cause.is::<ManifestError>() {
+            return ExitCode::Usage;
+        }
+        if let Some(e) = cause.downcast_ref::<ScaffoldError>() {
+            return e.exit_code();
+        }
+    }
+    ExitCode::Failed
+}

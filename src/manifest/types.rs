@@ -1,0 +1,437 @@
+//! The `dronectl.yaml` data model.
+//!
+//! Every struct denies unknown fields, so a typo is an error with its line and column
+//! rather than a silently ignored setting. Values that later checks need to point at
+//! (names that refer to other entries, routes) are kept `Spanned`.
+
+use std::fmt;
+use std::time::Duration as StdDuration;
+
+use indexmap::IndexMap;
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_saphyr::Spanned;
+
+/// A map from names to spanned entries, in manifest order.
+pub type Entries<T> = IndexMap<String, Spanned<T>>;
+
+/// The whole manifest.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// The app's name: a DNS-1123 label, used as the prefix of everything dronectl creates.
+    pub app: Spanned<String>,
+    /// The app's services, by name.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub services: Entries<Service>,
+    /// Infrastructure the services depend on (brokers, databases), by name.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub infrastructure: Entries<Infrastructure>,
+    /// Deployment environments, by name.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub environments: Entries<Environment>,
+    /// Named rollout strategies.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub strategies: Entries<Strategy>,
+    /// Named analyses that strategies run.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub analyses: Entries<Analysis>,
+}
+
+/// One service of the app.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    /// Directory of the service, relative to the manifest.
+    pub path: Spanned<String>,
+    /// The template the service was generated from (`rust-http`, `rust-worker`).
+    #[serde(default)]
+    pub template: Option<String>,
+    /// The port the service listens on inside its container.
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Liveness and readiness probe paths.
+    #[serde(default)]
+    pub health: Health,
+    /// How many replicas run.
+    #[serde(default = "default_replicas")]
+    pub replicas: u32,
+    /// Requests and limits.
+    #[serde(default)]
+    pub resources: Resources,
+    /// Environment variables for the service.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub env: IndexMap<String, ScalarString>,
+    /// Public path prefixes the router sends to this service.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub routes: Vec<Spanned<String>>,
+    /// Services and infrastructure this service calls; each gets an `<NAME>_URL` variable.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub depends_on: Vec<Spanned<String>>,
+    /// Mount path of a persistent volume for the service's own data.
+    #[serde(default)]
+    pub volume: Option<String>,
+    /// The default rollout strategy for this service.
+    #[serde(default)]
+    pub strategy: Option<Spanned<String>>,
+}
+
+/// Probe paths.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    #[serde(default = "default_liveness")]
+    pub liveness: String,
+    #[serde(default = "default_readiness")]
+    pub readiness: String,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            liveness: default_liveness(),
+            readiness: default_readiness(),
+        }
+    }
+}
+
+/// Resource requests and limits, in Kubernetes quantity notation.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    #[serde(default)]
+    pub requests: ResourceSpec,
+    #[serde(default)]
+    pub limits: ResourceSpec,
+}
+
+/// CPU (`100m`, `0.5`, `2`) and memory (`64Mi`, `1Gi`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceSpec {
+    #[serde(default)]
+    pub cpu: Option<ScalarString>,
+    #[serde(default)]
+    pub memory: Option<ScalarString>,
+}
+
+/// An infrastructure component (a broker, a database).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Infrastructure {
+    /// The image to run.
+    pub image: String,
+    /// The port it listens on.
+    pub port: u16,
+    /// Mount path of its persistent volume.
+    #[serde(default)]
+    pub volume: Option<String>,
+    /// Command line (overrides the image's).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub command: Vec<String>,
+    /// Environment variables.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub env: IndexMap<String, ScalarString>,
+    /// URL scheme other services use to reach it (`redis`, `postgres`, `http`); defaults
+    /// to the entry's name when that is a well-known scheme, else `tcp`.
+    #[serde(default)]
+    pub scheme: Option<String>,
+}
+
+/// Where an environment deploys to.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Target {
+    /// The local Docker engine (the default).
+    Docker,
+    /// A Kubernetes cluster.
+    Kubernetes,
+}
+
+/// A deployment environment.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Environment {
+    pub target: Target,
+    /// Registry images are pushed to, e.g. `127.0.0.1:5000/drone`.
+    #[serde(default)]
+    pub registry: Option<String>,
+    /// Kubernetes: the kubeconfig context this environment pins.
+    #[serde(default)]
+    pub context: Option<String>,
+    /// Kubernetes: the namespace.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Kubernetes: a Gateway API gateway for public routes and weighted canaries.
+    #[serde(default)]
+    pub gateway: Option<GatewayRef>,
+    /// The default rollout strategy in this environment.
+    #[serde(default)]
+    pub strategy: Option<Spanned<String>>,
+}
+
+/// A Gateway API gateway.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayRef {
+    pub name: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+/// The kinds of rollout.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum StrategyKind {
+    /// Replace replicas a few at a time.
+    Rolling,
+    /// Shift traffic to the new version in weighted steps.
+    Canary,
+    /// Bring the new version up beside the old one, then switch all traffic at once.
+    BlueGreen,
+}
+
+impl fmt::Display for StrategyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StrategyKind::Rolling => "rolling",
+            StrategyKind::Canary => "canary",
+            StrategyKind::BlueGreen => "blue-green",
+        })
+    }
+}
+
+/// A named rollout strategy: data that the rollout engine interprets.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Strategy {
+    #[serde(rename = "type")]
+    pub kind: StrategyKind,
+    /// Canary and blue-green: the steps, in order. A blue-green's weights are 0 or 100 (the
+    /// switch); a pause before the switch keeps the new version on preview until promoted.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub steps: Vec<Spanned<Step>>,
+    /// Rolling: how many extra replicas may exist during the update (`1` or `25%`).
+    #[serde(default)]
+    pub max_surge: Option<ScalarString>,
+    /// Rolling: how many replicas may be unavailable during the update.
+    #[serde(default)]
+    pub max_unavailable: Option<ScalarString>,
+    /// Blue-green and canary: how long the old version stays warm after the switch.
+    #[serde(default)]
+    pub scale_down_delay: Option<Spanned<Duration>>,
+}
+
+/// One step of a canary or blue-green rollout.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Step {
+    /// Send this percentage of traffic to the new version.
+    Weight(u32),
+    /// Wait for a duration, or until promoted when no duration is given.
+    Pause(Pause),
+    /// Run the named analysis; failure aborts and rolls back.
+    Analysis(String),
+}
+
+/// A pause step.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Pause {
+    #[serde(default)]
+    pub duration: Option<Duration>,
+}
+
+/// What an analysis measures.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Metric {
+    /// Fraction of requests answered 5xx (or not at all) by the router, per version.
+    ErrorRate,
+    /// Latency percentiles from the router's per-version histogram, in seconds.
+    LatencyP50,
+    LatencyP95,
+    LatencyP99,
+    /// An HTTP GET that must answer the expected status.
+    Http,
+    /// A Prometheus query whose result must stay under the threshold.
+    Prometheus,
+}
+
+/// A named analysis.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Analysis {
+    pub metric: Metric,
+    /// Upper bound on the measured value (a fraction for error-rate, seconds for latency).
+    #[serde(default)]
+    pub threshold: Option<f64>,
+    /// Time between measurements.
+    #[serde(default = "default_interval")]
+    pub interval: Duration,
+    /// How many measurements to take.
+    #[serde(default = "default_count")]
+    pub count: u32,
+    /// How many failed measurements fail the analysis.
+    #[serde(default = "default_failure_limit")]
+    pub failure_limit: u32,
+    /// `http`: the URL to check.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// `http`: the status that counts as success (default 200).
+    #[serde(default)]
+    pub expect_status: Option<u16>,
+    /// `prometheus`: the query (PromQL). `{{service}}` and `{{version}}` are substituted.
+    #[serde(default)]
+    pub query: Option<String>,
+    /// `prometheus`: the server's address.
+    #[serde(default)]
+    pub address: Option<String>,
+}
+
+/// A duration written as `500ms`, `30s`, `5m`, `1h` or a combination such as `1m30s`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(into = "String")]
+pub struct Duration(pub StdDuration);
+
+impl From<Duration> for String {
+    fn from(d: Duration) -> String {
+        d.to_string()
+    }
+}
+
+impl fmt::Display for Duration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        if ms == 0 {
+            return f.write_str("0s");
+        }
+        let (h, rest) = (ms / 3_600_000, ms % 3_600_000);
+        let (m, rest) = (rest / 60_000, rest % 60_000);
+        let (s, ms) = (rest / 1000, rest % 1000);
+        for (value, unit) in [(h, "h"), (m, "m"), (s, "s"), (ms, "ms")] {
+            if value > 0 {
+                write!(f, "{value}{unit}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for Duration {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = || format!("invalid duration `{text}`: write e.g. `500ms`, `30s`, `5m`, `1h30m`");
+        let mut rest = text.trim();
+        if rest.is_empty() {
+            return Err(bad());
+        }
+        let mut total = StdDuration::ZERO;
+        while !rest.is_empty() {
+            let digits = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            if digits == 0 {
+                return Err(bad());
+            }
+            let value: u64 = rest[..digits].parse().map_err(|_| bad())?;
+            rest = &rest[digits..];
+            let unit_len = rest
+                .find(|c: char| c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            let unit = match &rest[..unit_len] {
+                "ms" => StdDuration::from_millis(value),
+                "s" => StdDuration::from_secs(value),
+                "m" => StdDuration::from_secs(value * 60),
+                "h" => StdDuration::from_secs(value * 3600),
+                _ => return Err(bad()),
+            };
+            total += unit;
+            rest = &rest[unit_len..];
+        }
+        Ok(Duration(total))
+    }
+}
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = ScalarString::deserialize(deserializer)?;
+        // A bare number is taken as seconds, as in `interval: 10`.
+        if let Ok(secs) = text.0.parse::<u64>() {
+            return Ok(Duration(StdDuration::from_secs(secs)));
+        }
+        text.0.parse().map_err(de::Error::custom)
+    }
+}
+
+/// A scalar (string, number or boolean) kept as its text, as environment variables and
+/// Kubernetes quantities are: `PORT: 8080` and `PORT: "8080"` mean the same.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct ScalarString(pub String);
+
+impl fmt::Display for ScalarString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ScalarString {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ScalarVisitor;
+        impl Visitor<'_> for ScalarVisitor {
+            type Value = ScalarString;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string, number or boolean")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ScalarString, E> {
+                Ok(ScalarString(v.to_string()))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<ScalarString, E> {
+                Ok(ScalarString(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ScalarString, E> {
+                Ok(ScalarString(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ScalarString, E> {
+                Ok(ScalarString(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<ScalarString, E> {
+                Ok(ScalarString(v.to_string()))
+            }
+        }
+        deserializer.deserialize_any(ScalarVisitor)
+    }
+}
+
+/// Lets a key be present with no value (`services:` followed only by comments).
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+fn default_port() -> u16 {
+    8080
+}
+fn default_replicas() -> u32 {
+    1
+}
+fn default_liveness() -> String {
+    "/healthz".to_string()
+}
+fn default_readiness() -> String {
+    "/readyz".to_string()
+}
+fn default_interval() -> Duration {
+    Duration(StdDuration::from_secs(10))
+}
+fn default_count() -> u32 {
+    3
+}
+fn default_failure_limit() -> u32 {
+    1
+}

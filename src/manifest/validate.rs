@@ -1,0 +1,594 @@
+//! Checks beyond what the types enforce: names, paths, and cross-references between
+//! entries (routes owned twice, unknown dependencies, undefined strategies and analyses).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Component, Path};
+
+use serde_saphyr::Spanned;
+
+use super::{Manifest, Metric, Position, Step, StrategyKind, Target};
+use crate::names;
+
+/// How serious a finding is. Errors make `validate` exit 2 and stop every other command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// One finding, with the place in the manifest it is about.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Diagnostic {
+    pub severity: Severity,
+    /// Where in the document, as a dotted path (`services.api.depends_on`).
+    pub field: String,
+    pub position: Option<Position>,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let severity = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        match &self.position {
+            Some(p) => write!(
+                f,
+                "{}:{}: {severity}: {}: {}",
+                p.line, p.column, self.field, self.message
+            ),
+            None => write!(f, "{severity}: {}: {}", self.field, self.message),
+        }
+    }
+}
+
+struct Findings(Vec<Diagnostic>);
+
+impl Findings {
+    fn push<T>(
+        &mut self,
+        severity: Severity,
+        field: String,
+        at: Option<&Spanned<T>>,
+        message: String,
+    ) {
+        let position = at.and_then(|s| Position::from_location(s.referenced));
+        self.0.push(Diagnostic {
+            severity,
+            field,
+            position,
+            message,
+        });
+    }
+    fn error<T>(&mut self, field: String, at: Option<&Spanned<T>>, message: impl Into<String>) {
+        self.push(Severity::Error, field, at, message.into());
+    }
+    fn warning<T>(&mut self, field: String, at: Option<&Spanned<T>>, message: impl Into<String>) {
+        self.push(Severity::Warning, field, at, message.into());
+    }
+}
+
+/// Checks a parsed manifest. Returns every finding, errors first, in document order.
+pub fn validate(manifest: &Manifest) -> Vec<Diagnostic> {
+    let mut out = Findings(Vec::new());
+    if let Err(e) = names::validate_label(&manifest.app.value) {
+        out.error("app".into(), Some(&manifest.app), e.to_string());
+    }
+    check_services(manifest, &mut out);
+    check_infrastructure(manifest, &mut out);
+    check_environments(manifest, &mut out);
+    check_strategies(manifest, &mut out);
+    let mut diagnostics = out.0;
+    diagnostics.sort_by_key(|d| {
+        (
+            d.severity == Severity::Warning,
+            d.position.map(|p| (p.line, p.column)),
+        )
+    });
+    diagnostics
+}
+
+fn check_services(m: &Manifest, out: &mut Findings) {
+    let mut route_owner: HashMap<String, &str> = HashMap::new();
+    let mut path_owner: HashMap<String, &str> = HashMap::new();
+    for (name, service) in &m.services {
+        let field = format!("services.{name}");
+        if let Err(e) = names::validate_name(name) {
+            out.error(field.clone(), Some(service), e.to_string());
+        }
+        if m.infrastructure.contains_key(name) {
+            out.error(
+                field.clone(),
+                Some(service),
+                format!("`{name}` is also an infrastructure entry; names must be unique"),
+            );
+        }
+        let s = &service.value;
+        match check_relative_path(&s.path.value) {
+            Err(why) => out.error(format!("{field}.path"), Some(&s.path), why),
+            Ok(normal) => {
+                if let Some(other) = path_owner.insert(normal.clone(), name) {
+                    out.error(
+                        format!("{field}.path"),
+                        Some(&s.path),
+                        format!("path `{normal}` is also the path of service `{other}`"),
+                    );
+                }
+            }
+        }
+        if s.port == 0 {
+            out.error(
+                format!("{field}.port"),
+                Some(service),
+                "port must be between 1 and 65535",
+            );
+        }
+        for (probe, path) in [
+            ("liveness", &s.health.liveness),
+            ("readiness", &s.health.readiness),
+        ] {
+            if !path.starts_with('/') {
+                out.error(
+                    format!("{field}.health.{probe}"),
+                    Some(service),
+                    format!("`{path}` must start with `/`"),
+                );
+            }
+        }
+        for (i, route) in s.routes.iter().enumerate() {
+            match normalize_route(&route.value) {
+                Err(why) => out.error(format!("{field}.routes[{i}]"), Some(route), why),
+                Ok(normal) => {
+                    if let Some(other) = route_owner.insert(normal.clone(), name) {
+                        let why = if other == name {
+                            format!("route `{normal}` is listed twice")
+                        } else {
+                            format!("route `{normal}` is also owned by service `{other}`")
+                        };
+                        out.error(format!("{field}.routes[{i}]"), Some(route), why);
+                    }
+                }
+            }
+        }
+        for (i, dep) in s.depends_on.iter().enumerate() {
+            let dep_name = dep.value.as_str();
+            if dep_name == name {
+                out.error(
+                    format!("{field}.depends_on[{i}]"),
+                    Some(dep),
+                    "a service cannot depend on itself",
+                );
+            } else if !m.services.contains_key(dep_name) && !m.infrastructure.contains_key(dep_name)
+            {
+                out.error(
+                    format!("{field}.depends_on[{i}]"),
+                    Some(dep),
+                    format!(
+                        "unknown dependency `{dep_name}`: not a service or infrastructure entry{}",
+                        suggest(dep_name, m.services.keys().chain(m.infrastructure.keys()))
+                    ),
+                );
+            }
+        }
+        for key in s.env.keys() {
+            if !is_env_name(key) {
+                out.error(
+                    format!("{field}.env.{key}"),
+                    Some(service),
+                    format!("`{key}` is not a valid environment variable name"),
+                );
+            }
+        }
+        if let Some(volume) = &s.volume {
+            if !volume.starts_with('/') {
+                out.error(
+                    format!("{field}.volume"),
+                    Some(service),
+                    format!("volume mount path `{volume}` must be absolute"),
+                );
+            }
+        }
+        if let Some(strategy) = &s.strategy {
+            check_strategy_ref(m, format!("{field}.strategy"), strategy, out);
+        }
+    }
+    check_cycles(m, out);
+}
+
+fn check_infrastructure(m: &Manifest, out: &mut Findings) {
+    for (name, infra) in &m.infrastructure {
+        let field = format!("infrastructure.{name}");
+        if let Err(e) = names::validate_name(name) {
+            out.error(field.clone(), Some(infra), e.to_string());
+        }
+        if infra.value.image.trim().is_empty() {
+            out.error(
+                format!("{field}.image"),
+                Some(infra),
+                "image must not be empty",
+            );
+        }
+        if infra.value.port == 0 {
+            out.error(
+                format!("{field}.port"),
+                Some(infra),
+                "port must be between 1 and 65535",
+            );
+        }
+        if let Some(volume) = &infra.value.volume {
+            if !volume.starts_with('/') {
+                out.error(
+                    format!("{field}.volume"),
+                    Some(infra),
+                    format!("volume mount path `{volume}` must be absolute"),
+                );
+            }
+        }
+    }
+}
+
+fn check_environments(m: &Manifest, out: &mut Findings) {
+    for (name, env) in &m.environments {
+        let field = format!("environments.{name}");
+        if let Err(e) = names::validate_label(name) {
+            out.error(field.clone(), Some(env), e.to_string());
+        }
+        let e = &env.value;
+        if e.target == Target::Docker {
+            for (key, set) in [
+                ("context", e.context.is_some()),
+                ("namespace", e.namespace.is_some()),
+                ("gateway", e.gateway.is_some()),
+            ] {
+                if set {
+                    out.warning(
+                        format!("{field}.{key}"),
+                        Some(env),
+                        format!(
+                            "`{key}` only applies to kubernetes environments and is ignored here"
+                        ),
+                    );
+                }
+            }
+        }
+        if let Some(ns) = &e.namespace {
+            if let Err(err) = names::validate_label(ns) {
+                out.error(format!("{field}.namespace"), Some(env), err.to_string());
+            }
+        }
+        if let Some(strategy) = &e.strategy {
+            check_strategy_ref(m, format!("{field}.strategy"), strategy, out);
+        }
+    }
+}
+
+fn check_strategies(m: &Manifest, out: &mut Findings) {
+    for (name, strategy) in &m.strategies {
+        let field = format!("strategies.{name}");
+        let s = &strategy.value;
+        match s.kind {
+            StrategyKind::Canary => {
+                if s.steps.is_empty() {
+                    out.error(
+                        format!("{field}.steps"),
+                        Some(strategy),
+                        "a canary needs at least one step",
+                    );
+                }
+                if !s.steps.iter().any(|st| matches!(st.value, Step::Weight(_))) {
+                    out.warning(
+                        format!("{field}.steps"),
+                        Some(strategy),
+                        "no `weight` step: the canary never receives traffic before full promotion",
+                    );
+                }
+            }
+            StrategyKind::BlueGreen => {
+                for (i, step) in s.steps.iter().enumerate() {
+                    if let Step::Weight(w) = step.value {
+                        if w != 0 && w != 100 {
+                            out.error(format!("{field}.steps[{i}]"), Some(step), format!("a blue-green switches all traffic at once: weight must be 0 or 100, not {w}"));
+                        }
+                    }
+                }
+            }
+            StrategyKind::Rolling => {
+                if let Some(step) = s.steps.first() {
+                    out.error(format!("{field}.steps"), Some(step), "`steps` do not apply to rolling strategies (use max_surge and max_unavailable)");
+                }
+            }
+        }
+        if s.kind != StrategyKind::Rolling && (s.max_surge.is_some() || s.max_unavailable.is_some())
+        {
+            out.error(
+                field.clone(),
+                Some(strategy),
+                format!(
+                    "`max_surge`/`max_unavailable` only apply to rolling strategies, not {}",
+                    s.kind
+                ),
+            );
+        }
+        for key in [&s.max_surge, &s.max_unavailable].into_iter().flatten() {
+            if !is_int_or_percent(&key.0) {
+                out.error(
+                    field.clone(),
+                    Some(strategy),
+                    format!("`{key}` must be a count (`1`) or a percentage (`25%`)"),
+                );
+            }
+        }
+        let mut last_weight = 0;
+        for (i, step) in s.steps.iter().enumerate() {
+            match &step.value {
+                Step::Weight(w) if *w > 100 => out.error(
+                    format!("{field}.steps[{i}]"),
+                    Some(step),
+                    format!("weight {w} is over 100"),
+                ),
+                Step::Weight(w) if *w < last_weight => {
+                    out.warning(
+                        format!("{field}.steps[{i}]"),
+                        Some(step),
+                        format!("weight {w} is lower than the previous weight {last_weight}"),
+                    );
+                    last_weight = *w;
+                }
+                Step::Weight(w) => last_weight = *w,
+                Step::Analysis(a) => {
+                    check_analysis_ref(m, format!("{field}.steps[{i}]"), step, a, out)
+                }
+                Step::Pause(_) => {}
+            }
+        }
+    }
+    for (name, analysis) in &m.analyses {
+        let field = format!("analyses.{name}");
+        let a = &analysis.value;
+        let needs_threshold = matches!(
+            a.metric,
+            Metric::ErrorRate
+                | Metric::LatencyP50
+                | Metric::LatencyP95
+                | Metric::LatencyP99
+                | Metric::Prometheus
+        );
+        match (needs_threshold, a.threshold) {
+            (true, None) => out.error(
+                format!("{field}.threshold"),
+                Some(analysis),
+                "this metric needs a `threshold`",
+            ),
+            (_, Some(t)) if !(t.is_finite() && t >= 0.0) => out.error(
+                format!("{field}.threshold"),
+                Some(analysis),
+                "threshold must be a non-negative number",
+            ),
+            (_, Some(t)) if a.metric == Metric::ErrorRate && t > 1.0 => out.error(
+                format!("{field}.threshold"),
+                Some(analysis),
+                format!("error-rate threshold {t} is a fraction between 0 and 1 (use 0.01 for 1%)"),
+            ),
+            _ => {}
+        }
+        if a.metric == Metric::Http && a.url.is_none() {
+            out.error(
+                format!("{field}.url"),
+                Some(analysis),
+                "an http analysis needs a `url`",
+            );
+        }
+        if a.metric == Metric::Prometheus && a.query.is_none() {
+            out.error(
+                format!("{field}.query"),
+                Some(analysis),
+                "a prometheus analysis needs a `query`",
+            );
+        }
+        if a.count == 0 {
+            out.error(
+                format!("{field}.count"),
+                Some(analysis),
+                "count must be at least 1",
+            );
+        }
+        if a.failure_limit == 0 || a.failure_limit > a.count {
+            out.error(
+                format!("{field}.failure_limit"),
+                Some(analysis),
+                format!("failure_limit must be between 1 and count ({})", a.count),
+            );
+        }
+        if a.interval.0.is_zero() {
+            out.error(
+                format!("{field}.interval"),
+                Some(analysis),
+                "interval must be longer than 0s",
+            );
+        }
+    }
+}
+
+fn check_strategy_ref(m: &Manifest, field: String, at: &Spanned<String>, out: &mut Findings) {
+    if !m.strategies.contains_key(&at.value) {
+        out.error(
+            field,
+            Some(at),
+            format!(
+                "strategy `{}` is not defined under `strategies`{}",
+                at.value,
+                suggest(&at.value, m.strategies.keys())
+            ),
+        );
+    }
+}
+
+fn check_analysis_ref<T>(
+    m: &Manifest,
+    field: String,
+    at: &Spanned<T>,
+    name: &str,
+    out: &mut Findings,
+) {
+    if !m.analyses.contains_key(name) {
+        out.error(
+            field,
+            Some(at),
+            format!(
+                "analysis `{name}` is not defined under `analyses`{}",
+                suggest(name, m.analyses.keys())
+            ),
+        );
+    }
+}
+
+/// Reports each dependency cycle between services once.
+fn check_cycles(m: &Manifest, out: &mut Findings) {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        Visiting,
+        Done,
+    }
+    fn visit<'a>(
+        m: &'a Manifest,
+        name: &'a str,
+        marks: &mut BTreeMap<&'a str, Mark>,
+        stack: &mut Vec<&'a str>,
+        out: &mut Findings,
+    ) {
+        marks.insert(name, Mark::Visiting);
+        stack.push(name);
+        let service = &m.services[name];
+        for dep in &service.value.depends_on {
+            let Some((dep_name, _)) = m.services.get_key_value(dep.value.as_str()) else {
+                continue;
+            };
+            if dep_name == name {
+                continue;
+            }
+            match marks.get(dep_name.as_str()) {
+                Some(Mark::Visiting) => {
+                    let start = stack.iter().position(|s| *s == dep_name).unwrap_or(0);
+                    let mut cycle: Vec<&str> = stack[start..].to_vec();
+                    cycle.push(dep_name);
+                    out.error(
+                        format!("services.{name}.depends_on"),
+                        Some(dep),
+                        format!("dependency cycle: {}", cycle.join(" → ")),
+                    );
+                }
+                Some(Mark::Done) => {}
+                None => visit(m, dep_name, marks, stack, out),
+            }
+        }
+        stack.pop();
+        marks.insert(name, Mark::Done);
+    }
+    let mut marks = BTreeMap::new();
+    for name in m.services.keys() {
+        if !marks.contains_key(name.as_str()) {
+            visit(m, name, &mut marks, &mut Vec::new(), out);
+        }
+    }
+}
+
+/// A service path must stay inside the app: relative, no `..`. Returns it normalised.
+pub fn check_relative_path(path: &str) -> Result<String, String> {
+    let p = Path::new(path);
+    if path.trim().is_empty() {
+        return Err("path is empty".into());
+    }
+    if p.is_absolute() || path.starts_with('\\') {
+        return Err(format!(
+            "`{path}` is absolute; paths are relative to dronectl.yaml"
+        ));
+    }
+    let mut parts = Vec::new();
+    for component in p.components() {
+        match component {
+            Component::Normal(c) => parts.push(c.to_string_lossy().into_owned()),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                return Err(format!(
+                    "`{path}` leaves the app directory (`..` is not allowed)"
+                ))
+            }
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(format!(
+                    "`{path}` is absolute; paths are relative to dronectl.yaml"
+                ))
+            }
+        }
+    }
+    if parts.is_empty() {
+        return Err(format!(
+            "`{path}` is the app directory itself; give the service its own directory"
+        ));
+    }
+    Ok(parts.join("/"))
+}
+
+/// Routes are path prefixes: `/api/x` (a trailing `/` is ignored).
+pub fn normalize_route(route: &str) -> Result<String, String> {
+    if !route.starts_with('/') {
+        return Err(format!("route `{route}` must start with `/`"));
+    }
+    if let Some(c) = route
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "/-._~".contains(*c)))
+    {
+        return Err(format!(
+            "route `{route}` contains `{c}`; use letters, digits and `/-._~`"
+        ));
+    }
+    if route.split('/').any(|seg| seg == ".." || seg == ".") || route.contains("//") {
+        return Err(format!("route `{route}` has an empty, `.` or `..` segment"));
+    }
+    let trimmed = route.trim_end_matches('/');
+    Ok(if trimmed.is_empty() {
+        "/".to_string()
+    } else {
+        trimmed.to_string()
+    })
+}
+
+fn is_env_name(key: &str) -> bool {
+    let mut chars = key.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn is_int_or_percent(v: &str) -> bool {
+    let digits = v.strip_suffix('%').unwrap_or(v);
+    !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit())
+}
+
+/// ", did you mean `x`?" for the closest known name, when one is close.
+fn suggest<'a>(name: &str, known: impl Iterator<Item = &'a String>) -> String {
+    known
+        .map(|k| (edit_distance(name, k), k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 3))
+        .min()
+        .map(|(_, k)| format!("; did you mean `{k}`?"))
+        .unwrap_or_default()
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur.push(
+                (prev[j] + usize::from(ca != *cb))
+                    .min(prev[j + 1] + 1)
+                    .min(cur[j] + 1),
+            );
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}

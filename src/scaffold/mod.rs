@@ -1,0 +1,793 @@
+//! `dronectl new app` and `dronectl new service`: render a template, check the result,
+//! and move it into place only when everything is ready.
+//!
+//! Nothing in the user's tree changes until the last step: files are rendered into a
+//! temporary directory, the manifest and workspace edits are computed and re-parsed in
+//! memory, and only then are the directory and the edited files moved into place. If a
+//! move fails, the earlier ones are undone.
+
+mod templates;
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+use crate::events::{Event, Reporter};
+use crate::manifest::{self, LoadedManifest, ManifestError};
+use crate::names::{self, NameError};
+
+pub use templates::{Template, TemplateKind, TemplateMeta, TemplateSource};
+
+/// Why scaffolding failed. Every variant except `Io` is the user's input: exit code 2.
+#[derive(Debug, thiserror::Error)]
+pub enum ScaffoldError {
+    #[error("invalid name: {0}")]
+    Name(#[from] NameError),
+    #[error("unknown template `{name}`{}", available_list(available))]
+    UnknownTemplate {
+        name: String,
+        available: Vec<String>,
+    },
+    #[error("cannot read templates in {}: {message}", dir.display())]
+    TemplateDir { dir: PathBuf, message: String },
+    #[error("template `{template}`, file {file}: {message}")]
+    Template {
+        template: String,
+        file: String,
+        message: String,
+    },
+    #[error("a service named `{0}` already exists in the manifest")]
+    ServiceExists(String),
+    #[error("`{0}` is already the name of an infrastructure entry")]
+    InfrastructureExists(String),
+    #[error("{} already exists; choose another name or --path", .0.display())]
+    PathExists(PathBuf),
+    #[error("invalid path `{path}`: {why}")]
+    BadPath { path: String, why: String },
+    #[error("invalid route `{route}`: {why}")]
+    BadRoute { route: String, why: String },
+    #[error("route `{route}` is already owned by service `{owner}`")]
+    RouteTaken { route: String, owner: String },
+    #[error("invalid --set `{0}`: write key=value, with a key of letters, digits and `_`")]
+    BadVar(String),
+    #[error("invalid port {0}: use 1-65535")]
+    BadPort(u32),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the generated manifest entry is invalid (a template problem):\n{0}")]
+    GeneratedManifest(ManifestError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn available_list(available: &[String]) -> String {
+    if available.is_empty() {
+        String::new()
+    } else {
+        format!("; available: {}", available.join(", "))
+    }
+}
+
+impl ScaffoldError {
+    pub fn exit_code(&self) -> crate::error::ExitCode {
+        match self {
+            ScaffoldError::Io { .. } => crate::error::ExitCode::Failed,
+            _ => crate::error::ExitCode::Usage,
+        }
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ScaffoldError + '_ {
+    move |source| ScaffoldError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Parses repeated `--set key=value` flags.
+pub fn parse_vars(pairs: &[String]) -> Result<BTreeMap<String, String>, ScaffoldError> {
+    let mut vars = BTreeMap::new();
+    for pair in pairs {
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| ScaffoldError::BadVar(pair.clone()))?;
+        let valid = key
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(ScaffoldError::BadVar(pair.clone()));
+        }
+        vars.insert(key.to_string(), value.to_string());
+    }
+    Ok(vars)
+}
+
+/// Renders every file of `template` into `out`, returning the relative paths written.
+fn render_into(
+    template: &Template,
+    context: &tera::Context,
+    out: &Path,
+) -> Result<Vec<PathBuf>, ScaffoldError> {
+    let mut written = Vec::with_capacity(template.files.len());
+    for file in &template.files {
+        let contents = if file.render {
+            render_text(template, &file.source, &file.contents, context)?.into_bytes()
+        } else {
+            file.contents.clone()
+        };
+        let dest = out.join(&file.output);
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        std::fs::write(&dest, contents).map_err(io(&dest))?;
+        written.push(file.output.clone());
+    }
+    Ok(written)
+}
+
+fn render_text(
+    template: &Template,
+    source: &str,
+    contents: &[u8],
+    context: &tera::Context,
+) -> Result<String, ScaffoldError> {
+    let fail = |message: String| ScaffoldError::Template {
+        template: template.name.clone(),
+        file: source.to_string(),
+        message,
+    };
+    let text = std::str::from_utf8(contents)
+        .map_err(|_| fail("not UTF-8 text; drop the .tera suffix to copy it as is".into()))?;
+    tera::Tera::one_off(text, context, false).map_err(|e| {
+        // tera keeps the useful part in the error's source chain.
+        let mut message = e.to_string();
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            message.push_str(": ");
+            message.push_str(&c.to_string());
+            cause = c.source();
+        }
+        fail(message)
+    })
+}
+
+/// The base context every template sees.
+fn base_context(app: &str, vars: &BTreeMap<String, String>) -> tera::Context {
+    let mut context = tera::Context::new();
+    context.insert("app", app);
+    context.insert("vars", vars);
+    context.insert("dronectl_version", env!("CARGO_PKG_VERSION"));
+    context
+}
+
+// ---------------------------------------------------------------------------------------
+// new app
+
+/// Options for `dronectl new app`.
+#[derive(Debug, Clone)]
+pub struct NewAppOptions {
+    /// Directory to create (must not exist, or be empty).
+    pub dir: PathBuf,
+    /// App name; defaults to the directory's name.
+    pub name: Option<String>,
+    pub template: String,
+    pub templates: TemplateSource,
+    pub vars: Vec<String>,
+    /// Create a git repository with an initial commit.
+    pub git: bool,
+    pub dry_run: bool,
+}
+
+/// What `new app` created (or would create).
+#[derive(Debug, Clone)]
+pub struct NewAppOutcome {
+    pub name: String,
+    pub dir: PathBuf,
+    pub files: Vec<PathBuf>,
+    pub commit: Option<String>,
+}
+
+/// Creates an app repository.
+pub fn new_app(
+    opts: &NewAppOptions,
+    reporter: &dyn Reporter,
+) -> Result<NewAppOutcome, ScaffoldError> {
+    let dir = &opts.dir;
+    let name = match &opts.name {
+        Some(n) => n.clone(),
+        None => dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| ScaffoldError::BadPath {
+                path: dir.display().to_string(),
+                why: "give a directory name, or --name".into(),
+            })?,
+    };
+    names::validate_name(&name)?;
+    if dir.symlink_metadata().is_ok() {
+        let empty = std::fs::read_dir(dir)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(false);
+        if !empty {
+            return Err(ScaffoldError::PathExists(dir.clone()));
+        }
+    }
+    let vars = parse_vars(&opts.vars)?;
+    let template = opts.templates.load(&opts.template, TemplateKind::App)?;
+    let context = base_context(&name, &vars);
+
+    reporter.event(Event::Started {
+        action: "Creating".into(),
+        subject: format!("app `{name}` in {}", dir.display()),
+    });
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let created_parents = if opts.dry_run {
+        Vec::new()
+    } else {
+        create_parents(&parent)?
+    };
+    let staging = tempfile::Builder::new()
+        .prefix(".dronectl-new-")
+        .tempdir_in(if parent.exists() {
+            &parent
+        } else {
+            Path::new(".")
+        })
+        .map_err(io(&parent));
+    let result: Result<NewAppOutcome, ScaffoldError> = (|| {
+        let staging = staging?;
+        let out = staging.path().join("app");
+        let files = render_into(&template, &context, &out)?;
+        // The app template must produce a manifest this version of dronectl accepts.
+        LoadedManifest::read_valid(&out).map_err(ScaffoldError::GeneratedManifest)?;
+        for f in &files {
+            reporter.event(Event::File {
+                path: dir.join(f),
+                dry_run: opts.dry_run,
+            });
+        }
+        if opts.dry_run {
+            return Ok(NewAppOutcome {
+                name: name.clone(),
+                dir: dir.clone(),
+                files,
+                commit: None,
+            });
+        }
+        let commit = if opts.git {
+            Some(git_init_commit(&out, &name).map_err(|e| ScaffoldError::Io {
+                path: dir.clone(),
+                source: std::io::Error::other(e.message().to_string()),
+            })?)
+        } else {
+            None
+        };
+        if dir.exists() {
+            std::fs::remove_dir(dir).map_err(io(dir))?;
+        }
+        std::fs::rename(&out, dir).map_err(io(dir))?;
+        Ok(NewAppOutcome {
+            name: name.clone(),
+            dir: dir.clone(),
+            files,
+            commit,
+        })
+    })();
+    if result.is_err() {
+        remove_created(&created_parents);
+    }
+    let outcome = result?;
+    if let Some(commit) = &outcome.commit {
+        reporter.event(Event::Note {
+            message: format!(
+                "initialised a git repository (commit {})",
+                &commit[..7.min(commit.len())]
+            ),
+            verbose: false,
+        });
+    }
+    Ok(outcome)
+}
+
+/// `git init` + an initial commit of everything in `dir`, on branch `main`.
+fn git_init_commit(dir: &Path, app: &str) -> Result<String, git2::Error> {
+    let mut init = git2::RepositoryInitOptions::new();
+    init.initial_head("main");
+    let repo = git2::Repository::init_opts(dir, &init)?;
+    let mut index = repo.index()?;
+    index.add_all(["*"].iter(), git2::IndexAddOption::DEFAULT, None)?;
+    index.write()?;
+    let tree = repo.find_tree(index.write_tree()?)?;
+    let signature = repo
+        .signature()
+        .or_else(|_| git2::Signature::now("dronectl", "dronectl@localhost"))?;
+    let oid = repo.commit(
+        Some("HEAD"),
+        &signature,
+        &signature,
+        &format!("Create app {app} with dronectl"),
+        &tree,
+        &[],
+    )?;
+    Ok(oid.to_string())
+}
+
+// ---------------------------------------------------------------------------------------
+// new service
+
+/// Options for `dronectl new service`.
+#[derive(Debug, Clone)]
+pub struct NewServiceOptions {
+    pub app_dir: PathBuf,
+    pub name: String,
+    pub template: String,
+    pub templates: TemplateSource,
+    pub port: Option<u32>,
+    pub route: Option<String>,
+    /// Directory of the service relative to the app; default `services/<name>`.
+    pub path: Option<String>,
+    pub vars: Vec<String>,
+    pub dry_run: bool,
+}
+
+/// What `new service` created (or would create).
+#[derive(Debug, Clone)]
+pub struct NewServiceOutcome {
+    pub name: String,
+    /// The service directory, relative to the app.
+    pub path: String,
+    pub port: u16,
+    pub route: Option<String>,
+    pub template: String,
+    /// Files created, relative to the app.
+    pub files: Vec<PathBuf>,
+    /// Whether the Cargo workspace's members were changed.
+    pub workspace_updated: bool,
+}
+
+/// Everything `new service` decided before touching the disk.
+struct ServicePlan {
+    name: String,
+    path: String,
+    port: u16,
+    route: Option<String>,
+    template: Template,
+    context: tera::Context,
+}
+
+fn plan_service(
+    opts: &NewServiceOptions,
+    loaded: &LoadedManifest,
+) -> Result<ServicePlan, ScaffoldError> {
+    let name = opts.name.clone();
+    names::validate_name(&name)?;
+    let m = &loaded.manifest;
+    if m.services.contains_key(&name) {
+        return Err(ScaffoldError::ServiceExists(name));
+    }
+    if m.infrastructure.contains_key(&name) {
+        return Err(ScaffoldError::InfrastructureExists(name));
+    }
+    let template = opts.templates.load(&opts.template, TemplateKind::Service)?;
+
+    let raw_path = opts
+        .path
+        .clone()
+        .unwrap_or_else(|| format!("services/{name}"));
+    let path = manifest::check_relative_path(&raw_path).map_err(|why| ScaffoldError::BadPath {
+        path: raw_path.clone(),
+        why,
+    })?;
+    for (other, service) in &m.services {
+        let theirs = manifest::check_relative_path(&service.value.path.value).unwrap_or_default();
+        if is_same_or_nested(&path, &theirs) {
+            return Err(ScaffoldError::BadPath {
+                path: raw_path,
+                why: format!("overlaps the directory of service `{other}` ({theirs})"),
+            });
+        }
+    }
+    check_inside(&loaded.dir, &path).map_err(|why| ScaffoldError::BadPath {
+        path: raw_path.clone(),
+        why,
+    })?;
+    let dest = loaded.dir.join(&path);
+    if dest.symlink_metadata().is_ok() {
+        return Err(ScaffoldError::PathExists(dest));
+    }
+
+    let port = match opts.port {
+        Some(p) if (1..=65535).contains(&p) => p as u16,
+        Some(p) => return Err(ScaffoldError::BadPort(p)),
+        None => template.meta.default_port.unwrap_or(8080),
+    };
+    let has_routes = template.meta.default_port.is_some() && template.name != "rust-worker";
+    let route = match (&opts.route, has_routes) {
+        (Some(r), _) => Some(r.clone()),
+        (None, true) => Some(format!("/api/{name}")),
+        (None, false) => None,
+    };
+    let route =
+        match route {
+            None => None,
+            Some(r) => {
+                let normal =
+                    manifest::normalize_route(&r).map_err(|why| ScaffoldError::BadRoute {
+                        route: r.clone(),
+                        why,
+                    })?;
+                for (owner, service) in &m.services {
+                    if service.value.routes.iter().any(|o| {
+                        manifest::normalize_route(&o.value).as_deref() == Ok(normal.as_str())
+                    }) {
+                        return Err(ScaffoldError::RouteTaken {
+                            route: normal,
+                            owner: owner.clone(),
+                        });
+                    }
+                }
+                Some(normal)
+            }
+        };
+    let vars = parse_vars(&opts.vars)?;
+    let mut context = base_context(&m.app.value, &vars);
+    context.insert("name", &name);
+    context.insert("crate_name", &names::crate_ident(&name));
+    context.insert("port", &port);
+    context.insert("route", route.as_deref().unwrap_or(""));
+    context.insert("path", &path);
+    context.insert("template", &template.name);
+    Ok(ServicePlan {
+        name,
+        path,
+        port,
+        route,
+        template,
+        context,
+    })
+}
+
+/// Adds a service to the app in `opts.app_dir`.
+pub fn new_service(
+    opts: &NewServiceOptions,
+    reporter: &dyn Reporter,
+) -> Result<NewServiceOutcome, ScaffoldError> {
+    let loaded = LoadedManifest::read_valid(&opts.app_dir)?;
+    let plan = plan_service(opts, &loaded)?;
+    let app_dir = &loaded.dir;
+    reporter.event(Event::Started {
+        action: "Creating".into(),
+        subject: format!(
+            "service `{}` ({}, port {}) in {}",
+            plan.name, plan.template.name, plan.port, plan.path
+        ),
+    });
+
+    // 1. Render into a staging directory inside the app (same file system: moves are atomic).
+    let staging = tempfile::Builder::new()
+        .prefix(".dronectl-new-")
+        .tempdir_in(app_dir)
+        .map_err(io(app_dir))?;
+    let out = staging.path().join("service");
+    let rendered = render_into(&plan.template, &plan.context, &out)?;
+    check_crate_name_free(&plan.name, &plan.template.name, &out)?;
+
+    // 2. The manifest entry, spliced into the text and parsed again.
+    let entry = render_text(
+        &plan.template,
+        "manifest.yaml.tera",
+        plan.template
+            .manifest_entry
+            .as_deref()
+            .unwrap_or_default()
+            .as_bytes(),
+        &plan.context,
+    )?;
+    let new_manifest = manifest::add_service_entry(&loaded.text, &plan.name, &entry)
+        .map_err(|e| ScaffoldError::Invalid(format!("{}: {e}", loaded.path.display())))?;
+    let reparsed =
+        manifest::parse(&loaded.path, &new_manifest).map_err(ScaffoldError::GeneratedManifest)?;
+    let reloaded = LoadedManifest {
+        manifest: reparsed,
+        text: new_manifest.clone(),
+        ..loaded.clone()
+    };
+    reloaded.check().map_err(ScaffoldError::GeneratedManifest)?;
+    match reloaded.manifest.services.get(&plan.name) {
+        Some(s)
+            if manifest::check_relative_path(&s.value.path.value).as_deref()
+                == Ok(plan.path.as_str()) => {}
+        _ => {
+            return Err(ScaffoldError::GeneratedManifest(ManifestError::Parse {
+                path: loaded.path.clone(),
+                position: None,
+                message: format!(
+                    "the entry for `{}` does not have path `{}`",
+                    plan.name, plan.path
+                ),
+            }))
+        }
+    }
+
+    // 3. The Cargo workspace's members.
+    let cargo_toml = app_dir.join("Cargo.toml");
+    let workspace_edit = match std::fs::read_to_string(&cargo_toml) {
+        Ok(text) => add_workspace_member(&text, &plan.path)
+            .map_err(|why| ScaffoldError::Invalid(format!("{}: {why}", cargo_toml.display())))?,
+        Err(_) => None,
+    };
+
+    let files: Vec<PathBuf> = rendered
+        .iter()
+        .map(|f| Path::new(&plan.path).join(f))
+        .collect();
+    for f in &files {
+        reporter.event(Event::File {
+            path: f.clone(),
+            dry_run: opts.dry_run,
+        });
+    }
+    reporter.event(Event::Modified {
+        path: manifest::MANIFEST_FILE.into(),
+        dry_run: opts.dry_run,
+        what: format!("added service `{}`", plan.name),
+    });
+    if workspace_edit.is_some() {
+        reporter.event(Event::Modified {
+            path: "Cargo.toml".into(),
+            dry_run: opts.dry_run,
+            what: format!("added `{}` to workspace members", plan.path),
+        });
+    } else if cargo_toml.exists() {
+        reporter.event(Event::Note {
+            message: format!(
+                "Cargo.toml already covers {} (or has no [workspace]); left unchanged",
+                plan.path
+            ),
+            verbose: false,
+        });
+    }
+    let outcome = NewServiceOutcome {
+        name: plan.name.clone(),
+        path: plan.path.clone(),
+        port: plan.port,
+        route: plan.route.clone(),
+        template: plan.template.name.clone(),
+        files,
+        workspace_updated: workspace_edit.is_some(),
+    };
+    if opts.dry_run {
+        return Ok(outcome);
+    }
+
+    // 4. Move everything into place; undo on failure.
+    let manifest_tmp = staged_copy(&loaded.path, &new_manifest)?;
+    let cargo_tmp = match &workspace_edit {
+        Some(text) => Some(staged_copy(&cargo_toml, text)?),
+        None => None,
+    };
+    let dest = app_dir.join(&plan.path);
+    let created_parents = create_parents(dest.parent().unwrap_or(app_dir))?;
+    if let Err(e) = std::fs::rename(&out, &dest) {
+        remove_created(&created_parents);
+        return Err(io(&dest)(e));
+    }
+    let undo_dir = |e: ScaffoldError| {
+        let _ = std::fs::remove_dir_all(&dest);
+        remove_created(&created_parents);
+        e
+    };
+    let original_cargo = workspace_edit
+        .as_ref()
+        .and_then(|_| std::fs::read(&cargo_toml).ok());
+    if let Some(tmp) = cargo_tmp {
+        tmp.persist(&cargo_toml)
+            .map_err(|e| undo_dir(io(&cargo_toml)(e.error)))?;
+    }
+    if let Err(e) = manifest_tmp.persist(&loaded.path) {
+        if let Some(original) = original_cargo {
+            let _ = std::fs::write(&cargo_toml, original);
+        }
+        return Err(undo_dir(io(&loaded.path)(e.error)));
+    }
+    Ok(outcome)
+}
+
+/// A temporary file beside `path` holding `contents`, with `path`'s permissions.
+fn staged_copy(path: &Path, contents: &str) -> Result<tempfile::NamedTempFile, ScaffoldError> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".dronectl-edit-")
+        .tempfile_in(dir)
+        .map_err(io(dir))?;
+    tmp.write_all(contents.as_bytes()).map_err(io(tmp.path()))?;
+    tmp.as_file().sync_all().map_err(io(path))?;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let _ = std::fs::set_permissions(tmp.path(), meta.permissions());
+    }
+    Ok(tmp)
+}
+
+/// Creates the missing ancestors of `dir`, returning them deepest first for undo.
+fn create_parents(dir: &Path) -> Result<Vec<PathBuf>, ScaffoldError> {
+    let mut missing: Vec<PathBuf> = dir
+        .ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+        .map(Path::to_path_buf)
+        .collect();
+    for d in missing.iter().rev() {
+        std::fs::create_dir(d).map_err(io(d))?;
+    }
+    missing.shrink_to_fit();
+    Ok(missing)
+}
+
+fn remove_created(dirs: &[PathBuf]) {
+    for d in dirs {
+        let _ = std::fs::remove_dir(d);
+    }
+}
+
+/// `a` and `b` are the same directory, or one contains the other.
+fn is_same_or_nested(a: &str, b: &str) -> bool {
+    let (a, b) = (Path::new(a), Path::new(b));
+    a.starts_with(b) || b.starts_with(a)
+}
+
+/// Refuses a path whose existing prefix leaves the app through a symbolic link.
+fn check_inside(app_dir: &Path, rel: &str) -> Result<(), String> {
+    let root = app_dir.canonicalize().map_err(|e| e.to_string())?;
+    let mut current = app_dir.to_path_buf();
+    for part in Path::new(rel).components() {
+        let Component::Normal(part) = part else {
+            continue;
+        };
+        current.push(part);
+        match current.canonicalize() {
+            Ok(real) if !real.starts_with(&root) => {
+                return Err(format!(
+                    "{} leads outside the app directory",
+                    current.display()
+                ))
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    Ok(())
+}
+
+/// A service's crate must not share its name with one of its own dependencies.
+fn check_crate_name_free(name: &str, template: &str, rendered: &Path) -> Result<(), ScaffoldError> {
+    let Ok(text) = std::fs::read_to_string(rendered.join("Cargo.toml")) else {
+        return Ok(());
+    };
+    let doc: toml_edit::DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| {
+        ScaffoldError::Invalid(format!(
+            "the {template} template's Cargo.toml does not parse: {e}"
+        ))
+    })?;
+    let ident = names::crate_ident(name);
+    for table in ["dependencies", "dev-dependencies", "build-dependencies"] {
+        if let Some(deps) = doc.get(table).and_then(|t| t.as_table_like()) {
+            if deps.iter().any(|(dep, _)| names::crate_ident(dep) == ident) {
+                return Err(ScaffoldError::Invalid(format!(
+                    "invalid name: `{name}` is the name of a crate the {template} template depends on; choose another name"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Adds `path` to `[workspace] members` unless a member (or glob) already covers it.
+/// Returns the new text, or `None` when nothing needs to change.
+fn add_workspace_member(text: &str, path: &str) -> Result<Option<String>, String> {
+    let mut doc: toml_edit::DocumentMut = text
+        .parse()
+        .map_err(|e: toml_edit::TomlError| e.to_string())?;
+    let Some(workspace) = doc.get_mut("workspace").and_then(|w| w.as_table_like_mut()) else {
+        return Ok(None);
+    };
+    if workspace.get("members").is_none() {
+        workspace.insert(
+            "members",
+            toml_edit::Item::Value(toml_edit::Array::new().into()),
+        );
+    }
+    let members = workspace
+        .get_mut("members")
+        .and_then(|m| m.as_array_mut())
+        .ok_or("`workspace.members` is not an array")?;
+    let covered = members.iter().filter_map(|m| m.as_str()).any(|m| {
+        let m = m.trim_end_matches('/');
+        m == path
+            || m.strip_suffix("/*")
+                .is_some_and(|prefix| Path::new(path).parent() == Some(Path::new(prefix)))
+    });
+    if covered {
+        return Ok(None);
+    }
+    // Keep the array's layout: one member per line if it already is written that way.
+    let multiline = members.iter().next().is_some_and(|v| {
+        v.decor()
+            .prefix()
+            .and_then(|p| p.as_str())
+            .is_some_and(|p| p.contains('\n'))
+    }) || (members.is_empty()
+        && members
+            .trailing()
+            .as_str()
+            .is_some_and(|t| t.contains('\n')));
+    members.push(path);
+    if multiline {
+        let count = members.len();
+        if let Some(last) = members.get_mut(count - 1) {
+            last.decor_mut().set_prefix("\n    ");
+        }
+        members.set_trailing("\n");
+        members.set_trailing_comma(true);
+    }
+    Ok(Some(doc.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workspace_members() {
+        let text = "[workspace]\nresolver = \"2\"\nmembers = [\n    \"services/a\",\n]\n";
+        assert_eq!(
+            add_workspace_member(text, "services/b").unwrap().unwrap(),
+            "[workspace]\nresolver = \"2\"\nmembers = [\n    \"services/a\",\n    \"services/b\",\n]\n"
+        );
+        let empty = "[workspace]\nmembers = [\n]\n";
+        assert_eq!(
+            add_workspace_member(empty, "services/b").unwrap().unwrap(),
+            "[workspace]\nmembers = [\n    \"services/b\",\n]\n"
+        );
+        let inline = "[workspace]\nmembers = [\"a\"]\n";
+        assert_eq!(
+            add_workspace_member(inline, "b").unwrap().unwrap(),
+            "[workspace]\nmembers = [\"a\", \"b\"]\n"
+        );
+        assert_eq!(
+            add_workspace_member("[workspace]\nmembers = [\"services/*\"]\n", "services/b")
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            add_workspace_member("[package]\nname = \"x\"\n", "b").unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn vars() {
+        let v = parse_vars(&["a=1".into(), "b_c=x=y".into()]).unwrap();
+        assert_eq!(v["a"], "1");
+        assert_eq!(v["b_c"], "x=y");
+        assert!(parse_vars(&["novalue".into()]).is_err());
+        assert!(parse_vars(&["1a=b".into()]).is_err());
+        assert!(parse_vars(&["a-b=c".into()]).is_err());
+    }
+
+    #[test]
+    fn nesting() {
+        assert!(is_same_or_nested("services/a", "services/a"));
+        assert!(is_same_or_nested("services/a/b", "services/a"));
+        assert!(is_same_or_nested("services", "services/a"));
+        assert!(!is_same_or_nested("services/ab", "services/a"));
+    }
+}
