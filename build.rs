@@ -24,5 +24,7 @@ fn main() {
             }
         }
     }
+    // Templates are embedded with include_dir!, which cannot tell cargo about them.
+    println!("cargo:rerun-if-changed=templates");
     println!("cargo:rerun-if-changed=build.rs");
 }

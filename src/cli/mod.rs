@@ -52,6 +52,7 @@ pub struct Cli {
 
 /// Flags every command accepts.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Run as if started in DIR: the app directory holding dronectl.yaml [default: the nearest
     /// parent directory that has one]

@@ -62,10 +62,13 @@ impl Printer {
     }
 
     fn json_line<T: Serialize>(&self, value: &T) {
-        let mut object = serde_json::to_value(value).unwrap_or_default();
-        if let Some(map) = object.as_object_mut() {
-            map.insert("schema".into(), SCHEMA_VERSION.into());
+        // `schema` first, then `event`, then the event's own fields.
+        let mut object = serde_json::Map::new();
+        object.insert("schema".into(), SCHEMA_VERSION.into());
+        if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(value) {
+            object.extend(fields);
         }
+        let object = serde_json::Value::Object(object);
         let _guard = self.lock.lock();
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{object}");
