@@ -18,6 +18,8 @@ pub const SCHEMA_VERSION: u32 = 1;
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
+    /// Progress of a rollout (see [`RolloutEvent`]).
+    Rollout(RolloutEvent),
     /// A step of the current command began (`Creating service ratings`).
     Started { action: String, subject: String },
     /// A file or directory was created, or would be with `--dry-run`.
@@ -37,6 +39,81 @@ pub enum Event {
     Note { message: String, verbose: bool },
     /// A suggestion of what to run next.
     Hint { message: String },
+    /// A step of building one service's image began, progressed, finished or was skipped.
+    BuildStep {
+        service: String,
+        stage: BuildStage,
+        status: StepStatus,
+        /// What is happening (`cargo build …`, the image reference, the push digest).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+        /// Bytes: the binary's size after compile, the image's after image, pushed so far.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        bytes: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        elapsed_ms: Option<u64>,
+    },
+    /// cargo finished compiling one more crate (a dependency, or a service's library).
+    CompileProgress { crates_done: u32, current: String },
+    /// A compiler diagnostic in full, attributed to the service whose crate produced it
+    /// (`service` is absent for shared crates).
+    CompilerMessage {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        service: Option<String>,
+        package: String,
+        level: String,
+        rendered: String,
+    },
+    /// A line of a service's Dockerfile build output.
+    DockerOutput { service: String, line: String },
+    /// A service's image is ready: built now, or found up to date.
+    ImageReady {
+        service: String,
+        /// Repository (`app/service`, or `registry/app/service` when pushed).
+        image: String,
+        tag: String,
+        /// Local image id.
+        id: String,
+        size: u64,
+        /// Registry manifest digest, when pushed.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        digest: Option<String>,
+        /// false: the inputs were unchanged and the existing image was reused.
+        rebuilt: bool,
+    },
+    /// An image was removed (`dronectl images prune`), or would be with `--dry-run`.
+    ImageRemoved {
+        id: String,
+        tags: Vec<String>,
+        size: u64,
+        dry_run: bool,
+    },
+}
+
+/// The stages of building a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BuildStage {
+    /// cargo compiles the static binary.
+    Compile,
+    /// The image is assembled (or built from the service's Dockerfile) and loaded.
+    Image,
+    /// The image gets its tag.
+    Tag,
+    /// The image is pushed to the environment's registry.
+    Push,
+}
+
+/// Where a build stage is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Started,
+    Progress,
+    Finished,
+    /// Not needed: the service's inputs are unchanged.
+    Skipped,
+    Failed,
 }
 
 /// Receives the events core logic emits.
@@ -58,4 +135,48 @@ impl Collect {
     pub fn take(&self) -> Vec<Event> {
         std::mem::take(&mut self.0.lock().expect("events lock"))
     }
+}
+
+/// What happened in a rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutWhat {
+    Started,
+    /// The candidate's replicas are coming up (`ready` says how many are ready).
+    Scaling,
+    /// Traffic moved (`weights`).
+    Traffic,
+    /// A step began.
+    Step,
+    /// An analysis measurement was taken.
+    Analysis,
+    Paused,
+    Resumed,
+    Completed,
+    Aborted,
+    Failed,
+    /// An old revision was scaled down and removed.
+    Cleaned,
+}
+
+/// A rollout event: the same information for people and for machines.
+#[derive(Debug, Clone, Serialize)]
+pub struct RolloutEvent {
+    pub service: String,
+    /// The rollout's number for this service.
+    pub number: u64,
+    pub what: RolloutWhat,
+    pub message: String,
+    /// Current step, as `2/5 pause 30s`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// Traffic per version label (`1.2.0-abc1234 (rev)`), in percent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weights: Option<std::collections::BTreeMap<String, u32>>,
+    /// Ready and desired replicas of the candidate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ready: Option<(u32, u32)>,
+    /// Failure details: the reason and the last log lines.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logs: Option<Vec<String>>,
 }

@@ -11,4 +11,5 @@ pub mod error;
 pub mod events;
 pub mod manifest;
 pub mod names;
+pub mod rollout;
 pub mod scaffold;

@@ -1,0 +1,152 @@
+//! The interface between the rollout engine and a place services run.
+//!
+//! The engine decides; a platform acts. Platforms are thin adapters: the local Docker
+//! engine (containers + dronectl's router) and Kubernetes (Deployments + Services or
+//! HTTPRoutes). Every method is idempotent, because after a crash the engine repeats the
+//! step it was in.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use serde::{Deserialize, Serialize};
+
+use super::plan::AnalysisPlan;
+
+/// One deployable version of a service: an image plus the settings it runs with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revision {
+    /// Short content hash of everything below; names containers and objects.
+    pub id: String,
+    /// The image reference to run.
+    pub image: String,
+    /// Human version (the image tag), shown in status and carried by the router.
+    pub version: String,
+    /// Replicas the revision runs when it has all the traffic.
+    pub replicas: u32,
+    /// Environment variables (including the dependency URLs).
+    pub env: BTreeMap<String, String>,
+}
+
+impl Revision {
+    /// Builds a revision, deriving its id from its content.
+    pub fn new(
+        image: &str,
+        version: &str,
+        replicas: u32,
+        env: BTreeMap<String, String>,
+    ) -> Revision {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        hash.update(image.as_bytes());
+        for (k, v) in &env {
+            hash.update([0]);
+            hash.update(k.as_bytes());
+            hash.update([0]);
+            hash.update(v.as_bytes());
+        }
+        let digest = hash.finalize();
+        let id: String = digest.iter().take(5).map(|b| format!("{b:02x}")).collect();
+        Revision {
+            id,
+            image: image.to_string(),
+            version: version.to_string(),
+            replicas,
+            env,
+        }
+    }
+
+    /// `version (id)`, for messages.
+    pub fn label(&self) -> String {
+        format!("{} ({})", self.version, self.id)
+    }
+}
+
+/// Why a revision cannot become ready: reported at once, not after a deadline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// Short reason: `CrashLoopBackOff`, `ImagePullBackOff`, `NeverReady`, `Exited(1)`, ...
+    pub reason: String,
+    /// Details for people.
+    pub message: String,
+    /// The last lines the failing container logged.
+    pub logs: Vec<String>,
+}
+
+/// How far a revision has come.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevisionStatus {
+    /// Replicas asked for.
+    pub desired: u32,
+    /// Replicas that exist (running or starting).
+    pub current: u32,
+    /// Replicas ready to take traffic.
+    pub ready: u32,
+    /// Set when the revision will not become ready.
+    pub failure: Option<Failure>,
+}
+
+/// Traffic split for a service: revision id → percentage. Revisions not listed get none.
+pub type Weights = BTreeMap<String, u32>;
+
+/// A measurement for an analysis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Measurement {
+    /// A value to compare with the threshold.
+    Value(f64),
+    /// A pass/fail check (HTTP).
+    Check { ok: bool, detail: String },
+    /// Nothing to measure (no traffic in the interval).
+    NoData,
+}
+
+/// Where a service runs. Implemented by the Docker and Kubernetes back ends.
+pub trait Platform: Sync {
+    /// Runs `revision` of `service` with `replicas` replicas (0 stops it). Replicas are
+    /// removed from traffic and drained before they stop.
+    fn scale(
+        &self,
+        service: &str,
+        revision: &Revision,
+        replicas: u32,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+
+    /// The state of a revision's replicas, with a failure as soon as one is certain.
+    fn status(
+        &self,
+        service: &str,
+        revision: &Revision,
+    ) -> impl Future<Output = anyhow::Result<RevisionStatus>> + Send;
+
+    /// Splits the service's traffic between revisions. Only ready replicas receive any.
+    fn set_traffic(
+        &self,
+        service: &str,
+        weights: &Weights,
+        revisions: &[&Revision],
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+
+    /// A snapshot of the counters analyses are computed from (opaque to the engine, which
+    /// persists it so a resumed rollout measures from the same point).
+    fn snapshot(
+        &self,
+        service: &str,
+        revision: &Revision,
+    ) -> impl Future<Output = anyhow::Result<serde_json::Value>> + Send;
+
+    /// Measures `analysis` for `revision` since `baseline`; returns the measurement and the
+    /// snapshot to use as the next baseline.
+    fn measure(
+        &self,
+        service: &str,
+        revision: &Revision,
+        analysis: &AnalysisPlan,
+        baseline: &serde_json::Value,
+    ) -> impl Future<Output = anyhow::Result<(Measurement, serde_json::Value)>> + Send;
+
+    /// Removes every trace of a revision (containers, objects), after it was scaled to 0.
+    fn remove(
+        &self,
+        service: &str,
+        revision: &Revision,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+}

@@ -1,0 +1,604 @@
+//! Engine tests over an in-memory platform that checks the ordering invariants on every
+//! call: no traffic to a revision without ready replicas, stable keeps serving until the
+//! candidate is ready.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::*;
+use crate::events::{Collect, Event, RolloutWhat};
+use crate::manifest::{Metric, StrategyKind};
+
+#[derive(Default)]
+struct Fake {
+    inner: Mutex<FakeState>,
+}
+
+#[derive(Default)]
+struct FakeState {
+    /// Replicas asked for, per revision id.
+    replicas: BTreeMap<String, u32>,
+    /// Replicas ready, per revision id (ready replicas stay ready).
+    ready: BTreeMap<String, u32>,
+    /// Status calls left before newly started replicas are ready.
+    pending: BTreeMap<String, u32>,
+    /// Status calls new replicas take to become ready.
+    ready_after: u32,
+    /// Revisions (by image) that crash.
+    crashing: Vec<String>,
+    weights: Vec<Weights>,
+    removed: Vec<String>,
+    /// Measurements handed out in order; `NoData` when empty.
+    measurements: Vec<Measurement>,
+}
+
+impl Fake {
+    fn ready(&self, id: &str) -> u32 {
+        self.inner
+            .lock()
+            .unwrap()
+            .ready
+            .get(id)
+            .copied()
+            .unwrap_or(0)
+    }
+    fn traffic_log(&self) -> Vec<Weights> {
+        self.inner.lock().unwrap().weights.clone()
+    }
+}
+
+impl Platform for Fake {
+    async fn scale(
+        &self,
+        _service: &str,
+        revision: &Revision,
+        replicas: u32,
+    ) -> anyhow::Result<()> {
+        let mut s = self.inner.lock().unwrap();
+        let last = s.weights.last().cloned().unwrap_or_default();
+        // Scaling a revision to zero while it still has traffic breaks the invariant.
+        if replicas == 0 {
+            assert_eq!(
+                last.get(&revision.id).copied().unwrap_or(0),
+                0,
+                "scaled {} to 0 while it had traffic",
+                revision.id
+            );
+        }
+        let ready = s
+            .ready
+            .get(&revision.id)
+            .copied()
+            .unwrap_or(0)
+            .min(replicas);
+        s.ready.insert(revision.id.clone(), ready);
+        if s.replicas.get(&revision.id).copied().unwrap_or(0) != replicas {
+            let after = s.ready_after;
+            s.pending.insert(revision.id.clone(), after);
+        }
+        s.replicas.insert(revision.id.clone(), replicas);
+        Ok(())
+    }
+
+    async fn status(&self, _service: &str, revision: &Revision) -> anyhow::Result<RevisionStatus> {
+        let crashing = self
+            .inner
+            .lock()
+            .unwrap()
+            .crashing
+            .contains(&revision.image);
+        if crashing {
+            return Ok(RevisionStatus {
+                desired: 1,
+                current: 1,
+                ready: 0,
+                failure: Some(Failure {
+                    reason: "CrashLoopBackOff".into(),
+                    message: "exited with 1".into(),
+                    logs: vec!["panic: boom".into()],
+                }),
+            });
+        }
+        let mut s = self.inner.lock().unwrap();
+        let desired = s.replicas.get(&revision.id).copied().unwrap_or(0);
+        let pending = s.pending.entry(revision.id.clone()).or_default();
+        *pending = pending.saturating_sub(1);
+        if *pending == 0 {
+            s.ready.insert(revision.id.clone(), desired);
+        }
+        let ready = s.ready.get(&revision.id).copied().unwrap_or(0);
+        Ok(RevisionStatus {
+            desired,
+            current: desired,
+            ready,
+            failure: None,
+        })
+    }
+
+    async fn set_traffic(
+        &self,
+        _service: &str,
+        weights: &Weights,
+        _revisions: &[&Revision],
+    ) -> anyhow::Result<()> {
+        for (id, w) in weights {
+            if *w > 0 {
+                assert!(
+                    self.ready(id) > 0,
+                    "traffic {w}% to {id}, which has no ready replica"
+                );
+            }
+        }
+        assert_eq!(weights.values().sum::<u32>(), 100, "{weights:?}");
+        self.inner.lock().unwrap().weights.push(weights.clone());
+        Ok(())
+    }
+
+    async fn snapshot(
+        &self,
+        _service: &str,
+        _revision: &Revision,
+    ) -> anyhow::Result<serde_json::Value> {
+        Ok(serde_json::json!({}))
+    }
+
+    async fn measure(
+        &self,
+        _s: &str,
+        _r: &Revision,
+        _a: &AnalysisPlan,
+        _b: &serde_json::Value,
+    ) -> anyhow::Result<(Measurement, serde_json::Value)> {
+        let mut s = self.inner.lock().unwrap();
+        let m = if s.measurements.is_empty() {
+            Measurement::NoData
+        } else {
+            s.measurements.remove(0)
+        };
+        Ok((m, serde_json::json!({})))
+    }
+
+    async fn remove(&self, _service: &str, revision: &Revision) -> anyhow::Result<()> {
+        self.inner.lock().unwrap().removed.push(revision.id.clone());
+        Ok(())
+    }
+}
+
+fn rev(image: &str, replicas: u32) -> Revision {
+    Revision::new(
+        image,
+        image.rsplit(':').next().unwrap(),
+        replicas,
+        BTreeMap::new(),
+    )
+}
+
+fn fast() -> Timing {
+    Timing {
+        poll: Duration::from_millis(5),
+        progress_deadline: Duration::from_secs(5),
+        abort_delay: Duration::from_millis(20),
+    }
+}
+
+fn canary(steps: Vec<PlanStep>) -> Plan {
+    let mut plan = Plan::builtin(StrategyKind::Canary);
+    plan.steps = steps;
+    plan.scale_down_delay = Duration::from_millis(200);
+    plan.analyses.insert(
+        "errors".into(),
+        AnalysisPlan {
+            name: "errors".into(),
+            metric: Metric::ErrorRate,
+            threshold: Some(0.05),
+            interval: Duration::from_millis(10),
+            count: 2,
+            failure_limit: 1,
+            url: None,
+            expect_status: None,
+            query: None,
+            address: None,
+        },
+    );
+    plan
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    store: FileStore,
+    fake: Fake,
+    events: Collect,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path()).unwrap();
+        Setup {
+            _dir: dir,
+            store,
+            fake: Fake::default(),
+            events: Collect::default(),
+        }
+    }
+    fn engine(&self) -> Engine<'_, Fake, FileStore> {
+        let mut e = Engine::new(&self.fake, &self.store, &self.events);
+        e.timing = fast();
+        e
+    }
+    /// Deploys `image` as the first, stable revision.
+    async fn deploy_stable(&self, image: &str) -> Revision {
+        let r = rev(image, 1);
+        let engine = self.engine();
+        assert!(matches!(
+            engine
+                .start("api", r.clone(), Plan::builtin(StrategyKind::Rolling))
+                .await
+                .unwrap(),
+            Started::New(_)
+        ));
+        let (outcome, _) = engine.drive("api", None).await.unwrap();
+        assert_eq!(outcome, DriveOutcome::Completed);
+        r
+    }
+    fn kinds(&self) -> Vec<RolloutWhat> {
+        self.events
+            .take()
+            .into_iter()
+            .filter_map(|e| {
+                if let Event::Rollout(r) = e {
+                    Some(r.what)
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+}
+
+fn candidate_weights(log: &[Weights], id: &str) -> Vec<u32> {
+    log.iter()
+        .map(|w| w.get(id).copied().unwrap_or(0))
+        .collect()
+}
+
+#[tokio::test]
+async fn first_deploy_completes_and_redeploy_is_a_no_op() {
+    let s = Setup::new();
+    let v1 = s.deploy_stable("api:1").await;
+    assert_eq!(candidate_weights(&s.fake.traffic_log(), &v1.id), vec![100]);
+    let engine = s.engine();
+    assert!(matches!(
+        engine
+            .start("api", v1.clone(), Plan::builtin(StrategyKind::Canary))
+            .await
+            .unwrap(),
+        Started::Unchanged(_)
+    ));
+    assert_eq!(s.store.load_record("api").unwrap().stable, Some(v1));
+}
+
+#[tokio::test]
+async fn canary_walks_its_steps_and_keeps_the_old_version_warm() {
+    let s = Setup::new();
+    let v1 = s.deploy_stable("api:1").await;
+    s.fake.inner.lock().unwrap().ready_after = 3;
+    s.fake.inner.lock().unwrap().measurements =
+        vec![Measurement::Value(0.0), Measurement::Value(0.01)];
+    let v2 = rev("api:2", 1);
+    let engine = s.engine();
+    engine
+        .start(
+            "api",
+            v2.clone(),
+            canary(vec![
+                PlanStep::Weight(20),
+                PlanStep::Pause(Some(Duration::from_millis(30))),
+                PlanStep::Analysis("errors".into()),
+                PlanStep::Weight(50),
+            ]),
+        )
+        .await
+        .unwrap();
+    let (outcome, state) = engine
+        .drive("api", Some(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert_eq!(outcome, DriveOutcome::Completed, "{}", state.message);
+    let log = s.fake.traffic_log();
+    assert_eq!(candidate_weights(&log, &v2.id), vec![0, 20, 50, 100]);
+    let record = s.store.load_record("api").unwrap();
+    assert_eq!(record.stable.as_ref().unwrap().id, v2.id);
+    assert!(
+        record
+            .retired
+            .iter()
+            .any(|r| r.revision.id == v1.id && r.warm),
+        "v1 kept warm"
+    );
+    assert_eq!(
+        state.analyses_done,
+        vec![("errors".to_string(), state::MeasurementOutcome::Pass)]
+    );
+    // After the scale-down delay, the next engine run removes v1.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    engine.collect_garbage("api").await.unwrap();
+    assert_eq!(s.fake.inner.lock().unwrap().removed, vec![v1.id.clone()]);
+}
+
+#[tokio::test]
+async fn failed_analysis_aborts_and_rolls_back() {
+    let s = Setup::new();
+    let v1 = s.deploy_stable("api:1").await;
+    s.fake.inner.lock().unwrap().measurements = vec![Measurement::Value(0.30)];
+    let v2 = rev("api:2", 1);
+    let engine = s.engine();
+    engine
+        .start(
+            "api",
+            v2.clone(),
+            canary(vec![
+                PlanStep::Weight(20),
+                PlanStep::Analysis("errors".into()),
+                PlanStep::Weight(100),
+            ]),
+        )
+        .await
+        .unwrap();
+    let (outcome, state) = engine
+        .drive("api", Some(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert_eq!(outcome, DriveOutcome::Aborted);
+    assert_eq!(outcome.exit_code().code(), 3);
+    assert!(
+        state.message.contains("error rate 30.00%"),
+        "{}",
+        state.message
+    );
+    let log = s.fake.traffic_log();
+    assert_eq!(log.last().unwrap()[&v1.id], 100, "traffic back on stable");
+    assert_eq!(
+        s.fake.inner.lock().unwrap().replicas[&v2.id],
+        0,
+        "candidate scaled down after the delay"
+    );
+    assert_eq!(
+        s.store.load_record("api").unwrap().stable.unwrap().id,
+        v1.id
+    );
+    assert!(s.kinds().contains(&RolloutWhat::Aborted));
+}
+
+#[tokio::test]
+async fn crash_looping_candidate_fails_without_getting_traffic() {
+    let s = Setup::new();
+    let v1 = s.deploy_stable("api:1").await;
+    s.fake.inner.lock().unwrap().crashing.push("api:bad".into());
+    let bad = rev("api:bad", 1);
+    let engine = s.engine();
+    engine
+        .start("api", bad.clone(), canary(vec![PlanStep::Weight(50)]))
+        .await
+        .unwrap();
+    let (outcome, state) = engine
+        .drive("api", Some(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert_eq!(outcome, DriveOutcome::Failed);
+    let Phase::Failed { failure } = &state.phase else {
+        panic!("{:?}", state.phase)
+    };
+    assert_eq!(failure.reason, "CrashLoopBackOff");
+    assert_eq!(failure.logs, vec!["panic: boom".to_string()]);
+    assert!(candidate_weights(&s.fake.traffic_log(), &bad.id)
+        .iter()
+        .all(|w| *w == 0));
+    assert_eq!(s.fake.traffic_log().last().unwrap()[&v1.id], 100);
+}
+
+#[tokio::test]
+async fn manual_pause_and_inconclusive_analysis_wait_for_promotion() {
+    let s = Setup::new();
+    s.deploy_stable("api:1").await;
+    let v2 = rev("api:2", 1);
+    let engine = s.engine();
+    engine
+        .start(
+            "api",
+            v2.clone(),
+            canary(vec![
+                PlanStep::Weight(10),
+                PlanStep::Pause(None),
+                PlanStep::Analysis("errors".into()),
+                PlanStep::Weight(60),
+            ]),
+        )
+        .await
+        .unwrap();
+    let (outcome, state) = engine
+        .drive("api", Some(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert_eq!(outcome, DriveOutcome::Paused);
+    assert_eq!(outcome.exit_code().code(), 5);
+    assert_eq!(
+        state.phase,
+        Phase::Paused {
+            reason: PauseReason::UntilPromoted
+        }
+    );
+    assert_eq!(state.step, 1);
+    // Another process promotes; no traffic → the analysis is inconclusive → paused again.
+    s.store.post("api", Request::Promote).unwrap();
+    let (outcome, state) = engine
+        .drive("api", Some(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert_eq!(outcome, DriveOutcome::Paused);
+    assert!(
+        matches!(
+            state.phase,
+            Phase::Paused {
+                reason: PauseReason::Inconclusive { .. }
+            }
+        ),
+        "{:?}",
+        state.phase
+    );
+    s.store.post("api", Request::Promote).unwrap();
+    let (outcome, _) = engine
+        .drive("api", Some(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert_eq!(outcome, DriveOutcome::Completed);
+    assert_eq!(
+        candidate_weights(&s.fake.traffic_log(), &v2.id),
+        vec![0, 10, 60, 100]
+    );
+}
+
+#[tokio::test]
+async fn a_killed_driver_is_resumed_from_the_persisted_state() {
+    let s = Setup::new();
+    s.deploy_stable("api:1").await;
+    let v2 = rev("api:2", 1);
+    {
+        let engine = s.engine();
+        engine
+            .start(
+                "api",
+                v2.clone(),
+                canary(vec![
+                    PlanStep::Weight(30),
+                    PlanStep::Pause(Some(Duration::from_millis(400))),
+                    PlanStep::Weight(70),
+                ]),
+            )
+            .await
+            .unwrap();
+        // "Killed" during the pause: the drive stops at its timeout.
+        let (outcome, _) = engine
+            .drive("api", Some(Duration::from_millis(100)))
+            .await
+            .unwrap();
+        assert_eq!(outcome, DriveOutcome::TimedOut);
+    }
+    let stored = s.store.load("api").unwrap().unwrap();
+    assert!(matches!(
+        stored.phase,
+        Phase::Paused {
+            reason: PauseReason::Timed { .. }
+        }
+    ));
+    assert_eq!((stored.step, stored.weight), (1, 30));
+    // A new engine (a new process) continues; the pause counts from when it began.
+    let engine = s.engine();
+    let started = std::time::Instant::now();
+    let (outcome, _) = engine
+        .drive("api", Some(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert_eq!(outcome, DriveOutcome::Completed);
+    assert!(
+        started.elapsed() < Duration::from_millis(390),
+        "the pause was not restarted"
+    );
+    assert_eq!(
+        candidate_weights(&s.fake.traffic_log(), &v2.id),
+        vec![0, 30, 70, 100]
+    );
+    // A second start while one is in progress is refused.
+}
+
+#[tokio::test]
+async fn abort_request_rolls_back_and_a_second_start_is_refused_while_running() {
+    let s = Setup::new();
+    let v1 = s.deploy_stable("api:1").await;
+    let engine = s.engine();
+    engine
+        .start(
+            "api",
+            rev("api:2", 1),
+            canary(vec![PlanStep::Weight(50), PlanStep::Pause(None)]),
+        )
+        .await
+        .unwrap();
+    let (outcome, _) = engine.drive("api", None).await.unwrap();
+    assert_eq!(outcome, DriveOutcome::Paused);
+    let err = engine
+        .start("api", rev("api:3", 1), Plan::builtin(StrategyKind::Rolling))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("still in progress"), "{err}");
+    s.store.post("api", Request::Abort).unwrap();
+    let (outcome, _) = engine.drive("api", None).await.unwrap();
+    assert_eq!(outcome, DriveOutcome::Aborted);
+    assert_eq!(s.fake.traffic_log().last().unwrap()[&v1.id], 100);
+}
+
+#[tokio::test]
+async fn rolling_update_replaces_replicas_without_losing_capacity() {
+    let s = Setup::new();
+    let engine = s.engine();
+    let v1 = rev("api:1", 3);
+    engine
+        .start("api", v1.clone(), Plan::builtin(StrategyKind::Rolling))
+        .await
+        .unwrap();
+    assert_eq!(
+        engine.drive("api", None).await.unwrap().0,
+        DriveOutcome::Completed
+    );
+    s.fake.inner.lock().unwrap().ready_after = 2;
+    let v2 = rev("api:2", 3);
+    engine
+        .start("api", v2.clone(), Plan::builtin(StrategyKind::Rolling))
+        .await
+        .unwrap();
+    let (outcome, state) = engine
+        .drive("api", Some(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert_eq!(outcome, DriveOutcome::Completed, "{}", state.message);
+    let shares = candidate_weights(&s.fake.traffic_log(), &v2.id);
+    assert_eq!(shares.last(), Some(&100));
+    assert!(
+        shares.windows(2).all(|w| w[0] <= w[1]),
+        "traffic only moves forward: {shares:?}"
+    );
+    let replicas = s.fake.inner.lock().unwrap().replicas.clone();
+    assert_eq!((replicas[&v1.id], replicas[&v2.id]), (0, 3));
+}
+
+#[tokio::test]
+async fn undo_switches_back_to_the_warm_revision() {
+    let s = Setup::new();
+    let v1 = s.deploy_stable("api:1").await;
+    let engine = s.engine();
+    let mut plan = Plan::builtin(StrategyKind::BlueGreen);
+    plan.scale_down_delay = Duration::from_secs(60);
+    engine.start("api", rev("api:2", 1), plan).await.unwrap();
+    assert_eq!(
+        engine.drive("api", None).await.unwrap().0,
+        DriveOutcome::Completed
+    );
+    let Started::New(state) = engine.undo("api", None).await.unwrap() else {
+        panic!("expected a new rollout")
+    };
+    assert_eq!(state.candidate.id, v1.id);
+    assert_eq!(
+        engine.drive("api", None).await.unwrap().0,
+        DriveOutcome::Completed
+    );
+    assert_eq!(
+        s.store.load_record("api").unwrap().stable.unwrap().id,
+        v1.id
+    );
+    let history = s.store.load_record("api").unwrap().history;
+    assert_eq!(
+        history.iter().map(|h| h.number).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+}
