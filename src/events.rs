@@ -20,6 +20,8 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub enum Event {
     /// Progress of a rollout (see [`RolloutEvent`]).
     Rollout(RolloutEvent),
+    /// A log line of a container (`dronectl logs`).
+    Log { source: String, line: String },
     /// A step of the current command began (`Creating service ratings`).
     Started { action: String, subject: String },
     /// A file or directory was created, or would be with `--dry-run`.

@@ -7,8 +7,12 @@
 
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod build;
+pub mod docker;
 pub mod error;
 pub mod events;
+pub mod http;
+pub mod local;
 pub mod manifest;
 pub mod names;
 pub mod rollout;

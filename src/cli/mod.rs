@@ -2,6 +2,10 @@
 //! into the library's option struct, calls the library, and hands the result to the
 //! printer; none of them holds logic of its own.
 
+mod build;
+mod deploy;
+mod images;
+mod local;
 mod new;
 pub mod printer;
 mod validate;
@@ -36,6 +40,8 @@ Examples:
   dronectl -C shop new service orders   Add an HTTP service to it
   dronectl validate                     Check the dronectl.yaml of the current app
   dronectl -o json validate             The same, as JSON Lines for CI
+  dronectl build                        Compile every service and build its image
+  dronectl build --push --env staging   ...and push the images to staging's registry
 
 Exit codes: 0 done, 1 failed, 2 usage or config error, 3 rollout aborted and rolled back,
 4 timed out, 5 paused waiting for promotion.";
@@ -104,6 +110,38 @@ pub enum Command {
     /// Check dronectl.yaml: syntax, types, names, and references between entries
     #[command(after_help = validate::EXAMPLES)]
     Validate(validate::ValidateArgs),
+    /// Compile services as static binaries and build their minimal images
+    #[command(after_help = build::EXAMPLES)]
+    Build(build::BuildArgs),
+    /// List the app's images, or prune the unused ones
+    #[command(after_help = images::IMAGES_EXAMPLES)]
+    Images(images::ImagesArgs),
+    /// Make images from prebuilt executables
+    #[command(subcommand)]
+    Image(images::ImageCommand),
+    /// Bring the whole app up on the local Docker engine and print its entry URL
+    #[command(after_help = local::UP_EXAMPLES)]
+    Up(local::UpArgs),
+    /// Remove everything `up` created for the app (volumes only with --volumes)
+    #[command(after_help = "Examples:\n  dronectl down\n  dronectl down --volumes")]
+    Down(local::DownArgs),
+    /// Show the app's containers, versions and traffic split
+    #[command(after_help = "Examples:\n  dronectl ps\n  dronectl -o json ps")]
+    Ps,
+    /// Show the logs of a service, an infrastructure entry or the router
+    #[command(
+        after_help = "Examples:\n  dronectl logs delivery\n  dronectl logs delivery -f\n  dronectl logs router --tail 20"
+    )]
+    Logs(local::LogsArgs),
+    /// Ship a new version of a service with a rolling, blue-green or canary rollout
+    #[command(after_help = deploy::DEPLOY_EXAMPLES)]
+    Deploy(deploy::DeployArgs),
+    /// Watch and steer a service's rollout
+    #[command(subcommand)]
+    Rollout(deploy::RolloutCommand),
+    /// Run dronectl's traffic router (what the router container runs)
+    #[command(hide = true)]
+    Router(local::RouterArgs),
     /// Print a shell completion script
     #[command(
         after_help = "Examples:\n  dronectl completions bash > /etc/bash_completion.d/dronectl\n  dronectl completions zsh > \"${fpath[1]}/_dronectl\"\n  dronectl completions fish > ~/.config/fish/completions/dronectl.fish"
@@ -138,6 +176,22 @@ impl Command {
             Command::New(new::NewCommand::Service(_)) => "new service",
             Command::Templates(_) => "templates",
             Command::Validate(_) => "validate",
+            Command::Build(_) => "build",
+            Command::Images(images::ImagesArgs { command: None }) => "images",
+            Command::Images(_) => "images prune",
+            Command::Image(images::ImageCommand::Pack(_)) => "image pack",
+            Command::Up(_) => "up",
+            Command::Down(_) => "down",
+            Command::Ps => "ps",
+            Command::Logs(_) => "logs",
+            Command::Deploy(_) => "deploy",
+            Command::Rollout(deploy::RolloutCommand::Status(_)) => "rollout status",
+            Command::Rollout(deploy::RolloutCommand::Promote(_)) => "rollout promote",
+            Command::Rollout(deploy::RolloutCommand::Abort(_)) => "rollout abort",
+            Command::Rollout(deploy::RolloutCommand::Undo(_)) => "rollout undo",
+            Command::Rollout(deploy::RolloutCommand::History(_)) => "rollout history",
+            Command::Rollout(deploy::RolloutCommand::Resume(_)) => "rollout resume",
+            Command::Router(_) => "router",
             Command::Completions { .. } => "completions",
         }
     }
@@ -150,6 +204,16 @@ pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<Outcome> {
         Command::New(cmd) => new::run(cmd, &cli.global, &cwd, printer),
         Command::Templates(args) => new::templates(args, printer),
         Command::Validate(args) => validate::run(args, &cli.global, &cwd, printer),
+        Command::Build(args) => build::run(args, &cli.global, &cwd, printer),
+        Command::Images(args) => images::run_images(args, &cli.global, &cwd, printer),
+        Command::Image(cmd) => images::run_image(cmd, &cwd, printer),
+        Command::Up(args) => local::up(args, &cli.global, &cwd, printer),
+        Command::Down(args) => local::down(args, &cli.global, &cwd, printer),
+        Command::Ps => local::ps(&cli.global, &cwd, printer),
+        Command::Logs(args) => local::logs(args, &cli.global, &cwd, printer),
+        Command::Deploy(args) => deploy::deploy(args, &cli.global, &cwd, printer),
+        Command::Rollout(cmd) => deploy::rollout(cmd, &cli.global, &cwd, printer),
+        Command::Router(args) => local::router(args),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "dronectl", &mut std::io::stdout());

@@ -6,13 +6,16 @@
 //! a `summary` object whose `exit_code` is the process's exit code.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use anstyle::{AnsiColor, Style};
 use dronectl::error::ExitCode;
-use dronectl::events::{Event, Reporter, SCHEMA_VERSION};
+use dronectl::events::{BuildStage, Event, Reporter, StepStatus, SCHEMA_VERSION};
 use dronectl::manifest::Severity;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 /// `-o/--output`.
@@ -31,6 +34,15 @@ pub struct Printer {
     /// Progress animation allowed (a terminal, not CI, no --no-progress).
     progress: bool,
     lock: Mutex<()>,
+    /// Progress lines (one per service) while a build runs on a terminal.
+    bars: Mutex<Bars>,
+}
+
+#[derive(Default)]
+struct Bars {
+    multi: Option<MultiProgress>,
+    /// Service → its line and whether it is compiling.
+    lines: HashMap<String, (ProgressBar, bool)>,
 }
 
 const STATUS: Style = AnsiColor::Green.on_default().bold();
@@ -49,6 +61,7 @@ impl Printer {
             verbosity,
             progress,
             lock: Mutex::new(()),
+            bars: Mutex::new(Bars::default()),
         }
     }
 
@@ -56,7 +69,7 @@ impl Printer {
         self.format == OutputFormat::Json
     }
 
-    #[allow(dead_code)] // used by the long-running commands (build, deploy) as they land
+    #[allow(dead_code)] // used by the long-running commands (deploy) as they land
     pub fn progress_enabled(&self) -> bool {
         self.progress
     }
@@ -93,8 +106,160 @@ impl Printer {
         anstream::println!("{text}");
     }
 
+    /// Ends every progress line (left as it is, so a failure shows where it stopped).
+    pub fn finish_progress(&self) {
+        let mut bars = self.bars.lock().expect("bars lock");
+        for (_, (bar, _)) in bars.lines.drain() {
+            if !bar.is_finished() {
+                bar.abandon();
+            }
+        }
+        bars.multi = None;
+    }
+
+    /// Writes text to stderr above the progress lines (or plainly without them).
+    fn above_bars(&self, text: &str) {
+        let bars = self.bars.lock().expect("bars lock");
+        match &bars.multi {
+            Some(multi) => multi.suspend(|| anstream::eprintln!("{text}")),
+            None => {
+                let _guard = self.lock.lock();
+                anstream::eprintln!("{text}");
+            }
+        }
+    }
+
+    /// The progress line of `service`, created on first use (terminal only).
+    fn bar(&self, service: &str) -> Option<ProgressBar> {
+        if !self.progress {
+            return None;
+        }
+        let mut bars = self.bars.lock().expect("bars lock");
+        let multi = bars
+            .multi
+            .get_or_insert_with(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()))
+            .clone();
+        let entry = bars.lines.entry(service.to_string()).or_insert_with(|| {
+            let bar = multi.add(ProgressBar::new_spinner());
+            bar.set_style(
+                ProgressStyle::with_template("{prefix:>16.green.bold} {spinner} {wide_msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.set_prefix(service.to_string());
+            bar.enable_steady_tick(Duration::from_millis(120));
+            (bar, false)
+        });
+        Some(entry.0.clone())
+    }
+
+    fn set_compiling(&self, service: &str, compiling: bool) {
+        if let Some(entry) = self.bars.lock().expect("bars lock").lines.get_mut(service) {
+            entry.1 = compiling;
+        }
+    }
+
+    fn build_step(
+        &self,
+        service: String,
+        stage: BuildStage,
+        status: StepStatus,
+        detail: Option<String>,
+        bytes: Option<u64>,
+        elapsed_ms: Option<u64>,
+    ) {
+        let size = bytes.map(human_bytes).unwrap_or_default();
+        let time = elapsed_ms
+            .map(|ms| format!("{:.1}s", ms as f64 / 1000.0))
+            .unwrap_or_default();
+        let join = |parts: &[&str]| {
+            parts
+                .iter()
+                .filter(|p| !p.is_empty())
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if let Some(bar) = self.bar(&service) {
+            match (stage, status) {
+                (BuildStage::Compile, StepStatus::Started) => {
+                    self.set_compiling(&service, true);
+                    bar.set_message("compiling…");
+                }
+                (BuildStage::Compile, StepStatus::Finished) => {
+                    self.set_compiling(&service, false);
+                    bar.set_message(format!("compiled ({})", join(&[&size, &time])));
+                }
+                (BuildStage::Compile, StepStatus::Skipped) => {
+                    bar.set_message("up to date (inputs unchanged)");
+                }
+                (BuildStage::Image, StepStatus::Started) => {
+                    bar.set_message(format!("image: {}…", detail.unwrap_or_default()));
+                }
+                (BuildStage::Image, StepStatus::Finished) => {
+                    bar.set_message(format!("image {}", join(&[&size, &time])));
+                }
+                (BuildStage::Image, StepStatus::Failed) => bar.abandon_with_message("image failed"),
+                (BuildStage::Tag, StepStatus::Finished) => {
+                    bar.set_message(format!("tagged {}", detail.unwrap_or_default()));
+                }
+                (BuildStage::Push, StepStatus::Started) => bar.set_message("pushing…"),
+                (BuildStage::Push, StepStatus::Progress) => {
+                    bar.set_message(format!("pushing ({})", join(&[&size, &time])))
+                }
+                (BuildStage::Push, StepStatus::Finished) => {
+                    bar.set_message(format!("pushed ({time})"))
+                }
+                _ => {}
+            }
+            return;
+        }
+        if self.verbosity < 0 {
+            return;
+        }
+        let line = match (stage, status) {
+            (BuildStage::Compile, StepStatus::Started) => Some((
+                "Compiling",
+                format!("{service} ({})", detail.unwrap_or_default()),
+            )),
+            (BuildStage::Compile, StepStatus::Finished) => {
+                Some(("Compiled", format!("{service} ({})", join(&[&size, &time]))))
+            }
+            (BuildStage::Compile, StepStatus::Skipped) => {
+                Some(("Up to date", format!("{service} (inputs unchanged)")))
+            }
+            (BuildStage::Image, StepStatus::Started) => Some((
+                "Building",
+                format!("{service} image: {}", detail.unwrap_or_default()),
+            )),
+            (BuildStage::Image, StepStatus::Finished) => Some((
+                "Built",
+                format!(
+                    "{service} image {} ({})",
+                    detail.unwrap_or_default(),
+                    join(&[&size, &time])
+                ),
+            )),
+            (BuildStage::Tag, StepStatus::Finished) if self.verbosity > 0 => {
+                Some(("Tagged", detail.unwrap_or_default()))
+            }
+            (BuildStage::Push, StepStatus::Started) => Some((
+                "Pushing",
+                format!("{service} to {}", detail.unwrap_or_default()),
+            )),
+            (BuildStage::Push, StepStatus::Finished) => Some((
+                "Pushed",
+                format!("{} ({})", detail.unwrap_or_default(), join(&[&time])),
+            )),
+            _ => None,
+        };
+        if let Some((verb, text)) = line {
+            self.status(verb, &text);
+        }
+    }
+
     /// Reports a failure. Always shown, even with `-q`.
     pub fn error(&self, err: &anyhow::Error, code: ExitCode) {
+        self.finish_progress();
         if self.is_json() {
             let causes: Vec<String> = err.chain().skip(1).map(|c| c.to_string()).collect();
             self.json_line(&serde_json::json!({
@@ -132,6 +297,56 @@ impl Printer {
             "exit_code": code.code(),
             "result": result,
         }));
+    }
+}
+
+impl Printer {
+    /// A rollout event: a status line with the step, the traffic split and readiness; the
+    /// failing container's last log lines under a failure.
+    fn rollout(&self, r: &dronectl::events::RolloutEvent) {
+        use dronectl::events::RolloutWhat as W;
+        if self.verbosity < 0 && !matches!(r.what, W::Failed | W::Aborted) {
+            return;
+        }
+        let verb = match r.what {
+            W::Started => "Rollout",
+            W::Scaling => "Scaling",
+            W::Traffic => "Traffic",
+            W::Step => "Step",
+            W::Analysis => "Analysis",
+            W::Paused => "Paused",
+            W::Resumed => "Resumed",
+            W::Completed => "Completed",
+            W::Aborted => "Aborted",
+            W::Failed => "Failed",
+            W::Cleaned => "Cleaned",
+        };
+        let mut text = format!("{}", r.service);
+        if r.number > 0 {
+            text.push_str(&format!(" #{}", r.number));
+        }
+        if let Some(step) = &r.step {
+            text.push_str(&format!(" [{step}]"));
+        }
+        text.push_str(&format!(": {}", r.message));
+        if let Some((ready, desired)) = r.ready {
+            text.push_str(&format!(" ({ready}/{desired} ready)"));
+        }
+        if matches!(r.what, W::Traffic | W::Completed | W::Aborted | W::Failed) {
+            if let Some(weights) = &r.weights {
+                let split: Vec<String> = weights.iter().map(|(v, w)| format!("{v} {w}%")).collect();
+                text.push_str(&format!(" — traffic: {}", split.join(", ")));
+            }
+        }
+        if matches!(r.what, W::Failed | W::Aborted) {
+            let _guard = self.lock.lock();
+            anstream::eprintln!("{ERROR}{verb:>12}{ERROR:#} {text}");
+            for line in r.logs.iter().flatten() {
+                anstream::eprintln!("             {DIM}|{DIM:#} {line}");
+            }
+        } else {
+            self.status(verb, &text);
+        }
     }
 }
 
@@ -187,6 +402,105 @@ impl Reporter for Printer {
                     anstream::eprintln!("{DIM}hint:{DIM:#} {message}");
                 }
             }
+            Event::Rollout(rollout) => self.rollout(&rollout),
+            Event::Log { source, line } => self.result_line(&format!("{source} | {line}")),
+            Event::BuildStep {
+                service,
+                stage,
+                status,
+                detail,
+                bytes,
+                elapsed_ms,
+            } => self.build_step(service, stage, status, detail, bytes, elapsed_ms),
+            Event::CompileProgress {
+                crates_done,
+                current,
+            } => {
+                let bars = self.bars.lock().expect("bars lock");
+                for (bar, compiling) in bars.lines.values() {
+                    if *compiling {
+                        bar.set_message(format!(
+                            "compiling ({crates_done} crates built, {current})"
+                        ));
+                    }
+                }
+            }
+            Event::CompilerMessage {
+                service,
+                package,
+                level,
+                rendered,
+            } => {
+                if level == "error" || self.verbosity >= 0 {
+                    let style = if level == "error" { ERROR } else { WARNING };
+                    let whose = match service {
+                        Some(s) => format!("service `{s}`"),
+                        None => format!("crate `{package}`"),
+                    };
+                    self.above_bars(&format!(
+                        "{style}{level}{style:#} in {whose}:\n{}",
+                        rendered.trim_end()
+                    ));
+                }
+            }
+            Event::DockerOutput { service, line } => {
+                if self.verbosity > 0 {
+                    self.above_bars(&format!("{DIM}{service} |{DIM:#} {line}"));
+                }
+            }
+            Event::ImageReady {
+                service,
+                image,
+                tag,
+                size,
+                digest,
+                rebuilt,
+                ..
+            } => {
+                let what = if rebuilt { "built" } else { "up to date" };
+                let text = match digest {
+                    Some(d) => format!("{image}:{tag} {what}, pushed {d}"),
+                    None => format!("{image}:{tag} {what} ({})", human_bytes(size)),
+                };
+                let bar = self
+                    .bars
+                    .lock()
+                    .expect("bars lock")
+                    .lines
+                    .get(&service)
+                    .map(|b| b.0.clone());
+                if let Some(bar) = bar {
+                    bar.finish_with_message(text);
+                }
+            }
+            Event::ImageRemoved {
+                id,
+                tags,
+                size,
+                dry_run,
+            } => {
+                let verb = if dry_run { "would remove" } else { "removed" };
+                let tags = if tags.is_empty() {
+                    "<untagged>".to_string()
+                } else {
+                    tags.join(", ")
+                };
+                self.result_line(&format!(
+                    "{verb:>14} {} {tags} ({})",
+                    dronectl::build::short_id(&id),
+                    human_bytes(size)
+                ));
+            }
         }
+    }
+}
+
+/// `5.2 MB`, `812 kB`, `90 B` (decimal units, as Docker shows sizes).
+pub fn human_bytes(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1_000_000_000 => format!("{:.1} GB", b as f64 / 1e9),
+        b if b >= 1_000_000 => format!("{:.1} MB", b as f64 / 1e6),
+        b if b >= 1_000 => format!("{:.0} kB", b as f64 / 1e3),
+        b => format!("{b} B"),
     }
 }

@@ -418,9 +418,11 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
             if let Some(tick) = self.bring_up(state, state.candidate.replicas).await? {
                 return Ok(tick);
             }
+            // Registered with no traffic: reachable as the preview (`<service>-preview`).
+            self.route(state, 0).await?;
             state.candidate_ready = true;
             state.step_started_ms = now_ms();
-            state.message = format!("{} is ready", state.candidate.label());
+            state.message = format!("{} is ready (no traffic yet; preview at `{}-preview`)", state.candidate.label(), state.service);
             self.save(state)?;
             self.emit(state, RolloutWhat::Step, state.message.clone());
             return Ok(Tick::Continue);

@@ -6,7 +6,9 @@
 //! * [`state`]: the persisted rollout state, requests from other processes, and the lock.
 //! * [`engine`]: the state machine that drives a rollout one persisted step at a time.
 
+pub mod analysis;
 pub mod engine;
+pub mod ops;
 pub mod plan;
 pub mod platform;
 pub mod state;

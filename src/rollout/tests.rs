@@ -307,7 +307,7 @@ async fn canary_walks_its_steps_and_keeps_the_old_version_warm() {
         .unwrap();
     assert_eq!(outcome, DriveOutcome::Completed, "{}", state.message);
     let log = s.fake.traffic_log();
-    assert_eq!(candidate_weights(&log, &v2.id), vec![0, 20, 50, 100]);
+    assert_eq!(candidate_weights(&log, &v2.id), vec![0, 0, 20, 50, 100]);
     let record = s.store.load_record("api").unwrap();
     assert_eq!(record.stable.as_ref().unwrap().id, v2.id);
     assert!(
@@ -455,7 +455,7 @@ async fn manual_pause_and_inconclusive_analysis_wait_for_promotion() {
     assert_eq!(outcome, DriveOutcome::Completed);
     assert_eq!(
         candidate_weights(&s.fake.traffic_log(), &v2.id),
-        vec![0, 10, 60, 100]
+        vec![0, 0, 10, 60, 100]
     );
 }
 
@@ -507,7 +507,7 @@ async fn a_killed_driver_is_resumed_from_the_persisted_state() {
     );
     assert_eq!(
         candidate_weights(&s.fake.traffic_log(), &v2.id),
-        vec![0, 30, 70, 100]
+        vec![0, 0, 30, 70, 100]
     );
     // A second start while one is in progress is refused.
 }

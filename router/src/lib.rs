@@ -1,0 +1,364 @@
+//! dronectl's L7 HTTP traffic router.
+//!
+//! One router runs per app on its Docker network; every service name resolves to it, so all
+//! external and service-to-service traffic passes through it. It routes by `Host`
+//! (`<service>`, `<service>-preview`) or by public path prefix, splits each service's traffic
+//! between versions by weight, retries connection failures on other endpoints, and exposes an
+//! admin API (config, stats, metrics, endpoints) that dronectl drives. See `docs/router.md`.
+//!
+//! Library use (dronectl embeds it as `dronectl router`):
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), dronectl_router::RouterError> {
+//! let router = dronectl_router::bind(dronectl_router::RouterOptions::default())?;
+//! println!("data on {}, admin on {}", router.data_addr(), router.admin_addr());
+//! router.serve(async { /* wait for SIGTERM */ }).await
+//! # }
+//! ```
+//!
+//! The library installs no global tracing subscriber and keeps no process-global state: every
+//! [`Router`] owns its table, counters and upstream connection pool.
+
+mod admin;
+mod body;
+pub mod config;
+mod metrics;
+mod proxy;
+pub mod stats;
+mod table;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tracing::{debug, info, warn};
+
+pub use config::{ConfigError, RouterConfig, ServiceConfig, VersionConfig};
+pub use metrics::EndpointInfo;
+pub use proxy::{CORRELATION_HEADER, VERSION_HEADER};
+pub use stats::{LatencyHistogram, ServiceStats, Stats, VersionStats, LATENCY_BUCKETS};
+
+use body::ReqBody;
+use metrics::Metrics;
+use table::Table;
+
+/// How a router instance listens and behaves.
+#[derive(Debug, Clone)]
+pub struct RouterOptions {
+    /// Data port (HTTP/1.1 keep-alive, and HTTP/2 prior-knowledge h2c). Default `0.0.0.0:8080`.
+    pub listen: SocketAddr,
+    /// Admin API port. Default `0.0.0.0:9901`.
+    pub admin_listen: SocketAddr,
+    /// Routing table to start with (otherwise empty: everything is 404 until `PUT /config`).
+    pub initial_config: Option<RouterConfig>,
+    /// Per attempt: time allowed until the upstream response head arrives (504 after).
+    /// Default 30 s.
+    pub upstream_timeout: Duration,
+    /// Time allowed to establish an upstream TCP connection before trying another endpoint.
+    /// Default 2 s.
+    pub connect_timeout: Duration,
+    /// Largest accepted request body (413 above). Default 10 MiB.
+    pub max_body_bytes: u64,
+    /// On shutdown, how long in-flight requests may take to finish. Default 30 s.
+    pub drain_timeout: Duration,
+}
+
+impl Default for RouterOptions {
+    fn default() -> Self {
+        RouterOptions {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            admin_listen: SocketAddr::from(([0, 0, 0, 0], 9901)),
+            initial_config: None,
+            upstream_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(2),
+            max_body_bytes: 10 * 1024 * 1024,
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Errors of starting or running a router.
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot read router config {path}: {source}")]
+    ConfigFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid router config{}: {source}", path.as_ref().map(|p| format!(" {}", p.display())).unwrap_or_default())]
+    Config {
+        path: Option<PathBuf>,
+        source: ConfigError,
+    },
+    #[error("router I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Reads and validates a JSON routing table from a file (`--config`).
+pub fn load_config_file(path: &Path) -> Result<RouterConfig, RouterError> {
+    let bytes = std::fs::read(path).map_err(|source| RouterError::ConfigFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    RouterConfig::from_json(&bytes).map_err(|source| RouterError::Config {
+        path: Some(path.to_path_buf()),
+        source,
+    })
+}
+
+pub(crate) struct Inner {
+    pub(crate) table: ArcSwap<Table>,
+    pub(crate) metrics: Metrics,
+    pub(crate) client: Client<HttpConnector, ReqBody>,
+    pub(crate) upstream_timeout: Duration,
+    pub(crate) max_body_bytes: u64,
+    pub(crate) draining: AtomicBool,
+    apply_lock: Mutex<()>,
+}
+
+/// A cheap, cloneable handle on a router's state: apply configs and read counters in-process
+/// (the admin API does exactly this).
+#[derive(Clone)]
+pub struct RouterHandle(Arc<Inner>);
+
+impl RouterHandle {
+    /// Validates and atomically applies a routing table; returns the applied generation.
+    /// Generation 0 means "current + 1"; a lower generation than the current one is rejected.
+    /// In-flight requests finish where they were sent; only new requests see the new table.
+    pub fn apply(&self, mut cfg: RouterConfig) -> Result<u64, ConfigError> {
+        cfg.validate()?;
+        let inner = &self.0;
+        let _serialise = inner.apply_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let current = inner.table.load().generation();
+        if cfg.generation == 0 {
+            cfg.generation = current + 1;
+        } else if cfg.generation < current {
+            return Err(ConfigError::StaleGeneration {
+                got: cfg.generation,
+                current,
+            });
+        }
+        let table = Arc::new(Table::compile(cfg, &inner.metrics));
+        let generation = table.generation();
+        inner.table.store(table.clone());
+        inner.metrics.gc_endpoints(&|a| table.has_endpoint(a));
+        info!(generation, "routing table applied");
+        Ok(generation)
+    }
+
+    /// The routing table in force.
+    pub fn config(&self) -> Arc<RouterConfig> {
+        self.0.table.load().config.clone()
+    }
+
+    /// Generation of the routing table in force.
+    pub fn generation(&self) -> u64 {
+        self.0.table.load().generation()
+    }
+
+    /// Snapshot of the cumulative per-version counters (what `GET /stats` serves).
+    pub fn stats(&self) -> Stats {
+        self.0.metrics.stats(self.generation())
+    }
+
+    /// In-flight requests per endpoint (what `GET /endpoints` serves).
+    pub fn endpoints(&self) -> Vec<EndpointInfo> {
+        let table = self.0.table.load_full();
+        self.0.metrics.endpoints(&|a| table.has_endpoint(a))
+    }
+
+    /// Prometheus text exposition (what `GET /metrics` serves).
+    pub fn metrics_text(&self) -> String {
+        self.0.metrics.prometheus(self.generation())
+    }
+}
+
+/// A router whose sockets are bound but which does not serve yet.
+pub struct Router {
+    data: std::net::TcpListener,
+    admin: std::net::TcpListener,
+    data_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    drain_timeout: Duration,
+    inner: Arc<Inner>,
+}
+
+/// Binds both ports (use port 0 to let the OS choose) and applies the initial config.
+/// Needs no async runtime; [`Router::serve`] must run inside a Tokio runtime.
+pub fn bind(opts: RouterOptions) -> Result<Router, RouterError> {
+    let listen = |addr: SocketAddr| -> Result<(std::net::TcpListener, SocketAddr), RouterError> {
+        let l = std::net::TcpListener::bind(addr)
+            .map_err(|source| RouterError::Bind { addr, source })?;
+        l.set_nonblocking(true)?;
+        let local = l.local_addr()?;
+        Ok((l, local))
+    };
+    let (data, data_addr) = listen(opts.listen)?;
+    let (admin, admin_addr) = listen(opts.admin_listen)?;
+
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(opts.connect_timeout));
+    connector.set_keepalive(Some(Duration::from_secs(60)));
+    let client = Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        // Below the 30 s after which hyper-based services close idle keep-alive connections,
+        // so the router drops a pooled connection before the service does.
+        .pool_idle_timeout(Duration::from_secs(15))
+        .pool_max_idle_per_host(256)
+        .build(connector);
+
+    let metrics = Metrics::default();
+    let inner = Arc::new(Inner {
+        table: ArcSwap::from_pointee(Table::compile(RouterConfig::default(), &metrics)),
+        metrics,
+        client,
+        upstream_timeout: opts.upstream_timeout,
+        max_body_bytes: opts.max_body_bytes,
+        draining: AtomicBool::new(false),
+        apply_lock: Mutex::new(()),
+    });
+    if let Some(cfg) = opts.initial_config {
+        RouterHandle(inner.clone())
+            .apply(cfg)
+            .map_err(|source| RouterError::Config { path: None, source })?;
+    }
+    Ok(Router {
+        data,
+        admin,
+        data_addr,
+        admin_addr,
+        drain_timeout: opts.drain_timeout,
+        inner,
+    })
+}
+
+/// Binds and serves until `shutdown` completes, then drains (see [`Router::serve`]).
+pub async fn run(
+    opts: RouterOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), RouterError> {
+    bind(opts)?.serve(shutdown).await
+}
+
+impl Router {
+    /// The bound data address.
+    pub fn data_addr(&self) -> SocketAddr {
+        self.data_addr
+    }
+
+    /// The bound admin address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// A handle for in-process config changes and counters.
+    pub fn handle(&self) -> RouterHandle {
+        RouterHandle(self.inner.clone())
+    }
+
+    /// Serves both ports until `shutdown` completes. Then: readiness turns 503, the data port
+    /// stops accepting, idle keep-alive connections are closed, in-flight requests are
+    /// drained (up to the drain timeout), and the admin port is closed last.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), RouterError> {
+        let data = tokio::net::TcpListener::from_std(self.data)?;
+        let admin = tokio::net::TcpListener::from_std(self.admin)?;
+        let inner = self.inner;
+        info!(data = %self.data_addr, admin = %self.admin_addr, "router listening");
+
+        let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let admin_task = tokio::spawn(admin_loop(admin, inner.clone(), admin_stop_rx));
+
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .keep_alive(true)
+            // No header read timeout: hyper would start it when a keep-alive connection goes
+            // idle and then close it under a client about to reuse it (a lost request).
+            .header_read_timeout(None);
+        let graceful = GracefulShutdown::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                res = data.accept() => match res {
+                    Ok((stream, remote)) => {
+                        let _ = stream.set_nodelay(true);
+                        let inner = inner.clone();
+                        let ip = remote.ip();
+                        let svc = service_fn(move |req| proxy::handle(inner.clone(), req, ip));
+                        let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+                        let conn = graceful.watch(conn);
+                        tokio::spawn(async move {
+                            if let Err(e) = conn.await {
+                                debug!(error = %e, "client connection ended with an error");
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        }
+
+        inner.draining.store(true, Relaxed);
+        drop(data);
+        info!("shutting down: draining in-flight requests");
+        tokio::select! {
+            _ = graceful.shutdown() => info!("drained"),
+            _ = tokio::time::sleep(self.drain_timeout) => warn!("drain timeout reached; closing remaining connections"),
+        }
+        let _ = admin_stop_tx.send(());
+        let _ = admin_task.await;
+        Ok(())
+    }
+}
+
+async fn admin_loop(
+    listener: tokio::net::TcpListener,
+    inner: Arc<Inner>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+    builder.http1().timer(TokioTimer::new()).keep_alive(true);
+    let graceful = GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            res = listener.accept() => match res {
+                Ok((stream, _)) => {
+                    let inner = inner.clone();
+                    let svc = service_fn(move |req| admin::handle(inner.clone(), req));
+                    let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), svc).into_owned());
+                    tokio::spawn(async move {
+                        let _ = conn.await;
+                    });
+                }
+                Err(e) => {
+                    warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(Duration::from_secs(2), graceful.shutdown()).await;
+}

@@ -1,0 +1,448 @@
+//! The data plane: route one request, pick a version and an endpoint, forward it, retry on
+//! connection failures, and account for it.
+
+use std::convert::Infallible;
+use std::net::IpAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{PathAndQuery, Scheme};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use hyper::body::Incoming;
+use tracing::{debug, warn};
+
+use crate::body::{BodySlot, ReqBody, RespBody};
+use crate::metrics::{ErrorKind, InFlightGuard};
+use crate::table::{ServiceEntry, Table, Target};
+use crate::Inner;
+
+/// Request header forcing a version; response header naming the version that served.
+pub const VERSION_HEADER: &str = "x-dronectl-version";
+/// Correlation id header, forwarded or generated.
+pub const CORRELATION_HEADER: &str = "x-correlation-id";
+
+const MAX_ATTEMPTS: usize = 4;
+
+static X_VERSION: HeaderName = HeaderName::from_static(VERSION_HEADER);
+static X_CORRELATION: HeaderName = HeaderName::from_static(CORRELATION_HEADER);
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+pub(crate) async fn handle(
+    inner: Arc<Inner>,
+    req: Request<Incoming>,
+    remote: IpAddr,
+) -> Result<Response<RespBody>, Infallible> {
+    let start = Instant::now();
+    let (mut parts, body) = req.into_parts();
+
+    // 1. Route to a service (the table guard is dropped before any await).
+    let routed = {
+        let table = inner.table.load();
+        route(&table, &parts.headers, &parts.uri).map(|(s, p)| (s.clone(), p))
+    };
+    let Some((svc, preview)) = routed else {
+        inner.metrics.no_route.fetch_add(1, Relaxed);
+        debug!(path = parts.uri.path(), "no route");
+        return Ok(json_error(StatusCode::NOT_FOUND, "no route"));
+    };
+
+    // 2. Pick a version: forced by header, the preview, or by weight.
+    let forced = parts
+        .headers
+        .get(&X_VERSION)
+        .and_then(|v| svc.version_by_name(v.as_bytes()));
+    let (version, weighted) = match (forced, preview) {
+        (Some(v), _) => (Some(v), false),
+        (None, true) => (svc.preview, false),
+        (None, false) => (svc.pick_weighted(), true),
+    };
+    let Some(first) = version.and_then(|v| svc.first_target(v)) else {
+        svc.unroutable.fetch_add(1, Relaxed);
+        let msg = match (version, preview) {
+            (None, true) => format!("service {} has no preview version", svc.name),
+            (None, false) => format!(
+                "service {} has no version with weight and endpoints",
+                svc.name
+            ),
+            (Some(v), _) => format!(
+                "version {} of service {} has no endpoints",
+                svc.versions[v].name, svc.name
+            ),
+        };
+        debug!(service = %svc.name, "{msg}");
+        return Ok(json_error(StatusCode::SERVICE_UNAVAILABLE, &msg));
+    };
+
+    // 3. Request body: size limit, and a replayable holder for retries.
+    let too_big = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .is_some_and(|n| n > inner.max_body_bytes);
+    if too_big {
+        return Ok(json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body too large",
+        ));
+    }
+    let slot = if body.is_end_stream() {
+        None
+    } else {
+        Some(BodySlot::new(body, inner.max_body_bytes))
+    };
+
+    // 4. Upstream request head.
+    let host = if parts.headers.contains_key(header::HOST) {
+        None
+    } else {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    };
+    strip_hop_by_hop(&mut parts.headers);
+    if let Some(h) = host {
+        parts.headers.insert(header::HOST, h);
+    }
+    let correlation = match parts.headers.get(&X_CORRELATION) {
+        Some(v) => v.clone(),
+        None => {
+            let id = new_correlation_id();
+            parts.headers.insert(X_CORRELATION.clone(), id.clone());
+            id
+        }
+    };
+    append_forwarded_for(&mut parts.headers, remote);
+    let pq = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let idempotent = matches!(
+        parts.method,
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
+    );
+    let may_retry = svc.endpoint_count() > 1;
+
+    // 5. Attempts.
+    let mut tried: [Target; MAX_ATTEMPTS] = [(usize::MAX, usize::MAX); MAX_ATTEMPTS];
+    let mut n = 0;
+    let mut target = first;
+    loop {
+        tried[n] = target;
+        n += 1;
+        let ver = &svc.versions[target.0];
+        let ep = &ver.endpoints[target.1];
+
+        let mut uparts = http::uri::Parts::default();
+        uparts.scheme = Some(Scheme::HTTP);
+        uparts.authority = Some(ep.authority.clone());
+        uparts.path_and_query = Some(pq.clone());
+        let uri = Uri::from_parts(uparts).expect("scheme, authority and path are set");
+        let body = match &slot {
+            None => ReqBody::Empty,
+            Some(s) => ReqBody::shared(s),
+        };
+        let mut ureq = Request::new(body);
+        *ureq.method_mut() = parts.method.clone();
+        *ureq.uri_mut() = uri;
+        *ureq.version_mut() = Version::HTTP_11;
+        *ureq.headers_mut() = if may_retry && n < MAX_ATTEMPTS {
+            parts.headers.clone()
+        } else {
+            std::mem::take(&mut parts.headers)
+        };
+
+        let guard = InFlightGuard::new(&ep.state);
+        let res = tokio::time::timeout(inner.upstream_timeout, inner.client.request(ureq)).await;
+        let (kind, err) = match res {
+            Ok(Ok(resp)) => {
+                let (mut rp, rb) = resp.into_parts();
+                strip_hop_by_hop(&mut rp.headers);
+                rp.headers.insert(X_VERSION.clone(), ver.header.clone());
+                if !rp.headers.contains_key(&X_CORRELATION) {
+                    rp.headers
+                        .insert(X_CORRELATION.clone(), correlation.clone());
+                }
+                let elapsed = start.elapsed();
+                ver.metrics.response(rp.status.as_u16());
+                ver.metrics.latency.observe(elapsed);
+                debug!(
+                    service = %svc.name,
+                    version = %ver.name,
+                    endpoint = %ep.addr,
+                    method = %parts.method,
+                    path = pq.path(),
+                    status = rp.status.as_u16(),
+                    attempts = n,
+                    duration_ms = elapsed.as_secs_f64() * 1e3,
+                    correlation_id = correlation.to_str().unwrap_or(""),
+                    "request"
+                );
+                return Ok(Response::from_parts(rp, RespBody::upstream(rb, guard)));
+            }
+            Ok(Err(e)) => (classify(&e), e.to_string() + &source_chain(&e)),
+            Err(_) => (ErrorKind::Timeout, "upstream timeout".to_string()),
+        };
+        drop(guard);
+        ver.metrics.upstream_error(kind);
+
+        if slot.as_ref().is_some_and(|s| s.too_large.load(Relaxed)) {
+            ver.metrics.response(413);
+            return Ok(json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body too large",
+            ));
+        }
+        let replayable = slot.as_ref().is_none_or(|s| s.intact());
+        let retry = match kind {
+            ErrorKind::Connect => replayable,
+            ErrorKind::Reset => replayable && idempotent,
+            ErrorKind::Timeout | ErrorKind::Other => false,
+        };
+        if retry && n < MAX_ATTEMPTS {
+            if let Some(next) = svc.next_target(first, &tried[..n], weighted) {
+                debug!(
+                    service = %svc.name,
+                    version = %ver.name,
+                    endpoint = %ep.addr,
+                    error = %err,
+                    "upstream attempt failed; retrying on another endpoint"
+                );
+                target = next;
+                continue;
+            }
+        }
+        let status = if kind == ErrorKind::Timeout {
+            StatusCode::GATEWAY_TIMEOUT
+        } else {
+            StatusCode::BAD_GATEWAY
+        };
+        ver.metrics.response(status.as_u16());
+        ver.metrics.latency.observe(start.elapsed());
+        warn!(
+            service = %svc.name,
+            version = %ver.name,
+            endpoint = %ep.addr,
+            attempts = n,
+            error = %err,
+            correlation_id = correlation.to_str().unwrap_or(""),
+            "upstream request failed"
+        );
+        let mut resp = json_error(status, &format!("upstream {}: {err}", kind_word(kind)));
+        resp.headers_mut()
+            .insert(X_VERSION.clone(), ver.header.clone());
+        resp.headers_mut()
+            .insert(X_CORRELATION.clone(), correlation.clone());
+        return Ok(resp);
+    }
+}
+
+fn kind_word(k: ErrorKind) -> &'static str {
+    match k {
+        ErrorKind::Connect => "connect error",
+        ErrorKind::Reset => "connection error",
+        ErrorKind::Timeout => "timeout",
+        ErrorKind::Other => "error",
+    }
+}
+
+/// Host routing first (`<service>`, `<service>-preview`, any port), then public routes.
+/// Returns the service and whether the preview version was asked for.
+fn route<'t>(
+    table: &'t Table,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Option<(&'t Arc<ServiceEntry>, bool)> {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()));
+    if let Some(host) = host {
+        let name = strip_port(host);
+        let lower;
+        let name = if name.bytes().any(|c| c.is_ascii_uppercase()) {
+            lower = name.to_ascii_lowercase();
+            lower.as_str()
+        } else {
+            name
+        };
+        if let Some(s) = table.by_host(name) {
+            return Some((s, false));
+        }
+        if let Some(base) = name.strip_suffix("-preview") {
+            if let Some(s) = table.by_host(base) {
+                return Some((s, true));
+            }
+        }
+    }
+    table.by_path(uri.path()).map(|s| (s, false))
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host; // an IPv6 literal is never a service name
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|c| c.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    if let Some(conn) = h.get(header::CONNECTION) {
+        if let Ok(s) = conn.to_str() {
+            let named: Vec<HeaderName> = s
+                .split(',')
+                .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+                .collect();
+            for n in named {
+                h.remove(n);
+            }
+        }
+    }
+    for name in [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+        &header::PROXY_AUTHORIZATION,
+        &header::PROXY_AUTHENTICATE,
+    ] {
+        if h.contains_key(name) {
+            h.remove(name);
+        }
+    }
+}
+
+fn append_forwarded_for(h: &mut HeaderMap, remote: IpAddr) {
+    let ip = remote.to_string();
+    let value = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
+        _ => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        h.insert(X_FORWARDED_FOR.clone(), v);
+    }
+}
+
+/// A random (version 4) UUID, as the services' own middleware generates.
+pub(crate) fn new_correlation_id() -> HeaderValue {
+    let mut r = fastrand::u128(..);
+    r = (r & !(0xF_u128 << 76)) | (0x4_u128 << 76);
+    r = (r & !(0x3_u128 << 62)) | (0x2_u128 << 62);
+    let hex = b"0123456789abcdef";
+    let mut out = [0u8; 36];
+    let mut j = 0;
+    for i in 0..32 {
+        if matches!(i, 8 | 12 | 16 | 20) {
+            out[j] = b'-';
+            j += 1;
+        }
+        out[j] = hex[((r >> (124 - 4 * i)) & 0xF) as usize];
+        j += 1;
+    }
+    HeaderValue::from_bytes(&out).expect("hex and dashes are valid header bytes")
+}
+
+fn classify(e: &hyper_util::client::legacy::Error) -> ErrorKind {
+    if e.is_connect() {
+        return ErrorKind::Connect;
+    }
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(h) = s.downcast_ref::<hyper::Error>() {
+            if h.is_canceled() || h.is_closed() || h.is_incomplete_message() {
+                return ErrorKind::Reset;
+            }
+            if h.is_user() || h.is_body_write_aborted() {
+                return ErrorKind::Other;
+            }
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind as K;
+            if matches!(
+                io.kind(),
+                K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof
+            ) {
+                return ErrorKind::Reset;
+            }
+        }
+        src = s.source();
+    }
+    ErrorKind::Other
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut out = String::new();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
+}
+
+pub(crate) fn json_error(status: StatusCode, msg: &str) -> Response<RespBody> {
+    let body = serde_json::json!({ "error": msg }).to_string();
+    let mut r = Response::new(RespBody::full(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn correlation_ids_look_like_uuid_v4() {
+        let a = new_correlation_id();
+        let b = new_correlation_id();
+        assert_ne!(a, b);
+        let s = a.to_str().unwrap();
+        assert_eq!(s.len(), 36);
+        assert_eq!(&s[14..15], "4");
+        assert!(matches!(&s[19..20], "8" | "9" | "a" | "b"));
+        assert_eq!(s.matches('-').count(), 4);
+    }
+
+    #[test]
+    fn strips_ports_and_hop_by_hop() {
+        assert_eq!(strip_port("orders:8080"), "orders");
+        assert_eq!(strip_port("orders"), "orders");
+        assert_eq!(strip_port("[::1]:80"), "[::1]:80");
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn forwarded_for_appends() {
+        let mut h = HeaderMap::new();
+        append_forwarded_for(&mut h, "10.0.0.1".parse().unwrap());
+        append_forwarded_for(&mut h, "10.0.0.2".parse().unwrap());
+        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 10.0.0.2");
+    }
+}

@@ -1,0 +1,169 @@
+//! The admin API: config replace/validation, stats + delta/quantiles, metrics, health.
+
+mod common;
+
+use common::*;
+use dronectl_router::{Stats, VersionStats};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_put_get_and_validation() {
+    let a = Upstream::start("a").await;
+    let r = TestRouter::start(json!({"services": {}})).await;
+    let c = client();
+    assert_eq!(
+        r.handle.generation(),
+        1,
+        "initial config without generation gets 1"
+    );
+    let good = json!({"generation": 5, "services": {"orders": {
+        "versions": {"v1": {"weight": 100, "endpoints": [a.ep()]}},
+        "routes": ["/api/orders"]}}});
+    let res = put_config(&c, &r, &good).await;
+    assert_eq!((res.status, res.json()), (200, json!({"generation": 5})));
+    let res = get(&c, &r.admin_url("/config"), &[]).await;
+    assert_eq!(res.json(), good);
+
+    for (bad, needle) in [
+        (
+            json!({"services": {"orders": svc(&[("v1", 60, vec![a.ep()]), ("v2", 30, vec![])])}}),
+            "sum to 90",
+        ),
+        (json!({"services": {"Bad_Name": svc(&[])}}), "Bad_Name"),
+        (
+            json!({"services": {"orders": svc(&[("v1", 100, vec!["not-an-endpoint".into()])])}}),
+            "not-an-endpoint",
+        ),
+        (
+            json!({"services": {"orders": {"versions": {}, "preview": "v2"}}}),
+            "preview",
+        ),
+        (
+            json!({"services": {"orders": {"versions": {}, "colour": "red"}}}),
+            "colour",
+        ),
+    ] {
+        let res = put_config(&c, &r, &bad).await;
+        assert_eq!(res.status, 400, "{bad}");
+        let msg = res.json()["error"].as_str().unwrap().to_string();
+        assert!(msg.contains(needle), "{needle} not in {msg}");
+    }
+    let res = send(&c, "PUT", &r.admin_url("/config"), &[], "{not json").await;
+    assert_eq!(res.status, 400);
+    assert!(res.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("invalid JSON"));
+    // Stale generation: 409; a rejected config changes nothing.
+    let res = put_config(&c, &r, &json!({"generation": 4, "services": {}})).await;
+    assert_eq!(res.status, 409);
+    assert_eq!(get(&c, &r.admin_url("/config"), &[]).await.json(), good);
+    assert_eq!(get(&c, &r.url("/api/orders"), &[]).await.body, "a");
+    // Generation 0 / absent: next one.
+    let res = put_config(&c, &r, &json!({"services": {}})).await;
+    assert_eq!(res.json(), json!({"generation": 6}));
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_delta_and_quantiles_over_http() {
+    let a = Upstream::start("a").await;
+    let r =
+        TestRouter::start(json!({"services": {"orders": svc(&[("v1", 100, vec![a.ep()])])}})).await;
+    let c = client();
+    for _ in 0..5 {
+        get(&c, &r.url("/"), &[("host", "orders")]).await;
+    }
+    let before: Stats =
+        serde_json::from_str(&get(&c, &r.admin_url("/stats"), &[]).await.body).unwrap();
+    for _ in 0..16 {
+        assert_eq!(
+            get(&c, &r.url("/"), &[("host", "orders")]).await.status,
+            200
+        );
+    }
+    for _ in 0..4 {
+        assert_eq!(
+            get(&c, &r.url("/status/503"), &[("host", "orders")])
+                .await
+                .status,
+            503
+        );
+    }
+    get(&c, &r.url("/slow?ms=1000"), &[("host", "orders")]).await;
+    get(&c, &r.url("/nowhere"), &[("host", "nobody")]).await;
+    let after: Stats =
+        serde_json::from_str(&get(&c, &r.admin_url("/stats"), &[]).await.body).unwrap();
+    let d = Stats::delta(&before, &after);
+    let v: &VersionStats = d.version("orders", "v1").unwrap();
+    assert_eq!((v.requests, v.errors_5xx, v.upstream_errors), (21, 4, 0));
+    assert!((v.error_rate().unwrap() - 4.0 / 21.0).abs() < 1e-9);
+    assert_eq!(v.latency.count, 21);
+    assert_eq!(d.no_route, 1);
+    let p50 = v.latency.quantile(0.5).unwrap();
+    let p99 = v.latency.quantile(0.99).unwrap();
+    assert!(p50 < 0.75, "p50 {p50}");
+    assert!(p99 >= 0.75, "the slow request dominates p99: {p99}");
+    assert!(v.latency.sum >= 1.0);
+    // No traffic in an interval: inconclusive.
+    let again: Stats =
+        serde_json::from_str(&get(&c, &r.admin_url("/stats"), &[]).await.body).unwrap();
+    let idle = Stats::delta(&after, &again);
+    assert_eq!(idle.version("orders", "v1").unwrap().error_rate(), None);
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_health_and_endpoints() {
+    let a = Upstream::start("a").await;
+    let r = TestRouter::start(
+        json!({"generation": 3, "services": {"orders": svc(&[("v1", 100, vec![a.ep()])])}}),
+    )
+    .await;
+    let c = client();
+    for _ in 0..3 {
+        get(&c, &r.url("/"), &[("host", "orders")]).await;
+    }
+    let res = get(&c, &r.admin_url("/metrics"), &[]).await;
+    assert_eq!(res.status, 200);
+    assert!(res
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain"));
+    let m = res.body;
+    for needle in [
+        "# TYPE router_requests_total counter",
+        r#"router_requests_total{service="orders",version="v1",code="200"} 3"#,
+        "# TYPE router_request_duration_seconds histogram",
+        r#"router_request_duration_seconds_bucket{service="orders",version="v1",le="+Inf"} 3"#,
+        r#"router_request_duration_seconds_count{service="orders",version="v1"} 3"#,
+        r#"router_request_duration_seconds_sum{service="orders",version="v1"} "#,
+        r#"router_upstream_errors_total{service="orders",version="v1",kind="connect"} 0"#,
+        &format!(r#"router_endpoint_in_flight{{endpoint="{}"}} 0"#, a.ep()),
+        "router_config_generation 3",
+    ] {
+        assert!(m.contains(needle), "missing {needle} in\n{m}");
+    }
+    // Every sample line parses as `name{labels} number`.
+    for line in m.lines().filter(|l| !l.starts_with('#')) {
+        let value = line.rsplit(' ').next().unwrap();
+        assert!(value.parse::<f64>().is_ok(), "{line}");
+    }
+    let res = get(&c, &r.admin_url("/healthz"), &[]).await;
+    assert_eq!((res.status, res.json()), (200, json!({"status": "ok"})));
+    let res = get(&c, &r.admin_url("/readyz"), &[]).await;
+    assert_eq!(res.status, 200);
+    let res = get(&c, &r.admin_url("/endpoints"), &[]).await;
+    assert_eq!(
+        res.json()["endpoints"],
+        json!([{"endpoint": a.ep(), "in_flight": 0, "requests": 3, "in_config": true}])
+    );
+    assert_eq!(get(&c, &r.admin_url("/nope"), &[]).await.status, 404);
+    assert_eq!(
+        send(&c, "DELETE", &r.admin_url("/config"), &[], "")
+            .await
+            .status,
+        405
+    );
+    r.stop().await;
+}

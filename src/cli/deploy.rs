@@ -1,0 +1,391 @@
+//! `dronectl deploy` and `dronectl rollout status|promote|abort|undo|history|resume`.
+
+use std::path::{Path, PathBuf};
+
+use clap::{ArgGroup, Args, Subcommand};
+use serde_json::json;
+
+use dronectl::error::{ExitCode, UsageError};
+use dronectl::local::LocalTarget;
+use dronectl::manifest::{self, StrategyKind};
+use dronectl::rollout::{ops, Plan, Request, Timing};
+
+use super::local::{app_dir, runtime};
+use super::printer::Printer;
+use super::{GlobalArgs, Outcome};
+
+pub const DEPLOY_EXAMPLES: &str = "Examples:\n  dronectl deploy delivery                     # the strategy from dronectl.yaml (default rolling)\n  dronectl deploy delivery --canary --timeout 10m\n  dronectl deploy delivery --blue-green\n  dronectl deploy delivery --strategy careful-canary\n  dronectl deploy delivery --artifacts build.json --no-build\n  dronectl deploy delivery --image drone-delivery/delivery:1.2.0-abc1234\n\nBuilds the service (unless told which image to run), then rolls it out and waits.\nExit codes: 0 done, 1 failed, 2 usage, 3 aborted and rolled back, 4 timed out,\n5 paused waiting for `dronectl rollout promote`.";
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("strategy_choice").args(["canary", "blue_green", "rolling", "strategy"])))]
+pub struct DeployArgs {
+    /// The service to ship
+    pub service: String,
+
+    /// Canary: shift traffic in weighted steps (the manifest's canary strategy, or 20% → 50% → 100%)
+    #[arg(long, env = "DRONECTL_CANARY")]
+    pub canary: bool,
+    /// Blue-green: bring the new version up beside the old one, then switch all traffic
+    #[arg(long, env = "DRONECTL_BLUE_GREEN")]
+    pub blue_green: bool,
+    /// Rolling: replace replicas a few at a time
+    #[arg(long, env = "DRONECTL_ROLLING")]
+    pub rolling: bool,
+    /// A strategy by its name under `strategies` in dronectl.yaml
+    #[arg(long, value_name = "NAME", env = "DRONECTL_STRATEGY")]
+    pub strategy: Option<String>,
+
+    /// Run this image instead of building
+    #[arg(
+        long,
+        value_name = "REF",
+        env = "DRONECTL_IMAGE",
+        conflicts_with = "artifacts"
+    )]
+    pub image: Option<String>,
+    /// Run the image this artifacts file names for the service (from `build --artifacts`)
+    #[arg(long, value_name = "FILE", env = "DRONECTL_ARTIFACTS")]
+    pub artifacts: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+/// Waiting options shared by every command that drives a rollout.
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// Wait for the rollout (always on: dronectl drives the rollout while it waits)
+    #[arg(long, env = "DRONECTL_WAIT", default_value_t = true, hide = true)]
+    pub wait: bool,
+    /// Stop waiting after this long (exit 4); `rollout resume` continues later
+    #[arg(long, value_name = "DURATION", env = "DRONECTL_TIMEOUT")]
+    pub timeout: Option<manifest::Duration>,
+    /// A candidate not ready after this long fails the rollout
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "2m",
+        env = "DRONECTL_PROGRESS_DEADLINE"
+    )]
+    pub progress_deadline: manifest::Duration,
+    /// Exit 0 instead of 5 when the rollout pauses for promotion
+    #[arg(long, env = "DRONECTL_SUCCESS_ON_PAUSE")]
+    pub success_on_pause: bool,
+}
+
+impl WaitArgs {
+    fn timing(&self) -> Timing {
+        Timing {
+            progress_deadline: self.progress_deadline.0,
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// Where the rollout stands: step, traffic split, replicas, analysis
+    #[command(
+        after_help = "Examples:\n  dronectl rollout status delivery\n  dronectl -o json rollout status delivery\n\nExit codes: 0 completed or progressing, 1 failed, 3 aborted, 5 paused."
+    )]
+    Status(ServiceArg),
+    /// Continue past the current pause or inconclusive analysis (`--full`: skip every step)
+    #[command(
+        after_help = "Examples:\n  dronectl rollout promote delivery\n  dronectl rollout promote delivery --full"
+    )]
+    Promote(PromoteArgs),
+    /// Stop the rollout: traffic back to the stable version, then remove the candidate
+    #[command(after_help = "Examples:\n  dronectl rollout abort delivery")]
+    Abort(DriveArgs),
+    /// Go back to the previous version (instantly, while it is still warm)
+    #[command(
+        after_help = "Examples:\n  dronectl rollout undo delivery\n  dronectl rollout undo delivery --to 3"
+    )]
+    Undo(UndoArgs),
+    /// List the service's rollouts
+    #[command(after_help = "Examples:\n  dronectl rollout history delivery")]
+    History(ServiceArg),
+    /// Continue a rollout whose dronectl was stopped or timed out
+    #[command(after_help = "Examples:\n  dronectl rollout resume delivery --timeout 10m")]
+    Resume(DriveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceArg {
+    /// The service
+    pub service: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DriveArgs {
+    /// The service
+    pub service: String,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PromoteArgs {
+    /// The service
+    pub service: String,
+    /// Skip every remaining step and analysis
+    #[arg(long, env = "DRONECTL_FULL")]
+    pub full: bool,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct UndoArgs {
+    /// The service
+    pub service: String,
+    /// The rollout number to go back to (see `rollout history`) [default: the previous one]
+    #[arg(long, value_name = "N", env = "DRONECTL_TO")]
+    pub to: Option<u64>,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+fn report_outcome(
+    report: ops::DriveReport,
+    wait: &WaitArgs,
+    printer: &Printer,
+) -> anyhow::Result<Outcome> {
+    let mut code = report.exit_code();
+    if code == ExitCode::Paused && wait.success_on_pause {
+        code = ExitCode::Success;
+    }
+    // Rollout events already told the rest; these outcomes have no event of their own.
+    let verb = match report.outcome.as_str() {
+        "unchanged" => Some("Unchanged"),
+        "requested" => Some("Requested"),
+        "timed_out" => Some("Timed out"),
+        _ => None,
+    };
+    if let Some(verb) = verb {
+        printer.status(verb, &report.message);
+    }
+    Ok(Outcome {
+        code,
+        result: serde_json::to_value(&report)?,
+    })
+}
+
+pub fn deploy(
+    args: DeployArgs,
+    global: &GlobalArgs,
+    cwd: &Path,
+    printer: &Printer,
+) -> anyhow::Result<Outcome> {
+    let dir = app_dir(global, cwd)?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let target = LocalTarget::connect(&dir, global.env.as_deref()).await?;
+        let m = &target.manifest.manifest;
+        if !m.services.contains_key(&args.service) {
+            anyhow::bail!(UsageError(format!(
+                "no service `{}` in dronectl.yaml",
+                args.service
+            )));
+        }
+        let (image, version) = match (&args.image, &args.artifacts) {
+            (Some(image), _) => (
+                image.clone(),
+                image
+                    .rsplit_once(':')
+                    .map_or("latest".to_string(), |(_, t)| t.to_string()),
+            ),
+            (None, Some(file)) => {
+                let artifacts = dronectl::build::artifacts::read(file)?;
+                let a = artifacts
+                    .into_iter()
+                    .find(|a| a.service == args.service)
+                    .ok_or_else(|| {
+                        UsageError(format!(
+                            "{} has no image for `{}`",
+                            file.display(),
+                            args.service
+                        ))
+                    })?;
+                (a.reference(), a.tag.clone())
+            }
+            (None, None) => {
+                let options = dronectl::build::BuildOptions {
+                    app_dir: dir.clone(),
+                    services: vec![args.service.clone()],
+                    env: global.env.clone(),
+                    ..Default::default()
+                };
+                let outcome =
+                    tokio::task::block_in_place(|| dronectl::build::build(&options, printer))?;
+                let built = outcome
+                    .images
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| anyhow::anyhow!("the build produced no image"))?;
+                (format!("{}:{}", built.image, built.tag), built.tag)
+            }
+        };
+        let revision = target.revision(&args.service, &image, &version).await?;
+        let kind = if args.canary {
+            Some(StrategyKind::Canary)
+        } else if args.blue_green {
+            Some(StrategyKind::BlueGreen)
+        } else if args.rolling {
+            Some(StrategyKind::Rolling)
+        } else {
+            None
+        };
+        let plan = match &args.strategy {
+            Some(name) => Plan::from_manifest(m, name, revision.replicas)
+                .map_err(|e| UsageError(e.to_string()))?,
+            None => Plan::choose(m, &args.service, Some(&target.env), kind, revision.replicas)
+                .map_err(|e| UsageError(e.to_string()))?,
+        };
+        let engine = target.engine(printer, args.wait.timing());
+        let report = ops::deploy(
+            &engine,
+            &args.service,
+            revision,
+            plan,
+            args.wait.timeout.map(|d| d.0),
+        )
+        .await?;
+        report_outcome(report, &args.wait, printer)
+    })
+}
+
+pub fn rollout(
+    cmd: RolloutCommand,
+    global: &GlobalArgs,
+    cwd: &Path,
+    printer: &Printer,
+) -> anyhow::Result<Outcome> {
+    let dir = app_dir(global, cwd)?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let target = LocalTarget::connect(&dir, global.env.as_deref()).await?;
+        let check = |service: &str| -> anyhow::Result<()> {
+            if target.manifest.manifest.services.contains_key(service) {
+                Ok(())
+            } else {
+                Err(UsageError(format!("no service `{service}` in dronectl.yaml")).into())
+            }
+        };
+        match cmd {
+            RolloutCommand::Status(a) => {
+                check(&a.service)?;
+                let view = ops::status(&target.platform, &target.store, &a.service).await?;
+                print_status(&view, printer);
+                Ok(Outcome {
+                    code: view.exit_code(),
+                    result: serde_json::to_value(&view)?,
+                })
+            }
+            RolloutCommand::History(a) => {
+                check(&a.service)?;
+                let history = ops::history(&target.store, &a.service)?;
+                printer.result_line(&format!(
+                    "{:>4}  {:<30} {:<24} {:<10} {}",
+                    "#", "VERSION (REVISION)", "STRATEGY", "OUTCOME", "MESSAGE"
+                ));
+                for h in &history {
+                    printer.result_line(&format!(
+                        "{:>4}  {:<30} {:<24} {:<10} {}",
+                        h.number,
+                        h.revision.label(),
+                        h.strategy,
+                        h.outcome,
+                        h.message
+                    ));
+                }
+                Ok(Outcome::ok(
+                    json!({"service": a.service, "history": history}),
+                ))
+            }
+            RolloutCommand::Promote(a) => {
+                check(&a.service)?;
+                let engine = target.engine(printer, a.wait.timing());
+                let request = if a.full {
+                    Request::PromoteFull
+                } else {
+                    Request::Promote
+                };
+                let report =
+                    ops::request(&engine, &a.service, request, a.wait.timeout.map(|d| d.0)).await?;
+                report_outcome(report, &a.wait, printer)
+            }
+            RolloutCommand::Abort(a) => {
+                check(&a.service)?;
+                let engine = target.engine(printer, a.wait.timing());
+                let report = ops::request(
+                    &engine,
+                    &a.service,
+                    Request::Abort,
+                    a.wait.timeout.map(|d| d.0),
+                )
+                .await?;
+                let mut outcome = report_outcome(report, &a.wait, printer)?;
+                // An abort that was asked for and happened is what the user wanted.
+                if outcome.code == ExitCode::Aborted {
+                    outcome.code = ExitCode::Success;
+                }
+                Ok(outcome)
+            }
+            RolloutCommand::Undo(a) => {
+                check(&a.service)?;
+                let engine = target.engine(printer, a.wait.timing());
+                let report =
+                    ops::undo(&engine, &a.service, a.to, a.wait.timeout.map(|d| d.0)).await?;
+                report_outcome(report, &a.wait, printer)
+            }
+            RolloutCommand::Resume(a) => {
+                check(&a.service)?;
+                let engine = target.engine(printer, a.wait.timing());
+                let report = ops::resume(&engine, &a.service, a.wait.timeout.map(|d| d.0)).await?;
+                report_outcome(report, &a.wait, printer)
+            }
+        }
+    })
+}
+
+fn print_status(view: &ops::StatusView, printer: &Printer) {
+    let number = view.rollout.as_ref().map_or(String::new(), |r| {
+        format!(" #{} ({})", r.number, r.plan.name)
+    });
+    printer.result_line(&format!("{}{number}: {}", view.service, view.phase));
+    if let Some(step) = &view.step {
+        printer.result_line(&format!("  step:      {step}"));
+    }
+    for (role, rev) in [("stable", &view.stable), ("candidate", &view.candidate)] {
+        if let Some(r) = rev {
+            printer.result_line(&format!(
+                "  {role:<10} {} — {}% traffic, {}/{} ready{}",
+                r.revision.label(),
+                r.weight,
+                r.status.ready,
+                r.revision.replicas,
+                r.status
+                    .failure
+                    .as_ref()
+                    .map_or(String::new(), |f| format!(", {}: {}", f.reason, f.message))
+            ));
+        }
+    }
+    if let Some(r) = &view.rollout {
+        if let Some(a) = &r.analysis {
+            for m in &a.measurements {
+                printer.result_line(&format!(
+                    "  analysis {}: {:?} {}",
+                    a.name, m.outcome, m.detail
+                ));
+            }
+        }
+        if !r.message.is_empty() {
+            printer.result_line(&format!("  {}", r.message));
+        }
+    }
+    if view.driven {
+        printer.result_line("  a dronectl process is driving this rollout now");
+    }
+}

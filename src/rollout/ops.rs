@@ -1,0 +1,207 @@
+//! The rollout commands, for any platform and state store: deploy, status, promote,
+//! abort, undo, resume, history. Each takes the service's lock when it drives the
+//! rollout; promote and abort only post a request when another process is driving.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::engine::{describe_phase, DriveOutcome, Engine, Started};
+use super::plan::Plan;
+use super::platform::{Platform, Revision, RevisionStatus};
+use super::state::{HistoryEntry, LockHeld, Phase, Request, RolloutState, StateStore};
+
+/// What a driving command ended with.
+#[derive(Debug, Clone, Serialize)]
+pub struct DriveReport {
+    pub service: String,
+    /// `completed`, `failed`, `aborted`, `timed_out`, `paused`, `unchanged`, `requested`.
+    pub outcome: String,
+    pub number: Option<u64>,
+    pub message: String,
+    #[serde(skip)]
+    pub drive: Option<DriveOutcome>,
+    pub state: Option<RolloutState>,
+}
+
+impl DriveReport {
+    pub fn exit_code(&self) -> crate::error::ExitCode {
+        self.drive.map_or(crate::error::ExitCode::Success, DriveOutcome::exit_code)
+    }
+
+    fn from_drive(service: &str, outcome: DriveOutcome, state: RolloutState) -> DriveReport {
+        let word = match outcome {
+            DriveOutcome::Completed => "completed",
+            DriveOutcome::Failed => "failed",
+            DriveOutcome::Aborted => "aborted",
+            DriveOutcome::TimedOut => "timed_out",
+            DriveOutcome::Paused => "paused",
+        };
+        let message = match outcome {
+            DriveOutcome::TimedOut => format!(
+                "timed out while {}; the rollout is kept: `dronectl rollout resume {service}` continues it",
+                describe_phase(&state.phase)
+            ),
+            _ => state.message.clone(),
+        };
+        DriveReport { service: service.into(), outcome: word.into(), number: Some(state.number), message, drive: Some(outcome), state: Some(state) }
+    }
+}
+
+fn holder() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("dronectl pid {} on {}", std::process::id(), host.trim())
+}
+
+/// Starts a rollout of `candidate` and drives it.
+pub async fn deploy<P: Platform, S: StateStore>(engine: &Engine<'_, P, S>, service: &str, candidate: Revision, plan: Plan, timeout: Option<Duration>) -> anyhow::Result<DriveReport> {
+    let _lock = engine.store.lock(service, &holder())?;
+    match engine.start(service, candidate, plan).await? {
+        Started::Unchanged(revision) => Ok(DriveReport {
+            service: service.into(),
+            outcome: "unchanged".into(),
+            number: None,
+            message: format!("{} already runs {}; nothing to do", service, revision.label()),
+            drive: Some(DriveOutcome::Completed),
+            state: None,
+        }),
+        Started::New(_) => {
+            let (outcome, state) = engine.drive(service, timeout).await?;
+            Ok(DriveReport::from_drive(service, outcome, state))
+        }
+    }
+}
+
+/// Continues an interrupted or paused rollout.
+pub async fn resume<P: Platform, S: StateStore>(engine: &Engine<'_, P, S>, service: &str, timeout: Option<Duration>) -> anyhow::Result<DriveReport> {
+    let _lock = engine.store.lock(service, &holder())?;
+    engine.collect_garbage(service).await?;
+    let (outcome, state) = engine.drive(service, timeout).await?;
+    Ok(DriveReport::from_drive(service, outcome, state))
+}
+
+/// Posts `request`; drives the rollout when no other process does.
+pub async fn request<P: Platform, S: StateStore>(engine: &Engine<'_, P, S>, service: &str, request: Request, timeout: Option<Duration>) -> anyhow::Result<DriveReport> {
+    let state = engine.store.load(service)?.ok_or_else(|| super::EngineError::NoRollout(service.into()))?;
+    if state.phase.is_terminal() {
+        anyhow::bail!(crate::error::UsageError(format!(
+            "rollout #{} of `{service}` has already ended ({}); nothing to {}",
+            state.number,
+            describe_phase(&state.phase),
+            if request == Request::Abort { "abort" } else { "promote" }
+        )));
+    }
+    engine.store.post(service, request)?;
+    match engine.store.lock(service, &holder()) {
+        Ok(_lock) => {
+            let (outcome, state) = engine.drive(service, timeout).await?;
+            Ok(DriveReport::from_drive(service, outcome, state))
+        }
+        Err(e) if e.is::<LockHeld>() => Ok(DriveReport {
+            service: service.into(),
+            outcome: "requested".into(),
+            number: Some(state.number),
+            message: format!("requested; {e}"),
+            drive: None,
+            state: Some(state),
+        }),
+        Err(e) => Err(e),
+    }
+}
+
+/// Rolls back to the previous revision (or rollout `to`).
+pub async fn undo<P: Platform, S: StateStore>(engine: &Engine<'_, P, S>, service: &str, to: Option<u64>, timeout: Option<Duration>) -> anyhow::Result<DriveReport> {
+    let _lock = engine.store.lock(service, &holder())?;
+    engine.undo(service, to).await?;
+    let (outcome, state) = engine.drive(service, timeout).await?;
+    Ok(DriveReport::from_drive(service, outcome, state))
+}
+
+/// A revision and how its replicas are doing.
+#[derive(Debug, Clone, Serialize)]
+pub struct RevisionView {
+    pub revision: Revision,
+    pub status: RevisionStatus,
+    /// Traffic percentage.
+    pub weight: u32,
+}
+
+/// Everything `rollout status` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusView {
+    pub service: String,
+    pub rollout: Option<RolloutState>,
+    /// `progressing`, `paused until promoted`, ... or `none`.
+    pub phase: String,
+    pub step: Option<String>,
+    pub stable: Option<RevisionView>,
+    pub candidate: Option<RevisionView>,
+    /// Whether a process is driving the rollout now.
+    pub driven: bool,
+}
+
+impl StatusView {
+    /// Exit code of `rollout status`: 0 completed or progressing, 1 failed, 3 aborted, 5 paused.
+    pub fn exit_code(&self) -> crate::error::ExitCode {
+        use crate::error::ExitCode;
+        match self.rollout.as_ref().map(|r| &r.phase) {
+            Some(Phase::Failed { .. }) => ExitCode::Failed,
+            Some(Phase::Aborted { .. }) => ExitCode::Aborted,
+            Some(Phase::Paused { reason: super::PauseReason::UntilPromoted | super::PauseReason::Inconclusive { .. } }) => ExitCode::Paused,
+            _ => ExitCode::Success,
+        }
+    }
+}
+
+/// Where the service's rollout stands, with live replica counts.
+pub async fn status<P: Platform, S: StateStore>(platform: &P, store: &S, service: &str) -> anyhow::Result<StatusView> {
+    let rollout = store.load(service)?;
+    let record = store.load_record(service)?;
+    let driven = match store.lock(service, "status probe") {
+        Ok(lock) => {
+            drop(lock);
+            false
+        }
+        Err(e) if e.is::<LockHeld>() => true,
+        Err(e) => return Err(e),
+    };
+    let view = |revision: Revision, weight: u32| async move {
+        let status = platform.status(service, &revision).await.unwrap_or_default();
+        RevisionView { revision, status, weight }
+    };
+    let (stable, candidate, phase, step) = match &rollout {
+        Some(r) if !r.phase.is_terminal() => (
+            match r.stable.clone() {
+                Some(s) => Some(view(s, 100 - r.weight).await),
+                None => None,
+            },
+            Some(view(r.candidate.clone(), if r.stable.is_none() { 100 } else { r.weight }).await),
+            describe_phase(&r.phase),
+            (r.stable.is_some() && !r.plan.steps.is_empty()).then(|| r.plan.describe_step(r.step)),
+        ),
+        Some(r) => (
+            match record.stable.clone() {
+                Some(s) => Some(view(s, 100).await),
+                None => None,
+            },
+            None,
+            describe_phase(&r.phase),
+            None,
+        ),
+        None => (
+            match record.stable.clone() {
+                Some(s) => Some(view(s, 100).await),
+                None => None,
+            },
+            None,
+            "none".into(),
+            None,
+        ),
+    };
+    Ok(StatusView { service: service.into(), rollout, phase, step, stable, candidate, driven })
+}
+
+/// The service's rollout history, oldest first.
+pub fn history<S: StateStore>(store: &S, service: &str) -> anyhow::Result<Vec<HistoryEntry>> {
+    Ok(store.load_record(service)?.history)
+}
