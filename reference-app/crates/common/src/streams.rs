@@ -1,0 +1,385 @@
+//! At-least-once Redis Streams consumer: consumer groups, XACK (+XDEL, each
+//! stream has exactly one consuming group) after the handler reaches a final
+//! state, own pending entries re-read at start, pending entries of crashed
+//! consumers reclaimed with XAUTOCLAIM. Messages sharing a key (e.g. a
+//! delivery id) are handled strictly in stream order.
+use crate::server::runtime;
+use redis::aio::{ConnectionManager, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, Value};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+
+/// One stream entry.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub id: String,
+    pub fields: HashMap<String, String>,
+}
+
+impl Message {
+    pub fn get(&self, k: &str) -> Option<&str> {
+        self.fields.get(k).map(|s| s.as_str())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    pub stream: String,
+    pub group: String,
+    pub consumer: String,
+    pub batch: usize,
+    pub concurrency: usize,
+    pub claim_idle: Duration,
+    pub key_field: Option<String>,
+}
+
+impl ConsumerConfig {
+    /// Defaults overridable with `CONSUMER_NAME`, `CONSUMER_BATCH`,
+    /// `CONSUMER_CONCURRENCY`, `CLAIM_IDLE_MS`.
+    pub fn from_env(stream: &str, group: &str, key_field: Option<&str>) -> Self {
+        let consumer = std::env::var("CONSUMER_NAME")
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .unwrap_or_else(|_| format!("consumer-{}", std::process::id()));
+        Self {
+            stream: stream.into(),
+            group: group.into(),
+            consumer,
+            batch: crate::config::env_or("CONSUMER_BATCH", 128),
+            concurrency: crate::config::env_or("CONSUMER_CONCURRENCY", 256),
+            claim_idle: Duration::from_millis(crate::config::env_or("CLAIM_IDLE_MS", 30_000)),
+            key_field: key_field.map(str::to_string),
+        }
+    }
+}
+
+fn to_string(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+/// Parse `[[id, [k, v, ...]], ...]` (entries whose fields are nil are skipped).
+pub fn parse_entries(v: &Value) -> Vec<Message> {
+    let mut out = Vec::new();
+    if let Value::Array(items) = v {
+        for it in items {
+            if let Value::Array(pair) = it {
+                if pair.len() == 2 {
+                    if let (Some(id), Value::Array(kv)) = (to_string(&pair[0]), &pair[1]) {
+                        let mut fields = HashMap::new();
+                        for c in kv.chunks(2) {
+                            if let (Some(k), Some(v)) = (c.first().and_then(to_string), c.get(1).and_then(to_string)) {
+                                fields.insert(k, v);
+                            }
+                        }
+                        out.push(Message { id, fields });
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Parse an XREADGROUP reply (RESP2: `[[stream, entries]]` or nil).
+fn parse_read(v: &Value) -> Vec<Message> {
+    match v {
+        Value::Array(streams) => streams
+            .iter()
+            .flat_map(|s| match s {
+                Value::Array(p) if p.len() == 2 => parse_entries(&p[1]),
+                _ => vec![],
+            })
+            .collect(),
+        Value::Map(m) => m.iter().flat_map(|(_, e)| parse_entries(e)).collect(),
+        _ => vec![],
+    }
+}
+
+type Queues = HashMap<String, VecDeque<(Message, OwnedSemaphorePermit)>>;
+
+struct Dispatcher<H> {
+    cfg: ConsumerConfig,
+    ack_tx: mpsc::UnboundedSender<String>,
+    handler: Arc<H>,
+    queues: Mutex<Queues>,
+    inflight: Mutex<HashSet<String>>,
+}
+
+impl<H, Fut> Dispatcher<H>
+where
+    H: Fn(Message) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = bool> + Send + 'static,
+{
+    fn is_inflight(&self, id: &str) -> bool {
+        self.inflight.lock().unwrap().contains(id)
+    }
+
+    fn dispatch(self: &Arc<Self>, msg: Message, permit: OwnedSemaphorePermit) {
+        if !self.inflight.lock().unwrap().insert(msg.id.clone()) {
+            return;
+        }
+        let key = self
+            .cfg
+            .key_field
+            .as_deref()
+            .and_then(|f| msg.get(f))
+            .unwrap_or(&msg.id)
+            .to_string();
+        let mut q = self.queues.lock().unwrap();
+        if let Some(queue) = q.get_mut(&key) {
+            queue.push_back((msg, permit));
+            return;
+        }
+        q.insert(key.clone(), VecDeque::new());
+        drop(q);
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut next = Some((msg, permit));
+            while let Some((m, p)) = next.take() {
+                let id = m.id.clone();
+                let done = (me.handler)(m).await;
+                if done {
+                    me.ack(&id).await;
+                }
+                me.inflight.lock().unwrap().remove(&id);
+                drop(p);
+                let mut q = me.queues.lock().unwrap();
+                match q.get_mut(&key).and_then(|v| v.pop_front()) {
+                    Some(n) => next = Some(n),
+                    None => {
+                        q.remove(&key);
+                    }
+                }
+            }
+        });
+    }
+
+    async fn ack(&self, id: &str) {
+        if self.ack_tx.send(id.to_string()).is_err() {
+            tracing::warn!(msg_id = id, "ack channel closed; message will be redelivered");
+        }
+    }
+}
+
+/// Acknowledge in batches: whatever accumulated while the previous batch was
+/// in flight goes out in one `XACK` + `XDEL`. A crash before the flush only
+/// means redelivery, which the handlers tolerate (idempotent by id).
+async fn ack_loop(mgr: ConnectionManager, stream: String, group: String, mut rx: mpsc::UnboundedReceiver<String>) {
+    let mut buf: Vec<String> = Vec::with_capacity(512);
+    while let Some(first) = rx.recv().await {
+        buf.push(first);
+        while buf.len() < 1024 {
+            match rx.try_recv() {
+                Ok(id) => buf.push(id),
+                Err(_) => break,
+            }
+        }
+        let mut c = mgr.clone();
+        let r: redis::RedisResult<()> = redis::pipe()
+            .cmd("XACK")
+            .arg(&stream)
+            .arg(&group)
+            .arg(&buf)
+            .ignore()
+            .cmd("XDEL")
+            .arg(&stream)
+            .arg(&buf)
+            .ignore()
+            .query_async(&mut c)
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, count = buf.len(), "ack failed; messages will be redelivered");
+        }
+        buf.clear();
+    }
+}
+
+/// Create the consumer group (from the start of the stream) if missing.
+pub async fn ensure_group(mgr: &mut ConnectionManager, stream: &str, group: &str) -> redis::RedisResult<()> {
+    let r: redis::RedisResult<()> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg(group)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(mgr)
+        .await;
+    match r {
+        Err(e) if e.to_string().contains("BUSYGROUP") => Ok(()),
+        other => other,
+    }
+}
+
+async fn reader_conn(client: &redis::Client) -> MultiplexedConnection {
+    let cfg = AsyncConnectionConfig::new()
+        .set_connection_timeout(Duration::from_secs(2))
+        .set_response_timeout(Duration::from_secs(10));
+    loop {
+        match client.get_multiplexed_async_connection_with_config(&cfg).await {
+            Ok(c) => return c,
+            Err(e) => {
+                tracing::warn!(error = %e, "stream reader cannot connect; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+/// Run a consumer until shutdown. `handler` returns `true` when the message
+/// reached a final state (it is then acknowledged), `false` to leave it
+/// pending (it is retried after `claim_idle`).
+pub async fn run_consumer<H, Fut>(client: redis::Client, mut mgr: ConnectionManager, cfg: ConsumerConfig, handler: H)
+where
+    H: Fn(Message) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = bool> + Send + 'static,
+{
+    while let Err(e) = ensure_group(&mut mgr, &cfg.stream, &cfg.group).await {
+        tracing::warn!(error = %e, "cannot create consumer group; retrying");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tracing::info!(stream = %cfg.stream, group = %cfg.group, consumer = %cfg.consumer, "consumer started");
+    let sem = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
+    let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+    tokio::spawn(ack_loop(mgr.clone(), cfg.stream.clone(), cfg.group.clone(), ack_rx));
+    let d = Arc::new(Dispatcher {
+        cfg: cfg.clone(),
+        ack_tx,
+        handler: Arc::new(handler),
+        queues: Mutex::default(),
+        inflight: Mutex::default(),
+    });
+    let mut shutdown = runtime().shutdown_rx();
+    let mut conn = reader_conn(&client).await;
+    // 1. Our own pending entries (we crashed or were restarted with the same name).
+    let mut own_cursor = Some("0".to_string());
+    let mut last_claim = Instant::now();
+    let claim_every = (cfg.claim_idle / 2).max(Duration::from_millis(200));
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let res: redis::RedisResult<Vec<Message>> = async {
+            if let Some(cur) = own_cursor.clone() {
+                let v: Value = redis::cmd("XREADGROUP")
+                    .arg("GROUP")
+                    .arg(&cfg.group)
+                    .arg(&cfg.consumer)
+                    .arg("COUNT")
+                    .arg(cfg.batch)
+                    .arg("STREAMS")
+                    .arg(&cfg.stream)
+                    .arg(&cur)
+                    .query_async(&mut conn)
+                    .await?;
+                let msgs = parse_read(&v);
+                own_cursor = msgs.last().map(|m| m.id.clone());
+                if own_cursor.is_some() {
+                    tracing::info!(count = msgs.len(), "re-reading own pending entries");
+                }
+                return Ok(msgs);
+            }
+            if last_claim.elapsed() >= claim_every {
+                last_claim = Instant::now();
+                let mut all = Vec::new();
+                let mut start = "0-0".to_string();
+                for _ in 0..16 {
+                    let v: Value = redis::cmd("XAUTOCLAIM")
+                        .arg(&cfg.stream)
+                        .arg(&cfg.group)
+                        .arg(&cfg.consumer)
+                        .arg(cfg.claim_idle.as_millis() as u64)
+                        .arg(&start)
+                        .arg("COUNT")
+                        .arg(cfg.batch)
+                        .query_async(&mut conn)
+                        .await?;
+                    let Value::Array(parts) = v else { break };
+                    let next = parts.first().and_then(to_string).unwrap_or_else(|| "0-0".into());
+                    let msgs: Vec<Message> = parts.get(1).map(parse_entries).unwrap_or_default();
+                    all.extend(msgs.into_iter().filter(|m| !d.is_inflight(&m.id)));
+                    if next == "0-0" {
+                        break;
+                    }
+                    start = next;
+                }
+                if !all.is_empty() {
+                    tracing::info!(count = all.len(), "reclaimed pending entries");
+                    runtime()
+                        .metrics
+                        .add("stream_reclaimed_total", &[("stream", &cfg.stream)], all.len() as u64);
+                    return Ok(all);
+                }
+            }
+            let v: Value = redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(&cfg.group)
+                .arg(&cfg.consumer)
+                .arg("COUNT")
+                .arg(cfg.batch)
+                .arg("BLOCK")
+                .arg(500)
+                .arg("STREAMS")
+                .arg(&cfg.stream)
+                .arg(">")
+                .query_async(&mut conn)
+                .await?;
+            Ok(parse_read(&v))
+        }
+        .await;
+        match res {
+            Ok(msgs) => {
+                for m in msgs {
+                    if d.is_inflight(&m.id) {
+                        continue;
+                    }
+                    let permit = tokio::select! {
+                        p = sem.clone().acquire_owned() => p.expect("semaphore"),
+                        _ = shutdown.changed() => break,
+                    };
+                    runtime()
+                        .metrics
+                        .inc("stream_messages_total", &[("stream", &cfg.stream)]);
+                    d.dispatch(m, permit);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, stream = %cfg.stream, "stream read failed; reconnecting");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                conn = reader_conn(&client).await;
+            }
+        }
+    }
+    tracing::info!(stream = %cfg.stream, "consumer stopped reading");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bs(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn parses_xreadgroup_reply() {
+        let v = Value::Array(vec![Value::Array(vec![
+            bs("s"),
+            Value::Array(vec![
+                Value::Array(vec![bs("1-0"), Value::Array(vec![bs("a"), bs("1"), bs("b"), bs("2")])]),
+                Value::Array(vec![bs("2-0"), Value::Nil]),
+            ]),
+        ])]);
+        let m = parse_read(&v);
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].id, "1-0");
+        assert_eq!(m[0].get("b"), Some("2"));
+        assert!(parse_read(&Value::Nil).is_empty());
+    }
+}

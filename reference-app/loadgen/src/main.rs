@@ -1,0 +1,279 @@
+//! Load generator: POSTs delivery requests to ingestion with a fixed number of
+//! concurrent connections for a bounded time / count, reports accepted
+//! requests/s and latency percentiles, then waits (bounded) until every
+//! accepted request reached a final state and reports end-to-end completed
+//! deliveries/s and lost requests.
+//!
+//! ```text
+//! loadgen [--spawn | --ingestion URL --delivery URL] [--duration SECS] [--max-requests N]
+//!         [--concurrency C] [--drain-timeout SECS] [--json]
+//! ```
+//! `--spawn` starts redis + all services on free loopback ports (binaries from
+//! the same target directory as this program). `--buffer-first` (with
+//! `--spawn`) stops the workflow while sending and restarts it afterwards:
+//! ingestion is measured alone (load levelling: requests are only queued),
+//! then the backlog drain measures the end-to-end processing rate.
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct Args {
+    spawn: bool,
+    ingestion: String,
+    delivery: String,
+    duration: f64,
+    max_requests: u64,
+    concurrency: usize,
+    drain_timeout: f64,
+    json: bool,
+    buffer_first: bool,
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        spawn: false,
+        ingestion: String::new(),
+        delivery: String::new(),
+        duration: 10.0,
+        max_requests: 200_000,
+        concurrency: 64,
+        drain_timeout: 120.0,
+        json: false,
+        buffer_first: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let mut val = || it.next().unwrap_or_else(|| panic!("{k} needs a value"));
+        match k.as_str() {
+            "--spawn" => a.spawn = true,
+            "--json" => a.json = true,
+            "--buffer-first" => a.buffer_first = true,
+            "--ingestion" => a.ingestion = val(),
+            "--delivery" => a.delivery = val(),
+            "--duration" => a.duration = val().parse().expect("--duration SECS"),
+            "--max-requests" => a.max_requests = val().parse().expect("--max-requests N"),
+            "--concurrency" => a.concurrency = val().parse().expect("--concurrency C"),
+            "--drain-timeout" => a.drain_timeout = val().parse().expect("--drain-timeout SECS"),
+            "-h" | "--help" => {
+                println!("loadgen [--spawn | --ingestion URL --delivery URL] [--duration SECS] [--max-requests N] [--concurrency C] [--drain-timeout SECS] [--json]");
+                std::process::exit(0);
+            }
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    a.duration = a.duration.clamp(0.1, 600.0);
+    a.drain_timeout = a.drain_timeout.clamp(1.0, 900.0);
+    a
+}
+
+async fn stats(c: &reqwest::Client, delivery: &str) -> Value {
+    match c.get(format!("{delivery}/api/deliveries/stats")).send().await {
+        Ok(r) => r.json().await.unwrap_or(Value::Null),
+        Err(_) => Value::Null,
+    }
+}
+
+fn n(v: &Value, k: &str) -> u64 {
+    v[k].as_u64().unwrap_or(0)
+}
+
+fn pct(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+#[tokio::main]
+async fn main() {
+    let args = parse_args();
+    let _stack;
+    let (ingestion, delivery) = if args.spawn {
+        let mut opts = e2e::StackOptions {
+            redis_args: vec![
+                "--appendonly".into(),
+                "yes".into(),
+                "--appendfsync".into(),
+                "everysec".into(),
+            ],
+            ..Default::default()
+        }
+        .env("FLEET_SIZE", "300000")
+        .env("MIN_LEG_MS", "500")
+        .env("MAX_LEG_MS", "1000")
+        .env("POSITION_EVENTS_MS", "0")
+        .env("CONSUMER_CONCURRENCY", "1024")
+        .env("CONSUMER_BATCH", "512")
+        .env("BULKHEAD_MAX", "512")
+        .env("HTTP_TIMEOUT_MS", "10000")
+        .env("MAX_BODY_BYTES", "65536");
+        // Optional: e.g. LOADGEN_SERVICE_THREADS=1 gives every service a 1-thread runtime.
+        if let Ok(t) = std::env::var("LOADGEN_SERVICE_THREADS") {
+            opts = opts.env("TOKIO_WORKER_THREADS", &t);
+        }
+        let s = Arc::new(
+            tokio::task::spawn_blocking(move || e2e::Stack::start(opts))
+                .await
+                .expect("start stack"),
+        );
+        // Never leave processes behind, even when interrupted.
+        let s2 = s.clone();
+        tokio::spawn(async move {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal");
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = tokio::signal::ctrl_c() => {},
+            }
+            eprintln!("interrupted; stopping the stack");
+            s2.shutdown();
+            std::process::exit(130);
+        });
+        let urls = (s.url("ingestion"), s.url("delivery"));
+        eprintln!("stack started (logs in {})", s.dir.display());
+        _stack = Some(s);
+        urls
+    } else {
+        _stack = None;
+        assert!(
+            !args.ingestion.is_empty() && !args.delivery.is_empty(),
+            "--ingestion and --delivery (or --spawn) are required"
+        );
+        (args.ingestion.clone(), args.delivery.clone())
+    };
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency * 2)
+        .tcp_nodelay(true)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let before = stats(&client, &delivery).await;
+    if args.buffer_first {
+        _stack.as_ref().expect("--buffer-first needs --spawn").kill("workflow");
+    }
+    let sent = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(args.duration);
+    let mut workers = Vec::new();
+    for w in 0..args.concurrency {
+        let c = client.clone();
+        let url = format!("{ingestion}/api/deliveryrequests");
+        let sent = sent.clone();
+        let max = args.max_requests;
+        workers.push(tokio::spawn(async move {
+            let mut lat: Vec<u32> = Vec::with_capacity(1 << 14);
+            let (mut ok, mut err) = (0u64, 0u64);
+            let mut i = 0u64;
+            while Instant::now() < deadline && sent.fetch_add(1, Ordering::Relaxed) < max {
+                let body = json!({"confirmationRequired":"None","deadline":"","dropOffLocation":"0,36.778261,-119.41793200000001",
+                    "expedited":true,"ownerId":format!("owner-{w}-{i}"),
+                    "packageInfo":{"packageId":"mypackage","size":"Small","tag":"mytag","weight":10},
+                    "pickupLocation":"0,36.778261,-119.41793200000001","pickupTime":"2019-05-08T20:00:00.000Z"});
+                i += 1;
+                let t = Instant::now();
+                match c.post(&url).json(&body).send().await {
+                    Ok(r) if r.status().as_u16() == 202 => {
+                        let _ = r.bytes().await;
+                        ok += 1;
+                        lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                    }
+                    _ => err += 1,
+                }
+            }
+            (ok, err, lat)
+        }));
+    }
+    let (mut accepted, mut errors, mut lat) = (0u64, 0u64, Vec::new());
+    for w in workers {
+        let (o, e, l) = w.await.unwrap();
+        accepted += o;
+        errors += e;
+        lat.extend(l);
+    }
+    let send_secs = start.elapsed().as_secs_f64();
+    let at_send_end = stats(&client, &delivery).await;
+    lat.sort_unstable();
+    let drain_start = Instant::now();
+    if args.buffer_first {
+        let s = _stack.as_ref().unwrap();
+        s.spawn("workflow", &[]);
+    }
+    // Drain: wait until every accepted request is final (completed / failed / cancelled).
+    let base_final = n(&before, "completed") + n(&before, "failed") + n(&before, "cancelled");
+    let drain_deadline = Instant::now() + Duration::from_secs_f64(args.drain_timeout);
+    let mut last = at_send_end.clone();
+    while Instant::now() < drain_deadline {
+        last = stats(&client, &delivery).await;
+        let fin = n(&last, "completed") + n(&last, "failed") + n(&last, "cancelled") - base_final;
+        if fin >= accepted {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let total_secs = start.elapsed().as_secs_f64();
+    let drain_secs = drain_start.elapsed().as_secs_f64();
+    let completed = n(&last, "completed") - n(&before, "completed");
+    let failed = n(&last, "failed") - n(&before, "failed");
+    let created = n(&last, "created") - n(&before, "created");
+    let completed_during_send = n(&at_send_end, "completed") - n(&before, "completed");
+    let lost = accepted.saturating_sub(completed + failed);
+    let report = json!({
+        "accepted": accepted,
+        "errors": errors,
+        "send_seconds": send_secs,
+        "ingestion_accepted_per_sec": accepted as f64 / send_secs,
+        "latency_ms": {"p50": pct(&lat, 0.50), "p90": pct(&lat, 0.90), "p99": pct(&lat, 0.99), "max": pct(&lat, 1.0)},
+        "concurrency": args.concurrency,
+        "completed": completed,
+        "failed": failed,
+        "created": created,
+        "completed_during_send": completed_during_send,
+        "end_to_end_seconds": total_secs,
+        "completed_per_sec_end_to_end": completed as f64 / total_secs,
+        "completed_per_sec_during_send": completed_during_send as f64 / send_secs,
+        "drain_seconds": drain_secs,
+        "completed_per_sec_backlog_drain": (completed - completed_during_send) as f64 / drain_secs,
+        "buffer_first": args.buffer_first,
+        "lost": lost,
+        "drained": lost == 0,
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        println!(
+            "accepted requests:        {accepted} in {send_secs:.2}s ({:.0} req/s), non-202: {errors}",
+            accepted as f64 / send_secs
+        );
+        println!(
+            "ingestion latency:        p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms (concurrency {})",
+            pct(&lat, 0.5),
+            pct(&lat, 0.9),
+            pct(&lat, 0.99),
+            pct(&lat, 1.0),
+            args.concurrency
+        );
+        println!("completed deliveries:     {completed} (failed {failed}) in {total_secs:.2}s from first request ({:.0}/s end to end; {:.0}/s while sending)", completed as f64 / total_secs, completed_during_send as f64 / send_secs);
+        println!(
+            "backlog after sending:    {} drained in {drain_secs:.2}s ({:.0} completed/s)",
+            completed - completed_during_send,
+            (completed - completed_during_send) as f64 / drain_secs
+        );
+        println!(
+            "lost requests:            {lost}{}",
+            if lost == 0 {
+                ""
+            } else {
+                " (not final before --drain-timeout)"
+            }
+        );
+        println!("{report}");
+    }
+    if let Some(s) = &_stack {
+        s.shutdown();
+    }
+    drop(_stack);
+    if lost > 0 {
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,432 @@
+//! delivery: the delivery aggregate and its live status. Owns keys
+//! `delivery:*`. Turns drone status events into delivery tracking events
+//! (Created, Rescheduled, HeadedToPickup, HeadedToDropoff, Completed,
+//! Cancelled, Failed) on the `delivery:events` stream. Every state change and
+//! its event are written together by one Lua script, so an event is emitted
+//! exactly once per change even when drone events are redelivered.
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use drone_common::domain::{check_id, fmt_rfc3339, now_ms, parse_coordinates, resolve_location, validate_reschedule};
+use drone_common::streams::{run_consumer, ConsumerConfig, Message};
+use drone_common::topics::{DRONE_EVENTS, TRACKING_EVENTS};
+use drone_common::ApiError;
+use redis::aio::ConnectionManager;
+use redis::AsyncCommands;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+const PRELUDE: &str = r#"
+local NAMES = {'HeadedToPickup', 'HeadedToDropoff', 'Completed'}
+local RANK = {HeadedToPickup = 1, HeadedToDropoff = 2, Completed = 3}
+local function final(st) return st == 'Completed' or st == 'Cancelled' or st == 'Failed' end
+local function emit(id, typ, stage, loc, now)
+  redis.call('XADD', KEYS[1], '*', 'deliveryId', id, 'type', typ, 'stage', stage, 'location', loc or '', 'ts', now)
+end
+"#;
+
+const CREATE: &str = r#"
+local id, doc, now = ARGV[1], ARGV[2], ARGV[3]
+local k = 'delivery:d:' .. id
+local st = redis.call('HGET', k, 'stage')
+if st then return st end
+redis.call('HSET', k, 'doc', doc, 'stage', 'Created', 'created', now, 'updated', now, 'version', 1)
+emit(id, 'Created', 'Created', '', now)
+redis.call('HINCRBY', 'delivery:stats', 'created', 1)
+local dk = 'delivery:ds:' .. id
+local ds = redis.call('HMGET', dk, 'rank', 'location', 'eta')
+if ds[1] then
+  local r = tonumber(ds[1])
+  for i = 1, r do emit(id, NAMES[i], NAMES[i], ds[2], now) end
+  redis.call('HSET', k, 'stage', NAMES[r], 'location', ds[2], 'eta', ds[3])
+  if r == 3 then redis.call('HINCRBY', 'delivery:stats', 'completed', 1) end
+  redis.call('DEL', dk)
+end
+return 'new'
+"#;
+
+const DRONE: &str = r#"
+local id, r, loc, eta, now = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
+local k = 'delivery:d:' .. id
+local st = redis.call('HGET', k, 'stage')
+if not st then
+  local dk = 'delivery:ds:' .. id
+  local cur = tonumber(redis.call('HGET', dk, 'rank') or '0')
+  if r >= cur then
+    redis.call('HSET', dk, 'rank', r, 'location', loc, 'eta', eta)
+    redis.call('PEXPIRE', dk, 86400000)
+  end
+  return 'early'
+end
+if final(st) then return 'final' end
+local cur = RANK[st] or 0
+if r < cur then return 'stale' end
+redis.call('HSET', k, 'location', loc, 'eta', eta, 'updated', now)
+if r > cur then
+  for i = cur + 1, r do emit(id, NAMES[i], NAMES[i], loc, now) end
+  redis.call('HSET', k, 'stage', NAMES[r])
+  if r == 3 then redis.call('HINCRBY', 'delivery:stats', 'completed', 1) end
+end
+return 'ok'
+"#;
+
+const RESCHEDULE: &str = r#"
+local id, doc, ver, req, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local k = 'delivery:d:' .. id
+local cur = redis.call('HMGET', k, 'stage', 'version')
+if not cur[1] then return 'missing' end
+if req ~= '' and redis.call('SISMEMBER', 'delivery:rs:' .. id, req) == 1 then return 'dup' end
+if final(cur[1]) then return cur[1] end
+if cur[2] ~= ver then return 'retry' end
+redis.call('HSET', k, 'doc', doc, 'version', tonumber(ver) + 1, 'updated', now)
+redis.call('HINCRBY', k, 'rescheduled', 1)
+if req ~= '' then redis.call('SADD', 'delivery:rs:' .. id, req) end
+emit(id, 'Rescheduled', cur[1], '', now)
+return 'ok'
+"#;
+
+const CANCEL: &str = r#"
+local id, now, doc = ARGV[1], ARGV[2], ARGV[3]
+local k = 'delivery:d:' .. id
+local st = redis.call('HGET', k, 'stage')
+if st == 'Cancelled' then return st end
+if st and st ~= 'Created' and st ~= 'HeadedToPickup' then return st end
+if not st then redis.call('HSET', k, 'doc', doc, 'created', now, 'version', 1) end
+redis.call('HSET', k, 'stage', 'Cancelled', 'updated', now)
+emit(id, 'Cancelled', 'Cancelled', '', now)
+redis.call('HINCRBY', 'delivery:stats', 'cancelled', 1)
+return 'Cancelled'
+"#;
+
+const FAIL: &str = r#"
+local id, reason, doc, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local k = 'delivery:d:' .. id
+local st = redis.call('HGET', k, 'stage')
+if st and final(st) then return st end
+if not st then redis.call('HSET', k, 'doc', doc, 'created', now, 'version', 1) end
+redis.call('HSET', k, 'stage', 'Failed', 'reason', reason, 'updated', now)
+emit(id, 'Failed', 'Failed', '', now)
+redis.call('HINCRBY', 'delivery:stats', 'failed', 1)
+return 'Failed'
+"#;
+
+fn script(body: &str) -> Arc<redis::Script> {
+    Arc::new(redis::Script::new(&format!("{PRELUDE}\n{body}")))
+}
+
+#[derive(Clone)]
+struct AppState {
+    redis: ConnectionManager,
+    create: Arc<redis::Script>,
+    drone: Arc<redis::Script>,
+    reschedule: Arc<redis::Script>,
+    cancel: Arc<redis::Script>,
+    fail: Arc<redis::Script>,
+}
+
+fn dkey(id: &str) -> String {
+    format!("delivery:d:{id}")
+}
+
+fn rank(stage: &str) -> Option<u8> {
+    match stage {
+        "HeadedToPickup" => Some(1),
+        "HeadedToDropoff" => Some(2),
+        "Completed" => Some(3),
+        _ => None,
+    }
+}
+
+type Body = Result<Json<Value>, axum::extract::rejection::JsonRejection>;
+
+fn body_obj(b: Body) -> Result<Value, ApiError> {
+    let Json(v) = b.map_err(|e| ApiError::field("body", format!("invalid JSON body: {e}")))?;
+    if !v.is_object() {
+        return Err(ApiError::field("body", "body must be a JSON object"));
+    }
+    Ok(v)
+}
+
+async fn create(State(s): State<AppState>, Path(id): Path<String>, body: Body) -> Result<Response, ApiError> {
+    check_id(&id)?;
+    let mut doc = body_obj(body)?;
+    if doc.get("ownerId").and_then(Value::as_str).is_none() {
+        return Err(ApiError::field("ownerId", "ownerId is required"));
+    }
+    doc["deliveryId"] = json!(id);
+    let mut r = s.redis.clone();
+    let out: String = s
+        .create
+        .key(TRACKING_EVENTS)
+        .arg(&id)
+        .arg(doc.to_string())
+        .arg(now_ms())
+        .invoke_async(&mut r)
+        .await?;
+    match out.as_str() {
+        "new" => Ok((StatusCode::CREATED, Json(json!({"deliveryId": id, "stage": "Created"}))).into_response()),
+        "Cancelled" | "Failed" => Err(ApiError::conflict(format!("delivery is {out}"))),
+        st => Ok((StatusCode::OK, Json(json!({"deliveryId": id, "stage": st}))).into_response()),
+    }
+}
+
+fn render(id: &str, h: &HashMap<String, String>, public: bool) -> Value {
+    let doc: Value = h
+        .get("doc")
+        .and_then(|d| serde_json::from_str(d).ok())
+        .unwrap_or_else(|| json!({}));
+    let loc = h
+        .get("location")
+        .filter(|l| !l.is_empty())
+        .and_then(|l| parse_coordinates(l))
+        .and_then(Result::ok);
+    let eta = h.get("eta").and_then(|e| e.parse::<u64>().ok()).map(fmt_rfc3339);
+    let ms = |k: &str| h.get(k).and_then(|e| e.parse::<u64>().ok()).map(fmt_rfc3339);
+    let stage = h.get("stage").cloned().unwrap_or_default();
+    let mut v = json!({
+        "id": id,
+        "deliveryId": id,
+        "stage": stage,
+        "lastKnownLocation": loc,
+        "eta": if stage == "Completed" || stage == "Cancelled" || stage == "Failed" { None } else { eta },
+        "ownerId": doc.get("ownerId"),
+        "pickupLocation": doc.get("pickupLocation"),
+        "dropOffLocation": doc.get("dropOffLocation"),
+        "pickupTime": doc.get("pickupTime"),
+        "deadline": doc.get("deadline"),
+        "expedited": doc.get("expedited"),
+        "confirmationRequired": doc.get("confirmationRequired"),
+        "packageId": doc.get("packageInfo").and_then(|p| p.get("packageId")),
+        "droneId": doc.get("droneId"),
+        "rescheduled": h.get("rescheduled").and_then(|r| r.parse::<u64>().ok()).unwrap_or(0),
+        "createdAt": ms("created"),
+        "updatedAt": ms("updated"),
+    });
+    if let Some(r) = h.get("reason") {
+        v["failureReason"] = json!(r);
+    }
+    if !public {
+        v["thirdPartyRequired"] = doc.get("thirdPartyRequired").cloned().unwrap_or(Value::Null);
+        v["packageInfo"] = doc.get("packageInfo").cloned().unwrap_or(Value::Null);
+        v["confirmation"] = h
+            .get("confirmation")
+            .and_then(|c| serde_json::from_str::<Value>(c).ok())
+            .unwrap_or(Value::Null);
+    }
+    v
+}
+
+async fn load(s: &AppState, id: &str) -> Result<HashMap<String, String>, ApiError> {
+    check_id(id)?;
+    let mut r = s.redis.clone();
+    let h: HashMap<String, String> = r.hgetall(dkey(id)).await?;
+    if h.is_empty() {
+        return Err(ApiError::not_found("delivery"));
+    }
+    Ok(h)
+}
+
+async fn get_public(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let h = load(&s, &id).await?;
+    Ok(Json(render(&id, &h, true)))
+}
+
+async fn get_internal(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let h = load(&s, &id).await?;
+    Ok(Json(render(&id, &h, false)))
+}
+
+async fn patch(State(s): State<AppState>, Path(id): Path<String>, body: Body) -> Result<Response, ApiError> {
+    check_id(&id)?;
+    let b = body_obj(body)?;
+    let changes = validate_reschedule(&b)?;
+    let req_id = b.get("requestId").and_then(Value::as_str).unwrap_or("").to_string();
+    let mut r = s.redis.clone();
+    for _ in 0..5 {
+        let h = load(&s, &id).await?;
+        let mut doc: Value = h
+            .get("doc")
+            .and_then(|d| serde_json::from_str(d).ok())
+            .unwrap_or_else(|| json!({}));
+        if let Value::Object(ch) = serde_json::to_value(&changes).unwrap_or_default() {
+            for (k, v) in ch {
+                doc[k] = v;
+            }
+        }
+        let ver = h.get("version").cloned().unwrap_or_default();
+        let out: String = s
+            .reschedule
+            .key(TRACKING_EVENTS)
+            .arg(&id)
+            .arg(doc.to_string())
+            .arg(ver)
+            .arg(&req_id)
+            .arg(now_ms())
+            .invoke_async(&mut r)
+            .await?;
+        match out.as_str() {
+            "ok" | "dup" => {
+                let h = load(&s, &id).await?;
+                return Ok(Json(render(&id, &h, false)).into_response());
+            }
+            "retry" => continue,
+            "missing" => return Err(ApiError::not_found("delivery")),
+            st => return Err(ApiError::conflict(format!("delivery is {st}"))),
+        }
+    }
+    Err(ApiError::unavailable("concurrent updates; retry"))
+}
+
+async fn cancel(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    check_id(&id)?;
+    let mut r = s.redis.clone();
+    let tomb = json!({"deliveryId": id}).to_string();
+    let out: String = s
+        .cancel
+        .key(TRACKING_EVENTS)
+        .arg(&id)
+        .arg(now_ms())
+        .arg(tomb)
+        .invoke_async(&mut r)
+        .await?;
+    if out == "Cancelled" {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(ApiError::conflict(format!("cannot cancel: delivery is {out}")))
+    }
+}
+
+async fn record_failure(State(s): State<AppState>, Path(id): Path<String>, body: Body) -> Result<Response, ApiError> {
+    check_id(&id)?;
+    let b = body_obj(body)?;
+    let reason = b.get("reason").and_then(Value::as_str).unwrap_or("failed").to_string();
+    let mut doc = b
+        .get("request")
+        .cloned()
+        .filter(Value::is_object)
+        .unwrap_or_else(|| json!({}));
+    doc["deliveryId"] = json!(id);
+    let mut r = s.redis.clone();
+    let out: String = s
+        .fail
+        .key(TRACKING_EVENTS)
+        .arg(&id)
+        .arg(&reason)
+        .arg(doc.to_string())
+        .arg(now_ms())
+        .invoke_async(&mut r)
+        .await?;
+    Ok(Json(json!({"deliveryId": id, "stage": out})).into_response())
+}
+
+async fn confirm(State(s): State<AppState>, Path(id): Path<String>, body: Body) -> Result<Response, ApiError> {
+    let h = load(&s, &id).await?;
+    let b = body_obj(body)?;
+    if h.get("stage").map(String::as_str) != Some("Completed") {
+        return Err(ApiError::conflict("delivery is not completed"));
+    }
+    let mut r = s.redis.clone();
+    let _: () = r.hset(dkey(&id), "confirmation", b.to_string()).await?;
+    Ok(Json(json!({"deliveryId": id, "confirmed": true})).into_response())
+}
+
+async fn stats(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let mut r = s.redis.clone();
+    let h: HashMap<String, u64> = r.hgetall("delivery:stats").await?;
+    let g = |k: &str| h.get(k).copied().unwrap_or(0);
+    Ok(Json(
+        json!({"created": g("created"), "completed": g("completed"), "cancelled": g("cancelled"), "failed": g("failed")}),
+    ))
+}
+
+async fn on_drone_event(s: AppState, m: Message) -> bool {
+    let (Some(id), Some(stage)) = (m.get("deliveryId"), m.get("stage")) else {
+        return true;
+    };
+    let Some(rk) = rank(stage) else { return true };
+    let loc = m.get("location").unwrap_or("");
+    let loc = if loc.is_empty() {
+        String::new()
+    } else {
+        drone_common::domain::loc_to_string(&resolve_location(loc))
+    };
+    let mut r = s.redis.clone();
+    let res: redis::RedisResult<String> = s
+        .drone
+        .key(TRACKING_EVENTS)
+        .arg(id)
+        .arg(rk)
+        .arg(loc)
+        .arg(m.get("eta").unwrap_or(""))
+        .arg(now_ms())
+        .invoke_async(&mut r)
+        .await;
+    match res {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, delivery_id = id, "drone event not applied; will retry");
+            false
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    drone_common::server::init("delivery", env!("CARGO_PKG_VERSION"));
+    let (client, redis) = drone_common::store::connect().await;
+    drone_common::server::spawn_redis_readiness(redis.clone());
+    let state = AppState {
+        redis: redis.clone(),
+        create: script(CREATE),
+        drone: script(DRONE),
+        reschedule: script(RESCHEDULE),
+        cancel: script(CANCEL),
+        fail: script(FAIL),
+    };
+    let cfg = ConsumerConfig::from_env(DRONE_EVENTS, "delivery", Some("deliveryId"));
+    let st = state.clone();
+    tokio::spawn(run_consumer(client, redis, cfg, move |m| on_drone_event(st.clone(), m)));
+    let app = Router::new()
+        .route("/api/deliveries/public/{id}", get(get_public))
+        .route("/api/deliveries/stats", get(stats))
+        .route(
+            "/api/deliveries/{id}",
+            get(get_internal).put(create).patch(patch).delete(cancel),
+        )
+        .route("/api/deliveries/{id}/failure", put(record_failure))
+        .route("/api/deliveries/{id}/confirmations", post(confirm))
+        .with_state(state);
+    drone_common::server::serve(app, 8080).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_public_view() {
+        let mut h = HashMap::new();
+        h.insert(
+            "doc".to_string(),
+            json!({"ownerId": "o", "packageInfo": {"packageId": "p"}, "droneId": "drone-1"}).to_string(),
+        );
+        h.insert("stage".to_string(), "HeadedToDropoff".to_string());
+        h.insert("location".to_string(), "0,47.5,-122.3".to_string());
+        h.insert("eta".to_string(), "1557345600000".to_string());
+        let v = render("d1", &h, true);
+        assert_eq!(v["stage"], "HeadedToDropoff");
+        assert_eq!(v["lastKnownLocation"]["latitude"], 47.5);
+        assert_eq!(v["eta"], "2019-05-08T20:00:00.000Z");
+        assert_eq!(v["packageId"], "p");
+        assert!(v.get("thirdPartyRequired").is_none());
+    }
+
+    #[test]
+    fn ranks() {
+        assert_eq!(rank("Completed"), Some(3));
+        assert_eq!(rank("Released"), None);
+    }
+}
