@@ -25,4 +25,8 @@ if ! docker info >/dev/null 2>&1; then
   for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
   docker info >/dev/null 2>&1 || { echo "the Docker daemon is not running and could not be started" >&2; exit 1; }
 fi
+# Python tools the CI tests use: jsonschema (event schema) and check-jsonschema (the CI
+# providers' published pipeline schemas, vendored in the package; works offline).
+python3 -c 'import jsonschema' 2>/dev/null || pip install -q jsonschema >/dev/null 2>&1 || pip3 install -q jsonschema
+command -v check-jsonschema >/dev/null || pip install -q check-jsonschema >/dev/null 2>&1 || pip3 install -q check-jsonschema
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt >/dev/null 2>&1 || true

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# The full test suite of dronectl and of the bundled reference app.
+# The full test suite: dronectl (unit, CLI, snapshots, generated services, Docker builds,
+# the local target and its rollouts, CI pipelines, the Kubernetes back end against the
+# in-process API server), the router, kube-fake, and the bundled reference app.
 #
 # Works on a fresh machine with a Docker engine and Rust installed: it installs what is
-# missing (Debian packages), starts the Docker daemon if it is not running, and shares one
-# cargo target directory between dronectl, the apps it generates in tests, and reference-app.
+# missing, starts the Docker daemon if it is not running, packs the infrastructure images
+# (nothing can be pulled), and shares one cargo target directory between dronectl, the apps
+# its tests generate, and reference-app, so nothing is compiled twice.
 #
 # Usage: scripts/test.sh            Gates (fmt, clippy) and every test.
-#        scripts/test.sh --quick    dronectl's own tests only (no generated-service builds).
+#        scripts/test.sh --quick    dronectl's own fast tests only (no Docker, no builds of services).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -15,29 +18,15 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
 quick=false
 [ "${1:-}" = "--quick" ] && quick=true
+started=$(date +%s)
 
-step() { printf '\n==> %s\n' "$*"; }
+step() { printf '\n==> %s   [%ss]\n' "$*" "$(( $(date +%s) - started ))"; }
 
-# --- Prerequisites --------------------------------------------------------------------
-need_pkgs=()
-command -v redis-server >/dev/null || need_pkgs+=(redis-server)
-command -v git >/dev/null || need_pkgs+=(git)
-command -v python3 >/dev/null || need_pkgs+=(python3)
-if [ ${#need_pkgs[@]} -gt 0 ]; then
-  step "Installing Debian packages: ${need_pkgs[*]}"
-  sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
-  $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
-fi
-if command -v docker >/dev/null && ! docker info >/dev/null 2>&1; then
-  step "Starting the Docker daemon"
-  (service docker start || (nohup dockerd >/tmp/dockerd.log 2>&1 &)) >/dev/null 2>&1 || true
-  for _ in $(seq 1 30); do docker info >/dev/null 2>&1 && break; sleep 1; done
-fi
-rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt >/dev/null 2>&1 || true
-
-rm -f "$CARGO_TARGET_DIR"/test-*.log
+step "Prerequisites"
+source scripts/prereqs.sh
 mkdir -p "$CARGO_TARGET_DIR"
+rm -f "$CARGO_TARGET_DIR"/test-*.log
+
 failures=0
 # Runs a test command with its output kept in a log; a failure is counted, not fatal, so
 # every suite runs and the summary shows them all.
@@ -54,36 +43,36 @@ run_tests() {
   fi
 }
 
-# --- Gates ----------------------------------------------------------------------------
-step "cargo fmt --check (dronectl)"
+step "Gates: cargo fmt --check, cargo clippy -D warnings (dronectl workspace)"
 cargo fmt --all -- --check
-step "cargo clippy -D warnings (dronectl)"
-cargo clippy --all-targets --quiet -- -D warnings
+cargo clippy --workspace --all-targets --quiet -- -D warnings
 
-# --- dronectl ---------------------------------------------------------------------------
 if $quick; then
-  step "cargo test (dronectl, quick: skipping the generated-service build)"
-  run_tests dronectl cargo test --no-fail-fast -- --skip generated --skip http_service --skip worker_service
+  step "cargo test (dronectl: unit, CLI and snapshot tests)"
+  run_tests dronectl cargo test --no-fail-fast --lib --test new --test validate --test help --test ci -- --skip pipeline_steps
 else
-  step "cargo test (dronectl: unit, CLI, snapshots, generated services)"
-  run_tests dronectl cargo test --no-fail-fast
-fi
+  step "Infrastructure images (scripts/infra-images.sh)"
+  cargo build --quiet --bin dronectl
+  DRONECTL="$CARGO_TARGET_DIR/debug/dronectl" scripts/infra-images.sh
 
-# --- reference app ----------------------------------------------------------------------
-if [ -f reference-app/Cargo.toml ] && ! $quick; then
-  step "cargo fmt --check and clippy -D warnings (reference-app)"
+  step "cargo test --workspace (dronectl, router, kube-fake)"
+  run_tests dronectl cargo test --workspace --no-fail-fast
+
+  step "reference-app: fmt, clippy, tests"
   (cd reference-app && cargo fmt --all -- --check && cargo clippy --workspace --all-targets --quiet -- -D warnings)
-  step "cargo test (reference-app)"
   run_tests reference-app bash -c 'cd reference-app && cargo test --workspace --no-fail-fast'
 fi
 
 step "Summary"
-total_passed=0; total_failed=0
+total_passed=0; total_failed=0; total_ignored=0
 for log in "$CARGO_TARGET_DIR"/test-*.log; do
-  read -r p f < <(grep -E '^test result:' "$log" | awk '{p+=$4; f+=$6} END {print p+0, f+0}')
-  echo "  $(basename "$log" .log | sed 's/^test-//'): $p passed, $f failed"
+  [ -f "$log" ] || continue
+  read -r p f i < <(grep -E '^test result:' "$log" | awk '{p+=$4; f+=$6; i+=$8} END {print p+0, f+0, i+0}')
+  echo "  $(basename "$log" .log | sed 's/^test-//'): $p passed, $f failed, $i ignored"
+  grep -E '^test .* \.\.\. FAILED$' "$log" | sed 's/^/    /' || true
   total_passed=$((total_passed + p)); total_failed=$((total_failed + f))
 done
+echo "Tests that ran are listed above in each suite's output; logs are in $CARGO_TARGET_DIR/test-*.log"
 echo "${total_passed} passed, ${total_failed} failed"
 if [ "$failures" -ne 0 ] || [ "$total_failed" -ne 0 ]; then
   echo "FAILED: $failures suite(s) exited non-zero" >&2

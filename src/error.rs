@@ -3,6 +3,8 @@
 //! This is the one place where errors become exit codes; the binary calls [`exit_code`]
 //! on whatever error reaches it.
 
+use crate::build::{ArtifactsError, BuildError};
+use crate::docker::DockerError;
 use crate::manifest::ManifestError;
 use crate::scaffold::ScaffoldError;
 
@@ -42,6 +44,16 @@ pub fn exit_code(err: &anyhow::Error) -> ExitCode {
             return ExitCode::Usage;
         }
         if let Some(e) = cause.downcast_ref::<ScaffoldError>() {
+            return e.exit_code();
+        }
+        if let Some(e) = cause.downcast_ref::<BuildError>() {
+            return e.exit_code();
+        }
+        // No engine / engine too old: the operation could not run (1), with what to do.
+        if cause.is::<DockerError>() {
+            return ExitCode::Failed;
+        }
+        if let Some(e) = cause.downcast_ref::<ArtifactsError>() {
             return e.exit_code();
         }
     }

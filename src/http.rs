@@ -22,21 +22,40 @@ impl Response {
 }
 
 /// Sends `method path` to `addr` (`host:port`) with an optional JSON body.
-pub async fn request(method: &str, addr: &str, path: &str, body: Option<&[u8]>, timeout: Duration) -> std::io::Result<Response> {
+pub async fn request(
+    method: &str,
+    addr: &str,
+    path: &str,
+    body: Option<&[u8]>,
+    timeout: Duration,
+) -> std::io::Result<Response> {
     tokio::time::timeout(timeout, exchange(method, addr, path, body))
         .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{method} http://{addr}{path} timed out after {timeout:?}")))?
+        .map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("{method} http://{addr}{path} timed out after {timeout:?}"),
+            )
+        })?
 }
 
 pub async fn get(addr: &str, path: &str, timeout: Duration) -> std::io::Result<Response> {
     request("GET", addr, path, None, timeout).await
 }
 
-async fn exchange(method: &str, addr: &str, path: &str, body: Option<&[u8]>) -> std::io::Result<Response> {
+async fn exchange(
+    method: &str,
+    addr: &str,
+    path: &str,
+    body: Option<&[u8]>,
+) -> std::io::Result<Response> {
     let mut stream = TcpStream::connect(addr).await?;
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: dronectl/{}\r\n", env!("CARGO_PKG_VERSION"));
     if let Some(body) = body {
-        head.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+        head.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
     }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes()).await?;
@@ -49,8 +68,16 @@ async fn exchange(method: &str, addr: &str, path: &str, body: Option<&[u8]>) -> 
 }
 
 fn parse(raw: &[u8]) -> std::io::Result<Response> {
-    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("malformed HTTP response: {what}"));
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| bad("no end of headers"))?;
+    let bad = |what: &str| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("malformed HTTP response: {what}"),
+        )
+    };
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad("no end of headers"))?;
     let head = std::str::from_utf8(&raw[..split]).map_err(|_| bad("headers are not UTF-8"))?;
     let mut lines = head.split("\r\n");
     let status = lines
@@ -63,9 +90,19 @@ fn parse(raw: &[u8]) -> std::io::Result<Response> {
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
     let rest = &raw[split + 4..];
-    let chunked = headers.iter().any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
-    let body = if chunked { dechunk(rest).ok_or_else(|| bad("bad chunked body"))? } else { rest.to_vec() };
-    Ok(Response { status, headers, body })
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    let body = if chunked {
+        dechunk(rest).ok_or_else(|| bad("bad chunked body"))?
+    } else {
+        rest.to_vec()
+    };
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
 }
 
 fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
@@ -105,10 +142,24 @@ mod tests {
             let mut buf = [0u8; 1024];
             let n = s.read(&mut buf).await.unwrap();
             let req = String::from_utf8_lossy(&buf[..n]).to_string();
-            let body = if req.starts_with("PUT /x") && req.ends_with("{}") { "ok" } else { "bad" };
-            s.write_all(format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes()).await.unwrap();
+            let body = if req.starts_with("PUT /x") && req.ends_with("{}") {
+                "ok"
+            } else {
+                "bad"
+            };
+            s.write_all(
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
         });
-        let r = request("PUT", &addr, "/x", Some(b"{}"), Duration::from_secs(5)).await.unwrap();
+        let r = request("PUT", &addr, "/x", Some(b"{}"), Duration::from_secs(5))
+            .await
+            .unwrap();
         assert_eq!(r.text(), "ok");
     }
 }

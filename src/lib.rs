@@ -8,10 +8,12 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod build;
+pub mod ci;
 pub mod docker;
 pub mod error;
 pub mod events;
 pub mod http;
+pub mod k8s;
 pub mod local;
 pub mod manifest;
 pub mod names;

@@ -24,7 +24,10 @@ fn reference_app() -> PathBuf {
 }
 
 fn unique() -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
     format!("{:x}{:x}", std::process::id() % 4096, nanos % 65536)
 }
 
@@ -40,7 +43,10 @@ struct App {
 impl App {
     fn cmd(&self, args: &[&str]) -> Command {
         let mut cmd = dronectl();
-        cmd.current_dir(self.dir.path()).env("DRONECTL_STATE_DIR", &self.state).env("CARGO_TARGET_DIR", shared_target_dir()).args(args);
+        cmd.current_dir(self.dir.path())
+            .env("DRONECTL_STATE_DIR", &self.state)
+            .env("CARGO_TARGET_DIR", shared_target_dir())
+            .args(args);
         cmd
     }
     fn run(&self, args: &[&str]) -> Output {
@@ -52,12 +58,22 @@ impl App {
     /// Sets an environment variable of a service in the manifest (a new revision).
     fn set_env(&self, service: &str, key: &str, value: &str) {
         let text = std::fs::read_to_string(self.manifest_path()).unwrap();
-        let start = text.find(&format!("\n  {service}:\n")).expect("service entry");
+        let start = text
+            .find(&format!("\n  {service}:\n"))
+            .expect("service entry");
         let env_at = start + text[start..].find("    env: ").expect("env line");
         let line_end = env_at + text[env_at..].find('\n').unwrap();
         let line = &text[env_at..line_end];
-        let inner = line.trim_start_matches("    env: ").trim_start_matches('{').trim_end_matches('}').trim();
-        let mut pairs: Vec<String> = inner.split(", ").filter(|p| !p.is_empty() && !p.starts_with(&format!("{key}:"))).map(str::to_string).collect();
+        let inner = line
+            .trim_start_matches("    env: ")
+            .trim_start_matches('{')
+            .trim_end_matches('}')
+            .trim();
+        let mut pairs: Vec<String> = inner
+            .split(", ")
+            .filter(|p| !p.is_empty() && !p.starts_with(&format!("{key}:")))
+            .map(str::to_string)
+            .collect();
         pairs.push(format!("{key}: \"{value}\""));
         let new_line = format!("    env: {{ {} }}", pairs.join(", "));
         let updated = format!("{}{}{}", &text[..env_at], new_line, &text[line_end..]);
@@ -72,7 +88,9 @@ impl Drop for App {
             eprintln!("cleanup: dronectl down failed: {}", stderr(&out));
         }
         for image in &self.images {
-            let _ = Command::new("docker").args(["image", "rm", "-f", image]).output();
+            let _ = Command::new("docker")
+                .args(["image", "rm", "-f", image])
+                .output();
         }
     }
 }
@@ -82,7 +100,12 @@ impl Drop for App {
 /// unique name, with strategies short enough for tests.
 fn app() -> App {
     assert!(
-        Command::new("docker").args(["image", "inspect", "redis:7"]).output().unwrap().status.success(),
+        Command::new("docker")
+            .args(["image", "inspect", "redis:7"])
+            .output()
+            .unwrap()
+            .status
+            .success(),
         "the redis:7 image is missing: run scripts/infra-images.sh (scripts/test.sh does)"
     );
     let name = format!("dl{}", unique());
@@ -92,14 +115,34 @@ fn app() -> App {
     let out = dronectl()
         .current_dir(reference_app())
         .env("CARGO_TARGET_DIR", shared_target_dir())
-        .args(["-o", "json", "build", "--tag", &tag, "--artifacts", artifacts.to_str().unwrap()])
+        .args([
+            "-o",
+            "json",
+            "build",
+            "--tag",
+            &tag,
+            "--artifacts",
+            artifacts.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert_code(&out, 0);
-    let built: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(&artifacts).unwrap()).unwrap();
-    let images = built.iter().map(|a| format!("{}:{}", a["image"].as_str().unwrap(), a["tag"].as_str().unwrap())).collect();
+    let built: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(&artifacts).unwrap()).unwrap();
+    let images = built
+        .iter()
+        .map(|a| {
+            format!(
+                "{}:{}",
+                a["image"].as_str().unwrap(),
+                a["tag"].as_str().unwrap()
+            )
+        })
+        .collect();
     let manifest = std::fs::read_to_string(reference_app().join("dronectl.yaml")).unwrap();
-    let head = &manifest[..manifest.find("\nenvironments:").expect("environments section")];
+    let head = &manifest[..manifest
+        .find("\nenvironments:")
+        .expect("environments section")];
     let head = head.replacen("app: drone-delivery", &format!("app: {name}"), 1);
     let manifest = format!(
         "{head}
@@ -135,7 +178,13 @@ analyses:
     );
     std::fs::write(dir.path().join("dronectl.yaml"), manifest).unwrap();
     let state = dir.path().join("state");
-    App { dir, name, state, images, artifacts }
+    App {
+        dir,
+        name,
+        state,
+        images,
+        artifacts,
+    }
 }
 
 /// Steady traffic through the router to `delivery`: every response is recorded with the
@@ -150,13 +199,23 @@ struct Load {
 fn get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )?;
     let mut raw = String::new();
     s.read_to_string(&mut raw)?;
-    let status = raw.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| std::io::Error::other(format!("bad response {raw:?}")))?;
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad response {raw:?}")))?;
     let version = raw
         .lines()
-        .find_map(|l| l.strip_prefix("x-dronectl-version: ").or_else(|| l.strip_prefix("X-Dronectl-Version: ")))
+        .find_map(|l| {
+            l.strip_prefix("x-dronectl-version: ")
+                .or_else(|| l.strip_prefix("X-Dronectl-Version: "))
+        })
         .unwrap_or_default()
         .trim()
         .to_string();
@@ -174,10 +233,16 @@ impl Load {
                 std::thread::spawn(move || {
                     let deadline = Instant::now() + Duration::from_secs(600);
                     while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                        match get(port, "/api/deliveries/public/00000000-0000-4000-8000-000000000000") {
+                        match get(
+                            port,
+                            "/api/deliveries/public/00000000-0000-4000-8000-000000000000",
+                        ) {
                             Ok((status, version)) => {
                                 if status >= 500 {
-                                    failures.lock().unwrap().push(format!("{status} from {version}"));
+                                    failures
+                                        .lock()
+                                        .unwrap()
+                                        .push(format!("{status} from {version}"));
                                 }
                                 log.lock().unwrap().push((Instant::now(), status, version));
                             }
@@ -188,7 +253,12 @@ impl Load {
                 })
             })
             .collect();
-        Load { stop, threads, log, failures }
+        Load {
+            stop,
+            threads,
+            log,
+            failures,
+        }
     }
 
     fn finish(self) -> (Vec<(Instant, u16, String)>, Vec<String>) {
@@ -205,25 +275,39 @@ impl Load {
 fn entry_port(app: &App) -> u16 {
     let out = app.run(&["-o", "json", "ps"]);
     assert_code(&out, 0);
-    let summary: serde_json::Value = serde_json::from_str(stdout(&out).lines().last().unwrap()).unwrap();
-    let url = summary["result"]["entry_url"].as_str().expect("entry url").to_string();
+    let summary: serde_json::Value =
+        serde_json::from_str(stdout(&out).lines().last().unwrap()).unwrap();
+    let url = summary["result"]["entry_url"]
+        .as_str()
+        .expect("entry url")
+        .to_string();
     url.rsplit(':').next().unwrap().parse().unwrap()
 }
 
 fn delivery_image(app: &App) -> String {
-    app.images.iter().find(|i| i.contains("/delivery:")).unwrap().clone()
+    app.images
+        .iter()
+        .find(|i| i.contains("/delivery:"))
+        .unwrap()
+        .clone()
 }
 
 /// The revision that has all of `service`'s traffic, from `dronectl ps`.
 fn routed_revisions(app: &App, service: &str) -> Vec<(String, u64)> {
     let out = app.run(&["-o", "json", "ps"]);
-    let summary: serde_json::Value = serde_json::from_str(stdout(&out).lines().last().unwrap()).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(stdout(&out).lines().last().unwrap()).unwrap();
     let mut revs: Vec<(String, u64)> = summary["result"]["containers"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|c| c["name"] == service && c["weight"].as_u64().unwrap_or(0) > 0)
-        .map(|c| (c["revision"].as_str().unwrap().to_string(), c["weight"].as_u64().unwrap()))
+        .map(|c| {
+            (
+                c["revision"].as_str().unwrap().to_string(),
+                c["weight"].as_u64().unwrap(),
+            )
+        })
         .collect();
     revs.dedup();
     revs
@@ -234,7 +318,12 @@ fn routed_revisions(app: &App, service: &str) -> Vec<(String, u64)> {
 fn spawn_json(app: &App, args: &[&str]) -> (Child, Arc<Mutex<Vec<(Instant, serde_json::Value)>>>) {
     let mut full = vec!["-o", "json"];
     full.extend_from_slice(args);
-    let mut child = app.cmd(&full).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
+    let mut child = app
+        .cmd(&full)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
     let lines = Arc::new(Mutex::new(Vec::new()));
     let out = child.stdout.take().unwrap();
     let sink = lines.clone();
@@ -248,9 +337,18 @@ fn spawn_json(app: &App, args: &[&str]) -> (Child, Arc<Mutex<Vec<(Instant, serde
     (child, lines)
 }
 
-fn wait_event(lines: &Arc<Mutex<Vec<(Instant, serde_json::Value)>>>, what: &str, timeout: Duration) -> Instant {
+fn wait_event(
+    lines: &Arc<Mutex<Vec<(Instant, serde_json::Value)>>>,
+    what: &str,
+    timeout: Duration,
+) -> Instant {
     wait_for(&format!("a `{what}` rollout event"), timeout, || {
-        lines.lock().unwrap().iter().find(|(_, v)| v["event"] == "rollout" && v["what"] == what).map(|(t, _)| *t)
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(_, v)| v["event"] == "rollout" && v["what"] == what)
+            .map(|(t, _)| *t)
     })
 }
 
@@ -261,14 +359,29 @@ fn reference_app_on_the_local_engine() {
 
     // Up: the whole app, ready, behind the router.
     let started = Instant::now();
-    let out = app.run(&["up", "--no-build", "--artifacts", &artifacts, "--timeout", "5m"]);
+    let out = app.run(&[
+        "up",
+        "--no-build",
+        "--artifacts",
+        &artifacts,
+        "--timeout",
+        "5m",
+    ]);
     assert_code(&out, 0);
     eprintln!("up: {:?}", started.elapsed());
     let port = entry_port(&app);
 
     // Up again with nothing changed changes nothing: same containers.
     let ids = |app: &App| {
-        let out = Command::new("docker").args(["ps", "-q", "--filter", &format!("label=dev.dronectl.app={}", app.name)]).output().unwrap();
+        let out = Command::new("docker")
+            .args([
+                "ps",
+                "-q",
+                "--filter",
+                &format!("label=dev.dronectl.app={}", app.name),
+            ])
+            .output()
+            .unwrap();
         let mut ids: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
         ids.sort();
         ids
@@ -276,7 +389,8 @@ fn reference_app_on_the_local_engine() {
     let before = ids(&app);
     let out = app.run(&["-o", "json", "up", "--no-build", "--artifacts", &artifacts]);
     assert_code(&out, 0);
-    let summary: serde_json::Value = serde_json::from_str(stdout(&out).lines().last().unwrap()).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(stdout(&out).lines().last().unwrap()).unwrap();
     assert_eq!(summary["result"]["changed"], false, "{summary}");
     assert_eq!(ids(&app), before, "a second `up` replaced containers");
 
@@ -287,7 +401,14 @@ fn reference_app_on_the_local_engine() {
     let mut raw = String::new();
     s.read_to_string(&mut raw).unwrap();
     assert!(raw.starts_with("HTTP/1.1 202"), "{raw}");
-    let location = raw.lines().find_map(|l| l.to_ascii_lowercase().starts_with("location:").then(|| l[9..].trim().to_string())).expect("Location");
+    let location = raw
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("location:")
+                .then(|| l[9..].trim().to_string())
+        })
+        .expect("Location");
     let id = location.rsplit('/').next().unwrap().to_string();
     let stage = wait_for("the delivery to complete", Duration::from_secs(90), || {
         let r = http(port, "GET", &format!("/api/deliveries/public/{id}"), &[]).ok()?;
@@ -310,80 +431,187 @@ fn reference_app_on_the_local_engine() {
         let out = app.run(&args);
         assert_code(&out, 0);
         let routed = routed_revisions(&app, "delivery");
-        assert_eq!(routed.len(), 1, "after {strategy} all traffic is on one revision: {routed:?}");
+        assert_eq!(
+            routed.len(),
+            1,
+            "after {strategy} all traffic is on one revision: {routed:?}"
+        );
     }
     std::thread::sleep(Duration::from_secs(1));
     let (log, failures) = load.finish();
     let versions: std::collections::BTreeSet<&String> = log.iter().map(|(_, _, v)| v).collect();
-    eprintln!("zero-downtime load: {} requests, {} versions seen, {} failures", log.len(), versions.len(), failures.len());
-    assert!(failures.is_empty(), "failed requests during rollouts: {:?}", &failures[..failures.len().min(10)]);
+    eprintln!(
+        "zero-downtime load: {} requests, {} versions seen, {} failures",
+        log.len(),
+        versions.len(),
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "failed requests during rollouts: {:?}",
+        &failures[..failures.len().min(10)]
+    );
     assert!(log.len() > 200, "the load generator ran");
-    assert!(versions.len() >= 4, "traffic moved through the versions: {versions:?}");
+    assert!(
+        versions.len() >= 4,
+        "traffic moved through the versions: {versions:?}"
+    );
 
     // A bad candidate (half its answers are 5xx) is aborted at its first analysis, and
     // traffic is back on stable within a second of the decision.
     let stable = routed_revisions(&app, "delivery")[0].0.clone();
     app.set_env("delivery", "CHAOS_ERROR_RATE", "0.5");
     let load = Load::start(port, 4);
-    let (mut child, lines) = spawn_json(&app, &["deploy", "delivery", "--image", &image, "--strategy", "quick-canary", "--timeout", "3m"]);
+    let (mut child, lines) = spawn_json(
+        &app,
+        &[
+            "deploy",
+            "delivery",
+            "--image",
+            &image,
+            "--strategy",
+            "quick-canary",
+            "--timeout",
+            "3m",
+        ],
+    );
     let status = child.wait().unwrap();
     let (log, _) = load.finish();
     assert_eq!(status.code(), Some(3), "a failed analysis exits 3");
     let aborted_at = wait_event(&lines, "aborted", Duration::from_secs(1));
-    let late: Vec<_> = log.iter().filter(|(t, _, v)| *t > aborted_at + Duration::from_secs(1) && *v != stable).collect();
-    assert!(late.is_empty(), "{} requests served by the candidate more than 1s after the abort", late.len());
-    let analyses = lines.lock().unwrap().iter().filter(|(_, v)| v["what"] == "analysis").count();
-    assert!(analyses <= 2, "aborted at the first analysis ({analyses} analysis events)");
+    let late: Vec<_> = log
+        .iter()
+        .filter(|(t, _, v)| *t > aborted_at + Duration::from_secs(1) && *v != stable)
+        .collect();
+    assert!(
+        late.is_empty(),
+        "{} requests served by the candidate more than 1s after the abort",
+        late.len()
+    );
+    let analyses = lines
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, v)| v["what"] == "analysis")
+        .count();
+    assert!(
+        analyses <= 2,
+        "aborted at the first analysis ({analyses} analysis events)"
+    );
     assert_eq!(routed_revisions(&app, "delivery")[0].0, stable);
     app.set_env("delivery", "CHAOS_ERROR_RATE", "0");
 
     // A crash-looping candidate fails the rollout in under 15 s, with its last log lines.
     let crash_tag = format!("{}-crash:1", app.name);
     let out = app.run(&[
-        "image", "pack", "/bin/sh", "--tag", &crash_tag,
-        "--entrypoint-arg=-c", "--entrypoint-arg=echo starting up; echo 'fatal: cannot open /data/store' >&2; exit 3",
+        "image",
+        "pack",
+        "/bin/sh",
+        "--tag",
+        &crash_tag,
+        "--entrypoint-arg=-c",
+        "--entrypoint-arg=echo starting up; echo 'fatal: cannot open /data/store' >&2; exit 3",
     ]);
     assert_code(&out, 0);
     let started = Instant::now();
-    let out = app.run(&["deploy", "delivery", "--image", &crash_tag, "--strategy", "quick-canary"]);
+    let out = app.run(&[
+        "deploy",
+        "delivery",
+        "--image",
+        &crash_tag,
+        "--strategy",
+        "quick-canary",
+    ]);
     let elapsed = started.elapsed();
-    let _ = Command::new("docker").args(["image", "rm", "-f", &crash_tag]).output();
+    let _ = Command::new("docker")
+        .args(["image", "rm", "-f", &crash_tag])
+        .output();
     assert_code(&out, 1);
-    assert!(elapsed < Duration::from_secs(15), "crash loop detected after {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(15),
+        "crash loop detected after {elapsed:?}"
+    );
     let err = stderr(&out);
-    assert!(err.contains("CrashLoopBackOff") || err.contains("Exited"), "{err}");
-    assert!(err.contains("fatal: cannot open /data/store"), "the last log lines are shown: {err}");
+    assert!(
+        err.contains("CrashLoopBackOff") || err.contains("Exited"),
+        "{err}"
+    );
+    assert!(
+        err.contains("fatal: cannot open /data/store"),
+        "the last log lines are shown: {err}"
+    );
     assert_eq!(routed_revisions(&app, "delivery")[0].0, stable);
 
     // kill -9 during a canary pause: status explains, resume finishes; a second deploy
     // meanwhile is refused; after another kill, abort returns to stable.
     app.set_env("delivery", "ROLLOUT_ROUND", "4");
-    let (mut child, lines) = spawn_json(&app, &["deploy", "delivery", "--image", &image, "--strategy", "slow-canary"]);
+    let (mut child, lines) = spawn_json(
+        &app,
+        &[
+            "deploy",
+            "delivery",
+            "--image",
+            &image,
+            "--strategy",
+            "slow-canary",
+        ],
+    );
     wait_event(&lines, "paused", Duration::from_secs(120));
-    let second = app.run(&["deploy", "delivery", "--image", &image, "--strategy", "slow-canary"]);
+    let second = app.run(&[
+        "deploy",
+        "delivery",
+        "--image",
+        &image,
+        "--strategy",
+        "slow-canary",
+    ]);
     assert_code(&second, 1);
-    assert!(stderr(&second).contains("already being driven"), "{}", stderr(&second));
+    assert!(
+        stderr(&second).contains("already being driven"),
+        "{}",
+        stderr(&second)
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     let out = app.run(&["-o", "json", "rollout", "status", "delivery"]);
-    let view: serde_json::Value = serde_json::from_str(stdout(&out).lines().last().unwrap()).unwrap();
+    let view: serde_json::Value =
+        serde_json::from_str(stdout(&out).lines().last().unwrap()).unwrap();
     assert_eq!(view["result"]["step"], "2/3 pause 12s", "{view}");
     assert_eq!(view["result"]["candidate"]["weight"], 30, "{view}");
     assert_eq!(view["result"]["stable"]["weight"], 70, "{view}");
-    assert_code(&app.run(&["rollout", "resume", "delivery", "--timeout", "2m"]), 0);
+    assert_code(
+        &app.run(&["rollout", "resume", "delivery", "--timeout", "2m"]),
+        0,
+    );
     let new_stable = routed_revisions(&app, "delivery")[0].0.clone();
     assert_ne!(new_stable, stable);
 
     app.set_env("delivery", "ROLLOUT_ROUND", "5");
-    let (mut child, lines) = spawn_json(&app, &["deploy", "delivery", "--image", &image, "--strategy", "slow-canary"]);
+    let (mut child, lines) = spawn_json(
+        &app,
+        &[
+            "deploy",
+            "delivery",
+            "--image",
+            &image,
+            "--strategy",
+            "slow-canary",
+        ],
+    );
     wait_event(&lines, "paused", Duration::from_secs(120));
     child.kill().unwrap();
     child.wait().unwrap();
     assert_code(&app.run(&["rollout", "abort", "delivery"]), 0);
-    assert_eq!(routed_revisions(&app, "delivery"), vec![(new_stable.clone(), 100)]);
+    assert_eq!(
+        routed_revisions(&app, "delivery"),
+        vec![(new_stable.clone(), 100)]
+    );
 
     // Undo goes back to the previous revision.
-    assert_code(&app.run(&["rollout", "undo", "delivery", "--timeout", "2m"]), 0);
+    assert_code(
+        &app.run(&["rollout", "undo", "delivery", "--timeout", "2m"]),
+        0,
+    );
     assert_eq!(routed_revisions(&app, "delivery")[0].0, stable);
     let out = app.run(&["-o", "json", "rollout", "history", "delivery"]);
     assert_code(&out, 0);
@@ -392,6 +620,18 @@ fn reference_app_on_the_local_engine() {
     let out = app.run(&["-o", "json", "down"]);
     assert_code(&out, 0);
     assert!(ids(&app).is_empty());
-    let volumes = Command::new("docker").args(["volume", "ls", "-q", "--filter", &format!("label=dev.dronectl.app={}", app.name)]).output().unwrap();
-    assert!(!stdout(&volumes).trim().is_empty(), "volumes are kept without --volumes");
+    let volumes = Command::new("docker")
+        .args([
+            "volume",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("label=dev.dronectl.app={}", app.name),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !stdout(&volumes).trim().is_empty(),
+        "volumes are kept without --volumes"
+    );
 }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 pub struct RouterConfig {
     /// Monotonic version of this table, chosen by the writer (dronectl). `0` (or absent) on
     /// `PUT /config` means "one more than the current generation". A `PUT` whose generation is
-    /// lower than the one currently applied is rejected as stale (409).
+    /// not above the one currently applied is rejected as stale (409): compare-and-set.
     #[serde(default)]
     pub generation: u64,
     /// Services by name (a DNS-1123 label, the same name service-to-service calls use as host).

@@ -138,7 +138,8 @@ pub struct RouterHandle(Arc<Inner>);
 
 impl RouterHandle {
     /// Validates and atomically applies a routing table; returns the applied generation.
-    /// Generation 0 means "current + 1"; a lower generation than the current one is rejected.
+    /// Generation 0 means "current + 1"; a generation not above the current one is rejected,
+    /// so writers that read generation `g` and write `g + 1` never overwrite each other.
     /// In-flight requests finish where they were sent; only new requests see the new table.
     pub fn apply(&self, mut cfg: RouterConfig) -> Result<u64, ConfigError> {
         cfg.validate()?;
@@ -147,7 +148,7 @@ impl RouterHandle {
         let current = inner.table.load().generation();
         if cfg.generation == 0 {
             cfg.generation = current + 1;
-        } else if cfg.generation < current {
+        } else if cfg.generation <= current {
             return Err(ConfigError::StaleGeneration {
                 got: cfg.generation,
                 current,

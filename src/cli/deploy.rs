@@ -10,17 +10,20 @@ use dronectl::local::LocalTarget;
 use dronectl::manifest::{self, StrategyKind};
 use dronectl::rollout::{ops, Plan, Request, Timing};
 
+use dronectl::rollout::{Engine, Platform, StateStore};
+
+use super::kube::{DryRunArg, KubeArgs};
 use super::local::{app_dir, runtime};
 use super::printer::Printer;
 use super::{GlobalArgs, Outcome};
 
-pub const DEPLOY_EXAMPLES: &str = "Examples:\n  dronectl deploy delivery                     # the strategy from dronectl.yaml (default rolling)\n  dronectl deploy delivery --canary --timeout 10m\n  dronectl deploy delivery --blue-green\n  dronectl deploy delivery --strategy careful-canary\n  dronectl deploy delivery --artifacts build.json --no-build\n  dronectl deploy delivery --image drone-delivery/delivery:1.2.0-abc1234\n\nBuilds the service (unless told which image to run), then rolls it out and waits.\nExit codes: 0 done, 1 failed, 2 usage, 3 aborted and rolled back, 4 timed out,\n5 paused waiting for `dronectl rollout promote`.";
+pub const DEPLOY_EXAMPLES: &str = "Examples:\n  dronectl deploy delivery                     # the strategy from dronectl.yaml (default rolling)\n  dronectl deploy delivery --canary --timeout 10m\n  dronectl deploy delivery --blue-green\n  dronectl deploy delivery --strategy careful-canary\n  dronectl deploy delivery --artifacts build.json --no-build\n  dronectl deploy delivery --image drone-delivery/delivery:1.2.0-abc1234\n\n\nKubernetes environments (`target: kubernetes`):\n  dronectl deploy --env staging --artifacts build.json      # every service + infrastructure\n  dronectl deploy delivery --env staging --tag 1.2.0-abc1234 --canary\n  dronectl deploy --env staging --tag 1.2.0 --dry-run=server\n\nBuilds the service (unless told which image to run), then rolls it out and waits.\nOn Kubernetes nothing is built: images come from --artifacts, --tag or --image.\nExit codes: 0 done, 1 failed, 2 usage, 3 aborted and rolled back, 4 timed out,\n5 paused waiting for `dronectl rollout promote`.";
 
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("strategy_choice").args(["canary", "blue_green", "rolling", "strategy"])))]
 pub struct DeployArgs {
-    /// The service to ship
-    pub service: String,
+    /// The service to ship [Kubernetes: default every service, plus the infrastructure]
+    pub service: Option<String>,
 
     /// Canary: shift traffic in weighted steps (the manifest's canary strategy, or 20% → 50% → 100%)
     #[arg(long, env = "DRONECTL_CANARY")]
@@ -47,8 +50,21 @@ pub struct DeployArgs {
     #[arg(long, value_name = "FILE", env = "DRONECTL_ARTIFACTS")]
     pub artifacts: Option<PathBuf>,
 
+    /// Kubernetes: run `<registry>/<app>/<service>:<TAG>` (for every service deployed)
+    #[arg(long, value_name = "TAG", env = "DRONECTL_TAG", conflicts_with_all = ["image", "artifacts"])]
+    pub tag: Option<String>,
+    /// Kubernetes: only show what would be applied (client: print the objects; server:
+    /// server-side dry-run apply)
+    #[arg(long, value_enum, value_name = "MODE", env = "DRONECTL_DRY_RUN")]
+    pub dry_run: Option<DryRunArg>,
+    /// Kubernetes: take over fields that another field manager owns (server-side apply)
+    #[arg(long, env = "DRONECTL_FORCE_CONFLICTS")]
+    pub force_conflicts: bool,
+
     #[command(flatten)]
     pub wait: WaitArgs,
+    #[command(flatten)]
+    pub kube: KubeArgs,
 }
 
 /// Waiting options shared by every command that drives a rollout.
@@ -114,6 +130,8 @@ pub enum RolloutCommand {
 pub struct ServiceArg {
     /// The service
     pub service: String,
+    #[command(flatten)]
+    pub kube: KubeArgs,
 }
 
 #[derive(Debug, Args)]
@@ -122,6 +140,8 @@ pub struct DriveArgs {
     pub service: String,
     #[command(flatten)]
     pub wait: WaitArgs,
+    #[command(flatten)]
+    pub kube: KubeArgs,
 }
 
 #[derive(Debug, Args)]
@@ -133,6 +153,8 @@ pub struct PromoteArgs {
     pub full: bool,
     #[command(flatten)]
     pub wait: WaitArgs,
+    #[command(flatten)]
+    pub kube: KubeArgs,
 }
 
 #[derive(Debug, Args)]
@@ -144,6 +166,8 @@ pub struct UndoArgs {
     pub to: Option<u64>,
     #[command(flatten)]
     pub wait: WaitArgs,
+    #[command(flatten)]
+    pub kube: KubeArgs,
 }
 
 fn report_outcome(
@@ -177,15 +201,27 @@ pub fn deploy(
     cwd: &Path,
     printer: &Printer,
 ) -> anyhow::Result<Outcome> {
+    if let Some((dir, env)) = super::kube::selected(global, cwd)? {
+        return deploy_kube(args, dir, env, global, printer);
+    }
+    if args.dry_run.is_some() || args.tag.is_some() {
+        return Err(UsageError(
+            "--dry-run and --tag apply to Kubernetes environments; pass --env <a kubernetes environment>".into(),
+        )
+        .into());
+    }
+    let service = args.service.clone().ok_or_else(|| {
+        UsageError("name the service to deploy (on the local target `dronectl up` brings up the whole app)".into())
+    })?;
     let dir = app_dir(global, cwd)?;
     let rt = runtime()?;
     rt.block_on(async {
         let target = LocalTarget::connect(&dir, global.env.as_deref()).await?;
         let m = &target.manifest.manifest;
-        if !m.services.contains_key(&args.service) {
+        if !m.services.contains_key(&service) {
             anyhow::bail!(UsageError(format!(
                 "no service `{}` in dronectl.yaml",
-                args.service
+                service
             )));
         }
         let (image, version) = match (&args.image, &args.artifacts) {
@@ -199,20 +235,16 @@ pub fn deploy(
                 let artifacts = dronectl::build::artifacts::read(file)?;
                 let a = artifacts
                     .into_iter()
-                    .find(|a| a.service == args.service)
+                    .find(|a| a.service == service)
                     .ok_or_else(|| {
-                        UsageError(format!(
-                            "{} has no image for `{}`",
-                            file.display(),
-                            args.service
-                        ))
+                        UsageError(format!("{} has no image for `{}`", file.display(), service))
                     })?;
                 (a.reference(), a.tag.clone())
             }
             (None, None) => {
                 let options = dronectl::build::BuildOptions {
                     app_dir: dir.clone(),
-                    services: vec![args.service.clone()],
+                    services: vec![service.clone()],
                     env: global.env.clone(),
                     ..Default::default()
                 };
@@ -226,7 +258,7 @@ pub fn deploy(
                 (format!("{}:{}", built.image, built.tag), built.tag)
             }
         };
-        let revision = target.revision(&args.service, &image, &version).await?;
+        let revision = target.revision(&service, &image, &version).await?;
         let kind = if args.canary {
             Some(StrategyKind::Canary)
         } else if args.blue_green {
@@ -239,13 +271,13 @@ pub fn deploy(
         let plan = match &args.strategy {
             Some(name) => Plan::from_manifest(m, name, revision.replicas)
                 .map_err(|e| UsageError(e.to_string()))?,
-            None => Plan::choose(m, &args.service, Some(&target.env), kind, revision.replicas)
+            None => Plan::choose(m, &service, Some(&target.env), kind, revision.replicas)
                 .map_err(|e| UsageError(e.to_string()))?,
         };
         let engine = target.engine(printer, args.wait.timing());
         let report = ops::deploy(
             &engine,
-            &args.service,
+            &service,
             revision,
             plan,
             args.wait.timeout.map(|d| d.0),
@@ -261,91 +293,228 @@ pub fn rollout(
     cwd: &Path,
     printer: &Printer,
 ) -> anyhow::Result<Outcome> {
+    if let Some((dir, env)) = super::kube::selected(global, cwd)? {
+        let kube = match &cmd {
+            RolloutCommand::Status(a) | RolloutCommand::History(a) => &a.kube,
+            RolloutCommand::Promote(a) => &a.kube,
+            RolloutCommand::Abort(a) | RolloutCommand::Resume(a) => &a.kube,
+            RolloutCommand::Undo(a) => &a.kube,
+        };
+        let options = kube.connect_options(global.yes);
+        let rt = runtime()?;
+        return rt.block_on(async {
+            let target = dronectl::k8s::KubeTarget::connect(&dir, &env, &options).await?;
+            let services = target.manifest.services.keys().cloned().collect::<Vec<_>>();
+            run_rollout(cmd, &target.platform, &target.store, &services, printer).await
+        });
+    }
     let dir = app_dir(global, cwd)?;
     let rt = runtime()?;
     rt.block_on(async {
         let target = LocalTarget::connect(&dir, global.env.as_deref()).await?;
-        let check = |service: &str| -> anyhow::Result<()> {
-            if target.manifest.manifest.services.contains_key(service) {
-                Ok(())
-            } else {
-                Err(UsageError(format!("no service `{service}` in dronectl.yaml")).into())
-            }
-        };
-        match cmd {
-            RolloutCommand::Status(a) => {
-                check(&a.service)?;
-                let view = ops::status(&target.platform, &target.store, &a.service).await?;
-                print_status(&view, printer);
-                Ok(Outcome {
-                    code: view.exit_code(),
-                    result: serde_json::to_value(&view)?,
-                })
-            }
-            RolloutCommand::History(a) => {
-                check(&a.service)?;
-                let history = ops::history(&target.store, &a.service)?;
+        let services = target
+            .manifest
+            .manifest
+            .services
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>();
+        run_rollout(cmd, &target.platform, &target.store, &services, printer).await
+    })
+}
+
+/// The rollout commands over any platform and state store.
+async fn run_rollout<P: Platform, S: StateStore>(
+    cmd: RolloutCommand,
+    platform: &P,
+    store: &S,
+    services: &[String],
+    printer: &Printer,
+) -> anyhow::Result<Outcome> {
+    let check = |service: &str| -> anyhow::Result<()> {
+        if services.iter().any(|s| s == service) {
+            Ok(())
+        } else {
+            Err(UsageError(format!("no service `{service}` in dronectl.yaml")).into())
+        }
+    };
+    let engine = |timing: Timing| {
+        let mut engine = Engine::new(platform, store, printer);
+        engine.timing = timing;
+        engine
+    };
+    match cmd {
+        RolloutCommand::Status(a) => {
+            check(&a.service)?;
+            let view = ops::status(platform, store, &a.service).await?;
+            print_status(&view, printer);
+            Ok(Outcome {
+                code: view.exit_code(),
+                result: serde_json::to_value(&view)?,
+            })
+        }
+        RolloutCommand::History(a) => {
+            check(&a.service)?;
+            let history = ops::history(store, &a.service)?;
+            printer.result_line(&format!(
+                "{:>4}  {:<30} {:<24} {:<10} {}",
+                "#", "VERSION (REVISION)", "STRATEGY", "OUTCOME", "MESSAGE"
+            ));
+            for h in &history {
                 printer.result_line(&format!(
                     "{:>4}  {:<30} {:<24} {:<10} {}",
-                    "#", "VERSION (REVISION)", "STRATEGY", "OUTCOME", "MESSAGE"
+                    h.number,
+                    h.revision.label(),
+                    h.strategy,
+                    h.outcome,
+                    h.message
                 ));
-                for h in &history {
-                    printer.result_line(&format!(
-                        "{:>4}  {:<30} {:<24} {:<10} {}",
-                        h.number,
-                        h.revision.label(),
-                        h.strategy,
-                        h.outcome,
-                        h.message
-                    ));
-                }
-                Ok(Outcome::ok(
-                    json!({"service": a.service, "history": history}),
-                ))
             }
-            RolloutCommand::Promote(a) => {
-                check(&a.service)?;
-                let engine = target.engine(printer, a.wait.timing());
-                let request = if a.full {
-                    Request::PromoteFull
-                } else {
-                    Request::Promote
-                };
-                let report =
-                    ops::request(&engine, &a.service, request, a.wait.timeout.map(|d| d.0)).await?;
-                report_outcome(report, &a.wait, printer)
+            Ok(Outcome::ok(
+                json!({"service": a.service, "history": history}),
+            ))
+        }
+        RolloutCommand::Promote(a) => {
+            check(&a.service)?;
+            let engine = engine(a.wait.timing());
+            let request = if a.full {
+                Request::PromoteFull
+            } else {
+                Request::Promote
+            };
+            let report =
+                ops::request(&engine, &a.service, request, a.wait.timeout.map(|d| d.0)).await?;
+            report_outcome(report, &a.wait, printer)
+        }
+        RolloutCommand::Abort(a) => {
+            check(&a.service)?;
+            let engine = engine(a.wait.timing());
+            let report = ops::request(
+                &engine,
+                &a.service,
+                Request::Abort,
+                a.wait.timeout.map(|d| d.0),
+            )
+            .await?;
+            let mut outcome = report_outcome(report, &a.wait, printer)?;
+            // An abort that was asked for and happened is what the user wanted.
+            if outcome.code == ExitCode::Aborted {
+                outcome.code = ExitCode::Success;
             }
-            RolloutCommand::Abort(a) => {
-                check(&a.service)?;
-                let engine = target.engine(printer, a.wait.timing());
-                let report = ops::request(
-                    &engine,
-                    &a.service,
-                    Request::Abort,
-                    a.wait.timeout.map(|d| d.0),
-                )
-                .await?;
-                let mut outcome = report_outcome(report, &a.wait, printer)?;
-                // An abort that was asked for and happened is what the user wanted.
-                if outcome.code == ExitCode::Aborted {
-                    outcome.code = ExitCode::Success;
-                }
-                Ok(outcome)
-            }
-            RolloutCommand::Undo(a) => {
-                check(&a.service)?;
-                let engine = target.engine(printer, a.wait.timing());
-                let report =
-                    ops::undo(&engine, &a.service, a.to, a.wait.timeout.map(|d| d.0)).await?;
-                report_outcome(report, &a.wait, printer)
-            }
-            RolloutCommand::Resume(a) => {
-                check(&a.service)?;
-                let engine = target.engine(printer, a.wait.timing());
-                let report = ops::resume(&engine, &a.service, a.wait.timeout.map(|d| d.0)).await?;
-                report_outcome(report, &a.wait, printer)
+            Ok(outcome)
+        }
+        RolloutCommand::Undo(a) => {
+            check(&a.service)?;
+            let engine = engine(a.wait.timing());
+            let report = ops::undo(&engine, &a.service, a.to, a.wait.timeout.map(|d| d.0)).await?;
+            report_outcome(report, &a.wait, printer)
+        }
+        RolloutCommand::Resume(a) => {
+            check(&a.service)?;
+            let engine = engine(a.wait.timing());
+            let report = ops::resume(&engine, &a.service, a.wait.timeout.map(|d| d.0)).await?;
+            report_outcome(report, &a.wait, printer)
+        }
+    }
+}
+
+/// `deploy` to a Kubernetes environment.
+fn deploy_kube(
+    args: DeployArgs,
+    dir: PathBuf,
+    env: String,
+    global: &GlobalArgs,
+    printer: &Printer,
+) -> anyhow::Result<Outcome> {
+    use dronectl::k8s::{self, DeployOptions, Images};
+    let mut images = Images {
+        artifacts: match &args.artifacts {
+            Some(f) => dronectl::build::artifacts::read(f)?,
+            None => vec![],
+        },
+        tag: args.tag.clone(),
+        ..Default::default()
+    };
+    if let Some(image) = &args.image {
+        let service = args.service.clone().ok_or_else(|| {
+            UsageError("--image names one image: name the service it is for".into())
+        })?;
+        let version = image
+            .rsplit_once(':')
+            .map_or("latest".to_string(), |(_, t)| t.to_string());
+        images.overrides.insert(service, (image.clone(), version));
+    }
+    let kind = if args.canary {
+        Some(StrategyKind::Canary)
+    } else if args.blue_green {
+        Some(StrategyKind::BlueGreen)
+    } else if args.rolling {
+        Some(StrategyKind::Rolling)
+    } else {
+        None
+    };
+    let opts = DeployOptions {
+        services: args.service.iter().cloned().collect(),
+        images,
+        kind,
+        strategy: args.strategy.clone(),
+        timing: args.wait.timing(),
+        timeout: args.wait.timeout.map(|d| d.0),
+        dry_run: args.dry_run.map(Into::into),
+    };
+    if args.dry_run == Some(DryRunArg::Client) {
+        // Nothing is sent: no cluster needed.
+        let loaded = manifest::LoadedManifest::read_valid(&dir)?;
+        let m = &loaded.manifest;
+        let kenv = k8s::KubeEnv::from_manifest(m, &env, args.kube.namespace.as_deref())?;
+        let revisions = opts.images.revisions(&kenv, m, &opts.services)?;
+        let objects = k8s::render::render_app(
+            &kenv,
+            m,
+            &opts.services,
+            &revisions,
+            k8s::RollingParams {
+                max_surge: 1,
+                max_unavailable: 0,
+            },
+        );
+        printer.result_line(k8s::render::to_yaml(&objects)?.trim_end());
+        return Ok(Outcome::ok(json!({
+            "env": env,
+            "dry_run": "client",
+            "objects": objects.iter().map(|o| o.to_value()).collect::<Vec<_>>(),
+        })));
+    }
+    let rt = runtime()?;
+    rt.block_on(async {
+        let mut target =
+            k8s::KubeTarget::connect(&dir, &env, &args.kube.connect_options(global.yes)).await?;
+        target.platform.force_conflicts = args.force_conflicts;
+        printer.status(
+            "Deploying",
+            &format!(
+                "to {} (context {}, namespace {})",
+                env, target.context, target.kenv.namespace
+            ),
+        );
+        let outcome = k8s::deploy(&target, &opts, printer).await?;
+        if opts.dry_run.is_some() {
+            for o in &outcome.objects {
+                printer.result_line("---");
+                printer.result_line(serde_saphyr::to_string(o)?.trim_end());
             }
         }
+        for s in &outcome.skipped {
+            printer.status("Skipped", &format!("{s}: a dependency failed"));
+        }
+        let mut code = outcome.code;
+        if code == ExitCode::Paused && args.wait.success_on_pause {
+            code = ExitCode::Success;
+        }
+        Ok(Outcome {
+            code,
+            result: serde_json::to_value(&outcome)?,
+        })
     })
 }
 

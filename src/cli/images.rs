@@ -55,6 +55,9 @@ Examples:
   dronectl image pack target/x86_64-unknown-linux-gnu/release/tool --tag tool:1.0
   dronectl image pack /usr/bin/redis-server --tag redis:7 --as-command \\
       --entrypoint-arg=--protected-mode --entrypoint-arg=no --expose 6379 --workdir /data
+  dronectl image pack /usr/bin/redis-server --tag redis:7 --include /bin/sh \\
+      --entrypoint /bin/sh --entrypoint -c --entrypoint 'exec \"$@\" --protected-mode no' \\
+      --entrypoint redis --expose 6379 --workdir /data
 
 A dynamic executable gets its shared-library closure as `ldd` reports it (the dynamic loader
 included) at the libraries' real paths, with the symlinks on the way. The executable goes
@@ -97,6 +100,26 @@ pub struct PackArgs {
     /// so that a container command (`command:` in dronectl.yaml) replaces them entirely
     #[arg(long, env = "DRONECTL_AS_COMMAND")]
     pub as_command: bool,
+
+    /// Use this ENTRYPOINT (repeat for each word) instead of the executable; the executable
+    /// and its arguments become the CMD
+    #[arg(
+        long = "entrypoint",
+        value_name = "ARG",
+        allow_hyphen_values = true,
+        env = "DRONECTL_ENTRYPOINT"
+    )]
+    pub entrypoint: Vec<String>,
+
+    /// Also copy this host file at its own path, with its shared libraries when it is an
+    /// executable (repeatable), e.g. /bin/sh for an entrypoint wrapper
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "DRONECTL_INCLUDE",
+        value_delimiter = ','
+    )]
+    pub include: Vec<PathBuf>,
 
     /// A TCP port the image exposes (repeatable)
     #[arg(
@@ -208,7 +231,11 @@ pub fn run_image(cmd: ImageCommand, cwd: &Path, printer: &Printer) -> anyhow::Re
                 env: args.env,
                 labels: Default::default(),
             };
-            let outcome = pack::pack(&options, printer);
+            let extras = pack::PackExtras {
+                entrypoint: args.entrypoint,
+                include: args.include,
+            };
+            let outcome = pack::pack_with(&options, &extras, printer);
             printer.finish_progress();
             let outcome = outcome?;
             printer.status(

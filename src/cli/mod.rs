@@ -3,8 +3,10 @@
 //! printer; none of them holds logic of its own.
 
 mod build;
+mod ci;
 mod deploy;
 mod images;
+mod kube;
 mod local;
 mod new;
 pub mod printer;
@@ -139,6 +141,20 @@ pub enum Command {
     /// Watch and steer a service's rollout
     #[command(subcommand)]
     Rollout(deploy::RolloutCommand),
+    /// Print the Kubernetes objects of the app (or of some services) as YAML
+    #[command(after_help = kube::RENDER_EXAMPLES)]
+    Render(kube::RenderArgs),
+    /// Show how the cluster differs from what `deploy` would apply (Kubernetes)
+    #[command(after_help = kube::DIFF_EXAMPLES)]
+    Diff(kube::DiffArgs),
+    /// Generate CI/CD pipelines that drive dronectl
+    #[command(subcommand)]
+    Ci(ci::CiCommand),
+    /// List the services whose inputs changed since a git revision (for monorepo pipelines)
+    #[command(
+        after_help = "Examples:\n  dronectl changed --since origin/main\n  dronectl -o json changed --since HEAD~1"
+    )]
+    Changed(ci::ChangedArgs),
     /// Run dronectl's traffic router (what the router container runs)
     #[command(hide = true)]
     Router(local::RouterArgs),
@@ -191,7 +207,11 @@ impl Command {
             Command::Rollout(deploy::RolloutCommand::Undo(_)) => "rollout undo",
             Command::Rollout(deploy::RolloutCommand::History(_)) => "rollout history",
             Command::Rollout(deploy::RolloutCommand::Resume(_)) => "rollout resume",
+            Command::Render(_) => "render",
+            Command::Diff(_) => "diff",
             Command::Router(_) => "router",
+            Command::Ci(_) => "ci init",
+            Command::Changed(_) => "changed",
             Command::Completions { .. } => "completions",
         }
     }
@@ -213,7 +233,11 @@ pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<Outcome> {
         Command::Logs(args) => local::logs(args, &cli.global, &cwd, printer),
         Command::Deploy(args) => deploy::deploy(args, &cli.global, &cwd, printer),
         Command::Rollout(cmd) => deploy::rollout(cmd, &cli.global, &cwd, printer),
+        Command::Render(args) => kube::render(args, &cli.global, &cwd, printer),
+        Command::Diff(args) => kube::diff(args, &cli.global, &cwd, printer),
         Command::Router(args) => local::router(args),
+        Command::Ci(cmd) => ci::run(cmd, &cli.global, &cwd, printer),
+        Command::Changed(args) => ci::changed(args, &cli.global, &cwd, printer),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "dronectl", &mut std::io::stdout());

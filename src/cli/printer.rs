@@ -114,7 +114,11 @@ impl Printer {
                 bar.abandon();
             }
         }
-        bars.multi = None;
+        if bars.multi.take().is_some() {
+            // The last progress line is left without a line end.
+            let _guard = self.lock.lock();
+            anstream::eprintln!();
+        }
     }
 
     /// Writes text to stderr above the progress lines (or plainly without them).
@@ -321,7 +325,7 @@ impl Printer {
             W::Failed => "Failed",
             W::Cleaned => "Cleaned",
         };
-        let mut text = format!("{}", r.service);
+        let mut text = r.service.to_string();
         if r.number > 0 {
             text.push_str(&format!(" #{}", r.number));
         }

@@ -6,8 +6,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use bollard::models::{ContainerCreateBody, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest};
-use bollard::query_parameters::{CreateContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder};
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig,
+    PortBinding, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
+    ListVolumesOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+};
 use bollard::Docker;
 use futures_util::StreamExt;
 use serde::Serialize;
@@ -42,13 +48,19 @@ pub fn docker_environment(manifest: &Manifest, env: Option<&str>) -> anyhow::Res
 /// The environment variables of a service: its own, plus `<DEP>_URL` per dependency.
 pub fn service_env(manifest: &Manifest, service: &str) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
-    let Some(s) = manifest.services.get(service) else { return env };
+    let Some(s) = manifest.services.get(service) else {
+        return env;
+    };
     for dep in &s.value.depends_on {
         let name = dep.value.as_str();
         let url = if manifest.services.contains_key(name) {
             format!("http://{name}:{ROUTER_PORT}")
         } else if let Some(infra) = manifest.infrastructure.get(name) {
-            let scheme = infra.value.scheme.clone().unwrap_or_else(|| default_scheme(name).to_string());
+            let scheme = infra
+                .value
+                .scheme
+                .clone()
+                .unwrap_or_else(|| default_scheme(name).to_string());
             format!("{scheme}://{name}:{}", infra.value.port)
         } else {
             continue;
@@ -64,7 +76,8 @@ pub fn service_env(manifest: &Manifest, service: &str) -> BTreeMap<String, Strin
 
 fn default_scheme(name: &str) -> &str {
     match name {
-        "redis" | "postgres" | "postgresql" | "mysql" | "mongodb" | "nats" | "amqp" | "memcached" => name,
+        "redis" | "postgres" | "postgresql" | "mysql" | "mongodb" | "nats" | "amqp"
+        | "memcached" => name,
         _ => "tcp",
     }
 }
@@ -85,14 +98,25 @@ impl LocalTarget {
         let manifest = LoadedManifest::read_valid(app_dir)?;
         let env = docker_environment(&manifest.manifest, env)?;
         let docker = crate::docker::connect().await?;
-        let names = Names { app: manifest.manifest.app.value.clone() };
-        let ports = router::find(&docker, &names)
-            .await?
-            .ok_or_else(|| UsageError(format!("app `{}` is not up on the local Docker engine; run `dronectl up` first", names.app)))?;
+        let names = Names {
+            app: manifest.manifest.app.value.clone(),
+        };
+        let ports = router::find(&docker, &names).await?.ok_or_else(|| {
+            UsageError(format!(
+                "app `{}` is not up on the local Docker engine; run `dronectl up` first",
+                names.app
+            ))
+        })?;
         Ok(Self::assemble(manifest, env, docker, names, ports))
     }
 
-    fn assemble(manifest: LoadedManifest, env: String, docker: Docker, names: Names, ports: router::RouterPorts) -> LocalTarget {
+    fn assemble(
+        manifest: LoadedManifest,
+        env: String,
+        docker: Docker,
+        names: Names,
+        ports: router::RouterPorts,
+    ) -> LocalTarget {
         let services = manifest
             .manifest
             .services
@@ -102,17 +126,37 @@ impl LocalTarget {
                     port: s.value.port,
                     readiness: s.value.health.readiness.clone(),
                     volume: s.value.volume.clone(),
-                    routes: s.value.routes.iter().map(|r| crate::manifest::normalize_route(&r.value).unwrap_or_else(|_| r.value.clone())).collect(),
+                    routes: s
+                        .value
+                        .routes
+                        .iter()
+                        .map(|r| {
+                            crate::manifest::normalize_route(&r.value)
+                                .unwrap_or_else(|_| r.value.clone())
+                        })
+                        .collect(),
                 };
                 (name.clone(), runtime)
             })
             .collect();
-        let store = FileStore::new(FileStore::default_dir(&names.app, &env)).expect("state directory");
+        let store =
+            FileStore::new(FileStore::default_dir(&names.app, &env)).expect("state directory");
         let platform = LocalPlatform::new(docker, names.clone(), &env, ports.admin, services);
-        LocalTarget { manifest, env, names, platform, store, entry_port: ports.entry }
+        LocalTarget {
+            manifest,
+            env,
+            names,
+            platform,
+            store,
+            entry_port: ports.entry,
+        }
     }
 
-    pub fn engine<'a>(&'a self, reporter: &'a dyn Reporter, timing: Timing) -> Engine<'a, LocalPlatform, FileStore> {
+    pub fn engine<'a>(
+        &'a self,
+        reporter: &'a dyn Reporter,
+        timing: Timing,
+    ) -> Engine<'a, LocalPlatform, FileStore> {
         let mut engine = Engine::new(&self.platform, &self.store, reporter);
         engine.timing = timing;
         engine
@@ -125,8 +169,18 @@ impl LocalTarget {
     /// The revision of `service` running `image` with `version`. The image is pinned to its
     /// content id, so a tag that moves (a `-dirty` rebuild) makes a new revision and the
     /// replicas of one revision always run the same bits.
-    pub async fn revision(&self, service: &str, image: &str, version: &str) -> anyhow::Result<Revision> {
-        let s = self.manifest.manifest.services.get(service).with_context(|| format!("no service `{service}` in dronectl.yaml"))?;
+    pub async fn revision(
+        &self,
+        service: &str,
+        image: &str,
+        version: &str,
+    ) -> anyhow::Result<Revision> {
+        let s = self
+            .manifest
+            .manifest
+            .services
+            .get(service)
+            .with_context(|| format!("no service `{service}` in dronectl.yaml"))?;
         let inspect = self.platform.docker.inspect_image(image).await.map_err(|e| {
             if crate::docker::is_not_found(&e) {
                 anyhow::Error::new(UsageError(format!("image {image} is not in the local engine; build it with `dronectl build {service}`")))
@@ -134,8 +188,15 @@ impl LocalTarget {
                 e.into()
             }
         })?;
-        let id = inspect.id.with_context(|| format!("the engine reported no id for {image}"))?;
-        Ok(Revision::new(&id, version, s.value.replicas, service_env(&self.manifest.manifest, service)))
+        let id = inspect
+            .id
+            .with_context(|| format!("the engine reported no id for {image}"))?;
+        Ok(Revision::new(
+            &id,
+            version,
+            s.value.replicas,
+            service_env(&self.manifest.manifest, service),
+        ))
     }
 }
 
@@ -180,7 +241,9 @@ pub async fn up(opts: &UpOptions, reporter: &dyn Reporter) -> anyhow::Result<UpO
     let manifest = LoadedManifest::read_valid(&opts.app_dir)?;
     let env = docker_environment(&manifest.manifest, opts.env.as_deref())?;
     let m = &manifest.manifest;
-    let names = Names { app: m.app.value.clone() };
+    let names = Names {
+        app: m.app.value.clone(),
+    };
 
     // Images first: nothing is touched when a service does not compile.
     let images = service_images(opts, reporter).await?;
@@ -217,10 +280,16 @@ pub async fn up(opts: &UpOptions, reporter: &dyn Reporter) -> anyhow::Result<UpO
             if report.outcome == "unchanged" {
                 // Make sure it still runs as recorded (containers removed by hand come back).
                 use crate::rollout::Platform;
-                target.platform.scale(service, &revision, revision.replicas).await?;
+                target
+                    .platform
+                    .scale(service, &revision, revision.replicas)
+                    .await?;
                 let mut weights = crate::rollout::Weights::new();
                 weights.insert(revision.id.clone(), 100);
-                target.platform.set_traffic(service, &weights, &[&revision]).await?;
+                target
+                    .platform
+                    .set_traffic(service, &weights, &[&revision])
+                    .await?;
             }
             Ok::<_, anyhow::Error>((service.clone(), revision, report))
         }
@@ -234,10 +303,19 @@ pub async fn up(opts: &UpOptions, reporter: &dyn Reporter) -> anyhow::Result<UpO
             failures.push(format!("{service}: {}", report.message));
         }
         changed |= report.outcome == "completed";
-        services.push(ServiceUp { service, image: revision.image.clone(), revision: revision.id.clone(), replicas: revision.replicas, outcome: report.outcome });
+        services.push(ServiceUp {
+            service,
+            image: revision.image.clone(),
+            revision: revision.id.clone(),
+            replicas: revision.replicas,
+            outcome: report.outcome,
+        });
     }
     if !failures.is_empty() {
-        bail!("some services did not come up:\n  {}", failures.join("\n  "));
+        bail!(
+            "some services did not come up:\n  {}",
+            failures.join("\n  ")
+        );
     }
     Ok(UpOutcome {
         app: names.app.clone(),
@@ -250,17 +328,32 @@ pub async fn up(opts: &UpOptions, reporter: &dyn Reporter) -> anyhow::Result<UpO
 }
 
 /// Image reference and version per service: from an artifacts file, or by building.
-async fn service_images(opts: &UpOptions, reporter: &dyn Reporter) -> anyhow::Result<BTreeMap<String, (String, String)>> {
+async fn service_images(
+    opts: &UpOptions,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<BTreeMap<String, (String, String)>> {
     if let Some(path) = &opts.artifacts {
         let artifacts = crate::build::artifacts::read(path)?;
-        return Ok(artifacts.into_iter().map(|a| (a.service.clone(), (a.reference(), a.tag.clone()))).collect());
+        return Ok(artifacts
+            .into_iter()
+            .map(|a| (a.service.clone(), (a.reference(), a.tag.clone())))
+            .collect());
     }
-    let options = crate::build::BuildOptions { app_dir: opts.app_dir.clone(), ..Default::default() };
+    let options = crate::build::BuildOptions {
+        app_dir: opts.app_dir.clone(),
+        ..Default::default()
+    };
     if !opts.build {
-        bail!(UsageError("--no-build needs --artifacts FILE to know which images to run".into()));
+        bail!(UsageError(
+            "--no-build needs --artifacts FILE to know which images to run".into()
+        ));
     }
     let outcome = tokio::task::block_in_place(|| crate::build::build(&options, reporter))?;
-    Ok(outcome.images.into_iter().map(|i| (i.service.clone(), (format!("{}:{}", i.image, i.tag), i.tag))).collect())
+    Ok(outcome
+        .images
+        .into_iter()
+        .map(|i| (i.service.clone(), (format!("{}:{}", i.image, i.tag), i.tag)))
+        .collect())
 }
 
 fn base_labels(names: &Names, env: &str, kind: &str) -> HashMap<String, String> {
@@ -278,7 +371,11 @@ fn config_hash(parts: &[&str]) -> String {
         h.update(p.as_bytes());
         h.update([0]);
     }
-    h.finalize().iter().take(6).map(|b| format!("{b:02x}")).collect()
+    h.finalize()
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 async fn ensure_network(docker: &Docker, names: &Names, env: &str) -> anyhow::Result<bool> {
@@ -297,17 +394,38 @@ async fn ensure_network(docker: &Docker, names: &Names, env: &str) -> anyhow::Re
     Ok(true)
 }
 
-async fn ensure_volume(docker: &Docker, names: &Names, env: &str, owner: &str) -> anyhow::Result<()> {
+async fn ensure_volume(
+    docker: &Docker,
+    names: &Names,
+    env: &str,
+    owner: &str,
+) -> anyhow::Result<()> {
     let mut l = base_labels(names, env, "volume");
     l.insert(labels::SERVICE.into(), owner.into());
-    docker.create_volume(VolumeCreateRequest { name: Some(names.volume(owner)), labels: Some(l), ..Default::default() }).await?;
+    docker
+        .create_volume(VolumeCreateRequest {
+            name: Some(names.volume(owner)),
+            labels: Some(l),
+            ..Default::default()
+        })
+        .await?;
     Ok(())
 }
 
 /// Creates (or replaces, when its settings changed) a long-running container.
-async fn ensure_container(docker: &Docker, name: &str, hash: &str, mut body: ContainerCreateBody) -> anyhow::Result<bool> {
+async fn ensure_container(
+    docker: &Docker,
+    name: &str,
+    hash: &str,
+    mut body: ContainerCreateBody,
+) -> anyhow::Result<bool> {
     if let Ok(existing) = docker.inspect_container(name, None).await {
-        let same = existing.config.and_then(|c| c.labels).and_then(|l| l.get(labels::CONFIG).cloned()).as_deref() == Some(hash);
+        let same = existing
+            .config
+            .and_then(|c| c.labels)
+            .and_then(|l| l.get(labels::CONFIG).cloned())
+            .as_deref()
+            == Some(hash);
         let running = existing.state.and_then(|s| s.running).unwrap_or(false);
         if same && running {
             return Ok(false);
@@ -316,23 +434,59 @@ async fn ensure_container(docker: &Docker, name: &str, hash: &str, mut body: Con
             docker.start_container(name, None).await?;
             return Ok(true);
         }
-        docker.remove_container(name, Some(RemoveContainerOptionsBuilder::default().force(true).build())).await?;
+        docker
+            .remove_container(
+                name,
+                Some(RemoveContainerOptionsBuilder::default().force(true).build()),
+            )
+            .await?;
     }
-    body.labels.get_or_insert_with(HashMap::new).insert(labels::CONFIG.into(), hash.into());
-    docker.create_container(Some(CreateContainerOptionsBuilder::default().name(name).build()), body).await.with_context(|| format!("creating container {name}"))?;
-    docker.start_container(name, None).await.with_context(|| format!("starting container {name}"))?;
+    body.labels
+        .get_or_insert_with(HashMap::new)
+        .insert(labels::CONFIG.into(), hash.into());
+    docker
+        .create_container(
+            Some(CreateContainerOptionsBuilder::default().name(name).build()),
+            body,
+        )
+        .await
+        .with_context(|| format!("creating container {name}"))?;
+    docker
+        .start_container(name, None)
+        .await
+        .with_context(|| format!("starting container {name}"))?;
     Ok(true)
 }
 
-async fn ensure_infrastructure(docker: &Docker, names: &Names, env: &str, m: &Manifest, name: &str, reporter: &dyn Reporter) -> anyhow::Result<bool> {
+async fn ensure_infrastructure(
+    docker: &Docker,
+    names: &Names,
+    env: &str,
+    m: &Manifest,
+    name: &str,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<bool> {
     let infra = &m.infrastructure[name].value;
     let container = names.infrastructure(name);
-    let env_vars: Vec<String> = infra.env.iter().map(|(k, v)| format!("{k}={}", v.0)).collect();
-    let binds = infra.volume.as_ref().map(|path| vec![format!("{}:{path}", names.volume(name))]);
+    let env_vars: Vec<String> = infra
+        .env
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.0))
+        .collect();
+    let binds = infra
+        .volume
+        .as_ref()
+        .map(|path| vec![format!("{}:{path}", names.volume(name))]);
     if infra.volume.is_some() {
         ensure_volume(docker, names, env, name).await?;
     }
-    let hash = config_hash(&[&infra.image, &infra.command.join(" "), &env_vars.join(" "), infra.volume.as_deref().unwrap_or(""), &infra.port.to_string()]);
+    let hash = config_hash(&[
+        &infra.image,
+        &infra.command.join(" "),
+        &env_vars.join(" "),
+        infra.volume.as_deref().unwrap_or(""),
+        &infra.port.to_string(),
+    ]);
     let mut l = base_labels(names, env, "infrastructure");
     l.insert(labels::SERVICE.into(), name.into());
     let body = ContainerCreateBody {
@@ -342,25 +496,40 @@ async fn ensure_infrastructure(docker: &Docker, names: &Names, env: &str, m: &Ma
         labels: Some(l),
         host_config: Some(HostConfig {
             network_mode: Some(names.network()),
-            restart_policy: Some(RestartPolicy { name: Some(RestartPolicyNameEnum::UNLESS_STOPPED), maximum_retry_count: None }),
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                maximum_retry_count: None,
+            }),
             binds,
             ..Default::default()
         }),
         networking_config: Some(NetworkingConfig {
-            endpoints_config: Some(HashMap::from([(names.network(), EndpointSettings { aliases: Some(vec![name.to_string()]), ..Default::default() })])),
+            endpoints_config: Some(HashMap::from([(
+                names.network(),
+                EndpointSettings {
+                    aliases: Some(vec![name.to_string()]),
+                    ..Default::default()
+                },
+            )])),
         }),
         ..Default::default()
     };
     let changed = ensure_container(docker, &container, &hash, body).await?;
     if changed {
-        reporter.event(Event::Note { message: format!("started infrastructure `{name}` ({})", infra.image), verbose: false });
+        reporter.event(Event::Note {
+            message: format!("started infrastructure `{name}` ({})", infra.image),
+            verbose: false,
+        });
     }
     // Ready when its port accepts connections.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let ip = container_ip(docker, &container, &names.network()).await;
         if let Some(ip) = ip {
-            if tokio::net::TcpStream::connect((ip.as_str(), infra.port)).await.is_ok() {
+            if tokio::net::TcpStream::connect((ip.as_str(), infra.port))
+                .await
+                .is_ok()
+            {
                 return Ok(changed);
             }
         }
@@ -386,32 +555,74 @@ async fn container_ip(docker: &Docker, container: &str, network: &str) -> Option
 }
 
 async fn logs_tail(docker: &Docker, container: &str, lines: usize) -> Vec<String> {
-    let options = LogsOptionsBuilder::default().stdout(true).stderr(true).tail(&lines.to_string()).build();
+    let options = LogsOptionsBuilder::default()
+        .stdout(true)
+        .stderr(true)
+        .tail(&lines.to_string())
+        .build();
     let mut stream = docker.logs(container, Some(options));
     let mut out = Vec::new();
     while let Some(Ok(chunk)) = stream.next().await {
-        out.extend(String::from_utf8_lossy(&chunk.into_bytes()).lines().map(str::to_string));
+        out.extend(
+            String::from_utf8_lossy(&chunk.into_bytes())
+                .lines()
+                .map(str::to_string),
+        );
     }
     out
 }
 
-async fn ensure_router(docker: &Docker, names: &Names, env: &str, m: &Manifest, image: &str, reporter: &dyn Reporter) -> anyhow::Result<bool> {
-    let aliases: Vec<String> = m.services.keys().flat_map(|s| [s.clone(), format!("{s}-preview")]).collect();
+async fn ensure_router(
+    docker: &Docker,
+    names: &Names,
+    env: &str,
+    m: &Manifest,
+    image: &str,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<bool> {
+    let aliases: Vec<String> = m
+        .services
+        .keys()
+        .flat_map(|s| [s.clone(), format!("{s}-preview")])
+        .collect();
     let hash = config_hash(&[image, &aliases.join(",")]);
-    let publish = |port: u16| (format!("{port}/tcp"), Some(vec![PortBinding { host_ip: Some("127.0.0.1".into()), host_port: Some(String::new()) }]));
+    let publish = |port: u16| {
+        (
+            format!("{port}/tcp"),
+            Some(vec![PortBinding {
+                host_ip: Some("127.0.0.1".into()),
+                host_port: Some(String::new()),
+            }]),
+        )
+    };
     let body = ContainerCreateBody {
         image: Some(image.to_string()),
         env: Some(vec!["LOG_LEVEL=warn".into()]),
         labels: Some(base_labels(names, env, "router")),
-        exposed_ports: Some(vec![format!("{ROUTER_PORT}/tcp"), format!("{ROUTER_ADMIN_PORT}/tcp")]),
+        exposed_ports: Some(vec![
+            format!("{ROUTER_PORT}/tcp"),
+            format!("{ROUTER_ADMIN_PORT}/tcp"),
+        ]),
         host_config: Some(HostConfig {
             network_mode: Some(names.network()),
-            restart_policy: Some(RestartPolicy { name: Some(RestartPolicyNameEnum::UNLESS_STOPPED), maximum_retry_count: None }),
-            port_bindings: Some(HashMap::from([publish(ROUTER_PORT), publish(ROUTER_ADMIN_PORT)])),
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                maximum_retry_count: None,
+            }),
+            port_bindings: Some(HashMap::from([
+                publish(ROUTER_PORT),
+                publish(ROUTER_ADMIN_PORT),
+            ])),
             ..Default::default()
         }),
         networking_config: Some(NetworkingConfig {
-            endpoints_config: Some(HashMap::from([(names.network(), EndpointSettings { aliases: Some(aliases), ..Default::default() })])),
+            endpoints_config: Some(HashMap::from([(
+                names.network(),
+                EndpointSettings {
+                    aliases: Some(aliases),
+                    ..Default::default()
+                },
+            )])),
         }),
         ..Default::default()
     };
@@ -419,7 +630,10 @@ async fn ensure_router(docker: &Docker, names: &Names, env: &str, m: &Manifest, 
     // services' rollouts (`up` re-applies traffic for unchanged services).
     let changed = ensure_container(docker, &names.router(), &hash, body).await?;
     if changed {
-        reporter.event(Event::Note { message: format!("started the router ({image})"), verbose: true });
+        reporter.event(Event::Note {
+            message: format!("started the router ({image})"),
+            verbose: true,
+        });
     }
     Ok(changed)
 }
@@ -434,7 +648,10 @@ async fn wait_router(docker: &Docker, names: &Names) -> anyhow::Result<router::R
         }
         if tokio::time::Instant::now() > deadline {
             let logs = logs_tail(docker, &names.router(), 20).await;
-            bail!("the router did not become ready within 30s; last log lines:\n  {}", logs.join("\n  "));
+            bail!(
+                "the router did not become ready within 30s; last log lines:\n  {}",
+                logs.join("\n  ")
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -453,46 +670,104 @@ pub struct DownOutcome {
 pub async fn down(app_dir: &Path, env: Option<&str>, volumes: bool) -> anyhow::Result<DownOutcome> {
     let manifest = LoadedManifest::read_valid(app_dir)?;
     let env = docker_environment(&manifest.manifest, env)?;
-    let names = Names { app: manifest.manifest.app.value.clone() };
+    let names = Names {
+        app: manifest.manifest.app.value.clone(),
+    };
     let docker = crate::docker::connect().await?;
     let filter = label_filter(&[(labels::APP, &names.app), (labels::ENV, &env)]);
     let mut outcome = DownOutcome::default();
-    let containers = docker.list_containers(Some(ListContainersOptionsBuilder::default().all(true).filters(&filter).build())).await?;
+    let containers = docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::default()
+                .all(true)
+                .filters(&filter)
+                .build(),
+        ))
+        .await?;
     // Services first (they may still be serving through the router), then the router and
     // infrastructure.
     let mut ordered: Vec<_> = containers.into_iter().collect();
-    ordered.sort_by_key(|c| match c.labels.as_ref().and_then(|l| l.get(labels::KIND)).map(String::as_str) {
-        Some("service") => 0,
-        Some("router") => 1,
-        _ => 2,
+    ordered.sort_by_key(|c| {
+        match c
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(labels::KIND))
+            .map(String::as_str)
+        {
+            Some("service") => 0,
+            Some("router") => 1,
+            _ => 2,
+        }
     });
     for c in ordered {
-        let name = c.names.unwrap_or_default().first().cloned().unwrap_or_default().trim_start_matches('/').to_string();
-        let stop = bollard::query_parameters::StopContainerOptionsBuilder::default().t(10).build();
+        let name = c
+            .names
+            .unwrap_or_default()
+            .first()
+            .cloned()
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_string();
+        let stop = bollard::query_parameters::StopContainerOptionsBuilder::default()
+            .t(10)
+            .build();
         let _ = docker.stop_container(&name, Some(stop)).await;
-        match docker.remove_container(&name, Some(RemoveContainerOptionsBuilder::default().force(true).v(false).build())).await {
+        match docker
+            .remove_container(
+                &name,
+                Some(
+                    RemoveContainerOptionsBuilder::default()
+                        .force(true)
+                        .v(false)
+                        .build(),
+                ),
+            )
+            .await
+        {
             Ok(()) => outcome.containers.push(name),
             Err(e) if crate::docker::is_not_found(&e) => {}
             Err(e) => return Err(e.into()),
         }
     }
-    let networks = docker.list_networks(Some(ListNetworksOptionsBuilder::default().filters(&filter).build())).await?;
+    let networks = docker
+        .list_networks(Some(
+            ListNetworksOptionsBuilder::default()
+                .filters(&filter)
+                .build(),
+        ))
+        .await?;
     for n in networks {
         if let Some(name) = n.name {
-            docker.remove_network(&name).await.with_context(|| format!("removing network {name}"))?;
+            docker
+                .remove_network(&name)
+                .await
+                .with_context(|| format!("removing network {name}"))?;
             outcome.networks.push(name);
         }
     }
     if volumes {
-        let list = docker.list_volumes(Some(ListVolumesOptionsBuilder::default().filters(&filter).build())).await?;
+        let list = docker
+            .list_volumes(Some(
+                ListVolumesOptionsBuilder::default()
+                    .filters(&filter)
+                    .build(),
+            ))
+            .await?;
         for v in list.volumes.unwrap_or_default() {
-            docker.remove_volume(&v.name, None::<bollard::query_parameters::RemoveVolumeOptions>).await.with_context(|| format!("removing volume {}", v.name))?;
+            docker
+                .remove_volume(
+                    &v.name,
+                    None::<bollard::query_parameters::RemoveVolumeOptions>,
+                )
+                .await
+                .with_context(|| format!("removing volume {}", v.name))?;
             outcome.volumes.push(v.name);
         }
     }
     let state_dir = FileStore::default_dir(&names.app, &env);
     if state_dir.exists() {
-        std::fs::remove_dir_all(&state_dir).with_context(|| format!("removing rollout state in {}", state_dir.display()))?;
+        std::fs::remove_dir_all(&state_dir)
+            .with_context(|| format!("removing rollout state in {}", state_dir.display()))?;
     }
     Ok(outcome)
 }
@@ -514,7 +789,9 @@ pub struct PsRow {
 pub async fn ps(app_dir: &Path, env: Option<&str>) -> anyhow::Result<(Option<String>, Vec<PsRow>)> {
     let manifest = LoadedManifest::read_valid(app_dir)?;
     let env = docker_environment(&manifest.manifest, env)?;
-    let names = Names { app: manifest.manifest.app.value.clone() };
+    let names = Names {
+        app: manifest.manifest.app.value.clone(),
+    };
     let docker = crate::docker::connect().await?;
     let filter = label_filter(&[(labels::APP, &names.app), (labels::ENV, &env)]);
     let ports = router::find(&docker, &names).await?;
@@ -523,15 +800,40 @@ pub async fn ps(app_dir: &Path, env: Option<&str>) -> anyhow::Result<(Option<Str
         None => None,
     };
     let mut rows = Vec::new();
-    for c in docker.list_containers(Some(ListContainersOptionsBuilder::default().all(true).filters(&filter).build())).await? {
+    for c in docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::default()
+                .all(true)
+                .filters(&filter)
+                .build(),
+        ))
+        .await?
+    {
         let l = c.labels.unwrap_or_default();
         let get = |k: &str| l.get(k).cloned().unwrap_or_default();
         let (service, revision) = (get(labels::SERVICE), get(labels::REVISION));
-        let weight = config.as_ref().and_then(|cfg| cfg.services.get(&service)?.versions.get(&revision).map(|v| v.weight as u32));
+        let weight = config.as_ref().and_then(|cfg| {
+            cfg.services
+                .get(&service)?
+                .versions
+                .get(&revision)
+                .map(|v| v.weight as u32)
+        });
         rows.push(PsRow {
-            container: c.names.unwrap_or_default().first().cloned().unwrap_or_default().trim_start_matches('/').to_string(),
+            container: c
+                .names
+                .unwrap_or_default()
+                .first()
+                .cloned()
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_string(),
             kind: get(labels::KIND),
-            name: if service.is_empty() { "router".into() } else { service },
+            name: if service.is_empty() {
+                "router".into()
+            } else {
+                service
+            },
             version: get(labels::VERSION),
             revision,
             state: c.status.unwrap_or_default(),
@@ -544,39 +846,75 @@ pub async fn ps(app_dir: &Path, env: Option<&str>) -> anyhow::Result<(Option<Str
 
 /// Streams the logs of a service's containers (or an infrastructure entry's, or the
 /// router's) to the reporter, prefixed by container; follows when asked.
-pub async fn logs(app_dir: &Path, env: Option<&str>, name: &str, follow: bool, tail: usize, reporter: &dyn Reporter) -> anyhow::Result<()> {
+pub async fn logs(
+    app_dir: &Path,
+    env: Option<&str>,
+    name: &str,
+    follow: bool,
+    tail: usize,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<()> {
     let manifest = LoadedManifest::read_valid(app_dir)?;
     let env = docker_environment(&manifest.manifest, env)?;
-    let names = Names { app: manifest.manifest.app.value.clone() };
+    let names = Names {
+        app: manifest.manifest.app.value.clone(),
+    };
     let m = &manifest.manifest;
     if !m.services.contains_key(name) && !m.infrastructure.contains_key(name) && name != "router" {
-        bail!(UsageError(format!("no service or infrastructure `{name}` in dronectl.yaml")));
+        bail!(UsageError(format!(
+            "no service or infrastructure `{name}` in dronectl.yaml"
+        )));
     }
     let docker = crate::docker::connect().await?;
     let filter = if name == "router" {
-        label_filter(&[(labels::APP, &names.app), (labels::ENV, &env), (labels::KIND, "router")])
+        label_filter(&[
+            (labels::APP, &names.app),
+            (labels::ENV, &env),
+            (labels::KIND, "router"),
+        ])
     } else {
-        label_filter(&[(labels::APP, &names.app), (labels::ENV, &env), (labels::SERVICE, name)])
+        label_filter(&[
+            (labels::APP, &names.app),
+            (labels::ENV, &env),
+            (labels::SERVICE, name),
+        ])
     };
     let containers: Vec<String> = docker
-        .list_containers(Some(ListContainersOptionsBuilder::default().all(true).filters(&filter).build()))
+        .list_containers(Some(
+            ListContainersOptionsBuilder::default()
+                .all(true)
+                .filters(&filter)
+                .build(),
+        ))
         .await?
         .into_iter()
         .filter_map(|c| c.names.and_then(|n| n.first().cloned()))
         .map(|n| n.trim_start_matches('/').to_string())
         .collect();
     if containers.is_empty() {
-        bail!(UsageError(format!("`{name}` has no containers; is the app up?")));
+        bail!(UsageError(format!(
+            "`{name}` has no containers; is the app up?"
+        )));
     }
     let streams = containers.iter().map(|container| {
-        let options = LogsOptionsBuilder::default().stdout(true).stderr(true).follow(follow).tail(&tail.to_string()).build();
-        docker.logs(container, Some(options)).map(move |chunk| (container.clone(), chunk))
+        let options = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .follow(follow)
+            .tail(&tail.to_string())
+            .build();
+        docker
+            .logs(container, Some(options))
+            .map(move |chunk| (container.clone(), chunk))
     });
     let mut merged = futures_util::stream::select_all(streams.map(Box::pin));
     while let Some((container, chunk)) = merged.next().await {
         let chunk = chunk?;
         for line in String::from_utf8_lossy(&chunk.into_bytes()).lines() {
-            reporter.event(Event::Log { source: container.clone(), line: line.to_string() });
+            reporter.event(Event::Log {
+                source: container.clone(),
+                line: line.to_string(),
+            });
         }
     }
     Ok(())

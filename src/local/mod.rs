@@ -16,7 +16,6 @@ pub mod app;
 pub mod platform;
 pub mod router;
 
-
 pub use app::*;
 pub use platform::LocalPlatform;
 
@@ -64,8 +63,13 @@ impl Names {
 }
 
 /// Label filters for the Engine API (`label=k=v`).
-pub(crate) fn label_filter(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, Vec<String>> {
+pub(crate) fn label_filter(
+    pairs: &[(&str, &str)],
+) -> std::collections::HashMap<String, Vec<String>> {
     let mut filters = std::collections::HashMap::new();
-    filters.insert("label".to_string(), pairs.iter().map(|(k, v)| format!("{k}={v}")).collect());
+    filters.insert(
+        "label".to_string(),
+        pairs.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+    );
     filters
 }

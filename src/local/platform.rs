@@ -11,16 +11,24 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use bollard::models::{ContainerCreateBody, EndpointSettings, HostConfig, NetworkingConfig, RestartPolicy, RestartPolicyNameEnum};
-use bollard::query_parameters::{CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder};
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HostConfig, NetworkingConfig, RestartPolicy,
+    RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
 use bollard::Docker;
 use futures_util::StreamExt;
 
 use super::router::RouterAdmin;
 use super::{label_filter, labels, Names};
 use crate::http;
-use crate::rollout::{AnalysisPlan, Failure, Measurement, Platform, Revision, RevisionStatus, Weights};
 use crate::manifest::Metric;
+use crate::rollout::{
+    AnalysisPlan, Failure, Measurement, Platform, Revision, RevisionStatus, Weights,
+};
 
 /// How a service runs, from the manifest.
 #[derive(Debug, Clone)]
@@ -61,7 +69,13 @@ struct Replica {
 }
 
 impl LocalPlatform {
-    pub fn new(docker: Docker, names: Names, env: &str, router: RouterAdmin, services: BTreeMap<String, ServiceRuntime>) -> LocalPlatform {
+    pub fn new(
+        docker: Docker,
+        names: Names,
+        env: &str,
+        router: RouterAdmin,
+        services: BTreeMap<String, ServiceRuntime>,
+    ) -> LocalPlatform {
         LocalPlatform {
             docker,
             names,
@@ -75,18 +89,29 @@ impl LocalPlatform {
     }
 
     fn runtime(&self, service: &str) -> anyhow::Result<&ServiceRuntime> {
-        self.services.get(service).with_context(|| format!("unknown service `{service}`"))
+        self.services
+            .get(service)
+            .with_context(|| format!("unknown service `{service}`"))
     }
 
     async fn replicas(&self, service: &str, revision: &str) -> anyhow::Result<Vec<Replica>> {
         let options = ListContainersOptionsBuilder::default()
             .all(true)
-            .filters(&label_filter(&[(labels::APP, &self.names.app), (labels::SERVICE, service), (labels::REVISION, revision)]))
+            .filters(&label_filter(&[
+                (labels::APP, &self.names.app),
+                (labels::SERVICE, service),
+                (labels::REVISION, revision),
+            ]))
             .build();
         let mut out = Vec::new();
         for summary in self.docker.list_containers(Some(options)).await? {
             let Some(id) = summary.id else { continue };
-            let index = summary.labels.as_ref().and_then(|l| l.get(labels::REPLICA)).and_then(|v| v.parse().ok()).unwrap_or(0);
+            let index = summary
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(labels::REPLICA))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
             let inspect = match self.docker.inspect_container(&id, None).await {
                 Ok(i) => i,
                 Err(e) if crate::docker::is_not_found(&e) => continue,
@@ -100,7 +125,11 @@ impl LocalPlatform {
                 .and_then(|e| e.ip_address)
                 .filter(|ip| !ip.is_empty());
             out.push(Replica {
-                name: inspect.name.unwrap_or_default().trim_start_matches('/').to_string(),
+                name: inspect
+                    .name
+                    .unwrap_or_default()
+                    .trim_start_matches('/')
+                    .to_string(),
                 index,
                 ip,
                 running: state.running.unwrap_or(false),
@@ -121,7 +150,9 @@ impl LocalPlatform {
             return false;
         }
         let addr = format!("{ip}:{}", runtime.port);
-        http::get(&addr, &runtime.readiness, Duration::from_secs(2)).await.is_ok_and(|r| r.status == 200)
+        http::get(&addr, &runtime.readiness, Duration::from_secs(2))
+            .await
+            .is_ok_and(|r| r.status == 200)
     }
 
     /// `ip:port` of the ready replicas of a revision.
@@ -130,7 +161,11 @@ impl LocalPlatform {
         let mut endpoints = Vec::new();
         for replica in self.replicas(service, revision).await? {
             if self.ready(runtime, &replica).await {
-                endpoints.push(format!("{}:{}", replica.ip.as_deref().unwrap_or_default(), runtime.port));
+                endpoints.push(format!(
+                    "{}:{}",
+                    replica.ip.as_deref().unwrap_or_default(),
+                    runtime.port
+                ));
             }
         }
         Ok(endpoints)
@@ -138,20 +173,37 @@ impl LocalPlatform {
 
     /// The last `lines` log lines of a container.
     pub async fn tail_logs(&self, container: &str, lines: usize) -> Vec<String> {
-        let options = LogsOptionsBuilder::default().stdout(true).stderr(true).tail(&lines.to_string()).build();
+        let options = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .tail(&lines.to_string())
+            .build();
         let mut stream = self.docker.logs(container, Some(options));
         let mut out = Vec::new();
         while let Some(Ok(chunk)) = stream.next().await {
-            out.extend(String::from_utf8_lossy(&chunk.into_bytes()).lines().map(str::to_string));
+            out.extend(
+                String::from_utf8_lossy(&chunk.into_bytes())
+                    .lines()
+                    .map(str::to_string),
+            );
         }
         let keep = out.len().saturating_sub(lines);
         out.split_off(keep)
     }
 
-    async fn create_replica(&self, service: &str, revision: &Revision, index: u32) -> anyhow::Result<()> {
+    async fn create_replica(
+        &self,
+        service: &str,
+        revision: &Revision,
+        index: u32,
+    ) -> anyhow::Result<()> {
         let runtime = self.runtime(service)?;
         let name = self.names.replica(service, &revision.id, index);
-        let mut env: Vec<String> = revision.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut env: Vec<String> = revision
+            .env
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         env.push(format!("PORT={}", runtime.port));
         let labels = HashMap::from([
             (labels::APP.to_string(), self.names.app.clone()),
@@ -162,7 +214,10 @@ impl LocalPlatform {
             (labels::VERSION.to_string(), revision.version.clone()),
             (labels::REPLICA.to_string(), index.to_string()),
         ]);
-        let binds = runtime.volume.as_ref().map(|path| vec![format!("{}:{path}", self.names.volume(service))]);
+        let binds = runtime
+            .volume
+            .as_ref()
+            .map(|path| vec![format!("{}:{path}", self.names.volume(service))]);
         let body = ContainerCreateBody {
             image: Some(revision.image.clone()),
             env: Some(env),
@@ -170,12 +225,18 @@ impl LocalPlatform {
             stop_timeout: Some(self.stop_timeout.as_secs() as i64),
             host_config: Some(HostConfig {
                 network_mode: Some(self.names.network()),
-                restart_policy: Some(RestartPolicy { name: Some(RestartPolicyNameEnum::UNLESS_STOPPED), maximum_retry_count: None }),
+                restart_policy: Some(RestartPolicy {
+                    name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                    maximum_retry_count: None,
+                }),
                 binds,
                 ..Default::default()
             }),
             networking_config: Some(NetworkingConfig {
-                endpoints_config: Some(HashMap::from([(self.names.network(), EndpointSettings::default())])),
+                endpoints_config: Some(HashMap::from([(
+                    self.names.network(),
+                    EndpointSettings::default(),
+                )])),
             }),
             ..Default::default()
         };
@@ -187,29 +248,52 @@ impl LocalPlatform {
                     revision.id.clone(),
                     Failure {
                         reason: "ImageNotFound".into(),
-                        message: format!("image {} is not in the local engine (run `dronectl build {service}`)", revision.image),
+                        message: format!(
+                            "image {} is not in the local engine (run `dronectl build {service}`)",
+                            revision.image
+                        ),
                         logs: vec![],
                     },
                 );
                 return Ok(());
             }
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => {}
-            Err(e) => return Err(anyhow::Error::from(e).context(format!("creating container {name}"))),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => {}
+            Err(e) => {
+                return Err(anyhow::Error::from(e).context(format!("creating container {name}")))
+            }
         }
-        self.docker.start_container(&name, None).await.or_else(ignore_not_modified).with_context(|| format!("starting container {name}"))?;
+        self.docker
+            .start_container(&name, None)
+            .await
+            .or_else(ignore_not_modified)
+            .with_context(|| format!("starting container {name}"))?;
         Ok(())
     }
 
     /// Takes replicas out of the router, waits for their requests, then stops them.
-    async fn retire_replicas(&self, service: &str, revision: &str, replicas: &[Replica]) -> anyhow::Result<()> {
+    async fn retire_replicas(
+        &self,
+        service: &str,
+        revision: &str,
+        replicas: &[Replica],
+    ) -> anyhow::Result<()> {
         if replicas.is_empty() {
             return Ok(());
         }
         let port = self.runtime(service)?.port;
-        let endpoints: Vec<String> = replicas.iter().filter_map(|r| r.ip.as_ref().map(|ip| format!("{ip}:{port}"))).collect();
+        let endpoints: Vec<String> = replicas
+            .iter()
+            .filter_map(|r| r.ip.as_ref().map(|ip| format!("{ip}:{port}")))
+            .collect();
         self.router
             .update(|config| {
-                if let Some(version) = config.services.get_mut(service).and_then(|s| s.versions.get_mut(revision)) {
+                if let Some(version) = config
+                    .services
+                    .get_mut(service)
+                    .and_then(|s| s.versions.get_mut(revision))
+                {
                     version.endpoints.retain(|e| !endpoints.contains(e));
                 }
             })
@@ -222,26 +306,40 @@ impl LocalPlatform {
     }
 
     async fn stop_and_remove(&self, name: &str) -> anyhow::Result<()> {
-        let stop = StopContainerOptionsBuilder::default().t(self.stop_timeout.as_secs() as i32).build();
+        let stop = StopContainerOptionsBuilder::default()
+            .t(self.stop_timeout.as_secs() as i32)
+            .build();
         match self.docker.stop_container(name, Some(stop)).await {
             Ok(()) => {}
             Err(e) if crate::docker::is_not_found(&e) => return Ok(()),
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => {}
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => {}
             Err(e) => return Err(e.into()),
         }
         let remove = RemoveContainerOptionsBuilder::default().force(true).build();
         match self.docker.remove_container(name, Some(remove)).await {
             Ok(()) => Ok(()),
             Err(e) if crate::docker::is_not_found(&e) => Ok(()),
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => Ok(()), // removal already in progress
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()), // removal already in progress
             Err(e) => Err(e.into()),
         }
     }
 
     /// Keeps the router's endpoints of a routed revision equal to its ready replicas.
-    async fn sync_endpoints(&self, service: &str, revision: &str, ready: &[String]) -> anyhow::Result<()> {
+    async fn sync_endpoints(
+        &self,
+        service: &str,
+        revision: &str,
+        ready: &[String],
+    ) -> anyhow::Result<()> {
         let config = self.router.config().await?;
-        let routed = config.services.get(service).and_then(|s| s.versions.get(revision));
+        let routed = config
+            .services
+            .get(service)
+            .and_then(|s| s.versions.get(revision));
         let Some(current) = routed else { return Ok(()) };
         let mut want = ready.to_vec();
         want.sort();
@@ -250,7 +348,11 @@ impl LocalPlatform {
         if want != have {
             self.router
                 .update(|config| {
-                    if let Some(version) = config.services.get_mut(service).and_then(|s| s.versions.get_mut(revision)) {
+                    if let Some(version) = config
+                        .services
+                        .get_mut(service)
+                        .and_then(|s| s.versions.get_mut(revision))
+                    {
                         version.endpoints = want.clone();
                     }
                 })
@@ -262,7 +364,9 @@ impl LocalPlatform {
 
 fn ignore_not_modified(e: bollard::errors::Error) -> Result<(), bollard::errors::Error> {
     match e {
-        bollard::errors::Error::DockerResponseServerError { status_code: 304, .. } => Ok(()),
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 304, ..
+        } => Ok(()),
         e => Err(e),
     }
 }
@@ -275,7 +379,10 @@ fn seconds_since(timestamp: &str) -> Option<u64> {
     let (y, m, day) = (d.next()??, d.next()??, d.next()??);
     let time = time.trim_end_matches('Z');
     let mut t = time.split(':');
-    let (h, min) = (t.next()?.parse::<i64>().ok()?, t.next()?.parse::<i64>().ok()?);
+    let (h, min) = (
+        t.next()?.parse::<i64>().ok()?,
+        t.next()?.parse::<i64>().ok()?,
+    );
     let s: f64 = t.next()?.split(['+', '-']).next()?.parse().ok()?;
     // Days from civil (Howard Hinnant's algorithm).
     let y = if m <= 2 { y - 1 } else { y };
@@ -293,7 +400,8 @@ fn seconds_since(timestamp: &str) -> Option<u64> {
 impl Platform for LocalPlatform {
     async fn scale(&self, service: &str, revision: &Revision, replicas: u32) -> anyhow::Result<()> {
         let existing = self.replicas(service, &revision.id).await?;
-        let (keep, extra): (Vec<Replica>, Vec<Replica>) = existing.into_iter().partition(|r| r.index < replicas);
+        let (keep, extra): (Vec<Replica>, Vec<Replica>) =
+            existing.into_iter().partition(|r| r.index < replicas);
         self.retire_replicas(service, &revision.id, &extra).await?;
         for index in 0..replicas {
             if !keep.iter().any(|r| r.index == index) {
@@ -304,60 +412,116 @@ impl Platform for LocalPlatform {
     }
 
     async fn status(&self, service: &str, revision: &Revision) -> anyhow::Result<RevisionStatus> {
-        if let Some(failure) = self.failures.lock().expect("failures").get(&revision.id).cloned() {
-            return Ok(RevisionStatus { failure: Some(failure), ..Default::default() });
+        if let Some(failure) = self
+            .failures
+            .lock()
+            .expect("failures")
+            .get(&revision.id)
+            .cloned()
+        {
+            return Ok(RevisionStatus {
+                failure: Some(failure),
+                ..Default::default()
+            });
         }
         let runtime = self.runtime(service)?;
         let replicas = self.replicas(service, &revision.id).await?;
-        let mut status = RevisionStatus { desired: replicas.len() as u32, current: 0, ready: 0, failure: None };
+        let mut status = RevisionStatus {
+            desired: replicas.len() as u32,
+            current: 0,
+            ready: 0,
+            failure: None,
+        };
         let mut ready_endpoints = Vec::new();
         for replica in &replicas {
             if replica.running {
                 status.current += 1;
             }
-            let crashed = replica.restarting || replica.restart_count > 0 || (!replica.running && replica.started_at.as_deref().is_some_and(|s| !s.starts_with("0001")));
+            let crashed = replica.restarting
+                || replica.restart_count > 0
+                || (!replica.running
+                    && replica
+                        .started_at
+                        .as_deref()
+                        .is_some_and(|s| !s.starts_with("0001")));
             if crashed && status.failure.is_none() {
                 let logs = self.tail_logs(&replica.name, 20).await;
-                let reason = if replica.restarting || replica.restart_count > 0 { "CrashLoopBackOff" } else { "Exited" };
+                let reason = if replica.restarting || replica.restart_count > 0 {
+                    "CrashLoopBackOff"
+                } else {
+                    "Exited"
+                };
                 let message = match (&replica.error, replica.exit_code) {
                     (Some(e), _) => format!("{} failed to run: {e}", replica.name),
-                    (None, Some(code)) => format!("{} exited with code {code} (restarted {} times)", replica.name, replica.restart_count),
+                    (None, Some(code)) => format!(
+                        "{} exited with code {code} (restarted {} times)",
+                        replica.name, replica.restart_count
+                    ),
                     (None, None) => format!("{} stopped", replica.name),
                 };
-                status.failure = Some(Failure { reason: reason.into(), message, logs });
+                status.failure = Some(Failure {
+                    reason: reason.into(),
+                    message,
+                    logs,
+                });
                 continue;
             }
             if self.ready(runtime, replica).await {
                 status.ready += 1;
-                ready_endpoints.push(format!("{}:{}", replica.ip.as_deref().unwrap_or_default(), runtime.port));
+                ready_endpoints.push(format!(
+                    "{}:{}",
+                    replica.ip.as_deref().unwrap_or_default(),
+                    runtime.port
+                ));
             } else if status.failure.is_none()
                 && replica.running
-                && replica.started_at.as_deref().and_then(seconds_since).is_some_and(|s| s > self.never_ready_after.as_secs())
+                && replica
+                    .started_at
+                    .as_deref()
+                    .and_then(seconds_since)
+                    .is_some_and(|s| s > self.never_ready_after.as_secs())
             {
                 let logs = self.tail_logs(&replica.name, 20).await;
                 status.failure = Some(Failure {
                     reason: "NeverReady".into(),
-                    message: format!("{} has run for over {}s without answering {} with 200", replica.name, self.never_ready_after.as_secs(), runtime.readiness),
+                    message: format!(
+                        "{} has run for over {}s without answering {} with 200",
+                        replica.name,
+                        self.never_ready_after.as_secs(),
+                        runtime.readiness
+                    ),
                     logs,
                 });
             }
         }
         if status.failure.is_none() {
-            self.sync_endpoints(service, &revision.id, &ready_endpoints).await?;
+            self.sync_endpoints(service, &revision.id, &ready_endpoints)
+                .await?;
         }
         Ok(status)
     }
 
-    async fn set_traffic(&self, service: &str, weights: &Weights, revisions: &[&Revision]) -> anyhow::Result<()> {
+    async fn set_traffic(
+        &self,
+        service: &str,
+        weights: &Weights,
+        revisions: &[&Revision],
+    ) -> anyhow::Result<()> {
         let routes = self.runtime(service)?.routes.clone();
         let mut versions = BTreeMap::new();
         for revision in revisions {
             let endpoints = self.ready_endpoints(service, &revision.id).await?;
             let weight = weights.get(&revision.id).copied().unwrap_or(0).min(100) as u8;
-            versions.insert(revision.id.clone(), dronectl_router::VersionConfig { weight, endpoints });
+            versions.insert(
+                revision.id.clone(),
+                dronectl_router::VersionConfig { weight, endpoints },
+            );
         }
         // A candidate without traffic yet can be tried at `<service>-preview`.
-        let preview = revisions.first().filter(|r| weights.get(&r.id).copied().unwrap_or(0) == 0).map(|r| r.id.clone());
+        let preview = revisions
+            .first()
+            .filter(|r| weights.get(&r.id).copied().unwrap_or(0) == 0)
+            .map(|r| r.id.clone());
         self.router
             .update(|config| {
                 let entry = config.services.entry(service.to_string()).or_default();
@@ -369,28 +533,52 @@ impl Platform for LocalPlatform {
         Ok(())
     }
 
-    async fn snapshot(&self, service: &str, revision: &Revision) -> anyhow::Result<serde_json::Value> {
+    async fn snapshot(
+        &self,
+        service: &str,
+        revision: &Revision,
+    ) -> anyhow::Result<serde_json::Value> {
         let stats = self.router.stats().await?;
-        Ok(serde_json::to_value(stats.version(service, &revision.id).cloned().unwrap_or_default())?)
+        Ok(serde_json::to_value(
+            stats
+                .version(service, &revision.id)
+                .cloned()
+                .unwrap_or_default(),
+        )?)
     }
 
-    async fn measure(&self, service: &str, revision: &Revision, analysis: &AnalysisPlan, baseline: &serde_json::Value) -> anyhow::Result<(Measurement, serde_json::Value)> {
+    async fn measure(
+        &self,
+        service: &str,
+        revision: &Revision,
+        analysis: &AnalysisPlan,
+        baseline: &serde_json::Value,
+    ) -> anyhow::Result<(Measurement, serde_json::Value)> {
         let now = self.snapshot(service, revision).await?;
         let measurement = match analysis.metric {
             Metric::ErrorRate | Metric::LatencyP50 | Metric::LatencyP95 | Metric::LatencyP99 => {
-                let before: dronectl_router::VersionStats = serde_json::from_value(baseline.clone()).unwrap_or_default();
-                let after: dronectl_router::VersionStats = serde_json::from_value(now.clone()).unwrap_or_default();
-                router_measurement(analysis.metric, &dronectl_router::VersionStats::delta(&before, &after))
+                let before: dronectl_router::VersionStats =
+                    serde_json::from_value(baseline.clone()).unwrap_or_default();
+                let after: dronectl_router::VersionStats =
+                    serde_json::from_value(now.clone()).unwrap_or_default();
+                router_measurement(
+                    analysis.metric,
+                    &dronectl_router::VersionStats::delta(&before, &after),
+                )
             }
             Metric::Http => crate::rollout::analysis::http_check(analysis).await,
-            Metric::Prometheus => crate::rollout::analysis::prometheus_query(analysis, service, &revision.version).await,
+            Metric::Prometheus => {
+                crate::rollout::analysis::prometheus_query(analysis, service, &revision.version)
+                    .await
+            }
         };
         Ok((measurement, now))
     }
 
     async fn remove(&self, service: &str, revision: &Revision) -> anyhow::Result<()> {
         let replicas = self.replicas(service, &revision.id).await?;
-        self.retire_replicas(service, &revision.id, &replicas).await?;
+        self.retire_replicas(service, &revision.id, &replicas)
+            .await?;
         self.router
             .update(|config| {
                 if let Some(entry) = config.services.get_mut(service) {
@@ -436,9 +624,15 @@ mod tests {
     #[test]
     fn measurements_from_router_counters() {
         let mut stats = dronectl_router::VersionStats::default();
-        assert_eq!(router_measurement(Metric::ErrorRate, &stats), Measurement::NoData);
+        assert_eq!(
+            router_measurement(Metric::ErrorRate, &stats),
+            Measurement::NoData
+        );
         stats.requests = 200;
         stats.errors_5xx = 10;
-        assert_eq!(router_measurement(Metric::ErrorRate, &stats), Measurement::Value(0.05));
+        assert_eq!(
+            router_measurement(Metric::ErrorRate, &stats),
+            Measurement::Value(0.05)
+        );
     }
 }

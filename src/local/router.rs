@@ -20,17 +20,30 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct RouterAdmin {
     pub addr: String,
+    /// Serialises this process's read-modify-write updates (other processes are kept
+    /// apart by the router's compare-and-set on the generation).
+    updates: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl RouterAdmin {
+    pub fn new(addr: String) -> RouterAdmin {
+        RouterAdmin {
+            addr,
+            updates: Default::default(),
+        }
+    }
+
     pub async fn config(&self) -> anyhow::Result<RouterConfig> {
-        let r = http::get(&self.addr, "/config", ADMIN_TIMEOUT).await.context("router admin API")?;
+        let r = http::get(&self.addr, "/config", ADMIN_TIMEOUT)
+            .await
+            .context("router admin API")?;
         serde_json::from_slice(&r.body).with_context(|| format!("router config: {}", r.text()))
     }
 
     /// Changes the routing table with `change`; retries when another dronectl changed it
     /// in between (the router refuses stale generations).
     pub async fn update(&self, change: impl Fn(&mut RouterConfig)) -> anyhow::Result<u64> {
+        let _one_at_a_time = self.updates.lock().await;
         for _ in 0..20 {
             let mut config = self.config().await?;
             let before = config.clone();
@@ -40,18 +53,25 @@ impl RouterAdmin {
             }
             config.generation += 1;
             let body = serde_json::to_vec(&config)?;
-            let r = http::request("PUT", &self.addr, "/config", Some(&body), ADMIN_TIMEOUT).await.context("router admin API")?;
+            let r = http::request("PUT", &self.addr, "/config", Some(&body), ADMIN_TIMEOUT)
+                .await
+                .context("router admin API")?;
             match r.status {
                 200 => return Ok(config.generation),
                 409 => continue,
-                status => bail!("the router refused the routing table ({status}): {}", r.text()),
+                status => bail!(
+                    "the router refused the routing table ({status}): {}",
+                    r.text()
+                ),
             }
         }
         bail!("the routing table kept changing under dronectl; try again")
     }
 
     pub async fn stats(&self) -> anyhow::Result<Stats> {
-        let r = http::get(&self.addr, "/stats", ADMIN_TIMEOUT).await.context("router admin API")?;
+        let r = http::get(&self.addr, "/stats", ADMIN_TIMEOUT)
+            .await
+            .context("router admin API")?;
         serde_json::from_slice(&r.body).with_context(|| format!("router stats: {}", r.text()))
     }
 
@@ -60,15 +80,25 @@ impl RouterAdmin {
         struct Endpoints {
             endpoints: Vec<EndpointInfo>,
         }
-        let r = http::get(&self.addr, "/endpoints", ADMIN_TIMEOUT).await.context("router admin API")?;
-        Ok(serde_json::from_slice::<Endpoints>(&r.body).with_context(|| format!("router endpoints: {}", r.text()))?.endpoints)
+        let r = http::get(&self.addr, "/endpoints", ADMIN_TIMEOUT)
+            .await
+            .context("router admin API")?;
+        Ok(serde_json::from_slice::<Endpoints>(&r.body)
+            .with_context(|| format!("router endpoints: {}", r.text()))?
+            .endpoints)
     }
 
     /// Waits until no request is in flight on any of `endpoints` (or `timeout` passes).
     pub async fn drain(&self, endpoints: &[String], timeout: Duration) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let busy: u64 = self.endpoints().await?.iter().filter(|e| endpoints.contains(&e.endpoint)).map(|e| e.in_flight).sum();
+            let busy: u64 = self
+                .endpoints()
+                .await?
+                .iter()
+                .filter(|e| endpoints.contains(&e.endpoint))
+                .map(|e| e.in_flight)
+                .sum();
             if busy == 0 || tokio::time::Instant::now() >= deadline {
                 return Ok(());
             }
@@ -77,7 +107,9 @@ impl RouterAdmin {
     }
 
     pub async fn ready(&self) -> bool {
-        http::get(&self.addr, "/readyz", Duration::from_secs(2)).await.is_ok_and(|r| r.status == 200)
+        http::get(&self.addr, "/readyz", Duration::from_secs(2))
+            .await
+            .is_ok_and(|r| r.status == 200)
     }
 }
 
@@ -96,15 +128,30 @@ pub async fn find(docker: &Docker, names: &Names) -> anyhow::Result<Option<Route
         Err(e) if crate::docker::is_not_found(&e) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    if !inspect.state.as_ref().and_then(|s| s.running).unwrap_or(false) {
+    if !inspect
+        .state
+        .as_ref()
+        .and_then(|s| s.running)
+        .unwrap_or(false)
+    {
         return Ok(None);
     }
-    let ports = inspect.network_settings.and_then(|n| n.ports).unwrap_or_default();
+    let ports = inspect
+        .network_settings
+        .and_then(|n| n.ports)
+        .unwrap_or_default();
     let host_port = |port: u16| -> Option<u16> {
-        ports.get(&format!("{port}/tcp"))?.as_ref()?.iter().find_map(|b| b.host_port.as_ref()?.parse().ok())
+        ports
+            .get(&format!("{port}/tcp"))?
+            .as_ref()?
+            .iter()
+            .find_map(|b| b.host_port.as_ref()?.parse().ok())
     };
     match (host_port(ROUTER_PORT), host_port(ROUTER_ADMIN_PORT)) {
-        (Some(entry), Some(admin)) => Ok(Some(RouterPorts { entry, admin: RouterAdmin { addr: format!("127.0.0.1:{admin}") } })),
+        (Some(entry), Some(admin)) => Ok(Some(RouterPorts {
+            entry,
+            admin: RouterAdmin::new(format!("127.0.0.1:{admin}")),
+        })),
         _ => Ok(None),
     }
 }
@@ -113,11 +160,16 @@ pub async fn find(docker: &Docker, names: &Names) -> anyhow::Result<Option<Route
 pub async fn ensure_image(docker: &Docker) -> anyhow::Result<String> {
     // /proc/self/exe stays readable even when the file was replaced since dronectl started.
     let exe = std::path::PathBuf::from("/proc/self/exe");
-    let bytes = tokio::fs::read(&exe).await.context("cannot read the dronectl executable to run as the router")?;
+    let bytes = tokio::fs::read(&exe)
+        .await
+        .context("cannot read the dronectl executable to run as the router")?;
     let digest = {
         use sha2::{Digest, Sha256};
         let d = Sha256::digest(&bytes);
-        d.iter().take(6).map(|b| format!("{b:02x}")).collect::<String>()
+        d.iter()
+            .take(6)
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
     };
     let tag = format!("dronectl-router:{}-{digest}", env!("CARGO_PKG_VERSION"));
     if docker.inspect_image(&tag).await.is_ok() {

@@ -422,7 +422,11 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
             self.route(state, 0).await?;
             state.candidate_ready = true;
             state.step_started_ms = now_ms();
-            state.message = format!("{} is ready (no traffic yet; preview at `{}-preview`)", state.candidate.label(), state.service);
+            state.message = format!(
+                "{} is ready (no traffic yet; preview at `{}-preview`)",
+                state.candidate.label(),
+                state.service
+            );
             self.save(state)?;
             self.emit(state, RolloutWhat::Step, state.message.clone());
             return Ok(Tick::Continue);
@@ -595,6 +599,9 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
     }
 
     async fn advance_rolling(&self, state: &mut RolloutState) -> anyhow::Result<Tick> {
+        if self.platform.native_rolling() {
+            return self.advance_native_rolling(state).await;
+        }
         let replicas = state.candidate.replicas.max(1);
         let stable = state.stable.clone().expect("rolling has a stable revision");
         let (mut surge, unavailable) = (
@@ -645,11 +652,9 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
         }
         // Everything asked for is ready: give the new replicas their share of traffic.
         let share = |stable_left: u32| {
-            if ready + stable_left == 0 {
-                100
-            } else {
-                ready * 100 / (ready + stable_left)
-            }
+            (ready * 100)
+                .checked_div(ready + stable_left)
+                .unwrap_or(100)
         };
         if ready > 0 && state.weight != share(progress.stable) {
             self.route(state, share(progress.stable)).await?;
@@ -686,6 +691,75 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
             state.message = format!("starting new replica {} of {replicas}", progress.candidate);
             self.save(state)?;
             self.emit(state, RolloutWhat::Scaling, state.message.clone());
+        }
+        Ok(Tick::Wait(self.timing.poll))
+    }
+
+    /// A rolling update the platform performs itself: start it (idempotently), then wait
+    /// for every new replica to be ready and every old one gone. An abort hands the
+    /// platform all traffic for stable, which rolls the update back.
+    async fn advance_native_rolling(&self, state: &mut RolloutState) -> anyhow::Result<Tick> {
+        let replicas = state.candidate.replicas;
+        let stable = state.stable.clone().expect("rolling has a stable revision");
+        self.platform
+            .roll(
+                &state.service,
+                &stable,
+                &state.candidate,
+                state.plan.max_surge,
+                state.plan.max_unavailable,
+            )
+            .await?;
+        let status = self
+            .platform
+            .status(&state.service, &state.candidate)
+            .await?;
+        if let Some(failure) = status.failure {
+            return self
+                .abort(
+                    state,
+                    format!("{}: {}", failure.reason, failure.message),
+                    Some(failure),
+                )
+                .await;
+        }
+        if status.ready >= replicas && status.current <= replicas {
+            return self.complete(state).await;
+        }
+        let waited = Duration::from_millis(now_ms().saturating_sub(state.step_started_ms));
+        if waited > self.timing.progress_deadline {
+            let failure = Failure {
+                reason: "ProgressDeadlineExceeded".into(),
+                message: format!(
+                    "{} of {replicas} new replicas ready after {}s",
+                    status.ready,
+                    waited.as_secs()
+                ),
+                logs: vec![],
+            };
+            return self
+                .abort(state, failure.message.clone(), Some(failure))
+                .await;
+        }
+        let message = format!(
+            "rolling to {}: {}/{replicas} new replicas ready, {} replicas in all",
+            state.candidate.label(),
+            status.ready,
+            status.current
+        );
+        if state.message != message {
+            state.message = message.clone();
+            self.save(state)?;
+            self.reporter.event(Event::Rollout(RolloutEvent {
+                service: state.service.clone(),
+                number: state.number,
+                what: RolloutWhat::Scaling,
+                message,
+                step: None,
+                weights: None,
+                ready: Some((status.ready, replicas)),
+                logs: None,
+            }));
         }
         Ok(Tick::Wait(self.timing.poll))
     }
@@ -929,6 +1003,9 @@ pub fn evaluate(plan: &AnalysisPlan, measurement: &Measurement, at_ms: u64) -> M
             MeasurementOutcome::Inconclusive,
             "no traffic to measure".to_string(),
         ),
+        Measurement::Inconclusive { detail } => {
+            (None, MeasurementOutcome::Inconclusive, detail.clone())
+        }
         Measurement::Check { ok, detail } => (
             None,
             if *ok {

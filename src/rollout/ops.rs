@@ -26,7 +26,8 @@ pub struct DriveReport {
 
 impl DriveReport {
     pub fn exit_code(&self) -> crate::error::ExitCode {
-        self.drive.map_or(crate::error::ExitCode::Success, DriveOutcome::exit_code)
+        self.drive
+            .map_or(crate::error::ExitCode::Success, DriveOutcome::exit_code)
     }
 
     fn from_drive(service: &str, outcome: DriveOutcome, state: RolloutState) -> DriveReport {
@@ -44,7 +45,14 @@ impl DriveReport {
             ),
             _ => state.message.clone(),
         };
-        DriveReport { service: service.into(), outcome: word.into(), number: Some(state.number), message, drive: Some(outcome), state: Some(state) }
+        DriveReport {
+            service: service.into(),
+            outcome: word.into(),
+            number: Some(state.number),
+            message,
+            drive: Some(outcome),
+            state: Some(state),
+        }
     }
 }
 
@@ -54,14 +62,24 @@ fn holder() -> String {
 }
 
 /// Starts a rollout of `candidate` and drives it.
-pub async fn deploy<P: Platform, S: StateStore>(engine: &Engine<'_, P, S>, service: &str, candidate: Revision, plan: Plan, timeout: Option<Duration>) -> anyhow::Result<DriveReport> {
+pub async fn deploy<P: Platform, S: StateStore>(
+    engine: &Engine<'_, P, S>,
+    service: &str,
+    candidate: Revision,
+    plan: Plan,
+    timeout: Option<Duration>,
+) -> anyhow::Result<DriveReport> {
     let _lock = engine.store.lock(service, &holder())?;
     match engine.start(service, candidate, plan).await? {
         Started::Unchanged(revision) => Ok(DriveReport {
             service: service.into(),
             outcome: "unchanged".into(),
             number: None,
-            message: format!("{} already runs {}; nothing to do", service, revision.label()),
+            message: format!(
+                "{} already runs {}; nothing to do",
+                service,
+                revision.label()
+            ),
             drive: Some(DriveOutcome::Completed),
             state: None,
         }),
@@ -73,7 +91,11 @@ pub async fn deploy<P: Platform, S: StateStore>(engine: &Engine<'_, P, S>, servi
 }
 
 /// Continues an interrupted or paused rollout.
-pub async fn resume<P: Platform, S: StateStore>(engine: &Engine<'_, P, S>, service: &str, timeout: Option<Duration>) -> anyhow::Result<DriveReport> {
+pub async fn resume<P: Platform, S: StateStore>(
+    engine: &Engine<'_, P, S>,
+    service: &str,
+    timeout: Option<Duration>,
+) -> anyhow::Result<DriveReport> {
     let _lock = engine.store.lock(service, &holder())?;
     engine.collect_garbage(service).await?;
     let (outcome, state) = engine.drive(service, timeout).await?;
@@ -81,14 +103,26 @@ pub async fn resume<P: Platform, S: StateStore>(engine: &Engine<'_, P, S>, servi
 }
 
 /// Posts `request`; drives the rollout when no other process does.
-pub async fn request<P: Platform, S: StateStore>(engine: &Engine<'_, P, S>, service: &str, request: Request, timeout: Option<Duration>) -> anyhow::Result<DriveReport> {
-    let state = engine.store.load(service)?.ok_or_else(|| super::EngineError::NoRollout(service.into()))?;
+pub async fn request<P: Platform, S: StateStore>(
+    engine: &Engine<'_, P, S>,
+    service: &str,
+    request: Request,
+    timeout: Option<Duration>,
+) -> anyhow::Result<DriveReport> {
+    let state = engine
+        .store
+        .load(service)?
+        .ok_or_else(|| super::EngineError::NoRollout(service.into()))?;
     if state.phase.is_terminal() {
         anyhow::bail!(crate::error::UsageError(format!(
             "rollout #{} of `{service}` has already ended ({}); nothing to {}",
             state.number,
             describe_phase(&state.phase),
-            if request == Request::Abort { "abort" } else { "promote" }
+            if request == Request::Abort {
+                "abort"
+            } else {
+                "promote"
+            }
         )));
     }
     engine.store.post(service, request)?;
@@ -110,7 +144,12 @@ pub async fn request<P: Platform, S: StateStore>(engine: &Engine<'_, P, S>, serv
 }
 
 /// Rolls back to the previous revision (or rollout `to`).
-pub async fn undo<P: Platform, S: StateStore>(engine: &Engine<'_, P, S>, service: &str, to: Option<u64>, timeout: Option<Duration>) -> anyhow::Result<DriveReport> {
+pub async fn undo<P: Platform, S: StateStore>(
+    engine: &Engine<'_, P, S>,
+    service: &str,
+    to: Option<u64>,
+    timeout: Option<Duration>,
+) -> anyhow::Result<DriveReport> {
     let _lock = engine.store.lock(service, &holder())?;
     engine.undo(service, to).await?;
     let (outcome, state) = engine.drive(service, timeout).await?;
@@ -147,14 +186,20 @@ impl StatusView {
         match self.rollout.as_ref().map(|r| &r.phase) {
             Some(Phase::Failed { .. }) => ExitCode::Failed,
             Some(Phase::Aborted { .. }) => ExitCode::Aborted,
-            Some(Phase::Paused { reason: super::PauseReason::UntilPromoted | super::PauseReason::Inconclusive { .. } }) => ExitCode::Paused,
+            Some(Phase::Paused {
+                reason: super::PauseReason::UntilPromoted | super::PauseReason::Inconclusive { .. },
+            }) => ExitCode::Paused,
             _ => ExitCode::Success,
         }
     }
 }
 
 /// Where the service's rollout stands, with live replica counts.
-pub async fn status<P: Platform, S: StateStore>(platform: &P, store: &S, service: &str) -> anyhow::Result<StatusView> {
+pub async fn status<P: Platform, S: StateStore>(
+    platform: &P,
+    store: &S,
+    service: &str,
+) -> anyhow::Result<StatusView> {
     let rollout = store.load(service)?;
     let record = store.load_record(service)?;
     let driven = match store.lock(service, "status probe") {
@@ -166,8 +211,15 @@ pub async fn status<P: Platform, S: StateStore>(platform: &P, store: &S, service
         Err(e) => return Err(e),
     };
     let view = |revision: Revision, weight: u32| async move {
-        let status = platform.status(service, &revision).await.unwrap_or_default();
-        RevisionView { revision, status, weight }
+        let status = platform
+            .status(service, &revision)
+            .await
+            .unwrap_or_default();
+        RevisionView {
+            revision,
+            status,
+            weight,
+        }
     };
     let (stable, candidate, phase, step) = match &rollout {
         Some(r) if !r.phase.is_terminal() => (
@@ -175,7 +227,13 @@ pub async fn status<P: Platform, S: StateStore>(platform: &P, store: &S, service
                 Some(s) => Some(view(s, 100 - r.weight).await),
                 None => None,
             },
-            Some(view(r.candidate.clone(), if r.stable.is_none() { 100 } else { r.weight }).await),
+            Some(
+                view(
+                    r.candidate.clone(),
+                    if r.stable.is_none() { 100 } else { r.weight },
+                )
+                .await,
+            ),
             describe_phase(&r.phase),
             (r.stable.is_some() && !r.plan.steps.is_empty()).then(|| r.plan.describe_step(r.step)),
         ),
@@ -198,10 +256,81 @@ pub async fn status<P: Platform, S: StateStore>(platform: &P, store: &S, service
             None,
         ),
     };
-    Ok(StatusView { service: service.into(), rollout, phase, step, stable, candidate, driven })
+    Ok(StatusView {
+        service: service.into(),
+        rollout,
+        phase,
+        step,
+        stable,
+        candidate,
+        driven,
+    })
 }
 
 /// The service's rollout history, oldest first.
 pub fn history<S: StateStore>(store: &S, service: &str) -> anyhow::Result<Vec<HistoryEntry>> {
     Ok(store.load_record(service)?.history)
+}
+
+/// How `rollout status --wait` ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitEnd {
+    /// The rollout reached an end, or a pause for promotion.
+    Settled,
+    /// The rollout is in progress but no dronectl drives it (`rollout resume` continues it).
+    Undriven,
+    TimedOut,
+}
+
+/// Waits until the service's rollout ends or pauses for promotion (or `timeout` passes),
+/// then returns its status. With `revision` (a revision id or version), the wait is pinned
+/// to the rollout of that revision: a rollout of another revision is an error, and a
+/// revision that already is stable is done.
+pub async fn wait_status<P: Platform, S: StateStore>(
+    platform: &P,
+    store: &S,
+    service: &str,
+    revision: Option<&str>,
+    timeout: Option<Duration>,
+) -> anyhow::Result<(StatusView, WaitEnd)> {
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    loop {
+        let view = status(platform, store, service).await?;
+        if let Some(wanted) = revision {
+            let matches = |r: &Revision| r.id == wanted || r.version == wanted;
+            match &view.rollout {
+                Some(r) if matches(&r.candidate) => {}
+                _ if view.stable.as_ref().is_some_and(|s| matches(&s.revision)) => {
+                    return Ok((view, WaitEnd::Settled))
+                }
+                Some(r) => anyhow::bail!(crate::error::UsageError(format!(
+                    "the current rollout of `{service}` (#{}) is for {}, not `{wanted}`",
+                    r.number,
+                    r.candidate.label()
+                ))),
+                None => anyhow::bail!(crate::error::UsageError(format!(
+                    "`{service}` has no rollout of `{wanted}`"
+                ))),
+            }
+        }
+        let settled = match view.rollout.as_ref().map(|r| &r.phase) {
+            None => true,
+            Some(phase) if phase.is_terminal() => true,
+            Some(Phase::Paused {
+                reason: super::PauseReason::UntilPromoted | super::PauseReason::Inconclusive { .. },
+            }) => true,
+            _ => false,
+        };
+        if settled {
+            return Ok((view, WaitEnd::Settled));
+        }
+        if !view.driven {
+            return Ok((view, WaitEnd::Undriven));
+        }
+        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            return Ok((view, WaitEnd::TimedOut));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }

@@ -97,6 +97,9 @@ pub enum Measurement {
     Check { ok: bool, detail: String },
     /// Nothing to measure (no traffic in the interval).
     NoData,
+    /// The platform cannot measure this analysis (e.g. router metrics where there is no
+    /// router); the rollout pauses like for missing data, with this explanation.
+    Inconclusive { detail: String },
 }
 
 /// Where a service runs. Implemented by the Docker and Kubernetes back ends.
@@ -142,6 +145,27 @@ pub trait Platform: Sync {
         analysis: &AnalysisPlan,
         baseline: &serde_json::Value,
     ) -> impl Future<Output = anyhow::Result<(Measurement, serde_json::Value)>> + Send;
+
+    /// Whether the platform replaces replicas itself during a rolling update (a Kubernetes
+    /// Deployment's own strategy). The engine then calls [`Platform::roll`] instead of
+    /// scaling each side, and waits until the candidate's `status` has every replica ready
+    /// and no old one left (`ready >= replicas`, `current <= replicas`).
+    fn native_rolling(&self) -> bool {
+        false
+    }
+
+    /// Starts a native rolling update of `service` from `from` to `to` with the plan's
+    /// surge and unavailability budget. Idempotent: a roll already under way is left alone.
+    fn roll(
+        &self,
+        _service: &str,
+        _from: &Revision,
+        _to: &Revision,
+        _max_surge: u32,
+        _max_unavailable: u32,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send {
+        async { anyhow::bail!("this platform has no native rolling updates") }
+    }
 
     /// Removes every trace of a revision (containers, objects), after it was scaled to 0.
     fn remove(

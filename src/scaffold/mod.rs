@@ -15,7 +15,7 @@ use crate::events::{Event, Reporter};
 use crate::manifest::{self, LoadedManifest, ManifestError};
 use crate::names::{self, NameError};
 
-pub use templates::{Template, TemplateKind, TemplateMeta, TemplateSource};
+pub use templates::{embedded_file, Template, TemplateKind, TemplateMeta, TemplateSource};
 
 /// Why scaffolding failed. Every variant except `Io` is the user's input: exit code 2.
 #[derive(Debug, thiserror::Error)]

@@ -14,6 +14,11 @@ use super::ScaffoldError;
 
 static EMBEDDED: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/templates");
 
+/// A file of the embedded templates by its path under `templates/` (e.g. `ci/github.yml.tera`).
+pub fn embedded_file(path: &str) -> Option<&'static [u8]> {
+    EMBEDDED.get_file(path).map(|f| f.contents())
+}
+
 /// What a template creates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -1,0 +1,212 @@
+//! `dronectl render`, `dronectl diff`, and the Kubernetes side of `deploy` and `rollout`.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+use serde_json::json;
+
+use dronectl::error::{ExitCode, UsageError};
+use dronectl::k8s::{self, ConnectOptions, DryRun, Images, KubeEnv, KubeTarget, RollingParams};
+use dronectl::manifest::{LoadedManifest, Manifest, Target};
+
+use super::local::{app_dir, runtime};
+use super::printer::Printer;
+use super::{GlobalArgs, Outcome};
+
+pub const RENDER_EXAMPLES: &str = "Examples:\n  dronectl render --env staging --tag 1.4.0-abc1234\n  dronectl render --env staging --artifacts build.json delivery account\n  dronectl render --env staging --tag dev -n drone-test > app.yaml\n\nPrints the Kubernetes objects `deploy` applies, as one YAML stream.";
+
+pub const DIFF_EXAMPLES: &str = "Examples:\n  dronectl diff --env staging --artifacts build.json\n  dronectl diff --env staging --tag 1.4.0-abc1234 delivery\n\nEach object is sent as a server-side dry-run apply and compared with the live one.\nExit codes: 0 no differences, 1 differences (like `kubectl diff`), 2 usage.";
+
+/// How to reach the cluster (Kubernetes environments only).
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Kubernetes options")]
+pub struct KubeArgs {
+    /// The kubeconfig file [default: $KUBECONFIG, then ~/.kube/config, then in-cluster]
+    #[arg(long, value_name = "FILE", env = "DRONECTL_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context [default: the one the environment pins, else the current one];
+    /// another context than the pinned one needs --yes
+    #[arg(long, value_name = "NAME", env = "DRONECTL_CONTEXT")]
+    pub context: Option<String>,
+    /// The namespace [default: the environment's `namespace`, else `default`]
+    #[arg(short = 'n', long, value_name = "NAME", env = "DRONECTL_NAMESPACE")]
+    pub namespace: Option<String>,
+}
+
+impl KubeArgs {
+    pub fn connect_options(&self, yes: bool) -> ConnectOptions {
+        ConnectOptions {
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.context.clone(),
+            namespace: self.namespace.clone(),
+            allow_other_context: yes,
+        }
+    }
+}
+
+/// Which images to run, for render and diff.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ImageArgs {
+    /// The image tag of every service (`<registry>/<app>/<service>:<tag>`)
+    #[arg(long, value_name = "TAG", env = "DRONECTL_TAG")]
+    pub tag: Option<String>,
+    /// Take each service's tag (and digest, when pushed) from this build artifacts file
+    #[arg(long, value_name = "FILE", env = "DRONECTL_ARTIFACTS")]
+    pub artifacts: Option<PathBuf>,
+}
+
+impl ImageArgs {
+    pub fn images(&self) -> anyhow::Result<Images> {
+        Ok(Images {
+            artifacts: match &self.artifacts {
+                Some(f) => dronectl::build::artifacts::read(f)?,
+                None => vec![],
+            },
+            tag: self.tag.clone(),
+            ..Default::default()
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// Services to render [default: every service, plus the infrastructure]
+    pub services: Vec<String>,
+    #[command(flatten)]
+    pub images: ImageArgs,
+    /// The namespace written into the objects [default: the environment's]
+    #[arg(short = 'n', long, value_name = "NAME", env = "DRONECTL_NAMESPACE")]
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// Services to compare [default: every service, plus the infrastructure]
+    pub services: Vec<String>,
+    #[command(flatten)]
+    pub images: ImageArgs,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+/// `--dry-run` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DryRunArg {
+    /// Print the objects; send nothing
+    Client,
+    /// Send every object as a server-side dry-run apply; persist nothing
+    Server,
+}
+
+impl From<DryRunArg> for DryRun {
+    fn from(d: DryRunArg) -> DryRun {
+        match d {
+            DryRunArg::Client => DryRun::Client,
+            DryRunArg::Server => DryRun::Server,
+        }
+    }
+}
+
+/// The Kubernetes environment the command acts on: `--env` when it targets Kubernetes
+/// (`None` when it targets Docker), or the only Kubernetes environment when `required`.
+pub fn kube_environment(
+    manifest: &Manifest,
+    env: Option<&str>,
+    required: bool,
+) -> anyhow::Result<Option<String>> {
+    match env {
+        Some(name) => match manifest.environments.get(name) {
+            Some(e) if e.value.target == Target::Kubernetes => Ok(Some(name.to_string())),
+            Some(_) if required => Err(UsageError(format!("environment `{name}` targets Docker; this command needs an environment with `target: kubernetes`")).into()),
+            Some(_) => Ok(None),
+            None if required => Err(UsageError(format!("no environment `{name}` in dronectl.yaml")).into()),
+            None => Ok(None),
+        },
+        None if required => {
+            let kube: Vec<&String> = manifest.environments.iter().filter(|(_, e)| e.value.target == Target::Kubernetes).map(|(n, _)| n).collect();
+            match kube.as_slice() {
+                [one] => Ok(Some(one.to_string())),
+                [] => Err(UsageError("dronectl.yaml has no environment with `target: kubernetes`".into()).into()),
+                _ => Err(UsageError(format!("pass --env (one of: {})", kube.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))).into()),
+            }
+        }
+        None => Ok(None),
+    }
+}
+
+/// The Kubernetes environment named by `--env`, if the command should go to Kubernetes.
+pub fn selected(global: &GlobalArgs, cwd: &Path) -> anyhow::Result<Option<(PathBuf, String)>> {
+    let Some(name) = global.env.as_deref() else {
+        return Ok(None);
+    };
+    let dir = app_dir(global, cwd)?;
+    let loaded = LoadedManifest::read_valid(&dir)?;
+    Ok(kube_environment(&loaded.manifest, Some(name), false)?.map(|env| (dir, env)))
+}
+
+pub fn render(
+    args: RenderArgs,
+    global: &GlobalArgs,
+    cwd: &Path,
+    printer: &Printer,
+) -> anyhow::Result<Outcome> {
+    let dir = app_dir(global, cwd)?;
+    let loaded = LoadedManifest::read_valid(&dir)?;
+    let m = &loaded.manifest;
+    let env = kube_environment(m, global.env.as_deref(), true)?.expect("required");
+    for s in &args.services {
+        if !m.services.contains_key(s) {
+            return Err(UsageError(format!("no service `{s}` in dronectl.yaml")).into());
+        }
+    }
+    let kenv = KubeEnv::from_manifest(m, &env, args.namespace.as_deref())?;
+    let revisions = args.images.images()?.revisions(&kenv, m, &args.services)?;
+    let objects = k8s::render::render_app(
+        &kenv,
+        m,
+        &args.services,
+        &revisions,
+        RollingParams {
+            max_surge: 1,
+            max_unavailable: 0,
+        },
+    );
+    printer.result_line(k8s::render::to_yaml(&objects)?.trim_end());
+    Ok(Outcome::ok(
+        json!({ "env": env, "objects": objects.iter().map(|o| o.to_value()).collect::<Vec<_>>() }),
+    ))
+}
+
+pub fn diff(
+    args: DiffArgs,
+    global: &GlobalArgs,
+    cwd: &Path,
+    printer: &Printer,
+) -> anyhow::Result<Outcome> {
+    let dir = app_dir(global, cwd)?;
+    let loaded = LoadedManifest::read_valid(&dir)?;
+    let env = kube_environment(&loaded.manifest, global.env.as_deref(), true)?.expect("required");
+    let rt = runtime()?;
+    rt.block_on(async {
+        let target = KubeTarget::connect(&dir, &env, &args.kube.connect_options(true)).await?;
+        let diffs = k8s::diff(&target, &args.services, &args.images.images()?).await?;
+        let changed = diffs.iter().filter(|d| d.change != "unchanged").count();
+        for d in &diffs {
+            if !d.diff.is_empty() {
+                printer.result_line(d.diff.trim_end());
+            }
+        }
+        printer.status(
+            "Compared",
+            &format!("{} objects: {changed} would change", diffs.len()),
+        );
+        Ok(Outcome {
+            code: if changed == 0 {
+                ExitCode::Success
+            } else {
+                ExitCode::Failed
+            },
+            result: json!({ "env": env, "changed": changed, "objects": diffs }),
+        })
+    })
+}

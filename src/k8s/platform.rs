@@ -1,0 +1,690 @@
+//! The rollout engine's [`Platform`] on Kubernetes.
+//!
+//! * A revision runs in a Deployment found by its labels (`app.kubernetes.io/name`,
+//!   `dronectl.io/revision`), named `<svc>` when that name is free, else `<svc>-<revision>`
+//!   (blue-green and canary keep two Deployments side by side).
+//! * Rolling updates are native: the running Deployment is re-applied with the
+//!   candidate's pod template and the plan's maxSurge/maxUnavailable, and the Deployment
+//!   controller replaces the pods ([`Platform::native_rolling`]). An abort rolls it back in
+//!   place.
+//! * Traffic without a gateway: the Service `<svc>` selects one revision's pods when that
+//!   revision has all the traffic (blue-green switch, instant undo), else every pod of the
+//!   service with the replica counts set to the weights (nearest integer, at least one pod
+//!   per side). A candidate without traffic is reachable as `<svc>-preview`.
+//! * Traffic with a gateway: a Service `<svc>-<revision>` per revision, and the HTTPRoute's
+//!   backend weights; in-cluster callers follow the revision with the most weight.
+//! * Waiting has `kubectl rollout status` semantics (observed generation, updated and
+//!   available replicas, old replicas gone) and fails fast on CrashLoopBackOff,
+//!   ImagePullBackOff, Unschedulable and ProgressDeadlineExceeded with the pod's events and
+//!   last log lines.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Event as KubeEvent, Pod, Service};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, LogParams, Patch, PatchParams};
+use kube::Client;
+use serde_json::json;
+
+use super::render::{self, KubeEnv, Object, RollingParams};
+use super::store::is_status;
+use crate::manifest::{Manifest, Metric};
+use crate::rollout::platform::{Failure, Measurement, Platform, Revision, RevisionStatus, Weights};
+use crate::rollout::AnalysisPlan;
+
+/// Kubernetes as a place services run.
+#[derive(Clone)]
+pub struct KubePlatform {
+    pub client: Client,
+    pub kenv: KubeEnv,
+    pub manifest: std::sync::Arc<Manifest>,
+    /// Take over fields other managers own (`--force-conflicts`) for shared objects.
+    pub force_conflicts: bool,
+}
+
+const DEFAULT_ROLLING: RollingParams = RollingParams {
+    max_surge: 1,
+    max_unavailable: 0,
+};
+
+impl KubePlatform {
+    pub fn new(client: Client, kenv: KubeEnv, manifest: std::sync::Arc<Manifest>) -> KubePlatform {
+        KubePlatform {
+            client,
+            kenv,
+            manifest,
+            force_conflicts: false,
+        }
+    }
+
+    fn deployments(&self) -> Api<Deployment> {
+        Api::namespaced(self.client.clone(), &self.kenv.namespace)
+    }
+
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.kenv.namespace)
+    }
+
+    /// Server-side applies `object` with field manager `dronectl`; `force` takes over
+    /// fields other managers own.
+    pub async fn apply(
+        &self,
+        object: &Object,
+        force: bool,
+        dry_run: bool,
+    ) -> anyhow::Result<DynamicObject> {
+        let ar = object.api_resource();
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &self.kenv.namespace, &ar);
+        let mut params = PatchParams::apply(render::FIELD_MANAGER);
+        if force {
+            params = params.force();
+        }
+        if dry_run {
+            params = params.dry_run();
+        }
+        api.patch(object.name(), &params, &Patch::Apply(object.to_value()))
+            .await
+            .map_err(|e| match e {
+                kube::Error::Api(s) if s.code == 409 => {
+                    anyhow::Error::new(super::KubeError::Conflict {
+                        kind: object.kind().to_string(),
+                        name: object.name().to_string(),
+                        message: s.message.clone(),
+                    })
+                }
+                e => anyhow::Error::new(e).context(format!(
+                    "cannot apply {} {}",
+                    object.kind(),
+                    object.name()
+                )),
+            })
+    }
+
+    /// Applies the objects a service has whatever revision runs (ServiceAccount, Service,
+    /// PodDisruptionBudget, NetworkPolicy, route).
+    pub async fn prepare(&self, service: &str) -> anyhow::Result<()> {
+        for object in render::service_objects(&self.kenv, &self.manifest, service) {
+            // The Service's selector and the route's weights belong to the rollout: only
+            // create them here, never move traffic.
+            if matches!(object, Object::Service(_) | Object::HttpRoute(_))
+                && self.exists(&object).await?
+            {
+                continue;
+            }
+            self.apply(&object, self.force_conflicts, false).await?;
+        }
+        Ok(())
+    }
+
+    async fn exists(&self, object: &Object) -> anyhow::Result<bool> {
+        let ar = object.api_resource();
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &self.kenv.namespace, &ar);
+        Ok(api.get_opt(object.name()).await?.is_some())
+    }
+
+    /// The Deployments of a service.
+    pub async fn service_deployments(&self, service: &str) -> anyhow::Result<Vec<Deployment>> {
+        let lp = ListParams::default().labels(&format!(
+            "{}={service},{}={}",
+            render::NAME,
+            render::PART_OF,
+            self.kenv.app
+        ));
+        Ok(self.deployments().list(&lp).await?.items)
+    }
+
+    /// The Deployment running `revision`, if any.
+    pub async fn find(&self, service: &str, revision: &str) -> anyhow::Result<Option<Deployment>> {
+        let lp = ListParams::default().labels(&format!(
+            "{}={service},{}={},{}={revision}",
+            render::NAME,
+            render::PART_OF,
+            self.kenv.app,
+            render::REVISION
+        ));
+        Ok(self.deployments().list(&lp).await?.items.into_iter().next())
+    }
+
+    async fn free_name(&self, service: &str, revision: &Revision) -> anyhow::Result<String> {
+        let taken = self
+            .service_deployments(service)
+            .await?
+            .iter()
+            .any(|d| d.metadata.name.as_deref() == Some(service));
+        Ok(if taken {
+            format!("{service}-{}", revision.id)
+        } else {
+            service.to_string()
+        })
+    }
+
+    async fn run(
+        &self,
+        service: &str,
+        name: &str,
+        revision: &Revision,
+        replicas: u32,
+        rolling: RollingParams,
+    ) -> anyhow::Result<()> {
+        for object in render::revision_objects(
+            &self.kenv,
+            &self.manifest,
+            service,
+            name,
+            revision,
+            replicas,
+            rolling,
+        ) {
+            self.apply(&object, true, false).await?;
+        }
+        Ok(())
+    }
+
+    async fn set_selector(
+        &self,
+        service: &str,
+        name: &str,
+        revision: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let object = Object::Service(Box::new(render::service(
+            &self.kenv,
+            &self.manifest,
+            service,
+            name,
+            revision,
+        )));
+        self.apply(&object, true, false).await?;
+        Ok(())
+    }
+
+    fn public(&self, service: &str) -> bool {
+        self.kenv.gateway.is_some() && !self.manifest.services[service].value.routes.is_empty()
+    }
+
+    async fn set_route(&self, service: &str, backends: &[(String, u32)]) -> anyhow::Result<()> {
+        if let Some(route) = render::http_route(&self.kenv, &self.manifest, service, backends) {
+            self.apply(&Object::HttpRoute(Box::new(route)), true, false)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Why pods of `revision` will not become ready, if that is certain already.
+    async fn failure(
+        &self,
+        service: &str,
+        revision: &Revision,
+        deployment: &Deployment,
+    ) -> anyhow::Result<Option<Failure>> {
+        let lp = ListParams::default().labels(&format!(
+            "{}={service},{}={}",
+            render::NAME,
+            render::REVISION,
+            revision.id
+        ));
+        let pods = self.pods().list(&lp).await?.items;
+        let mut found: Option<(String, String, String)> = None;
+        'pods: for pod in &pods {
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            let status = pod.status.clone().unwrap_or_default();
+            for cs in status.container_statuses.unwrap_or_default() {
+                if let Some(w) = cs.state.and_then(|s| s.waiting) {
+                    let reason = w.reason.unwrap_or_default();
+                    if matches!(
+                        reason.as_str(),
+                        "CrashLoopBackOff"
+                            | "ImagePullBackOff"
+                            | "ErrImagePull"
+                            | "InvalidImageName"
+                            | "CreateContainerConfigError"
+                    ) {
+                        found = Some((name, reason, w.message.unwrap_or_default()));
+                        break 'pods;
+                    }
+                }
+            }
+            for c in status.conditions.unwrap_or_default() {
+                if c.type_ == "PodScheduled"
+                    && c.status == "False"
+                    && c.reason.as_deref() == Some("Unschedulable")
+                {
+                    found = Some((name, "Unschedulable".into(), c.message.unwrap_or_default()));
+                    break 'pods;
+                }
+            }
+        }
+        if found.is_none() {
+            let conditions = deployment
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.clone())
+                .unwrap_or_default();
+            if let Some(c) = conditions
+                .iter()
+                .find(|c| c.reason.as_deref() == Some("ProgressDeadlineExceeded"))
+            {
+                let pod = pods
+                    .first()
+                    .and_then(|p| p.metadata.name.clone())
+                    .unwrap_or_default();
+                found = Some((
+                    pod,
+                    "ProgressDeadlineExceeded".into(),
+                    c.message.clone().unwrap_or_default(),
+                ));
+            }
+        }
+        let Some((pod, reason, message)) = found else {
+            return Ok(None);
+        };
+        let mut lines = vec![];
+        if !pod.is_empty() {
+            lines.push(format!(
+                "pod {pod}: {reason}{}",
+                if message.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {message}")
+                }
+            ));
+            let events: Api<KubeEvent> = Api::namespaced(self.client.clone(), &self.kenv.namespace);
+            let lp = ListParams::default().fields(&format!("involvedObject.name={pod}"));
+            if let Ok(list) = events.list(&lp).await {
+                for e in list
+                    .items
+                    .iter()
+                    .filter(|e| e.type_.as_deref() == Some("Warning"))
+                    .rev()
+                    .take(5)
+                {
+                    lines.push(format!(
+                        "event {}: {}",
+                        e.reason.clone().unwrap_or_default(),
+                        e.message.clone().unwrap_or_default()
+                    ));
+                }
+            }
+        }
+        let logs = if pod.is_empty() || reason == "Unschedulable" || reason.contains("Image") {
+            vec![]
+        } else {
+            let params = LogParams {
+                tail_lines: Some(20),
+                ..Default::default()
+            };
+            match self.pods().logs(&pod, &params).await {
+                Ok(text) if !text.trim().is_empty() => text.lines().map(str::to_string).collect(),
+                _ => {
+                    let params = LogParams {
+                        tail_lines: Some(20),
+                        previous: true,
+                        ..Default::default()
+                    };
+                    self.pods()
+                        .logs(&pod, &params)
+                        .await
+                        .map(|t| t.lines().map(str::to_string).collect())
+                        .unwrap_or_default()
+                }
+            }
+        };
+        Ok(Some(Failure {
+            reason,
+            message: lines.join("; "),
+            logs,
+        }))
+    }
+
+    /// Replica counts for a split: nearest integer, at least one pod per side.
+    pub fn split(total: u32, candidate_weight: u32) -> (u32, u32) {
+        let total = total.max(1);
+        let ideal = ((total * candidate_weight) as f64 / 100.0).round() as u32;
+        let candidate = ideal.clamp(1, (total - 1).max(1));
+        (candidate, total.saturating_sub(candidate).max(1))
+    }
+
+    async fn scale_to(
+        &self,
+        service: &str,
+        revision: &Revision,
+        replicas: u32,
+    ) -> anyhow::Result<()> {
+        self.scale(service, revision, replicas).await
+    }
+
+    /// Removes the preview Service (only when it points at `revision`, if given).
+    async fn drop_preview(&self, service: &str, revision: Option<&str>) -> anyhow::Result<()> {
+        let services: Api<Service> = Api::namespaced(self.client.clone(), &self.kenv.namespace);
+        let name = format!("{service}-preview");
+        if let Some(s) = services.get_opt(&name).await? {
+            let selects = s
+                .spec
+                .and_then(|s| s.selector)
+                .and_then(|s| s.get(render::REVISION).cloned());
+            if revision.is_none() || selects.as_deref() == revision {
+                delete_ok(services.delete(&name, &DeleteParams::default()).await)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn delete_ok<T>(r: Result<T, kube::Error>) -> anyhow::Result<()> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) if is_status(&e, 404) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn prometheus_for(analysis: &AnalysisPlan) -> Option<AnalysisPlan> {
+    analysis.address.as_ref()?;
+    let selector = r#"service="{{service}}",version="{{version}}""#;
+    let query = match analysis.metric {
+        Metric::ErrorRate => format!(
+            r#"sum(rate(http_requests_total{{{selector},status=~"5.."}}[1m])) / sum(rate(http_requests_total{{{selector}}}[1m]))"#
+        ),
+        Metric::LatencyP50 | Metric::LatencyP95 | Metric::LatencyP99 => {
+            let q = match analysis.metric {
+                Metric::LatencyP50 => "0.5",
+                Metric::LatencyP95 => "0.95",
+                _ => "0.99",
+            };
+            format!(
+                r#"histogram_quantile({q}, sum by (le) (rate(http_request_duration_seconds_bucket{{{selector}}}[1m])))"#
+            )
+        }
+        _ => return None,
+    };
+    let mut plan = analysis.clone();
+    plan.query = Some(query);
+    Some(plan)
+}
+
+impl Platform for KubePlatform {
+    async fn scale(&self, service: &str, revision: &Revision, replicas: u32) -> anyhow::Result<()> {
+        match self.find(service, &revision.id).await? {
+            Some(d) => {
+                if d.spec.replicas == Some(replicas as i32) {
+                    return Ok(());
+                }
+                let name = d.metadata.name.clone().unwrap_or_default();
+                self.run(service, &name, revision, replicas, DEFAULT_ROLLING)
+                    .await
+            }
+            None if replicas == 0 => Ok(()),
+            None => {
+                let name = self.free_name(service, revision).await?;
+                self.run(service, &name, revision, replicas, DEFAULT_ROLLING)
+                    .await
+            }
+        }
+    }
+
+    async fn status(&self, service: &str, revision: &Revision) -> anyhow::Result<RevisionStatus> {
+        let Some(d) = self.find(service, &revision.id).await? else {
+            return Ok(RevisionStatus::default());
+        };
+        let desired = d.spec.replicas.unwrap_or(1).max(0) as u32;
+        let st = d.status.clone().unwrap_or_default();
+        let observed = st.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0);
+        let n = |v: Option<i32>| v.unwrap_or(0).max(0) as u32;
+        let ready = if observed {
+            n(st.updated_replicas).min(n(st.available_replicas))
+        } else {
+            0
+        };
+        let failure = if ready < desired {
+            self.failure(service, revision, &d).await?
+        } else {
+            None
+        };
+        Ok(RevisionStatus {
+            desired,
+            current: n(st.replicas),
+            ready,
+            failure,
+        })
+    }
+
+    async fn set_traffic(
+        &self,
+        service: &str,
+        weights: &Weights,
+        revisions: &[&Revision],
+    ) -> anyhow::Result<()> {
+        let weight = |r: &Revision| weights.get(&r.id).copied().unwrap_or(0);
+        let full = revisions.iter().find(|r| weight(r) >= 100).copied();
+        if self.public(service) {
+            // Gateway: a Service per revision and weighted backends.
+            let mut backends = vec![];
+            for r in revisions {
+                if weight(r) > 0 || revisions.len() == 1 {
+                    self.set_selector(service, &format!("{service}-{}", r.id), Some(&r.id))
+                        .await?;
+                    backends.push((format!("{service}-{}", r.id), weight(r)));
+                }
+            }
+            self.set_route(service, &backends).await?;
+            if let Some(main) = revisions.iter().max_by_key(|r| weight(r)) {
+                if self.find(service, &main.id).await?.is_some() {
+                    self.set_selector(service, service, Some(&main.id)).await?;
+                }
+            }
+            return Ok(());
+        }
+        match full {
+            Some(r) => {
+                match self.find(service, &r.id).await? {
+                    Some(d) => {
+                        // Scale up before it gets the traffic (after a canary split).
+                        if d.spec.replicas.unwrap_or(0) < r.replicas as i32 {
+                            self.scale_to(service, r, r.replicas).await?;
+                        }
+                        self.set_selector(service, service, Some(&r.id)).await?;
+                    }
+                    None => {
+                        // A native rolling update being aborted: roll the Deployment back.
+                        let mut rolled = None;
+                        for other in revisions.iter().filter(|o| o.id != r.id) {
+                            if let Some(d) = self.find(service, &other.id).await? {
+                                rolled = Some(d);
+                                break;
+                            }
+                        }
+                        let d = rolled.ok_or_else(|| {
+                            anyhow::anyhow!(
+                                "no Deployment of `{service}` runs {} or can be rolled back to it",
+                                r.label()
+                            )
+                        })?;
+                        let name = d.metadata.name.clone().unwrap_or_default();
+                        self.set_selector(service, service, None).await?;
+                        self.run(service, &name, r, r.replicas, DEFAULT_ROLLING)
+                            .await?;
+                    }
+                }
+                // A candidate without traffic yet is reachable as `<svc>-preview`.
+                match revisions.first() {
+                    Some(c)
+                        if c.id != r.id
+                            && weight(c) == 0
+                            && self.find(service, &c.id).await?.is_some() =>
+                    {
+                        self.set_selector(service, &format!("{service}-preview"), Some(&c.id))
+                            .await?;
+                    }
+                    _ => self.drop_preview(service, None).await?,
+                }
+            }
+            None => {
+                // Replica ratio: every pod of the service behind the Service.
+                let (first, rest) = revisions
+                    .split_first()
+                    .ok_or_else(|| anyhow::anyhow!("no revision to route to"))?;
+                let total = revisions.iter().map(|r| r.replicas).max().unwrap_or(1);
+                let (c, s) = Self::split(total, weight(first));
+                let mut plan: Vec<(&Revision, u32)> = vec![(first, c)];
+                if let Some(second) = rest.first() {
+                    plan.push((second, s));
+                }
+                let current = |r: &Revision| {
+                    let r = r.id.clone();
+                    async move {
+                        self.find(service, &r)
+                            .await
+                            .map(|d| d.and_then(|d| d.spec.replicas).unwrap_or(0) as u32)
+                    }
+                };
+                // Scale up first, switch the selector, then scale down.
+                let mut downs = vec![];
+                for (r, n) in &plan {
+                    if current(r).await? < *n {
+                        self.scale_to(service, r, *n).await?;
+                    } else {
+                        downs.push((*r, *n));
+                    }
+                }
+                self.set_selector(service, service, None).await?;
+                for (r, n) in downs {
+                    self.scale_to(service, r, n).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn snapshot(
+        &self,
+        _service: &str,
+        _revision: &Revision,
+    ) -> anyhow::Result<serde_json::Value> {
+        Ok(json!({}))
+    }
+
+    async fn measure(
+        &self,
+        service: &str,
+        revision: &Revision,
+        analysis: &AnalysisPlan,
+        _baseline: &serde_json::Value,
+    ) -> anyhow::Result<(Measurement, serde_json::Value)> {
+        let m = match analysis.metric {
+            Metric::Http => crate::rollout::analysis::http_check(analysis).await,
+            Metric::Prometheus => crate::rollout::analysis::prometheus_query(analysis, service, &revision.version).await,
+            _ => match prometheus_for(analysis) {
+                Some(plan) => crate::rollout::analysis::prometheus_query(&plan, service, &revision.version).await,
+                None => Measurement::Inconclusive {
+                    detail: format!(
+                        "analysis `{}` measures router metrics, which Kubernetes has no router for; give it an `address` (Prometheus) to measure it there",
+                        analysis.name
+                    ),
+                },
+            },
+        };
+        Ok((m, json!({})))
+    }
+
+    async fn remove(&self, service: &str, revision: &Revision) -> anyhow::Result<()> {
+        if let Some(d) = self.find(service, &revision.id).await? {
+            let name = d.metadata.name.clone().unwrap_or_default();
+            delete_ok(
+                self.deployments()
+                    .delete(&name, &DeleteParams::background())
+                    .await,
+            )?;
+        }
+        // The ConfigMap may be shared with a revision that has the same environment.
+        let cm_name = render::config_map_name(service, revision);
+        let used = self.service_deployments(service).await?.iter().any(|d| {
+            d.spec.template.spec.as_ref().is_some_and(|p| {
+                p.containers.iter().any(|c| {
+                    c.env_from
+                        .iter()
+                        .flatten()
+                        .any(|e| e.config_map_ref.as_ref().is_some_and(|r| r.name == cm_name))
+                })
+            })
+        });
+        if !used {
+            let cms: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.kenv.namespace);
+            delete_ok(cms.delete(&cm_name, &DeleteParams::default()).await)?;
+        }
+        if self.public(service) {
+            let services: Api<Service> = Api::namespaced(self.client.clone(), &self.kenv.namespace);
+            delete_ok(
+                services
+                    .delete(
+                        &format!("{service}-{}", revision.id),
+                        &DeleteParams::default(),
+                    )
+                    .await,
+            )?;
+        }
+        self.drop_preview(service, Some(&revision.id)).await
+    }
+
+    fn native_rolling(&self) -> bool {
+        true
+    }
+
+    async fn roll(
+        &self,
+        service: &str,
+        from: &Revision,
+        to: &Revision,
+        max_surge: u32,
+        max_unavailable: u32,
+    ) -> anyhow::Result<()> {
+        if self.find(service, &to.id).await?.is_some() {
+            return Ok(());
+        }
+        let name = match self.find(service, &from.id).await? {
+            Some(d) => d.metadata.name.clone().unwrap_or_default(),
+            None => self.free_name(service, to).await?,
+        };
+        // During the update both revisions serve.
+        self.set_selector(service, service, None).await?;
+        if self.public(service) {
+            self.set_route(service, &[(service.to_string(), 100)])
+                .await?;
+        }
+        self.run(
+            service,
+            &name,
+            to,
+            to.replicas,
+            RollingParams {
+                max_surge,
+                max_unavailable,
+            },
+        )
+        .await
+    }
+}
+
+/// The revision each service runs now, from the live Deployments (for `diff`).
+pub async fn live_images(platform: &KubePlatform) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for service in platform.manifest.services.keys() {
+        if let Some(d) = platform
+            .service_deployments(service)
+            .await?
+            .into_iter()
+            .next()
+        {
+            if let Some(image) = d
+                .spec
+                .template
+                .spec
+                .and_then(|p| p.containers.into_iter().next())
+                .and_then(|c| c.image)
+            {
+                out.insert(service.clone(), image);
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,379 @@
+//! Rollout state in the cluster, so that any machine can `status`, `resume`, `promote` or
+//! `abort` a rollout and two CI jobs cannot drive the same one.
+//!
+//! * ConfigMap `dronectl-rollout-<svc>`: data keys `state` (the current rollout) and
+//!   `record` (stable revision, history, retired revisions), written by the lock holder.
+//! * ConfigMap `dronectl-requests-<svc>`: one data key per posted request
+//!   (`r-<ms>-<nonce>`), added with a merge patch (atomic on the server) and taken with
+//!   resourceVersion-checked updates, so a promote posted while the driver takes earlier
+//!   requests is never lost.
+//! * Lease `dronectl-<svc>` (coordination.k8s.io/v1): holder identity, renewed every few
+//!   seconds while held; a held, unexpired lease refuses a second driver with
+//!   [`LockHeld`]; an expired one (its holder died) is taken over.
+//!
+//! [`StateStore`] is synchronous (the engine calls it between awaits), so these calls run on
+//! the current multi-threaded tokio runtime through `block_in_place`.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+
+use crate::rollout::state::{LockHeld, Request, RolloutState, ServiceRecord, StateStore};
+
+/// How long a lease lasts without renewal.
+pub const LEASE_SECONDS: i32 = 15;
+/// How often a held lease is renewed.
+pub const RENEW_EVERY: Duration = Duration::from_secs(5);
+
+/// Runs a future to completion from synchronous code inside a multi-threaded runtime.
+///
+/// The future runs on a helper thread: blocking on it on the calling thread would consume
+/// that thread's wake-ups, which belong to the future that thread is already running (with
+/// several rollouts driven concurrently in one task, one of them would never be woken).
+pub(crate) fn block<F>(f: F) -> F::Output
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::block_in_place(|| {
+        std::thread::scope(|s| {
+            s.spawn(|| handle.block_on(f))
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    })
+}
+
+pub(crate) fn is_status(e: &kube::Error, code: u16) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == code)
+}
+
+fn nonce() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{:x}{:x}{n:x}", std::process::id(), t)
+}
+
+/// Rollout state of one app's environment in one namespace.
+#[derive(Clone)]
+pub struct KubeStore {
+    client: Client,
+    namespace: String,
+    app: String,
+}
+
+/// A held lease; dropping it stops the renewal and releases the lease.
+pub struct KubeLock {
+    renew: tokio::task::JoinHandle<()>,
+    leases: Api<Lease>,
+    name: String,
+    holder: String,
+}
+
+impl Drop for KubeLock {
+    fn drop(&mut self) {
+        self.renew.abort();
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let (leases, name, holder) = (self.leases.clone(), self.name.clone(), self.holder.clone());
+        let _ = block(async move {
+            let Ok(mut lease) = leases.get(&name).await else {
+                return;
+            };
+            let spec = lease.spec.get_or_insert_with(Default::default);
+            if spec.holder_identity.as_deref() == Some(holder.as_str()) {
+                spec.holder_identity = None;
+                spec.renew_time = None;
+                let _ = leases.replace(&name, &PostParams::default(), &lease).await;
+            }
+        });
+    }
+}
+
+fn now_micro() -> MicroTime {
+    MicroTime(Timestamp::now())
+}
+
+fn expired(spec: &LeaseSpec) -> bool {
+    let Some(holder) = &spec.holder_identity else {
+        return true;
+    };
+    if holder.is_empty() {
+        return true;
+    }
+    let Some(renewed) = &spec.renew_time else {
+        return true;
+    };
+    let duration = spec.lease_duration_seconds.unwrap_or(LEASE_SECONDS) as i64;
+    Timestamp::now().as_second() > renewed.0.as_second() + duration
+}
+
+impl KubeStore {
+    pub fn new(client: Client, namespace: &str, app: &str) -> KubeStore {
+        KubeStore {
+            client,
+            namespace: namespace.into(),
+            app: app.into(),
+        }
+    }
+
+    fn config_maps(&self) -> Api<ConfigMap> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    fn leases(&self) -> Api<Lease> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    fn labels(&self, service: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (super::render::NAME.to_string(), service.to_string()),
+            (super::render::PART_OF.to_string(), self.app.clone()),
+            (
+                super::render::MANAGED_BY.to_string(),
+                "dronectl".to_string(),
+            ),
+            (
+                super::render::COMPONENT.to_string(),
+                "rollout-state".to_string(),
+            ),
+        ])
+    }
+
+    fn state_name(service: &str) -> String {
+        format!("dronectl-rollout-{service}")
+    }
+
+    fn requests_name(service: &str) -> String {
+        format!("dronectl-requests-{service}")
+    }
+
+    async fn read_key(&self, name: &str, key: &str) -> anyhow::Result<Option<String>> {
+        match self.config_maps().get_opt(name).await? {
+            Some(cm) => Ok(cm.data.and_then(|mut d| d.remove(key))),
+            None => Ok(None),
+        }
+    }
+
+    /// Sets one data key, creating the ConfigMap when it does not exist yet.
+    async fn write_key(
+        &self,
+        service: &str,
+        name: &str,
+        key: &str,
+        value: String,
+    ) -> anyhow::Result<()> {
+        let api = self.config_maps();
+        let patch = serde_json::json!({ "data": { key: value.clone() } });
+        loop {
+            match api
+                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if is_status(&e, 404) => {
+                    let cm = ConfigMap {
+                        metadata: ObjectMeta {
+                            name: Some(name.into()),
+                            labels: Some(self.labels(service)),
+                            ..Default::default()
+                        },
+                        data: Some(BTreeMap::from([(key.to_string(), value.clone())])),
+                        ..Default::default()
+                    };
+                    match api.create(&PostParams::default(), &cm).await {
+                        Ok(_) => return Ok(()),
+                        Err(e) if is_status(&e, 409) => continue,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    async fn lock_async(&self, service: &str, holder: &str) -> anyhow::Result<KubeLock> {
+        let leases = self.leases();
+        let name = format!("dronectl-{service}");
+        // Unique per lock: two drivers in one process are two holders.
+        let holder = format!("{holder} [{}]", nonce());
+        let held = |h: Option<String>| -> anyhow::Error {
+            LockHeld {
+                service: service.to_string(),
+                holder: h.unwrap_or_else(|| "another process".into()),
+            }
+            .into()
+        };
+        let spec = LeaseSpec {
+            holder_identity: Some(holder.clone()),
+            lease_duration_seconds: Some(LEASE_SECONDS),
+            acquire_time: Some(now_micro()),
+            renew_time: Some(now_micro()),
+            ..Default::default()
+        };
+        match leases.get_opt(&name).await? {
+            None => {
+                let lease = Lease {
+                    metadata: ObjectMeta {
+                        name: Some(name.clone()),
+                        labels: Some(self.labels(service)),
+                        ..Default::default()
+                    },
+                    spec: Some(spec),
+                };
+                match leases.create(&PostParams::default(), &lease).await {
+                    Ok(_) => {}
+                    Err(e) if is_status(&e, 409) => {
+                        let current = leases.get_opt(&name).await?;
+                        return Err(held(
+                            current.and_then(|l| l.spec).and_then(|s| s.holder_identity),
+                        ));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Some(mut lease) => {
+                let current = lease.spec.clone().unwrap_or_default();
+                if !expired(&current) {
+                    return Err(held(current.holder_identity));
+                }
+                let transitions = current.lease_transitions.unwrap_or(0) + 1;
+                lease.spec = Some(LeaseSpec {
+                    lease_transitions: Some(transitions),
+                    ..spec
+                });
+                match leases.replace(&name, &PostParams::default(), &lease).await {
+                    Ok(_) => {}
+                    Err(e) if is_status(&e, 409) => {
+                        let current = leases.get_opt(&name).await?;
+                        return Err(held(
+                            current.and_then(|l| l.spec).and_then(|s| s.holder_identity),
+                        ));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        let renew = {
+            let (leases, name, holder) = (leases.clone(), name.clone(), holder.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(RENEW_EVERY).await;
+                    let Ok(mut lease) = leases.get(&name).await else {
+                        continue;
+                    };
+                    let spec = lease.spec.get_or_insert_with(Default::default);
+                    if spec.holder_identity.as_deref() != Some(holder.as_str()) {
+                        return;
+                    }
+                    spec.renew_time = Some(now_micro());
+                    let _ = leases.replace(&name, &PostParams::default(), &lease).await;
+                }
+            })
+        };
+        Ok(KubeLock {
+            renew,
+            leases,
+            name,
+            holder,
+        })
+    }
+
+    async fn take_async(&self, service: &str) -> anyhow::Result<Vec<Request>> {
+        let api = self.config_maps();
+        let name = Self::requests_name(service);
+        loop {
+            let Some(mut cm) = api.get_opt(&name).await? else {
+                return Ok(vec![]);
+            };
+            let data = cm.data.take().unwrap_or_default();
+            if data.is_empty() {
+                return Ok(vec![]);
+            }
+            // Replace with the resourceVersion we read: a request posted meanwhile makes
+            // this a conflict, and we read again.
+            cm.data = Some(BTreeMap::new());
+            match api.replace(&name, &PostParams::default(), &cm).await {
+                Ok(_) => {
+                    let mut entries: Vec<(String, String)> = data.into_iter().collect();
+                    entries.sort();
+                    return Ok(entries
+                        .into_iter()
+                        .filter_map(|(_, v)| serde_json::from_str(&v).ok())
+                        .collect());
+                }
+                Err(e) if is_status(&e, 409) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+impl StateStore for KubeStore {
+    type Lock = KubeLock;
+
+    fn lock(&self, service: &str, holder: &str) -> anyhow::Result<KubeLock> {
+        block(self.lock_async(service, holder))
+    }
+
+    fn load(&self, service: &str) -> anyhow::Result<Option<RolloutState>> {
+        let name = Self::state_name(service);
+        match block(self.read_key(&name, "state"))? {
+            Some(text) => Ok(Some(serde_json::from_str(&text).map_err(|e| {
+                anyhow::anyhow!("ConfigMap {name} holds damaged state: {e}")
+            })?)),
+            None => Ok(None),
+        }
+    }
+
+    fn save(&self, state: &RolloutState) -> anyhow::Result<()> {
+        let text = serde_json::to_string(state)?;
+        block(self.write_key(
+            &state.service,
+            &Self::state_name(&state.service),
+            "state",
+            text,
+        ))
+    }
+
+    fn load_record(&self, service: &str) -> anyhow::Result<ServiceRecord> {
+        let name = Self::state_name(service);
+        match block(self.read_key(&name, "record"))? {
+            Some(text) => serde_json::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("ConfigMap {name} holds a damaged record: {e}")),
+            None => Ok(ServiceRecord::default()),
+        }
+    }
+
+    fn save_record(&self, service: &str, record: &ServiceRecord) -> anyhow::Result<()> {
+        let text = serde_json::to_string(record)?;
+        block(self.write_key(service, &Self::state_name(service), "record", text))
+    }
+
+    fn post(&self, service: &str, request: Request) -> anyhow::Result<()> {
+        let key = format!("r-{:016}-{}", crate::rollout::now_ms(), nonce());
+        block(self.write_key(
+            service,
+            &Self::requests_name(service),
+            &key,
+            serde_json::to_string(&request)?,
+        ))
+    }
+
+    fn take_requests(&self, service: &str) -> anyhow::Result<Vec<Request>> {
+        block(self.take_async(service))
+    }
+}

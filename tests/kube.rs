@@ -1,0 +1,738 @@
+//! The Kubernetes target against kube-fake (a real HTTP API server with a simulated
+//! Deployment controller): rollouts through the shared engine, state and lease in the
+//! cluster, fail-fast on a crash-looping candidate, resume after a killed driver.
+//!
+//! The same scenarios run against a real cluster in `e2e_real_cluster` when
+//! `DRONECTL_E2E_KUBECONFIG` is set.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::Api;
+use kube::Client;
+use kube_fake::{Behavior, FakeCluster};
+
+use dronectl::events::Collect;
+use dronectl::k8s::{self, DeployOptions, Images, KubeEnv, KubeTarget};
+use dronectl::manifest::{LoadedManifest, StrategyKind};
+use dronectl::rollout::ops::{self, DriveReport};
+use dronectl::rollout::{LockHeld, Plan, PlanStep, Request, Revision, StateStore, Timing};
+
+const APP: &str = "tests/fixtures/kube-app";
+const SVC: &str = "delivery";
+
+fn target(client: Client, env: &str, namespace: &str) -> KubeTarget {
+    let loaded = LoadedManifest::read_valid(Path::new(APP)).unwrap();
+    let kenv = KubeEnv::from_manifest(&loaded.manifest, env, Some(namespace)).unwrap();
+    KubeTarget::with_client(loaded.manifest, kenv, client)
+}
+
+fn timing() -> Timing {
+    Timing {
+        poll: Duration::from_millis(50),
+        progress_deadline: Duration::from_secs(30),
+        abort_delay: Duration::from_millis(100),
+    }
+}
+
+fn revision(t: &KubeTarget, tag: &str) -> Revision {
+    let image = t.kenv.image(SVC, tag, None);
+    t.revision(SVC, &image, tag).unwrap()
+}
+
+fn plan(kind: StrategyKind, steps: Vec<PlanStep>) -> Plan {
+    let mut p = Plan::builtin(kind);
+    p.steps = steps;
+    p.scale_down_delay = Duration::from_secs(60);
+    p
+}
+
+async fn deploy(t: &KubeTarget, rev: Revision, plan: Plan, reporter: &Collect) -> DriveReport {
+    t.platform.prepare(SVC).await.unwrap();
+    let mut engine = t.engine(reporter, timing());
+    engine.timing = timing();
+    ops::deploy(&engine, SVC, rev, plan, Some(Duration::from_secs(60)))
+        .await
+        .unwrap()
+}
+
+async fn drive(t: &KubeTarget, request: Option<Request>, reporter: &Collect) -> DriveReport {
+    let engine = t.engine(reporter, timing());
+    match request {
+        Some(r) => ops::request(&engine, SVC, r, Some(Duration::from_secs(60)))
+            .await
+            .unwrap(),
+        None => ops::resume(&engine, SVC, Some(Duration::from_secs(60)))
+            .await
+            .unwrap(),
+    }
+}
+
+async fn selector(client: &Client, ns: &str, name: &str) -> BTreeMap<String, String> {
+    let api: Api<Service> = Api::namespaced(client.clone(), ns);
+    api.get(name).await.unwrap().spec.unwrap().selector.unwrap()
+}
+
+async fn deployments(client: &Client, ns: &str) -> Vec<Deployment> {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    api.list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|d| {
+            d.metadata
+                .name
+                .as_deref()
+                .unwrap_or_default()
+                .starts_with(SVC)
+        })
+        .collect()
+}
+
+fn image_of(d: &Deployment) -> String {
+    d.spec.template.spec.as_ref().unwrap().containers[0]
+        .image
+        .clone()
+        .unwrap()
+}
+
+async fn first(t: &KubeTarget, reporter: &Collect) -> Revision {
+    let v1 = revision(t, "1.0.0");
+    let report = deploy(
+        t,
+        v1.clone(),
+        Plan::builtin(StrategyKind::Rolling),
+        reporter,
+    )
+    .await;
+    assert_eq!(report.outcome, "completed", "{}", report.message);
+    v1
+}
+
+/// Every scenario, against any cluster (kube-fake here, a real one in the e2e suite).
+mod scenarios {
+    use super::*;
+
+    pub async fn rolling(client: Client, ns: &str) {
+        let t = target(client.clone(), "staging", ns);
+        let reporter = Collect::default();
+        let v1 = first(&t, &reporter).await;
+        let deps = deployments(&client, ns).await;
+        assert_eq!(deps.len(), 1);
+        assert_eq!(deps[0].metadata.name.as_deref(), Some(SVC));
+        assert_eq!(
+            selector(&client, ns, SVC).await.get("dronectl.io/revision"),
+            Some(&v1.id)
+        );
+
+        let v2 = revision(&t, "2.0.0");
+        let report = deploy(
+            &t,
+            v2.clone(),
+            Plan::builtin(StrategyKind::Rolling),
+            &reporter,
+        )
+        .await;
+        assert_eq!(report.outcome, "completed", "{}", report.message);
+        // Native rolling update: the same Deployment now runs v2.
+        let deps = deployments(&client, ns).await;
+        assert_eq!(deps.len(), 1, "{deps:?}");
+        assert_eq!(image_of(&deps[0]), v2.image);
+        let status = deps[0].status.clone().unwrap();
+        assert_eq!(status.updated_replicas, Some(2));
+        assert_eq!(status.replicas, Some(2));
+        assert_eq!(
+            selector(&client, ns, SVC).await.get("dronectl.io/revision"),
+            Some(&v2.id)
+        );
+        assert_eq!(t.store.load_record(SVC).unwrap().stable.unwrap().id, v2.id);
+    }
+
+    pub async fn blue_green_and_undo(client: Client, ns: &str) {
+        let t = target(client.clone(), "staging", ns);
+        let reporter = Collect::default();
+        let v1 = first(&t, &reporter).await;
+        let v2 = revision(&t, "2.0.0");
+        let report = deploy(
+            &t,
+            v2.clone(),
+            plan(StrategyKind::BlueGreen, vec![PlanStep::Weight(100)]),
+            &reporter,
+        )
+        .await;
+        assert_eq!(report.outcome, "completed", "{}", report.message);
+        let deps = deployments(&client, ns).await;
+        assert_eq!(deps.len(), 2, "the old version stays warm");
+        assert!(deps
+            .iter()
+            .any(|d| d.metadata.name.as_deref() == Some(&format!("{SVC}-{}", v2.id))));
+        assert_eq!(
+            selector(&client, ns, SVC).await.get("dronectl.io/revision"),
+            Some(&v2.id)
+        );
+
+        // Instant undo: a selector switch back to the warm Deployment.
+        let engine = t.engine(&reporter, timing());
+        let started = std::time::Instant::now();
+        let report = ops::undo(&engine, SVC, None, Some(Duration::from_secs(30)))
+            .await
+            .unwrap();
+        assert_eq!(report.outcome, "completed", "{}", report.message);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "undo took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(report.state.unwrap().plan.name, "undo (instant switch)");
+        assert_eq!(
+            selector(&client, ns, SVC).await.get("dronectl.io/revision"),
+            Some(&v1.id)
+        );
+    }
+
+    pub async fn canary(client: Client, ns: &str) {
+        let t = target(client.clone(), "staging", ns);
+        let reporter = Collect::default();
+        let v1 = first(&t, &reporter).await;
+        let v2 = revision(&t, "2.0.0");
+        let steps = vec![PlanStep::Weight(50), PlanStep::Pause(None)];
+        let report = deploy(&t, v2.clone(), plan(StrategyKind::Canary, steps), &reporter).await;
+        assert_eq!(report.outcome, "paused", "{}", report.message);
+        // Replica ratio: 50% of 2 replicas = one pod each, all behind the Service.
+        let deps = deployments(&client, ns).await;
+        let replicas = |id: &str| {
+            deps.iter()
+                .find(|d| {
+                    d.metadata
+                        .labels
+                        .as_ref()
+                        .unwrap()
+                        .get("dronectl.io/revision")
+                        .map(String::as_str)
+                        == Some(id)
+                })
+                .and_then(|d| d.spec.replicas)
+        };
+        assert_eq!(replicas(&v1.id), Some(1));
+        assert_eq!(replicas(&v2.id), Some(1));
+        assert!(!selector(&client, ns, SVC)
+            .await
+            .contains_key("dronectl.io/revision"));
+
+        let status = ops::status(&t.platform, &t.store, SVC).await.unwrap();
+        assert_eq!(status.candidate.unwrap().weight, 50);
+
+        let report = drive(&t, Some(Request::Promote), &reporter).await;
+        assert_eq!(report.outcome, "completed", "{}", report.message);
+        assert_eq!(
+            selector(&client, ns, SVC).await.get("dronectl.io/revision"),
+            Some(&v2.id)
+        );
+        let deps = deployments(&client, ns).await;
+        let v2_dep = deps.iter().find(|d| image_of(d) == v2.image).unwrap();
+        assert_eq!(
+            v2_dep.spec.replicas,
+            Some(2),
+            "the candidate is scaled up before it takes all traffic"
+        );
+    }
+
+    pub async fn abort(client: Client, ns: &str) {
+        let t = target(client.clone(), "staging", ns);
+        let reporter = Collect::default();
+        let v1 = first(&t, &reporter).await;
+        let v2 = revision(&t, "2.0.0");
+        let steps = vec![PlanStep::Weight(50), PlanStep::Pause(None)];
+        let report = deploy(&t, v2.clone(), plan(StrategyKind::Canary, steps), &reporter).await;
+        assert_eq!(report.outcome, "paused");
+        // Posted by "another machine": a fresh store over the same cluster.
+        let other = target(client.clone(), "staging", ns);
+        let report = drive(&other, Some(Request::Abort), &reporter).await;
+        assert_eq!(report.outcome, "aborted", "{}", report.message);
+        assert_eq!(
+            selector(&client, ns, SVC).await.get("dronectl.io/revision"),
+            Some(&v1.id)
+        );
+        let deps = deployments(&client, ns).await;
+        assert_eq!(
+            deps.len(),
+            1,
+            "the candidate is removed after the abort delay"
+        );
+        assert_eq!(image_of(&deps[0]), v1.image);
+        assert_eq!(
+            deps[0].spec.replicas,
+            Some(2),
+            "stable is back to full size"
+        );
+    }
+
+    pub async fn resume_after_kill(client: Client, ns: &str) {
+        let t = target(client.clone(), "staging", ns);
+        let reporter = Collect::default();
+        first(&t, &reporter).await;
+        let v2 = revision(&t, "2.0.0");
+        let steps = vec![
+            PlanStep::Weight(50),
+            PlanStep::Pause(Some(Duration::from_secs(2))),
+            PlanStep::Weight(100),
+        ];
+        t.platform.prepare(SVC).await.unwrap();
+        // The driver dies mid-rollout (its future is dropped during the timed pause).
+        {
+            let engine = t.engine(&reporter, timing());
+            let killed = tokio::time::timeout(
+                Duration::from_millis(1500),
+                ops::deploy(
+                    &engine,
+                    SVC,
+                    v2.clone(),
+                    plan(StrategyKind::Canary, steps),
+                    None,
+                ),
+            )
+            .await;
+            assert!(killed.is_err(), "the driver was still running");
+        }
+        // Another machine sees where it stopped, and finishes the job.
+        let fresh = target(client.clone(), "staging", ns);
+        let status = ops::status(&fresh.platform, &fresh.store, SVC)
+            .await
+            .unwrap();
+        assert!(
+            status
+                .rollout
+                .as_ref()
+                .is_some_and(|r| !r.phase.is_terminal()),
+            "{}",
+            status.phase
+        );
+        let report = drive(&fresh, None, &reporter).await;
+        assert_eq!(report.outcome, "completed", "{}", report.message);
+        assert_eq!(
+            selector(&client, ns, SVC).await.get("dronectl.io/revision"),
+            Some(&v2.id)
+        );
+    }
+
+    pub async fn lease(client: Client, ns: &str) {
+        let a = target(client.clone(), "staging", ns);
+        let b = target(client.clone(), "staging", ns);
+        let reporter = Collect::default();
+        let held = a.store.lock(SVC, "ci job 1").unwrap();
+        a.platform.prepare(SVC).await.unwrap();
+        let engine = b.engine(&reporter, timing());
+        let err = ops::deploy(
+            &engine,
+            SVC,
+            revision(&b, "1.0.0"),
+            Plan::builtin(StrategyKind::Rolling),
+            None,
+        )
+        .await
+        .unwrap_err();
+        let held_err = err.downcast_ref::<LockHeld>().expect("LockHeld");
+        assert!(held_err.holder.contains("ci job 1"), "{err}");
+        assert!(
+            ops::status(&b.platform, &b.store, SVC)
+                .await
+                .unwrap()
+                .driven
+        );
+        drop(held);
+        assert!(
+            b.store.lock(SVC, "ci job 2").is_ok(),
+            "a released lease can be taken"
+        );
+    }
+}
+
+async fn fake() -> FakeCluster {
+    let cluster = FakeCluster::start().await;
+    cluster.set_tick(Duration::from_millis(20));
+    cluster
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_update_uses_the_deployment_strategy() {
+    let c = fake().await;
+    scenarios::rolling(c.kube_client(), "default").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blue_green_switches_and_undo_is_instant() {
+    let c = fake().await;
+    scenarios::blue_green_and_undo(c.kube_client(), "default").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_by_replica_ratio_then_promote() {
+    let c = fake().await;
+    scenarios::canary(c.kube_client(), "default").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_from_another_machine_rolls_back() {
+    let c = fake().await;
+    scenarios::abort(c.kube_client(), "default").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_driver_is_resumed_from_cluster_state() {
+    let c = fake().await;
+    scenarios::resume_after_kill(c.kube_client(), "default").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_driver_is_refused_by_the_lease() {
+    let c = fake().await;
+    scenarios::lease(c.kube_client(), "default").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_lease_is_taken_over() {
+    let c = fake().await;
+    let t = target(c.kube_client(), "staging", "default");
+    c.create_json(serde_json::json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "dronectl-delivery", "namespace": "default"},
+        "spec": {"holderIdentity": "dead dronectl", "leaseDurationSeconds": 15, "renewTime": "2020-01-01T00:00:00.000000Z"}
+    }))
+    .unwrap();
+    let _lock = t.store.lock(SVC, "new driver").unwrap();
+    let lease = c
+        .get_json(
+            "coordination.k8s.io",
+            "v1",
+            "leases",
+            "default",
+            "dronectl-delivery",
+        )
+        .unwrap();
+    assert!(
+        lease["spec"]["holderIdentity"]
+            .as_str()
+            .unwrap()
+            .starts_with("new driver"),
+        "{lease}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_looping_candidate_fails_fast_with_logs() {
+    let c = fake().await;
+    c.set_image_behavior(
+        "delivery:bad",
+        Behavior::CrashLoop {
+            exit_code: 1,
+            logs: vec!["starting".into(), "panicked: boom".into()],
+        },
+    );
+    let client = c.kube_client();
+    let t = target(client.clone(), "staging", "default");
+    let reporter = Collect::default();
+    let v1 = first(&t, &reporter).await;
+    let started = std::time::Instant::now();
+    let report = deploy(
+        &t,
+        revision(&t, "bad"),
+        Plan::builtin(StrategyKind::Rolling),
+        &reporter,
+    )
+    .await;
+    assert_eq!(report.outcome, "failed", "{}", report.message);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    let state = report.state.unwrap();
+    let dronectl::rollout::Phase::Failed { failure } = state.phase else {
+        panic!("{:?}", state.phase)
+    };
+    assert_eq!(failure.reason, "CrashLoopBackOff");
+    assert!(
+        failure.logs.iter().any(|l| l.contains("boom")),
+        "{failure:?}"
+    );
+    assert!(
+        failure.message.contains("BackOff"),
+        "pod events are reported: {failure:?}"
+    );
+    // Rolled back in place: the Deployment runs v1 again, with all its replicas.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let deps = deployments(&client, "default").await;
+    assert_eq!(deps.len(), 1);
+    assert_eq!(image_of(&deps[0]), v1.image);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_pull_failure_fails_fast() {
+    let c = fake().await;
+    c.set_image_behavior("delivery:missing", Behavior::ImagePullBackOff);
+    let t = target(c.kube_client(), "staging", "default");
+    let reporter = Collect::default();
+    first(&t, &reporter).await;
+    let steps = vec![PlanStep::Weight(100)];
+    let report = deploy(
+        &t,
+        revision(&t, "missing"),
+        plan(StrategyKind::BlueGreen, steps),
+        &reporter,
+    )
+    .await;
+    assert_eq!(report.outcome, "failed", "{}", report.message);
+    assert!(
+        report.message.contains("ImagePullBackOff") || report.message.contains("ErrImagePull"),
+        "{}",
+        report.message
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_canary_sets_httproute_weights() {
+    let c = fake().await;
+    c.register_resource(kube_fake::ResourceType::new(
+        "gateway.networking.k8s.io",
+        "v1",
+        "httproutes",
+        "HTTPRoute",
+        true,
+    ));
+    let t = target(c.kube_client(), "production", "default");
+    let reporter = Collect::default();
+    first(&t, &reporter).await;
+    let v2 = revision(&t, "2.0.0");
+    let report = deploy(
+        &t,
+        v2.clone(),
+        plan(
+            StrategyKind::Canary,
+            vec![PlanStep::Weight(30), PlanStep::Pause(None)],
+        ),
+        &reporter,
+    )
+    .await;
+    assert_eq!(report.outcome, "paused", "{}", report.message);
+    let route = c
+        .get_json(
+            "gateway.networking.k8s.io",
+            "v1",
+            "httproutes",
+            "default",
+            SVC,
+        )
+        .unwrap();
+    let backends = route["spec"]["rules"][0]["backendRefs"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let weight = |name: String| {
+        backends
+            .iter()
+            .find(|b| b["name"] == name.as_str())
+            .map(|b| b["weight"].as_u64().unwrap())
+    };
+    assert_eq!(weight(format!("{SVC}-{}", v2.id)), Some(30), "{route}");
+    assert_eq!(
+        backends
+            .iter()
+            .map(|b| b["weight"].as_u64().unwrap())
+            .sum::<u64>(),
+        100,
+        "{route}"
+    );
+    let report = drive(&t, Some(Request::Promote), &reporter).await;
+    assert_eq!(report.outcome, "completed", "{}", report.message);
+    let route = c
+        .get_json(
+            "gateway.networking.k8s.io",
+            "v1",
+            "httproutes",
+            "default",
+            SVC,
+        )
+        .unwrap();
+    assert_eq!(
+        route["spec"]["rules"][0]["backendRefs"][0]["name"],
+        format!("{SVC}-{}", v2.id),
+        "{route}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_app_deploy_in_dependency_order() {
+    let c = fake().await;
+    let t = target(c.kube_client(), "staging", "default");
+    let reporter = Collect::default();
+    let opts = DeployOptions {
+        services: vec![],
+        images: Images {
+            tag: Some("1.0.0".into()),
+            ..Default::default()
+        },
+        kind: Some(StrategyKind::Rolling),
+        strategy: None,
+        timing: timing(),
+        timeout: Some(Duration::from_secs(60)),
+        dry_run: None,
+    };
+    let outcome = match tokio::time::timeout(
+        Duration::from_secs(60),
+        k8s::deploy(&t, &opts, &reporter),
+    )
+    .await
+    {
+        Ok(o) => o.unwrap(),
+        Err(_) => panic!("deploy hangs; events: {:#?}", reporter.0.lock().unwrap()),
+    };
+    assert_eq!(outcome.infrastructure, vec!["redis"]);
+    assert_eq!(outcome.services.len(), 9);
+    assert!(
+        outcome.services.iter().all(|r| r.outcome == "completed"),
+        "{:?}",
+        outcome
+            .services
+            .iter()
+            .map(|r| (&r.service, &r.outcome, &r.message))
+            .collect::<Vec<_>>()
+    );
+    // workflow depends on delivery (and more): it comes after them.
+    let pos = |s: &str| {
+        outcome
+            .services
+            .iter()
+            .position(|r| r.service == s)
+            .unwrap()
+    };
+    assert!(pos("workflow") > pos("delivery"));
+    assert!(pos("supervisor") > pos("dronescheduler"));
+    assert!(c
+        .get_json("apps", "v1", "statefulsets", "default", "redis")
+        .is_some());
+    assert!(c
+        .get_json(
+            "networking.k8s.io",
+            "v1",
+            "networkpolicies",
+            "default",
+            "drone-delivery-default-deny"
+        )
+        .is_some());
+
+    // Deploying the same again changes nothing.
+    let again = k8s::deploy(&t, &opts, &reporter).await.unwrap();
+    assert!(again.services.iter().all(|r| r.outcome == "unchanged"));
+
+    // diff: nothing to change for the same tag, a change for a new one.
+    let diffs = k8s::diff(
+        &t,
+        &["delivery".to_string()],
+        &Images {
+            tag: Some("1.0.0".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let changed: Vec<_> = diffs
+        .iter()
+        .filter(|d| d.change != "unchanged")
+        .map(|d| format!("{}/{}\n{}", d.kind, d.name, d.diff))
+        .collect();
+    assert!(changed.is_empty(), "{changed:#?}");
+    let diffs = k8s::diff(
+        &t,
+        &["delivery".to_string()],
+        &Images {
+            tag: Some("2.0.0".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let deployment = diffs.iter().find(|d| d.kind == "Deployment").unwrap();
+    assert_eq!(deployment.change, "update");
+    assert!(
+        deployment
+            .diff
+            .contains("+        image: registry.example.com/drone/drone-delivery/delivery:2.0.0"),
+        "{}",
+        deployment.diff
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_side_apply_conflicts_are_reported() {
+    let c = fake().await;
+    let client = c.kube_client();
+    let t = target(client.clone(), "staging", "default");
+    t.platform.prepare(SVC).await.unwrap();
+    // Someone else takes the PDB's maxUnavailable.
+    let api: Api<k8s_openapi::api::policy::v1::PodDisruptionBudget> =
+        Api::namespaced(client, "default");
+    let patch = serde_json::json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": SVC}, "spec": {"maxUnavailable": 2}});
+    api.patch(
+        SVC,
+        &kube::api::PatchParams::apply("kubectl").force(),
+        &kube::api::Patch::Apply(&patch),
+    )
+    .await
+    .unwrap();
+    let err = t.platform.prepare(SVC).await.unwrap_err();
+    assert!(err.to_string().contains("--force-conflicts"), "{err}");
+    let mut forced = target(c.kube_client(), "staging", "default");
+    forced.platform.force_conflicts = true;
+    forced.platform.prepare(SVC).await.unwrap();
+}
+
+/// The same scenarios against a real cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_real_cluster() {
+    let Some(path) = std::env::var_os("DRONECTL_E2E_KUBECONFIG") else {
+        eprintln!("skipped: DRONECTL_E2E_KUBECONFIG not set");
+        return;
+    };
+    let kubeconfig = kube::config::Kubeconfig::read_from(&path).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    let client = Client::try_from(config).unwrap();
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let run = |name: &'static str| {
+        let (client, namespaces) = (client.clone(), namespaces.clone());
+        async move {
+            let ns = format!("dronectl-e2e-{name}-{}", std::process::id());
+            let object =
+                serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap();
+            namespaces
+                .create(&Default::default(), &object)
+                .await
+                .unwrap();
+            (client, ns)
+        }
+    };
+    // Real images must be pullable: DRONECTL_E2E_REGISTRY should hold drone-delivery/delivery:1.0.0 and 2.0.0.
+    let (c, ns) = run("rolling").await;
+    scenarios::rolling(c, &ns).await;
+    let (c, ns) = run("bluegreen").await;
+    scenarios::blue_green_and_undo(c, &ns).await;
+    let (c, ns) = run("canary").await;
+    scenarios::canary(c, &ns).await;
+    let (c, ns) = run("abort").await;
+    scenarios::abort(c, &ns).await;
+    let (c, ns) = run("resume").await;
+    scenarios::resume_after_kill(c, &ns).await;
+    let (c, ns) = run("lease").await;
+    scenarios::lease(c, &ns).await;
+    for name in namespaces.list(&Default::default()).await.unwrap().items {
+        let n = name.metadata.name.unwrap_or_default();
+        if n.starts_with("dronectl-e2e-") && n.ends_with(&std::process::id().to_string()) {
+            let _ = namespaces.delete(&n, &Default::default()).await;
+        }
+    }
+}

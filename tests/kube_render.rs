@@ -1,0 +1,260 @@
+//! `dronectl render`: snapshots of the reference app's Kubernetes objects, round trips
+//! through the k8s-openapi types, and the properties every pod must have.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use dronectl::k8s::render::{self, Object};
+use dronectl::k8s::{Images, KubeEnv, RollingParams};
+use dronectl::manifest::{LoadedManifest, Manifest};
+
+const APP: &str = "tests/fixtures/kube-app";
+
+fn manifest() -> Manifest {
+    LoadedManifest::read_valid(Path::new(APP)).unwrap().manifest
+}
+
+fn objects(env: &str, services: &[String]) -> Vec<Object> {
+    let m = manifest();
+    let kenv = KubeEnv::from_manifest(&m, env, None).unwrap();
+    let images = Images {
+        tag: Some("1.4.0-abc1234".into()),
+        ..Default::default()
+    };
+    let revisions = images.revisions(&kenv, &m, services).unwrap();
+    render::render_app(
+        &kenv,
+        &m,
+        services,
+        &revisions,
+        RollingParams {
+            max_surge: 1,
+            max_unavailable: 0,
+        },
+    )
+}
+
+#[test]
+fn reference_app_staging() {
+    let yaml = render::to_yaml(&objects("staging", &[])).unwrap();
+    insta::assert_snapshot!("reference_app_staging", yaml);
+}
+
+#[test]
+fn reference_app_with_a_gateway() {
+    let yaml = render::to_yaml(&objects("production", &["ingestion".to_string()])).unwrap();
+    insta::assert_snapshot!("ingestion_production_gateway", yaml);
+}
+
+#[test]
+fn every_object_round_trips_through_the_typed_structs() {
+    for env in ["staging", "production"] {
+        for o in objects(env, &[]) {
+            let value = o.to_value();
+            let yaml = serde_saphyr::to_string(&value).unwrap();
+            let back: serde_json::Value = serde_saphyr::from_str(&yaml).unwrap();
+            let parsed = o
+                .reparse(back)
+                .unwrap_or_else(|e| panic!("{} {}: {e}", o.kind(), o.name()));
+            assert_eq!(parsed, o, "{} {}", o.kind(), o.name());
+        }
+    }
+}
+
+#[test]
+fn pods_meet_the_restricted_pod_security_standard() {
+    for o in objects("staging", &[]) {
+        let spec = match &o {
+            Object::Deployment(d) => d.spec.template.spec.clone().unwrap(),
+            Object::StatefulSet(s) => s.spec.template.spec.clone().unwrap(),
+            _ => continue,
+        };
+        let pod = spec.security_context.clone().unwrap();
+        assert_eq!(pod.run_as_non_root, Some(true));
+        assert_eq!(pod.run_as_user, Some(65532));
+        assert_eq!(pod.seccomp_profile.unwrap().type_, "RuntimeDefault");
+        for c in &spec.containers {
+            let sc = c.security_context.clone().unwrap();
+            assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", o.name());
+            assert_eq!(sc.capabilities.unwrap().drop, Some(vec!["ALL".to_string()]));
+            assert_eq!(sc.read_only_root_filesystem, Some(true));
+            let r = c.resources.clone().unwrap();
+            assert!(r.requests.is_some() && r.limits.is_some(), "{}", o.name());
+            assert!(c.readiness_probe.is_some(), "{}", o.name());
+        }
+        if let Object::Deployment(_) = o {
+            assert!(spec.containers[0].liveness_probe.is_some());
+            assert_eq!(spec.termination_grace_period_seconds, Some(40));
+            assert!(spec.containers[0]
+                .env
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|e| e.name == "SHUTDOWN_DELAY_MS"));
+            assert_eq!(
+                spec.topology_spread_constraints.as_ref().map(Vec::len),
+                Some(2)
+            );
+        }
+    }
+}
+
+#[test]
+fn labels_dependency_urls_and_images() {
+    let objs = objects("staging", &[]);
+    for o in &objs {
+        let labels = o.meta().labels.clone().unwrap();
+        for key in [
+            "app.kubernetes.io/name",
+            "app.kubernetes.io/instance",
+            "app.kubernetes.io/component",
+            "app.kubernetes.io/part-of",
+        ] {
+            assert!(
+                labels.contains_key(key),
+                "{} {} lacks {key}",
+                o.kind(),
+                o.name()
+            );
+        }
+        assert_eq!(labels["app.kubernetes.io/managed-by"], "dronectl");
+    }
+    let cm = objs
+        .iter()
+        .find_map(|o| match o {
+            Object::ConfigMap(c)
+                if c.metadata
+                    .name
+                    .as_deref()
+                    .unwrap()
+                    .starts_with("workflow-env-") =>
+            {
+                Some(c.data.clone().unwrap())
+            }
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(cm["REDIS_URL"], "redis://redis:6379");
+    assert_eq!(cm["DELIVERY_URL"], "http://delivery:8080");
+    assert_eq!(cm["ACCOUNT_URL"], "http://account:8080");
+    let images: Vec<String> = objs
+        .iter()
+        .filter_map(|o| match o {
+            Object::Deployment(d) => d.spec.template.spec.as_ref().unwrap().containers[0]
+                .image
+                .clone(),
+            _ => None,
+        })
+        .collect();
+    assert!(images
+        .contains(&"registry.example.com/drone/drone-delivery/delivery:1.4.0-abc1234".to_string()));
+}
+
+#[test]
+fn config_changes_change_the_configmap_name() {
+    let m = manifest();
+    let kenv = KubeEnv::from_manifest(&m, "staging", None).unwrap();
+    let a = dronectl::rollout::Revision::new(
+        "img:1",
+        "1",
+        1,
+        BTreeMap::from([("A".to_string(), "1".to_string())]),
+    );
+    let b = dronectl::rollout::Revision::new(
+        "img:1",
+        "1",
+        1,
+        BTreeMap::from([("A".to_string(), "2".to_string())]),
+    );
+    let c = dronectl::rollout::Revision::new(
+        "img:2",
+        "2",
+        1,
+        BTreeMap::from([("A".to_string(), "1".to_string())]),
+    );
+    assert_ne!(
+        render::config_map_name("x", &a),
+        render::config_map_name("x", &b)
+    );
+    assert_eq!(
+        render::config_map_name("x", &a),
+        render::config_map_name("x", &c),
+        "same content, same ConfigMap"
+    );
+    let _ = kenv;
+}
+
+#[test]
+fn network_policies_admit_only_declared_callers() {
+    let objs = objects("staging", &[]);
+    let policy = |name: &str| {
+        objs.iter()
+            .find_map(|o| match o {
+                Object::NetworkPolicy(p) if p.metadata.name.as_deref() == Some(name) => {
+                    Some(p.clone())
+                }
+                _ => None,
+            })
+            .unwrap()
+    };
+    let callers = |name: &str| -> Vec<String> {
+        let p = policy(name);
+        let rules = p.spec.unwrap().ingress.unwrap_or_default();
+        rules
+            .iter()
+            .flat_map(|r| r.from.clone().unwrap_or_default())
+            .filter_map(|peer| {
+                peer.pod_selector
+                    .and_then(|s| s.match_labels)
+                    .and_then(|l| l.get("app.kubernetes.io/name").cloned())
+            })
+            .collect()
+    };
+    assert_eq!(callers("account-ingress"), vec!["workflow"]);
+    assert!(callers("thirdparty-ingress").contains(&"workflow".to_string()));
+    let mut delivery = callers("delivery-ingress");
+    delivery.sort();
+    assert_eq!(delivery, vec!["supervisor", "workflow"]);
+    // delivery has public routes: the ingress controller's namespace may reach it.
+    let p = policy("delivery-ingress");
+    assert!(p.spec.unwrap().ingress.unwrap()[0]
+        .from
+        .as_ref()
+        .unwrap()
+        .iter()
+        .any(|peer| peer.namespace_selector.is_some()));
+    // nobody declares a dependency on ingestion, but it has routes; redis admits its callers.
+    assert!(callers("redis-ingress").len() >= 6);
+    assert!(policy("drone-delivery-default-deny")
+        .spec
+        .unwrap()
+        .ingress
+        .is_none());
+}
+
+#[test]
+fn render_cli_prints_yaml() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dronectl"))
+        .args([
+            "-C", APP, "render", "--env", "staging", "--tag", "1.0.0", "delivery",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("---\n"));
+    assert!(text.contains("kind: Deployment") && text.contains("kind: Ingress"));
+    let docs = text.matches("---\n").count();
+    assert_eq!(docs, 7, "{text}");
+    // No image: a clear usage error.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dronectl"))
+        .args(["-C", APP, "render", "--env", "staging"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--artifacts"));
+}
