@@ -149,6 +149,11 @@ fn app() -> App {
 environments:
   local: {{ target: docker }}
 strategies:
+  canary:
+    type: canary
+    steps:
+      - weight: 50
+      - pause: {{ duration: 1s }}
   quick-canary:
     type: canary
     steps:
