@@ -259,6 +259,8 @@ fn set_strategy(app: &Path, steps: &str, round: u32) {
     let text = format!(
         "{head}
 strategies:
+  rolling:
+    type: rolling
   canary:
     type: canary
     steps:

@@ -736,3 +736,163 @@ async fn e2e_real_cluster() {
         }
     }
 }
+
+/// The `dronectl` binary against kube-fake through a kubeconfig: deploy, status, the
+/// pinned context, and `--dry-run=server`.
+#[test]
+fn cli_deploy_status_and_pinned_context() {
+    let cluster = FakeCluster::start_blocking();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("config");
+    cluster
+        .write_kubeconfig(&kubeconfig, "staging", "default")
+        .unwrap();
+    let other = dir.path().join("other");
+    cluster
+        .write_kubeconfig(&other, "kind-dev", "default")
+        .unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_dronectl"))
+            .env("KUBECONFIG", &kubeconfig)
+            .env("CI", "1")
+            .args(["-C", APP])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let text = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+
+    let out = run(&[
+        "deploy", "delivery", "--env", "staging", "--tag", "1.0.0", "-n", "default",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = run(&[
+        "-o", "json", "rollout", "status", "delivery", "--env", "staging", "-n", "default",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("\"phase\":\"completed\""),
+        "{}",
+        text(&out)
+    );
+
+    // The environment pins the context `staging`: another one is refused without --yes.
+    let kc = other.to_str().unwrap();
+    let out = run(&[
+        "deploy",
+        "delivery",
+        "--env",
+        "staging",
+        "--tag",
+        "1.0.0",
+        "-n",
+        "default",
+        "--kubeconfig",
+        kc,
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("pins the kubeconfig context `staging`"),
+        "{}",
+        text(&out)
+    );
+    let out = run(&[
+        "deploy",
+        "delivery",
+        "--env",
+        "staging",
+        "--tag",
+        "1.0.0",
+        "-n",
+        "default",
+        "--kubeconfig",
+        kc,
+        "--yes",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("nothing to do"), "{}", text(&out));
+
+    // A server-side dry run persists nothing.
+    let out = run(&[
+        "deploy",
+        "account",
+        "--env",
+        "staging",
+        "--tag",
+        "9.9.9",
+        "-n",
+        "default",
+        "--dry-run",
+        "server",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("kind: Deployment"), "{}", text(&out));
+    assert!(cluster
+        .get_json("apps", "v1", "deployments", "default", "account")
+        .is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_metric_analysis_without_prometheus_is_inconclusive() {
+    let c = fake().await;
+    let t = target(c.kube_client(), "staging", "default");
+    let reporter = Collect::default();
+    first(&t, &reporter).await;
+    let mut p = plan(
+        StrategyKind::Canary,
+        vec![
+            PlanStep::Weight(50),
+            PlanStep::Analysis("error-rate".into()),
+        ],
+    );
+    p.analyses.insert(
+        "error-rate".into(),
+        dronectl::rollout::AnalysisPlan {
+            name: "error-rate".into(),
+            metric: dronectl::manifest::Metric::ErrorRate,
+            threshold: Some(0.01),
+            interval: Duration::from_millis(100),
+            count: 2,
+            failure_limit: 1,
+            url: None,
+            expect_status: None,
+            query: None,
+            address: None,
+        },
+    );
+    let report = deploy(&t, revision(&t, "2.0.0"), p, &reporter).await;
+    assert_eq!(report.outcome, "paused", "{}", report.message);
+    assert!(
+        report.message.contains("inconclusive") && report.message.contains("no router"),
+        "{}",
+        report.message
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unschedulable_candidate_fails_fast() {
+    let c = fake().await;
+    c.set_image_behavior("delivery:huge", Behavior::Unschedulable);
+    let t = target(c.kube_client(), "staging", "default");
+    let reporter = Collect::default();
+    first(&t, &reporter).await;
+    let report = deploy(
+        &t,
+        revision(&t, "huge"),
+        plan(StrategyKind::BlueGreen, vec![PlanStep::Weight(100)]),
+        &reporter,
+    )
+    .await;
+    assert_eq!(report.outcome, "failed", "{}", report.message);
+    assert!(
+        report.message.contains("Unschedulable"),
+        "{}",
+        report.message
+    );
+}

@@ -104,7 +104,7 @@ pub enum RolloutCommand {
     #[command(
         after_help = "Examples:\n  dronectl rollout status delivery\n  dronectl -o json rollout status delivery\n\nExit codes: 0 completed or progressing, 1 failed, 3 aborted, 5 paused."
     )]
-    Status(ServiceArg),
+    Status(StatusArgs),
     /// Continue past the current pause or inconclusive analysis (`--full`: skip every step)
     #[command(
         after_help = "Examples:\n  dronectl rollout promote delivery\n  dronectl rollout promote delivery --full"
@@ -124,6 +124,29 @@ pub enum RolloutCommand {
     /// Continue a rollout whose dronectl was stopped or timed out
     #[command(after_help = "Examples:\n  dronectl rollout resume delivery --timeout 10m")]
     Resume(DriveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The service
+    pub service: String,
+    /// Wait until the rollout ends or pauses for promotion (exit 4 after --timeout)
+    #[arg(long, env = "DRONECTL_WAIT_STATUS")]
+    pub wait: bool,
+    /// With --wait: give up after this long
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "DRONECTL_TIMEOUT",
+        requires = "wait"
+    )]
+    pub timeout: Option<manifest::Duration>,
+    /// Pin to the rollout of this revision (id or version): another revision's rollout is
+    /// an error; a revision that already is stable is done
+    #[arg(long, value_name = "REVISION", env = "DRONECTL_REVISION")]
+    pub revision: Option<String>,
+    #[command(flatten)]
+    pub kube: KubeArgs,
 }
 
 #[derive(Debug, Args)]
@@ -210,81 +233,122 @@ pub fn deploy(
         )
         .into());
     }
-    let service = args.service.clone().ok_or_else(|| {
-        UsageError("name the service to deploy (on the local target `dronectl up` brings up the whole app)".into())
-    })?;
     let dir = app_dir(global, cwd)?;
     let rt = runtime()?;
     rt.block_on(async {
         let target = LocalTarget::connect(&dir, global.env.as_deref()).await?;
-        let m = &target.manifest.manifest;
-        if !m.services.contains_key(&service) {
-            anyhow::bail!(UsageError(format!(
-                "no service `{}` in dronectl.yaml",
-                service
-            )));
+        // One service, or every service of the artifacts file (a CI pipeline's hand-off).
+        let services: Vec<String> = match (&args.service, &args.artifacts) {
+            (Some(service), _) => vec![service.clone()],
+            (None, Some(file)) => dronectl::build::artifacts::read(file)?
+                .into_iter()
+                .map(|a| a.service)
+                .collect(),
+            (None, None) => anyhow::bail!(UsageError(
+                "name the service to deploy, or pass --artifacts FILE to deploy every service it lists (`dronectl up` brings up the whole app)".into()
+            )),
+        };
+        if args.image.is_some() && services.len() != 1 {
+            anyhow::bail!(UsageError("--image needs exactly one service".into()));
         }
-        let (image, version) = match (&args.image, &args.artifacts) {
-            (Some(image), _) => (
-                image.clone(),
-                image
-                    .rsplit_once(':')
-                    .map_or("latest".to_string(), |(_, t)| t.to_string()),
-            ),
-            (None, Some(file)) => {
-                let artifacts = dronectl::build::artifacts::read(file)?;
-                let a = artifacts
-                    .into_iter()
-                    .find(|a| a.service == service)
-                    .ok_or_else(|| {
-                        UsageError(format!("{} has no image for `{}`", file.display(), service))
-                    })?;
-                (a.reference(), a.tag.clone())
+        let mut reports = Vec::new();
+        for service in &services {
+            let report = deploy_local(&target, service, &args, &dir, global, printer).await?;
+            let done = report.exit_code() == ExitCode::Success;
+            reports.push(report);
+            if !done {
+                break; // the rest stay as they are; the pipeline fails here
             }
-            (None, None) => {
-                let options = dronectl::build::BuildOptions {
-                    app_dir: dir.clone(),
-                    services: vec![service.clone()],
-                    env: global.env.clone(),
-                    ..Default::default()
-                };
-                let outcome =
-                    tokio::task::block_in_place(|| dronectl::build::build(&options, printer))?;
-                let built = outcome
-                    .images
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| anyhow::anyhow!("the build produced no image"))?;
-                (format!("{}:{}", built.image, built.tag), built.tag)
+        }
+        if reports.len() == 1 && args.service.is_some() {
+            return report_outcome(reports.remove(0), &args.wait, printer);
+        }
+        let mut code = reports.last().map_or(ExitCode::Success, |r| r.exit_code());
+        if code == ExitCode::Paused && args.wait.success_on_pause {
+            code = ExitCode::Success;
+        }
+        for r in &reports {
+            if matches!(r.outcome.as_str(), "unchanged" | "timed_out") {
+                printer.status(if r.outcome == "unchanged" { "Unchanged" } else { "Timed out" }, &r.message);
             }
-        };
-        let revision = target.revision(&service, &image, &version).await?;
-        let kind = if args.canary {
-            Some(StrategyKind::Canary)
-        } else if args.blue_green {
-            Some(StrategyKind::BlueGreen)
-        } else if args.rolling {
-            Some(StrategyKind::Rolling)
-        } else {
-            None
-        };
-        let plan = match &args.strategy {
-            Some(name) => Plan::from_manifest(m, name, revision.replicas)
-                .map_err(|e| UsageError(e.to_string()))?,
-            None => Plan::choose(m, &service, Some(&target.env), kind, revision.replicas)
-                .map_err(|e| UsageError(e.to_string()))?,
-        };
-        let engine = target.engine(printer, args.wait.timing());
-        let report = ops::deploy(
-            &engine,
-            &service,
-            revision,
-            plan,
-            args.wait.timeout.map(|d| d.0),
-        )
-        .await?;
-        report_outcome(report, &args.wait, printer)
+        }
+        Ok(Outcome { code, result: serde_json::json!({ "services": reports }) })
     })
+}
+
+/// One service's rollout on the local target.
+async fn deploy_local(
+    target: &LocalTarget,
+    service: &str,
+    args: &DeployArgs,
+    dir: &Path,
+    global: &GlobalArgs,
+    printer: &Printer,
+) -> anyhow::Result<ops::DriveReport> {
+    let m = &target.manifest.manifest;
+    if !m.services.contains_key(service) {
+        anyhow::bail!(UsageError(format!(
+            "no service `{service}` in dronectl.yaml"
+        )));
+    }
+    let (image, version) = match (&args.image, &args.artifacts) {
+        (Some(image), _) => (
+            image.clone(),
+            image
+                .rsplit_once(':')
+                .map_or("latest".to_string(), |(_, t)| t.to_string()),
+        ),
+        (None, Some(file)) => {
+            let a = dronectl::build::artifacts::read(file)?
+                .into_iter()
+                .find(|a| a.service == service)
+                .ok_or_else(|| {
+                    UsageError(format!("{} has no image for `{service}`", file.display()))
+                })?;
+            (a.reference(), a.tag.clone())
+        }
+        (None, None) => {
+            let options = dronectl::build::BuildOptions {
+                app_dir: dir.to_path_buf(),
+                services: vec![service.to_string()],
+                env: global.env.clone(),
+                ..Default::default()
+            };
+            let outcome =
+                tokio::task::block_in_place(|| dronectl::build::build(&options, printer))?;
+            let built = outcome
+                .images
+                .into_iter()
+                .next()
+                .ok_or_else(|| anyhow::anyhow!("the build produced no image"))?;
+            (format!("{}:{}", built.image, built.tag), built.tag)
+        }
+    };
+    let revision = target.revision(service, &image, &version).await?;
+    let kind = if args.canary {
+        Some(StrategyKind::Canary)
+    } else if args.blue_green {
+        Some(StrategyKind::BlueGreen)
+    } else if args.rolling {
+        Some(StrategyKind::Rolling)
+    } else {
+        None
+    };
+    let plan = match &args.strategy {
+        Some(name) => Plan::from_manifest(m, name, revision.replicas)
+            .map_err(|e| UsageError(e.to_string()))?,
+        None => Plan::choose(m, service, Some(&target.env), kind, revision.replicas)
+            .map_err(|e| UsageError(e.to_string()))?,
+    };
+    let engine = target.engine(printer, args.wait.timing());
+    ops::deploy(
+        &engine,
+        service,
+        revision,
+        plan,
+        args.wait.timeout.map(|d| d.0),
+    )
+    .await
 }
 
 pub fn rollout(
@@ -295,7 +359,8 @@ pub fn rollout(
 ) -> anyhow::Result<Outcome> {
     if let Some((dir, env)) = super::kube::selected(global, cwd)? {
         let kube = match &cmd {
-            RolloutCommand::Status(a) | RolloutCommand::History(a) => &a.kube,
+            RolloutCommand::Status(a) => &a.kube,
+            RolloutCommand::History(a) => &a.kube,
             RolloutCommand::Promote(a) => &a.kube,
             RolloutCommand::Abort(a) | RolloutCommand::Resume(a) => &a.kube,
             RolloutCommand::Undo(a) => &a.kube,
@@ -346,10 +411,31 @@ async fn run_rollout<P: Platform, S: StateStore>(
     match cmd {
         RolloutCommand::Status(a) => {
             check(&a.service)?;
-            let view = ops::status(platform, store, &a.service).await?;
+            let (view, end) = if a.wait || a.revision.is_some() {
+                let timeout = if a.wait {
+                    a.timeout.map(|d| d.0)
+                } else {
+                    Some(std::time::Duration::ZERO)
+                };
+                ops::wait_status(platform, store, &a.service, a.revision.as_deref(), timeout)
+                    .await?
+            } else {
+                (
+                    ops::status(platform, store, &a.service).await?,
+                    ops::WaitEnd::Settled,
+                )
+            };
             print_status(&view, printer);
+            let code = match end {
+                ops::WaitEnd::TimedOut if a.wait => ExitCode::TimedOut,
+                ops::WaitEnd::Undriven if a.wait => {
+                    printer.status("Stalled", &format!("no dronectl is driving this rollout; `dronectl rollout resume {}` continues it", a.service));
+                    ExitCode::Failed
+                }
+                _ => view.exit_code(),
+            };
             Ok(Outcome {
-                code: view.exit_code(),
+                code,
                 result: serde_json::to_value(&view)?,
             })
         }
@@ -503,6 +589,15 @@ fn deploy_kube(
                 printer.result_line("---");
                 printer.result_line(serde_saphyr::to_string(o)?.trim_end());
             }
+        }
+        // Rollout events told the rest; these outcomes have no event of their own.
+        for r in &outcome.services {
+            let verb = match r.outcome.as_str() {
+                "unchanged" => "Unchanged",
+                "timed_out" => "Timed out",
+                _ => continue,
+            };
+            printer.status(verb, &r.message);
         }
         for s in &outcome.skipped {
             printer.status("Skipped", &format!("{s}: a dependency failed"));

@@ -151,7 +151,13 @@ impl KubeTarget {
         let manifest = loaded.manifest;
         let kenv = KubeEnv::from_manifest(&manifest, env, opts.namespace.as_deref())?;
         let pinned = manifest.environments[env].value.context.clone();
-        let (client, context) = client_for(opts, env, pinned.as_deref()).await?;
+        // A kubeconfig that cannot be loaded is a configuration error (exit 2).
+        let (client, context) = client_for(opts, env, pinned.as_deref())
+            .await
+            .map_err(|e| match e.downcast_ref::<KubeError>() {
+                Some(k @ KubeError::Config(_)) => UsageError(k.to_string()).into(),
+                _ => e,
+            })?;
         let mut target = Self::with_client(manifest, kenv, client);
         target.context = context;
         Ok(target)
@@ -502,7 +508,7 @@ async fn wait_statefulset(
 pub struct ObjectDiff {
     pub kind: String,
     pub name: String,
-    /// `create`, `update` or `unchanged`.
+    /// `create`, `update`, `unchanged`, or `error` (the server refused the dry run).
     pub change: String,
     /// A unified diff of the YAML (live → after apply).
     pub diff: String,
@@ -603,9 +609,24 @@ pub async fn diff(
                 _ => {}
             }
         }
-        let after = clean(serde_json::to_value(
-            target.platform.apply(&o, true, true).await?,
-        )?);
+        let after = match target.platform.apply(&o, true, true).await {
+            Ok(a) => clean(serde_json::to_value(a)?),
+            Err(e) => {
+                // e.g. HTTPRoute on a cluster without the Gateway API: say so, go on.
+                let diff = format!(
+                    "{}/{}: the server refused the dry-run apply: {e:#}\n",
+                    o.kind(),
+                    o.name()
+                );
+                out.push(ObjectDiff {
+                    kind: o.kind().into(),
+                    name: o.name().into(),
+                    change: "error".into(),
+                    diff,
+                });
+                continue;
+            }
+        };
         let before_text = match &live {
             Some(l) => serde_saphyr::to_string(l)?,
             None => String::new(),

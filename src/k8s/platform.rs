@@ -688,3 +688,51 @@ pub async fn live_images(platform: &KubePlatform) -> anyhow::Result<BTreeMap<Str
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replica_split_is_nearest_with_one_pod_each_side() {
+        assert_eq!(KubePlatform::split(2, 50), (1, 1));
+        assert_eq!(KubePlatform::split(2, 20), (1, 1));
+        assert_eq!(KubePlatform::split(10, 20), (2, 8));
+        assert_eq!(KubePlatform::split(10, 95), (9, 1));
+        assert_eq!(KubePlatform::split(4, 30), (1, 3));
+        assert_eq!(KubePlatform::split(1, 50), (1, 1));
+    }
+
+    fn analysis(metric: Metric, address: Option<&str>) -> AnalysisPlan {
+        AnalysisPlan {
+            name: "a".into(),
+            metric,
+            threshold: Some(0.01),
+            interval: std::time::Duration::from_secs(10),
+            count: 3,
+            failure_limit: 1,
+            url: None,
+            expect_status: None,
+            query: None,
+            address: address.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn router_metrics_become_prometheus_queries_when_there_is_an_address() {
+        let p =
+            prometheus_for(&analysis(Metric::ErrorRate, Some("http://prometheus:9090"))).unwrap();
+        let q = p.query.unwrap();
+        assert!(
+            q.contains("http_requests_total") && q.contains(r#"status=~"5..""#),
+            "{q}"
+        );
+        let p = prometheus_for(&analysis(
+            Metric::LatencyP95,
+            Some("http://prometheus:9090"),
+        ))
+        .unwrap();
+        assert!(p.query.unwrap().starts_with("histogram_quantile(0.95"));
+        assert!(prometheus_for(&analysis(Metric::ErrorRate, None)).is_none());
+    }
+}

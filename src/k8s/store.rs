@@ -44,6 +44,10 @@ where
     F::Output: Send,
 {
     let handle = tokio::runtime::Handle::current();
+    assert!(
+        handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread,
+        "the Kubernetes state store needs a multi-threaded tokio runtime"
+    );
     tokio::task::block_in_place(|| {
         std::thread::scope(|s| {
             s.spawn(|| handle.block_on(f))
@@ -85,11 +89,13 @@ pub struct KubeLock {
 impl Drop for KubeLock {
     fn drop(&mut self) {
         self.renew.abort();
-        if tokio::runtime::Handle::try_current().is_err() {
-            return;
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread => {}
+            // No runtime to release it with: the lease expires by itself.
+            _ => return,
         }
         let (leases, name, holder) = (self.leases.clone(), self.name.clone(), self.holder.clone());
-        let _ = block(async move {
+        block(async move {
             let Ok(mut lease) = leases.get(&name).await else {
                 return;
             };
