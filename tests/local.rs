@@ -318,9 +318,12 @@ fn routed_revisions(app: &App, service: &str) -> Vec<(String, u64)> {
     revs
 }
 
+/// Event lines of a running dronectl, with the time each arrived.
+type EventLog = Arc<Mutex<Vec<(Instant, serde_json::Value)>>>;
+
 /// Spawns dronectl with JSON output and collects its event lines with the time each
 /// arrived.
-fn spawn_json(app: &App, args: &[&str]) -> (Child, Arc<Mutex<Vec<(Instant, serde_json::Value)>>>) {
+fn spawn_json(app: &App, args: &[&str]) -> (Child, EventLog) {
     let mut full = vec!["-o", "json"];
     full.extend_from_slice(args);
     let mut child = app
@@ -342,11 +345,7 @@ fn spawn_json(app: &App, args: &[&str]) -> (Child, Arc<Mutex<Vec<(Instant, serde
     (child, lines)
 }
 
-fn wait_event(
-    lines: &Arc<Mutex<Vec<(Instant, serde_json::Value)>>>,
-    what: &str,
-    timeout: Duration,
-) -> Instant {
+fn wait_event(lines: &EventLog, what: &str, timeout: Duration) -> Instant {
     wait_for(&format!("a `{what}` rollout event"), timeout, || {
         lines
             .lock()

@@ -322,44 +322,12 @@ fn meta(kenv: &KubeEnv, name: &str, labels: BTreeMap<String, String>) -> ObjectM
     }
 }
 
-/// Environment variables of a service on Kubernetes: its own, `SERVICE_NAME`, and
-/// `<DEP>_URL` per dependency: `http://<dep>:<dep's port>` for services (the Kubernetes
-/// Service of a service listens on the service's own port), `<scheme>://<name>:<port>` for
-/// infrastructure (e.g. `redis://redis:6379`).
+/// Environment variables of a service on Kubernetes: dependencies are reached through
+/// their Kubernetes Service, which listens on the service's own port.
 pub fn service_env(manifest: &Manifest, service: &str) -> BTreeMap<String, String> {
-    let mut env = BTreeMap::new();
-    let Some(s) = manifest.services.get(service) else {
-        return env;
-    };
-    for dep in &s.value.depends_on {
-        let name = dep.value.as_str();
-        let url = if let Some(d) = manifest.services.get(name) {
-            format!("http://{name}:{}", d.value.port)
-        } else if let Some(infra) = manifest.infrastructure.get(name) {
-            let scheme = infra
-                .value
-                .scheme
-                .clone()
-                .unwrap_or_else(|| scheme_of(name).to_string());
-            format!("{scheme}://{name}:{}", infra.value.port)
-        } else {
-            continue;
-        };
-        env.insert(crate::names::dependency_env_var(name), url);
-    }
-    for (k, v) in &s.value.env {
-        env.insert(k.clone(), v.0.clone());
-    }
-    env.insert("SERVICE_NAME".into(), service.to_string());
-    env
-}
-
-fn scheme_of(name: &str) -> &str {
-    match name {
-        "redis" | "postgres" | "postgresql" | "mysql" | "mongodb" | "nats" | "amqp"
-        | "memcached" => name,
-        _ => "tcp",
-    }
+    crate::manifest::service_env(manifest, service, |name, port| {
+        format!("http://{name}:{port}")
+    })
 }
 
 /// The ConfigMap of a revision's environment: `<service>-env-<hash of the content>`.

@@ -45,41 +45,12 @@ pub fn docker_environment(manifest: &Manifest, env: Option<&str>) -> anyhow::Res
     }
 }
 
-/// The environment variables of a service: its own, plus `<DEP>_URL` per dependency.
+/// The environment variables of a service on the local target: dependencies are reached
+/// through the router, which holds every service name on the app network.
 pub fn service_env(manifest: &Manifest, service: &str) -> BTreeMap<String, String> {
-    let mut env = BTreeMap::new();
-    let Some(s) = manifest.services.get(service) else {
-        return env;
-    };
-    for dep in &s.value.depends_on {
-        let name = dep.value.as_str();
-        let url = if manifest.services.contains_key(name) {
-            format!("http://{name}:{ROUTER_PORT}")
-        } else if let Some(infra) = manifest.infrastructure.get(name) {
-            let scheme = infra
-                .value
-                .scheme
-                .clone()
-                .unwrap_or_else(|| default_scheme(name).to_string());
-            format!("{scheme}://{name}:{}", infra.value.port)
-        } else {
-            continue;
-        };
-        env.insert(crate::names::dependency_env_var(name), url);
-    }
-    for (k, v) in &s.value.env {
-        env.insert(k.clone(), v.0.clone());
-    }
-    env.insert("SERVICE_NAME".into(), service.to_string());
-    env
-}
-
-fn default_scheme(name: &str) -> &str {
-    match name {
-        "redis" | "postgres" | "postgresql" | "mysql" | "mongodb" | "nats" | "amqp"
-        | "memcached" => name,
-        _ => "tcp",
-    }
+    crate::manifest::service_env(manifest, service, |name, _| {
+        format!("http://{name}:{ROUTER_PORT}")
+    })
 }
 
 /// Everything needed to act on the app on the local engine.

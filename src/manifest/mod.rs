@@ -1,6 +1,7 @@
 //! `dronectl.yaml`: finding it, parsing it strictly, checking it, and editing it in place.
 
 mod edit;
+mod env;
 mod types;
 mod validate;
 
@@ -8,6 +9,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use edit::add_service_entry;
+pub use env::service_env;
 pub use types::*;
 pub use validate::{check_relative_path, normalize_route, validate, Diagnostic, Severity};
 

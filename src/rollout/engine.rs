@@ -369,17 +369,10 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
         if status.ready >= replicas {
             return Ok(None);
         }
-        let waited = Duration::from_millis(now_ms().saturating_sub(state.step_started_ms));
-        if waited > self.timing.progress_deadline {
-            let failure = Failure {
-                reason: "ProgressDeadlineExceeded".into(),
-                message: format!(
-                    "{} of {replicas} replicas ready after {}s",
-                    status.ready,
-                    waited.as_secs()
-                ),
-                logs: vec![],
-            };
+        if let Some(failure) = self.past_deadline(
+            state,
+            format!("{} of {replicas} replicas ready", status.ready),
+        ) {
             return self
                 .abort(state, failure.message.clone(), Some(failure))
                 .await
@@ -404,6 +397,17 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
             }));
         }
         Ok(Some(Tick::Wait(self.timing.poll)))
+    }
+
+    /// A `ProgressDeadlineExceeded` failure once the current step has waited longer than
+    /// the progress deadline; `what` says what was not ready (`1 of 2 replicas ready`).
+    fn past_deadline(&self, state: &RolloutState, what: String) -> Option<Failure> {
+        let waited = Duration::from_millis(now_ms().saturating_sub(state.step_started_ms));
+        (waited > self.timing.progress_deadline).then(|| Failure {
+            reason: "ProgressDeadlineExceeded".into(),
+            message: format!("{what} after {}s", waited.as_secs()),
+            logs: vec![],
+        })
     }
 
     async fn advance_initial(&self, state: &mut RolloutState) -> anyhow::Result<Tick> {
@@ -633,17 +637,10 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
             return self.complete(state).await;
         }
         if ready < progress.candidate {
-            let waited = Duration::from_millis(now_ms().saturating_sub(state.step_started_ms));
-            if waited > self.timing.progress_deadline {
-                let failure = Failure {
-                    reason: "ProgressDeadlineExceeded".into(),
-                    message: format!(
-                        "{ready} of {} new replicas ready after {}s",
-                        progress.candidate,
-                        waited.as_secs()
-                    ),
-                    logs: vec![],
-                };
+            if let Some(failure) = self.past_deadline(
+                state,
+                format!("{ready} of {} new replicas ready", progress.candidate),
+            ) {
                 return self
                     .abort(state, failure.message.clone(), Some(failure))
                     .await;
@@ -726,17 +723,10 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
         if status.ready >= replicas && status.current <= replicas {
             return self.complete(state).await;
         }
-        let waited = Duration::from_millis(now_ms().saturating_sub(state.step_started_ms));
-        if waited > self.timing.progress_deadline {
-            let failure = Failure {
-                reason: "ProgressDeadlineExceeded".into(),
-                message: format!(
-                    "{} of {replicas} new replicas ready after {}s",
-                    status.ready,
-                    waited.as_secs()
-                ),
-                logs: vec![],
-            };
+        if let Some(failure) = self.past_deadline(
+            state,
+            format!("{} of {replicas} new replicas ready", status.ready),
+        ) {
             return self
                 .abort(state, failure.message.clone(), Some(failure))
                 .await;
