@@ -15,6 +15,13 @@ fn help_snapshots() {
         ("templates", vec!["templates", "--help"]),
         ("validate", vec!["validate", "--help"]),
         ("completions", vec!["completions", "--help"]),
+        ("build", vec!["build", "--help"]),
+        ("up", vec!["up", "--help"]),
+        ("deploy", vec!["deploy", "--help"]),
+        ("rollout_status", vec!["rollout", "status", "--help"]),
+        ("rollout_promote", vec!["rollout", "promote", "--help"]),
+        ("render", vec!["render", "--help"]),
+        ("ci_init", vec!["ci", "init", "--help"]),
     ] {
         let out = run(tmp.path(), &args);
         assert_code(&out, 0);
