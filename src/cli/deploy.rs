@@ -22,7 +22,8 @@ pub const DEPLOY_EXAMPLES: &str = "Examples:\n  dronectl deploy delivery        
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("strategy_choice").args(["canary", "blue_green", "rolling", "strategy"])))]
 pub struct DeployArgs {
-    /// The service to ship [Kubernetes: default every service, plus the infrastructure]
+    /// The service to ship [default: every service of --artifacts; on Kubernetes every service
+    /// plus the infrastructure]
     pub service: Option<String>,
 
     /// Canary: shift traffic in weighted steps (the manifest's canary strategy, or 20% → 50% → 100%)
