@@ -69,11 +69,6 @@ impl Printer {
         self.format == OutputFormat::Json
     }
 
-    #[allow(dead_code)] // used by the long-running commands (deploy) as they land
-    pub fn progress_enabled(&self) -> bool {
-        self.progress
-    }
-
     fn json_line<T: Serialize>(&self, value: &T) {
         // `schema` first, then `event`, then the event's own fields.
         let mut object = serde_json::Map::new();
