@@ -357,14 +357,7 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
             .await?;
         let status = self.platform.status(&service, &state.candidate).await?;
         if let Some(failure) = status.failure {
-            return self
-                .abort(
-                    state,
-                    format!("{}: {}", failure.reason, failure.message),
-                    Some(failure),
-                )
-                .await
-                .map(Some);
+            return self.fail(state, failure).await.map(Some);
         }
         if status.ready >= replicas {
             return Ok(None);
@@ -397,6 +390,12 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
             }));
         }
         Ok(Some(Tick::Wait(self.timing.poll)))
+    }
+
+    /// Fails the rollout because the candidate cannot run (traffic goes back to stable).
+    async fn fail(&self, state: &mut RolloutState, failure: Failure) -> anyhow::Result<Tick> {
+        let reason = format!("{}: {}", failure.reason, failure.message);
+        self.abort(state, reason, Some(failure)).await
     }
 
     /// A `ProgressDeadlineExceeded` failure once the current step has waited longer than
@@ -441,13 +440,7 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
             .status(&state.service, &state.candidate)
             .await?;
         if let Some(failure) = status.failure {
-            return self
-                .abort(
-                    state,
-                    format!("{}: {}", failure.reason, failure.message),
-                    Some(failure),
-                )
-                .await;
+            return self.fail(state, failure).await;
         }
         let Some(step) = state.plan.steps.get(state.step).cloned() else {
             return self.complete(state).await;
@@ -624,13 +617,7 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
             .status(&state.service, &state.candidate)
             .await?;
         if let Some(failure) = status.failure {
-            return self
-                .abort(
-                    state,
-                    format!("{}: {}", failure.reason, failure.message),
-                    Some(failure),
-                )
-                .await;
+            return self.fail(state, failure).await;
         }
         let ready = status.ready.min(progress.candidate);
         if progress.candidate == replicas && ready == replicas && progress.stable == 0 {
@@ -712,13 +699,7 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
             .status(&state.service, &state.candidate)
             .await?;
         if let Some(failure) = status.failure {
-            return self
-                .abort(
-                    state,
-                    format!("{}: {}", failure.reason, failure.message),
-                    Some(failure),
-                )
-                .await;
+            return self.fail(state, failure).await;
         }
         if status.ready >= replicas && status.current <= replicas {
             return self.complete(state).await;
