@@ -505,7 +505,7 @@ async fn ensure_infrastructure(
             }
         }
         if tokio::time::Instant::now() > deadline {
-            let logs = logs_tail(docker, &container, 20).await;
+            let logs = super::platform::tail_logs(docker, &container, 20).await;
             bail!("infrastructure `{name}` did not accept connections on port {} within 60s; last log lines:\n  {}", infra.port, logs.join("\n  "));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -523,24 +523,6 @@ async fn container_ip(docker: &Docker, container: &str, network: &str) -> Option
         .ip_address
         .clone()
         .filter(|ip| !ip.is_empty())
-}
-
-async fn logs_tail(docker: &Docker, container: &str, lines: usize) -> Vec<String> {
-    let options = LogsOptionsBuilder::default()
-        .stdout(true)
-        .stderr(true)
-        .tail(&lines.to_string())
-        .build();
-    let mut stream = docker.logs(container, Some(options));
-    let mut out = Vec::new();
-    while let Some(Ok(chunk)) = stream.next().await {
-        out.extend(
-            String::from_utf8_lossy(&chunk.into_bytes())
-                .lines()
-                .map(str::to_string),
-        );
-    }
-    out
 }
 
 async fn ensure_router(
@@ -618,7 +600,7 @@ async fn wait_router(docker: &Docker, names: &Names) -> anyhow::Result<router::R
             }
         }
         if tokio::time::Instant::now() > deadline {
-            let logs = logs_tail(docker, &names.router(), 20).await;
+            let logs = super::platform::tail_logs(docker, &names.router(), 20).await;
             bail!(
                 "the router did not become ready within 30s; last log lines:\n  {}",
                 logs.join("\n  ")
@@ -671,14 +653,7 @@ pub async fn down(app_dir: &Path, env: Option<&str>, volumes: bool) -> anyhow::R
         }
     });
     for c in ordered {
-        let name = c
-            .names
-            .unwrap_or_default()
-            .first()
-            .cloned()
-            .unwrap_or_default()
-            .trim_start_matches('/')
-            .to_string();
+        let name = container_name(c.names);
         let stop = bollard::query_parameters::StopContainerOptionsBuilder::default()
             .t(10)
             .build();
@@ -791,14 +766,7 @@ pub async fn ps(app_dir: &Path, env: Option<&str>) -> anyhow::Result<(Option<Str
                 .map(|v| v.weight as u32)
         });
         rows.push(PsRow {
-            container: c
-                .names
-                .unwrap_or_default()
-                .first()
-                .cloned()
-                .unwrap_or_default()
-                .trim_start_matches('/')
-                .to_string(),
+            container: container_name(c.names),
             kind: get(labels::KIND),
             name: if service.is_empty() {
                 "router".into()
@@ -859,8 +827,8 @@ pub async fn logs(
         ))
         .await?
         .into_iter()
-        .filter_map(|c| c.names.and_then(|n| n.first().cloned()))
-        .map(|n| n.trim_start_matches('/').to_string())
+        .map(|c| container_name(c.names))
+        .filter(|n| !n.is_empty())
         .collect();
     if containers.is_empty() {
         bail!(UsageError(format!(
@@ -889,4 +857,12 @@ pub async fn logs(
         }
     }
     Ok(())
+}
+
+/// A container's name from the engine's listing (`/name` → `name`; empty when absent).
+fn container_name(names: Option<Vec<String>>) -> String {
+    names
+        .unwrap_or_default()
+        .first()
+        .map_or(String::new(), |n| n.trim_start_matches('/').to_string())
 }

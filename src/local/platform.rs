@@ -173,22 +173,7 @@ impl LocalPlatform {
 
     /// The last `lines` log lines of a container.
     pub async fn tail_logs(&self, container: &str, lines: usize) -> Vec<String> {
-        let options = LogsOptionsBuilder::default()
-            .stdout(true)
-            .stderr(true)
-            .tail(&lines.to_string())
-            .build();
-        let mut stream = self.docker.logs(container, Some(options));
-        let mut out = Vec::new();
-        while let Some(Ok(chunk)) = stream.next().await {
-            out.extend(
-                String::from_utf8_lossy(&chunk.into_bytes())
-                    .lines()
-                    .map(str::to_string),
-            );
-        }
-        let keep = out.len().saturating_sub(lines);
-        out.split_off(keep)
+        tail_logs(&self.docker, container, lines).await
     }
 
     async fn create_replica(
@@ -360,6 +345,26 @@ impl LocalPlatform {
         }
         Ok(())
     }
+}
+
+/// The last `lines` log lines (stdout and stderr) of a container.
+pub(crate) async fn tail_logs(docker: &Docker, container: &str, lines: usize) -> Vec<String> {
+    let options = LogsOptionsBuilder::default()
+        .stdout(true)
+        .stderr(true)
+        .tail(&lines.to_string())
+        .build();
+    let mut stream = docker.logs(container, Some(options));
+    let mut out = Vec::new();
+    while let Some(Ok(chunk)) = stream.next().await {
+        out.extend(
+            String::from_utf8_lossy(&chunk.into_bytes())
+                .lines()
+                .map(str::to_string),
+        );
+    }
+    let keep = out.len().saturating_sub(lines);
+    out.split_off(keep)
 }
 
 fn ignore_not_modified(e: bollard::errors::Error) -> Result<(), bollard::errors::Error> {
