@@ -376,20 +376,28 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
             state.candidate.label(),
             status.ready
         );
-        if state.message != message {
-            state.message = message.clone();
-            self.reporter.event(Event::Rollout(RolloutEvent {
-                service: service.clone(),
-                number: state.number,
-                what: RolloutWhat::Scaling,
-                message,
-                step: None,
-                weights: None,
-                ready: Some((status.ready, replicas)),
-                logs: None,
-            }));
-        }
+        self.report_scaling(state, message, (status.ready, replicas));
         Ok(Some(Tick::Wait(self.timing.poll)))
+    }
+
+    /// Reports replica readiness while waiting, once per change of `message`; returns
+    /// whether it changed.
+    fn report_scaling(&self, state: &mut RolloutState, message: String, ready: (u32, u32)) -> bool {
+        if state.message == message {
+            return false;
+        }
+        state.message = message.clone();
+        self.reporter.event(Event::Rollout(RolloutEvent {
+            service: state.service.clone(),
+            number: state.number,
+            what: RolloutWhat::Scaling,
+            message,
+            step: None,
+            weights: None,
+            ready: Some(ready),
+            logs: None,
+        }));
+        true
     }
 
     /// Fails the rollout because the candidate cannot run (traffic goes back to stable).
@@ -718,19 +726,8 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
             status.ready,
             status.current
         );
-        if state.message != message {
-            state.message = message.clone();
+        if self.report_scaling(state, message, (status.ready, replicas)) {
             self.save(state)?;
-            self.reporter.event(Event::Rollout(RolloutEvent {
-                service: state.service.clone(),
-                number: state.number,
-                what: RolloutWhat::Scaling,
-                message,
-                step: None,
-                weights: None,
-                ready: Some((status.ready, replicas)),
-                logs: None,
-            }));
         }
         Ok(Tick::Wait(self.timing.poll))
     }
