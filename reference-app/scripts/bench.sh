@@ -13,6 +13,12 @@ DURATION="${DURATION:-10}"
 CONCURRENCY="${CONCURRENCY:-64}"
 MAX_REQUESTS="${MAX_REQUESTS:-300000}"
 DRAIN_TIMEOUT="${DRAIN_TIMEOUT:-180}"
+if ! command -v redis-server >/dev/null; then
+  echo "==> installing redis-server (Debian package)"
+  sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq redis-server >/dev/null
+fi
 cargo build --release --workspace --bins
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 echo "machine: $(nproc) cores, $(uname -srm), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"

@@ -126,6 +126,11 @@ pub struct StackOptions {
     pub log_level: Option<String>,
     /// Extra redis-server arguments (e.g. `--appendonly yes`).
     pub redis_args: Vec<String>,
+    /// Scheduling priority (nice value, negative = higher) for redis-server:
+    /// on a small machine shared with every service the broker is the one
+    /// serial resource, so the load benchmark favours it. Needs root /
+    /// CAP_SYS_NICE; without it a warning is printed and the run goes on.
+    pub redis_nice: Option<i32>,
 }
 
 impl StackOptions {
@@ -238,6 +243,18 @@ impl Stack {
             .stdin(Stdio::null())
             .spawn()
             .expect("start redis-server (apt-get install -y redis-server)");
+        if let Some(n) = stack.opts.redis_nice {
+            let ok = Command::new("renice")
+                .args(["-n", &n.to_string(), "-p", &child.id().to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if !ok {
+                eprintln!("warning: could not give redis-server priority {n} (needs root); running without it");
+            }
+        }
         stack.children.lock().unwrap().insert("redis".into(), child);
         assert!(wait_tcp(redis_port, Duration::from_secs(10)), "redis did not start");
         for s in SERVICES {

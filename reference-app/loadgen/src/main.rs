@@ -98,6 +98,7 @@ async fn main() {
                 "--appendfsync".into(),
                 "everysec".into(),
             ],
+            redis_nice: Some(-10),
             ..Default::default()
         }
         .env("FLEET_SIZE", "300000")
@@ -112,6 +113,14 @@ async fn main() {
         // Optional: e.g. LOADGEN_SERVICE_THREADS=1 gives every service a 1-thread runtime.
         if let Ok(t) = std::env::var("LOADGEN_SERVICE_THREADS") {
             opts = opts.env("TOKIO_WORKER_THREADS", &t);
+        }
+        // Optional: LOADGEN_SERVICE_ENV="BATCH_MAX=64,CONSUMER_CONCURRENCY=2048" overrides
+        // the services' settings above (experiments).
+        if let Ok(list) = std::env::var("LOADGEN_SERVICE_ENV") {
+            for kv in list.split(',').filter(|kv| !kv.is_empty()) {
+                let (k, v) = kv.split_once('=').expect("LOADGEN_SERVICE_ENV: K=V[,K=V...]");
+                opts = opts.env(k.trim(), v.trim());
+            }
         }
         let s = Arc::new(
             tokio::task::spawn_blocking(move || e2e::Stack::start(opts))

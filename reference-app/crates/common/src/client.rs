@@ -21,6 +21,11 @@ impl HttpClient {
         Self { inner }
     }
 
+    /// The underlying client (no correlation id added).
+    pub fn raw(&self) -> &reqwest::Client {
+        &self.inner
+    }
+
     /// Start a request; adds `x-correlation-id` from the current task, if any.
     pub fn request(&self, method: Method, url: &str) -> RequestBuilder {
         let b = self.inner.request(method, url);

@@ -4,6 +4,7 @@
 //! `x-correlation-id`, resilience helpers (retry, circuit breaker, bulkhead),
 //! Redis Streams consumers and the shared domain types.
 
+pub mod batch;
 pub mod client;
 pub mod config;
 pub mod domain;
@@ -16,6 +17,12 @@ pub mod streams;
 pub mod telemetry;
 
 pub use error::ApiError;
+
+/// Every service allocates through mimalloc: many small, short-lived
+/// allocations on several threads (requests, JSON, Redis replies) are where
+/// glibc's allocator spent a sixth of the pipeline's CPU time.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Stream names (the broker's topology). Each stream is written by one owner.
 pub mod topics {

@@ -1,5 +1,6 @@
 //! Retry with exponential backoff and jitter, a circuit breaker and a bulkhead,
 //! combined in [`Downstream`]: one per downstream service.
+use crate::batch::Coalescer;
 use crate::client::HttpClient;
 use crate::server::runtime;
 use reqwest::Method;
@@ -146,11 +147,12 @@ pub struct Reply {
     pub body: Value,
 }
 
-/// One downstream service: base URL + breaker + bulkhead + retry policy.
+/// One downstream service: base URL + breaker + bulkhead + retry policy, its
+/// calls coalesced into batches under load ([`crate::batch`]).
 pub struct Downstream {
     pub name: String,
     pub base: String,
-    client: HttpClient,
+    sender: Coalescer,
     pub breaker: CircuitBreaker,
     bulkhead: Bulkhead,
     retry: RetryPolicy,
@@ -158,10 +160,11 @@ pub struct Downstream {
 
 impl Downstream {
     pub fn new(name: &str, base: String, client: HttpClient) -> Self {
+        let (max, inflight) = crate::batch::limits_from_env();
         Self {
             name: name.to_string(),
+            sender: Coalescer::new(name, &base, client.raw().clone(), max, inflight),
             base,
-            client,
             breaker: CircuitBreaker::new(
                 crate::config::env_or("BREAKER_THRESHOLD", 5),
                 Duration::from_millis(crate::config::env_or("BREAKER_COOLDOWN_MS", 2000)),
@@ -174,7 +177,7 @@ impl Downstream {
         }
     }
 
-    async fn attempt(&self, method: &Method, url: &str, body: Option<&Value>) -> Result<Reply, String> {
+    async fn attempt(&self, method: &Method, path: &str, body: Option<&Value>) -> Result<Reply, String> {
         if !self.breaker.allow() {
             return Err(format!("{}: circuit open", self.name));
         }
@@ -184,18 +187,12 @@ impl Downstream {
             self.breaker.inner.lock().unwrap().trial_in_flight = false;
             return Err(format!("{}: bulkhead full", self.name));
         };
-        let mut req = self.client.request(method.clone(), url);
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        match req.send().await {
+        match self.sender.call(method.clone(), path, body).await {
             Err(e) => {
                 self.breaker.on_failure();
-                Err(format!("{}: {e}", self.name))
+                Err(e)
             }
-            Ok(resp) => {
-                let status = resp.status().as_u16();
-                let bytes = resp.bytes().await.unwrap_or_default();
+            Ok((status, bytes)) => {
                 if status >= 500 || status == 429 {
                     self.breaker.on_failure();
                     return Err(format!("{}: status {status}", self.name));
@@ -214,13 +211,12 @@ impl Downstream {
     /// Call `method base+path` with retries on transient failures. `Err` means
     /// every attempt failed transiently; `Ok` carries any other status.
     pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Reply, String> {
-        let url = format!("{}{}", self.base, path);
         let mut last = String::new();
         for attempt in 0..self.retry.max_attempts.max(1) {
             if attempt > 0 {
                 tokio::time::sleep(self.retry.backoff(attempt)).await;
             }
-            match self.attempt(&method, &url, body).await {
+            match self.attempt(&method, path, body).await {
                 Ok(r) => {
                     runtime()
                         .metrics

@@ -203,10 +203,23 @@ pub fn with_runtime(app: Router) -> Router {
         ops = ops.route("/debug/sleep", get(debug_sleep));
     }
     let max_body: usize = crate::config::env_or("MAX_BODY_BYTES", 65536);
-    app.merge(ops)
+    let max_batch_body: usize = crate::config::env_or("MAX_BATCH_BODY_BYTES", 16 << 20);
+    let service = app
+        .merge(ops)
         .layer(middleware::from_fn(chaos))
         .layer(middleware::from_fn(observe))
-        .layer(DefaultBodyLimit::max(max_body))
+        .layer(DefaultBodyLimit::max(max_body));
+    // The batch route runs each item through `service` (so fault injection and
+    // the access log apply per item, not to the batch as a whole).
+    let inner = service.clone();
+    let batch = Router::new()
+        .route(
+            crate::batch::BATCH_PATH,
+            axum::routing::post(move |body: axum::body::Bytes| crate::batch::serve_batch(inner.clone(), body)),
+        )
+        .layer(middleware::from_fn(observe))
+        .layer(DefaultBodyLimit::max(max_batch_body));
+    service.merge(batch)
 }
 
 async fn wait_for_signal() {

@@ -1,8 +1,10 @@
-//! At-least-once Redis Streams consumer: consumer groups, XACK (+XDEL, each
-//! stream has exactly one consuming group) after the handler reaches a final
-//! state, own pending entries re-read at start, pending entries of crashed
-//! consumers reclaimed with XAUTOCLAIM. Messages sharing a key (e.g. a
-//! delivery id) are handled strictly in stream order.
+//! At-least-once Redis Streams consumers: consumer groups, XACK after the
+//! handler reaches a final state, acknowledged entries trimmed from the
+//! stream (each stream has exactly one consuming group), own pending entries
+//! re-read at start, pending entries of crashed consumers reclaimed with
+//! XAUTOCLAIM. Messages sharing a key (e.g. a delivery id) are handled
+//! strictly in stream order: [`run_consumer`] handles messages one by one
+//! (many at once), [`run_batch_consumer`] whole batches.
 use crate::server::runtime;
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Value};
@@ -169,8 +171,9 @@ where
 }
 
 /// Acknowledge in batches: whatever accumulated while the previous batch was
-/// in flight goes out in one `XACK` + `XDEL`. A crash before the flush only
-/// means redelivery, which the handlers tolerate (idempotent by id).
+/// in flight goes out in one `XACK`. A crash before the flush only means
+/// redelivery, which the handlers tolerate (idempotent by id). Acknowledged
+/// entries are removed from the stream by [`trim_loop`].
 async fn ack_loop(mgr: ConnectionManager, stream: String, group: String, mut rx: mpsc::UnboundedReceiver<String>) {
     let mut buf: Vec<String> = Vec::with_capacity(512);
     while let Some(first) = rx.recv().await {
@@ -182,22 +185,76 @@ async fn ack_loop(mgr: ConnectionManager, stream: String, group: String, mut rx:
             }
         }
         let mut c = mgr.clone();
-        let r: redis::RedisResult<()> = redis::pipe()
-            .cmd("XACK")
-            .arg(&stream)
-            .arg(&group)
-            .arg(&buf)
-            .ignore()
-            .cmd("XDEL")
-            .arg(&stream)
-            .arg(&buf)
-            .ignore()
-            .query_async(&mut c)
-            .await;
-        if let Err(e) = r {
+        if let Err(e) = ack(&mut c, &stream, &group, &buf).await {
             tracing::warn!(error = %e, count = buf.len(), "ack failed; messages will be redelivered");
         }
         buf.clear();
+    }
+}
+
+async fn ack(c: &mut ConnectionManager, stream: &str, group: &str, ids: &[String]) -> redis::RedisResult<()> {
+    redis::cmd("XACK").arg(stream).arg(group).arg(ids).query_async(c).await
+}
+
+/// The oldest entry the group still needs: its oldest pending entry, or (none
+/// pending) the last one it was given. Everything older has been acknowledged.
+async fn oldest_needed(c: &mut ConnectionManager, stream: &str, group: &str) -> redis::RedisResult<Option<String>> {
+    let pending: Value = redis::cmd("XPENDING").arg(stream).arg(group).query_async(c).await?;
+    if let Value::Array(p) = &pending {
+        if matches!(p.first(), Some(Value::Int(n)) if *n > 0) {
+            return Ok(p.get(1).and_then(to_string));
+        }
+    }
+    let groups: Value = redis::cmd("XINFO").arg("GROUPS").arg(stream).query_async(c).await?;
+    let Value::Array(groups) = groups else { return Ok(None) };
+    for g in groups {
+        let fields: Vec<(String, Option<String>)> = match &g {
+            Value::Array(kv) => kv
+                .chunks(2)
+                .filter_map(|c| Some((to_string(c.first()?)?, c.get(1).and_then(to_string))))
+                .collect(),
+            Value::Map(kv) => kv
+                .iter()
+                .filter_map(|(k, v)| Some((to_string(k)?, to_string(v))))
+                .collect(),
+            _ => continue,
+        };
+        let get = |k: &str| fields.iter().find(|(f, _)| f == k).and_then(|(_, v)| v.clone());
+        if get("name").as_deref() == Some(group) {
+            return Ok(get("last-delivered-id"));
+        }
+    }
+    Ok(None)
+}
+
+/// Remove acknowledged entries from the stream every `every`: `XTRIM MINID ~`
+/// below the oldest entry the group still needs, which frees whole nodes
+/// (cheap) instead of deleting entries one by one. Each stream has exactly one
+/// consuming group.
+async fn trim_loop(mgr: ConnectionManager, stream: String, group: String, every: Duration) {
+    let mut shutdown = runtime().shutdown_rx();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+        let mut c = mgr.clone();
+        let res = async {
+            let Some(min) = oldest_needed(&mut c, &stream, &group).await? else {
+                return Ok(());
+            };
+            redis::cmd("XTRIM")
+                .arg(&stream)
+                .arg("MINID")
+                .arg("~")
+                .arg(&min)
+                .query_async::<()>(&mut c)
+                .await
+        }
+        .await;
+        if let Err(e) = res {
+            tracing::warn!(error = %e, stream = %stream, "stream trim failed");
+        }
     }
 }
 
@@ -232,22 +289,138 @@ async fn reader_conn(client: &redis::Client) -> MultiplexedConnection {
     }
 }
 
+/// Where the next entries come from: first our own pending entries (we crashed
+/// or were restarted with the same name), then, every `claim_idle / 2`,
+/// entries idle for longer than `claim_idle` in crashed consumers' lists
+/// (XAUTOCLAIM), otherwise new entries (XREADGROUP `>`, blocking up to 500 ms).
+struct Reader {
+    cfg: ConsumerConfig,
+    client: redis::Client,
+    conn: MultiplexedConnection,
+    own_cursor: Option<String>,
+    last_claim: Instant,
+}
+
+impl Reader {
+    async fn start(client: redis::Client, mut mgr: ConnectionManager, cfg: &ConsumerConfig) -> Self {
+        while let Err(e) = ensure_group(&mut mgr, &cfg.stream, &cfg.group).await {
+            tracing::warn!(error = %e, "cannot create consumer group; retrying");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        tracing::info!(stream = %cfg.stream, group = %cfg.group, consumer = %cfg.consumer, "consumer started");
+        let every = Duration::from_millis(crate::config::env_or("STREAM_TRIM_MS", 1000));
+        tokio::spawn(trim_loop(mgr, cfg.stream.clone(), cfg.group.clone(), every));
+        Self {
+            cfg: cfg.clone(),
+            conn: reader_conn(&client).await,
+            client,
+            own_cursor: Some("0".to_string()),
+            last_claim: Instant::now(),
+        }
+    }
+
+    /// Read our own pending entries again from the start (after a failure).
+    fn reread_own(&mut self) {
+        self.own_cursor = Some("0".to_string());
+    }
+
+    /// The next entries; `skip` filters reclaimed entries already being handled.
+    async fn next(&mut self, skip: impl Fn(&str) -> bool) -> Vec<Message> {
+        match self.read(skip).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, stream = %self.cfg.stream, "stream read failed; reconnecting");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                self.conn = reader_conn(&self.client).await;
+                Vec::new()
+            }
+        }
+    }
+
+    async fn read(&mut self, skip: impl Fn(&str) -> bool) -> redis::RedisResult<Vec<Message>> {
+        let cfg = &self.cfg;
+        if let Some(cur) = self.own_cursor.clone() {
+            let v: Value = redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(&cfg.group)
+                .arg(&cfg.consumer)
+                .arg("COUNT")
+                .arg(cfg.batch)
+                .arg("STREAMS")
+                .arg(&cfg.stream)
+                .arg(&cur)
+                .query_async(&mut self.conn)
+                .await?;
+            let msgs = parse_read(&v);
+            self.own_cursor = msgs.last().map(|m| m.id.clone());
+            if self.own_cursor.is_some() {
+                tracing::info!(count = msgs.len(), "re-reading own pending entries");
+            }
+            return Ok(msgs);
+        }
+        let claim_every = (cfg.claim_idle / 2).max(Duration::from_millis(200));
+        if self.last_claim.elapsed() >= claim_every {
+            self.last_claim = Instant::now();
+            let mut all = Vec::new();
+            let mut start = "0-0".to_string();
+            for _ in 0..16 {
+                let v: Value = redis::cmd("XAUTOCLAIM")
+                    .arg(&cfg.stream)
+                    .arg(&cfg.group)
+                    .arg(&cfg.consumer)
+                    .arg(cfg.claim_idle.as_millis() as u64)
+                    .arg(&start)
+                    .arg("COUNT")
+                    .arg(cfg.batch)
+                    .query_async(&mut self.conn)
+                    .await?;
+                let Value::Array(parts) = v else { break };
+                let next = parts.first().and_then(to_string).unwrap_or_else(|| "0-0".into());
+                let msgs: Vec<Message> = parts.get(1).map(parse_entries).unwrap_or_default();
+                all.extend(msgs.into_iter().filter(|m| !skip(&m.id)));
+                if next == "0-0" {
+                    break;
+                }
+                start = next;
+            }
+            if !all.is_empty() {
+                tracing::info!(count = all.len(), "reclaimed pending entries");
+                runtime()
+                    .metrics
+                    .add("stream_reclaimed_total", &[("stream", &cfg.stream)], all.len() as u64);
+                return Ok(all);
+            }
+        }
+        let v: Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(&cfg.group)
+            .arg(&cfg.consumer)
+            .arg("COUNT")
+            .arg(cfg.batch)
+            .arg("BLOCK")
+            .arg(500)
+            .arg("STREAMS")
+            .arg(&cfg.stream)
+            .arg(">")
+            .query_async(&mut self.conn)
+            .await?;
+        Ok(parse_read(&v))
+    }
+}
+
 /// Run a consumer until shutdown. `handler` returns `true` when the message
 /// reached a final state (it is then acknowledged), `false` to leave it
-/// pending (it is retried after `claim_idle`).
-pub async fn run_consumer<H, Fut>(client: redis::Client, mut mgr: ConnectionManager, cfg: ConsumerConfig, handler: H)
+/// pending (it is retried after `claim_idle`). Up to `concurrency` messages
+/// are handled at once, those sharing a key one after the other.
+pub async fn run_consumer<H, Fut>(client: redis::Client, mgr: ConnectionManager, cfg: ConsumerConfig, handler: H)
 where
     H: Fn(Message) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = bool> + Send + 'static,
 {
-    while let Err(e) = ensure_group(&mut mgr, &cfg.stream, &cfg.group).await {
-        tracing::warn!(error = %e, "cannot create consumer group; retrying");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    tracing::info!(stream = %cfg.stream, group = %cfg.group, consumer = %cfg.consumer, "consumer started");
+    let mut reader = Reader::start(client, mgr.clone(), &cfg).await;
     let sem = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
     let (ack_tx, ack_rx) = mpsc::unbounded_channel();
-    tokio::spawn(ack_loop(mgr.clone(), cfg.stream.clone(), cfg.group.clone(), ack_rx));
+    tokio::spawn(ack_loop(mgr, cfg.stream.clone(), cfg.group.clone(), ack_rx));
     let d = Arc::new(Dispatcher {
         cfg: cfg.clone(),
         ack_tx,
@@ -256,103 +429,68 @@ where
         inflight: Mutex::default(),
     });
     let mut shutdown = runtime().shutdown_rx();
-    let mut conn = reader_conn(&client).await;
-    // 1. Our own pending entries (we crashed or were restarted with the same name).
-    let mut own_cursor = Some("0".to_string());
-    let mut last_claim = Instant::now();
-    let claim_every = (cfg.claim_idle / 2).max(Duration::from_millis(200));
-    loop {
+    'read: loop {
         if *shutdown.borrow() {
             break;
         }
-        let res: redis::RedisResult<Vec<Message>> = async {
-            if let Some(cur) = own_cursor.clone() {
-                let v: Value = redis::cmd("XREADGROUP")
-                    .arg("GROUP")
-                    .arg(&cfg.group)
-                    .arg(&cfg.consumer)
-                    .arg("COUNT")
-                    .arg(cfg.batch)
-                    .arg("STREAMS")
-                    .arg(&cfg.stream)
-                    .arg(&cur)
-                    .query_async(&mut conn)
-                    .await?;
-                let msgs = parse_read(&v);
-                own_cursor = msgs.last().map(|m| m.id.clone());
-                if own_cursor.is_some() {
-                    tracing::info!(count = msgs.len(), "re-reading own pending entries");
-                }
-                return Ok(msgs);
+        for m in reader.next(|id| d.is_inflight(id)).await {
+            if d.is_inflight(&m.id) {
+                continue;
             }
-            if last_claim.elapsed() >= claim_every {
-                last_claim = Instant::now();
-                let mut all = Vec::new();
-                let mut start = "0-0".to_string();
-                for _ in 0..16 {
-                    let v: Value = redis::cmd("XAUTOCLAIM")
-                        .arg(&cfg.stream)
-                        .arg(&cfg.group)
-                        .arg(&cfg.consumer)
-                        .arg(cfg.claim_idle.as_millis() as u64)
-                        .arg(&start)
-                        .arg("COUNT")
-                        .arg(cfg.batch)
-                        .query_async(&mut conn)
-                        .await?;
-                    let Value::Array(parts) = v else { break };
-                    let next = parts.first().and_then(to_string).unwrap_or_else(|| "0-0".into());
-                    let msgs: Vec<Message> = parts.get(1).map(parse_entries).unwrap_or_default();
-                    all.extend(msgs.into_iter().filter(|m| !d.is_inflight(&m.id)));
-                    if next == "0-0" {
-                        break;
-                    }
-                    start = next;
-                }
-                if !all.is_empty() {
-                    tracing::info!(count = all.len(), "reclaimed pending entries");
-                    runtime()
-                        .metrics
-                        .add("stream_reclaimed_total", &[("stream", &cfg.stream)], all.len() as u64);
-                    return Ok(all);
-                }
-            }
-            let v: Value = redis::cmd("XREADGROUP")
-                .arg("GROUP")
-                .arg(&cfg.group)
-                .arg(&cfg.consumer)
-                .arg("COUNT")
-                .arg(cfg.batch)
-                .arg("BLOCK")
-                .arg(500)
-                .arg("STREAMS")
-                .arg(&cfg.stream)
-                .arg(">")
-                .query_async(&mut conn)
-                .await?;
-            Ok(parse_read(&v))
+            let permit = tokio::select! {
+                p = sem.clone().acquire_owned() => p.expect("semaphore"),
+                _ = shutdown.changed() => break 'read,
+            };
+            runtime()
+                .metrics
+                .inc("stream_messages_total", &[("stream", &cfg.stream)]);
+            d.dispatch(m, permit);
         }
-        .await;
-        match res {
-            Ok(msgs) => {
-                for m in msgs {
-                    if d.is_inflight(&m.id) {
-                        continue;
-                    }
-                    let permit = tokio::select! {
-                        p = sem.clone().acquire_owned() => p.expect("semaphore"),
-                        _ = shutdown.changed() => break,
-                    };
-                    runtime()
-                        .metrics
-                        .inc("stream_messages_total", &[("stream", &cfg.stream)]);
-                    d.dispatch(m, permit);
-                }
+    }
+    tracing::info!(stream = %cfg.stream, "consumer stopped reading");
+}
+
+/// Run a consumer that handles whole batches (up to `batch` entries, in stream
+/// order, one batch at a time, so entries sharing a key keep their order; the
+/// next batch is read while the current one is handled). `handler` returns
+/// `true` when every entry of the batch reached a final state: the batch is
+/// then acknowledged. On `false` the batch stays pending and is read again,
+/// with whatever was read after it, after a pause; handlers must be idempotent.
+pub async fn run_batch_consumer<H, Fut>(client: redis::Client, mgr: ConnectionManager, cfg: ConsumerConfig, handler: H)
+where
+    H: Fn(Vec<Message>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = bool> + Send + 'static,
+{
+    let mut reader = Reader::start(client, mgr.clone(), &cfg).await;
+    let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+    tokio::spawn(ack_loop(mgr, cfg.stream.clone(), cfg.group.clone(), ack_rx));
+    let mut shutdown = runtime().shutdown_rx();
+    let mut failures = 0u32;
+    let mut msgs = Vec::new();
+    while !*shutdown.borrow() {
+        if msgs.is_empty() {
+            msgs = reader.next(|_| false).await;
+            continue;
+        }
+        let ids: Vec<String> = msgs.iter().map(|m| m.id.clone()).collect();
+        runtime()
+            .metrics
+            .add("stream_messages_total", &[("stream", &cfg.stream)], ids.len() as u64);
+        let (done, next) = tokio::join!(handler(std::mem::take(&mut msgs)), reader.next(|_| false));
+        if done {
+            failures = 0;
+            for id in ids {
+                let _ = ack_tx.send(id);
             }
-            Err(e) => {
-                tracing::warn!(error = %e, stream = %cfg.stream, "stream read failed; reconnecting");
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                conn = reader_conn(&client).await;
+            msgs = next;
+        } else {
+            // `next` stays pending in our list and is read again after the batch.
+            failures += 1;
+            reader.reread_own();
+            let pause = crate::resilience::RetryPolicy::from_env().backoff(failures);
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = shutdown.changed() => {}
             }
         }
     }

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use drone_common::domain::{check_id, fmt_rfc3339, now_ms, parse_coordinates, resolve_location, validate_reschedule};
-use drone_common::streams::{run_consumer, ConsumerConfig, Message};
+use drone_common::streams::{run_batch_consumer, ConsumerConfig, Message};
 use drone_common::topics::{DRONE_EVENTS, TRACKING_EVENTS};
 use drone_common::ApiError;
 use redis::aio::ConnectionManager;
@@ -48,28 +48,34 @@ end
 return 'new'
 "#;
 
+/// Applies a batch of drone status events: ARGV[1] is the time, then
+/// (delivery id, stage rank, location, ETA) four at a time, in stream order.
+/// Idempotent: a stage is only ever moved forward.
 const DRONE: &str = r#"
-local id, r, loc, eta, now = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
-local k = 'delivery:d:' .. id
-local st = redis.call('HGET', k, 'stage')
-if not st then
-  local dk = 'delivery:ds:' .. id
-  local cur = tonumber(redis.call('HGET', dk, 'rank') or '0')
-  if r >= cur then
-    redis.call('HSET', dk, 'rank', r, 'location', loc, 'eta', eta)
-    redis.call('PEXPIRE', dk, 86400000)
+local now = ARGV[1]
+local function apply(id, r, loc, eta)
+  local k = 'delivery:d:' .. id
+  local st = redis.call('HGET', k, 'stage')
+  if not st then
+    local dk = 'delivery:ds:' .. id
+    local cur = tonumber(redis.call('HGET', dk, 'rank') or '0')
+    if r >= cur then
+      redis.call('HSET', dk, 'rank', r, 'location', loc, 'eta', eta)
+      redis.call('PEXPIRE', dk, 86400000)
+    end
+    return
   end
-  return 'early'
+  if final(st) then return end
+  local cur = RANK[st] or 0
+  if r < cur then return end
+  redis.call('HSET', k, 'location', loc, 'eta', eta, 'updated', now)
+  if r > cur then
+    for i = cur + 1, r do emit(id, NAMES[i], NAMES[i], loc, now) end
+    redis.call('HSET', k, 'stage', NAMES[r])
+    if r == 3 then redis.call('HINCRBY', 'delivery:stats', 'completed', 1) end
+  end
 end
-if final(st) then return 'final' end
-local cur = RANK[st] or 0
-if r < cur then return 'stale' end
-redis.call('HSET', k, 'location', loc, 'eta', eta, 'updated', now)
-if r > cur then
-  for i = cur + 1, r do emit(id, NAMES[i], NAMES[i], loc, now) end
-  redis.call('HSET', k, 'stage', NAMES[r])
-  if r == 3 then redis.call('HINCRBY', 'delivery:stats', 'completed', 1) end
-end
+for i = 2, #ARGV, 4 do apply(ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3]) end
 return 'ok'
 "#;
 
@@ -342,32 +348,25 @@ async fn stats(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
     ))
 }
 
-async fn on_drone_event(s: AppState, m: Message) -> bool {
-    let (Some(id), Some(stage)) = (m.get("deliveryId"), m.get("stage")) else {
-        return true;
-    };
-    let Some(rk) = rank(stage) else { return true };
-    let loc = m.get("location").unwrap_or("");
-    let loc = if loc.is_empty() {
-        String::new()
-    } else {
-        drone_common::domain::loc_to_string(&resolve_location(loc))
-    };
+/// Apply a batch of drone status events in one script call.
+async fn on_drone_events(s: AppState, batch: Vec<Message>) -> bool {
+    let mut call = s.drone.key(TRACKING_EVENTS);
+    call.arg(now_ms());
+    for m in &batch {
+        let (Some(id), Some(rk)) = (m.get("deliveryId"), m.get("stage").and_then(rank)) else {
+            continue;
+        };
+        let loc = match m.get("location") {
+            Some(l) if !l.is_empty() => drone_common::domain::loc_to_string(&resolve_location(l)),
+            _ => String::new(),
+        };
+        call.arg(id).arg(rk).arg(loc).arg(m.get("eta").unwrap_or(""));
+    }
     let mut r = s.redis.clone();
-    let res: redis::RedisResult<String> = s
-        .drone
-        .key(TRACKING_EVENTS)
-        .arg(id)
-        .arg(rk)
-        .arg(loc)
-        .arg(m.get("eta").unwrap_or(""))
-        .arg(now_ms())
-        .invoke_async(&mut r)
-        .await;
-    match res {
+    match call.invoke_async::<String>(&mut r).await {
         Ok(_) => true,
         Err(e) => {
-            tracing::warn!(error = %e, delivery_id = id, "drone event not applied; will retry");
+            tracing::warn!(error = %e, count = batch.len(), "drone events not applied; will retry");
             false
         }
     }
@@ -388,7 +387,9 @@ async fn main() -> std::io::Result<()> {
     };
     let cfg = ConsumerConfig::from_env(DRONE_EVENTS, "delivery", Some("deliveryId"));
     let st = state.clone();
-    tokio::spawn(run_consumer(client, redis, cfg, move |m| on_drone_event(st.clone(), m)));
+    tokio::spawn(run_batch_consumer(client, redis, cfg, move |b| {
+        on_drone_events(st.clone(), b)
+    }));
     let app = Router::new()
         .route("/api/deliveries/public/{id}", get(get_public))
         .route("/api/deliveries/stats", get(stats))

@@ -1,11 +1,12 @@
 //! deliveryhistory: subscribes to delivery tracking events and keeps the
 //! long-term history of every delivery. Owns keys `deliveryhistory:*`.
-//! Appends are idempotent by event (stream entry) id.
+//! Appends are idempotent by event (stream entry) id; events are consumed in
+//! batches, each batch appended by one script call.
 use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use drone_common::domain::{check_id, fmt_rfc3339};
-use drone_common::streams::{run_consumer, ConsumerConfig, Message};
+use drone_common::streams::{run_batch_consumer, ConsumerConfig, Message};
 use drone_common::topics::TRACKING_EVENTS;
 use drone_common::ApiError;
 use redis::aio::ConnectionManager;
@@ -14,12 +15,22 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// Records a batch of events: ARGV holds (delivery id, event id, event JSON,
+/// type) four at a time. A delivery's history is a hash from event id (the
+/// stream entry id, which orders the events) to the event, so recording an
+/// event twice is a no-op. Returns the number of events recorded (the others
+/// were seen before).
 const APPEND: &str = r#"
-local id, eid, ev, typ = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-if redis.call('SADD', 'deliveryhistory:seen:' .. id, eid) == 0 then return 0 end
-redis.call('RPUSH', 'deliveryhistory:h:' .. id, ev)
-redis.call('HINCRBY', 'deliveryhistory:stats', typ, 1)
-return 1
+local counts, n = {}, 0
+for i = 1, #ARGV, 4 do
+  local typ = ARGV[i + 3]
+  if redis.call('HSETNX', 'deliveryhistory:e:' .. ARGV[i], ARGV[i + 1], ARGV[i + 2]) == 1 then
+    counts[typ] = (counts[typ] or 0) + 1
+    n = n + 1
+  end
+end
+for typ, c in pairs(counts) do redis.call('HINCRBY', 'deliveryhistory:stats', typ, c) end
+return n
 "#;
 
 #[derive(Clone)]
@@ -40,34 +51,40 @@ fn event_json(m: &Message) -> Value {
     })
 }
 
-async fn on_event(s: AppState, m: Message) -> bool {
-    let Some(id) = m.get("deliveryId") else { return true };
+async fn on_events(s: AppState, batch: Vec<Message>) -> bool {
+    let mut call = s.append.prepare_invoke();
+    for m in &batch {
+        let Some(id) = m.get("deliveryId") else { continue };
+        call.arg(id)
+            .arg(&m.id)
+            .arg(event_json(m).to_string())
+            .arg(m.get("type").unwrap_or("Unknown"));
+    }
     let mut r = s.redis.clone();
-    let res: redis::RedisResult<i64> = s
-        .append
-        .arg(id)
-        .arg(&m.id)
-        .arg(event_json(&m).to_string())
-        .arg(m.get("type").unwrap_or("Unknown"))
-        .invoke_async(&mut r)
-        .await;
-    match res {
+    match call.invoke_async::<i64>(&mut r).await {
         Ok(_) => true,
         Err(e) => {
-            tracing::warn!(error = %e, delivery_id = id, "history append failed; will retry");
+            tracing::warn!(error = %e, count = batch.len(), "history append failed; will retry");
             false
         }
     }
 }
 
+/// Sort key of a stream entry id `<ms>-<seq>`.
+fn stream_id_order(id: &str) -> (u64, u64) {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    (ms.parse().unwrap_or(u64::MAX), seq.parse().unwrap_or(0))
+}
+
 async fn get_history(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     check_id(&id)?;
     let mut r = s.redis.clone();
-    let raw: Vec<String> = r.lrange(format!("deliveryhistory:h:{id}"), 0, -1).await?;
+    let mut raw: Vec<(String, String)> = r.hgetall(format!("deliveryhistory:e:{id}")).await?;
     if raw.is_empty() {
         return Err(ApiError::not_found("delivery history"));
     }
-    let events: Vec<Value> = raw.iter().filter_map(|e| serde_json::from_str(e).ok()).collect();
+    raw.sort_by_key(|(eid, _)| stream_id_order(eid));
+    let events: Vec<Value> = raw.iter().filter_map(|(_, e)| serde_json::from_str(e).ok()).collect();
     let last = events
         .last()
         .and_then(|e| e.get("stage"))
@@ -93,7 +110,9 @@ async fn main() -> std::io::Result<()> {
     };
     let cfg = ConsumerConfig::from_env(TRACKING_EVENTS, "deliveryhistory", Some("deliveryId"));
     let st = state.clone();
-    tokio::spawn(run_consumer(client, redis, cfg, move |m| on_event(st.clone(), m)));
+    tokio::spawn(run_batch_consumer(client, redis, cfg, move |b| {
+        on_events(st.clone(), b)
+    }));
     let app = Router::new()
         .route("/api/deliveryhistory/stats", get(stats))
         .route("/api/deliveryhistory/{id}", get(get_history))
@@ -104,6 +123,13 @@ async fn main() -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn events_sort_by_stream_id() {
+        let mut ids = vec!["10-2", "9-5", "10-10", "10-1"];
+        ids.sort_by_key(|i| stream_id_order(i));
+        assert_eq!(ids, ["9-5", "10-1", "10-2", "10-10"]);
+    }
 
     #[test]
     fn event_record() {

@@ -45,17 +45,30 @@ redis.call('XADD', KEYS[1], '*', 'deliveryId', ARGV[1], 'droneId', d, 'stage', '
 return {'assigned', d}
 "#;
 
+/// Moves a batch of due flights to their next stage: ARGV[1] is the time,
+/// then (delivery id, expected stage, expected leg start, next stage, leg ms,
+/// from, to, location, ETA) nine at a time. A flight whose stored stage or leg
+/// start differs (rerouted or released meanwhile) is left alone. Returns one
+/// 1/0 per flight.
 const ADVANCE: &str = r#"
-local k = 'dronescheduler:f:' .. ARGV[1]
-local cur = redis.call('HMGET', k, 'stage', 'leg_start', 'drone')
-if cur[1] ~= ARGV[2] or cur[2] ~= ARGV[3] then return 0 end
-redis.call('HSET', k, 'stage', ARGV[4], 'leg_start', ARGV[5], 'leg_ms', ARGV[6], 'from', ARGV[7], 'to', ARGV[8])
-if ARGV[4] == 'Completed' then
-  redis.call('SREM', 'dronescheduler:active', ARGV[1])
-  redis.call('SADD', 'dronescheduler:idle', cur[3])
+local now, out = ARGV[1], {}
+for i = 2, #ARGV, 9 do
+  local id, nxt = ARGV[i], ARGV[i + 3]
+  local k = 'dronescheduler:f:' .. id
+  local cur = redis.call('HMGET', k, 'stage', 'leg_start', 'drone')
+  if cur[1] ~= ARGV[i + 1] or cur[2] ~= ARGV[i + 2] then
+    out[#out + 1] = 0
+  else
+    redis.call('HSET', k, 'stage', nxt, 'leg_start', now, 'leg_ms', ARGV[i + 4], 'from', ARGV[i + 5], 'to', ARGV[i + 6])
+    if nxt == 'Completed' then
+      redis.call('SREM', 'dronescheduler:active', id)
+      redis.call('SADD', 'dronescheduler:idle', cur[3])
+    end
+    redis.call('XADD', KEYS[1], '*', 'deliveryId', id, 'droneId', cur[3], 'stage', nxt, 'location', ARGV[i + 7], 'eta', ARGV[i + 8], 'ts', now)
+    out[#out + 1] = 1
+  end
 end
-redis.call('XADD', KEYS[1], '*', 'deliveryId', ARGV[1], 'droneId', cur[3], 'stage', ARGV[4], 'location', ARGV[9], 'eta', ARGV[10], 'ts', ARGV[5])
-return 1
+return out
 "#;
 
 const RELEASE: &str = r#"
@@ -421,57 +434,70 @@ async fn resync(s: AppState, every: Duration) {
     }
 }
 
-/// Move one due flight to its next stage. Returns false if the stored flight
-/// changed under us (rerouted / released), in which case the cache is refreshed.
-async fn advance(s: &AppState, id: String, f: Flight, now: u64) -> redis::RedisResult<()> {
+/// Move due flights to their next stage in one script call. A flight that
+/// changed under us (rerouted / released) is refreshed from the store.
+async fn advance(s: &AppState, due: &[(String, Flight)], now: u64) -> redis::RedisResult<()> {
     let mut r = s.redis.clone();
-    let (next, leg_ms, from, to) = if f.stage == "HeadedToPickup" {
-        ("HeadedToDropoff", f.leg2_ms, f.pickup, f.dropoff)
-    } else {
-        ("Completed", 0, f.dropoff, f.dropoff)
-    };
-    let eta = now + leg_ms;
-    let ok: i64 = s
-        .advance
-        .key(DRONE_EVENTS)
-        .arg(&id)
-        .arg(&f.stage)
-        .arg(f.leg_start)
-        .arg(next)
-        .arg(now)
-        .arg(leg_ms)
-        .arg(loc_to_string(&from))
-        .arg(loc_to_string(&to))
-        .arg(loc_to_string(&from))
-        .arg(eta)
-        .invoke_async(&mut r)
-        .await?;
-    if ok == 1 {
+    let next_legs: Vec<(&'static str, u64, Location, Location)> = due
+        .iter()
+        .map(|(_, f)| {
+            if f.stage == "HeadedToPickup" {
+                ("HeadedToDropoff", f.leg2_ms, f.pickup, f.dropoff)
+            } else {
+                ("Completed", 0, f.dropoff, f.dropoff)
+            }
+        })
+        .collect();
+    let mut call = s.advance.key(DRONE_EVENTS);
+    call.arg(now);
+    for ((id, f), (next, leg_ms, from, to)) in due.iter().zip(&next_legs) {
+        let from_s = loc_to_string(from);
+        call.arg(id)
+            .arg(&f.stage)
+            .arg(f.leg_start)
+            .arg(*next)
+            .arg(*leg_ms)
+            .arg(&from_s)
+            .arg(loc_to_string(to))
+            .arg(&from_s)
+            .arg(now + leg_ms);
+    }
+    let moved: Vec<i64> = call.invoke_async(&mut r).await?;
+    let mut changed = Vec::new();
+    {
         let mut fl = s.flights.lock().unwrap();
-        if next == "Completed" {
-            fl.remove(&id);
-        } else if let Some(c) = fl.get_mut(&id) {
-            c.stage = next.into();
-            c.leg_start = now;
-            c.leg_ms = leg_ms;
-            c.from = from;
-            c.to = to;
-            c.last_position = now;
+        for (((id, _), (next, leg_ms, from, to)), ok) in due.iter().zip(next_legs).zip(moved) {
+            if ok != 1 {
+                changed.push(id);
+            } else if next == "Completed" {
+                fl.remove(id);
+            } else if let Some(c) = fl.get_mut(id) {
+                c.stage = next.into();
+                c.leg_start = now;
+                c.leg_ms = leg_ms;
+                c.from = from;
+                c.to = to;
+                c.last_position = now;
+            }
         }
-    } else {
-        let fresh = load_flight(&mut r, &id).await?;
+    }
+    for id in changed {
+        let fresh = load_flight(&mut r, id).await?;
         let mut fl = s.flights.lock().unwrap();
         match fresh {
             Some(f) if f.in_flight() => {
-                fl.insert(id, f);
+                fl.insert(id.clone(), f);
             }
             _ => {
-                fl.remove(&id);
+                fl.remove(id);
             }
         }
     }
     Ok(())
 }
+
+/// Most flights moved by one script call.
+const ADVANCE_BATCH: usize = 256;
 
 async fn simulate(s: AppState, tick: Duration, position_every: u64) {
     let mut busy: std::collections::HashSet<String> = Default::default();
@@ -498,15 +524,18 @@ async fn simulate(s: AppState, tick: Duration, position_every: u64) {
                 }
             }
         }
-        for (id, f) in due {
-            busy.insert(id.clone());
+        for chunk in due.chunks(ADVANCE_BATCH) {
+            let chunk = chunk.to_vec();
+            busy.extend(chunk.iter().map(|(id, _)| id.clone()));
             let s2 = s.clone();
             let tx = done_tx.clone();
             tokio::spawn(async move {
-                if let Err(e) = advance(&s2, id.clone(), f, now).await {
-                    tracing::warn!(error = %e, delivery_id = %id, "flight transition failed; will retry");
+                if let Err(e) = advance(&s2, &chunk, now).await {
+                    tracing::warn!(error = %e, count = chunk.len(), "flight transitions failed; will retry");
                 }
-                let _ = tx.send(id);
+                for (id, _) in chunk {
+                    let _ = tx.send(id);
+                }
             });
         }
         if !positions.is_empty() {
