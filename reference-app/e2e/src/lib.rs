@@ -275,6 +275,17 @@ impl Stack {
     /// (Re)start one service with extra environment.
     pub fn spawn(&self, svc: &str, extra: &[(&str, &str)]) {
         let svc_static = SERVICES.iter().find(|s| **s == svc).expect("known service");
+        self.spawn_as(svc, svc, self.ports[svc_static], extra);
+    }
+
+    /// Start one more instance of `svc` on a free port, next to the running one
+    /// (as during a canary rollout); `name` identifies it for `kill` / `pid`.
+    pub fn spawn_instance(&self, svc: &str, name: &str) {
+        assert!(SERVICES.contains(&svc), "known service");
+        self.spawn_as(svc, name, free_port(), &[]);
+    }
+
+    fn spawn_as(&self, svc: &str, name: &str, port: u16, extra: &[(&str, &str)]) {
         let gen = {
             let mut g = self.generation.lock().unwrap();
             *g += 1;
@@ -286,7 +297,7 @@ impl Stack {
             .open(self.dir.join(format!("{svc}.log")))
             .unwrap();
         let mut cmd = Command::new(self.bins.join(svc));
-        cmd.env("PORT", self.ports[svc_static].to_string())
+        cmd.env("PORT", port.to_string())
             .env("BIND_ADDR", "127.0.0.1")
             .env("REDIS_URL", &self.redis_url)
             .env("CONSUMER_NAME", format!("{svc}-{gen}"))
@@ -313,8 +324,8 @@ impl Stack {
             cmd.env(k, v);
         }
         let child = cmd.spawn().unwrap_or_else(|e| panic!("start {svc}: {e}"));
-        self.started.lock().unwrap().insert(svc.to_string(), Instant::now());
-        if let Some(mut old) = self.children.lock().unwrap().insert(svc.to_string(), child) {
+        self.started.lock().unwrap().insert(name.to_string(), Instant::now());
+        if let Some(mut old) = self.children.lock().unwrap().insert(name.to_string(), child) {
             let _ = old.kill();
             let _ = old.wait();
         }

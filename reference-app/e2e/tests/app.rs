@@ -479,24 +479,35 @@ async fn downstream_outage_is_retried_not_lost() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn workflow_crash_mid_burst_loses_nothing_and_duplicates_nothing() {
-    crash_mid_burst(400, &["workflow"]).await;
+    crash_mid_burst(400, &["workflow"], &[]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn scheduler_and_delivery_crash_mid_burst_loses_nothing_and_duplicates_nothing() {
-    crash_mid_burst(192, &["dronescheduler", "delivery", "workflow"]).await;
+    crash_mid_burst(192, &["dronescheduler", "delivery", "workflow"], &[]).await;
 }
 
-/// Send a burst of N requests, SIGKILL `victims` once a third is accepted,
+/// A second instance of each event consumer runs next to the first (as during
+/// a canary rollout): every event is still applied exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_of_each_consumer_apply_every_event_once() {
+    crash_mid_burst(192, &[], &["delivery", "deliveryhistory", "workflow"]).await;
+}
+
+/// Send a burst of N requests (with a second instance of each of
+/// `second_instances` running), SIGKILL `victims` once a third is accepted,
 /// restart them (as new consumers), then check every accepted id.
 #[allow(non_snake_case)]
-async fn crash_mid_burst(N: usize, victims: &[&str]) {
+async fn crash_mid_burst(N: usize, victims: &[&str], second_instances: &[&str]) {
     let s = Arc::new(Stack::start(
         fast()
             .env("CLAIM_IDLE_MS", "1500")
             .service_env("workflow", "MAX_MESSAGE_ATTEMPTS", "100")
             .service_env("workflow", "CONSUMER_CONCURRENCY", "32"),
     ));
+    for svc in second_instances {
+        s.spawn_instance(svc, &format!("{svc}-2"));
+    }
     let c = client();
     let accepted = Arc::new(tokio::sync::Mutex::new(Vec::new()));
     let mut tasks = Vec::new();

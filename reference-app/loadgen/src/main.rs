@@ -97,11 +97,13 @@ async fn main() {
                 "yes".into(),
                 "--appendfsync".into(),
                 "everysec".into(),
+                "--rdbcompression".into(),
+                "no".into(),
             ],
             redis_nice: Some(-10),
             ..Default::default()
         }
-        .env("FLEET_SIZE", "300000")
+        .env("FLEET_SIZE", "20000")
         .env("MIN_LEG_MS", "500")
         .env("MAX_LEG_MS", "1000")
         .env("POSITION_EVENTS_MS", "0")
@@ -113,6 +115,10 @@ async fn main() {
         // Optional: e.g. LOADGEN_SERVICE_THREADS=1 gives every service a 1-thread runtime.
         if let Ok(t) = std::env::var("LOADGEN_SERVICE_THREADS") {
             opts = opts.env("TOKIO_WORKER_THREADS", &t);
+        }
+        // Optional: LOADGEN_REDIS_ARGS="--appendonly no" adds redis-server arguments (experiments).
+        if let Ok(extra) = std::env::var("LOADGEN_REDIS_ARGS") {
+            opts.redis_args.extend(extra.split_whitespace().map(str::to_string));
         }
         // Optional: LOADGEN_SERVICE_ENV="BATCH_MAX=64,CONSUMER_CONCURRENCY=2048" overrides
         // the services' settings above (experiments).

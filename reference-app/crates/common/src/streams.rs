@@ -4,7 +4,8 @@
 //! re-read at start, pending entries of crashed consumers reclaimed with
 //! XAUTOCLAIM. Messages sharing a key (e.g. a delivery id) are handled
 //! strictly in stream order: [`run_consumer`] handles messages one by one
-//! (many at once), [`run_batch_consumer`] whole batches.
+//! (many at once). [`run_batch_consumer`] applies whole batches exactly once
+//! with an offset of its own, stored atomically with each batch's effects.
 use crate::server::runtime;
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Value};
@@ -319,11 +320,6 @@ impl Reader {
         }
     }
 
-    /// Read our own pending entries again from the start (after a failure).
-    fn reread_own(&mut self) {
-        self.own_cursor = Some("0".to_string());
-    }
-
     /// The next entries; `skip` filters reclaimed entries already being handled.
     async fn next(&mut self, skip: impl Fn(&str) -> bool) -> Vec<Message> {
         match self.read(skip).await {
@@ -450,47 +446,185 @@ where
     tracing::info!(stream = %cfg.stream, "consumer stopped reading");
 }
 
-/// Run a consumer that handles whole batches (up to `batch` entries, in stream
-/// order, one batch at a time, so entries sharing a key keep their order; the
-/// next batch is read while the current one is handled). `handler` returns
-/// `true` when every entry of the batch reached a final state: the batch is
-/// then acknowledged. On `false` the batch stays pending and is read again,
-/// with whatever was read after it, after a pause; handlers must be idempotent.
+/// Lua prologue of a batch handler's script (see [`run_batch_consumer`]):
+/// ARGV[1] is the offset key, ARGV[2] the offset the batch starts after,
+/// ARGV[3] its last entry id. If the stored offset is not ARGV[2] the batch
+/// was applied already (by another instance, or before a lost reply) and the
+/// script returns `'moved'` without doing anything; otherwise it stores
+/// ARGV[3] and goes on, so the batch and the new offset commit together.
+pub const OFFSET_PRELUDE: &str = r#"
+if (redis.call('GET', ARGV[1]) or '0-0') ~= ARGV[2] then return 'moved' end
+redis.call('SET', ARGV[1], ARGV[3])
+"#;
+
+/// The step a batch moves a consumer's offset: pass [`OffsetStep::args`]
+/// first to a script that starts with [`OFFSET_PRELUDE`].
+#[derive(Debug, Clone)]
+pub struct OffsetStep {
+    pub key: String,
+    pub from: String,
+    pub to: String,
+}
+
+impl OffsetStep {
+    /// Add ARGV[1..=3] to a script call.
+    pub fn args(&self, call: &mut redis::ScriptInvocation<'_>) {
+        call.arg(&self.key).arg(&self.from).arg(&self.to);
+    }
+}
+
+/// What became of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchOutcome {
+    /// Applied together with the new offset.
+    Applied,
+    /// The offset had moved (the script answered `'moved'`): nothing applied.
+    Moved,
+}
+
+impl BatchOutcome {
+    /// Map a script's reply.
+    pub fn from_reply(reply: &str) -> Self {
+        if reply == "moved" {
+            Self::Moved
+        } else {
+            Self::Applied
+        }
+    }
+}
+
+async fn stored_offset(c: &mut ConnectionManager, key: &str) -> String {
+    loop {
+        match redis::cmd("GET").arg(key).query_async::<Option<String>>(c).await {
+            Ok(o) => return o.unwrap_or_else(|| "0-0".into()),
+            Err(e) => {
+                tracing::warn!(error = %e, key, "cannot read stream offset; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+async fn read_after(
+    conn: &mut MultiplexedConnection,
+    cfg: &ConsumerConfig,
+    after: &str,
+) -> redis::RedisResult<Vec<Message>> {
+    let v: Value = redis::cmd("XREAD")
+        .arg("COUNT")
+        .arg(cfg.batch)
+        .arg("BLOCK")
+        .arg(500)
+        .arg("STREAMS")
+        .arg(&cfg.stream)
+        .arg(after)
+        .query_async(conn)
+        .await?;
+    Ok(parse_read(&v))
+}
+
+/// Remove entries every instance has applied (`XTRIM MINID ~` below the
+/// stored offset) every `every`.
+async fn trim_applied(mgr: ConnectionManager, stream: String, offset_key: String, every: Duration) {
+    let mut shutdown = runtime().shutdown_rx();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+        let mut c = mgr.clone();
+        let res = async {
+            let Some(off) = redis::cmd("GET")
+                .arg(&offset_key)
+                .query_async::<Option<String>>(&mut c)
+                .await?
+            else {
+                return Ok(());
+            };
+            redis::cmd("XTRIM")
+                .arg(&stream)
+                .arg("MINID")
+                .arg("~")
+                .arg(&off)
+                .query_async::<()>(&mut c)
+                .await
+        }
+        .await;
+        if let Err(e) = res {
+            tracing::warn!(error = %e, stream = %stream, "stream trim failed");
+        }
+    }
+}
+
+/// Run a consumer that applies whole batches exactly once, in stream order,
+/// keeping its own offset instead of a consumer group: the offset (key
+/// `<group>:offset:<stream>`) is stored by the handler's script in the same
+/// atomic step as the batch's effects (see [`OFFSET_PRELUDE`]), so a crash
+/// either applied a batch and its offset or neither. Several instances (a
+/// canary next to the stable version) may run: each batch is applied by the
+/// first whose script sees the offset it started from; the others re-read the
+/// offset and go on from there. The next batch is read while the current one
+/// is applied. On `Err` the batch is retried after a pause.
 pub async fn run_batch_consumer<H, Fut>(client: redis::Client, mgr: ConnectionManager, cfg: ConsumerConfig, handler: H)
 where
-    H: Fn(Vec<Message>) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = bool> + Send + 'static,
+    H: Fn(Vec<Message>, OffsetStep) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<BatchOutcome, String>> + Send + 'static,
 {
-    let mut reader = Reader::start(client, mgr.clone(), &cfg).await;
-    let (ack_tx, ack_rx) = mpsc::unbounded_channel();
-    tokio::spawn(ack_loop(mgr, cfg.stream.clone(), cfg.group.clone(), ack_rx));
+    let key = format!("{}:offset:{}", cfg.group, cfg.stream);
+    let every = Duration::from_millis(crate::config::env_or("STREAM_TRIM_MS", 1000));
+    tokio::spawn(trim_applied(mgr.clone(), cfg.stream.clone(), key.clone(), every));
+    let mut c = mgr.clone();
+    let mut offset = stored_offset(&mut c, &key).await;
+    tracing::info!(stream = %cfg.stream, offset = %offset, "batch consumer started");
+    let mut conn = reader_conn(&client).await;
     let mut shutdown = runtime().shutdown_rx();
     let mut failures = 0u32;
-    let mut msgs = Vec::new();
+    let mut msgs: Vec<Message> = Vec::new();
     while !*shutdown.borrow() {
         if msgs.is_empty() {
-            msgs = reader.next(|_| false).await;
+            match read_after(&mut conn, &cfg, &offset).await {
+                Ok(m) => msgs = m,
+                Err(e) => {
+                    tracing::warn!(error = %e, stream = %cfg.stream, "stream read failed; reconnecting");
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    conn = reader_conn(&client).await;
+                }
+            }
             continue;
         }
-        let ids: Vec<String> = msgs.iter().map(|m| m.id.clone()).collect();
-        runtime()
-            .metrics
-            .add("stream_messages_total", &[("stream", &cfg.stream)], ids.len() as u64);
-        let (done, next) = tokio::join!(handler(std::mem::take(&mut msgs)), reader.next(|_| false));
-        if done {
-            failures = 0;
-            for id in ids {
-                let _ = ack_tx.send(id);
+        let to = msgs.last().map(|m| m.id.clone()).unwrap_or_default();
+        let step = OffsetStep {
+            key: key.clone(),
+            from: offset.clone(),
+            to: to.clone(),
+        };
+        let n = msgs.len() as u64;
+        let (outcome, next) = tokio::join!(
+            handler(std::mem::take(&mut msgs), step),
+            read_after(&mut conn, &cfg, &to)
+        );
+        match outcome {
+            Ok(BatchOutcome::Applied) => {
+                failures = 0;
+                runtime()
+                    .metrics
+                    .add("stream_messages_total", &[("stream", &cfg.stream)], n);
+                offset = to;
+                msgs = next.unwrap_or_default();
             }
-            msgs = next;
-        } else {
-            // `next` stays pending in our list and is read again after the batch.
-            failures += 1;
-            reader.reread_own();
-            let pause = crate::resilience::RetryPolicy::from_env().backoff(failures);
-            tokio::select! {
-                _ = tokio::time::sleep(pause) => {}
-                _ = shutdown.changed() => {}
+            Ok(BatchOutcome::Moved) => {
+                offset = stored_offset(&mut c, &key).await;
+                tracing::debug!(stream = %cfg.stream, offset = %offset, "offset moved by another instance");
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(error = %e, stream = %cfg.stream, "batch not applied; will retry");
+                let pause = crate::resilience::RetryPolicy::from_env().backoff(failures);
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = shutdown.changed() => {}
+                }
+                offset = stored_offset(&mut c, &key).await;
             }
         }
     }

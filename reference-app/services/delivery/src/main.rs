@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use drone_common::domain::{check_id, fmt_rfc3339, now_ms, parse_coordinates, resolve_location, validate_reschedule};
-use drone_common::streams::{run_batch_consumer, ConsumerConfig, Message};
+use drone_common::streams::{run_batch_consumer, BatchOutcome, ConsumerConfig, Message, OffsetStep, OFFSET_PRELUDE};
 use drone_common::topics::{DRONE_EVENTS, TRACKING_EVENTS};
 use drone_common::ApiError;
 use redis::aio::ConnectionManager;
@@ -48,11 +48,12 @@ end
 return 'new'
 "#;
 
-/// Applies a batch of drone status events: ARGV[1] is the time, then
-/// (delivery id, stage rank, location, ETA) four at a time, in stream order.
-/// Idempotent: a stage is only ever moved forward.
+/// Applies a batch of drone status events (after [`OFFSET_PRELUDE`], which
+/// takes ARGV[1..=3]): ARGV[4] is the time, then (delivery id, stage rank,
+/// location, ETA) four at a time, in stream order. A stage only ever moves
+/// forward.
 const DRONE: &str = r#"
-local now = ARGV[1]
+local now = ARGV[4]
 local function apply(id, r, loc, eta)
   local k = 'delivery:d:' .. id
   local st = redis.call('HGET', k, 'stage')
@@ -68,14 +69,15 @@ local function apply(id, r, loc, eta)
   if final(st) then return end
   local cur = RANK[st] or 0
   if r < cur then return end
-  redis.call('HSET', k, 'location', loc, 'eta', eta, 'updated', now)
-  if r > cur then
-    for i = cur + 1, r do emit(id, NAMES[i], NAMES[i], loc, now) end
-    redis.call('HSET', k, 'stage', NAMES[r])
-    if r == 3 then redis.call('HINCRBY', 'delivery:stats', 'completed', 1) end
+  if r == cur then
+    redis.call('HSET', k, 'location', loc, 'eta', eta, 'updated', now)
+    return
   end
+  redis.call('HSET', k, 'location', loc, 'eta', eta, 'updated', now, 'stage', NAMES[r])
+  for i = cur + 1, r do emit(id, NAMES[i], NAMES[i], loc, now) end
+  if r == 3 then redis.call('HINCRBY', 'delivery:stats', 'completed', 1) end
 end
-for i = 2, #ARGV, 4 do apply(ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3]) end
+for i = 5, #ARGV, 4 do apply(ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3]) end
 return 'ok'
 "#;
 
@@ -348,9 +350,11 @@ async fn stats(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
     ))
 }
 
-/// Apply a batch of drone status events in one script call.
-async fn on_drone_events(s: AppState, batch: Vec<Message>) -> bool {
+/// Apply a batch of drone status events and the consumer's new offset in one
+/// script call.
+async fn on_drone_events(s: AppState, batch: Vec<Message>, step: OffsetStep) -> Result<BatchOutcome, String> {
     let mut call = s.drone.key(TRACKING_EVENTS);
+    step.args(&mut call);
     call.arg(now_ms());
     for m in &batch {
         let (Some(id), Some(rk)) = (m.get("deliveryId"), m.get("stage").and_then(rank)) else {
@@ -363,13 +367,10 @@ async fn on_drone_events(s: AppState, batch: Vec<Message>) -> bool {
         call.arg(id).arg(rk).arg(loc).arg(m.get("eta").unwrap_or(""));
     }
     let mut r = s.redis.clone();
-    match call.invoke_async::<String>(&mut r).await {
-        Ok(_) => true,
-        Err(e) => {
-            tracing::warn!(error = %e, count = batch.len(), "drone events not applied; will retry");
-            false
-        }
-    }
+    call.invoke_async::<String>(&mut r)
+        .await
+        .map(|reply| BatchOutcome::from_reply(&reply))
+        .map_err(|e| format!("drone events ({}): {e}", batch.len()))
 }
 
 #[tokio::main]
@@ -380,15 +381,15 @@ async fn main() -> std::io::Result<()> {
     let state = AppState {
         redis: redis.clone(),
         create: script(CREATE),
-        drone: script(DRONE),
+        drone: Arc::new(redis::Script::new(&format!("{PRELUDE}\n{OFFSET_PRELUDE}\n{DRONE}"))),
         reschedule: script(RESCHEDULE),
         cancel: script(CANCEL),
         fail: script(FAIL),
     };
     let cfg = ConsumerConfig::from_env(DRONE_EVENTS, "delivery", Some("deliveryId"));
     let st = state.clone();
-    tokio::spawn(run_batch_consumer(client, redis, cfg, move |b| {
-        on_drone_events(st.clone(), b)
+    tokio::spawn(run_batch_consumer(client, redis, cfg, move |b, step| {
+        on_drone_events(st.clone(), b, step)
     }));
     let app = Router::new()
         .route("/api/deliveries/public/{id}", get(get_public))

@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use drone_common::domain::{check_id, fmt_rfc3339};
-use drone_common::streams::{run_batch_consumer, ConsumerConfig, Message};
+use drone_common::streams::{run_batch_consumer, BatchOutcome, ConsumerConfig, Message, OffsetStep, OFFSET_PRELUDE};
 use drone_common::topics::TRACKING_EVENTS;
 use drone_common::ApiError;
 use redis::aio::ConnectionManager;
@@ -15,14 +15,14 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Records a batch of events: ARGV holds (delivery id, event id, event JSON,
-/// type) four at a time. A delivery's history is a hash from event id (the
+/// Records a batch of events (after [`OFFSET_PRELUDE`], which takes
+/// ARGV[1..=3]): then (delivery id, event id, event JSON, type) four at a time. A delivery's history is a hash from event id (the
 /// stream entry id, which orders the events) to the event, so recording an
 /// event twice is a no-op. Returns the number of events recorded (the others
-/// were seen before).
+/// were seen before) as a string, or `'moved'`.
 const APPEND: &str = r#"
 local counts, n = {}, 0
-for i = 1, #ARGV, 4 do
+for i = 4, #ARGV, 4 do
   local typ = ARGV[i + 3]
   if redis.call('HSETNX', 'deliveryhistory:e:' .. ARGV[i], ARGV[i + 1], ARGV[i + 2]) == 1 then
     counts[typ] = (counts[typ] or 0) + 1
@@ -30,7 +30,7 @@ for i = 1, #ARGV, 4 do
   end
 end
 for typ, c in pairs(counts) do redis.call('HINCRBY', 'deliveryhistory:stats', typ, c) end
-return n
+return tostring(n)
 "#;
 
 #[derive(Clone)]
@@ -51,8 +51,9 @@ fn event_json(m: &Message) -> Value {
     })
 }
 
-async fn on_events(s: AppState, batch: Vec<Message>) -> bool {
+async fn on_events(s: AppState, batch: Vec<Message>, step: OffsetStep) -> Result<BatchOutcome, String> {
     let mut call = s.append.prepare_invoke();
+    step.args(&mut call);
     for m in &batch {
         let Some(id) = m.get("deliveryId") else { continue };
         call.arg(id)
@@ -61,13 +62,10 @@ async fn on_events(s: AppState, batch: Vec<Message>) -> bool {
             .arg(m.get("type").unwrap_or("Unknown"));
     }
     let mut r = s.redis.clone();
-    match call.invoke_async::<i64>(&mut r).await {
-        Ok(_) => true,
-        Err(e) => {
-            tracing::warn!(error = %e, count = batch.len(), "history append failed; will retry");
-            false
-        }
-    }
+    call.invoke_async::<String>(&mut r)
+        .await
+        .map(|reply| BatchOutcome::from_reply(&reply))
+        .map_err(|e| format!("history append ({}): {e}", batch.len()))
 }
 
 /// Sort key of a stream entry id `<ms>-<seq>`.
@@ -106,12 +104,12 @@ async fn main() -> std::io::Result<()> {
     drone_common::server::spawn_redis_readiness(redis.clone());
     let state = AppState {
         redis: redis.clone(),
-        append: Arc::new(redis::Script::new(APPEND)),
+        append: Arc::new(redis::Script::new(&format!("{OFFSET_PRELUDE}\n{APPEND}"))),
     };
     let cfg = ConsumerConfig::from_env(TRACKING_EVENTS, "deliveryhistory", Some("deliveryId"));
     let st = state.clone();
-    tokio::spawn(run_batch_consumer(client, redis, cfg, move |b| {
-        on_events(st.clone(), b)
+    tokio::spawn(run_batch_consumer(client, redis, cfg, move |b, step| {
+        on_events(st.clone(), b, step)
     }));
     let app = Router::new()
         .route("/api/deliveryhistory/stats", get(stats))

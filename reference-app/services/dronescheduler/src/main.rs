@@ -37,8 +37,7 @@ end
 local d = redis.call('SPOP', 'dronescheduler:idle')
 if not d then return {'none', ''} end
 redis.call('HSET', k, 'drone', d, 'stage', 'HeadedToPickup', 'leg_start', ARGV[2], 'leg_ms', ARGV[6], 'leg2_ms', ARGV[7],
-  'from', ARGV[3], 'to', ARGV[4], 'pickup', ARGV[4], 'dropoff', ARGV[5])
-redis.call('HINCRBY', k, 'assignments', 1)
+  'from', ARGV[3], 'to', ARGV[4], 'pickup', ARGV[4], 'dropoff', ARGV[5], 'assignments', 1)
 redis.call('INCR', 'dronescheduler:assignments_total')
 redis.call('SADD', 'dronescheduler:active', ARGV[1])
 redis.call('XADD', KEYS[1], '*', 'deliveryId', ARGV[1], 'droneId', d, 'stage', 'HeadedToPickup', 'location', ARGV[3], 'eta', ARGV[8], 'ts', ARGV[2])

@@ -57,6 +57,10 @@ enum Outcome {
 
 use Outcome::*;
 
+/// Field of the state hash set while a cancellation is under way, so a create
+/// handled after it compensates instead of scheduling.
+const CANCEL_REQUESTED: &str = "cancelRequested";
+
 fn skey(id: &str) -> String {
     format!("workflow:s:{id}")
 }
@@ -112,15 +116,16 @@ async fn compensate_cancelled(s: &AppState, id: &str) -> Outcome {
 
 async fn run_create(s: &AppState, id: &str, m: &Message) -> Outcome {
     let mut r = s.redis.clone();
-    let state: redis::RedisResult<(Option<String>, bool)> = redis::pipe()
-        .hget(skey(id), "status")
-        .exists(format!("workflow:cancel:{id}"))
+    let state: redis::RedisResult<(Option<String>, Option<String>)> = redis::cmd("HMGET")
+        .arg(skey(id))
+        .arg("status")
+        .arg(CANCEL_REQUESTED)
         .query_async(&mut r)
         .await;
     let cancelled = match state {
         Err(e) => return Retry(format!("redis: {e}")),
         Ok((Some(st), _)) if st == "completed" || st == "failed" || st == "cancelled" => return Done("duplicate"),
-        Ok((_, c)) => c,
+        Ok((_, c)) => c.is_some(),
     };
     let Some(req) = m
         .get("body")
@@ -192,7 +197,7 @@ async fn run_create(s: &AppState, id: &str, m: &Message) -> Outcome {
 
 async fn run_cancel(s: &AppState, id: &str) -> Outcome {
     let mut r = s.redis.clone();
-    if let Err(e) = r.set::<_, _, ()>(format!("workflow:cancel:{id}"), 1).await {
+    if let Err(e) = r.hset::<_, _, _, ()>(skey(id), CANCEL_REQUESTED, 1).await {
         return Retry(format!("redis: {e}"));
     }
     match status(s, id).await {
@@ -208,7 +213,7 @@ async fn run_cancel(s: &AppState, id: &str) -> Outcome {
         None
     );
     if rel.status == 409 {
-        let _: redis::RedisResult<()> = r.del(format!("workflow:cancel:{id}")).await;
+        let _: redis::RedisResult<()> = r.hdel(skey(id), CANCEL_REQUESTED).await;
         let _ = set_status(s, id, &[("cancel", "rejected: package already picked up")]).await;
         tracing::warn!(delivery_id = id, "cancel rejected: package already picked up");
         return Done("cancel rejected");
