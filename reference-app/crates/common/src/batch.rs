@@ -41,6 +41,11 @@ struct BatchRequest<'a> {
     requests: Vec<Item<'a>>,
 }
 
+#[derive(Serialize)]
+struct BatchRequestOut<'a> {
+    requests: Vec<Item<'a>>,
+}
+
 #[derive(Deserialize, Serialize)]
 struct Item<'a> {
     method: &'a str,
@@ -300,8 +305,7 @@ async fn send_calls(client: &reqwest::Client, base: &str, name: &str, plain_unti
             correlation_id: c.correlation_id.as_deref(),
         })
         .collect();
-    let payload = serde_json::to_vec(&json!({ "requests": items })).expect("serialise batch");
-    drop(items);
+    let payload = serde_json::to_vec(&BatchRequestOut { requests: items }).expect("serialise batch");
     let sent = client
         .post(format!("{base}{BATCH_PATH}"))
         .header(header::CONTENT_TYPE, "application/json")

@@ -28,23 +28,21 @@ local function emit(id, typ, stage, loc, now)
 end
 "#;
 
+/// Creates the delivery (ARGV: id, document, time). Drone events that arrived
+/// first (the drone is assigned before the delivery is created) left their
+/// furthest stage in `early_rank` (with location and ETA) in the same hash:
+/// the creation catches up with them.
 const CREATE: &str = r#"
 local id, doc, now = ARGV[1], ARGV[2], ARGV[3]
 local k = 'delivery:d:' .. id
-local st = redis.call('HGET', k, 'stage')
-if st then return st end
-redis.call('HSET', k, 'doc', doc, 'stage', 'Created', 'created', now, 'updated', now, 'version', 1)
+local cur = redis.call('HMGET', k, 'stage', 'early_rank', 'location')
+if cur[1] then return cur[1] end
+local r = tonumber(cur[2] or '0')
+redis.call('HSET', k, 'doc', doc, 'stage', r > 0 and NAMES[r] or 'Created', 'created', now, 'updated', now, 'version', 1)
 emit(id, 'Created', 'Created', '', now)
 redis.call('HINCRBY', 'delivery:stats', 'created', 1)
-local dk = 'delivery:ds:' .. id
-local ds = redis.call('HMGET', dk, 'rank', 'location', 'eta')
-if ds[1] then
-  local r = tonumber(ds[1])
-  for i = 1, r do emit(id, NAMES[i], NAMES[i], ds[2], now) end
-  redis.call('HSET', k, 'stage', NAMES[r], 'location', ds[2], 'eta', ds[3])
-  if r == 3 then redis.call('HINCRBY', 'delivery:stats', 'completed', 1) end
-  redis.call('DEL', dk)
-end
+for i = 1, r do emit(id, NAMES[i], NAMES[i], cur[3], now) end
+if r == 3 then redis.call('HINCRBY', 'delivery:stats', 'completed', 1) end
 return 'new'
 "#;
 
@@ -56,14 +54,11 @@ const DRONE: &str = r#"
 local now = ARGV[4]
 local function apply(id, r, loc, eta)
   local k = 'delivery:d:' .. id
-  local st = redis.call('HGET', k, 'stage')
+  local h = redis.call('HMGET', k, 'stage', 'early_rank')
+  local st = h[1]
   if not st then
-    local dk = 'delivery:ds:' .. id
-    local cur = tonumber(redis.call('HGET', dk, 'rank') or '0')
-    if r >= cur then
-      redis.call('HSET', dk, 'rank', r, 'location', loc, 'eta', eta)
-      redis.call('PEXPIRE', dk, 86400000)
-    end
+    -- Not created yet: remember the furthest stage for the creation.
+    if r >= tonumber(h[2] or '0') then redis.call('HSET', k, 'early_rank', r, 'location', loc, 'eta', eta) end
     return
   end
   if final(st) then return end
@@ -231,7 +226,8 @@ async fn load(s: &AppState, id: &str) -> Result<HashMap<String, String>, ApiErro
     check_id(id)?;
     let mut r = s.redis.clone();
     let h: HashMap<String, String> = r.hgetall(dkey(id)).await?;
-    if h.is_empty() {
+    // Without a stage the hash only holds drone events that came first.
+    if !h.contains_key("stage") {
         return Err(ApiError::not_found("delivery"));
     }
     Ok(h)
