@@ -197,19 +197,39 @@ async fn ack(c: &mut ConnectionManager, stream: &str, group: &str, ids: &[String
     redis::cmd("XACK").arg(stream).arg(group).arg(ids).query_async(c).await
 }
 
-/// The oldest entry the group still needs: its oldest pending entry, or (none
-/// pending) the last one it was given. Everything older has been acknowledged.
+/// The oldest entry the group still needs: its oldest pending entry, or the
+/// one after the last it was given, whichever is older. Both are read in one
+/// transaction, so an entry delivered in between cannot be mistaken for an
+/// acknowledged one. Everything older has been acknowledged.
 async fn oldest_needed(c: &mut ConnectionManager, stream: &str, group: &str) -> redis::RedisResult<Option<String>> {
-    let pending: Value = redis::cmd("XPENDING").arg(stream).arg(group).query_async(c).await?;
-    if let Value::Array(p) = &pending {
-        if matches!(p.first(), Some(Value::Int(n)) if *n > 0) {
-            return Ok(p.get(1).and_then(to_string));
-        }
-    }
-    let groups: Value = redis::cmd("XINFO").arg("GROUPS").arg(stream).query_async(c).await?;
-    let Value::Array(groups) = groups else { return Ok(None) };
+    let (groups, pending): (Value, Value) = redis::pipe()
+        .atomic()
+        .cmd("XINFO")
+        .arg("GROUPS")
+        .arg(stream)
+        .cmd("XPENDING")
+        .arg(stream)
+        .arg(group)
+        .query_async(c)
+        .await?;
+    let Some(last) = last_delivered(&groups, group) else {
+        return Ok(None);
+    };
+    let oldest_pending = match &pending {
+        Value::Array(p) if matches!(p.first(), Some(Value::Int(n)) if *n > 0) => p.get(1).and_then(to_string),
+        _ => None,
+    };
+    Ok(Some(match oldest_pending {
+        Some(p) if stream_id(&p) < stream_id(&last) => p,
+        _ => last,
+    }))
+}
+
+/// `last-delivered-id` of `group` in an `XINFO GROUPS` reply.
+fn last_delivered(groups: &Value, group: &str) -> Option<String> {
+    let Value::Array(groups) = groups else { return None };
     for g in groups {
-        let fields: Vec<(String, Option<String>)> = match &g {
+        let fields: Vec<(String, Option<String>)> = match g {
             Value::Array(kv) => kv
                 .chunks(2)
                 .filter_map(|c| Some((to_string(c.first()?)?, c.get(1).and_then(to_string))))
@@ -222,10 +242,16 @@ async fn oldest_needed(c: &mut ConnectionManager, stream: &str, group: &str) -> 
         };
         let get = |k: &str| fields.iter().find(|(f, _)| f == k).and_then(|(_, v)| v.clone());
         if get("name").as_deref() == Some(group) {
-            return Ok(get("last-delivered-id"));
+            return get("last-delivered-id");
         }
     }
-    Ok(None)
+    None
+}
+
+/// Order of a stream entry id `<ms>-<seq>`.
+fn stream_id(id: &str) -> (u64, u64) {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
 }
 
 /// Remove acknowledged entries from the stream every `every`: `XTRIM MINID ~`
@@ -637,6 +663,25 @@ mod tests {
 
     fn bs(s: &str) -> Value {
         Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn finds_the_groups_last_delivered_entry() {
+        let groups = Value::Array(vec![
+            Value::Array(vec![bs("name"), bs("other"), bs("last-delivered-id"), bs("9-0")]),
+            Value::Array(vec![
+                bs("name"),
+                bs("workflow"),
+                bs("consumers"),
+                Value::Int(1),
+                bs("last-delivered-id"),
+                bs("12-3"),
+            ]),
+        ]);
+        assert_eq!(last_delivered(&groups, "workflow").as_deref(), Some("12-3"));
+        assert_eq!(last_delivered(&groups, "missing"), None);
+        assert!(stream_id("12-3") < stream_id("12-10"));
+        assert!(stream_id("9-99") < stream_id("12-0"));
     }
 
     #[test]
