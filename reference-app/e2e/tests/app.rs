@@ -606,4 +606,29 @@ async fn crash_mid_burst(N: usize, victims: &[&str], second_instances: &[&str]) 
         }
         panic!("tracking events missing or duplicated: {hist}\n{}", odd.join("\n"));
     }
+    // Handled entries leave the streams (trimmed in whole nodes of at most 100
+    // entries; the drone and tracking streams held 3 and 4 entries per delivery).
+    let mut r = redis::Client::open(s.redis_url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(15), "streams trimmed", || {
+        let mut r = r.clone();
+        async move {
+            let mut lens = Vec::new();
+            for stream in ["ingestion:requests", "dronescheduler:events", "delivery:events"] {
+                let n: u64 = redis::cmd("XLEN").arg(stream).query_async(&mut r).await.ok()?;
+                lens.push(n);
+            }
+            lens.iter().all(|n| *n <= 100).then_some(())
+        }
+    })
+    .await;
+    let offset: Option<String> = redis::cmd("GET")
+        .arg("delivery:offset:dronescheduler:events")
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    assert!(offset.is_some(), "delivery keeps its offset");
 }
