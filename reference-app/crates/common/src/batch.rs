@@ -24,9 +24,11 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tower::ServiceExt;
+
+use crate::domain::now_ms;
 
 /// Path of the batch endpoint every service serves.
 pub const BATCH_PATH: &str = "/internal/batch";
@@ -153,13 +155,6 @@ pub struct Coalescer {
     /// Unix ms until which the downstream is called without batching.
     plain_until: Arc<AtomicU64>,
     tx: std::sync::OnceLock<mpsc::UnboundedSender<Call>>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl Coalescer {

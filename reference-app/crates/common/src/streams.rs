@@ -174,7 +174,7 @@ where
 /// Acknowledge in batches: whatever accumulated while the previous batch was
 /// in flight goes out in one `XACK`. A crash before the flush only means
 /// redelivery, which the handlers tolerate (idempotent by id). Acknowledged
-/// entries are removed from the stream by [`trim_loop`].
+/// entries are removed from the stream by [`spawn_trim`].
 async fn ack_loop(mgr: ConnectionManager, stream: String, group: String, mut rx: mpsc::UnboundedReceiver<String>) {
     let mut buf: Vec<String> = Vec::with_capacity(512);
     while let Some(first) = rx.recv().await {
@@ -248,41 +248,60 @@ fn last_delivered(groups: &Value, group: &str) -> Option<String> {
     None
 }
 
-/// Order of a stream entry id `<ms>-<seq>`.
-fn stream_id(id: &str) -> (u64, u64) {
+/// Sort key of a stream entry id `<ms>-<seq>`.
+pub fn stream_id(id: &str) -> (u64, u64) {
     let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
     (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
 }
 
-/// Remove acknowledged entries from the stream every `every`: `XTRIM MINID ~`
-/// below the oldest entry the group still needs, which frees whole nodes
-/// (cheap) instead of deleting entries one by one. Each stream has exactly one
-/// consuming group.
-async fn trim_loop(mgr: ConnectionManager, stream: String, group: String, every: Duration) {
-    let mut shutdown = runtime().shutdown_rx();
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = shutdown.changed() => return,
-        }
-        let mut c = mgr.clone();
-        let res = async {
-            let Some(min) = oldest_needed(&mut c, &stream, &group).await? else {
-                return Ok(());
-            };
-            redis::cmd("XTRIM")
-                .arg(&stream)
-                .arg("MINID")
-                .arg("~")
-                .arg(&min)
-                .query_async::<()>(&mut c)
-                .await
-        }
-        .await;
-        if let Err(e) = res {
-            tracing::warn!(error = %e, stream = %stream, "stream trim failed");
+/// What a stream may be trimmed below.
+enum TrimFloor {
+    /// The oldest entry a consumer group still needs (see [`oldest_needed`]).
+    Group(String),
+    /// An offset consumer's stored offset: everything before it was applied.
+    Offset(String),
+}
+
+impl TrimFloor {
+    async fn get(&self, c: &mut ConnectionManager, stream: &str) -> redis::RedisResult<Option<String>> {
+        match self {
+            Self::Group(group) => oldest_needed(c, stream, group).await,
+            Self::Offset(key) => redis::cmd("GET").arg(key).query_async(c).await,
         }
     }
+}
+
+/// Remove handled entries from the stream every `STREAM_TRIM_MS` (1000):
+/// `XTRIM MINID ~` below `floor`, which frees whole nodes (cheap) instead of
+/// deleting entries one by one. Each stream has exactly one consumer.
+fn spawn_trim(mgr: ConnectionManager, stream: String, floor: TrimFloor) {
+    let every = Duration::from_millis(crate::config::env_or("STREAM_TRIM_MS", 1000));
+    let mut shutdown = runtime().shutdown_rx();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.changed() => return,
+            }
+            let mut c = mgr.clone();
+            let res = async {
+                let Some(min) = floor.get(&mut c, &stream).await? else {
+                    return Ok(());
+                };
+                redis::cmd("XTRIM")
+                    .arg(&stream)
+                    .arg("MINID")
+                    .arg("~")
+                    .arg(&min)
+                    .query_async::<()>(&mut c)
+                    .await
+            }
+            .await;
+            if let Err(e) = res {
+                tracing::warn!(error = %e, stream = %stream, "stream trim failed");
+            }
+        }
+    });
 }
 
 /// Create the consumer group (from the start of the stream) if missing.
@@ -335,8 +354,7 @@ impl Reader {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         tracing::info!(stream = %cfg.stream, group = %cfg.group, consumer = %cfg.consumer, "consumer started");
-        let every = Duration::from_millis(crate::config::env_or("STREAM_TRIM_MS", 1000));
-        tokio::spawn(trim_loop(mgr, cfg.stream.clone(), cfg.group.clone(), every));
+        spawn_trim(mgr, cfg.stream.clone(), TrimFloor::Group(cfg.group.clone()));
         Self {
             cfg: cfg.clone(),
             conn: reader_conn(&client).await,
@@ -549,39 +567,6 @@ async fn read_after(
     Ok(parse_read(&v))
 }
 
-/// Remove entries every instance has applied (`XTRIM MINID ~` below the
-/// stored offset) every `every`.
-async fn trim_applied(mgr: ConnectionManager, stream: String, offset_key: String, every: Duration) {
-    let mut shutdown = runtime().shutdown_rx();
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = shutdown.changed() => return,
-        }
-        let mut c = mgr.clone();
-        let res = async {
-            let Some(off) = redis::cmd("GET")
-                .arg(&offset_key)
-                .query_async::<Option<String>>(&mut c)
-                .await?
-            else {
-                return Ok(());
-            };
-            redis::cmd("XTRIM")
-                .arg(&stream)
-                .arg("MINID")
-                .arg("~")
-                .arg(&off)
-                .query_async::<()>(&mut c)
-                .await
-        }
-        .await;
-        if let Err(e) = res {
-            tracing::warn!(error = %e, stream = %stream, "stream trim failed");
-        }
-    }
-}
-
 /// Run a consumer that applies whole batches exactly once, in stream order,
 /// keeping its own offset instead of a consumer group: the offset (key
 /// `<group>:offset:<stream>`) is stored by the handler's script in the same
@@ -597,14 +582,14 @@ where
     Fut: Future<Output = Result<BatchOutcome, String>> + Send + 'static,
 {
     let key = format!("{}:offset:{}", cfg.group, cfg.stream);
-    let every = Duration::from_millis(crate::config::env_or("STREAM_TRIM_MS", 1000));
-    tokio::spawn(trim_applied(mgr.clone(), cfg.stream.clone(), key.clone(), every));
+    spawn_trim(mgr.clone(), cfg.stream.clone(), TrimFloor::Offset(key.clone()));
     let mut c = mgr.clone();
     let mut offset = stored_offset(&mut c, &key).await;
     tracing::info!(stream = %cfg.stream, offset = %offset, "batch consumer started");
     let mut conn = reader_conn(&client).await;
     let mut shutdown = runtime().shutdown_rx();
     let mut failures = 0u32;
+    let retry = crate::resilience::RetryPolicy::from_env();
     let mut msgs: Vec<Message> = Vec::new();
     while !*shutdown.borrow() {
         if msgs.is_empty() {
@@ -645,9 +630,8 @@ where
             Err(e) => {
                 failures += 1;
                 tracing::warn!(error = %e, stream = %cfg.stream, "batch not applied; will retry");
-                let pause = crate::resilience::RetryPolicy::from_env().backoff(failures);
                 tokio::select! {
-                    _ = tokio::time::sleep(pause) => {}
+                    _ = tokio::time::sleep(retry.backoff(failures)) => {}
                     _ = shutdown.changed() => {}
                 }
                 offset = stored_offset(&mut c, &key).await;

@@ -6,7 +6,9 @@ use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use drone_common::domain::{check_id, fmt_rfc3339};
-use drone_common::streams::{run_batch_consumer, BatchOutcome, ConsumerConfig, Message, OffsetStep, OFFSET_PRELUDE};
+use drone_common::streams::{
+    run_batch_consumer, stream_id, BatchOutcome, ConsumerConfig, Message, OffsetStep, OFFSET_PRELUDE,
+};
 use drone_common::topics::TRACKING_EVENTS;
 use drone_common::ApiError;
 use redis::aio::ConnectionManager;
@@ -68,12 +70,6 @@ async fn on_events(s: AppState, batch: Vec<Message>, step: OffsetStep) -> Result
         .map_err(|e| format!("history append ({}): {e}", batch.len()))
 }
 
-/// Sort key of a stream entry id `<ms>-<seq>`.
-fn stream_id_order(id: &str) -> (u64, u64) {
-    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
-    (ms.parse().unwrap_or(u64::MAX), seq.parse().unwrap_or(0))
-}
-
 async fn get_history(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     check_id(&id)?;
     let mut r = s.redis.clone();
@@ -81,7 +77,7 @@ async fn get_history(State(s): State<AppState>, Path(id): Path<String>) -> Resul
     if raw.is_empty() {
         return Err(ApiError::not_found("delivery history"));
     }
-    raw.sort_by_key(|(eid, _)| stream_id_order(eid));
+    raw.sort_by_key(|(eid, _)| stream_id(eid));
     let events: Vec<Value> = raw.iter().filter_map(|(_, e)| serde_json::from_str(e).ok()).collect();
     let last = events
         .last()
@@ -125,7 +121,7 @@ mod tests {
     #[test]
     fn events_sort_by_stream_id() {
         let mut ids = vec!["10-2", "9-5", "10-10", "10-1"];
-        ids.sort_by_key(|i| stream_id_order(i));
+        ids.sort_by_key(|i| stream_id(i));
         assert_eq!(ids, ["9-5", "10-1", "10-2", "10-10"]);
     }
 
