@@ -4,12 +4,12 @@
 # the load generator for a bounded time / count, waits (bounded) for every
 # accepted request to reach a final state, prints the figures, stops itself.
 #
-#   scripts/bench.sh                      # 10 s, 64 connections
+#   scripts/bench.sh                      # 60 s (steady state), 64 connections
 #   DURATION=20 CONCURRENCY=128 scripts/bench.sh
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
-DURATION="${DURATION:-10}"
+DURATION="${DURATION:-60}"
 CONCURRENCY="${CONCURRENCY:-64}"
 MAX_REQUESTS="${MAX_REQUESTS:-300000}"
 DRAIN_TIMEOUT="${DRAIN_TIMEOUT:-180}"
