@@ -11,7 +11,7 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 DURATION="${DURATION:-60}"
 CONCURRENCY="${CONCURRENCY:-64}"
-MAX_REQUESTS="${MAX_REQUESTS:-300000}"
+MAX_REQUESTS="${MAX_REQUESTS:-500000}"
 DRAIN_TIMEOUT="${DRAIN_TIMEOUT:-180}"
 if ! command -v redis-server >/dev/null; then
   echo "==> installing redis-server (Debian package)"

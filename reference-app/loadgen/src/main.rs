@@ -13,6 +13,11 @@
 //! `--spawn`) stops the workflow while sending and restarts it afterwards:
 //! ingestion is measured alone (load levelling: requests are only queued),
 //! then the backlog drain measures the end-to-end processing rate.
+//!
+//! Besides the rates, it reports what one delivery costs, so runs on machines
+//! of different speed compare: the machine's busy CPU time (`/proc/stat`, all
+//! processes) per completed delivery and, with `--spawn`, the Redis commands
+//! per completed delivery (`INFO commandstats`, commands inside scripts included).
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -172,6 +177,14 @@ async fn main() {
         .build()
         .unwrap();
     let before = stats(&client, &delivery).await;
+    let redis_addr = _stack
+        .as_ref()
+        .map(|s| s.redis_url.trim_start_matches("redis://").to_string());
+    let redis_before = match &redis_addr {
+        Some(a) => command_stats(a).await,
+        None => Vec::new(),
+    };
+    let cpu_before = machine_cpu();
     if args.buffer_first {
         _stack.as_ref().expect("--buffer-first needs --spawn").kill("workflow");
     }
@@ -262,12 +275,20 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let total_secs = start.elapsed().as_secs_f64();
+    let cpu = machine_cpu().zip(cpu_before).map(|(b, a)| b.since(&a));
+    let redis_after = match &redis_addr {
+        Some(a) => command_stats(a).await,
+        None => Vec::new(),
+    };
     let drain_secs = drain_start.elapsed().as_secs_f64();
     let completed = n(&last, "completed") - n(&before, "completed");
     let failed = n(&last, "failed") - n(&before, "failed");
     let created = n(&last, "created") - n(&before, "created");
     let completed_during_send = n(&at_send_end, "completed") - n(&before, "completed");
     let lost = accepted.saturating_sub(completed + failed);
+    let per_delivery = |x: f64| if completed > 0 { x / completed as f64 } else { 0.0 };
+    let redis_calls = calls_since(&redis_before, &redis_after);
+    let redis_total: u64 = redis_calls.iter().map(|(_, c)| c).sum();
     let report = json!({
         "accepted": accepted,
         "errors": errors,
@@ -287,6 +308,16 @@ async fn main() {
         "buffer_first": args.buffer_first,
         "lost": lost,
         "drained": lost == 0,
+        // Machine-wide, from the first request to the last final state: what one
+        // delivery costs on this machine, whatever its speed.
+        "cpu_busy_cores": cpu.map(|c| c.busy_cores()),
+        "cpu_us_per_delivery": cpu.map(|c| per_delivery(c.busy_secs() * 1e6)),
+        "redis_commands_per_delivery": per_delivery(redis_total as f64),
+        "redis_commands": redis_calls
+            .iter()
+            .take(12)
+            .map(|(k, c)| (k.clone(), json!((per_delivery(*c as f64) * 100.0).round() / 100.0)))
+            .collect::<serde_json::Map<_, _>>(),
     });
     if args.json {
         println!("{report}");
@@ -309,6 +340,26 @@ async fn main() {
             completed - completed_during_send,
             (completed - completed_during_send) as f64 / drain_secs
         );
+        if let Some(c) = cpu {
+            println!(
+                "machine CPU:              {:.2} of {} cores busy, {:.0} µs per completed delivery",
+                c.busy_cores(),
+                c.cores,
+                per_delivery(c.busy_secs() * 1e6)
+            );
+        }
+        if redis_total > 0 {
+            let top: Vec<String> = redis_calls
+                .iter()
+                .take(8)
+                .map(|(k, c)| format!("{k} {:.1}", per_delivery(*c as f64)))
+                .collect();
+            println!(
+                "redis commands:           {:.1} per completed delivery ({})",
+                per_delivery(redis_total as f64),
+                top.join(", ")
+            );
+        }
         println!(
             "lost requests:            {lost}{}",
             if lost == 0 {
@@ -326,6 +377,115 @@ async fn main() {
     if lost > 0 {
         std::process::exit(1);
     }
+}
+
+/// Machine-wide CPU time from `/proc/stat` (in USER_HZ ticks, 100 per second).
+#[derive(Debug, Clone, Copy)]
+struct CpuTimes {
+    busy: u64,
+    total: u64,
+    cores: usize,
+}
+
+impl CpuTimes {
+    /// Parse the aggregate `cpu` line: busy is everything but idle and iowait.
+    fn parse(stat: &str) -> Option<Self> {
+        let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+        let v: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        let total: u64 = v.iter().take(8).sum();
+        let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+        let cores = stat
+            .lines()
+            .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
+            .count();
+        Some(Self {
+            busy: total - idle,
+            total,
+            cores: cores.max(1),
+        })
+    }
+
+    fn since(&self, earlier: &Self) -> Self {
+        Self {
+            busy: self.busy.saturating_sub(earlier.busy),
+            total: self.total.saturating_sub(earlier.total),
+            cores: self.cores,
+        }
+    }
+
+    fn busy_secs(&self) -> f64 {
+        self.busy as f64 / 100.0
+    }
+
+    /// Busy cores on average over the interval.
+    fn busy_cores(&self) -> f64 {
+        if self.total == 0 {
+            return 0.0;
+        }
+        self.busy as f64 / self.total as f64 * self.cores as f64
+    }
+}
+
+fn machine_cpu() -> Option<CpuTimes> {
+    CpuTimes::parse(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+/// `INFO commandstats` of the Redis at `addr`: calls per command (empty if
+/// unreachable). Spoken as an inline command over a raw socket.
+async fn command_stats(addr: &str) -> Vec<(String, u64)> {
+    async fn fetch(addr: &str) -> std::io::Result<String> {
+        let mut s = TcpStream::connect(addr).await?;
+        s.write_all(b"INFO commandstats\r\n").await?;
+        let mut buf = Vec::new();
+        loop {
+            if let Some(nl) = buf.windows(2).position(|w| w == b"\r\n") {
+                let len: usize = std::str::from_utf8(&buf[1..nl])
+                    .ok()
+                    .and_then(|l| l.parse().ok())
+                    .ok_or_else(|| invalid("bad INFO reply"))?;
+                if buf.len() >= nl + 2 + len {
+                    return Ok(String::from_utf8_lossy(&buf[nl + 2..nl + 2 + len]).into_owned());
+                }
+            }
+            if s.read_buf(&mut buf).await? == 0 {
+                return Err(invalid("connection closed"));
+            }
+        }
+    }
+    let text = tokio::time::timeout(Duration::from_secs(5), fetch(addr))
+        .await
+        .unwrap_or_else(|_| Err(invalid("timed out")))
+        .unwrap_or_default();
+    parse_command_stats(&text)
+}
+
+/// `cmdstat_xadd:calls=12,usec=...` lines to `[("xadd", 12), ...]`.
+fn parse_command_stats(text: &str) -> Vec<(String, u64)> {
+    text.lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest.split(',').find_map(|kv| kv.strip_prefix("calls="))?.parse().ok()?;
+            Some((name.to_string(), calls))
+        })
+        .collect()
+}
+
+/// Calls per command between two snapshots, most frequent first.
+fn calls_since(before: &[(String, u64)], after: &[(String, u64)]) -> Vec<(String, u64)> {
+    let mut out: Vec<(String, u64)> = after
+        .iter()
+        .map(|(k, c)| {
+            let b = before.iter().find(|(bk, _)| bk == k).map_or(0, |(_, b)| *b);
+            (k.clone(), c.saturating_sub(b))
+        })
+        .filter(|(_, c)| *c > 0)
+        .collect();
+    out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    out
 }
 
 /// Longest wait for one answer; the connection is dropped after it.
@@ -474,6 +634,26 @@ mod tests {
         assert!(read_response(&mut r, &mut buf).await.is_err());
         let mut r: &[u8] = b"garbage\r\n\r\n";
         assert!(read_response(&mut r, &mut buf).await.is_err());
+    }
+
+    #[test]
+    fn cpu_times_and_command_stats() {
+        let a = CpuTimes::parse("cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 1\ncpu1 1\nintr 5\n").unwrap();
+        let b = CpuTimes::parse("cpu  200 0 100 900 50 0 0 0 0 0\ncpu0 1\ncpu1 1\n").unwrap();
+        let d = b.since(&a);
+        assert_eq!((d.busy, d.total, d.cores), (150, 250, 2));
+        assert!((d.busy_cores() - 1.2).abs() < 1e-9);
+        assert!((d.busy_secs() - 1.5).abs() < 1e-9);
+        let before = parse_command_stats(
+            "# Commandstats\r\ncmdstat_xadd:calls=10,usec=5,usec_per_call=0.5,rejected_calls=0\r\n",
+        );
+        let after = parse_command_stats(
+            "# Commandstats\r\ncmdstat_xadd:calls=30,usec=9\r\ncmdstat_hset:calls=40,usec=1\r\ncmdstat_info:calls=0\r\n",
+        );
+        assert_eq!(
+            calls_since(&before, &after),
+            vec![("hset".to_string(), 40), ("xadd".to_string(), 20)]
+        );
     }
 
     #[test]
