@@ -311,6 +311,7 @@ async fn main() {
         // Machine-wide, from the first request to the last final state: what one
         // delivery costs on this machine, whatever its speed.
         "cpu_busy_cores": cpu.map(|c| c.busy_cores()),
+        "cpu_steal_percent": cpu.map(|c| c.steal_pct()),
         "cpu_us_per_delivery": cpu.map(|c| per_delivery(c.busy_secs() * 1e6)),
         "redis_commands_per_delivery": per_delivery(redis_total as f64),
         "redis_commands": redis_calls
@@ -342,10 +343,11 @@ async fn main() {
         );
         if let Some(c) = cpu {
             println!(
-                "machine CPU:              {:.2} of {} cores busy, {:.0} µs per completed delivery",
+                "machine CPU:              {:.2} of {} cores busy, {:.0} µs per completed delivery (steal {:.1} %)",
                 c.busy_cores(),
                 c.cores,
-                per_delivery(c.busy_secs() * 1e6)
+                per_delivery(c.busy_secs() * 1e6),
+                c.steal_pct()
             );
         }
         if redis_total > 0 {
@@ -383,12 +385,15 @@ async fn main() {
 #[derive(Debug, Clone, Copy)]
 struct CpuTimes {
     busy: u64,
+    /// Time the hypervisor gave this VM's CPUs to someone else: high on a busy host.
+    steal: u64,
     total: u64,
     cores: usize,
 }
 
 impl CpuTimes {
-    /// Parse the aggregate `cpu` line: busy is everything but idle and iowait.
+    /// Parse the aggregate `cpu` line (user nice system idle iowait irq softirq
+    /// steal …): busy is user, nice, system, irq and softirq.
     fn parse(stat: &str) -> Option<Self> {
         let line = stat.lines().find(|l| l.starts_with("cpu "))?;
         let v: Vec<u64> = line
@@ -396,14 +401,15 @@ impl CpuTimes {
             .skip(1)
             .map(|x| x.parse().unwrap_or(0))
             .collect();
-        let total: u64 = v.iter().take(8).sum();
-        let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+        let f = |i: usize| v.get(i).copied().unwrap_or(0);
+        let total: u64 = (0..8).map(f).sum();
         let cores = stat
             .lines()
             .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
             .count();
         Some(Self {
-            busy: total - idle,
+            busy: f(0) + f(1) + f(2) + f(5) + f(6),
+            steal: f(7),
             total,
             cores: cores.max(1),
         })
@@ -412,6 +418,7 @@ impl CpuTimes {
     fn since(&self, earlier: &Self) -> Self {
         Self {
             busy: self.busy.saturating_sub(earlier.busy),
+            steal: self.steal.saturating_sub(earlier.steal),
             total: self.total.saturating_sub(earlier.total),
             cores: self.cores,
         }
@@ -427,6 +434,14 @@ impl CpuTimes {
             return 0.0;
         }
         self.busy as f64 / self.total as f64 * self.cores as f64
+    }
+
+    /// Share of the interval stolen by the hypervisor, in percent.
+    fn steal_pct(&self) -> f64 {
+        if self.total == 0 {
+            return 0.0;
+        }
+        self.steal as f64 / self.total as f64 * 100.0
     }
 }
 
@@ -638,12 +653,13 @@ mod tests {
 
     #[test]
     fn cpu_times_and_command_stats() {
-        let a = CpuTimes::parse("cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 1\ncpu1 1\nintr 5\n").unwrap();
-        let b = CpuTimes::parse("cpu  200 0 100 900 50 0 0 0 0 0\ncpu0 1\ncpu1 1\n").unwrap();
+        let a = CpuTimes::parse("cpu  100 0 50 800 50 0 0 10 0 0\ncpu0 1\ncpu1 1\nintr 5\n").unwrap();
+        let b = CpuTimes::parse("cpu  200 0 100 900 50 0 0 35 7 0\ncpu0 1\ncpu1 1\n").unwrap();
         let d = b.since(&a);
-        assert_eq!((d.busy, d.total, d.cores), (150, 250, 2));
-        assert!((d.busy_cores() - 1.2).abs() < 1e-9);
+        assert_eq!((d.busy, d.steal, d.total, d.cores), (150, 25, 275, 2));
+        assert!((d.busy_cores() - 300.0 / 275.0).abs() < 1e-9);
         assert!((d.busy_secs() - 1.5).abs() < 1e-9);
+        assert!((d.steal_pct() - 2500.0 / 275.0).abs() < 1e-9);
         let before = parse_command_stats(
             "# Commandstats\r\ncmdstat_xadd:calls=10,usec=5,usec_per_call=0.5,rejected_calls=0\r\n",
         );
