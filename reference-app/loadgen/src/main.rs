@@ -177,13 +177,10 @@ async fn main() {
         .build()
         .unwrap();
     let before = stats(&client, &delivery).await;
-    let redis_addr = _stack
+    let redis = _stack
         .as_ref()
-        .map(|s| s.redis_url.trim_start_matches("redis://").to_string());
-    let redis_before = match &redis_addr {
-        Some(a) => command_stats(a).await,
-        None => Vec::new(),
-    };
+        .and_then(|s| redis::Client::open(s.redis_url.as_str()).ok());
+    let redis_before = command_stats(redis.as_ref()).await;
     let cpu_before = machine_cpu();
     if args.buffer_first {
         _stack.as_ref().expect("--buffer-first needs --spawn").kill("workflow");
@@ -276,10 +273,7 @@ async fn main() {
     }
     let total_secs = start.elapsed().as_secs_f64();
     let cpu = machine_cpu().zip(cpu_before).map(|(b, a)| b.since(&a));
-    let redis_after = match &redis_addr {
-        Some(a) => command_stats(a).await,
-        None => Vec::new(),
-    };
+    let redis_after = command_stats(redis.as_ref()).await;
     let drain_secs = drain_start.elapsed().as_secs_f64();
     let completed = n(&last, "completed") - n(&before, "completed");
     let failed = n(&last, "failed") - n(&before, "failed");
@@ -449,33 +443,23 @@ fn machine_cpu() -> Option<CpuTimes> {
     CpuTimes::parse(&std::fs::read_to_string("/proc/stat").ok()?)
 }
 
-/// `INFO commandstats` of the Redis at `addr`: calls per command (empty if
-/// unreachable). Spoken as an inline command over a raw socket.
-async fn command_stats(addr: &str) -> Vec<(String, u64)> {
-    async fn fetch(addr: &str) -> std::io::Result<String> {
-        let mut s = TcpStream::connect(addr).await?;
-        s.write_all(b"INFO commandstats\r\n").await?;
-        let mut buf = Vec::new();
-        loop {
-            if let Some(nl) = buf.windows(2).position(|w| w == b"\r\n") {
-                let len: usize = std::str::from_utf8(&buf[1..nl])
-                    .ok()
-                    .and_then(|l| l.parse().ok())
-                    .ok_or_else(|| invalid("bad INFO reply"))?;
-                if buf.len() >= nl + 2 + len {
-                    return Ok(String::from_utf8_lossy(&buf[nl + 2..nl + 2 + len]).into_owned());
-                }
-            }
-            if s.read_buf(&mut buf).await? == 0 {
-                return Err(invalid("connection closed"));
-            }
-        }
+/// `INFO commandstats` of the spawned stack's Redis: calls per command (empty
+/// without a stack, or if Redis does not answer within 5 s).
+async fn command_stats(redis: Option<&redis::Client>) -> Vec<(String, u64)> {
+    let Some(client) = redis else {
+        return Vec::new();
+    };
+    let fetch = async {
+        let mut c = client.get_multiplexed_async_connection().await?;
+        redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async::<String>(&mut c)
+            .await
+    };
+    match tokio::time::timeout(Duration::from_secs(5), fetch).await {
+        Ok(Ok(text)) => parse_command_stats(&text),
+        _ => Vec::new(),
     }
-    let text = tokio::time::timeout(Duration::from_secs(5), fetch(addr))
-        .await
-        .unwrap_or_else(|_| Err(invalid("timed out")))
-        .unwrap_or_default();
-    parse_command_stats(&text)
 }
 
 /// `cmdstat_xadd:calls=12,usec=...` lines to `[("xadd", 12), ...]`.
