@@ -1,21 +1,25 @@
 //! `dronectl new app` and `dronectl new service`: render a template, check the result,
 //! and move it into place only when everything is ready.
 //!
-//! Nothing in the user's tree changes until the last step: files are rendered into a
-//! temporary directory, the manifest and workspace edits are computed and re-parsed in
-//! memory, and only then are the directory and the edited files moved into place. If a
-//! move fails, the earlier ones are undone.
+//! Nothing in the user's tree changes until the last step: files are rendered in memory
+//! (every output path checked to stay inside the destination), the manifest and workspace
+//! edits are computed and re-parsed in memory, and only then are the files written to a
+//! temporary directory beside the destination and moved into place with the edited files.
+//! If a move fails, the earlier ones are undone. `--dry-run` stops before the first write.
 
+mod render;
 mod templates;
+mod vars;
 
-use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
 use crate::events::{Event, Reporter};
 use crate::manifest::{self, LoadedManifest, ManifestError};
 use crate::names::{self, NameError};
 
+use render::{base_context, render_files, render_text, RenderedFile};
 pub use templates::{embedded_file, Template, TemplateKind, TemplateMeta, TemplateSource};
+use vars::parse_vars;
 
 /// Why scaffolding failed. Every variant except `Io` is the user's input: exit code 2.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +33,8 @@ pub enum ScaffoldError {
     },
     #[error("cannot read templates in {}: {message}", dir.display())]
     TemplateDir { dir: PathBuf, message: String },
+    #[error("{} is {what}; a template may hold only regular files and directories (links are not followed: copy the file instead)", vars::printable(&path.to_string_lossy()))]
+    TemplateEntry { path: PathBuf, what: String },
     #[error("template `{template}`, file {file}: {message}")]
     Template {
         template: String,
@@ -49,6 +55,8 @@ pub enum ScaffoldError {
     RouteTaken { route: String, owner: String },
     #[error("invalid --set `{0}`: write key=value, with a key of letters, digits and `_`")]
     BadVar(String),
+    #[error("invalid --set `{key}`: the value contains {found}; values may not contain control, bidirectional formatting or line separator characters")]
+    BadVarValue { key: String, found: String },
     #[error("invalid port {0}: use 1-65535")]
     BadPort(u32),
     #[error("{0}")]
@@ -88,82 +96,36 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ScaffoldError + '_ {
     }
 }
 
-/// Parses repeated `--set key=value` flags.
-pub fn parse_vars(pairs: &[String]) -> Result<BTreeMap<String, String>, ScaffoldError> {
-    let mut vars = BTreeMap::new();
-    for pair in pairs {
-        let (key, value) = pair
-            .split_once('=')
-            .ok_or_else(|| ScaffoldError::BadVar(pair.clone()))?;
-        let valid = key
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !valid {
-            return Err(ScaffoldError::BadVar(pair.clone()));
-        }
-        vars.insert(key.to_string(), value.to_string());
-    }
-    Ok(vars)
-}
-
-/// Renders every file of `template` into `out`, returning the relative paths written.
-fn render_into(
-    template: &Template,
-    context: &tera::Context,
-    out: &Path,
-) -> Result<Vec<PathBuf>, ScaffoldError> {
-    let mut written = Vec::with_capacity(template.files.len());
-    for file in &template.files {
-        let contents = if file.render {
-            render_text(template, &file.source, &file.contents, context)?.into_bytes()
-        } else {
-            file.contents.clone()
-        };
+/// Writes rendered files under `out` (a directory this run just created and nothing else
+/// writes to), refusing any path that would resolve outside it.
+fn write_files(files: &[RenderedFile], out: &Path) -> Result<(), ScaffoldError> {
+    std::fs::create_dir(out).map_err(io(out))?;
+    let root = out.canonicalize().map_err(io(out))?;
+    for file in files {
         let dest = out.join(&file.output);
-        if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent).map_err(io(parent))?;
+        let parent = dest.parent().unwrap_or(out);
+        std::fs::create_dir_all(parent).map_err(io(parent))?;
+        let real = parent.canonicalize().map_err(io(parent))?;
+        if !real.starts_with(&root)
+            || file
+                .output
+                .components()
+                .any(|c| !matches!(c, Component::Normal(_)))
+        {
+            return Err(ScaffoldError::BadPath {
+                path: file.output.display().to_string(),
+                why: "leads outside the directory being created".into(),
+            });
         }
-        std::fs::write(&dest, contents).map_err(io(&dest))?;
-        written.push(file.output.clone());
+        // create_new: never follow or replace anything that is already there.
+        let mut handle = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&dest)
+            .map_err(io(&dest))?;
+        std::io::Write::write_all(&mut handle, &file.contents).map_err(io(&dest))?;
     }
-    Ok(written)
-}
-
-fn render_text(
-    template: &Template,
-    source: &str,
-    contents: &[u8],
-    context: &tera::Context,
-) -> Result<String, ScaffoldError> {
-    let fail = |message: String| ScaffoldError::Template {
-        template: template.name.clone(),
-        file: source.to_string(),
-        message,
-    };
-    let text = std::str::from_utf8(contents)
-        .map_err(|_| fail("not UTF-8 text; drop the .tera suffix to copy it as is".into()))?;
-    tera::Tera::one_off(text, context, false).map_err(|e| {
-        // tera keeps the useful part in the error's source chain.
-        let mut message = e.to_string();
-        let mut cause = std::error::Error::source(&e);
-        while let Some(c) = cause {
-            message.push_str(": ");
-            message.push_str(&c.to_string());
-            cause = c.source();
-        }
-        fail(message)
-    })
-}
-
-/// The base context every template sees.
-fn base_context(app: &str, vars: &BTreeMap<String, String>) -> tera::Context {
-    let mut context = tera::Context::new();
-    context.insert("app", app);
-    context.insert("vars", vars);
-    context.insert("dronectl_version", env!("CARGO_PKG_VERSION"));
-    context
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -210,10 +172,11 @@ pub fn new_app(
             })?,
     };
     names::validate_name(&name)?;
-    if dir.symlink_metadata().is_ok() {
-        let empty = std::fs::read_dir(dir)
-            .map(|mut d| d.next().is_none())
-            .unwrap_or(false);
+    if let Ok(meta) = dir.symlink_metadata() {
+        let empty = meta.is_dir()
+            && std::fs::read_dir(dir)
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(false);
         if !empty {
             return Err(ScaffoldError::PathExists(dir.clone()));
         }
@@ -226,43 +189,38 @@ pub fn new_app(
         action: "Creating".into(),
         subject: format!("app `{name}` in {}", dir.display()),
     });
+    // Everything is rendered and checked in memory before anything is written.
+    let rendered = render_files(&template, &context)?;
+    // The app template must produce a manifest this version of dronectl accepts.
+    check_app_manifest(&template, dir, &rendered)?;
+    let files: Vec<PathBuf> = rendered.iter().map(|f| f.output.clone()).collect();
+    for f in &files {
+        reporter.event(Event::File {
+            path: dir.join(f),
+            dry_run: opts.dry_run,
+        });
+    }
+    if opts.dry_run {
+        return Ok(NewAppOutcome {
+            name,
+            dir: dir.clone(),
+            files,
+            commit: None,
+        });
+    }
+
     let parent = match dir.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let created_parents = if opts.dry_run {
-        Vec::new()
-    } else {
-        create_parents(&parent)?
-    };
-    let staging = tempfile::Builder::new()
-        .prefix(".dronectl-new-")
-        .tempdir_in(if parent.exists() {
-            &parent
-        } else {
-            Path::new(".")
-        })
-        .map_err(io(&parent));
+    let created_parents = create_parents(&parent)?;
     let result: Result<NewAppOutcome, ScaffoldError> = (|| {
-        let staging = staging?;
+        let staging = tempfile::Builder::new()
+            .prefix(".dronectl-new-")
+            .tempdir_in(&parent)
+            .map_err(io(&parent))?;
         let out = staging.path().join("app");
-        let files = render_into(&template, &context, &out)?;
-        // The app template must produce a manifest this version of dronectl accepts.
-        LoadedManifest::read_valid(&out).map_err(ScaffoldError::GeneratedManifest)?;
-        for f in &files {
-            reporter.event(Event::File {
-                path: dir.join(f),
-                dry_run: opts.dry_run,
-            });
-        }
-        if opts.dry_run {
-            return Ok(NewAppOutcome {
-                name: name.clone(),
-                dir: dir.clone(),
-                files,
-                commit: None,
-            });
-        }
+        write_files(&rendered, &out)?;
         let commit = if opts.git {
             Some(git_init_commit(&out, &name).map_err(|e| ScaffoldError::Io {
                 path: dir.clone(),
@@ -296,6 +254,41 @@ pub fn new_app(
         });
     }
     Ok(outcome)
+}
+
+/// Parses and validates the `dronectl.yaml` an app template rendered, in memory.
+fn check_app_manifest(
+    template: &Template,
+    dir: &Path,
+    rendered: &[RenderedFile],
+) -> Result<(), ScaffoldError> {
+    let path = dir.join(manifest::MANIFEST_FILE);
+    let Some(file) = rendered
+        .iter()
+        .find(|f| f.output == Path::new(manifest::MANIFEST_FILE))
+    else {
+        return Err(ScaffoldError::Template {
+            template: template.name.clone(),
+            file: format!("files/{}.tera", manifest::MANIFEST_FILE),
+            message: format!("an app template must create {}", manifest::MANIFEST_FILE),
+        });
+    };
+    let text = String::from_utf8(file.contents.clone()).map_err(|_| {
+        ScaffoldError::GeneratedManifest(ManifestError::Parse {
+            path: path.clone(),
+            position: None,
+            message: "not UTF-8 text".into(),
+        })
+    })?;
+    let parsed = manifest::parse(&path, &text).map_err(ScaffoldError::GeneratedManifest)?;
+    LoadedManifest {
+        path,
+        dir: dir.to_path_buf(),
+        text,
+        manifest: parsed,
+    }
+    .check()
+    .map_err(ScaffoldError::GeneratedManifest)
 }
 
 /// `git init` + an initial commit of everything in `dir`, on branch `main`.
@@ -472,14 +465,9 @@ pub fn new_service(
         ),
     });
 
-    // 1. Render into a staging directory inside the app (same file system: moves are atomic).
-    let staging = tempfile::Builder::new()
-        .prefix(".dronectl-new-")
-        .tempdir_in(app_dir)
-        .map_err(io(app_dir))?;
-    let out = staging.path().join("service");
-    let rendered = render_into(&plan.template, &plan.context, &out)?;
-    check_crate_name_free(&plan.name, &plan.template.name, &out)?;
+    // 1. Render in memory; nothing is written before every check has passed.
+    let rendered = render_files(&plan.template, &plan.context)?;
+    check_crate_name_free(&plan.name, &plan.template.name, &rendered)?;
 
     // 2. The manifest entry, spliced into the text and parsed again.
     let entry = render_text(
@@ -528,7 +516,7 @@ pub fn new_service(
 
     let files: Vec<PathBuf> = rendered
         .iter()
-        .map(|f| Path::new(&plan.path).join(f))
+        .map(|f| Path::new(&plan.path).join(&f.output))
         .collect();
     for f in &files {
         reporter.event(Event::File {
@@ -569,7 +557,14 @@ pub fn new_service(
         return Ok(outcome);
     }
 
-    // 4. Move everything into place; undo on failure.
+    // 4. Write into a staging directory inside the app (same file system: moves are
+    // atomic), then move everything into place; undo on failure.
+    let staging = tempfile::Builder::new()
+        .prefix(".dronectl-new-")
+        .tempdir_in(app_dir)
+        .map_err(io(app_dir))?;
+    let out = staging.path().join("service");
+    write_files(&rendered, &out)?;
     let manifest_tmp = staged_copy(&loaded.path, &new_manifest)?;
     let cargo_tmp = match &workspace_edit {
         Some(text) => Some(staged_copy(&cargo_toml, text)?),
@@ -668,8 +663,16 @@ fn check_inside(app_dir: &Path, rel: &str) -> Result<(), String> {
 }
 
 /// A service's crate must not share its name with one of its own dependencies.
-fn check_crate_name_free(name: &str, template: &str, rendered: &Path) -> Result<(), ScaffoldError> {
-    let Ok(text) = std::fs::read_to_string(rendered.join("Cargo.toml")) else {
+fn check_crate_name_free(
+    name: &str,
+    template: &str,
+    rendered: &[RenderedFile],
+) -> Result<(), ScaffoldError> {
+    let Some(text) = rendered
+        .iter()
+        .find(|f| f.output == Path::new("Cargo.toml"))
+        .and_then(|f| std::str::from_utf8(&f.contents).ok())
+    else {
         return Ok(());
     };
     let doc: toml_edit::DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| {
@@ -771,16 +774,6 @@ mod tests {
             add_workspace_member("[package]\nname = \"x\"\n", "b").unwrap(),
             None
         );
-    }
-
-    #[test]
-    fn vars() {
-        let v = parse_vars(&["a=1".into(), "b_c=x=y".into()]).unwrap();
-        assert_eq!(v["a"], "1");
-        assert_eq!(v["b_c"], "x=y");
-        assert!(parse_vars(&["novalue".into()]).is_err());
-        assert!(parse_vars(&["1a=b".into()]).is_err());
-        assert!(parse_vars(&["a-b=c".into()]).is_err());
     }
 
     #[test]

@@ -4,13 +4,18 @@
 //! `<name>/template.toml` (description, kind, default_port), `<name>/files/**` (rendered
 //! when the name ends in `.tera`, copied otherwise; a leading `dot-` becomes `.`), and
 //! for services `<name>/manifest.yaml.tera`, the service's entry in `dronectl.yaml`.
+//!
+//! A template directory is untrusted input. Everything below the directory the user names
+//! must be a regular file or a directory (links are refused, never followed), and every
+//! output path must be a plain relative path: the template cannot read the host or write
+//! outside the directory it creates.
 
 use std::path::{Path, PathBuf};
 
 use include_dir::{include_dir, Dir};
 use serde::Deserialize;
 
-use super::ScaffoldError;
+use super::{vars, ScaffoldError};
 
 static EMBEDDED: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/templates");
 
@@ -88,14 +93,16 @@ impl TemplateSource {
                         .map(|n| n.to_string_lossy().into_owned())
                 })
                 .collect(),
+            // Only real directories with a plain name: links are never followed.
             TemplateSource::Dir(dir) => std::fs::read_dir(dir)
                 .map_err(|e| ScaffoldError::TemplateDir {
                     dir: dir.clone(),
                     message: e.to_string(),
                 })?
                 .filter_map(Result::ok)
-                .filter(|e| e.path().join("template.toml").is_file())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| !n.chars().any(vars::is_forbidden_char))
                 .collect(),
         };
         names.sort();
@@ -118,11 +125,23 @@ impl TemplateSource {
                 available: vec![],
             })?;
         let text = String::from_utf8_lossy(&text);
-        toml_edit::de::from_str(&text).map_err(|e| ScaffoldError::Template {
+        let fail = |message: String| ScaffoldError::Template {
             template: name.to_string(),
             file: "template.toml".into(),
-            message: e.to_string(),
-        })
+            message,
+        };
+        let meta: TemplateMeta = toml_edit::de::from_str(&text).map_err(|e| fail(e.to_string()))?;
+        if let Some(c) = meta
+            .description
+            .chars()
+            .find(|&c| vars::is_forbidden_char(c))
+        {
+            return Err(fail(format!(
+                "the description contains {}",
+                vars::describe_forbidden(c)
+            )));
+        }
+        Ok(meta)
     }
 
     /// Loads a template of the given kind by name.
@@ -146,6 +165,7 @@ impl TemplateSource {
         let mut files = Vec::new();
         self.collect_files(name, &mut files)?;
         files.sort_by(|a, b| a.output.cmp(&b.output));
+        check_distinct(name, &files)?;
         let manifest_entry = self
             .read(&format!("{name}/manifest.yaml.tera"))?
             .map(|b| String::from_utf8_lossy(&b).into_owned());
@@ -167,14 +187,7 @@ impl TemplateSource {
     fn read(&self, rel: &str) -> Result<Option<Vec<u8>>, ScaffoldError> {
         match self {
             TemplateSource::Embedded => Ok(EMBEDDED.get_file(rel).map(|f| f.contents().to_vec())),
-            TemplateSource::Dir(dir) => match std::fs::read(dir.join(rel)) {
-                Ok(bytes) => Ok(Some(bytes)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(ScaffoldError::TemplateDir {
-                    dir: dir.clone(),
-                    message: format!("{rel}: {e}"),
-                }),
-            },
+            TemplateSource::Dir(dir) => read_regular(dir, Path::new(rel)),
         }
     }
 
@@ -182,51 +195,68 @@ impl TemplateSource {
         let root = format!("{name}/files");
         match self {
             TemplateSource::Embedded => {
-                fn walk(dir: &Dir<'static>, root: &str, out: &mut Vec<TemplateFile>) {
+                fn walk(
+                    dir: &Dir<'static>,
+                    name: &str,
+                    root: &str,
+                    out: &mut Vec<TemplateFile>,
+                ) -> Result<(), ScaffoldError> {
                     for file in dir.files() {
                         let rel = file.path().strip_prefix(root).unwrap_or(file.path());
                         out.push(template_file(
+                            name,
                             rel,
                             file.path().display().to_string(),
                             file.contents().to_vec(),
-                        ));
+                        )?);
                     }
                     for sub in dir.dirs() {
-                        walk(sub, root, out);
-                    }
-                }
-                if let Some(dir) = EMBEDDED.get_dir(&root) {
-                    walk(dir, &root, out);
-                }
-            }
-            TemplateSource::Dir(base) => {
-                fn walk(
-                    dir: &Path,
-                    root: &Path,
-                    out: &mut Vec<TemplateFile>,
-                ) -> std::io::Result<()> {
-                    for entry in std::fs::read_dir(dir)? {
-                        let entry = entry?;
-                        let path = entry.path();
-                        if entry.file_type()?.is_dir() {
-                            walk(&path, root, out)?;
-                        } else {
-                            let rel = path.strip_prefix(root).unwrap_or(&path);
-                            out.push(template_file(
-                                rel,
-                                path.display().to_string(),
-                                std::fs::read(&path)?,
-                            ));
-                        }
+                        walk(sub, name, root, out)?;
                     }
                     Ok(())
                 }
-                let root = base.join(&root);
-                if root.is_dir() {
-                    walk(&root, &root, out).map_err(|e| ScaffoldError::TemplateDir {
-                        dir: base.clone(),
-                        message: e.to_string(),
-                    })?;
+                if let Some(dir) = EMBEDDED.get_dir(&root) {
+                    walk(dir, name, &root, out)?;
+                }
+            }
+            TemplateSource::Dir(base) => {
+                let root_rel = Path::new(&root);
+                // `<name>` and `<name>/files` themselves must not be links either.
+                let Some(meta) = entry_metadata(base, root_rel)? else {
+                    return Ok(());
+                };
+                if !meta.is_dir() {
+                    return Err(ScaffoldError::TemplateEntry {
+                        path: base.join(root_rel),
+                        what: "not a directory".into(),
+                    });
+                }
+                let mut stack = vec![base.join(root_rel)];
+                while let Some(dir) = stack.pop() {
+                    let entries = std::fs::read_dir(&dir).map_err(dir_error(base, &dir))?;
+                    for entry in entries {
+                        let path = entry.map_err(dir_error(base, &dir))?.path();
+                        let meta =
+                            std::fs::symlink_metadata(&path).map_err(dir_error(base, &path))?;
+                        if meta.is_dir() {
+                            stack.push(path);
+                        } else if meta.is_file() {
+                            let rel = path.strip_prefix(base.join(root_rel)).unwrap_or(&path);
+                            let contents =
+                                read_same_file(&path, &meta).map_err(dir_error(base, &path))?;
+                            out.push(template_file(
+                                name,
+                                rel,
+                                vars::printable(&path.to_string_lossy()),
+                                contents,
+                            )?);
+                        } else {
+                            return Err(ScaffoldError::TemplateEntry {
+                                path,
+                                what: kind_of(&meta),
+                            });
+                        }
+                    }
                 }
             }
         }
@@ -234,13 +264,133 @@ impl TemplateSource {
     }
 }
 
-/// Derives the output path: `dot-` prefixes become `.`, a `.tera` suffix is dropped.
-fn template_file(rel: &Path, source: String, contents: Vec<u8>) -> TemplateFile {
+fn dir_error<'a>(
+    base: &'a Path,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> ScaffoldError + 'a {
+    move |e| ScaffoldError::TemplateDir {
+        dir: base.to_path_buf(),
+        message: format!("{}: {e}", vars::printable(&path.to_string_lossy())),
+    }
+}
+
+/// What a non-regular, non-directory entry is, for messages.
+fn kind_of(meta: &std::fs::Metadata) -> String {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    let kind = if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_fifo() {
+        "a named pipe"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "a device"
+    } else {
+        "not a regular file"
+    };
+    kind.to_string()
+}
+
+/// The metadata of `base/rel`, refusing a symbolic link at any component below `base`
+/// (`base` itself is the directory the user chose and may be reached through a link).
+/// `None` when the entry does not exist.
+fn entry_metadata(base: &Path, rel: &Path) -> Result<Option<std::fs::Metadata>, ScaffoldError> {
+    let mut path = base.to_path_buf();
+    let mut meta = None;
+    for part in rel.components() {
+        let std::path::Component::Normal(part) = part else {
+            return Ok(None);
+        };
+        if meta
+            .as_ref()
+            .is_some_and(|m: &std::fs::Metadata| !m.is_dir())
+        {
+            return Ok(None);
+        }
+        path.push(part);
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(ScaffoldError::TemplateEntry {
+                    path,
+                    what: kind_of(&m),
+                })
+            }
+            Ok(m) => meta = Some(m),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(dir_error(base, &path)(e)),
+        }
+    }
+    Ok(meta)
+}
+
+/// Reads `base/rel` if it is a regular file reached without links; `None` if absent.
+fn read_regular(base: &Path, rel: &Path) -> Result<Option<Vec<u8>>, ScaffoldError> {
+    let Some(meta) = entry_metadata(base, rel)? else {
+        return Ok(None);
+    };
+    let path = base.join(rel);
+    if !meta.is_file() {
+        return Err(ScaffoldError::TemplateEntry {
+            what: if meta.is_dir() {
+                "a directory, not a file".into()
+            } else {
+                kind_of(&meta)
+            },
+            path,
+        });
+    }
+    read_same_file(&path, &meta)
+        .map(Some)
+        .map_err(dir_error(base, &path))
+}
+
+/// Reads `path`, checking that what was opened is the regular file `meta` described (so a
+/// link swapped in after the check is not followed).
+fn read_same_file(path: &Path, meta: &std::fs::Metadata) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let mut file = std::fs::File::open(path)?;
+    let opened = file.metadata()?;
+    if !opened.is_file() || opened.dev() != meta.dev() || opened.ino() != meta.ino() {
+        return Err(std::io::Error::other(
+            "changed while being read (replaced by a link or another file)",
+        ));
+    }
+    let mut contents = Vec::with_capacity(usize::try_from(opened.len()).unwrap_or(0));
+    file.read_to_end(&mut contents)?;
+    Ok(contents)
+}
+
+/// Derives the output path: `dot-` prefixes become `.`, a `.tera` suffix is dropped. Every
+/// component of the result must be a plain name, so the file lands inside the directory the
+/// template creates: no `..`, `.`, empty or root component, no `.git`, no control or
+/// bidirectional formatting characters.
+fn template_file(
+    template: &str,
+    rel: &Path,
+    source: String,
+    contents: Vec<u8>,
+) -> Result<TemplateFile, ScaffoldError> {
+    let refuse = |message: String| ScaffoldError::Template {
+        template: template.to_string(),
+        file: source.clone(),
+        message,
+    };
     let mut output = PathBuf::new();
     let mut render = false;
     let count = rel.components().count();
     for (i, part) in rel.components().enumerate() {
-        let mut part = part.as_os_str().to_string_lossy().into_owned();
+        let std::path::Component::Normal(part) = part else {
+            return Err(refuse(format!(
+                "the path `{}` is not a plain relative path",
+                vars::printable(&rel.to_string_lossy())
+            )));
+        };
+        let Some(part) = part.to_str() else {
+            return Err(refuse("the file name is not valid UTF-8".into()));
+        };
+        let mut part = part.to_string();
         if let Some(rest) = part.strip_prefix("dot-") {
             part = format!(".{rest}");
         }
@@ -250,30 +400,251 @@ fn template_file(rel: &Path, source: String, contents: Vec<u8>) -> TemplateFile 
                 render = true;
             }
         }
+        check_component(&part).map_err(|why| {
+            refuse(format!(
+                "the output path component `{}` {why}; every path a template writes must stay inside the directory it creates",
+                vars::printable(&part)
+            ))
+        })?;
         output.push(part);
     }
-    TemplateFile {
+    if output.as_os_str().is_empty() {
+        return Err(refuse("the output path is empty".into()));
+    }
+    Ok(TemplateFile {
         output,
         source,
         contents,
         render,
+    })
+}
+
+/// Why one output path component is refused.
+fn check_component(part: &str) -> Result<(), String> {
+    match part {
+        "" => return Err("is empty".into()),
+        "." => return Err("is `.`".into()),
+        ".." => return Err("is `..` (the parent directory)".into()),
+        _ => {}
     }
+    if part.eq_ignore_ascii_case(".git") {
+        return Err("is git's own directory".into());
+    }
+    if let Some(c) = part.chars().find(|&c| vars::is_forbidden_char(c)) {
+        return Err(format!("contains {}", vars::describe_forbidden(c)));
+    }
+    if part.contains(['/', '\\']) {
+        return Err("contains a path separator".into());
+    }
+    Ok(())
+}
+
+/// Two files with the same output path, or a file where another needs a directory.
+fn check_distinct(template: &str, files: &[TemplateFile]) -> Result<(), ScaffoldError> {
+    for pair in files.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        if b.output.starts_with(&a.output) {
+            return Err(ScaffoldError::Template {
+                template: template.to_string(),
+                file: b.source.clone(),
+                message: if a.output == b.output {
+                    format!(
+                        "renders to {}, as {} does",
+                        vars::printable(&b.output.to_string_lossy()),
+                        a.source
+                    )
+                } else {
+                    format!(
+                        "needs {} to be a directory, but {} renders a file there",
+                        vars::printable(&a.output.to_string_lossy()),
+                        a.source
+                    )
+                },
+            });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn output(rel: &Path) -> Result<TemplateFile, String> {
+        let source = vars::printable(&rel.to_string_lossy());
+        template_file("t", rel, source, vec![]).map_err(|e| e.to_string())
+    }
+
     #[test]
     fn output_paths() {
-        let f = template_file(Path::new("dot-gitignore"), String::new(), vec![]);
+        let f = output(Path::new("dot-gitignore")).unwrap();
         assert_eq!(f.output, Path::new(".gitignore"));
         assert!(!f.render);
-        let f = template_file(Path::new("src/main.rs.tera"), String::new(), vec![]);
+        let f = output(Path::new("src/main.rs.tera")).unwrap();
         assert_eq!(f.output, Path::new("src/main.rs"));
         assert!(f.render);
-        let f = template_file(Path::new("dot-config/x.toml.tera"), String::new(), vec![]);
+        let f = output(Path::new("dot-config/x.toml.tera")).unwrap();
         assert_eq!(f.output, Path::new(".config/x.toml"));
+        let f = output(Path::new("dot-..config/dot-git-hooks.tera")).unwrap();
+        assert_eq!(f.output, Path::new("...config/.git-hooks"));
+    }
+
+    #[test]
+    fn output_paths_that_leave_the_destination_are_refused() {
+        use std::os::unix::ffi::OsStrExt;
+        for (rel, why) in [
+            ("dot-./dot-./dot-./evil.txt", "`..` (the parent directory)"),
+            ("dot-..tera", "`..` (the parent directory)"),
+            ("a/dot-./b", "`..` (the parent directory)"),
+            ("dot-/x", "is `.`"),
+            ("dot-.tera", "is `.`"),
+            ("x/.tera", "is empty"),
+            ("/etc/passwd", "not a plain relative path"),
+            ("dot-git/config", "git's own directory"),
+            ("sub/dot-GIT/hooks/pre-commit", "git's own directory"),
+            ("a\\..\\b", "path separator"),
+            ("new\nline", "U+000A (a control character)"),
+            ("nul\u{7f}", "U+007F (a control character)"),
+            (
+                "rlo\u{202e}txt.rs",
+                "U+202E (a bidirectional formatting character)",
+            ),
+        ] {
+            let err = output(Path::new(rel)).unwrap_err();
+            assert!(
+                err.starts_with("template `t`, file ") && err.contains(why),
+                "{rel:?}: {err}"
+            );
+            assert!(!err.contains('\n') && !err.contains('\u{202e}'), "{err}");
+        }
+        let err = output(Path::new(std::ffi::OsStr::from_bytes(b"bad\xffname"))).unwrap_err();
+        assert!(err.contains("not valid UTF-8"), "{err}");
+    }
+
+    #[test]
+    fn two_files_for_one_path_are_refused() {
+        let files = |rels: &[&str]| {
+            let mut files: Vec<TemplateFile> =
+                rels.iter().map(|r| output(Path::new(r)).unwrap()).collect();
+            files.sort_by(|a, b| a.output.cmp(&b.output));
+            check_distinct("t", &files).map_err(|e| e.to_string())
+        };
+        assert!(files(&["a", "a-b", "b/a"]).is_ok());
+        let err = files(&["dot-env", ".env.tera"]).unwrap_err();
+        assert!(err.contains("renders to .env, as"), "{err}");
+        let err = files(&["src", "a", "src/main.rs.tera"]).unwrap_err();
+        assert!(err.contains("needs src to be a directory"), "{err}");
+    }
+
+    /// A template directory with one service template `tiny`.
+    fn template_dir() -> tempfile::TempDir {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path().join("set/tiny");
+        std::fs::create_dir_all(t.join("files/src")).unwrap();
+        std::fs::write(
+            t.join("template.toml"),
+            "description = \"tiny\"\nkind = \"service\"\n",
+        )
+        .unwrap();
+        std::fs::write(t.join("manifest.yaml.tera"), "path: {{ path }}\n").unwrap();
+        std::fs::write(t.join("files/src/main.rs"), "fn main() {}\n").unwrap();
+        tmp
+    }
+
+    fn load(base: &Path) -> Result<Template, String> {
+        TemplateSource::Dir(base.to_path_buf())
+            .load("tiny", TemplateKind::Service)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn links_inside_a_template_dir_are_refused() {
+        use std::os::unix::fs::symlink;
+        let outside = tempfile::tempdir().unwrap();
+        let secret = outside.path().join("id_rsa");
+        std::fs::write(&secret, "PRIVATE KEY").unwrap();
+        let cases: [(&str, &dyn Fn(&Path)); 6] = [
+            ("files/src/key.txt", &|t| {
+                symlink(&secret, t.join("files/src/key.txt")).unwrap()
+            }),
+            ("files/ssh", &|t| {
+                symlink(outside.path(), t.join("files/ssh")).unwrap()
+            }),
+            ("files", &|t| {
+                std::fs::rename(t.join("files"), outside.path().join("files")).unwrap();
+                symlink(outside.path().join("files"), t.join("files")).unwrap();
+            }),
+            ("template.toml", &|t| {
+                std::fs::rename(
+                    t.join("template.toml"),
+                    outside.path().join("template.toml"),
+                )
+                .unwrap();
+                symlink(
+                    outside.path().join("template.toml"),
+                    t.join("template.toml"),
+                )
+                .unwrap();
+            }),
+            ("manifest.yaml.tera", &|t| {
+                std::fs::remove_file(t.join("manifest.yaml.tera")).unwrap();
+                symlink(&secret, t.join("manifest.yaml.tera")).unwrap();
+            }),
+            ("files/src/loop", &|t| {
+                symlink("loop", t.join("files/src/loop")).unwrap()
+            }),
+        ];
+        for (link, make) in cases {
+            let tmp = template_dir();
+            let base = tmp.path().join("set");
+            make(&base.join("tiny"));
+            let err = load(&base).unwrap_err();
+            let named = base.join("tiny").join(link);
+            assert_eq!(
+                err,
+                format!("{} is a symbolic link; a template may hold only regular files and directories (links are not followed: copy the file instead)", named.display()),
+                "{link}"
+            );
+            if std::fs::rename(outside.path().join("files"), outside.path().join("used")).is_ok() {
+                std::fs::remove_dir_all(outside.path().join("used")).unwrap();
+            }
+            let _ = std::fs::remove_file(outside.path().join("template.toml"));
+        }
+        // The template itself reached through a link.
+        let tmp = template_dir();
+        let real = tmp.path().join("real-tiny");
+        std::fs::rename(tmp.path().join("set/tiny"), &real).unwrap();
+        symlink(&real, tmp.path().join("set/tiny")).unwrap();
+        let err = load(&tmp.path().join("set")).unwrap_err();
+        assert!(
+            err.starts_with(&format!(
+                "{} is a symbolic link",
+                tmp.path().join("set/tiny").display()
+            )),
+            "{err}"
+        );
+        // The directory the user names may itself be a link; what is inside may not.
+        let tmp = template_dir();
+        symlink(tmp.path().join("set"), tmp.path().join("alias")).unwrap();
+        let t = load(&tmp.path().join("alias")).unwrap();
+        assert_eq!(t.files.len(), 1);
+    }
+
+    #[test]
+    fn special_files_inside_a_template_dir_are_refused() {
+        let tmp = template_dir();
+        let base = tmp.path().join("set");
+        let fifo = base.join("tiny/files/pipe");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let err = load(&base).unwrap_err();
+        assert!(
+            err.starts_with(&format!("{} is a named pipe", fifo.display())),
+            "{err}"
+        );
     }
 
     #[test]
