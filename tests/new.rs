@@ -373,3 +373,389 @@ fn flags_come_from_environment_variables() {
     assert_eq!(summary["result"]["dry_run"], true);
     assert!(!Path::new(&app.join("services/jobs")).exists());
 }
+
+// ---------------------------------------------------------------------------------------
+// Templates from --template-dir are untrusted input.
+
+/// Every directory under `root` (and `root`) set to an old modification time, so that
+/// creating and removing anything in one of them (a staging directory) shows.
+fn age_dirs(root: &Path) {
+    let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+    for dir in snapshot_tree(root)
+        .keys()
+        .filter(|p| p.as_os_str().to_string_lossy().ends_with('/'))
+        .map(|p| root.join(p))
+        .chain([root.to_path_buf()])
+    {
+        std::fs::File::open(&dir)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+}
+
+/// The tree under `root` with each directory's modification time: equal before and after
+/// a run only if the run created, removed and changed nothing there.
+fn tree_and_times(root: &Path) -> Vec<(std::path::PathBuf, Vec<u8>, std::time::SystemTime)> {
+    snapshot_tree(root)
+        .into_iter()
+        .chain([(std::path::PathBuf::new(), Vec::new())])
+        .map(|(p, bytes)| {
+            let modified = std::fs::symlink_metadata(root.join(&p))
+                .unwrap()
+                .modified()
+                .unwrap();
+            (p, bytes, modified)
+        })
+        .collect()
+}
+
+/// A template set in `dir`: `evil-app` (the embedded app template plus `files`) and
+/// `evil-service` (a one-file service template plus `files`). `files` maps a path under
+/// `files/` to its contents.
+fn template_set(dir: &Path, files: &[(&str, &str)]) {
+    let app = dir.join("evil-app");
+    let repo_app = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates/app");
+    for (rel, contents) in snapshot_tree(&repo_app) {
+        let dest = app.join(&rel);
+        if rel.as_os_str().to_string_lossy().ends_with('/') {
+            std::fs::create_dir_all(dest).unwrap();
+        } else {
+            std::fs::write(dest, contents).unwrap();
+        }
+    }
+    let service = dir.join("evil-service");
+    std::fs::create_dir_all(service.join("files")).unwrap();
+    std::fs::write(
+        service.join("template.toml"),
+        "description = \"evil\"\nkind = \"service\"\n",
+    )
+    .unwrap();
+    std::fs::write(service.join("manifest.yaml.tera"), "path: {{ path }}\n").unwrap();
+    std::fs::write(service.join("files/README.md.tera"), "# {{ name }}\n").unwrap();
+    for template in [&app, &service] {
+        for (rel, contents) in files {
+            let dest = template.join("files").join(rel);
+            std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+            std::fs::write(dest, contents).unwrap();
+        }
+    }
+}
+
+/// Runs `new app` (from `root/work/a/b/c`) and `new service` (in an app at
+/// `root/work/a/b/c/shop-ok`) with the `evil-*` templates of `root/tpl`, with and without
+/// --dry-run, expecting exit 2 with `expected` in the message and nothing written or
+/// removed anywhere under `root`.
+fn assert_refused_everywhere(root: &Path, extra: &[&str], expected: &[&str]) {
+    let cwd = root.join("work/a/b/c");
+    let tpl = root.join("tpl");
+    let tpl = tpl.to_str().unwrap();
+    let mut runs: Vec<(std::path::PathBuf, Vec<&str>)> = Vec::new();
+    for dry in [true, false] {
+        let mut app = vec!["new", "app", "shop", "--template", "evil-app"];
+        let mut service = vec!["new", "service", "ratings", "--template", "evil-service"];
+        for args in [&mut app, &mut service] {
+            args.extend(["--template-dir", tpl]);
+            args.extend(extra);
+            if dry {
+                args.push("--dry-run");
+            }
+        }
+        runs.push((cwd.clone(), app));
+        runs.push((cwd.join("shop-ok"), service));
+    }
+    for (dir, args) in runs {
+        age_dirs(root);
+        let before = tree_and_times(root);
+        let out = run(&dir, &args);
+        assert_code(&out, 2);
+        let err = stderr(&out);
+        for e in expected {
+            assert!(err.contains(e), "{args:?}: expected {e:?} in:\n{err}");
+        }
+        assert_eq!(
+            tree_and_times(root),
+            before,
+            "{args:?} wrote or removed something"
+        );
+    }
+}
+
+/// A scratch root with `work/a/b/c/shop-ok` (an app) and an empty `tpl/`.
+fn scratch() -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    let cwd = root.path().join("work/a/b/c");
+    std::fs::create_dir_all(&cwd).unwrap();
+    std::fs::create_dir_all(root.path().join("tpl")).unwrap();
+    assert_code(&run(&cwd, &["new", "app", "shop-ok", "--no-git"]), 0);
+    root
+}
+
+#[test]
+fn template_paths_that_leave_the_destination_are_refused() {
+    for (path, why) in [
+        (
+            "dot-./dot-./dot-./escaped.txt",
+            "`..` (the parent directory)",
+        ),
+        (
+            "src/dot-./dot-./dot-./dot-./escaped.txt.tera",
+            "`..` (the parent directory)",
+        ),
+        ("dot-..tera", "`..` (the parent directory)"),
+        ("dot-/x.txt", "is `.`"),
+        ("dot-git/hooks/post-checkout", "git's own directory"),
+        ("config/.tera", "is empty"),
+        ("line\nbreak.txt", "U+000A (a control character)"),
+        (
+            "readme\u{202e}txt.rs",
+            "U+202E (a bidirectional formatting character)",
+        ),
+    ] {
+        let root = scratch();
+        template_set(&root.path().join("tpl"), &[(path, "escaped\n")]);
+        assert_refused_everywhere(
+            root.path(),
+            &[],
+            &[
+                "error: template `evil-",
+                why,
+                "every path a template writes must stay inside the directory it creates",
+            ],
+        );
+        assert!(
+            !root.path().parent().unwrap().join("escaped.txt").exists(),
+            "{path}: written above the scratch directory"
+        );
+    }
+}
+
+#[test]
+fn template_files_that_collide_are_refused() {
+    let root = scratch();
+    template_set(
+        &root.path().join("tpl"),
+        &[("dot-env", "A=1\n"), (".env.tera", "A=2\n")],
+    );
+    assert_refused_everywhere(root.path(), &[], &["renders to .env, as"]);
+}
+
+#[test]
+fn links_in_a_template_dir_are_refused_not_followed() {
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("id_ed25519");
+    std::fs::write(&secret, "-----BEGIN OPENSSH PRIVATE KEY-----\n").unwrap();
+    for (link, target) in [
+        ("key.txt", secret.clone()),
+        ("key.txt.tera", secret.clone()),
+        ("ssh", outside.path().to_path_buf()),
+    ] {
+        let root = scratch();
+        let tpl = root.path().join("tpl");
+        template_set(&tpl, &[]);
+        for template in ["evil-app", "evil-service"] {
+            std::os::unix::fs::symlink(&target, tpl.join(template).join("files").join(link))
+                .unwrap();
+        }
+        assert_refused_everywhere(
+            root.path(),
+            &[],
+            &[
+                &format!("files/{link} is a symbolic link"),
+                "links are not followed",
+            ],
+        );
+    }
+    // The template itself a link to a directory elsewhere.
+    let root = scratch();
+    let tpl = root.path().join("tpl");
+    template_set(&outside.path().join("real"), &[]);
+    for template in ["evil-app", "evil-service"] {
+        std::os::unix::fs::symlink(
+            outside.path().join("real").join(template),
+            tpl.join(template),
+        )
+        .unwrap();
+    }
+    assert_refused_everywhere(
+        root.path(),
+        &[],
+        &[&format!("{}/evil-", tpl.display()), "is a symbolic link"],
+    );
+}
+
+#[test]
+fn a_template_dir_given_through_a_link_is_used() {
+    let root = scratch();
+    template_set(&root.path().join("tpl"), &[("notes.txt", "fine\n")]);
+    let alias = root.path().join("alias");
+    std::os::unix::fs::symlink(root.path().join("tpl"), &alias).unwrap();
+    let app = root.path().join("work/a/b/c/shop-ok");
+    let out = run(
+        &app,
+        &[
+            "new",
+            "service",
+            "ratings",
+            "--template",
+            "evil-service",
+            "--template-dir",
+            alias.to_str().unwrap(),
+        ],
+    );
+    assert_code(&out, 0);
+    assert_eq!(
+        std::fs::read_to_string(app.join("services/ratings/notes.txt")).unwrap(),
+        "fine\n"
+    );
+}
+
+#[test]
+fn templates_cannot_read_the_environment() {
+    for (file, text) in [
+        (
+            "leak.txt.tera",
+            "{{ get_env(name=\"DRONECTL_TEST_SECRET\") }}",
+        ),
+        (
+            "src/leak.rs.tera",
+            "{% set s = get_env(name=\"DRONECTL_TEST_SECRET\", default=\"\") %}{{ s }}",
+        ),
+    ] {
+        let root = scratch();
+        template_set(&root.path().join("tpl"), &[(file, text)]);
+        let cwd = root.path().join("work/a/b/c");
+        let tpl = root.path().join("tpl");
+        for (dir, args) in [
+            (
+                cwd.clone(),
+                vec!["new", "app", "shop", "--template", "evil-app"],
+            ),
+            (
+                cwd.join("shop-ok"),
+                vec!["new", "service", "ratings", "--template", "evil-service"],
+            ),
+        ] {
+            age_dirs(root.path());
+            let before = tree_and_times(root.path());
+            let out = dronectl()
+                .current_dir(&dir)
+                .env("DRONECTL_TEST_SECRET", "hunter2")
+                .args(&args)
+                .args(["--template-dir", tpl.to_str().unwrap()])
+                .output()
+                .unwrap();
+            assert_code(&out, 2);
+            let err = stderr(&out);
+            assert!(
+                err.contains(&format!("files/{file}"))
+                    && err.contains("template `evil-")
+                    && err.contains("`get_env` is not available"),
+                "{args:?}: {err}"
+            );
+            assert!(!err.contains("hunter2") && !stdout(&out).contains("hunter2"));
+            assert_eq!(tree_and_times(root.path()), before, "{args:?}");
+        }
+    }
+    // Not in a service's manifest entry, nor in the app's manifest, either.
+    let root = scratch();
+    let tpl = root.path().join("tpl");
+    template_set(&tpl, &[]);
+    std::fs::write(
+        tpl.join("evil-service/manifest.yaml.tera"),
+        "path: {{ path }}\nenv: { HOME_WAS: \"{{ get_env(name='HOME') }}\" }\n",
+    )
+    .unwrap();
+    let app_manifest = tpl.join("evil-app/files/dronectl.yaml.tera");
+    let text = std::fs::read_to_string(&app_manifest).unwrap();
+    std::fs::write(
+        &app_manifest,
+        format!("{text}# {{{{ get_env(name='HOME') }}}}\n"),
+    )
+    .unwrap();
+    assert_refused_everywhere(
+        root.path(),
+        &[],
+        &["template `evil-", "`get_env` is not available"],
+    );
+}
+
+#[test]
+fn control_characters_in_set_values_are_refused_naming_the_key() {
+    for (value, code) in [
+        ("a\u{7f}b", "U+007F (a control character)"),
+        ("a\u{1b}[2Jb", "U+001B (a control character)"),
+        ("two\nlines", "U+000A (a control character)"),
+        ("a\u{85}b", "U+0085 (a control character)"),
+        (
+            "abc\u{202e}cba",
+            "U+202E (a bidirectional formatting character)",
+        ),
+        (
+            "x\u{2066}y",
+            "U+2066 (a bidirectional formatting character)",
+        ),
+    ] {
+        let root = scratch();
+        template_set(&root.path().join("tpl"), &[]);
+        let set = format!("description={value}");
+        assert_refused_everywhere(
+            root.path(),
+            &["--set", "ok=fine", "--set", &set],
+            &[
+                "error: invalid --set `description`: the value contains ",
+                code,
+            ],
+        );
+        // The embedded templates too, where the value lands in Cargo.toml.
+        let app = root.path().join("work/a/b/c/shop-ok");
+        let before = tree_and_times(root.path());
+        let out = run(&app, &["new", "service", "ratings", "--set", &set]);
+        assert_code(&out, 2);
+        assert!(
+            stderr(&out).contains(&format!(
+                "invalid --set `description`: the value contains {code}"
+            )),
+            "{}",
+            stderr(&out)
+        );
+        assert!(!stderr(&out).contains("Cargo.toml"), "{}", stderr(&out));
+        assert_eq!(tree_and_times(root.path()), before);
+    }
+}
+
+#[test]
+fn dry_run_creates_and_removes_nothing() {
+    let root = scratch();
+    let cwd = root.path().join("work/a/b/c");
+    for (dir, args) in [
+        (cwd.clone(), vec!["new", "app", "shop", "--dry-run"]),
+        (cwd.clone(), vec!["new", "app", "x/y/shop", "--dry-run"]),
+        (
+            cwd.join("shop-ok"),
+            vec!["new", "service", "ratings", "--dry-run"],
+        ),
+        (
+            cwd.join("shop-ok"),
+            vec![
+                "new",
+                "service",
+                "jobs",
+                "--template",
+                "rust-worker",
+                "--dry-run",
+            ],
+        ),
+    ] {
+        age_dirs(root.path());
+        let before = tree_and_times(root.path());
+        let out = run(&dir, &args);
+        assert_code(&out, 0);
+        assert!(stdout(&out).contains("would create"), "{}", stdout(&out));
+        assert_eq!(
+            tree_and_times(root.path()),
+            before,
+            "{args:?} created or removed something"
+        );
+    }
+}

@@ -563,7 +563,8 @@ mod tests {
         let outside = tempfile::tempdir().unwrap();
         let secret = outside.path().join("id_rsa");
         std::fs::write(&secret, "PRIVATE KEY").unwrap();
-        let cases: [(&str, &dyn Fn(&Path)); 6] = [
+        type Make<'a> = &'a dyn Fn(&Path);
+        let cases: [(&str, Make); 6] = [
             ("files/src/key.txt", &|t| {
                 symlink(&secret, t.join("files/src/key.txt")).unwrap()
             }),
