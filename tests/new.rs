@@ -496,14 +496,14 @@ fn template_paths_that_leave_the_destination_are_refused() {
     for (path, why) in [
         (
             "dot-./dot-./dot-./escaped.txt",
-            "`..` (the parent directory)",
+            "`..` is the parent directory",
         ),
         (
             "src/dot-./dot-./dot-./dot-./escaped.txt.tera",
-            "`..` (the parent directory)",
+            "`..` is the parent directory",
         ),
-        ("dot-..tera", "`..` (the parent directory)"),
-        ("dot-/x.txt", "is `.`"),
+        ("dot-..tera", "`..` is the parent directory"),
+        ("dot-/x.txt", "`.` is the directory itself"),
         ("dot-git/hooks/post-checkout", "git's own directory"),
         ("config/.tera", "is empty"),
         ("line\nbreak.txt", "U+000A (a control character)"),

@@ -59,12 +59,19 @@ pub fn render_text(
     let text = std::str::from_utf8(contents)
         .map_err(|_| fail("not UTF-8 text; drop the .tera suffix to copy it as is".into()))?;
     sandboxed_render(text, context).map_err(|e| {
-        // tera keeps the useful part in the error's source chain.
-        let mut message = e.to_string();
+        // tera keeps the useful part in the error's source chain; the wrapper's name for
+        // the text says nothing the template and file above do not.
+        let unnamed = |text: String| {
+            text.replace(" while rendering '__tera_one_off'", "")
+                .replace(" '__tera_one_off'", "")
+        };
+        let mut message = unnamed(e.to_string());
         let mut cause = std::error::Error::source(&e);
         while let Some(c) = cause {
-            message.push_str(": ");
-            message.push_str(&c.to_string());
+            let text = unnamed(c.to_string());
+            // A syntax error is a multi-line snippet: start it on its own line.
+            message.push_str(if text.contains('\n') { "\n" } else { ": " });
+            message.push_str(&text);
             cause = c.source();
         }
         fail(message)
@@ -122,6 +129,21 @@ mod tests {
         assert_eq!(
             render("{{ app }} {% for i in range(end=2) %}{{ i }}{% endfor %}").unwrap(),
             "shop 01"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_file_not_tera_internals() {
+        let err = render("{% if %}").unwrap_err();
+        assert!(
+            err.starts_with("template `t`, file files/x.tera: Failed to parse\n")
+                && err.contains("1:7"),
+            "{err}"
+        );
+        let err = render("{{ nope }}").unwrap_err();
+        assert_eq!(
+            err,
+            "template `t`, file files/x.tera: Failed to render: Variable `nope` not found in context"
         );
     }
 

@@ -423,8 +423,8 @@ fn template_file(
 fn check_component(part: &str) -> Result<(), String> {
     match part {
         "" => return Err("is empty".into()),
-        "." => return Err("is `.`".into()),
-        ".." => return Err("is `..` (the parent directory)".into()),
+        "." => return Err("is the directory itself".into()),
+        ".." => return Err("is the parent directory".into()),
         _ => {}
     }
     if part.eq_ignore_ascii_case(".git") {
@@ -493,11 +493,11 @@ mod tests {
     fn output_paths_that_leave_the_destination_are_refused() {
         use std::os::unix::ffi::OsStrExt;
         for (rel, why) in [
-            ("dot-./dot-./dot-./evil.txt", "`..` (the parent directory)"),
-            ("dot-..tera", "`..` (the parent directory)"),
-            ("a/dot-./b", "`..` (the parent directory)"),
-            ("dot-/x", "is `.`"),
-            ("dot-.tera", "is `.`"),
+            ("dot-./dot-./dot-./evil.txt", "`..` is the parent directory"),
+            ("dot-..tera", "`..` is the parent directory"),
+            ("a/dot-./b", "`..` is the parent directory"),
+            ("dot-/x", "`.` is the directory itself"),
+            ("dot-.tera", "`.` is the directory itself"),
             ("x/.tera", "is empty"),
             ("/etc/passwd", "not a plain relative path"),
             ("dot-git/config", "git's own directory"),
