@@ -624,6 +624,10 @@ mod tests {
             )),
             "{err}"
         );
+        let listed = TemplateSource::Dir(tmp.path().join("set"))
+            .list(TemplateKind::Service)
+            .unwrap();
+        assert!(listed.is_empty(), "a linked template is not listed");
         // The directory the user names may itself be a link; what is inside may not.
         let tmp = template_dir();
         symlink(tmp.path().join("set"), tmp.path().join("alias")).unwrap();
