@@ -246,7 +246,7 @@ async fn get_internal(State(s): State<AppState>, Path(id): Path<String>) -> Resu
 async fn patch(State(s): State<AppState>, Path(id): Path<String>, body: Body) -> Result<Response, ApiError> {
     check_id(&id)?;
     let b = body_obj(body)?;
-    let changes = validate_reschedule(&b)?;
+    let changes = validate_reschedule(b.to_string().as_bytes())?;
     let req_id = b.get("requestId").and_then(Value::as_str).unwrap_or("").to_string();
     let mut r = s.redis.clone();
     for _ in 0..5 {
