@@ -231,6 +231,90 @@ async fn reference_request_is_accepted_and_completes() {
     assert_eq!(code, Some(0));
 }
 
+/// Bodies exactly as the original implementation's own clients sent them
+/// (its load tests, its ingestion unit test) and values in the other JSON
+/// types its Jackson accepted: each is accepted and becomes a delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_of_the_original_clients_are_accepted_and_complete() {
+    let s = Stack::start(fast());
+    let c = client();
+    let url = format!("{}/api/deliveryrequests", s.url("ingestion"));
+    let pickup = "0,36.778261,-119.41793200000001";
+    let drop = "0,37.4315730000000,-78.65689399999997";
+    let bodies: Vec<(&str, String)> = vec![
+        // Fabrikam.Shipping.LoadTests (Newtonsoft): the weight as a string.
+        (
+            "load test",
+            format!(
+                r#"{{"confirmationRequired":"FingerPrint","deadline":"DeadlyQueueOfZombiatedDemons","deliveryId":"42","dropOffLocation":"{drop}","expedited":true,"ownerId":"1","packageInfo":{{"packageId":"442","size":"Small","tag":"{}","weight":"14"}},"pickupLocation":"{pickup}","pickupTime":"2019-04-05T11:00:00.000Z"}}"#,
+                uuid::Uuid::new_v4()
+            ),
+        ),
+        // Fabrikam.Ingress.Ingestion.LoadTests: hand-written JSON, weight a number.
+        (
+            "ingestion load test",
+            format!(
+                "{{\n    \"confirmationRequired\": \"FingerPrint\",\n    \"deadline\": \"DeadlyQueueOfZombiatedDemons\",\n    \"deliveryId\": \"42\",\n    \"dropOffLocation\": \"{drop}\",\n    \"expedited\": true,\n    \"ownerId\": \"1\",\n    \"packageInfo\": {{\n        \"packageId\": \"442\",\n        \"size\": \"Small\",\n        \"tag\": \"{}\",\n        \"weight\": 14\n    }},\n    \"pickupLocation\": \"{pickup}\",\n    \"pickupTime\": \"2017-11-08T23:26:30.118Z\"\n}}",
+                uuid::Uuid::new_v4()
+            ),
+        ),
+        // IngestionControllerTest (a plain ObjectMapper writing ExternalDelivery):
+        // the date as epoch milliseconds, nulls, no `expedited`.
+        (
+            "ingestion unit test",
+            r#"{"deliveryId":null,"ownerId":"5f0d7e44-7d43-4e0b-9d3e-0b8f2c6a1c11","pickupLocation":"Texas","pickupTime":1557345600123,"deadline":"LineOfDeadlyZombiatedPeople","confirmationRequired":"FingerPrint","packageInfo":{"packageId":"0e9d","size":"Large","weight":0.0,"tag":null},"dropOffLocation":"Austin"}"#.to_string(),
+        ),
+        (
+            "numbers for strings, strings for numbers and booleans, enum indexes",
+            r#"{"ownerId":12345,"pickupLocation":"my pickup","dropOffLocation":"drop off","pickupTime":"Wed, 08 May 2019 20:00:00 GMT","deadline":20190509,"expedited":"true","confirmationRequired":3,"packageInfo":{"packageId":442,"size":"1","tag":true,"weight":" 10.5 "},"extra":{"ignored":[1,2]}}"#.to_string(),
+        ),
+    ];
+    let mut ids = Vec::new();
+    for (what, body) in &bodies {
+        let r = c
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        let st = r.status();
+        let echo: Value = r.json().await.unwrap_or(Value::Null);
+        assert_eq!(st, StatusCode::ACCEPTED, "{what}: {echo}");
+        let id = echo["deliveryId"].as_str().unwrap().to_string();
+        assert_ne!(id, "42", "{what}: the service assigns the id");
+        ids.push((what, id, echo));
+    }
+    let (_, _, load) = &ids[0];
+    assert_eq!(load["packageInfo"]["weight"], 14.0);
+    assert_eq!(load["deadline"], "DeadlyQueueOfZombiatedDemons");
+    let (_, _, unit) = &ids[2];
+    assert_eq!(unit["pickupTime"], "2019-05-08T20:00:00.123Z");
+    assert_eq!(unit["expedited"], false);
+    let (_, _, coerced) = &ids[3];
+    assert_eq!(coerced["ownerId"], "12345");
+    assert_eq!(coerced["expedited"], true);
+    assert_eq!(coerced["confirmationRequired"], "None");
+    assert_eq!(coerced["packageInfo"]["size"], "Medium");
+    assert_eq!(coerced["packageInfo"]["weight"], 10.5);
+    assert_eq!(coerced["packageInfo"]["packageId"], "442");
+    assert_eq!(coerced["pickupTime"], "2019-05-08T20:00:00.000Z");
+    for (what, id, _) in &ids {
+        let done = wait_stage(&c, &s, id, "Completed", Duration::from_secs(30)).await;
+        assert!(done["droneId"].as_str().is_some(), "{what}: {done}");
+    }
+    // The original's reschedule body (ExternalRescheduledDelivery): free-text
+    // deadline and a deliveryId member.
+    let (_, id, _) = &ids[0];
+    let r = c
+        .patch(format!("{url}/{id}"))
+        .json(&json!({"deadline":"deadline","deliveryId":id,"dropOffLocation":"location","pickupLocation":"location"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_requests_get_400_naming_the_field() {
     let s = Stack::start(StackOptions::default().service_env("ingestion", "MAX_BODY_BYTES", "4096"));
@@ -256,11 +340,31 @@ async fn malformed_requests_get_400_naming_the_field() {
     v["dropOffLocation"] = json!("0,36.7,-190");
     cases.push((v, "dropOffLocation"));
     let mut v = reference_request();
-    v["ownerId"] = json!(42);
+    v["ownerId"] = json!({"id": 42});
     cases.push((v, "ownerId"));
     let mut v = reference_request();
     v["pickupTime"] = json!("next tuesday");
     cases.push((v, "pickupTime"));
+    // Refused by the original's Jackson too: a space for the `T`, a float for
+    // a date, a lower-case enum constant, an object where a string belongs.
+    let mut v = reference_request();
+    v["pickupTime"] = json!("2019-05-08 20:00:00Z");
+    cases.push((v, "pickupTime"));
+    let mut v = reference_request();
+    v["pickupTime"] = json!(1.5e12);
+    cases.push((v, "pickupTime"));
+    let mut v = reference_request();
+    v["packageInfo"]["size"] = json!("small");
+    cases.push((v, "packageInfo.size"));
+    let mut v = reference_request();
+    v["expedited"] = json!("yes");
+    cases.push((v, "expedited"));
+    let mut v = reference_request();
+    v["packageInfo"]["weight"] = json!("ten");
+    cases.push((v, "packageInfo.weight"));
+    let mut v = reference_request();
+    v["deliveryId"] = json!({"id": "42"});
+    cases.push((v, "deliveryId"));
     cases.push((json!([1, 2]), "body"));
     for (body, field) in cases {
         let r = c.post(&url).json(&body).send().await.unwrap();
