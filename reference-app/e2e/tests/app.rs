@@ -517,6 +517,80 @@ async fn cancel_before_pickup_releases_the_drone_and_reschedule_changes_the_rout
     );
 }
 
+/// Milliseconds to live of a key (-1: no expiry, -2: no key).
+async fn pttl(r: &mut redis::aio::MultiplexedConnection, key: &str) -> i64 {
+    redis::cmd("PTTL").arg(key).query_async(r).await.unwrap()
+}
+
+/// Redis runs with a memory bound and a policy that never evicts in-flight
+/// work; a finished delivery's hot keys and an accepted request's marker
+/// expire after RETENTION_SECS, while in-flight state never does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_deliveries_expire_after_the_retention_in_flight_work_never() {
+    let s = Stack::start(slow().env("RETENTION_SECS", "3600"));
+    let c = client();
+    let mut r = redis::Client::open(s.redis_url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let cfg: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory*")
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    let get_cfg = |k: &str| cfg.iter().position(|x| x == k).map(|i| cfg[i + 1].clone()).unwrap();
+    assert_eq!(get_cfg("maxmemory-policy"), "noeviction");
+    assert!(get_cfg("maxmemory").parse::<u64>().unwrap() > 0, "{cfg:?}");
+    let hour = 3_600_000;
+    let within = |t: i64| t > hour - 120_000 && t <= hour;
+
+    // Completed: the delivery's hot state and the marker carry the retention.
+    let done = submit(&c, &s, &reference_request()).await;
+    // Cancelled before pickup, and one that stays in flight meanwhile.
+    let cancelled = submit(&c, &s, &reference_request()).await;
+    let in_flight = submit(&c, &s, &reference_request()).await;
+    wait_stage(&c, &s, &in_flight, "HeadedToPickup", Duration::from_secs(20)).await;
+    assert_eq!(
+        pttl(&mut r, &format!("delivery:d:{in_flight}")).await,
+        -1,
+        "in-flight delivery expires"
+    );
+    assert_eq!(pttl(&mut r, &format!("workflow:s:{in_flight}")).await, -1);
+    let st = c
+        .delete(format!("{}/api/deliveryrequests/{cancelled}", s.url("ingestion")))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    wait_stage(&c, &s, &cancelled, "Cancelled", Duration::from_secs(20)).await;
+    wait_stage(&c, &s, &done, "Completed", Duration::from_secs(30)).await;
+    for id in [&done, &cancelled] {
+        let t = pttl(&mut r, &format!("delivery:d:{id}")).await;
+        assert!(within(t), "delivery:d:{id} ttl {t}");
+        let t = pttl(&mut r, &format!("ingestion:accepted:{id}")).await;
+        assert!(within(t), "ingestion:accepted:{id} ttl {t}");
+    }
+    // Failed (suspended account) too.
+    let put = c
+        .put(format!("{}/api/accounts/gone-co", s.url("account")))
+        .json(&json!({"active": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), StatusCode::CREATED);
+    let mut body = reference_request();
+    body["ownerId"] = json!("gone-co");
+    let failed = submit(&c, &s, &body).await;
+    wait_stage(&c, &s, &failed, "Failed", Duration::from_secs(20)).await;
+    let t = pttl(&mut r, &format!("delivery:d:{failed}")).await;
+    assert!(within(t), "failed delivery ttl {t}");
+    // The long-term history does not expire.
+    assert_eq!(pttl(&mut r, &format!("deliveryhistory:e:{done}")).await, -1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn suspended_account_ends_as_a_recorded_compensated_failure() {
     let s = Stack::start(fast());

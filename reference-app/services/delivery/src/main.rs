@@ -26,14 +26,20 @@ local function final(st) return st == 'Completed' or st == 'Cancelled' or st == 
 local function emit(id, typ, stage, loc, now)
   redis.call('XADD', KEYS[1], '*', 'deliveryId', id, 'type', typ, 'stage', stage, 'location', loc or '', 'ts', now)
 end
+-- A delivery that reached a final stage keeps its hot state for the
+-- retention (ms) only; its long-term record is deliveryhistory's.
+local function retire(id, ttl)
+  redis.call('PEXPIRE', 'delivery:d:' .. id, ttl)
+  redis.call('PEXPIRE', 'delivery:rs:' .. id, ttl)
+end
 "#;
 
-/// Creates the delivery (ARGV: id, document, time). Drone events that arrived
+/// Creates the delivery (ARGV: id, document, time, retention). Drone events that arrived
 /// first (the drone is assigned before the delivery is created) left their
 /// furthest stage in `early_rank` (with location and ETA) in the same hash:
 /// the creation catches up with them.
 const CREATE: &str = r#"
-local id, doc, now = ARGV[1], ARGV[2], ARGV[3]
+local id, doc, now, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local k = 'delivery:d:' .. id
 local cur = redis.call('HMGET', k, 'stage', 'early_rank', 'location')
 if cur[1] then return cur[1] end
@@ -42,16 +48,19 @@ redis.call('HSET', k, 'doc', doc, 'stage', r > 0 and NAMES[r] or 'Created', 'cre
 emit(id, 'Created', 'Created', '', now)
 redis.call('HINCRBY', 'delivery:stats', 'created', 1)
 for i = 1, r do emit(id, NAMES[i], NAMES[i], cur[3], now) end
-if r == 3 then redis.call('HINCRBY', 'delivery:stats', 'completed', 1) end
+if r == 3 then
+  redis.call('HINCRBY', 'delivery:stats', 'completed', 1)
+  retire(id, ttl)
+end
 return 'new'
 "#;
 
 /// Applies a batch of drone status events (after [`OFFSET_PRELUDE`], which
-/// takes ARGV[1..=3]): ARGV[4] is the time, then (delivery id, stage rank,
-/// location, ETA) four at a time, in stream order. A stage only ever moves
-/// forward.
+/// takes ARGV[1..=3]): ARGV[4] is the time, ARGV[5] the retention, then
+/// (delivery id, stage rank, location, ETA) four at a time, in stream order.
+/// A stage only ever moves forward.
 const DRONE: &str = r#"
-local now = ARGV[4]
+local now, ttl = ARGV[4], ARGV[5]
 local function apply(id, r, loc, eta)
   local k = 'delivery:d:' .. id
   local h = redis.call('HMGET', k, 'stage', 'early_rank')
@@ -70,9 +79,12 @@ local function apply(id, r, loc, eta)
   end
   redis.call('HSET', k, 'location', loc, 'eta', eta, 'updated', now, 'stage', NAMES[r])
   for i = cur + 1, r do emit(id, NAMES[i], NAMES[i], loc, now) end
-  if r == 3 then redis.call('HINCRBY', 'delivery:stats', 'completed', 1) end
+  if r == 3 then
+    redis.call('HINCRBY', 'delivery:stats', 'completed', 1)
+    retire(id, ttl)
+  end
 end
-for i = 5, #ARGV, 4 do apply(ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3]) end
+for i = 6, #ARGV, 4 do apply(ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3]) end
 return 'ok'
 "#;
 
@@ -92,7 +104,7 @@ return 'ok'
 "#;
 
 const CANCEL: &str = r#"
-local id, now, doc = ARGV[1], ARGV[2], ARGV[3]
+local id, now, doc, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local k = 'delivery:d:' .. id
 local st = redis.call('HGET', k, 'stage')
 if st == 'Cancelled' then return st end
@@ -101,11 +113,12 @@ if not st then redis.call('HSET', k, 'doc', doc, 'created', now, 'version', 1) e
 redis.call('HSET', k, 'stage', 'Cancelled', 'updated', now)
 emit(id, 'Cancelled', 'Cancelled', '', now)
 redis.call('HINCRBY', 'delivery:stats', 'cancelled', 1)
+retire(id, ttl)
 return 'Cancelled'
 "#;
 
 const FAIL: &str = r#"
-local id, reason, doc, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local id, reason, doc, now, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local k = 'delivery:d:' .. id
 local st = redis.call('HGET', k, 'stage')
 if st and final(st) then return st end
@@ -113,6 +126,7 @@ if not st then redis.call('HSET', k, 'doc', doc, 'created', now, 'version', 1) e
 redis.call('HSET', k, 'stage', 'Failed', 'reason', reason, 'updated', now)
 emit(id, 'Failed', 'Failed', '', now)
 redis.call('HINCRBY', 'delivery:stats', 'failed', 1)
+retire(id, ttl)
 return 'Failed'
 "#;
 
@@ -128,6 +142,8 @@ struct AppState {
     reschedule: Arc<redis::Script>,
     cancel: Arc<redis::Script>,
     fail: Arc<redis::Script>,
+    /// `RETENTION_SECS` in ms: a finished delivery's keys expire after it.
+    retention_ms: u64,
 }
 
 fn dkey(id: &str) -> String {
@@ -167,6 +183,7 @@ async fn create(State(s): State<AppState>, Path(id): Path<String>, body: Body) -
         .arg(&id)
         .arg(doc.to_string())
         .arg(now_ms())
+        .arg(s.retention_ms)
         .invoke_async(&mut r)
         .await?;
     match out.as_str() {
@@ -294,6 +311,7 @@ async fn cancel(State(s): State<AppState>, Path(id): Path<String>) -> Result<Res
         .arg(&id)
         .arg(now_ms())
         .arg(tomb)
+        .arg(s.retention_ms)
         .invoke_async(&mut r)
         .await?;
     if out == "Cancelled" {
@@ -321,6 +339,7 @@ async fn record_failure(State(s): State<AppState>, Path(id): Path<String>, body:
         .arg(&reason)
         .arg(doc.to_string())
         .arg(now_ms())
+        .arg(s.retention_ms)
         .invoke_async(&mut r)
         .await?;
     Ok(Json(json!({"deliveryId": id, "stage": out})).into_response())
@@ -351,7 +370,7 @@ async fn stats(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
 async fn on_drone_events(s: AppState, batch: Vec<Message>, step: OffsetStep) -> Result<BatchOutcome, String> {
     let mut call = s.drone.key(TRACKING_EVENTS);
     step.args(&mut call);
-    call.arg(now_ms());
+    call.arg(now_ms()).arg(s.retention_ms);
     for m in &batch {
         let (Some(id), Some(rk)) = (m.get("deliveryId"), m.get("stage").and_then(rank)) else {
             continue;
@@ -381,6 +400,7 @@ async fn main() -> std::io::Result<()> {
         reschedule: script(RESCHEDULE),
         cancel: script(CANCEL),
         fail: script(FAIL),
+        retention_ms: drone_common::config::retention_ms(),
     };
     let cfg = ConsumerConfig::from_env(DRONE_EVENTS, "delivery", Some("deliveryId"));
     let st = state.clone();

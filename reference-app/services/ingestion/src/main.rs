@@ -1,8 +1,9 @@
 //! ingestion: the public API. Validates delivery requests and buffers them
 //! durably on the `ingestion:requests` stream (load levelling); answers 202
 //! only once the request is queued (503 if the broker is unavailable).
-//! Owns keys `ingestion:*` (the set of accepted delivery ids, so that
-//! reschedule / cancel of an unknown id is a 404).
+//! Owns keys `ingestion:*` (a marker per accepted delivery id, so that
+//! reschedule / cancel of an unknown id is a 404; each expires after
+//! `RETENTION_SECS`).
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
@@ -69,7 +70,13 @@ async fn enqueue(
         .arg(cid)
         .ignore();
     if mark_accepted {
-        p.cmd("SET").arg(format!("ingestion:accepted:{id}")).arg(1).ignore();
+        // Kept for RETENTION_SECS: a reschedule or cancel of an older request is a 404.
+        p.cmd("SET")
+            .arg(format!("ingestion:accepted:{id}"))
+            .arg(1)
+            .arg("PX")
+            .arg(drone_common::config::retention_ms())
+            .ignore();
     }
     p.query_async::<()>(r).await.map_err(|e| {
         tracing::error!(error = %e, delivery_id = id, "could not queue request");
