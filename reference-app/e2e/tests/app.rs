@@ -517,6 +517,72 @@ async fn cancel_before_pickup_releases_the_drone_and_reschedule_changes_the_rout
     );
 }
 
+/// The delivery queries the original published to its clients (its
+/// DeliveriesController under `api/deliveries*` and DroneController under
+/// `api/drone*`): status, owner and the monthly summary, with its shapes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_queries_of_the_original_answer_with_its_shapes() {
+    let s = Stack::start(slow());
+    let c = client();
+    let d = s.url("delivery");
+    let owner = format!("owner-{}", uuid::Uuid::new_v4().simple());
+    let mut body = reference_request();
+    body["ownerId"] = json!(owner);
+    let a = submit(&c, &s, &body).await;
+    let b = submit(&c, &s, &body).await;
+    wait_stage(&c, &s, &a, "HeadedToPickup", Duration::from_secs(20)).await;
+    for url in [format!("{d}/api/deliveries/{a}/status"), format!("{d}/api/drone/{a}")] {
+        let (st, v) = get(&c, url.clone()).await;
+        assert_eq!(st, StatusCode::OK, "{url}");
+        let keys: HashSet<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            HashSet::from(["stage", "lastKnownLocation", "pickupETA", "deliveryETA"]),
+            "{v}"
+        );
+        assert!(v["deliveryETA"].is_string(), "in flight: {v}");
+    }
+    let (st, o) = get(&c, format!("{d}/api/deliveries/{a}/owner")).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(o["userId"], owner.as_str());
+    assert!(o["accountId"].is_string());
+    wait_stage(&c, &s, &a, "Completed", Duration::from_secs(30)).await;
+    let (_, v) = get(&c, format!("{d}/api/deliveries/{a}/status")).await;
+    assert_eq!(v["stage"], "Completed");
+    assert!(v["lastKnownLocation"]["latitude"].is_number(), "{v}");
+    assert!(v["deliveryETA"].is_null());
+    wait_stage(&c, &s, &b, "Completed", Duration::from_secs(30)).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // This month (UTC), from the days since the epoch.
+    let days = (now / 86_400) as i64 + 719_468;
+    let (era, doe) = (days.div_euclid(146_097), days.rem_euclid(146_097));
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let mp = (5 * (doe - (365 * yoe + yoe / 4 - yoe / 100)) + 2) / 153;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let summary = |q: String| get(&c, format!("{d}/api/deliveries/summary?{q}"));
+    let (st, v) = summary(format!("ownerId={owner}&year={year}&month={month}")).await;
+    assert_eq!((st, v), (StatusCode::OK, json!({"count": 2})));
+    let (_, v) = summary(format!("ownerId=someone-else&year={year}&month={month}")).await;
+    assert_eq!(v, json!({"count": 0}));
+    let (st, v) = summary(format!("ownerId={owner}&year={year}&month=13")).await;
+    assert_eq!((st, v["field"].as_str()), (StatusCode::BAD_REQUEST, Some("month")));
+    let (st, v) = summary(format!("year={year}&month={month}")).await;
+    assert_eq!((st, v["field"].as_str()), (StatusCode::BAD_REQUEST, Some("ownerId")));
+    let unknown = uuid::Uuid::new_v4();
+    for path in [
+        format!("api/deliveries/{unknown}/status"),
+        format!("api/drone/{unknown}"),
+        format!("api/deliveries/{unknown}/owner"),
+    ] {
+        let (st, _) = get(&c, format!("{d}/{path}")).await;
+        assert_eq!(st, StatusCode::NOT_FOUND, "{path}");
+    }
+}
+
 /// Milliseconds to live of a key (-1: no expiry, -2: no key).
 async fn pttl(r: &mut redis::aio::MultiplexedConnection, key: &str) -> i64 {
     redis::cmd("PTTL").arg(key).query_async(r).await.unwrap()

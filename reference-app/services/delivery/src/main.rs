@@ -4,7 +4,7 @@
 //! Cancelled, Failed) on the `delivery:events` stream. Every state change and
 //! its event are written together by one Lua script, so an event is emitted
 //! exactly once per change even when drone events are redelivered.
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -34,7 +34,8 @@ local function retire(id, ttl)
 end
 "#;
 
-/// Creates the delivery (ARGV: id, document, time, retention). Drone events that arrived
+/// Creates the delivery (ARGV: id, document, time, retention, owner id,
+/// month `yyyy-mm` of the owner's summary). Drone events that arrived
 /// first (the drone is assigned before the delivery is created) left their
 /// furthest stage in `early_rank` (with location and ETA) in the same hash:
 /// the creation catches up with them.
@@ -47,6 +48,7 @@ local r = tonumber(cur[2] or '0')
 redis.call('HSET', k, 'doc', doc, 'stage', r > 0 and NAMES[r] or 'Created', 'created', now, 'updated', now, 'version', 1)
 emit(id, 'Created', 'Created', '', now)
 redis.call('HINCRBY', 'delivery:stats', 'created', 1)
+redis.call('HINCRBY', 'delivery:owner:' .. ARGV[5], ARGV[6], 1)
 for i = 1, r do emit(id, NAMES[i], NAMES[i], cur[3], now) end
 if r == 3 then
   redis.call('HINCRBY', 'delivery:stats', 'completed', 1)
@@ -172,18 +174,21 @@ fn body_obj(b: Body) -> Result<Value, ApiError> {
 async fn create(State(s): State<AppState>, Path(id): Path<String>, body: Body) -> Result<Response, ApiError> {
     check_id(&id)?;
     let mut doc = body_obj(body)?;
-    if doc.get("ownerId").and_then(Value::as_str).is_none() {
+    let Some(owner) = doc.get("ownerId").and_then(Value::as_str).map(str::to_string) else {
         return Err(ApiError::field("ownerId", "ownerId is required"));
-    }
+    };
     doc["deliveryId"] = json!(id);
     let mut r = s.redis.clone();
+    let now = now_ms();
     let out: String = s
         .create
         .key(TRACKING_EVENTS)
         .arg(&id)
         .arg(doc.to_string())
-        .arg(now_ms())
+        .arg(now)
         .arg(s.retention_ms)
+        .arg(owner)
+        .arg(&fmt_rfc3339(now)[..7])
         .invoke_async(&mut r)
         .await?;
     match out.as_str() {
@@ -253,6 +258,62 @@ async fn load(s: &AppState, id: &str) -> Result<HashMap<String, String>, ApiErro
 async fn get_public(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let h = load(&s, &id).await?;
     Ok(Json(render(&id, &h, true)))
+}
+
+/// The original's `DeliveryStatus` (`GET /api/deliveries/{id}/status`, and
+/// `GET /api/drone/{id}` which its drone ingress published): the stage, the
+/// last known position and the ETA at the drop-off while in flight. No
+/// pickup ETA is tracked (`pickupETA` is null).
+fn status_view(h: &HashMap<String, String>) -> Value {
+    let v = render("", h, true);
+    json!({
+        "stage": v["stage"],
+        "lastKnownLocation": v["lastKnownLocation"],
+        "pickupETA": Value::Null,
+        "deliveryETA": v["eta"],
+    })
+}
+
+async fn get_status(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let h = load(&s, &id).await?;
+    Ok(Json(status_view(&h)))
+}
+
+/// The original's `UserAccount` of a delivery (`GET /api/deliveries/{id}/owner`):
+/// `userId` is the request's `ownerId`; the original filled `accountId` with a
+/// fresh random GUID, here it is the owner id too.
+async fn get_owner(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let h = load(&s, &id).await?;
+    let v = render(&id, &h, true);
+    Ok(Json(json!({"userId": v["ownerId"], "accountId": v["ownerId"]})))
+}
+
+/// `GET /api/deliveries/summary?ownerId=&year=&month=` → `{"count": n}`: the
+/// deliveries created for the owner in that month (UTC), as the original
+/// published. A missing owner, or a year / month that is not a number in
+/// range, is a 400 naming it.
+async fn summary(State(s): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
+    let owner = q
+        .get("ownerId")
+        .filter(|o| !o.is_empty() && o.len() <= 128)
+        .ok_or_else(|| ApiError::field("ownerId", "ownerId (1-128 characters) is required"))?;
+    let num = |k: &str, range: std::ops::RangeInclusive<u32>| {
+        q.get(k)
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .filter(|v| range.contains(v))
+            .ok_or_else(|| {
+                ApiError::field(
+                    k,
+                    format!("{k} must be a number from {} to {}", range.start(), range.end()),
+                )
+            })
+    };
+    let (year, month) = (num("year", 1970..=9999)?, num("month", 1..=12)?);
+    let mut r = s.redis.clone();
+    let n: Option<u64> = r
+        .hget(format!("delivery:owner:{owner}"), format!("{year:04}-{month:02}"))
+        .await?;
+    Ok(Json(json!({"count": n.unwrap_or(0)})))
 }
 
 async fn get_internal(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
@@ -410,6 +471,10 @@ async fn main() -> std::io::Result<()> {
     let app = Router::new()
         .route("/api/deliveries/public/{id}", get(get_public))
         .route("/api/deliveries/stats", get(stats))
+        .route("/api/deliveries/summary", get(summary))
+        .route("/api/deliveries/{id}/status", get(get_status))
+        .route("/api/deliveries/{id}/owner", get(get_owner))
+        .route("/api/drone/{id}", get(get_status))
         .route(
             "/api/deliveries/{id}",
             get(get_internal).put(create).patch(patch).delete(cancel),
@@ -440,6 +505,23 @@ mod tests {
         assert_eq!(v["eta"], "2019-05-08T20:00:00.000Z");
         assert_eq!(v["packageId"], "p");
         assert!(v.get("thirdPartyRequired").is_none());
+    }
+
+    #[test]
+    fn renders_the_original_status_shape() {
+        let mut h = HashMap::new();
+        h.insert("doc".to_string(), json!({"ownerId": "o"}).to_string());
+        h.insert("stage".to_string(), "HeadedToDropoff".to_string());
+        h.insert("location".to_string(), "0,47.5,-122.3".to_string());
+        h.insert("eta".to_string(), "1557345600000".to_string());
+        let v = status_view(&h);
+        assert_eq!(
+            v,
+            json!({"stage": "HeadedToDropoff", "lastKnownLocation": {"altitude": 0.0, "latitude": 47.5, "longitude": -122.3},
+                   "pickupETA": null, "deliveryETA": "2019-05-08T20:00:00.000Z"})
+        );
+        h.insert("stage".to_string(), "Completed".to_string());
+        assert!(status_view(&h)["deliveryETA"].is_null());
     }
 
     #[test]
