@@ -189,6 +189,10 @@ mod tests {
             "/api/deliveryrequests",
             "/api/deliveryrequests/{id}",
             "/api/deliveries/public/{id}",
+            "/api/deliveries/{id}/status",
+            "/api/drone/{id}",
+            "/api/deliveries/{id}/owner",
+            "/api/deliveries/summary",
         ] {
             assert!(v["paths"].get(p).is_some(), "missing {p}");
         }
