@@ -201,9 +201,11 @@ struct Call {
 }
 
 impl Call {
-    /// Bytes this call adds to a batch request.
+    /// Bytes this call adds to a batch request, at most: the body is copied
+    /// as is, the path and correlation id may double when escaped.
     fn size(&self) -> usize {
-        ITEM_OVERHEAD + self.path.len() + self.body.as_ref().map_or(0, |b| b.get().len())
+        let cid = self.correlation_id.as_ref().map_or(0, String::len);
+        ITEM_OVERHEAD + 2 * (self.path.len() + cid) + self.body.as_ref().map_or(0, |b| b.get().len())
     }
 }
 
