@@ -49,8 +49,10 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 REDIS_PORT=$(free_port)
+# The memory bound and eviction policy of dronectl.yaml (--maxmemory N --maxmemory-policy noeviction).
+read -r -a REDIS_MEMORY_ARGS <<<"$(grep -o '"--maxmemory", "[^"]*", "--maxmemory-policy", "[^"]*"' "$ROOT/dronectl.yaml" | tr -d '",')"
 "$REDIS_SERVER" --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$WORK" --appendonly yes --save "" \
-  --logfile "$WORK/redis.log" &
+  "${REDIS_MEMORY_ARGS[@]}" --logfile "$WORK/redis.log" &
 PIDS+=($!)
 export REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
 

@@ -115,6 +115,46 @@ fn redis_server() -> String {
     })
 }
 
+/// The `redis-server` arguments of the app manifest (`dronectl.yaml`,
+/// `infrastructure.redis.command`, a JSON-style list).
+pub fn manifest_redis_command() -> Vec<String> {
+    let yaml = std::fs::read_to_string(workspace_dir().join("dronectl.yaml")).expect("read dronectl.yaml");
+    let mut in_redis = false;
+    for line in yaml.lines() {
+        let t = line.trim_start();
+        if !line.starts_with(' ') {
+            in_redis = false;
+        }
+        if line.starts_with("  ") && !line.starts_with("   ") {
+            in_redis = t.starts_with("redis:");
+        }
+        if let Some(rest) = t.strip_prefix("command:").filter(|_| in_redis) {
+            let list = serde_json::Deserializer::from_str(rest.trim_start())
+                .into_iter::<Vec<String>>()
+                .next();
+            if let Some(Ok(args)) = list {
+                return args;
+            }
+        }
+    }
+    panic!("dronectl.yaml: no infrastructure.redis.command list");
+}
+
+/// The memory bound and eviction policy of the manifest's Redis
+/// (`--maxmemory N --maxmemory-policy P`): every stack (tests, benchmark)
+/// runs Redis under the same rules as `dronectl up`.
+pub fn manifest_redis_memory_args() -> Vec<String> {
+    let cmd = manifest_redis_command();
+    let mut out = Vec::new();
+    for flag in ["--maxmemory", "--maxmemory-policy"] {
+        if let Some(i) = cmd.iter().position(|a| a == flag) {
+            out.push(flag.to_string());
+            out.push(cmd.get(i + 1).cloned().unwrap_or_default());
+        }
+    }
+    out
+}
+
 /// Options for a stack.
 #[derive(Default, Clone)]
 pub struct StackOptions {
@@ -124,7 +164,8 @@ pub struct StackOptions {
     pub service_env: Vec<(String, String, String)>,
     /// Log level of the services (default `warn`).
     pub log_level: Option<String>,
-    /// Extra redis-server arguments (e.g. `--appendonly yes`).
+    /// Extra redis-server arguments (e.g. `--appendonly yes`), after the
+    /// manifest's memory bound and policy (so a later `--maxmemory` wins).
     pub redis_args: Vec<String>,
     /// Scheduling priority (nice value, negative = higher) for redis-server:
     /// on a small machine shared with every service the broker is the one
@@ -237,6 +278,7 @@ impl Stack {
             ])
             .arg("--dir")
             .arg(&stack.dir)
+            .args(manifest_redis_memory_args())
             .args(&stack.opts.redis_args)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -513,5 +555,24 @@ mod manifest_tests {
         want.sort();
         seen.sort();
         assert_eq!(seen, want);
+    }
+
+    /// Redis in the manifest has a memory bound and the policy that never
+    /// evicts (streams, pending entries and in-flight state have no TTL: any
+    /// eviction could drop accepted work; at the bound writes fail instead).
+    #[test]
+    fn manifest_redis_is_bounded_and_never_evicts() {
+        let cmd = manifest_redis_command();
+        assert_eq!(cmd[0], "redis-server");
+        let args = manifest_redis_memory_args();
+        assert_eq!(args.len(), 4, "{cmd:?}");
+        assert_eq!(args[0], "--maxmemory");
+        let bytes = args[1].to_ascii_lowercase();
+        let n: u64 = bytes
+            .trim_end_matches(|c: char| c.is_ascii_alphabetic())
+            .parse()
+            .unwrap();
+        assert!(n > 0 && bytes != "0", "maxmemory {bytes}");
+        assert_eq!(&args[2..], ["--maxmemory-policy", "noeviction"]);
     }
 }

@@ -231,6 +231,90 @@ async fn reference_request_is_accepted_and_completes() {
     assert_eq!(code, Some(0));
 }
 
+/// Bodies exactly as the original implementation's own clients sent them
+/// (its load tests, its ingestion unit test) and values in the other JSON
+/// types its Jackson accepted: each is accepted and becomes a delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_of_the_original_clients_are_accepted_and_complete() {
+    let s = Stack::start(fast());
+    let c = client();
+    let url = format!("{}/api/deliveryrequests", s.url("ingestion"));
+    let pickup = "0,36.778261,-119.41793200000001";
+    let drop = "0,37.4315730000000,-78.65689399999997";
+    let bodies: Vec<(&str, String)> = vec![
+        // Fabrikam.Shipping.LoadTests (Newtonsoft): the weight as a string.
+        (
+            "load test",
+            format!(
+                r#"{{"confirmationRequired":"FingerPrint","deadline":"DeadlyQueueOfZombiatedDemons","deliveryId":"42","dropOffLocation":"{drop}","expedited":true,"ownerId":"1","packageInfo":{{"packageId":"442","size":"Small","tag":"{}","weight":"14"}},"pickupLocation":"{pickup}","pickupTime":"2019-04-05T11:00:00.000Z"}}"#,
+                uuid::Uuid::new_v4()
+            ),
+        ),
+        // Fabrikam.Ingress.Ingestion.LoadTests: hand-written JSON, weight a number.
+        (
+            "ingestion load test",
+            format!(
+                "{{\n    \"confirmationRequired\": \"FingerPrint\",\n    \"deadline\": \"DeadlyQueueOfZombiatedDemons\",\n    \"deliveryId\": \"42\",\n    \"dropOffLocation\": \"{drop}\",\n    \"expedited\": true,\n    \"ownerId\": \"1\",\n    \"packageInfo\": {{\n        \"packageId\": \"442\",\n        \"size\": \"Small\",\n        \"tag\": \"{}\",\n        \"weight\": 14\n    }},\n    \"pickupLocation\": \"{pickup}\",\n    \"pickupTime\": \"2017-11-08T23:26:30.118Z\"\n}}",
+                uuid::Uuid::new_v4()
+            ),
+        ),
+        // IngestionControllerTest (a plain ObjectMapper writing ExternalDelivery):
+        // the date as epoch milliseconds, nulls, no `expedited`.
+        (
+            "ingestion unit test",
+            r#"{"deliveryId":null,"ownerId":"5f0d7e44-7d43-4e0b-9d3e-0b8f2c6a1c11","pickupLocation":"Texas","pickupTime":1557345600123,"deadline":"LineOfDeadlyZombiatedPeople","confirmationRequired":"FingerPrint","packageInfo":{"packageId":"0e9d","size":"Large","weight":0.0,"tag":null},"dropOffLocation":"Austin"}"#.to_string(),
+        ),
+        (
+            "numbers for strings, strings for numbers and booleans, enum indexes",
+            r#"{"ownerId":12345,"pickupLocation":"my pickup","dropOffLocation":"drop off","pickupTime":"Wed, 08 May 2019 20:00:00 GMT","deadline":20190509,"expedited":"true","confirmationRequired":3,"packageInfo":{"packageId":442,"size":"1","tag":true,"weight":" 10.5 "},"extra":{"ignored":[1,2]}}"#.to_string(),
+        ),
+    ];
+    let mut ids = Vec::new();
+    for (what, body) in &bodies {
+        let r = c
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        let st = r.status();
+        let echo: Value = r.json().await.unwrap_or(Value::Null);
+        assert_eq!(st, StatusCode::ACCEPTED, "{what}: {echo}");
+        let id = echo["deliveryId"].as_str().unwrap().to_string();
+        assert_ne!(id, "42", "{what}: the service assigns the id");
+        ids.push((what, id, echo));
+    }
+    let (_, _, load) = &ids[0];
+    assert_eq!(load["packageInfo"]["weight"], 14.0);
+    assert_eq!(load["deadline"], "DeadlyQueueOfZombiatedDemons");
+    let (_, _, unit) = &ids[2];
+    assert_eq!(unit["pickupTime"], "2019-05-08T20:00:00.123Z");
+    assert_eq!(unit["expedited"], false);
+    let (_, _, coerced) = &ids[3];
+    assert_eq!(coerced["ownerId"], "12345");
+    assert_eq!(coerced["expedited"], true);
+    assert_eq!(coerced["confirmationRequired"], "None");
+    assert_eq!(coerced["packageInfo"]["size"], "Medium");
+    assert_eq!(coerced["packageInfo"]["weight"], 10.5);
+    assert_eq!(coerced["packageInfo"]["packageId"], "442");
+    assert_eq!(coerced["pickupTime"], "2019-05-08T20:00:00.000Z");
+    for (what, id, _) in &ids {
+        let done = wait_stage(&c, &s, id, "Completed", Duration::from_secs(30)).await;
+        assert!(done["droneId"].as_str().is_some(), "{what}: {done}");
+    }
+    // The original's reschedule body (ExternalRescheduledDelivery): free-text
+    // deadline and a deliveryId member.
+    let (_, id, _) = &ids[0];
+    let r = c
+        .patch(format!("{url}/{id}"))
+        .json(&json!({"deadline":"deadline","deliveryId":id,"dropOffLocation":"location","pickupLocation":"location"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_requests_get_400_naming_the_field() {
     let s = Stack::start(StackOptions::default().service_env("ingestion", "MAX_BODY_BYTES", "4096"));
@@ -256,11 +340,31 @@ async fn malformed_requests_get_400_naming_the_field() {
     v["dropOffLocation"] = json!("0,36.7,-190");
     cases.push((v, "dropOffLocation"));
     let mut v = reference_request();
-    v["ownerId"] = json!(42);
+    v["ownerId"] = json!({"id": 42});
     cases.push((v, "ownerId"));
     let mut v = reference_request();
     v["pickupTime"] = json!("next tuesday");
     cases.push((v, "pickupTime"));
+    // Refused by the original's Jackson too: a space for the `T`, a float for
+    // a date, a lower-case enum constant, an object where a string belongs.
+    let mut v = reference_request();
+    v["pickupTime"] = json!("2019-05-08 20:00:00Z");
+    cases.push((v, "pickupTime"));
+    let mut v = reference_request();
+    v["pickupTime"] = json!(1.5e12);
+    cases.push((v, "pickupTime"));
+    let mut v = reference_request();
+    v["packageInfo"]["size"] = json!("small");
+    cases.push((v, "packageInfo.size"));
+    let mut v = reference_request();
+    v["expedited"] = json!("yes");
+    cases.push((v, "expedited"));
+    let mut v = reference_request();
+    v["packageInfo"]["weight"] = json!("ten");
+    cases.push((v, "packageInfo.weight"));
+    let mut v = reference_request();
+    v["deliveryId"] = json!({"id": "42"});
+    cases.push((v, "deliveryId"));
     cases.push((json!([1, 2]), "body"));
     for (body, field) in cases {
         let r = c.post(&url).json(&body).send().await.unwrap();
@@ -411,6 +515,146 @@ async fn cancel_before_pickup_releases_the_drone_and_reschedule_changes_the_rout
             "Completed"
         ]
     );
+}
+
+/// The delivery queries the original published to its clients (its
+/// DeliveriesController under `api/deliveries*` and DroneController under
+/// `api/drone*`): status, owner and the monthly summary, with its shapes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_queries_of_the_original_answer_with_its_shapes() {
+    let s = Stack::start(slow());
+    let c = client();
+    let d = s.url("delivery");
+    let owner = format!("owner-{}", uuid::Uuid::new_v4().simple());
+    let mut body = reference_request();
+    body["ownerId"] = json!(owner);
+    let a = submit(&c, &s, &body).await;
+    let b = submit(&c, &s, &body).await;
+    wait_stage(&c, &s, &a, "HeadedToPickup", Duration::from_secs(20)).await;
+    for url in [format!("{d}/api/deliveries/{a}/status"), format!("{d}/api/drone/{a}")] {
+        let (st, v) = get(&c, url.clone()).await;
+        assert_eq!(st, StatusCode::OK, "{url}");
+        let keys: HashSet<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            HashSet::from(["stage", "lastKnownLocation", "pickupETA", "deliveryETA"]),
+            "{v}"
+        );
+        assert!(v["deliveryETA"].is_string(), "in flight: {v}");
+    }
+    let (st, o) = get(&c, format!("{d}/api/deliveries/{a}/owner")).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(o["userId"], owner.as_str());
+    assert!(o["accountId"].is_string());
+    wait_stage(&c, &s, &a, "Completed", Duration::from_secs(30)).await;
+    let (_, v) = get(&c, format!("{d}/api/deliveries/{a}/status")).await;
+    assert_eq!(v["stage"], "Completed");
+    assert!(v["lastKnownLocation"]["latitude"].is_number(), "{v}");
+    assert!(v["deliveryETA"].is_null());
+    wait_stage(&c, &s, &b, "Completed", Duration::from_secs(30)).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // This month (UTC), from the days since the epoch.
+    let days = (now / 86_400) as i64 + 719_468;
+    let (era, doe) = (days.div_euclid(146_097), days.rem_euclid(146_097));
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let mp = (5 * (doe - (365 * yoe + yoe / 4 - yoe / 100)) + 2) / 153;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let summary = |q: String| get(&c, format!("{d}/api/deliveries/summary?{q}"));
+    let (st, v) = summary(format!("ownerId={owner}&year={year}&month={month}")).await;
+    assert_eq!((st, v), (StatusCode::OK, json!({"count": 2})));
+    let (_, v) = summary(format!("ownerId=someone-else&year={year}&month={month}")).await;
+    assert_eq!(v, json!({"count": 0}));
+    let (st, v) = summary(format!("ownerId={owner}&year={year}&month=13")).await;
+    assert_eq!((st, v["field"].as_str()), (StatusCode::BAD_REQUEST, Some("month")));
+    let (st, v) = summary(format!("year={year}&month={month}")).await;
+    assert_eq!((st, v["field"].as_str()), (StatusCode::BAD_REQUEST, Some("ownerId")));
+    let unknown = uuid::Uuid::new_v4();
+    for path in [
+        format!("api/deliveries/{unknown}/status"),
+        format!("api/drone/{unknown}"),
+        format!("api/deliveries/{unknown}/owner"),
+    ] {
+        let (st, _) = get(&c, format!("{d}/{path}")).await;
+        assert_eq!(st, StatusCode::NOT_FOUND, "{path}");
+    }
+}
+
+/// Milliseconds to live of a key (-1: no expiry, -2: no key).
+async fn pttl(r: &mut redis::aio::MultiplexedConnection, key: &str) -> i64 {
+    redis::cmd("PTTL").arg(key).query_async(r).await.unwrap()
+}
+
+/// Redis runs with a memory bound and a policy that never evicts in-flight
+/// work; a finished delivery's hot keys and an accepted request's marker
+/// expire after RETENTION_SECS, while in-flight state never does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_deliveries_expire_after_the_retention_in_flight_work_never() {
+    let s = Stack::start(slow().env("RETENTION_SECS", "3600"));
+    let c = client();
+    let mut r = redis::Client::open(s.redis_url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let cfg: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory*")
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    let get_cfg = |k: &str| cfg.iter().position(|x| x == k).map(|i| cfg[i + 1].clone()).unwrap();
+    assert_eq!(get_cfg("maxmemory-policy"), "noeviction");
+    assert!(get_cfg("maxmemory").parse::<u64>().unwrap() > 0, "{cfg:?}");
+    let hour = 3_600_000;
+    let within = |t: i64| t > hour - 120_000 && t <= hour;
+
+    // Completed: the delivery's hot state and the marker carry the retention.
+    let done = submit(&c, &s, &reference_request()).await;
+    // Cancelled before pickup, and one that stays in flight meanwhile.
+    let cancelled = submit(&c, &s, &reference_request()).await;
+    let in_flight = submit(&c, &s, &reference_request()).await;
+    wait_stage(&c, &s, &in_flight, "HeadedToPickup", Duration::from_secs(20)).await;
+    assert_eq!(
+        pttl(&mut r, &format!("delivery:d:{in_flight}")).await,
+        -1,
+        "in-flight delivery expires"
+    );
+    assert_eq!(pttl(&mut r, &format!("workflow:s:{in_flight}")).await, -1);
+    let st = c
+        .delete(format!("{}/api/deliveryrequests/{cancelled}", s.url("ingestion")))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    wait_stage(&c, &s, &cancelled, "Cancelled", Duration::from_secs(20)).await;
+    wait_stage(&c, &s, &done, "Completed", Duration::from_secs(30)).await;
+    for id in [&done, &cancelled] {
+        let t = pttl(&mut r, &format!("delivery:d:{id}")).await;
+        assert!(within(t), "delivery:d:{id} ttl {t}");
+        let t = pttl(&mut r, &format!("ingestion:accepted:{id}")).await;
+        assert!(within(t), "ingestion:accepted:{id} ttl {t}");
+    }
+    // Failed (suspended account) too.
+    let put = c
+        .put(format!("{}/api/accounts/gone-co", s.url("account")))
+        .json(&json!({"active": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), StatusCode::CREATED);
+    let mut body = reference_request();
+    body["ownerId"] = json!("gone-co");
+    let failed = submit(&c, &s, &body).await;
+    wait_stage(&c, &s, &failed, "Failed", Duration::from_secs(20)).await;
+    let t = pttl(&mut r, &format!("delivery:d:{failed}")).await;
+    assert!(within(t), "failed delivery ttl {t}");
+    // The long-term history does not expire.
+    assert_eq!(pttl(&mut r, &format!("deliveryhistory:e:{done}")).await, -1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

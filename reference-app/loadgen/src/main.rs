@@ -113,6 +113,12 @@ async fn main() {
                 // no RDB snapshots on top.
                 "--save".into(),
                 "".into(),
+                // The manifest's policy (noeviction, applied by the harness) with room
+                // for a whole run: about 3.6 kB per delivery stays in Redis for the
+                // retention (MAX_REQUESTS 500,000 ~ 1.8 GB), more than dronectl.yaml's
+                // bound for a 512 MiB container.
+                "--maxmemory".into(),
+                "4gb".into(),
             ],
             redis_nice: Some(-10),
             ..Default::default()

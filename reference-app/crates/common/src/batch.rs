@@ -36,6 +36,17 @@ pub const BATCH_PATH: &str = "/internal/batch";
 pub const MAX_ITEMS: usize = 1024;
 /// Largest response body of one item that is passed back.
 const MAX_ITEM_RESPONSE: usize = 4 << 20;
+/// Default of `MAX_BATCH_BODY_BYTES`.
+const DEFAULT_MAX_BATCH_BYTES: usize = 4 << 20;
+/// Bytes a batch item adds to the request besides its path and body.
+const ITEM_OVERHEAD: usize = 96;
+
+/// `MAX_BATCH_BODY_BYTES`: the most bytes one batch may carry, in its request
+/// and again in its response (each item is also bounded on its own:
+/// `MAX_BODY_BYTES` for its body). Senders cut their batches to fit.
+pub fn max_batch_bytes() -> usize {
+    crate::config::env_or("MAX_BATCH_BODY_BYTES", DEFAULT_MAX_BATCH_BYTES)
+}
 
 #[derive(Deserialize)]
 struct BatchRequest<'a> {
@@ -64,16 +75,28 @@ struct ItemResponse {
     body: Option<Box<RawValue>>,
 }
 
-fn bad_request(msg: String) -> Response {
-    (
-        StatusCode::BAD_REQUEST,
-        axum::Json(json!({"error": msg, "field": "requests"})),
-    )
-        .into_response()
+fn refuse(status: StatusCode, msg: String) -> Response {
+    (status, axum::Json(json!({"error": msg, "field": "requests"}))).into_response()
 }
 
-/// Run one item through `router`.
-async fn run_item(router: Router, it: &Item<'_>) -> ItemResponse {
+fn bad_request(msg: String) -> Response {
+    refuse(StatusCode::BAD_REQUEST, msg)
+}
+
+/// What is left of a batch's response budget.
+struct Budget(std::sync::atomic::AtomicUsize);
+
+impl Budget {
+    /// Take `n` bytes; false (and nothing taken) when they do not fit.
+    fn take(&self, n: usize) -> bool {
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| left.checked_sub(n))
+            .is_ok()
+    }
+}
+
+/// Run one item through `router`; its answer counts against `budget`.
+async fn run_item(router: Router, it: &Item<'_>, budget: &Budget) -> ItemResponse {
     let mut b = Request::builder().method(it.method).uri(it.path);
     if let Some(c) = it.correlation_id.and_then(|c| HeaderValue::from_str(c).ok()) {
         b = b.header("x-correlation-id", c);
@@ -100,16 +123,47 @@ async fn run_item(router: Router, it: &Item<'_>) -> ItemResponse {
     };
     let status = resp.status().as_u16();
     let body = match axum::body::to_bytes(resp.into_body(), MAX_ITEM_RESPONSE).await {
-        Ok(bytes) if !bytes.is_empty() => String::from_utf8(bytes.to_vec())
-            .ok()
-            .and_then(|s| RawValue::from_string(s).ok()),
+        Ok(bytes) if !bytes.is_empty() => {
+            if !budget.take(bytes.len() + ITEM_OVERHEAD) {
+                // The call ran, but its answer does not fit in this batch's
+                // response: a transient failure, retried on its own
+                // (every operation is idempotent).
+                return ItemResponse {
+                    status: 503,
+                    body: RawValue::from_string(
+                        json!({"error": "the batch's response is over MAX_BATCH_BODY_BYTES; retry this call alone"})
+                            .to_string(),
+                    )
+                    .ok(),
+                };
+            }
+            String::from_utf8(bytes.to_vec())
+                .ok()
+                .and_then(|s| RawValue::from_string(s).ok())
+        }
         _ => None,
     };
     ItemResponse { status, body }
 }
 
 /// Handler of [`BATCH_PATH`]: the items run concurrently through `router`.
-pub async fn serve_batch(router: Router, body: axum::body::Bytes) -> Response {
+/// A request over `max_bytes` is refused with 413 (the route's body limit is
+/// `max_bytes`); the answers together are bounded by `max_bytes` too.
+pub async fn serve_batch(
+    router: Router,
+    max_bytes: usize,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("a batch carries at most {max_bytes} bytes (MAX_BATCH_BODY_BYTES)"),
+            )
+        }
+        Err(e) => return bad_request(format!("cannot read batch: {e}")),
+    };
     let req: BatchRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return bad_request(format!("invalid batch: {e}")),
@@ -125,7 +179,9 @@ pub async fn serve_batch(router: Router, body: axum::body::Bytes) -> Response {
             return bad_request(format!("requests[{i}].path: must be a path of this service"));
         }
     }
-    let responses = futures_util::future::join_all(req.requests.iter().map(|it| run_item(router.clone(), it))).await;
+    let budget = Budget(std::sync::atomic::AtomicUsize::new(max_bytes));
+    let responses =
+        futures_util::future::join_all(req.requests.iter().map(|it| run_item(router.clone(), it, &budget))).await;
     let mut out = Vec::with_capacity(64 * responses.len());
     out.extend_from_slice(b"{\"responses\":");
     serde_json::to_writer(&mut out, &responses).expect("serialise batch");
@@ -144,6 +200,15 @@ struct Call {
     reply: oneshot::Sender<CallResult>,
 }
 
+impl Call {
+    /// Bytes this call adds to a batch request, at most: the body is copied
+    /// as is, the path and correlation id may double when escaped.
+    fn size(&self) -> usize {
+        let cid = self.correlation_id.as_ref().map_or(0, String::len);
+        ITEM_OVERHEAD + 2 * (self.path.len() + cid) + self.body.as_ref().map_or(0, |b| b.get().len())
+    }
+}
+
 /// Coalesces concurrent calls to one downstream into batches (see the module
 /// documentation). Cheap to share; the sending task starts on first use.
 pub struct Coalescer {
@@ -151,6 +216,8 @@ pub struct Coalescer {
     base: String,
     client: reqwest::Client,
     max: usize,
+    /// Most bytes of one batch request (`MAX_BATCH_BODY_BYTES`).
+    max_bytes: usize,
     inflight: usize,
     /// Unix ms until which the downstream is called without batching.
     plain_until: Arc<AtomicU64>,
@@ -166,6 +233,7 @@ impl Coalescer {
             base: base.to_string(),
             client,
             max: max.min(MAX_ITEMS),
+            max_bytes: max_batch_bytes(),
             inflight: inflight.max(1),
             plain_until: Arc::default(),
             tx: std::sync::OnceLock::new(),
@@ -207,18 +275,35 @@ impl Coalescer {
     fn start(&self) -> mpsc::UnboundedSender<Call> {
         let (tx, mut rx) = mpsc::unbounded_channel::<Call>();
         let (client, base, name, max) = (self.client.clone(), self.base.clone(), self.name.clone(), self.max);
+        let max_bytes = self.max_bytes;
         let plain_until = self.plain_until.clone();
         let slots = Arc::new(Semaphore::new(self.inflight));
         tokio::spawn(async move {
+            // A call that did not fit in the previous batch opens the next one.
+            let mut carried: Option<Call> = None;
             loop {
                 let Ok(slot) = slots.clone().acquire_owned().await else {
                     return;
                 };
-                let Some(first) = rx.recv().await else { return };
+                let first = match carried.take() {
+                    Some(c) => c,
+                    None => match rx.recv().await {
+                        Some(c) => c,
+                        None => return,
+                    },
+                };
+                let mut bytes = first.size();
                 let mut calls = vec![first];
                 while calls.len() < max {
                     match rx.try_recv() {
-                        Ok(c) => calls.push(c),
+                        Ok(c) if bytes + c.size() > max_bytes => {
+                            carried = Some(c);
+                            break;
+                        }
+                        Ok(c) => {
+                            bytes += c.size();
+                            calls.push(c);
+                        }
                         Err(_) => break,
                     }
                 }
@@ -485,6 +570,85 @@ mod tests {
         for (_, r) in call_many(&c, 50).await {
             assert!(r.unwrap_err().starts_with("gone: "));
         }
+    }
+
+    /// Every item is under MAX_BODY_BYTES, the batch as a whole is not under
+    /// MAX_BATCH_BODY_BYTES (default 4 MiB): 413 with a JSON error.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_over_the_total_byte_bound_is_refused_with_413() {
+        let (base, _, _) = serve(true).await;
+        let item = json!({"method": "PUT", "path": "/echo/1", "body": {"n": "x".repeat(60_000)}});
+        let body = json!({"requests": vec![item; 100]});
+        let r = reqwest::Client::new()
+            .post(format!("{base}{BATCH_PATH}"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 413);
+        assert!(r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json"));
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["field"], "requests");
+        assert!(v["error"].as_str().unwrap().contains("MAX_BATCH_BODY_BYTES"), "{v}");
+    }
+
+    /// Answers larger than their requests: the ones past the response budget
+    /// come back as transient 503s, so the whole answer stays bounded.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_answer_is_bounded_in_total_bytes() {
+        let (base, _, _) = serve(true).await;
+        let items: Vec<Value> = (0..1000)
+            .map(|i| json!({"method": "PUT", "path": format!("/echo/{i}"), "body": {"n": "y".repeat(4090)}}))
+            .collect();
+        let r = reqwest::Client::new()
+            .post(format!("{base}{BATCH_PATH}"))
+            .json(&json!({"requests": items}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let text = r.text().await.unwrap();
+        assert!(text.len() <= DEFAULT_MAX_BATCH_BYTES, "answer of {} bytes", text.len());
+        let v: Value = serde_json::from_str(&text).unwrap();
+        let statuses: Vec<u64> = v["responses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["status"].as_u64().unwrap())
+            .collect();
+        assert_eq!(statuses.len(), 1000);
+        let over = statuses.iter().filter(|s| **s == 503).count();
+        assert!(over > 0 && over < 100, "{over} answers over the budget");
+        assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1000 - over);
+    }
+
+    /// The sender cuts its batches to MAX_BATCH_BODY_BYTES, so large calls
+    /// still all get their answers.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn senders_cut_batches_to_the_byte_bound() {
+        let (base, batches, _) = serve(true).await;
+        let c = Coalescer::new("echo", &base, reqwest::Client::new(), 256, 1);
+        let answers = futures_util::future::join_all((0..200).map(|i| {
+            let c = &c;
+            async move {
+                let body = json!({"n": i, "pad": "z".repeat(60_000)});
+                c.call(Method::PUT, &format!("/echo/{i}"), Some(&body)).await
+            }
+        }))
+        .await;
+        for (i, r) in answers.into_iter().enumerate() {
+            let (status, body) = r.unwrap_or_else(|e| panic!("call {i}: {e}"));
+            assert_eq!(status, 200, "call {i}");
+            let v: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(v["body"]["n"], i);
+        }
+        assert!(
+            batches.load(Ordering::SeqCst) >= 3,
+            "200 x 60 kB need several 4 MiB batches"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,6 +20,16 @@ pub fn dependency_url(dep: &str, default: &str) -> String {
     env_str(&var, default).trim_end_matches('/').to_string()
 }
 
+/// Default of `RETENTION_SECS`: three days.
+pub const DEFAULT_RETENTION_SECS: u64 = 3 * 24 * 3600;
+
+/// `RETENTION_SECS`: how long a finished delivery's hot state (delivery) and
+/// an accepted request's marker (ingestion) are kept before Redis expires
+/// them, in milliseconds (at least one second).
+pub fn retention_ms() -> u64 {
+    env_or("RETENTION_SECS", DEFAULT_RETENTION_SECS).max(1) * 1000
+}
+
 /// Whether a boolean flag variable is set to a true value.
 pub fn env_flag(name: &str) -> bool {
     matches!(
@@ -37,6 +47,12 @@ mod tests {
         std::env::set_var("DRONE_SCHED_TEST_URL", "http://x:1/");
         assert_eq!(dependency_url("drone-sched-test", "d"), "http://x:1");
         assert_eq!(dependency_url("missing-dep", "http://m"), "http://m");
+    }
+
+    #[test]
+    fn retention_defaults_to_three_days() {
+        std::env::remove_var("RETENTION_SECS");
+        assert_eq!(retention_ms(), 259_200_000);
     }
 
     #[test]

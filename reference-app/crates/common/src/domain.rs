@@ -1,8 +1,8 @@
 //! Domain types shared by the services: the public request shape, its
 //! validation, locations and geometry.
 use crate::error::ApiError;
+use crate::jackson::{self, Object};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 
 pub const CONFIRMATIONS: [&str; 4] = ["FingerPrint", "Picture", "Voice", "None"];
 pub const SIZES: [&str; 3] = ["Small", "Medium", "Large"];
@@ -48,85 +48,27 @@ pub struct Reschedule {
     pub deadline: Option<String>,
 }
 
-fn obj<'a>(v: &'a Value, name: &str) -> Result<&'a Map<String, Value>, ApiError> {
-    v.as_object()
-        .ok_or_else(|| ApiError::field(name, format!("{name} must be a JSON object")))
-}
-
-fn opt_str(o: &Map<String, Value>, key: &str, path: &str) -> Result<Option<String>, ApiError> {
-    match o.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.len() > MAX_TEXT => Err(ApiError::field(
+fn text_limit(v: Option<String>, path: &str) -> Result<Option<String>, ApiError> {
+    match v {
+        Some(s) if s.len() > MAX_TEXT => Err(ApiError::field(
             path,
             format!("{path} is longer than {MAX_TEXT} characters"),
         )),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(ApiError::field(path, format!("{path} must be a string"))),
+        v => Ok(v),
     }
 }
 
-fn req_str(o: &Map<String, Value>, key: &str, path: &str) -> Result<String, ApiError> {
-    match opt_str(o, key, path)? {
+/// A `String` field of the original model, coerced as Jackson did, within
+/// our length limit.
+fn text(o: &Object, key: &str, path: &str) -> Result<Option<String>, ApiError> {
+    text_limit(o.string(key, path)?, path)
+}
+
+/// A string the delivery is meaningless without: present and not blank.
+fn required_text(o: &Object, key: &str, path: &str) -> Result<String, ApiError> {
+    match text(o, key, path)? {
         Some(s) if !s.trim().is_empty() => Ok(s),
         _ => Err(ApiError::field(path, format!("{path} is required"))),
-    }
-}
-
-fn one_of(value: String, allowed: &[&str], path: &str) -> Result<String, ApiError> {
-    if allowed.contains(&value.as_str()) {
-        Ok(value)
-    } else {
-        Err(ApiError::field(
-            path,
-            format!("{path} must be one of {}", allowed.join("|")),
-        ))
-    }
-}
-
-/// Validate an ISO-8601 / RFC 3339 timestamp such as `2019-05-08T20:00:00.000Z`.
-pub fn is_timestamp(s: &str) -> bool {
-    let b = s.as_bytes();
-    if b.len() < 20 {
-        return false;
-    }
-    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
-    let num = |r: std::ops::Range<usize>| s[r].parse::<u32>().unwrap_or(99);
-    if !(digits(0..4)
-        && b[4] == b'-'
-        && digits(5..7)
-        && b[7] == b'-'
-        && digits(8..10)
-        && (b[10] == b'T' || b[10] == b't' || b[10] == b' ')
-        && digits(11..13)
-        && b[13] == b':'
-        && digits(14..16)
-        && b[16] == b':'
-        && digits(17..19))
-    {
-        return false;
-    }
-    let (mo, d, h, mi, se) = (num(5..7), num(8..10), num(11..13), num(14..16), num(17..19));
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
-        return false;
-    }
-    let mut rest = &s[19..];
-    if let Some(r) = rest.strip_prefix('.') {
-        let n = r.bytes().take_while(u8::is_ascii_digit).count();
-        if n == 0 {
-            return false;
-        }
-        rest = &r[n..];
-    }
-    match rest {
-        "Z" | "z" => true,
-        tz if tz.len() == 6 => {
-            let t = tz.as_bytes();
-            (t[0] == b'+' || t[0] == b'-')
-                && t[1..3].iter().all(u8::is_ascii_digit)
-                && t[3] == b':'
-                && t[4..6].iter().all(u8::is_ascii_digit)
-        }
-        _ => false,
     }
 }
 
@@ -137,63 +79,51 @@ fn check_location(s: &str, path: &str) -> Result<(), ApiError> {
     }
 }
 
-fn check_time(o: &Map<String, Value>, key: &str) -> Result<String, ApiError> {
-    let v = opt_str(o, key, key)?.unwrap_or_default();
-    if !v.is_empty() && !is_timestamp(&v) {
-        return Err(ApiError::field(
-            key,
-            format!("{key} must be an ISO-8601 timestamp such as 2019-05-08T20:00:00.000Z"),
-        ));
-    }
-    Ok(v)
+/// A `java.util.Date` field: stored as canonical UTC text (empty when absent).
+fn time(o: &Object, key: &str) -> Result<String, ApiError> {
+    Ok(o.date(key, key)?.map(jackson::date_text).unwrap_or_default())
 }
 
-/// Validate a POST body and build the request (400 naming the field on error).
-pub fn validate_request(v: &Value) -> Result<DeliveryRequest, ApiError> {
-    let o = obj(v, "body")?;
-    let owner_id = req_str(o, "ownerId", "ownerId")?;
+/// Validate a POST body (the original's `ExternalDelivery`, read with
+/// Jackson 2.8's default coercions: see [`jackson`]) and build the request
+/// (400 naming the field on error). Unknown members are ignored, as Spring
+/// Boot's ObjectMapper did (FAIL_ON_UNKNOWN_PROPERTIES off); a `deliveryId`
+/// in the body is ignored (the service assigns one), but must be a scalar.
+pub fn validate_request(body: &[u8]) -> Result<DeliveryRequest, ApiError> {
+    let o = Object::parse_body(body)?;
+    text(&o, "deliveryId", "deliveryId")?;
+    let owner_id = required_text(&o, "ownerId", "ownerId")?;
     if owner_id.len() > 128 {
         return Err(ApiError::field("ownerId", "ownerId is longer than 128 characters"));
     }
     let p = match o.get("packageInfo") {
-        None | Some(Value::Null) => return Err(ApiError::field("packageInfo", "packageInfo is required")),
-        Some(p) => obj(p, "packageInfo")?,
+        None => return Err(ApiError::field("packageInfo", "packageInfo is required")),
+        Some(p) => Object::of(p, "packageInfo")?,
     };
-    let package_id = opt_str(p, "packageId", "packageInfo.packageId")?.unwrap_or_default();
-    let size = one_of(req_str(p, "size", "packageInfo.size")?, &SIZES, "packageInfo.size")?;
-    let tag = opt_str(p, "tag", "packageInfo.tag")?.unwrap_or_default();
-    let weight = match p.get("weight") {
-        None | Some(Value::Null) => 0.0,
-        Some(Value::Number(n)) => n.as_f64().unwrap_or(-1.0),
-        Some(_) => {
-            return Err(ApiError::field(
-                "packageInfo.weight",
-                "packageInfo.weight must be a number",
-            ))
-        }
-    };
+    let package_id = text(&p, "packageId", "packageInfo.packageId")?.unwrap_or_default();
+    let size = p
+        .enumeration("size", "packageInfo.size", &SIZES)?
+        .ok_or_else(|| ApiError::field("packageInfo.size", "packageInfo.size is required"))?
+        .to_string();
+    let tag = text(&p, "tag", "packageInfo.tag")?.unwrap_or_default();
+    let weight = p.double("weight", "packageInfo.weight")?;
     if !(0.0..=100_000.0).contains(&weight) {
         return Err(ApiError::field(
             "packageInfo.weight",
             "packageInfo.weight must be between 0 and 100000",
         ));
     }
-    let confirmation_required = one_of(
-        opt_str(o, "confirmationRequired", "confirmationRequired")?.unwrap_or_else(|| "None".into()),
-        &CONFIRMATIONS,
-        "confirmationRequired",
-    )?;
-    let pickup_location = req_str(o, "pickupLocation", "pickupLocation")?;
+    let confirmation_required = o
+        .enumeration("confirmationRequired", "confirmationRequired", &CONFIRMATIONS)?
+        .unwrap_or("None")
+        .to_string();
+    let pickup_location = required_text(&o, "pickupLocation", "pickupLocation")?;
     check_location(&pickup_location, "pickupLocation")?;
-    let drop_off_location = req_str(o, "dropOffLocation", "dropOffLocation")?;
+    let drop_off_location = required_text(&o, "dropOffLocation", "dropOffLocation")?;
     check_location(&drop_off_location, "dropOffLocation")?;
-    let pickup_time = check_time(o, "pickupTime")?;
-    let deadline = check_time(o, "deadline")?;
-    let expedited = match o.get("expedited") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(ApiError::field("expedited", "expedited must be a boolean")),
-    };
+    let pickup_time = time(&o, "pickupTime")?;
+    let deadline = text(&o, "deadline", "deadline")?.unwrap_or_default();
+    let expedited = o.boolean("expedited", "expedited")?.unwrap_or(false);
     Ok(DeliveryRequest {
         delivery_id: None,
         owner_id,
@@ -212,11 +142,14 @@ pub fn validate_request(v: &Value) -> Result<DeliveryRequest, ApiError> {
     })
 }
 
-/// Validate a PATCH (reschedule) body.
-pub fn validate_reschedule(v: &Value) -> Result<Reschedule, ApiError> {
-    let o = obj(v, "body")?;
-    let pickup_location = opt_str(o, "pickupLocation", "pickupLocation")?;
-    let drop_off_location = opt_str(o, "dropOffLocation", "dropOffLocation")?;
+/// Validate a PATCH (reschedule) body: the original's
+/// `ExternalRescheduledDelivery` (`pickupLocation`, `dropOffLocation`,
+/// `deadline` strings, `pickupTime` a date), with the same coercions.
+pub fn validate_reschedule(body: &[u8]) -> Result<Reschedule, ApiError> {
+    let o = Object::parse_body(body)?;
+    text(&o, "deliveryId", "deliveryId")?;
+    let pickup_location = text(&o, "pickupLocation", "pickupLocation")?;
+    let drop_off_location = text(&o, "dropOffLocation", "dropOffLocation")?;
     for (val, name) in [
         (&pickup_location, "pickupLocation"),
         (&drop_off_location, "dropOffLocation"),
@@ -228,13 +161,13 @@ pub fn validate_reschedule(v: &Value) -> Result<Reschedule, ApiError> {
             check_location(s, name)?;
         }
     }
-    let pickup_time = check_time(o, "pickupTime")?;
-    let deadline = check_time(o, "deadline")?;
+    let pickup_time = time(&o, "pickupTime")?;
+    let deadline = text(&o, "deadline", "deadline")?.filter(|d| !d.is_empty());
     let r = Reschedule {
         pickup_location,
         drop_off_location,
         pickup_time: (!pickup_time.is_empty()).then_some(pickup_time),
-        deadline: (!deadline.is_empty()).then_some(deadline),
+        deadline,
     };
     if r == Reschedule::default() {
         return Err(ApiError::field(
@@ -385,7 +318,7 @@ pub fn loc_to_string(l: &Location) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn sample() -> Value {
         json!({"confirmationRequired":"None","deadline":"","dropOffLocation":"drop off","expedited":true,
@@ -393,51 +326,150 @@ mod tests {
           "pickupLocation":"my pickup","pickupTime":"2019-05-08T20:00:00.000Z"})
     }
 
+    fn parse(v: &Value) -> Result<DeliveryRequest, ApiError> {
+        validate_request(v.to_string().as_bytes())
+    }
+
+    /// A member added to a body, and what the bound value must satisfy.
+    type Case<T> = (&'static str, fn(&T) -> bool);
+
     fn field_of(v: Value) -> String {
-        validate_request(&v).unwrap_err().field.unwrap()
+        parse(&v).unwrap_err().field.unwrap()
     }
 
     #[test]
     fn accepts_the_reference_request() {
-        let r = validate_request(&sample()).unwrap();
+        let r = parse(&sample()).unwrap();
         assert_eq!(r.owner_id, "myowner");
         assert_eq!(r.package_info.size, "Small");
         assert!(r.expedited);
         let back = serde_json::to_value(&r).unwrap();
         assert_eq!(back["dropOffLocation"], "drop off");
         assert_eq!(back["packageInfo"]["packageId"], "mypackage");
+        assert_eq!(back["pickupTime"], "2019-05-08T20:00:00.000Z");
     }
 
+    /// Bodies as the original's own clients sent them, and the values the
+    /// original (Jackson 2.8 defaults) bound them to.
     #[test]
-    fn rejects_bad_fields_naming_them() {
-        let mut v = sample();
-        v.as_object_mut().unwrap().remove("ownerId");
-        assert_eq!(field_of(v), "ownerId");
-        let mut v = sample();
-        v.as_object_mut().unwrap().remove("packageInfo");
-        assert_eq!(field_of(v), "packageInfo");
-        let mut v = sample();
-        v["packageInfo"]["size"] = json!("Huge");
-        assert_eq!(field_of(v), "packageInfo.size");
-        let mut v = sample();
-        v["confirmationRequired"] = json!("Retina");
-        assert_eq!(field_of(v), "confirmationRequired");
-        let mut v = sample();
-        v["pickupLocation"] = json!("0,91,10");
-        assert_eq!(field_of(v), "pickupLocation");
-        let mut v = sample();
-        v["dropOffLocation"] = json!("0,10,-181");
-        assert_eq!(field_of(v), "dropOffLocation");
-        let mut v = sample();
-        v["pickupTime"] = json!("yesterday");
-        assert_eq!(field_of(v), "pickupTime");
-        let mut v = sample();
-        v["packageInfo"]["weight"] = json!(-1);
-        assert_eq!(field_of(v), "packageInfo.weight");
-        let mut v = sample();
-        v["expedited"] = json!("yes");
-        assert_eq!(field_of(v), "expedited");
+    fn accepts_what_the_original_accepted_with_the_same_values() {
+        // Its load test (Fabrikam.Shipping.LoadTests, serialised by Newtonsoft):
+        // weight as a string, a free-text deadline, a client-side deliveryId.
+        let load_test = json!({"confirmationRequired":"FingerPrint","deadline":"DeadlyQueueOfZombiatedDemons",
+            "deliveryId":"42","dropOffLocation":"0,37.4315730000000,-78.65689399999997","expedited":true,"ownerId":"1",
+            "packageInfo":{"packageId":"442","size":"Small","tag":"5c3fa1a4-2c5a-4d4e-9b43-7f0c1f2e0b6a","weight":"14"},
+            "pickupLocation":"0,36.778261,-119.41793200000001","pickupTime":"2019-04-05T11:00:00.000Z"});
+        let r = parse(&load_test).unwrap();
+        assert_eq!(r.package_info.weight, 14.0);
+        assert_eq!(r.deadline, "DeadlyQueueOfZombiatedDemons");
+        assert_eq!(r.confirmation_required, "FingerPrint");
+        assert_eq!(r.delivery_id, None);
+        // Its ingestion unit test (a plain ObjectMapper writing ExternalDelivery):
+        // the date as epoch milliseconds, nulls, no `expedited` at all.
+        let unit_test = json!({"deliveryId":null,"ownerId":"3f1c2a8e-1111-4b7e-a0a5-93c1f0e5d0aa","pickupLocation":"Texas",
+            "pickupTime":1557345600123u64,"deadline":"LineOfDeadlyZombiatedPeople","confirmationRequired":"FingerPrint",
+            "packageInfo":{"packageId":"9a7b","size":"Large","weight":0.0,"tag":null},"dropOffLocation":"Austin"});
+        let r = parse(&unit_test).unwrap();
+        assert_eq!(r.pickup_time, "2019-05-08T20:00:00.123Z");
+        assert!(!r.expedited);
+        assert_eq!(r.package_info.tag, "");
+        // Type coercions, field by field (raw text: numbers keep their spelling).
+        let cases: [Case<DeliveryRequest>; 14] = [
+            (r#""ownerId":1e3"#, |r| r.owner_id == "1e3"),
+            (r#""ownerId":true"#, |r| r.owner_id == "true"),
+            (r#""pickupLocation":10.50"#, |r| r.pickup_location == "10.50"),
+            (r#""deadline":20190508"#, |r| r.deadline == "20190508"),
+            (r#""expedited":"false""#, |r| !r.expedited),
+            (r#""expedited":1"#, |r| r.expedited),
+            (r#""expedited":null"#, |r| !r.expedited),
+            (r#""confirmationRequired":1"#, |r| r.confirmation_required == "Picture"),
+            (r#""confirmationRequired":"3""#, |r| r.confirmation_required == "None"),
+            (r#""pickupTime":"1557345600000""#, |r| {
+                r.pickup_time == "2019-05-08T20:00:00.000Z"
+            }),
+            (r#""pickupTime":"Wed, 08 May 2019 22:00:00 +0200""#, |r| {
+                r.pickup_time == "2019-05-08T20:00:00.000Z"
+            }),
+            (r#""pickupTime":"2019-05-08T22:00:00.5+02:00""#, |r| {
+                r.pickup_time == "2019-05-08T20:00:00.500Z"
+            }),
+            (r#""pickupTime":"""#, |r| r.pickup_time.is_empty()),
+            (r#""unknownField":{"x":[1]}"#, |r| r.owner_id == "myowner"),
+        ];
+        let base = sample().to_string();
+        for (member, check) in cases {
+            // A later member replaces the sample's one (the last value wins).
+            let body = format!("{},{member}}}", &base[..base.len() - 1]);
+            let r = validate_request(body.as_bytes()).unwrap_or_else(|e| panic!("{member}: {e:?}"));
+            assert!(check(&r), "{member}: {r:?}");
+        }
+        let pkg: [Case<PackageInfo>; 7] = [
+            (r#""weight":"10.5""#, |p| p.weight == 10.5),
+            (r#""weight":" 7 ""#, |p| p.weight == 7.0),
+            (r#""weight":"""#, |p| p.weight == 0.0),
+            (r#""weight":null"#, |p| p.weight == 0.0),
+            (r#""size":2"#, |p| p.size == "Large"),
+            (r#""packageId":442"#, |p| p.package_id == "442"),
+            (r#""tag":false"#, |p| p.tag == "false"),
+        ];
+        for (member, check) in pkg {
+            let body = format!(
+                r#"{{"ownerId":"o","pickupLocation":"a","dropOffLocation":"b","packageInfo":{{"size":"Small",{member}}}}}"#
+            );
+            let r = validate_request(body.as_bytes()).unwrap_or_else(|e| panic!("{member}: {e:?}"));
+            assert!(check(&r.package_info), "{member}: {r:?}");
+        }
+    }
+
+    /// What the original refused (400), or what makes a delivery meaningless.
+    #[test]
+    fn refuses_naming_the_field() {
+        let mut cases: Vec<(Value, &str)> = Vec::new();
+        let mut with = |path: &[&str], v: Value, field: &'static str| {
+            let mut b = sample();
+            let mut at = &mut b;
+            for k in &path[..path.len() - 1] {
+                at = &mut at[*k];
+            }
+            at[path[path.len() - 1]] = v;
+            cases.push((b, field));
+        };
+        with(&["ownerId"], Value::Null, "ownerId");
+        with(&["ownerId"], json!(""), "ownerId");
+        with(&["ownerId"], json!({"id": 1}), "ownerId");
+        with(&["packageInfo"], Value::Null, "packageInfo");
+        with(&["packageInfo"], json!("small box"), "packageInfo");
+        with(&["packageInfo", "size"], json!("Huge"), "packageInfo.size");
+        with(&["packageInfo", "size"], json!("small"), "packageInfo.size");
+        with(&["packageInfo", "size"], json!(""), "packageInfo.size");
+        with(&["packageInfo", "size"], json!(3), "packageInfo.size");
+        with(&["packageInfo", "size"], json!(1.0), "packageInfo.size");
+        with(&["packageInfo", "size"], Value::Null, "packageInfo.size");
+        with(&["packageInfo", "weight"], json!(true), "packageInfo.weight");
+        with(&["packageInfo", "weight"], json!("ten"), "packageInfo.weight");
+        with(&["packageInfo", "weight"], json!(-1), "packageInfo.weight");
+        with(&["packageInfo", "weight"], json!("NaN"), "packageInfo.weight");
+        with(&["packageInfo", "tag"], json!([]), "packageInfo.tag");
+        with(&["confirmationRequired"], json!("Retina"), "confirmationRequired");
+        with(&["confirmationRequired"], json!("none"), "confirmationRequired");
+        with(&["confirmationRequired"], json!(4), "confirmationRequired");
+        with(&["expedited"], json!("yes"), "expedited");
+        with(&["expedited"], json!(1.5), "expedited");
+        with(&["pickupTime"], json!("yesterday"), "pickupTime");
+        with(&["pickupTime"], json!("2019-05-08 20:00:00Z"), "pickupTime");
+        with(&["pickupTime"], json!(1.5e12), "pickupTime");
+        with(&["pickupTime"], json!(true), "pickupTime");
+        with(&["deadline"], json!({}), "deadline");
+        with(&["deliveryId"], json!({}), "deliveryId");
+        with(&["pickupLocation"], json!("0,91,10"), "pickupLocation");
+        with(&["pickupLocation"], json!(" "), "pickupLocation");
+        with(&["dropOffLocation"], json!("0,10,-181"), "dropOffLocation");
+        with(&["dropOffLocation"], Value::Null, "dropOffLocation");
+        for (body, field) in cases {
+            assert_eq!(field_of(body.clone()), field, "{body}");
+        }
         assert_eq!(field_of(json!([1])), "body");
+        assert_eq!(validate_request(b"{\"ownerId\":").unwrap_err().field.unwrap(), "body");
     }
 
     #[test]
@@ -455,30 +487,30 @@ mod tests {
     fn formats_rfc3339() {
         assert_eq!(fmt_rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(fmt_rfc3339(1_557_345_600_123), "2019-05-08T20:00:00.123Z");
-        assert!(is_timestamp(&fmt_rfc3339(now_ms())));
         assert!(check_id("abc-1").is_ok());
         assert!(check_id("a/b").is_err());
     }
 
     #[test]
-    fn timestamps() {
-        assert!(is_timestamp("2019-05-08T20:00:00.000Z"));
-        assert!(is_timestamp("2019-05-08T20:00:00+02:00"));
-        assert!(!is_timestamp("2019-13-08T20:00:00Z"));
-        assert!(!is_timestamp("2019-05-08"));
-    }
-
-    #[test]
-    fn reschedule_requires_something() {
-        assert!(validate_reschedule(&json!({})).is_err());
-        let r = validate_reschedule(&json!({"dropOffLocation":"0,1,2"})).unwrap();
-        assert_eq!(r.drop_off_location.as_deref(), Some("0,1,2"));
+    fn reschedule_like_the_original() {
+        let r = |v: Value| validate_reschedule(v.to_string().as_bytes());
+        assert!(r(json!({})).is_err());
+        let ok = r(json!({"dropOffLocation":"0,1,2"})).unwrap();
+        assert_eq!(ok.drop_off_location.as_deref(), Some("0,1,2"));
         assert_eq!(
-            validate_reschedule(&json!({"pickupLocation":"0,100,2"}))
-                .unwrap_err()
-                .field
-                .unwrap(),
+            r(json!({"pickupLocation":"0,100,2"})).unwrap_err().field.unwrap(),
             "pickupLocation"
+        );
+        // The original's own test body: a free-text deadline, a deliveryId.
+        let ok =
+            r(json!({"deadline":"deadline","deliveryId":"x","dropOffLocation":"location","pickupLocation":"location"}))
+                .unwrap();
+        assert_eq!(ok.deadline.as_deref(), Some("deadline"));
+        let ok = r(json!({"pickupTime": 1557345600000u64})).unwrap();
+        assert_eq!(ok.pickup_time.as_deref(), Some("2019-05-08T20:00:00.000Z"));
+        assert_eq!(
+            r(json!({"pickupTime": "soon"})).unwrap_err().field.unwrap(),
+            "pickupTime"
         );
     }
 }

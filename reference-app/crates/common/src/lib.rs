@@ -9,6 +9,7 @@ pub mod client;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod jackson;
 pub mod metrics;
 pub mod resilience;
 pub mod server;

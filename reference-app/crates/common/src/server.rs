@@ -203,7 +203,7 @@ pub fn with_runtime(app: Router) -> Router {
         ops = ops.route("/debug/sleep", get(debug_sleep));
     }
     let max_body: usize = crate::config::env_or("MAX_BODY_BYTES", 65536);
-    let max_batch_body: usize = crate::config::env_or("MAX_BATCH_BODY_BYTES", 16 << 20);
+    let max_batch_body = crate::batch::max_batch_bytes();
     let service = app
         .merge(ops)
         .layer(middleware::from_fn(chaos))
@@ -215,7 +215,11 @@ pub fn with_runtime(app: Router) -> Router {
     let batch = Router::new()
         .route(
             crate::batch::BATCH_PATH,
-            axum::routing::post(move |body: axum::body::Bytes| crate::batch::serve_batch(inner.clone(), body)),
+            axum::routing::post(
+                move |body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>| {
+                    crate::batch::serve_batch(inner.clone(), max_batch_body, body)
+                },
+            ),
         )
         .layer(middleware::from_fn(observe))
         .layer(DefaultBodyLimit::max(max_batch_body));

@@ -4,7 +4,7 @@
 //! Cancelled, Failed) on the `delivery:events` stream. Every state change and
 //! its event are written together by one Lua script, so an event is emitted
 //! exactly once per change even when drone events are redelivered.
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -26,14 +26,21 @@ local function final(st) return st == 'Completed' or st == 'Cancelled' or st == 
 local function emit(id, typ, stage, loc, now)
   redis.call('XADD', KEYS[1], '*', 'deliveryId', id, 'type', typ, 'stage', stage, 'location', loc or '', 'ts', now)
 end
+-- A delivery that reached a final stage keeps its hot state for the
+-- retention (ms) only; its long-term record is deliveryhistory's.
+local function retire(id, ttl)
+  redis.call('PEXPIRE', 'delivery:d:' .. id, ttl)
+  redis.call('PEXPIRE', 'delivery:rs:' .. id, ttl)
+end
 "#;
 
-/// Creates the delivery (ARGV: id, document, time). Drone events that arrived
+/// Creates the delivery (ARGV: id, document, time, retention, owner id,
+/// month `yyyy-mm` of the owner's summary). Drone events that arrived
 /// first (the drone is assigned before the delivery is created) left their
 /// furthest stage in `early_rank` (with location and ETA) in the same hash:
 /// the creation catches up with them.
 const CREATE: &str = r#"
-local id, doc, now = ARGV[1], ARGV[2], ARGV[3]
+local id, doc, now, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local k = 'delivery:d:' .. id
 local cur = redis.call('HMGET', k, 'stage', 'early_rank', 'location')
 if cur[1] then return cur[1] end
@@ -41,17 +48,21 @@ local r = tonumber(cur[2] or '0')
 redis.call('HSET', k, 'doc', doc, 'stage', r > 0 and NAMES[r] or 'Created', 'created', now, 'updated', now, 'version', 1)
 emit(id, 'Created', 'Created', '', now)
 redis.call('HINCRBY', 'delivery:stats', 'created', 1)
+redis.call('HINCRBY', 'delivery:owner:' .. ARGV[5], ARGV[6], 1)
 for i = 1, r do emit(id, NAMES[i], NAMES[i], cur[3], now) end
-if r == 3 then redis.call('HINCRBY', 'delivery:stats', 'completed', 1) end
+if r == 3 then
+  redis.call('HINCRBY', 'delivery:stats', 'completed', 1)
+  retire(id, ttl)
+end
 return 'new'
 "#;
 
 /// Applies a batch of drone status events (after [`OFFSET_PRELUDE`], which
-/// takes ARGV[1..=3]): ARGV[4] is the time, then (delivery id, stage rank,
-/// location, ETA) four at a time, in stream order. A stage only ever moves
-/// forward.
+/// takes ARGV[1..=3]): ARGV[4] is the time, ARGV[5] the retention, then
+/// (delivery id, stage rank, location, ETA) four at a time, in stream order.
+/// A stage only ever moves forward.
 const DRONE: &str = r#"
-local now = ARGV[4]
+local now, ttl = ARGV[4], ARGV[5]
 local function apply(id, r, loc, eta)
   local k = 'delivery:d:' .. id
   local h = redis.call('HMGET', k, 'stage', 'early_rank')
@@ -70,9 +81,12 @@ local function apply(id, r, loc, eta)
   end
   redis.call('HSET', k, 'location', loc, 'eta', eta, 'updated', now, 'stage', NAMES[r])
   for i = cur + 1, r do emit(id, NAMES[i], NAMES[i], loc, now) end
-  if r == 3 then redis.call('HINCRBY', 'delivery:stats', 'completed', 1) end
+  if r == 3 then
+    redis.call('HINCRBY', 'delivery:stats', 'completed', 1)
+    retire(id, ttl)
+  end
 end
-for i = 5, #ARGV, 4 do apply(ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3]) end
+for i = 6, #ARGV, 4 do apply(ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3]) end
 return 'ok'
 "#;
 
@@ -92,7 +106,7 @@ return 'ok'
 "#;
 
 const CANCEL: &str = r#"
-local id, now, doc = ARGV[1], ARGV[2], ARGV[3]
+local id, now, doc, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local k = 'delivery:d:' .. id
 local st = redis.call('HGET', k, 'stage')
 if st == 'Cancelled' then return st end
@@ -101,11 +115,12 @@ if not st then redis.call('HSET', k, 'doc', doc, 'created', now, 'version', 1) e
 redis.call('HSET', k, 'stage', 'Cancelled', 'updated', now)
 emit(id, 'Cancelled', 'Cancelled', '', now)
 redis.call('HINCRBY', 'delivery:stats', 'cancelled', 1)
+retire(id, ttl)
 return 'Cancelled'
 "#;
 
 const FAIL: &str = r#"
-local id, reason, doc, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local id, reason, doc, now, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local k = 'delivery:d:' .. id
 local st = redis.call('HGET', k, 'stage')
 if st and final(st) then return st end
@@ -113,6 +128,7 @@ if not st then redis.call('HSET', k, 'doc', doc, 'created', now, 'version', 1) e
 redis.call('HSET', k, 'stage', 'Failed', 'reason', reason, 'updated', now)
 emit(id, 'Failed', 'Failed', '', now)
 redis.call('HINCRBY', 'delivery:stats', 'failed', 1)
+retire(id, ttl)
 return 'Failed'
 "#;
 
@@ -128,6 +144,8 @@ struct AppState {
     reschedule: Arc<redis::Script>,
     cancel: Arc<redis::Script>,
     fail: Arc<redis::Script>,
+    /// `RETENTION_SECS` in ms: a finished delivery's keys expire after it.
+    retention_ms: u64,
 }
 
 fn dkey(id: &str) -> String {
@@ -156,17 +174,21 @@ fn body_obj(b: Body) -> Result<Value, ApiError> {
 async fn create(State(s): State<AppState>, Path(id): Path<String>, body: Body) -> Result<Response, ApiError> {
     check_id(&id)?;
     let mut doc = body_obj(body)?;
-    if doc.get("ownerId").and_then(Value::as_str).is_none() {
+    let Some(owner) = doc.get("ownerId").and_then(Value::as_str).map(str::to_string) else {
         return Err(ApiError::field("ownerId", "ownerId is required"));
-    }
+    };
     doc["deliveryId"] = json!(id);
     let mut r = s.redis.clone();
+    let now = now_ms();
     let out: String = s
         .create
         .key(TRACKING_EVENTS)
         .arg(&id)
         .arg(doc.to_string())
-        .arg(now_ms())
+        .arg(now)
+        .arg(s.retention_ms)
+        .arg(owner)
+        .arg(&fmt_rfc3339(now)[..7])
         .invoke_async(&mut r)
         .await?;
     match out.as_str() {
@@ -238,6 +260,62 @@ async fn get_public(State(s): State<AppState>, Path(id): Path<String>) -> Result
     Ok(Json(render(&id, &h, true)))
 }
 
+/// The original's `DeliveryStatus` (`GET /api/deliveries/{id}/status`, and
+/// `GET /api/drone/{id}` which its drone ingress published): the stage, the
+/// last known position and the ETA at the drop-off while in flight. No
+/// pickup ETA is tracked (`pickupETA` is null).
+fn status_view(h: &HashMap<String, String>) -> Value {
+    let v = render("", h, true);
+    json!({
+        "stage": v["stage"],
+        "lastKnownLocation": v["lastKnownLocation"],
+        "pickupETA": Value::Null,
+        "deliveryETA": v["eta"],
+    })
+}
+
+async fn get_status(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let h = load(&s, &id).await?;
+    Ok(Json(status_view(&h)))
+}
+
+/// The original's `UserAccount` of a delivery (`GET /api/deliveries/{id}/owner`):
+/// `userId` is the request's `ownerId`; the original filled `accountId` with a
+/// fresh random GUID, here it is the owner id too.
+async fn get_owner(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let h = load(&s, &id).await?;
+    let v = render(&id, &h, true);
+    Ok(Json(json!({"userId": v["ownerId"], "accountId": v["ownerId"]})))
+}
+
+/// `GET /api/deliveries/summary?ownerId=&year=&month=` → `{"count": n}`: the
+/// deliveries created for the owner in that month (UTC), as the original
+/// published. A missing owner, or a year / month that is not a number in
+/// range, is a 400 naming it.
+async fn summary(State(s): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
+    let owner = q
+        .get("ownerId")
+        .filter(|o| !o.is_empty() && o.len() <= 128)
+        .ok_or_else(|| ApiError::field("ownerId", "ownerId (1-128 characters) is required"))?;
+    let num = |k: &str, range: std::ops::RangeInclusive<u32>| {
+        q.get(k)
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .filter(|v| range.contains(v))
+            .ok_or_else(|| {
+                ApiError::field(
+                    k,
+                    format!("{k} must be a number from {} to {}", range.start(), range.end()),
+                )
+            })
+    };
+    let (year, month) = (num("year", 1970..=9999)?, num("month", 1..=12)?);
+    let mut r = s.redis.clone();
+    let n: Option<u64> = r
+        .hget(format!("delivery:owner:{owner}"), format!("{year:04}-{month:02}"))
+        .await?;
+    Ok(Json(json!({"count": n.unwrap_or(0)})))
+}
+
 async fn get_internal(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let h = load(&s, &id).await?;
     Ok(Json(render(&id, &h, false)))
@@ -246,7 +324,7 @@ async fn get_internal(State(s): State<AppState>, Path(id): Path<String>) -> Resu
 async fn patch(State(s): State<AppState>, Path(id): Path<String>, body: Body) -> Result<Response, ApiError> {
     check_id(&id)?;
     let b = body_obj(body)?;
-    let changes = validate_reschedule(&b)?;
+    let changes = validate_reschedule(b.to_string().as_bytes())?;
     let req_id = b.get("requestId").and_then(Value::as_str).unwrap_or("").to_string();
     let mut r = s.redis.clone();
     for _ in 0..5 {
@@ -294,6 +372,7 @@ async fn cancel(State(s): State<AppState>, Path(id): Path<String>) -> Result<Res
         .arg(&id)
         .arg(now_ms())
         .arg(tomb)
+        .arg(s.retention_ms)
         .invoke_async(&mut r)
         .await?;
     if out == "Cancelled" {
@@ -321,6 +400,7 @@ async fn record_failure(State(s): State<AppState>, Path(id): Path<String>, body:
         .arg(&reason)
         .arg(doc.to_string())
         .arg(now_ms())
+        .arg(s.retention_ms)
         .invoke_async(&mut r)
         .await?;
     Ok(Json(json!({"deliveryId": id, "stage": out})).into_response())
@@ -351,7 +431,7 @@ async fn stats(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
 async fn on_drone_events(s: AppState, batch: Vec<Message>, step: OffsetStep) -> Result<BatchOutcome, String> {
     let mut call = s.drone.key(TRACKING_EVENTS);
     step.args(&mut call);
-    call.arg(now_ms());
+    call.arg(now_ms()).arg(s.retention_ms);
     for m in &batch {
         let (Some(id), Some(rk)) = (m.get("deliveryId"), m.get("stage").and_then(rank)) else {
             continue;
@@ -381,6 +461,7 @@ async fn main() -> std::io::Result<()> {
         reschedule: script(RESCHEDULE),
         cancel: script(CANCEL),
         fail: script(FAIL),
+        retention_ms: drone_common::config::retention_ms(),
     };
     let cfg = ConsumerConfig::from_env(DRONE_EVENTS, "delivery", Some("deliveryId"));
     let st = state.clone();
@@ -390,6 +471,10 @@ async fn main() -> std::io::Result<()> {
     let app = Router::new()
         .route("/api/deliveries/public/{id}", get(get_public))
         .route("/api/deliveries/stats", get(stats))
+        .route("/api/deliveries/summary", get(summary))
+        .route("/api/deliveries/{id}/status", get(get_status))
+        .route("/api/deliveries/{id}/owner", get(get_owner))
+        .route("/api/drone/{id}", get(get_status))
         .route(
             "/api/deliveries/{id}",
             get(get_internal).put(create).patch(patch).delete(cancel),
@@ -420,6 +505,23 @@ mod tests {
         assert_eq!(v["eta"], "2019-05-08T20:00:00.000Z");
         assert_eq!(v["packageId"], "p");
         assert!(v.get("thirdPartyRequired").is_none());
+    }
+
+    #[test]
+    fn renders_the_original_status_shape() {
+        let mut h = HashMap::new();
+        h.insert("doc".to_string(), json!({"ownerId": "o"}).to_string());
+        h.insert("stage".to_string(), "HeadedToDropoff".to_string());
+        h.insert("location".to_string(), "0,47.5,-122.3".to_string());
+        h.insert("eta".to_string(), "1557345600000".to_string());
+        let v = status_view(&h);
+        assert_eq!(
+            v,
+            json!({"stage": "HeadedToDropoff", "lastKnownLocation": {"altitude": 0.0, "latitude": 47.5, "longitude": -122.3},
+                   "pickupETA": null, "deliveryETA": "2019-05-08T20:00:00.000Z"})
+        );
+        h.insert("stage".to_string(), "Completed".to_string());
+        assert!(status_view(&h)["deliveryETA"].is_null());
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! ingestion: the public API. Validates delivery requests and buffers them
 //! durably on the `ingestion:requests` stream (load levelling); answers 202
 //! only once the request is queued (503 if the broker is unavailable).
-//! Owns keys `ingestion:*` (the set of accepted delivery ids, so that
-//! reschedule / cancel of an unknown id is a 404).
+//! Owns keys `ingestion:*` (a marker per accepted delivery id, so that
+//! reschedule / cancel of an unknown id is a 404; each expires after
+//! `RETENTION_SECS`).
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
@@ -15,12 +16,14 @@ use drone_common::telemetry::current_correlation_id;
 use drone_common::topics::REQUESTS;
 use drone_common::ApiError;
 use redis::aio::ConnectionManager;
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// The OpenAPI document of the public API (kept as a file next to the crate).
 pub const OPENAPI: &str = include_str!("../openapi.json");
 
-fn parse_body(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
+/// The body's bytes (413 over the limit, 400 when empty); the JSON is read by
+/// the validation, which keeps numbers as written.
+fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     let bytes = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request body too large").with_field("body")
@@ -31,7 +34,7 @@ fn parse_body(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
     if bytes.is_empty() {
         return Err(ApiError::field("body", "a JSON body is required"));
     }
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::field("body", format!("invalid JSON: {e}")))
+    Ok(bytes)
 }
 
 trait WithField {
@@ -67,7 +70,13 @@ async fn enqueue(
         .arg(cid)
         .ignore();
     if mark_accepted {
-        p.cmd("SET").arg(format!("ingestion:accepted:{id}")).arg(1).ignore();
+        // Kept for RETENTION_SECS: a reschedule or cancel of an older request is a 404.
+        p.cmd("SET")
+            .arg(format!("ingestion:accepted:{id}"))
+            .arg(1)
+            .arg("PX")
+            .arg(drone_common::config::retention_ms())
+            .ignore();
     }
     p.query_async::<()>(r).await.map_err(|e| {
         tracing::error!(error = %e, delivery_id = id, "could not queue request");
@@ -91,8 +100,7 @@ async fn create(
     State(mut r): State<ConnectionManager>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let v = parse_body(body)?;
-    let mut req = validate_request(&v)?;
+    let mut req = validate_request(&read_body(body)?)?;
     let id = uuid::Uuid::new_v4().to_string();
     req.delivery_id = Some(id.clone());
     let text = serde_json::to_string(&req).unwrap_or_default();
@@ -117,8 +125,7 @@ async fn reschedule(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     check_id(&id)?;
-    let v = parse_body(body)?;
-    let changes = validate_reschedule(&v)?;
+    let changes = validate_reschedule(&read_body(body)?)?;
     known(&mut r, &id).await?;
     let text = serde_json::to_string(&changes).unwrap_or_default();
     enqueue(&mut r, "reschedule", &id, &text, false).await?;
@@ -172,6 +179,7 @@ async fn main() -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn openapi_is_valid_json_and_lists_the_public_paths() {
@@ -181,6 +189,10 @@ mod tests {
             "/api/deliveryrequests",
             "/api/deliveryrequests/{id}",
             "/api/deliveries/public/{id}",
+            "/api/deliveries/{id}/status",
+            "/api/drone/{id}",
+            "/api/deliveries/{id}/owner",
+            "/api/deliveries/summary",
         ] {
             assert!(v["paths"].get(p).is_some(), "missing {p}");
         }
@@ -188,7 +200,9 @@ mod tests {
 
     #[test]
     fn body_errors_name_the_body() {
-        let e = parse_body(Ok(Bytes::from_static(b"{nope"))).unwrap_err();
+        let e = read_body(Ok(Bytes::new())).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("body"));
+        let e = validate_request(&read_body(Ok(Bytes::from_static(b"{nope"))).unwrap()).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("body"));
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
     }
