@@ -341,6 +341,28 @@ fn expansions_quoted(script: &str, is_var: impl Fn(&str) -> bool) -> Result<(), 
     Ok(())
 }
 
+/// Runs shellcheck (bash) on `script`; any finding fails.
+fn shellcheck(what: &str, script: &str) {
+    let mut child = Command::new("shellcheck")
+        .args(["--shell", "bash", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("shellcheck (scripts/prereqs.sh installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{what}: shellcheck findings:\n{}\n{script}",
+        stdout(&out)
+    );
+}
+
 #[test]
 fn gitlab_pipeline_is_pinned_and_quotes_its_variables() {
     let (_tmp, app) = ci_app();
@@ -359,6 +381,24 @@ fn gitlab_pipeline_is_pinned_and_quotes_its_variables() {
             name.starts_with("CI_") || name.starts_with("GITLAB_") || name.ends_with("_ENV")
         })
         .unwrap();
+    }
+    // Each job's script as the runner runs it: default before_script, then script.
+    let before: Vec<&str> = doc["default"]["before_script"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l.as_str())
+        .collect();
+    for job in ["test", "staging", "production"] {
+        let mut lines = before.clone();
+        lines.extend(
+            doc[job]["script"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|l| l.as_str()),
+        );
+        shellcheck(job, &lines.join("\n"));
     }
     for job in ["staging", "production"] {
         let rule = doc[job]["rules"][0]["if"].as_str().unwrap();
@@ -379,16 +419,15 @@ fn azure_pipeline_uses_no_macros_in_scripts_and_pins_rust() {
                 .chars()
                 .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.')
                 .collect();
-            assert!(
-                !rest[at + 2 + name.len()..].starts_with(')') || name.is_empty(),
-                "macro $({name}) in: {script}"
-            );
+            let is_macro = !name.is_empty() && rest[at + 2 + name.len()..].starts_with(')');
+            assert!(!is_macro, "macro $({name}) in: {script}");
             rest = &rest[at + 2..];
         }
         expansions_quoted(&script, |name| {
             name.starts_with("BUILD_") || name.starts_with("SYSTEM_") || name.ends_with("_ENV")
         })
         .unwrap();
+        shellcheck("azure step", &script);
     }
     let rust = doc["variables"]["RUST_TOOLCHAIN"].as_str().unwrap();
     assert!(
