@@ -1,6 +1,9 @@
 //! dronectl as a CI step: generated pipelines are valid for their providers (checked with
-//! the providers' published schemas), every command's JSON output follows the versioned
-//! event schema, and no command ever waits on standard input when it is not a terminal.
+//! the providers' published schemas), lint clean (actionlint with shellcheck, shellcheck on
+//! the GitLab and Azure scripts), give the workflow token least privilege, pin what they run
+//! and let no value reach a script inline; hostile branch names are refused; every command's
+//! JSON output follows the versioned event schema, and no command ever waits on standard
+//! input when it is not a terminal.
 
 mod common;
 
