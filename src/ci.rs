@@ -64,7 +64,102 @@ pub struct CiInitOutcome {
     pub dry_run: bool,
 }
 
-/// Renders the pipeline for `provider` (no file is touched).
+/// The Rust toolchain the pipelines install (GitHub, Azure) or run in (GitLab's
+/// `rust:<version>-bookworm` image): pinned, never `latest`, so a pipeline builds the same
+/// way until someone changes this line of the pipeline on purpose.
+pub const RUST_VERSION: &str = "1.95";
+
+/// The actions the GitHub workflow uses: GitHub's own only (no third-party action runs with
+/// the job's secrets), each at a major whose `action.yml` declares `runs.using: node24`
+/// (Node 20 actions are deprecated on hosted runners). The toolchain comes from `rustup`,
+/// which the hosted runners ship, instead of a third-party setup action.
+pub const GITHUB_ACTIONS: [(&str, &str); 3] = [
+    ("checkout", "actions/checkout@v7"),
+    ("cache", "actions/cache@v5"),
+    ("upload_artifact", "actions/upload-artifact@v7"),
+];
+
+/// Why a value cannot go into a pipeline.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PipelineValueError {
+    #[error("is empty")]
+    Empty,
+    #[error("is longer than {max} characters")]
+    TooLong { max: usize },
+    #[error(
+        "contains {0:?}: pipeline values may hold only ASCII letters, digits, `.`, `_`, `-` and `/`"
+    )]
+    BadChar(char),
+    #[error("starts with `-`")]
+    LeadingDash,
+    #[error("names a full ref; give the branch name without `refs/`")]
+    FullRef,
+    #[error("is not a valid git branch name (see `git check-ref-format`)")]
+    NotARefName,
+}
+
+/// The longest branch name accepted (git has no limit; CI providers and humans do).
+const MAX_BRANCH_LEN: usize = 200;
+
+/// Checks that `branch` is a git branch name (`git check-ref-format --branch` rules: no `..`,
+/// no `@{`, no component starting with `.` or ending in `.lock`, no `//`, no trailing `/` or
+/// `.`, not `HEAD`, not starting with `-`) made only of characters that mean nothing to
+/// YAML, to the providers' expression languages and to a shell: ASCII letters, digits, `.`,
+/// `_`, `-` and `/`. Anything else is refused rather than escaped, so a branch can never
+/// carry a quote, `||`, a newline, `$`, `${{`, a backtick or a space into a pipeline.
+pub fn validate_branch(branch: &str) -> Result<(), PipelineValueError> {
+    if branch.is_empty() {
+        return Err(PipelineValueError::Empty);
+    }
+    if branch.len() > MAX_BRANCH_LEN {
+        return Err(PipelineValueError::TooLong {
+            max: MAX_BRANCH_LEN,
+        });
+    }
+    if let Some(ch) = branch
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/')))
+    {
+        return Err(PipelineValueError::BadChar(ch));
+    }
+    if branch.starts_with('-') {
+        return Err(PipelineValueError::LeadingDash);
+    }
+    if branch == "refs" || branch.starts_with("refs/") {
+        return Err(PipelineValueError::FullRef);
+    }
+    if branch == "HEAD" || !git2::Reference::is_valid_name(&format!("refs/heads/{branch}")) {
+        return Err(PipelineValueError::NotARefName);
+    }
+    Ok(())
+}
+
+/// The values a pipeline is rendered from, each checked before it reaches a template.
+struct PipelineValues<'a> {
+    app: &'a str,
+    branch: &'a str,
+    staging: &'a str,
+    production: &'a str,
+}
+
+impl PipelineValues<'_> {
+    fn validate(&self) -> Result<(), UsageError> {
+        validate_branch(self.branch)
+            .map_err(|e| UsageError(format!("--branch `{}` {e}", self.branch.escape_debug())))?;
+        for (what, value) in [
+            ("--staging", self.staging),
+            ("--production", self.production),
+            ("the app name", self.app),
+        ] {
+            crate::names::validate_label(value).map_err(|e| UsageError(format!("{what}: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+/// Renders the pipeline for `provider` (no file is touched). Every value is validated first
+/// (a bad one is a [`UsageError`]); the templates quote each one in YAML and never put one
+/// into a script: scripts read them from pipeline variables, double-quoted.
 pub fn render(
     manifest: &LoadedManifest,
     provider: Provider,
@@ -72,6 +167,13 @@ pub fn render(
     staging: &str,
     production: &str,
 ) -> anyhow::Result<String> {
+    PipelineValues {
+        app: &manifest.manifest.app.value,
+        branch,
+        staging,
+        production,
+    }
+    .validate()?;
     let template = crate::scaffold::embedded_file(provider.template())
         .ok_or_else(|| anyhow::anyhow!("missing pipeline template {}", provider.template()))?;
     let mut context = tera::Context::new();
@@ -79,11 +181,12 @@ pub fn render(
     context.insert("branch", branch);
     context.insert("staging", staging);
     context.insert("production", production);
-    context.insert(
-        "services",
-        &manifest.manifest.services.keys().collect::<Vec<_>>(),
-    );
     context.insert("dronectl_version", env!("CARGO_PKG_VERSION"));
+    context.insert("rust_version", RUST_VERSION);
+    context.insert(
+        "actions",
+        &GITHUB_ACTIONS.into_iter().collect::<BTreeMap<_, _>>(),
+    );
     let text = std::str::from_utf8(template)?;
     Ok(tera::Tera::one_off(text, &context, false)?)
 }
@@ -102,7 +205,16 @@ pub fn init(opts: &CiInitOptions, reporter: &dyn Reporter) -> anyhow::Result<CiI
     }
     let branch = match &opts.branch {
         Some(b) => b.clone(),
-        None => current_branch(&opts.app_dir).unwrap_or_else(|| "main".to_string()),
+        None => {
+            let current = current_branch(&opts.app_dir).unwrap_or_else(|| "main".to_string());
+            validate_branch(&current).map_err(|e| {
+                UsageError(format!(
+                    "the current git branch `{}` {e}; pass --branch with the branch that deploys",
+                    current.escape_debug()
+                ))
+            })?;
+            current
+        }
     };
     let contents = render(
         &manifest,
@@ -163,6 +275,9 @@ fn current_branch(dir: &Path) -> Option<String> {
 pub struct PipelineStep {
     pub name: String,
     pub run: String,
+    /// The step's environment as the runner builds it: the workflow's `env:`, then the
+    /// job's, then the step's (later ones win). Values are as written: an expression such
+    /// as `${{ secrets.X }}` is left for the caller to evaluate.
     pub env: BTreeMap<String, String>,
 }
 
@@ -173,19 +288,31 @@ pub fn github_job_steps(workflow: &str, job: &str) -> anyhow::Result<Vec<Pipelin
     let steps = doc["jobs"][job]["steps"]
         .as_array()
         .ok_or_else(|| anyhow::anyhow!("no job `{job}`"))?;
+    let env_of = |value: &serde_json::Value| -> BTreeMap<String, String> {
+        value
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| {
+                        let v = match v {
+                            serde_json::Value::String(s) => s.clone(),
+                            other => other.to_string(),
+                        };
+                        (k.clone(), v)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut inherited = env_of(&doc["env"]);
+    inherited.extend(env_of(&doc["jobs"][job]["env"]));
     Ok(steps
         .iter()
         .filter_map(|s| {
             let run = s["run"].as_str()?.to_string();
             let name = s["name"].as_str().unwrap_or("step").to_string();
-            let env = s["env"]
-                .as_object()
-                .map(|m| {
-                    m.iter()
-                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let mut env = inherited.clone();
+            env.extend(env_of(&s["env"]));
             Some(PipelineStep { name, run, env })
         })
         .collect())
@@ -214,7 +341,7 @@ mod tests {
             assert!(parsed.is_object());
             assert!(
                 text.contains(
-                    "dronectl --env staging -o json deploy --artifacts build.json --canary"
+                    "dronectl --env \"$STAGING_ENV\" -o json deploy --artifacts build.json --canary"
                 ),
                 "{provider:?}"
             );
@@ -238,6 +365,72 @@ mod tests {
             names.contains(&"Deploy to staging with a canary and wait"),
             "{names:?}"
         );
-        assert!(text.contains("${{ github.event.before }}"));
+        let build = steps
+            .iter()
+            .find(|s| s.name == "Build what changed and push")
+            .unwrap();
+        assert_eq!(build.env["BEFORE_SHA"], "${{ github.event.before }}");
+        assert_eq!(
+            build.env["STAGING_ENV"], "staging",
+            "inherited from the workflow"
+        );
+        assert!(!build.run.contains("${{"), "{}", build.run);
+    }
+
+    #[test]
+    fn branch_names_follow_git_and_stay_inert() {
+        for ok in [
+            "main",
+            "trunk",
+            "release/1.2",
+            "feature/x-y_z",
+            "v1.0",
+            "a.b/c",
+        ] {
+            assert_eq!(validate_branch(ok), Ok(()), "{ok}");
+        }
+        for (bad, why) in [
+            ("", PipelineValueError::Empty),
+            ("main\"; rm -rf /", PipelineValueError::BadChar('"')),
+            ("a||b", PipelineValueError::BadChar('|')),
+            ("x\ny", PipelineValueError::BadChar('\n')),
+            ("${{ github.token }}", PipelineValueError::BadChar('$')),
+            ("a`id`", PipelineValueError::BadChar('`')),
+            ("it's", PipelineValueError::BadChar('\'')),
+            ("a b", PipelineValueError::BadChar(' ')),
+            ("-rf", PipelineValueError::LeadingDash),
+            ("refs/heads/../x", PipelineValueError::FullRef),
+            ("refs/heads/main", PipelineValueError::FullRef),
+            ("a..b", PipelineValueError::NotARefName),
+            ("a//b", PipelineValueError::NotARefName),
+            ("a/", PipelineValueError::NotARefName),
+            ("/a", PipelineValueError::NotARefName),
+            ("a.", PipelineValueError::NotARefName),
+            (".hidden", PipelineValueError::NotARefName),
+            ("x/.y", PipelineValueError::NotARefName),
+            ("a.lock", PipelineValueError::NotARefName),
+            ("HEAD", PipelineValueError::NotARefName),
+        ] {
+            assert_eq!(validate_branch(bad), Err(why), "{bad:?}");
+        }
+        assert_eq!(
+            validate_branch(&"b".repeat(201)),
+            Err(PipelineValueError::TooLong { max: 200 })
+        );
+    }
+
+    #[test]
+    fn render_refuses_values_that_are_not_inert() {
+        for (branch, staging, production, flag) in [
+            ("a||b", "staging", "production", "--branch"),
+            ("main", "st'aging", "production", "--staging"),
+            ("main", "staging", "prod$x", "--production"),
+        ] {
+            for provider in [Provider::Github, Provider::Gitlab, Provider::AzurePipelines] {
+                let err = render(&manifest(), provider, branch, staging, production).unwrap_err();
+                assert!(err.is::<UsageError>(), "{err}");
+                assert!(err.to_string().starts_with(flag), "{err}");
+            }
+        }
     }
 }

@@ -36,7 +36,8 @@ pub struct CiInitArgs {
     /// The CI provider
     #[arg(long, value_enum, env = "DRONECTL_PROVIDER")]
     pub provider: ProviderArg,
-    /// The branch that deploys [default: the repository's current branch, else main]
+    /// The branch that deploys: a git branch name of ASCII letters, digits, `.`, `_`, `-` and
+    /// `/` [default: the repository's current branch, else main]
     #[arg(long, env = "DRONECTL_BRANCH")]
     pub branch: Option<String>,
     /// The staging environment (from dronectl.yaml)
