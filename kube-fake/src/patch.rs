@@ -619,7 +619,7 @@ pub(crate) fn server_side_apply(
     let mut entries = read_managers(live);
 
     // Conflicts: leaves owned by someone else whose live value differs from the applied value.
-    let mut conflicts: Vec<(String, FieldPath)> = vec![];
+    let mut conflicts: Vec<(ManagerEntry, FieldPath)> = vec![];
     for e in entries.iter() {
         if e.manager == manager && e.operation == "Apply" {
             continue;
@@ -632,17 +632,20 @@ pub(crate) fn server_side_apply(
                 continue;
             }
             if get_at(live, p) != get_at(&applied, p) {
-                conflicts.push((e.manager.clone(), p.clone()));
+                conflicts.push((e.clone(), p.clone()));
             }
         }
     }
     if !conflicts.is_empty() {
         if !force {
-            return Err(conflict_error(&conflicts, api_version));
+            return Err(conflict_error(&conflicts));
         }
         for e in entries.iter_mut() {
-            e.set
-                .retain(|p| !conflicts.iter().any(|(m, cp)| *m == e.manager && cp == p));
+            e.set.retain(|p| {
+                !conflicts
+                    .iter()
+                    .any(|(c, cp)| c.manager == e.manager && c.operation == e.operation && cp == p)
+            });
         }
     }
 
@@ -725,6 +728,7 @@ fn apply_merge(target: &mut Value, applied: &Value, keyed: bool) {
     }
 }
 
+/// A field path as structured-merge-diff prints it: `.spec.containers[name="app"].image`.
 fn render_path(p: &FieldPath) -> String {
     let mut s = String::new();
     for tok in p {
@@ -732,36 +736,82 @@ fn render_path(p: &FieldPath) -> String {
             s.push('.');
             s.push_str(f);
         } else if let Some(k) = tok.strip_prefix("k:") {
+            let keys: Vec<String> = serde_json::from_str::<Map<String, Value>>(k)
+                .map(|m| m.iter().map(|(n, v)| format!("{n}={v}")).collect())
+                .unwrap_or_default();
             s.push('[');
-            s.push_str(&k.replace(':', "="));
+            s.push_str(&keys.join(","));
             s.push(']');
         }
     }
     s
 }
 
-fn conflict_error(conflicts: &[(String, FieldPath)], api_version: &str) -> ApiError {
+/// A manager as the apiserver's conflict message prints it (`printManager`): appliers by name
+/// only, `Update` managers with the API version they wrote with.
+fn print_manager(e: &ManagerEntry) -> String {
+    let mut s = format!("{:?}", e.manager);
+    if !e.subresource.is_empty() {
+        s.push_str(&format!(" with subresource {:?}", e.subresource));
+    }
+    if e.operation == "Update" {
+        s.push_str(&format!(" using {}", e.api_version));
+    }
+    s
+}
+
+/// The real 409: `Apply failed with 1 conflict: conflict with "kubectl" using apps/v1:
+/// .spec.replicas`; several conflicts are grouped by manager, one `- path` line each.
+fn conflict_error(conflicts: &[(ManagerEntry, FieldPath)]) -> ApiError {
     let causes: Vec<Value> = conflicts
         .iter()
         .map(|(m, p)| {
             json!({
                 "reason": "FieldManagerConflict",
-                "message": format!("conflict with \"{m}\" using {api_version}"),
+                "message": format!("conflict with {}", print_manager(m)),
                 "field": render_path(p),
             })
         })
         .collect();
-    let mut msg = if conflicts.len() == 1 {
-        "Apply failed with 1 conflict:".to_string()
-    } else {
-        format!("Apply failed with {} conflicts:", conflicts.len())
-    };
-    for (m, p) in conflicts {
-        msg.push_str(&format!(
-            " conflict with \"{m}\" using {api_version}: {}",
+    let msg = if let [(m, p)] = conflicts {
+        format!(
+            "Apply failed with 1 conflict: conflict with {}: {}",
+            print_manager(m),
             render_path(p)
-        ));
-    }
+        )
+    } else {
+        let mut by_manager: BTreeMap<(String, String, String, String), Vec<&FieldPath>> =
+            BTreeMap::new();
+        for (m, p) in conflicts {
+            by_manager
+                .entry((
+                    m.manager.clone(),
+                    m.operation.clone(),
+                    m.api_version.clone(),
+                    m.subresource.clone(),
+                ))
+                .or_default()
+                .push(p);
+        }
+        let mut lines = vec![];
+        for ((manager, operation, api_version, subresource), paths) in by_manager {
+            let entry = ManagerEntry {
+                manager,
+                operation,
+                api_version,
+                subresource,
+                time: String::new(),
+                set: FieldSet::new(),
+            };
+            lines.push(format!("conflicts with {}:", print_manager(&entry)));
+            lines.extend(paths.iter().map(|p| format!("- {}", render_path(p))));
+        }
+        format!(
+            "Apply failed with {} conflicts: {}",
+            conflicts.len(),
+            lines.join("\n")
+        )
+    };
     ApiError::new(409, "Conflict", msg).details(json!({ "causes": causes }))
 }
 
