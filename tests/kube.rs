@@ -5,7 +5,7 @@
 //! The same scenarios run against a real cluster in `e2e_real_cluster` when
 //! `DRONECTL_E2E_KUBECONFIG` is set.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
@@ -116,6 +116,111 @@ async fn first(t: &KubeTarget, reporter: &Collect) -> Revision {
 /// Every scenario, against any cluster (kube-fake here, a real one in the e2e suite).
 mod scenarios {
     use super::*;
+
+    /// The resourceVersion of every object in `ns`, of every namespaced kind the server
+    /// lists (Events aside: the cluster writes those on its own).
+    pub async fn resource_versions(client: &Client, ns: &str) -> BTreeMap<String, String> {
+        let discovery = kube::Discovery::new(client.clone()).run().await.unwrap();
+        let mut out = BTreeMap::new();
+        for group in discovery.groups() {
+            for (ar, caps) in group.recommended_resources() {
+                if caps.scope != kube::discovery::Scope::Namespaced
+                    || !caps.supports_operation(kube::discovery::verbs::LIST)
+                    || ar.kind == "Event"
+                {
+                    continue;
+                }
+                let api: Api<kube::api::DynamicObject> =
+                    Api::namespaced_with(client.clone(), ns, &ar);
+                let Ok(list) = api.list(&Default::default()).await else {
+                    continue;
+                };
+                for o in list {
+                    out.insert(
+                        format!("{}/{}", ar.kind, o.metadata.name.unwrap_or_default()),
+                        o.metadata.resource_version.unwrap_or_default(),
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    pub fn whole_app_options(tag: &str) -> DeployOptions {
+        DeployOptions {
+            services: vec![],
+            images: Images {
+                tag: Some(tag.into()),
+                ..Default::default()
+            },
+            kind: Some(StrategyKind::Rolling),
+            strategy: None,
+            timing: timing(),
+            timeout: Some(Duration::from_secs(120)),
+            dry_run: None,
+            create_namespace: false,
+        }
+    }
+
+    /// A second unchanged whole-app deploy writes nothing but dronectl's own Leases.
+    pub async fn whole_app_twice_writes_nothing(client: Client, ns: &str) {
+        let t = target(client.clone(), "staging", ns);
+        let reporter = Collect::default();
+        let opts = whole_app_options("1.0.0");
+        let first = k8s::deploy(&t, &opts, &reporter).await.unwrap();
+        assert!(
+            first.services.iter().all(|r| r.outcome == "completed"),
+            "{:?}",
+            first
+                .services
+                .iter()
+                .map(|r| (&r.service, &r.outcome, &r.message))
+                .collect::<Vec<_>>()
+        );
+        let before = resource_versions(&client, ns).await;
+        let again = k8s::deploy(&t, &opts, &reporter).await.unwrap();
+        assert!(again.services.iter().all(|r| r.outcome == "unchanged"));
+        let after = resource_versions(&client, ns).await;
+        let keys: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+        let written: Vec<String> = keys
+            .into_iter()
+            .filter(|k| !k.starts_with("Lease/dronectl-"))
+            .filter(|k| before.get(*k) != after.get(*k))
+            .map(|k| format!("{k}: {:?} → {:?}", before.get(k), after.get(k)))
+            .collect();
+        assert!(written.is_empty(), "an unchanged deploy wrote {written:#?}");
+    }
+
+    /// Another manager owns a field dronectl applies: the deploy names the object, the field
+    /// and the manager, and --force-conflicts takes the field over.
+    pub async fn field_conflict(client: Client, ns: &str) {
+        let t = target(client.clone(), "staging", ns);
+        t.platform.prepare(SVC).await.unwrap();
+        let api: Api<k8s_openapi::api::policy::v1::PodDisruptionBudget> =
+            Api::namespaced(client.clone(), ns);
+        let patch = serde_json::json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": SVC}, "spec": {"maxUnavailable": 2}});
+        api.patch(
+            SVC,
+            &kube::api::PatchParams::apply("kubectl").force(),
+            &kube::api::Patch::Apply(&patch),
+        )
+        .await
+        .unwrap();
+        let err = t.platform.prepare(SVC).await.unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("--force-conflicts"), "{text}");
+        assert!(text.contains("PodDisruptionBudget"), "{text}");
+        assert!(text.contains(".spec.maxUnavailable"), "{text}");
+        assert!(text.contains("\"kubectl\""), "{text}");
+        let mut forced = target(client.clone(), "staging", ns);
+        forced.platform.force_conflicts = true;
+        forced.platform.prepare(SVC).await.unwrap();
+        let pdb = api.get(SVC).await.unwrap();
+        assert_eq!(
+            pdb.spec.unwrap().max_unavailable,
+            Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
+        );
+    }
 
     pub async fn rolling(client: Client, ns: &str) {
         let t = target(client.clone(), "staging", ns);
@@ -580,6 +685,7 @@ async fn whole_app_deploy_in_dependency_order() {
         timing: timing(),
         timeout: Some(Duration::from_secs(60)),
         dry_run: None,
+        create_namespace: false,
     };
     let outcome = match tokio::time::timeout(
         Duration::from_secs(60),
@@ -669,25 +775,13 @@ async fn whole_app_deploy_in_dependency_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_side_apply_conflicts_are_reported() {
     let c = fake().await;
-    let client = c.kube_client();
-    let t = target(client.clone(), "staging", "default");
-    t.platform.prepare(SVC).await.unwrap();
-    // Someone else takes the PDB's maxUnavailable.
-    let api: Api<k8s_openapi::api::policy::v1::PodDisruptionBudget> =
-        Api::namespaced(client, "default");
-    let patch = serde_json::json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": SVC}, "spec": {"maxUnavailable": 2}});
-    api.patch(
-        SVC,
-        &kube::api::PatchParams::apply("kubectl").force(),
-        &kube::api::Patch::Apply(&patch),
-    )
-    .await
-    .unwrap();
-    let err = t.platform.prepare(SVC).await.unwrap_err();
-    assert!(err.to_string().contains("--force-conflicts"), "{err}");
-    let mut forced = target(c.kube_client(), "staging", "default");
-    forced.platform.force_conflicts = true;
-    forced.platform.prepare(SVC).await.unwrap();
+    scenarios::field_conflict(c.kube_client(), "default").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unchanged_whole_app_deploy_writes_nothing() {
+    let c = fake().await;
+    scenarios::whole_app_twice_writes_nothing(c.kube_client(), "default").await;
 }
 
 /// The same scenarios against a real cluster.
@@ -729,6 +823,10 @@ async fn e2e_real_cluster() {
     scenarios::resume_after_kill(c, &ns).await;
     let (c, ns) = run("lease").await;
     scenarios::lease(c, &ns).await;
+    let (c, ns) = run("conflict").await;
+    scenarios::field_conflict(c, &ns).await;
+    let (c, ns) = run("twice").await;
+    scenarios::whole_app_twice_writes_nothing(c, &ns).await;
     for name in namespaces.list(&Default::default()).await.unwrap().items {
         let n = name.metadata.name.unwrap_or_default();
         if n.starts_with("dronectl-e2e-") && n.ends_with(&std::process::id().to_string()) {

@@ -548,6 +548,7 @@ fn deploy_kube(
         timing: args.wait.timing(),
         timeout: args.wait.timeout.map(|d| d.0),
         dry_run: args.dry_run.map(Into::into),
+        create_namespace: false,
     };
     if args.dry_run == Some(DryRunArg::Client) {
         // Nothing is sent: no cluster needed.

@@ -282,6 +282,8 @@ pub struct DeployOptions {
     pub timing: Timing,
     pub timeout: Option<Duration>,
     pub dry_run: Option<DryRun>,
+    /// Create the namespace when it does not exist (`--create-namespace`).
+    pub create_namespace: bool,
 }
 
 /// What a deploy did.

@@ -668,9 +668,10 @@ pub fn network_policy(
                 ..Default::default()
             }),
             policy_types: Some(vec!["Ingress".into()]),
-            ingress: Some(if from.is_empty() {
-                vec![]
-            } else {
+            // No callers: no rules (policyTypes Ingress alone denies everything). Never
+            // `ingress: []`: the API server drops empty lists, so an empty one would differ
+            // from the stored object on every apply and make each deploy a write.
+            ingress: (!from.is_empty()).then(|| {
                 vec![NetworkPolicyIngressRule {
                     from: Some(from),
                     ports: Some(vec![NetworkPolicyPort {
