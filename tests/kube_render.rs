@@ -298,3 +298,20 @@ fn no_empty_lists_or_maps_that_the_server_would_drop() {
         assert!(empties.is_empty(), "{env}: {empties:#?}");
     }
 }
+
+/// Every container of every workload, infrastructure included, is probed for readiness and
+/// liveness (a wedged Redis is restarted like a wedged service).
+#[test]
+fn every_workload_container_has_readiness_and_liveness_probes() {
+    for o in objects("staging", &[]) {
+        let pod = match &o {
+            Object::Deployment(d) => d.spec.template.spec.clone(),
+            Object::StatefulSet(s) => s.spec.template.spec.clone(),
+            _ => continue,
+        };
+        for c in pod.unwrap().containers {
+            assert!(c.readiness_probe.is_some(), "{} {}", o.kind(), o.name());
+            assert!(c.liveness_probe.is_some(), "{} {}", o.kind(), o.name());
+        }
+    }
+}

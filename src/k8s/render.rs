@@ -918,6 +918,17 @@ pub fn infrastructure_objects(kenv: &KubeEnv, manifest: &Manifest, name: &str) -
             period_seconds: Some(5),
             ..Default::default()
         }),
+        // Restart a server that stops accepting connections (Redis listens before it loads its
+        // data, so a long load is not a failure); three misses 10 s apart.
+        liveness_probe: Some(Probe {
+            tcp_socket: Some(k8s_openapi::api::core::v1::TCPSocketAction {
+                port: IntOrString::String("main".into()),
+                host: None,
+            }),
+            period_seconds: Some(10),
+            failure_threshold: Some(3),
+            ..Default::default()
+        }),
         resources: Some(ResourceRequirements {
             requests: Some(BTreeMap::from([
                 ("cpu".to_string(), Quantity("100m".into())),
