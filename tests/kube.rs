@@ -934,6 +934,16 @@ fn cli_deploy_status_and_pinned_context() {
     assert!(cluster
         .get_json("apps", "v1", "deployments", "default", "account")
         .is_none());
+
+    // Every request says who sent it, as kubectl's do.
+    let agent = format!("dronectl/{} (", env!("CARGO_PKG_VERSION"));
+    let anonymous: Vec<_> = cluster
+        .requests()
+        .into_iter()
+        .filter(|r| !r.user_agent.starts_with(&agent))
+        .map(|r| format!("{} {} {:?}", r.method, r.path, r.user_agent))
+        .collect();
+    assert!(anonymous.is_empty(), "{anonymous:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -112,8 +112,25 @@ pub async fn client_for(
             (config, context)
         }
     };
+    let mut config = config;
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_str(&user_agent()).map_err(|e| KubeError::Config(e.to_string()))?,
+    ));
     let client = Client::try_from(config).map_err(|e| KubeError::Config(e.to_string()))?;
     Ok((client, context))
+}
+
+/// `dronectl/<version> (<os>/<arch>)`, as kubectl sends `kubectl/<version> (<os>/<arch>) …`:
+/// audit logs name the client, and the API server takes the part before `/` as the default
+/// field manager of every non-apply write.
+pub fn user_agent() -> String {
+    format!(
+        "dronectl/{} ({}/{})",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    )
 }
 
 fn check_context(
