@@ -1004,3 +1004,206 @@ async fn unschedulable_candidate_fails_fast() {
         report.message
     );
 }
+
+fn service_options(services: &[&str], tag: &str) -> DeployOptions {
+    DeployOptions {
+        services: services.iter().map(|s| s.to_string()).collect(),
+        ..scenarios::whole_app_options(tag)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_dry_run_shows_the_live_revision_selector() {
+    let c = fake().await;
+    let client = c.kube_client();
+    let t = target(client.clone(), "staging", "default");
+    let reporter = Collect::default();
+    let v1 = first(&t, &reporter).await;
+    let mut opts = service_options(&[SVC], "1.0.0");
+    opts.dry_run = Some(k8s::DryRun::Server);
+    let outcome = k8s::deploy(&t, &opts, &reporter).await.unwrap();
+    let service = outcome
+        .objects
+        .iter()
+        .find(|o| o["kind"] == "Service" && o["metadata"]["name"] == SVC)
+        .unwrap();
+    // A real deploy never re-applies the Service: the dry run shows it with its traffic.
+    assert_eq!(
+        service["spec"]["selector"]["dronectl.io/revision"],
+        v1.id.as_str(),
+        "{service}"
+    );
+    assert_eq!(
+        selector(&client, "default", SVC)
+            .await
+            .get("dronectl.io/revision"),
+        Some(&v1.id)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_gateway_api_is_named_before_anything_is_applied() {
+    let c = fake().await;
+    c.remove_api_group("gateway.networking.k8s.io");
+    let t = target(c.kube_client(), "production", "default");
+    let reporter = Collect::default();
+    c.clear_requests();
+    let err = k8s::deploy(&t, &service_options(&["ingestion"], "1.0.0"), &reporter)
+        .await
+        .unwrap_err();
+    let text = format!("{err:#}");
+    assert_eq!(
+        dronectl::error::exit_code(&err),
+        dronectl::error::ExitCode::Usage,
+        "{text}"
+    );
+    for part in [
+        "HTTPRoute (gateway.networking.k8s.io/v1)",
+        "HTTPRoute ingestion",
+        "Gateway API CRDs",
+        "remove `gateway:` from environment `production`",
+    ] {
+        assert!(text.contains(part), "{part}: {text}");
+    }
+    assert!(
+        c.requests().iter().all(|r| r.method == "GET"),
+        "nothing was applied: {:?}",
+        c.requests()
+    );
+
+    // diff reports the route and compares everything else.
+    let diffs = k8s::diff(
+        &t,
+        &["ingestion".to_string()],
+        &Images {
+            tag: Some("1.0.0".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let route = diffs.iter().find(|d| d.kind == "HTTPRoute").unwrap();
+    assert_eq!(route.change, "error");
+    assert!(route.diff.contains("Gateway API CRDs"), "{}", route.diff);
+    assert!(
+        diffs
+            .iter()
+            .any(|d| d.kind == "Deployment" && d.change == "create"),
+        "{diffs:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_namespace_is_named_or_created_on_request() {
+    let c = fake().await;
+    let t = target(c.kube_client(), "staging", "drone-new");
+    let reporter = Collect::default();
+    let mut opts = service_options(&[SVC], "1.0.0");
+    let err = k8s::deploy(&t, &opts, &reporter).await.unwrap_err();
+    let text = format!("{err:#}");
+    assert_eq!(
+        dronectl::error::exit_code(&err),
+        dronectl::error::ExitCode::Usage
+    );
+    assert!(
+        text.contains("namespace `drone-new` does not exist")
+            && text.contains("--create-namespace"),
+        "{text}"
+    );
+    opts.create_namespace = true;
+    let outcome = k8s::deploy(&t, &opts, &reporter).await.unwrap();
+    assert_eq!(outcome.services[0].outcome, "completed");
+    let ns = c.get_json("", "v1", "namespaces", "", "drone-new").unwrap();
+    assert_eq!(
+        ns["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "dronectl"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_dependency_is_reported_as_paused_with_how_to_continue() {
+    let c = fake().await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = std::fs::read_to_string(Path::new(APP).join("dronectl.yaml"))
+        .unwrap()
+        .replace(
+            "strategies:\n",
+            "strategies:\n  hold:\n    type: canary\n    steps:\n      - weight: 50\n      - pause: {}\n",
+        );
+    std::fs::write(dir.path().join("dronectl.yaml"), yaml).unwrap();
+    let loaded = LoadedManifest::read_valid(dir.path()).unwrap();
+    let kenv = KubeEnv::from_manifest(&loaded.manifest, "staging", Some("default")).unwrap();
+    let t = KubeTarget::with_client(loaded.manifest, kenv, c.kube_client());
+    let reporter = Collect::default();
+    let services = ["delivery", "dronescheduler", "package", "supervisor"];
+    let outcome = k8s::deploy(&t, &service_options(&services, "1.0.0"), &reporter)
+        .await
+        .unwrap();
+    assert!(outcome.skipped.is_empty(), "{:?}", outcome.skipped);
+    let mut opts = service_options(&services, "2.0.0");
+    opts.strategy = Some("hold".into());
+    let outcome = k8s::deploy(&t, &opts, &reporter).await.unwrap();
+    let skipped = &outcome.skipped;
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert_eq!(skipped[0].service, "supervisor");
+    assert_eq!(skipped[0].outcome, "paused");
+    assert!(
+        skipped[0].message.contains("is paused")
+            && skipped[0].message.contains("dronectl rollout promote")
+            && skipped[0].message.contains("--env staging"),
+        "{}",
+        skipped[0].message
+    );
+    assert!(
+        !skipped[0].message.contains("failed"),
+        "{}",
+        skipped[0].message
+    );
+}
+
+/// Without any kubeconfig the binary says so (not that the pinned context is wrong), and API
+/// errors read as message, reason and object, not as a dump of kube's `Status` struct.
+#[test]
+fn cli_errors_say_what_is_missing_and_read_like_messages() {
+    let home = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dronectl"))
+        .env_remove("KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("DRONECTL_KUBECONFIG")
+        .env("HOME", home.path())
+        .env("CI", "1")
+        .args([
+            "-C", APP, "deploy", "delivery", "--env", "staging", "--tag", "1.0.0",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("no kubeconfig found"), "{text}");
+    assert!(!text.contains("pins the kubeconfig context"), "{text}");
+
+    let cluster = FakeCluster::start_blocking();
+    let kubeconfig = home.path().join("config");
+    cluster
+        .write_kubeconfig(&kubeconfig, "staging", "default")
+        .unwrap();
+    cluster.inject_error(Some("PATCH"), Some("/serviceaccounts/"), 500, 1);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dronectl"))
+        .env("KUBECONFIG", &kubeconfig)
+        .env("CI", "1")
+        .args([
+            "-C", APP, "deploy", "delivery", "--env", "staging", "--tag", "1.0.0", "-n", "default",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(!text.contains("Status {"), "{text}");
+    assert!(
+        text.contains(
+            "injected failure (InternalError) by kube-fake (reason InternalError, HTTP 500)"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("ServiceAccount delivery"), "{text}");
+}
