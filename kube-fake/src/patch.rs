@@ -1,5 +1,6 @@
-//! Patch formats (RFC 7386 merge, strategic merge, RFC 6902 JSON patch) and
-//! server-side apply with per-manager field ownership (`managedFields`, FieldsV1).
+//! Strategic merge patch and server-side apply with per-manager field ownership
+//! (`managedFields`, FieldsV1): what no crate provides. RFC 7386 merge patches and RFC 6902
+//! JSON patches are the `json-patch` crate's (see `server.rs`).
 
 use crate::types::ApiError;
 use crate::util;
@@ -11,27 +12,7 @@ pub(crate) type FieldPath = Vec<String>;
 pub(crate) type FieldSet = BTreeSet<FieldPath>;
 
 // ---------------------------------------------------------------------------
-// RFC 7386 merge patch and strategic merge patch
-
-/// RFC 7386 JSON merge patch.
-pub(crate) fn merge_patch(target: &mut Value, patch: &Value) {
-    match patch {
-        Value::Object(pm) => {
-            if !target.is_object() {
-                *target = Value::Object(Map::new());
-            }
-            let tm = target.as_object_mut().expect("object");
-            for (k, pv) in pm {
-                if pv.is_null() {
-                    tm.remove(k);
-                } else {
-                    merge_patch(tm.entry(k.clone()).or_insert(Value::Null), pv);
-                }
-            }
-        }
-        other => *target = other.clone(),
-    }
-}
+// Strategic merge patch
 
 /// Which field keys a list of objects, if it should be merged by key.
 /// Mirrors the `patchMergeKey`s / `listMapKeys` of the built-in types closely enough.
@@ -132,149 +113,6 @@ fn strip_directives(v: &mut Value) {
         Value::Array(a) => a.iter_mut().for_each(strip_directives),
         _ => {}
     }
-}
-
-// ---------------------------------------------------------------------------
-// RFC 6902 JSON patch
-
-fn unescape(tok: &str) -> String {
-    tok.replace("~1", "/").replace("~0", "~")
-}
-
-fn pointer_parts(ptr: &str) -> Result<Vec<String>, String> {
-    if ptr.is_empty() {
-        return Ok(vec![]);
-    }
-    let rest = ptr
-        .strip_prefix('/')
-        .ok_or_else(|| format!("invalid JSON pointer {ptr:?}"))?;
-    Ok(rest.split('/').map(unescape).collect())
-}
-
-fn jp_remove(doc: &mut Value, ptr: &str) -> Result<Value, String> {
-    let parts = pointer_parts(ptr)?;
-    let (last, parent) = parts
-        .split_last()
-        .ok_or_else(|| "cannot remove the whole document".to_string())?;
-    let parent_ptr: String = parent
-        .iter()
-        .map(|p| format!("/{}", p.replace('~', "~0").replace('/', "~1")))
-        .collect();
-    let target = doc
-        .pointer_mut(&parent_ptr)
-        .ok_or_else(|| format!("path {ptr:?} not found"))?;
-    match target {
-        Value::Object(m) => m
-            .remove(last)
-            .ok_or_else(|| format!("path {ptr:?} not found")),
-        Value::Array(a) => {
-            let i: usize = last
-                .parse()
-                .map_err(|_| format!("bad array index in {ptr:?}"))?;
-            if i < a.len() {
-                Ok(a.remove(i))
-            } else {
-                Err(format!("index out of range in {ptr:?}"))
-            }
-        }
-        _ => Err(format!("path {ptr:?} not found")),
-    }
-}
-
-fn jp_add(doc: &mut Value, ptr: &str, val: Value) -> Result<(), String> {
-    let parts = pointer_parts(ptr)?;
-    let Some((last, parent)) = parts.split_last() else {
-        *doc = val;
-        return Ok(());
-    };
-    let parent_ptr: String = parent
-        .iter()
-        .map(|p| format!("/{}", p.replace('~', "~0").replace('/', "~1")))
-        .collect();
-    let target = doc
-        .pointer_mut(&parent_ptr)
-        .ok_or_else(|| format!("path {ptr:?} not found"))?;
-    match target {
-        Value::Object(m) => {
-            m.insert(last.clone(), val);
-            Ok(())
-        }
-        Value::Array(a) => {
-            if last == "-" {
-                a.push(val);
-                return Ok(());
-            }
-            let i: usize = last
-                .parse()
-                .map_err(|_| format!("bad array index in {ptr:?}"))?;
-            if i <= a.len() {
-                a.insert(i, val);
-                Ok(())
-            } else {
-                Err(format!("index out of range in {ptr:?}"))
-            }
-        }
-        _ => Err(format!("path {ptr:?} not found")),
-    }
-}
-
-/// Apply an RFC 6902 JSON patch document.
-pub(crate) fn json_patch(doc: &mut Value, patch: &Value) -> Result<(), String> {
-    let ops = patch
-        .as_array()
-        .ok_or_else(|| "json patch must be an array".to_string())?;
-    let mut work = doc.clone();
-    for op in ops {
-        let kind = op.get("op").and_then(Value::as_str).unwrap_or("");
-        let path = op
-            .get("path")
-            .and_then(Value::as_str)
-            .ok_or_else(|| "json patch operation without path".to_string())?;
-        let value = || {
-            op.get("value")
-                .cloned()
-                .ok_or_else(|| format!("{kind} without value"))
-        };
-        let from = || {
-            op.get("from")
-                .and_then(Value::as_str)
-                .map(String::from)
-                .ok_or_else(|| format!("{kind} without from"))
-        };
-        match kind {
-            "add" => jp_add(&mut work, path, value()?)?,
-            "remove" => {
-                jp_remove(&mut work, path)?;
-            }
-            "replace" => {
-                if work.pointer(path).is_none() {
-                    return Err(format!(
-                        "replace operation does not apply: doc is missing path: {path}"
-                    ));
-                }
-                *work.pointer_mut(path).expect("checked") = value()?;
-            }
-            "move" => {
-                let v = jp_remove(&mut work, &from()?)?;
-                jp_add(&mut work, path, v)?;
-            }
-            "copy" => {
-                let v = work
-                    .pointer(&from()?)
-                    .cloned()
-                    .ok_or_else(|| "copy from missing path".to_string())?;
-                jp_add(&mut work, path, v)?;
-            }
-            "test" => {
-                if work.pointer(path) != Some(&value()?) {
-                    return Err(format!("testing value {path} failed"));
-                }
-            }
-            other => return Err(format!("unexpected json patch op {other:?}")),
-        }
-    }
-    *doc = work;
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -820,13 +658,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn merge_patch_rfc7386() {
-        let mut t = json!({"a": "b", "c": {"d": "e", "f": "g"}});
-        merge_patch(&mut t, &json!({"a": "z", "c": {"f": null}}));
-        assert_eq!(t, json!({"a": "z", "c": {"d": "e"}}));
-    }
-
-    #[test]
     fn strategic_merges_containers_by_name() {
         let mut t = json!({"spec": {"containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "y"}]}});
         strategic_merge_patch(
@@ -842,25 +673,6 @@ mod tests {
             true,
         );
         assert_eq!(t["spec"]["containers"].as_array().unwrap().len(), 1);
-    }
-
-    #[test]
-    fn json_patch_ops() {
-        let mut d = json!({"a": [1, 2], "b": {"c": 1}});
-        json_patch(
-            &mut d,
-            &json!([
-                {"op": "add", "path": "/a/-", "value": 3},
-                {"op": "replace", "path": "/b/c", "value": 2},
-                {"op": "test", "path": "/b/c", "value": 2},
-                {"op": "copy", "from": "/b", "path": "/e"},
-                {"op": "move", "from": "/e/c", "path": "/f"},
-                {"op": "remove", "path": "/a/0"}
-            ]),
-        )
-        .unwrap();
-        assert_eq!(d, json!({"a": [2, 3], "b": {"c": 2}, "e": {}, "f": 2}));
-        assert!(json_patch(&mut d, &json!([{"op": "test", "path": "/f", "value": 9}])).is_err());
     }
 
     #[test]

@@ -821,15 +821,19 @@ fn patch_object(
         };
         let res = match ct.as_str() {
             "application/merge-patch+json" => {
-                patch::merge_patch(&mut target, &body);
+                json_patch::merge(&mut target, &body);
                 Ok(())
             }
             "application/strategic-merge-patch+json" => {
                 patch::strategic_merge_patch(&mut target, &body, rt.keyed_lists);
                 Ok(())
             }
-            "application/json-patch+json" => patch::json_patch(&mut target, &body)
-                .map_err(|m| ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {m}"))),
+            "application/json-patch+json" => serde_json::from_value::<json_patch::Patch>(body.clone())
+                .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))
+                .and_then(|p| {
+                    // Atomic: a failing operation (e.g. `test`) leaves the document unchanged.
+                    json_patch::patch(&mut target, &p).map_err(|e| ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {e}")))
+                }),
             other => Err(ApiError::new(
                 415,
                 "UnsupportedMediaType",
