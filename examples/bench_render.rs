@@ -86,6 +86,7 @@ fn main() {
             timing: dronectl::rollout::Timing { poll: Duration::from_millis(100), ..Default::default() },
             timeout: Some(Duration::from_secs(120)),
             dry_run: None,
+            create_namespace: false,
         };
         let reporter = dronectl::events::Collect::default();
         cluster.clear_requests();

@@ -5,7 +5,7 @@
 //! The same scenarios run against a real cluster in `e2e_real_cluster` when
 //! `DRONECTL_E2E_KUBECONFIG` is set.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
@@ -116,6 +116,111 @@ async fn first(t: &KubeTarget, reporter: &Collect) -> Revision {
 /// Every scenario, against any cluster (kube-fake here, a real one in the e2e suite).
 mod scenarios {
     use super::*;
+
+    /// The resourceVersion of every object in `ns`, of every namespaced kind the server
+    /// lists (Events aside: the cluster writes those on its own).
+    pub async fn resource_versions(client: &Client, ns: &str) -> BTreeMap<String, String> {
+        let discovery = kube::Discovery::new(client.clone()).run().await.unwrap();
+        let mut out = BTreeMap::new();
+        for group in discovery.groups() {
+            for (ar, caps) in group.recommended_resources() {
+                if caps.scope != kube::discovery::Scope::Namespaced
+                    || !caps.supports_operation(kube::discovery::verbs::LIST)
+                    || ar.kind == "Event"
+                {
+                    continue;
+                }
+                let api: Api<kube::api::DynamicObject> =
+                    Api::namespaced_with(client.clone(), ns, &ar);
+                let Ok(list) = api.list(&Default::default()).await else {
+                    continue;
+                };
+                for o in list {
+                    out.insert(
+                        format!("{}/{}", ar.kind, o.metadata.name.unwrap_or_default()),
+                        o.metadata.resource_version.unwrap_or_default(),
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    pub fn whole_app_options(tag: &str) -> DeployOptions {
+        DeployOptions {
+            services: vec![],
+            images: Images {
+                tag: Some(tag.into()),
+                ..Default::default()
+            },
+            kind: Some(StrategyKind::Rolling),
+            strategy: None,
+            timing: timing(),
+            timeout: Some(Duration::from_secs(120)),
+            dry_run: None,
+            create_namespace: false,
+        }
+    }
+
+    /// A second unchanged whole-app deploy writes nothing but dronectl's own Leases.
+    pub async fn whole_app_twice_writes_nothing(client: Client, ns: &str) {
+        let t = target(client.clone(), "staging", ns);
+        let reporter = Collect::default();
+        let opts = whole_app_options("1.0.0");
+        let first = k8s::deploy(&t, &opts, &reporter).await.unwrap();
+        assert!(
+            first.services.iter().all(|r| r.outcome == "completed"),
+            "{:?}",
+            first
+                .services
+                .iter()
+                .map(|r| (&r.service, &r.outcome, &r.message))
+                .collect::<Vec<_>>()
+        );
+        let before = resource_versions(&client, ns).await;
+        let again = k8s::deploy(&t, &opts, &reporter).await.unwrap();
+        assert!(again.services.iter().all(|r| r.outcome == "unchanged"));
+        let after = resource_versions(&client, ns).await;
+        let keys: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+        let written: Vec<String> = keys
+            .into_iter()
+            .filter(|k| !k.starts_with("Lease/dronectl-"))
+            .filter(|k| before.get(*k) != after.get(*k))
+            .map(|k| format!("{k}: {:?} → {:?}", before.get(k), after.get(k)))
+            .collect();
+        assert!(written.is_empty(), "an unchanged deploy wrote {written:#?}");
+    }
+
+    /// Another manager owns a field dronectl applies: the deploy names the object, the field
+    /// and the manager, and --force-conflicts takes the field over.
+    pub async fn field_conflict(client: Client, ns: &str) {
+        let t = target(client.clone(), "staging", ns);
+        t.platform.prepare(SVC).await.unwrap();
+        let api: Api<k8s_openapi::api::policy::v1::PodDisruptionBudget> =
+            Api::namespaced(client.clone(), ns);
+        let patch = serde_json::json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": SVC}, "spec": {"maxUnavailable": 2}});
+        api.patch(
+            SVC,
+            &kube::api::PatchParams::apply("kubectl").force(),
+            &kube::api::Patch::Apply(&patch),
+        )
+        .await
+        .unwrap();
+        let err = t.platform.prepare(SVC).await.unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("--force-conflicts"), "{text}");
+        assert!(text.contains("PodDisruptionBudget"), "{text}");
+        assert!(text.contains(".spec.maxUnavailable"), "{text}");
+        assert!(text.contains("\"kubectl\""), "{text}");
+        let mut forced = target(client.clone(), "staging", ns);
+        forced.platform.force_conflicts = true;
+        forced.platform.prepare(SVC).await.unwrap();
+        let pdb = api.get(SVC).await.unwrap();
+        assert_eq!(
+            pdb.spec.unwrap().max_unavailable,
+            Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
+        );
+    }
 
     pub async fn rolling(client: Client, ns: &str) {
         let t = target(client.clone(), "staging", ns);
@@ -580,6 +685,7 @@ async fn whole_app_deploy_in_dependency_order() {
         timing: timing(),
         timeout: Some(Duration::from_secs(60)),
         dry_run: None,
+        create_namespace: false,
     };
     let outcome = match tokio::time::timeout(
         Duration::from_secs(60),
@@ -669,25 +775,13 @@ async fn whole_app_deploy_in_dependency_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_side_apply_conflicts_are_reported() {
     let c = fake().await;
-    let client = c.kube_client();
-    let t = target(client.clone(), "staging", "default");
-    t.platform.prepare(SVC).await.unwrap();
-    // Someone else takes the PDB's maxUnavailable.
-    let api: Api<k8s_openapi::api::policy::v1::PodDisruptionBudget> =
-        Api::namespaced(client, "default");
-    let patch = serde_json::json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": SVC}, "spec": {"maxUnavailable": 2}});
-    api.patch(
-        SVC,
-        &kube::api::PatchParams::apply("kubectl").force(),
-        &kube::api::Patch::Apply(&patch),
-    )
-    .await
-    .unwrap();
-    let err = t.platform.prepare(SVC).await.unwrap_err();
-    assert!(err.to_string().contains("--force-conflicts"), "{err}");
-    let mut forced = target(c.kube_client(), "staging", "default");
-    forced.platform.force_conflicts = true;
-    forced.platform.prepare(SVC).await.unwrap();
+    scenarios::field_conflict(c.kube_client(), "default").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unchanged_whole_app_deploy_writes_nothing() {
+    let c = fake().await;
+    scenarios::whole_app_twice_writes_nothing(c.kube_client(), "default").await;
 }
 
 /// The same scenarios against a real cluster.
@@ -729,6 +823,10 @@ async fn e2e_real_cluster() {
     scenarios::resume_after_kill(c, &ns).await;
     let (c, ns) = run("lease").await;
     scenarios::lease(c, &ns).await;
+    let (c, ns) = run("conflict").await;
+    scenarios::field_conflict(c, &ns).await;
+    let (c, ns) = run("twice").await;
+    scenarios::whole_app_twice_writes_nothing(c, &ns).await;
     for name in namespaces.list(&Default::default()).await.unwrap().items {
         let n = name.metadata.name.unwrap_or_default();
         if n.starts_with("dronectl-e2e-") && n.ends_with(&std::process::id().to_string()) {
@@ -836,6 +934,16 @@ fn cli_deploy_status_and_pinned_context() {
     assert!(cluster
         .get_json("apps", "v1", "deployments", "default", "account")
         .is_none());
+
+    // Every request says who sent it, as kubectl's do.
+    let agent = format!("dronectl/{} (", env!("CARGO_PKG_VERSION"));
+    let anonymous: Vec<_> = cluster
+        .requests()
+        .into_iter()
+        .filter(|r| !r.user_agent.starts_with(&agent))
+        .map(|r| format!("{} {} {:?}", r.method, r.path, r.user_agent))
+        .collect();
+    assert!(anonymous.is_empty(), "{anonymous:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -895,4 +1003,207 @@ async fn unschedulable_candidate_fails_fast() {
         "{}",
         report.message
     );
+}
+
+fn service_options(services: &[&str], tag: &str) -> DeployOptions {
+    DeployOptions {
+        services: services.iter().map(|s| s.to_string()).collect(),
+        ..scenarios::whole_app_options(tag)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_dry_run_shows_the_live_revision_selector() {
+    let c = fake().await;
+    let client = c.kube_client();
+    let t = target(client.clone(), "staging", "default");
+    let reporter = Collect::default();
+    let v1 = first(&t, &reporter).await;
+    let mut opts = service_options(&[SVC], "1.0.0");
+    opts.dry_run = Some(k8s::DryRun::Server);
+    let outcome = k8s::deploy(&t, &opts, &reporter).await.unwrap();
+    let service = outcome
+        .objects
+        .iter()
+        .find(|o| o["kind"] == "Service" && o["metadata"]["name"] == SVC)
+        .unwrap();
+    // A real deploy never re-applies the Service: the dry run shows it with its traffic.
+    assert_eq!(
+        service["spec"]["selector"]["dronectl.io/revision"],
+        v1.id.as_str(),
+        "{service}"
+    );
+    assert_eq!(
+        selector(&client, "default", SVC)
+            .await
+            .get("dronectl.io/revision"),
+        Some(&v1.id)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_gateway_api_is_named_before_anything_is_applied() {
+    let c = fake().await;
+    c.remove_api_group("gateway.networking.k8s.io");
+    let t = target(c.kube_client(), "production", "default");
+    let reporter = Collect::default();
+    c.clear_requests();
+    let err = k8s::deploy(&t, &service_options(&["ingestion"], "1.0.0"), &reporter)
+        .await
+        .unwrap_err();
+    let text = format!("{err:#}");
+    assert_eq!(
+        dronectl::error::exit_code(&err),
+        dronectl::error::ExitCode::Usage,
+        "{text}"
+    );
+    for part in [
+        "HTTPRoute (gateway.networking.k8s.io/v1)",
+        "HTTPRoute ingestion",
+        "Gateway API CRDs",
+        "remove `gateway:` from environment `production`",
+    ] {
+        assert!(text.contains(part), "{part}: {text}");
+    }
+    assert!(
+        c.requests().iter().all(|r| r.method == "GET"),
+        "nothing was applied: {:?}",
+        c.requests()
+    );
+
+    // diff reports the route and compares everything else.
+    let diffs = k8s::diff(
+        &t,
+        &["ingestion".to_string()],
+        &Images {
+            tag: Some("1.0.0".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let route = diffs.iter().find(|d| d.kind == "HTTPRoute").unwrap();
+    assert_eq!(route.change, "error");
+    assert!(route.diff.contains("Gateway API CRDs"), "{}", route.diff);
+    assert!(
+        diffs
+            .iter()
+            .any(|d| d.kind == "Deployment" && d.change == "create"),
+        "{diffs:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_namespace_is_named_or_created_on_request() {
+    let c = fake().await;
+    let t = target(c.kube_client(), "staging", "drone-new");
+    let reporter = Collect::default();
+    let mut opts = service_options(&[SVC], "1.0.0");
+    let err = k8s::deploy(&t, &opts, &reporter).await.unwrap_err();
+    let text = format!("{err:#}");
+    assert_eq!(
+        dronectl::error::exit_code(&err),
+        dronectl::error::ExitCode::Usage
+    );
+    assert!(
+        text.contains("namespace `drone-new` does not exist")
+            && text.contains("--create-namespace"),
+        "{text}"
+    );
+    opts.create_namespace = true;
+    let outcome = k8s::deploy(&t, &opts, &reporter).await.unwrap();
+    assert_eq!(outcome.services[0].outcome, "completed");
+    let ns = c.get_json("", "v1", "namespaces", "", "drone-new").unwrap();
+    assert_eq!(
+        ns["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "dronectl"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_dependency_is_reported_as_paused_with_how_to_continue() {
+    let c = fake().await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = std::fs::read_to_string(Path::new(APP).join("dronectl.yaml"))
+        .unwrap()
+        .replace(
+            "strategies:\n",
+            "strategies:\n  hold:\n    type: canary\n    steps:\n      - weight: 50\n      - pause: {}\n",
+        );
+    std::fs::write(dir.path().join("dronectl.yaml"), yaml).unwrap();
+    let loaded = LoadedManifest::read_valid(dir.path()).unwrap();
+    let kenv = KubeEnv::from_manifest(&loaded.manifest, "staging", Some("default")).unwrap();
+    let t = KubeTarget::with_client(loaded.manifest, kenv, c.kube_client());
+    let reporter = Collect::default();
+    let services = ["delivery", "dronescheduler", "package", "supervisor"];
+    let outcome = k8s::deploy(&t, &service_options(&services, "1.0.0"), &reporter)
+        .await
+        .unwrap();
+    assert!(outcome.skipped.is_empty(), "{:?}", outcome.skipped);
+    let mut opts = service_options(&services, "2.0.0");
+    opts.strategy = Some("hold".into());
+    let outcome = k8s::deploy(&t, &opts, &reporter).await.unwrap();
+    let skipped = &outcome.skipped;
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert_eq!(skipped[0].service, "supervisor");
+    assert_eq!(skipped[0].outcome, "paused");
+    assert!(
+        skipped[0].message.contains("is paused")
+            && skipped[0].message.contains("dronectl rollout promote")
+            && skipped[0].message.contains("--env staging"),
+        "{}",
+        skipped[0].message
+    );
+    assert!(
+        !skipped[0].message.contains("failed"),
+        "{}",
+        skipped[0].message
+    );
+}
+
+/// Without any kubeconfig the binary says so (not that the pinned context is wrong), and API
+/// errors read as message, reason and object, not as a dump of kube's `Status` struct.
+#[test]
+fn cli_errors_say_what_is_missing_and_read_like_messages() {
+    let home = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dronectl"))
+        .env_remove("KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("DRONECTL_KUBECONFIG")
+        .env("HOME", home.path())
+        .env("CI", "1")
+        .args([
+            "-C", APP, "deploy", "delivery", "--env", "staging", "--tag", "1.0.0",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("no kubeconfig found"), "{text}");
+    assert!(!text.contains("pins the kubeconfig context"), "{text}");
+
+    let cluster = FakeCluster::start_blocking();
+    let kubeconfig = home.path().join("config");
+    cluster
+        .write_kubeconfig(&kubeconfig, "staging", "default")
+        .unwrap();
+    cluster.inject_error(Some("PATCH"), Some("/serviceaccounts/"), 500, 1);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dronectl"))
+        .env("KUBECONFIG", &kubeconfig)
+        .env("CI", "1")
+        .args([
+            "-C", APP, "deploy", "delivery", "--env", "staging", "--tag", "1.0.0", "-n", "default",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(!text.contains("Status {"), "{text}");
+    assert!(
+        text.contains(
+            "injected failure (InternalError) by kube-fake (reason InternalError, HTTP 500)"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("ServiceAccount delivery"), "{text}");
 }

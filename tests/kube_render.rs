@@ -258,3 +258,60 @@ fn render_cli_prints_yaml() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--artifacts"));
 }
+
+/// The API server drops the empty lists and maps of optional fields on store; an object sent
+/// with one differs from the stored object on every apply, so every deploy would be a write.
+/// Only empty structs (which the server keeps) may appear.
+#[test]
+fn no_empty_lists_or_maps_that_the_server_would_drop() {
+    fn walk(v: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, c) in m {
+                    let p = format!("{path}.{k}");
+                    let empty = c.as_array().is_some_and(Vec::is_empty)
+                        || c.as_object().is_some_and(|o| o.is_empty());
+                    // `emptyDir: {}` is a struct: it stays, and it means "an emptyDir volume".
+                    if empty && k != "emptyDir" {
+                        out.push(p.clone());
+                    }
+                    walk(c, &p, out);
+                }
+            }
+            serde_json::Value::Array(a) => {
+                for (i, c) in a.iter().enumerate() {
+                    walk(c, &format!("{path}[{i}]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    for env in ["staging", "production"] {
+        let mut empties = vec![];
+        for o in objects(env, &[]) {
+            walk(
+                &o.to_value(),
+                &format!("{} {}", o.kind(), o.name()),
+                &mut empties,
+            );
+        }
+        assert!(empties.is_empty(), "{env}: {empties:#?}");
+    }
+}
+
+/// Every container of every workload, infrastructure included, is probed for readiness and
+/// liveness (a wedged Redis is restarted like a wedged service).
+#[test]
+fn every_workload_container_has_readiness_and_liveness_probes() {
+    for o in objects("staging", &[]) {
+        let pod = match &o {
+            Object::Deployment(d) => d.spec.template.spec.clone(),
+            Object::StatefulSet(s) => s.spec.template.spec.clone(),
+            _ => continue,
+        };
+        for c in pod.unwrap().containers {
+            assert!(c.readiness_probe.is_some(), "{} {}", o.kind(), o.name());
+            assert!(c.liveness_probe.is_some(), "{} {}", o.kind(), o.name());
+        }
+    }
+}

@@ -23,6 +23,7 @@ mod controller;
 mod patch;
 mod server;
 mod store;
+mod typed;
 mod types;
 mod util;
 
@@ -76,6 +77,8 @@ pub struct RequestRecord {
     pub verb: String,
     /// The HTTP status code of the response (200 for a watch that started streaming).
     pub status: u16,
+    /// The request's `User-Agent` header (`""` when absent).
+    pub user_agent: String,
 }
 
 pub(crate) struct Shared {
@@ -436,6 +439,16 @@ impl FakeCluster {
     /// Creating a CustomResourceDefinition registers its type automatically too.
     pub fn register_resource(&self, rt: ResourceType) {
         self.shared.lock().register(rt);
+    }
+
+    /// Stop serving every resource of an API group, and forget its objects, as on a cluster
+    /// where that API is not installed (e.g. `"gateway.networking.k8s.io"`: a cluster without
+    /// the Gateway API CRDs). Its paths then answer `404 page not found` (plain text) and
+    /// discovery no longer lists it. [`FakeCluster::register_resource`] serves a type again.
+    pub fn remove_api_group(&self, group: &str) {
+        let mut st = self.shared.lock();
+        st.types.retain(|t| t.group != group);
+        st.objects.retain(|k, _| k.0 != group);
     }
 
     /// The current global resourceVersion.

@@ -1,5 +1,6 @@
-//! Patch formats (RFC 7386 merge, strategic merge, RFC 6902 JSON patch) and
-//! server-side apply with per-manager field ownership (`managedFields`, FieldsV1).
+//! Strategic merge patch and server-side apply with per-manager field ownership
+//! (`managedFields`, FieldsV1): what no crate provides. RFC 7386 merge patches and RFC 6902
+//! JSON patches are the `json-patch` crate's (see `server.rs`).
 
 use crate::types::ApiError;
 use crate::util;
@@ -11,27 +12,7 @@ pub(crate) type FieldPath = Vec<String>;
 pub(crate) type FieldSet = BTreeSet<FieldPath>;
 
 // ---------------------------------------------------------------------------
-// RFC 7386 merge patch and strategic merge patch
-
-/// RFC 7386 JSON merge patch.
-pub(crate) fn merge_patch(target: &mut Value, patch: &Value) {
-    match patch {
-        Value::Object(pm) => {
-            if !target.is_object() {
-                *target = Value::Object(Map::new());
-            }
-            let tm = target.as_object_mut().expect("object");
-            for (k, pv) in pm {
-                if pv.is_null() {
-                    tm.remove(k);
-                } else {
-                    merge_patch(tm.entry(k.clone()).or_insert(Value::Null), pv);
-                }
-            }
-        }
-        other => *target = other.clone(),
-    }
-}
+// Strategic merge patch
 
 /// Which field keys a list of objects, if it should be merged by key.
 /// Mirrors the `patchMergeKey`s / `listMapKeys` of the built-in types closely enough.
@@ -132,149 +113,6 @@ fn strip_directives(v: &mut Value) {
         Value::Array(a) => a.iter_mut().for_each(strip_directives),
         _ => {}
     }
-}
-
-// ---------------------------------------------------------------------------
-// RFC 6902 JSON patch
-
-fn unescape(tok: &str) -> String {
-    tok.replace("~1", "/").replace("~0", "~")
-}
-
-fn pointer_parts(ptr: &str) -> Result<Vec<String>, String> {
-    if ptr.is_empty() {
-        return Ok(vec![]);
-    }
-    let rest = ptr
-        .strip_prefix('/')
-        .ok_or_else(|| format!("invalid JSON pointer {ptr:?}"))?;
-    Ok(rest.split('/').map(unescape).collect())
-}
-
-fn jp_remove(doc: &mut Value, ptr: &str) -> Result<Value, String> {
-    let parts = pointer_parts(ptr)?;
-    let (last, parent) = parts
-        .split_last()
-        .ok_or_else(|| "cannot remove the whole document".to_string())?;
-    let parent_ptr: String = parent
-        .iter()
-        .map(|p| format!("/{}", p.replace('~', "~0").replace('/', "~1")))
-        .collect();
-    let target = doc
-        .pointer_mut(&parent_ptr)
-        .ok_or_else(|| format!("path {ptr:?} not found"))?;
-    match target {
-        Value::Object(m) => m
-            .remove(last)
-            .ok_or_else(|| format!("path {ptr:?} not found")),
-        Value::Array(a) => {
-            let i: usize = last
-                .parse()
-                .map_err(|_| format!("bad array index in {ptr:?}"))?;
-            if i < a.len() {
-                Ok(a.remove(i))
-            } else {
-                Err(format!("index out of range in {ptr:?}"))
-            }
-        }
-        _ => Err(format!("path {ptr:?} not found")),
-    }
-}
-
-fn jp_add(doc: &mut Value, ptr: &str, val: Value) -> Result<(), String> {
-    let parts = pointer_parts(ptr)?;
-    let Some((last, parent)) = parts.split_last() else {
-        *doc = val;
-        return Ok(());
-    };
-    let parent_ptr: String = parent
-        .iter()
-        .map(|p| format!("/{}", p.replace('~', "~0").replace('/', "~1")))
-        .collect();
-    let target = doc
-        .pointer_mut(&parent_ptr)
-        .ok_or_else(|| format!("path {ptr:?} not found"))?;
-    match target {
-        Value::Object(m) => {
-            m.insert(last.clone(), val);
-            Ok(())
-        }
-        Value::Array(a) => {
-            if last == "-" {
-                a.push(val);
-                return Ok(());
-            }
-            let i: usize = last
-                .parse()
-                .map_err(|_| format!("bad array index in {ptr:?}"))?;
-            if i <= a.len() {
-                a.insert(i, val);
-                Ok(())
-            } else {
-                Err(format!("index out of range in {ptr:?}"))
-            }
-        }
-        _ => Err(format!("path {ptr:?} not found")),
-    }
-}
-
-/// Apply an RFC 6902 JSON patch document.
-pub(crate) fn json_patch(doc: &mut Value, patch: &Value) -> Result<(), String> {
-    let ops = patch
-        .as_array()
-        .ok_or_else(|| "json patch must be an array".to_string())?;
-    let mut work = doc.clone();
-    for op in ops {
-        let kind = op.get("op").and_then(Value::as_str).unwrap_or("");
-        let path = op
-            .get("path")
-            .and_then(Value::as_str)
-            .ok_or_else(|| "json patch operation without path".to_string())?;
-        let value = || {
-            op.get("value")
-                .cloned()
-                .ok_or_else(|| format!("{kind} without value"))
-        };
-        let from = || {
-            op.get("from")
-                .and_then(Value::as_str)
-                .map(String::from)
-                .ok_or_else(|| format!("{kind} without from"))
-        };
-        match kind {
-            "add" => jp_add(&mut work, path, value()?)?,
-            "remove" => {
-                jp_remove(&mut work, path)?;
-            }
-            "replace" => {
-                if work.pointer(path).is_none() {
-                    return Err(format!(
-                        "replace operation does not apply: doc is missing path: {path}"
-                    ));
-                }
-                *work.pointer_mut(path).expect("checked") = value()?;
-            }
-            "move" => {
-                let v = jp_remove(&mut work, &from()?)?;
-                jp_add(&mut work, path, v)?;
-            }
-            "copy" => {
-                let v = work
-                    .pointer(&from()?)
-                    .cloned()
-                    .ok_or_else(|| "copy from missing path".to_string())?;
-                jp_add(&mut work, path, v)?;
-            }
-            "test" => {
-                if work.pointer(path) != Some(&value()?) {
-                    return Err(format!("testing value {path} failed"));
-                }
-            }
-            other => return Err(format!("unexpected json patch op {other:?}")),
-        }
-    }
-    *doc = work;
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -619,7 +457,7 @@ pub(crate) fn server_side_apply(
     let mut entries = read_managers(live);
 
     // Conflicts: leaves owned by someone else whose live value differs from the applied value.
-    let mut conflicts: Vec<(String, FieldPath)> = vec![];
+    let mut conflicts: Vec<(ManagerEntry, FieldPath)> = vec![];
     for e in entries.iter() {
         if e.manager == manager && e.operation == "Apply" {
             continue;
@@ -632,17 +470,20 @@ pub(crate) fn server_side_apply(
                 continue;
             }
             if get_at(live, p) != get_at(&applied, p) {
-                conflicts.push((e.manager.clone(), p.clone()));
+                conflicts.push((e.clone(), p.clone()));
             }
         }
     }
     if !conflicts.is_empty() {
         if !force {
-            return Err(conflict_error(&conflicts, api_version));
+            return Err(conflict_error(&conflicts));
         }
         for e in entries.iter_mut() {
-            e.set
-                .retain(|p| !conflicts.iter().any(|(m, cp)| *m == e.manager && cp == p));
+            e.set.retain(|p| {
+                !conflicts
+                    .iter()
+                    .any(|(c, cp)| c.manager == e.manager && c.operation == e.operation && cp == p)
+            });
         }
     }
 
@@ -725,6 +566,7 @@ fn apply_merge(target: &mut Value, applied: &Value, keyed: bool) {
     }
 }
 
+/// A field path as structured-merge-diff prints it: `.spec.containers[name="app"].image`.
 fn render_path(p: &FieldPath) -> String {
     let mut s = String::new();
     for tok in p {
@@ -732,49 +574,88 @@ fn render_path(p: &FieldPath) -> String {
             s.push('.');
             s.push_str(f);
         } else if let Some(k) = tok.strip_prefix("k:") {
+            let keys: Vec<String> = serde_json::from_str::<Map<String, Value>>(k)
+                .map(|m| m.iter().map(|(n, v)| format!("{n}={v}")).collect())
+                .unwrap_or_default();
             s.push('[');
-            s.push_str(&k.replace(':', "="));
+            s.push_str(&keys.join(","));
             s.push(']');
         }
     }
     s
 }
 
-fn conflict_error(conflicts: &[(String, FieldPath)], api_version: &str) -> ApiError {
+/// A manager as the apiserver's conflict message prints it (`printManager`): appliers by name
+/// only, `Update` managers with the API version they wrote with.
+fn print_manager(e: &ManagerEntry) -> String {
+    let mut s = format!("{:?}", e.manager);
+    if !e.subresource.is_empty() {
+        s.push_str(&format!(" with subresource {:?}", e.subresource));
+    }
+    if e.operation == "Update" {
+        s.push_str(&format!(" using {}", e.api_version));
+    }
+    s
+}
+
+/// The real 409: `Apply failed with 1 conflict: conflict with "kubectl" using apps/v1:
+/// .spec.replicas`; several conflicts are grouped by manager, one `- path` line each.
+fn conflict_error(conflicts: &[(ManagerEntry, FieldPath)]) -> ApiError {
     let causes: Vec<Value> = conflicts
         .iter()
         .map(|(m, p)| {
             json!({
                 "reason": "FieldManagerConflict",
-                "message": format!("conflict with \"{m}\" using {api_version}"),
+                "message": format!("conflict with {}", print_manager(m)),
                 "field": render_path(p),
             })
         })
         .collect();
-    let mut msg = if conflicts.len() == 1 {
-        "Apply failed with 1 conflict:".to_string()
-    } else {
-        format!("Apply failed with {} conflicts:", conflicts.len())
-    };
-    for (m, p) in conflicts {
-        msg.push_str(&format!(
-            " conflict with \"{m}\" using {api_version}: {}",
+    let msg = if let [(m, p)] = conflicts {
+        format!(
+            "Apply failed with 1 conflict: conflict with {}: {}",
+            print_manager(m),
             render_path(p)
-        ));
-    }
+        )
+    } else {
+        let mut by_manager: BTreeMap<(String, String, String, String), Vec<&FieldPath>> =
+            BTreeMap::new();
+        for (m, p) in conflicts {
+            by_manager
+                .entry((
+                    m.manager.clone(),
+                    m.operation.clone(),
+                    m.api_version.clone(),
+                    m.subresource.clone(),
+                ))
+                .or_default()
+                .push(p);
+        }
+        let mut lines = vec![];
+        for ((manager, operation, api_version, subresource), paths) in by_manager {
+            let entry = ManagerEntry {
+                manager,
+                operation,
+                api_version,
+                subresource,
+                time: String::new(),
+                set: FieldSet::new(),
+            };
+            lines.push(format!("conflicts with {}:", print_manager(&entry)));
+            lines.extend(paths.iter().map(|p| format!("- {}", render_path(p))));
+        }
+        format!(
+            "Apply failed with {} conflicts: {}",
+            conflicts.len(),
+            lines.join("\n")
+        )
+    };
     ApiError::new(409, "Conflict", msg).details(json!({ "causes": causes }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn merge_patch_rfc7386() {
-        let mut t = json!({"a": "b", "c": {"d": "e", "f": "g"}});
-        merge_patch(&mut t, &json!({"a": "z", "c": {"f": null}}));
-        assert_eq!(t, json!({"a": "z", "c": {"d": "e"}}));
-    }
 
     #[test]
     fn strategic_merges_containers_by_name() {
@@ -792,25 +673,6 @@ mod tests {
             true,
         );
         assert_eq!(t["spec"]["containers"].as_array().unwrap().len(), 1);
-    }
-
-    #[test]
-    fn json_patch_ops() {
-        let mut d = json!({"a": [1, 2], "b": {"c": 1}});
-        json_patch(
-            &mut d,
-            &json!([
-                {"op": "add", "path": "/a/-", "value": 3},
-                {"op": "replace", "path": "/b/c", "value": 2},
-                {"op": "test", "path": "/b/c", "value": 2},
-                {"op": "copy", "from": "/b", "path": "/e"},
-                {"op": "move", "from": "/e/c", "path": "/f"},
-                {"op": "remove", "path": "/a/0"}
-            ]),
-        )
-        .unwrap();
-        assert_eq!(d, json!({"a": [2, 3], "b": {"c": 2}, "e": {}, "f": 2}));
-        assert!(json_patch(&mut d, &json!([{"op": "test", "path": "/f", "value": 9}])).is_err());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use crate::patch;
 use crate::store::{State, WatchEvent, WriteOpts};
+use crate::typed;
 use crate::types::{ApiError, FieldSelector, LabelSelector, ResourceType};
 use crate::util::{self, parse_query};
 use crate::{RequestRecord, Shared};
@@ -95,6 +96,7 @@ pub(crate) async fn handle(
     let (resp, verb) = dispatch(&sh, &ctx);
     tracing::debug!(method = %ctx.method, path = %ctx.path, query = %raw_query, status = resp.status().as_u16(), "kube-fake request");
     let record = RequestRecord {
+        user_agent: ctx.user_agent.clone(),
         method: ctx.method.to_string(),
         path: ctx.path.clone(),
         query: raw_query,
@@ -117,6 +119,22 @@ fn json_response(code: u16, v: &Value) -> Response {
     r.headers_mut().insert(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// What the real server's mux answers for a path no API serves (an API group or version that
+/// is not installed, e.g. the Gateway API without its CRDs): plain text, not a `Status`.
+fn page_not_found() -> Response {
+    let mut r = Response::new(Body::from("404 page not found\n"));
+    *r.status_mut() = StatusCode::NOT_FOUND;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r.headers_mut().insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
     );
     r
 }
@@ -154,6 +172,64 @@ fn parse_body(ctx: &Ctx) -> Result<Value, ApiError> {
             })
         }
     }
+}
+
+/// `fieldValidation=Strict` (what kubectl sends): a create, update or patch whose result has
+/// fields the kind does not know is refused. Without it (`Warn`, the server's default, or
+/// `Ignore`) those fields are dropped on store.
+fn strict_check(ctx: &Ctx, rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
+    if ctx.q("fieldValidation") != Some("Strict") {
+        return Ok(());
+    }
+    let mut typed_obj = obj.clone();
+    if let Some(m) = typed_obj.as_object_mut() {
+        m.insert("apiVersion".into(), Value::String(rt.api_version()));
+        m.insert("kind".into(), Value::String(rt.kind.clone()));
+    }
+    let unknown = typed::unknown_fields_strict(&typed_obj);
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let fields: Vec<String> = unknown
+        .iter()
+        .map(|f| format!("unknown field {}", Value::from(f.as_str())))
+        .collect();
+    Err(ApiError::bad_request(format!(
+        "{k} in version {v:?} cannot be handled as a {k}: strict decoding error: {}",
+        fields.join(", "),
+        k = rt.kind,
+        v = rt.version,
+    )))
+}
+
+/// Server-side apply converts the applied configuration to its typed form first; a field the
+/// kind does not declare fails that conversion. The real server answers this with a 500 that
+/// has no reason (kubernetes/kubernetes#122480), whatever `fieldValidation` says.
+fn apply_schema_check(rt: &ResourceType, body: &Value) -> Result<(), ApiError> {
+    let unknown = typed::unknown_fields(body);
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let errors: Vec<String> = unknown
+        .iter()
+        .map(|f| format!("{f}: field not declared in schema"))
+        .collect();
+    let errors = match errors.as_slice() {
+        [one] => one.clone(),
+        many => format!("errors:\n  {}", many.join("\n  ")),
+    };
+    Err(ApiError::new(
+        500,
+        "",
+        format!(
+            "failed to create typed patch object ({}/{}; {}/{}, Kind={}): {errors}",
+            util::ns_of(body),
+            util::name_of(body),
+            rt.group,
+            rt.version,
+            rt.kind
+        ),
+    ))
 }
 
 fn dispatch(sh: &Arc<Shared>, ctx: &Ctx) -> (Response, &'static str) {
@@ -195,14 +271,7 @@ fn dispatch(sh: &Arc<Shared>, ctx: &Ctx) -> (Response, &'static str) {
         ["apis", g, v] if get => (resource_list(sh, g, v), "get"),
         ["api", "v1", rest @ ..] => resource(sh, ctx, "", "v1", rest),
         ["apis", g, v, rest @ ..] => resource(sh, ctx, g, v, rest),
-        _ => (
-            error_response(&ApiError::new(
-                404,
-                "NotFound",
-                "the server could not find the requested resource",
-            )),
-            "unknown",
-        ),
+        _ => (page_not_found(), "unknown"),
     }
 }
 
@@ -347,11 +416,7 @@ fn api_group(sh: &Arc<Shared>, g: &str) -> Response {
             v["apiVersion"] = json!("v1");
             json_response(200, &v)
         }
-        _ => error_response(&ApiError::new(
-            404,
-            "NotFound",
-            "the server could not find the requested resource",
-        )),
+        _ => page_not_found(),
     }
 }
 
@@ -363,11 +428,7 @@ fn resource_list(sh: &Arc<Shared>, g: &str, v: &str) -> Response {
         .filter(|t| t.group == g && t.version == v)
         .collect();
     if types.is_empty() {
-        return error_response(&ApiError::new(
-            404,
-            "NotFound",
-            "the server could not find the requested resource",
-        ));
+        return page_not_found();
     }
     let mut resources = vec![];
     for t in types {
@@ -420,6 +481,15 @@ fn resource(
             "the server could not find the requested resource",
         ))
     };
+    // A known group/version answers with a Status; an unknown one never reaches an API.
+    if !sh
+        .lock()
+        .types
+        .iter()
+        .any(|t| t.group == group && t.version == version)
+    {
+        return (page_not_found(), "unknown");
+    }
     let namespaced_path = rest.len() >= 3
         && rest[0] == "namespaces"
         && !(rest.len() == 3 && (rest[2] == "status" || rest[2] == "finalize"));
@@ -487,6 +557,7 @@ fn resource(
                 return (not_found(), "create");
             }
             let r = parse_body(ctx).and_then(|body| {
+                strict_check(ctx, &rt, &body)?;
                 let opts = WriteOpts {
                     manager: Some(ctx.manager()),
                     dry_run: ctx.dry_run(),
@@ -596,6 +667,25 @@ fn replace(
         dry_run: ctx.dry_run(),
         preset_managed: false,
     };
+    // The strategy's AllowUnconditionalUpdate: Leases and custom resources need a resourceVersion.
+    if !rt.unconditional_update
+        && util::str_at(&body, "metadata.resourceVersion").is_none_or(str::is_empty)
+    {
+        let msg = "Invalid value: 0: must be specified for an update";
+        return Err(ApiError::new(
+            422,
+            "Invalid",
+            format!(
+                "{} {name:?} is invalid: metadata.resourceVersion: {msg}",
+                rt.group_resource()
+            ),
+        )
+        .details(json!({"name": name, "group": rt.group, "kind": rt.plural,
+            "causes": [{"reason": "FieldValueInvalid", "message": msg, "field": "metadata.resourceVersion"}]})));
+    }
+    if sub != "scale" {
+        strict_check(ctx, rt, &body)?;
+    }
     if sub == "scale" {
         let mut new = old.clone();
         if let Some(rv) = util::str_at(&body, "metadata.resourceVersion") {
@@ -659,6 +749,9 @@ fn patch_object(
                     body["kind"], rt.kind
                 ))),
             );
+        }
+        if let Err(e) = apply_schema_check(rt, &body) {
+            return (200, Err(e));
         }
         let force = ctx.flag("force") && ctx.q("force").is_some();
         let av = rt.api_version();
@@ -728,22 +821,32 @@ fn patch_object(
         };
         let res = match ct.as_str() {
             "application/merge-patch+json" => {
-                patch::merge_patch(&mut target, &body);
+                json_patch::merge(&mut target, &body);
                 Ok(())
             }
             "application/strategic-merge-patch+json" => {
                 patch::strategic_merge_patch(&mut target, &body, rt.keyed_lists);
                 Ok(())
             }
-            "application/json-patch+json" => patch::json_patch(&mut target, &body)
-                .map_err(|m| ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {m}"))),
+            "application/json-patch+json" => serde_json::from_value::<json_patch::Patch>(body.clone())
+                .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))
+                .and_then(|p| {
+                    // Atomic: a failing operation (e.g. `test`) leaves the document unchanged.
+                    json_patch::patch(&mut target, &p).map_err(|e| ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {e}")))
+                }),
             other => Err(ApiError::new(
                 415,
                 "UnsupportedMediaType",
                 format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {other:?})"),
             )),
         };
-        if let Err(e) = res {
+        if let Err(e) = res.and_then(|_| {
+            if sub == "scale" {
+                Ok(())
+            } else {
+                strict_check(ctx, rt, &target)
+            }
+        }) {
             return (200, Err(e));
         }
         let opts = WriteOpts {

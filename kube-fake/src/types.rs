@@ -21,6 +21,12 @@ pub struct ResourceType {
     /// `false` treats every list as atomic, like a CRD without list-type annotations.
     pub keyed_lists: bool,
     pub short_names: Vec<String>,
+    /// Has `metadata.generation` (1 on create, +1 on every change outside `metadata`/`status`),
+    /// as the real registry strategies of workloads, policies, routes and custom resources do.
+    pub generation: bool,
+    /// A PUT without `metadata.resourceVersion` is an unconditional update (the strategy's
+    /// `AllowUnconditionalUpdate`); `false` refuses it with 422, as for Leases and custom resources.
+    pub unconditional_update: bool,
 }
 
 impl ResourceType {
@@ -36,7 +42,23 @@ impl ResourceType {
             scale: false,
             keyed_lists: true,
             short_names: vec![],
+            generation: false,
+            unconditional_update: true,
         }
+    }
+    /// Objects get `metadata.generation`.
+    pub fn with_generation(mut self) -> Self {
+        self.generation = true;
+        self
+    }
+    /// A PUT must carry `metadata.resourceVersion` (422 otherwise).
+    pub fn conditional_updates(mut self) -> Self {
+        self.unconditional_update = false;
+        self
+    }
+    /// A custom resource (from a CRD): generation, atomic lists, PUT needs a resourceVersion.
+    pub fn custom(self) -> Self {
+        self.with_generation().atomic_lists().conditional_updates()
     }
     pub fn with_status(mut self) -> Self {
         self.status = true;
@@ -74,14 +96,14 @@ impl ResourceType {
         self.kind.to_lowercase()
     }
     pub(crate) fn has_generation(&self) -> bool {
-        self.status
+        self.generation
     }
 }
 
 /// The resources served out of the box.
 pub(crate) fn builtin_types() -> Vec<ResourceType> {
     let r = ResourceType::new;
-    vec![
+    let mut types = vec![
         r("", "v1", "namespaces", "Namespace", false)
             .with_status()
             .short(&["ns"]),
@@ -168,7 +190,7 @@ pub(crate) fn builtin_types() -> Vec<ResourceType> {
         )
         .with_status()
         .short(&["hpa"]),
-        r("coordination.k8s.io", "v1", "leases", "Lease", true),
+        r("coordination.k8s.io", "v1", "leases", "Lease", true).conditional_updates(),
         r("events.k8s.io", "v1", "events", "Event", true),
         r("rbac.authorization.k8s.io", "v1", "roles", "Role", true),
         r(
@@ -209,7 +231,7 @@ pub(crate) fn builtin_types() -> Vec<ResourceType> {
             true,
         )
         .with_status()
-        .atomic_lists(),
+        .custom(),
         r(
             "gateway.networking.k8s.io",
             "v1",
@@ -218,7 +240,7 @@ pub(crate) fn builtin_types() -> Vec<ResourceType> {
             true,
         )
         .with_status()
-        .atomic_lists(),
+        .custom(),
         r(
             "gateway.networking.k8s.io",
             "v1",
@@ -227,7 +249,7 @@ pub(crate) fn builtin_types() -> Vec<ResourceType> {
             true,
         )
         .with_status()
-        .atomic_lists(),
+        .custom(),
         r(
             "gateway.networking.k8s.io",
             "v1",
@@ -236,8 +258,30 @@ pub(crate) fn builtin_types() -> Vec<ResourceType> {
             false,
         )
         .with_status()
-        .atomic_lists(),
-    ]
+        .custom(),
+    ];
+    // The kinds whose registry strategy sets `metadata.generation` (pods since v1.33).
+    const GENERATION: &[(&str, &str)] = &[
+        ("", "pods"),
+        ("apps", "deployments"),
+        ("apps", "replicasets"),
+        ("apps", "statefulsets"),
+        ("apps", "daemonsets"),
+        ("batch", "jobs"),
+        ("batch", "cronjobs"),
+        ("policy", "poddisruptionbudgets"),
+        ("networking.k8s.io", "networkpolicies"),
+        ("networking.k8s.io", "ingresses"),
+        ("networking.k8s.io", "ingressclasses"),
+        ("autoscaling", "horizontalpodautoscalers"),
+        ("apiextensions.k8s.io", "customresourcedefinitions"),
+    ];
+    for t in &mut types {
+        if GENERATION.contains(&(t.group.as_str(), t.plural.as_str())) {
+            t.generation = true;
+        }
+    }
+    types
 }
 
 /// An API error rendered as a `Status` object.
@@ -312,6 +356,10 @@ impl ApiError {
             "reason": self.reason,
             "code": self.code,
         });
+        if self.reason.is_empty() {
+            // Errors that are not API errors (e.g. a failed typed conversion) carry no reason.
+            v.as_object_mut().expect("object").remove("reason");
+        }
         if let Some(d) = &self.details {
             v["details"] = d.clone();
         }

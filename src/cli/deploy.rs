@@ -61,6 +61,9 @@ pub struct DeployArgs {
     /// Kubernetes: take over fields that another field manager owns (server-side apply)
     #[arg(long, env = "DRONECTL_FORCE_CONFLICTS")]
     pub force_conflicts: bool,
+    /// Kubernetes: create the namespace when it does not exist (as `helm --create-namespace`)
+    #[arg(long, env = "DRONECTL_CREATE_NAMESPACE")]
+    pub create_namespace: bool,
 
     #[command(flatten)]
     pub wait: WaitArgs,
@@ -548,6 +551,7 @@ fn deploy_kube(
         timing: args.wait.timing(),
         timeout: args.wait.timeout.map(|d| d.0),
         dry_run: args.dry_run.map(Into::into),
+        create_namespace: args.create_namespace,
     };
     if args.dry_run == Some(DryRunArg::Client) {
         // Nothing is sent: no cluster needed.
@@ -601,7 +605,7 @@ fn deploy_kube(
             printer.status(verb, &r.message);
         }
         for s in &outcome.skipped {
-            printer.status("Skipped", &format!("{s}: a dependency failed"));
+            printer.status("Skipped", &s.message);
         }
         let mut code = outcome.code;
         if code == ExitCode::Paused && args.wait.success_on_pause {

@@ -259,19 +259,25 @@ impl Printer {
     /// Reports a failure. Always shown, even with `-q`.
     pub fn error(&self, err: &anyhow::Error, code: ExitCode) {
         self.finish_progress();
+        // A Kubernetes API error reads as its message, reason, code and object, not as
+        // kube's dump of the whole `Status` struct.
+        let text = |c: &(dyn std::error::Error + 'static)| {
+            dronectl::k8s::api_error_text(c).unwrap_or_else(|| c.to_string())
+        };
+        let message = text(err.as_ref());
         if self.is_json() {
-            let causes: Vec<String> = err.chain().skip(1).map(|c| c.to_string()).collect();
+            let causes: Vec<String> = err.chain().skip(1).map(text).collect();
             self.json_line(&serde_json::json!({
                 "event": "error",
-                "message": err.to_string(),
+                "message": message,
                 "causes": causes,
                 "exit_code": code.code(),
             }));
         } else {
             let _guard = self.lock.lock();
-            anstream::eprintln!("{ERROR}error{ERROR:#}: {err}");
+            anstream::eprintln!("{ERROR}error{ERROR:#}: {message}");
             for cause in err.chain().skip(1) {
-                anstream::eprintln!("  {DIM}caused by:{DIM:#} {cause}");
+                anstream::eprintln!("  {DIM}caused by:{DIM:#} {}", text(cause));
             }
         }
     }

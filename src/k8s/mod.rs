@@ -17,7 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use kube::api::{Api, DynamicObject};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde::Serialize;
@@ -106,14 +107,40 @@ pub async fn client_for(
             (config, context)
         }
         None => {
+            // No kubeconfig at all: that is the problem to report, not the context (which
+            // only a kubeconfig has).
+            let config = Config::incluster().map_err(|e| {
+                let wanted = pinned.map_or(String::new(), |p| {
+                    format!("; environment `{env}` expects a kubeconfig with the context `{p}`")
+                });
+                KubeError::Config(format!(
+                    "no kubeconfig found (looked at --kubeconfig / DRONECTL_KUBECONFIG, $KUBECONFIG, ~/.kube/config) and not running inside a cluster ({e}){wanted}"
+                ))
+            })?;
             let context = "in-cluster".to_string();
             check_context(env, pinned, &context, opts.allow_other_context)?;
-            let config = Config::incluster().map_err(|e| KubeError::Config(format!("no kubeconfig (--kubeconfig, KUBECONFIG, ~/.kube/config) and not in a cluster: {e}")))?;
             (config, context)
         }
     };
+    let mut config = config;
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_str(&user_agent()).map_err(|e| KubeError::Config(e.to_string()))?,
+    ));
     let client = Client::try_from(config).map_err(|e| KubeError::Config(e.to_string()))?;
     Ok((client, context))
+}
+
+/// `dronectl/<version> (<os>/<arch>)`, as kubectl sends `kubectl/<version> (<os>/<arch>) …`:
+/// audit logs name the client, and the API server takes the part before `/` as the default
+/// field manager of every non-apply write.
+pub fn user_agent() -> String {
+    format!(
+        "dronectl/{} ({}/{})",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    )
 }
 
 fn check_context(
@@ -282,6 +309,8 @@ pub struct DeployOptions {
     pub timing: Timing,
     pub timeout: Option<Duration>,
     pub dry_run: Option<DryRun>,
+    /// Create the namespace when it does not exist (`--create-namespace`).
+    pub create_namespace: bool,
 }
 
 /// What a deploy did.
@@ -292,13 +321,48 @@ pub struct DeployOutcome {
     pub context: String,
     pub infrastructure: Vec<String>,
     pub services: Vec<DriveReport>,
-    /// Dependents not deployed because a dependency failed.
-    pub skipped: Vec<String>,
+    /// Dependents not deployed because a dependency did not complete.
+    pub skipped: Vec<Skipped>,
     /// With `--dry-run`: the objects.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub objects: Vec<serde_json::Value>,
     #[serde(skip)]
     pub code: crate::error::ExitCode,
+}
+
+/// A service a deploy left out because a dependency did not complete.
+#[derive(Debug, Clone, Serialize)]
+pub struct Skipped {
+    pub service: String,
+    /// The dependency that stopped it (the first one that did not complete, also when the
+    /// service depends on it through others).
+    pub dependency: String,
+    /// That dependency's outcome: `paused`, `failed`, `aborted`, `timed_out`.
+    pub outcome: String,
+    /// What happened and how to go on.
+    pub message: String,
+}
+
+impl Skipped {
+    fn new(env: &str, service: &str, dependency: &str, outcome: &str) -> Skipped {
+        let message = match outcome {
+            "paused" => format!(
+                "{service} not deployed: its dependency {dependency} is paused, waiting for promotion; continue with `dronectl rollout promote {dependency} --env {env}` (or `rollout abort`), then deploy {service} again"
+            ),
+            "timed_out" => format!(
+                "{service} not deployed: its dependency {dependency} timed out; `dronectl rollout status {dependency} --env {env}` shows where it stopped, `rollout resume` finishes it"
+            ),
+            other => format!(
+                "{service} not deployed: its dependency {dependency} {other}; see `dronectl rollout status {dependency} --env {env}`"
+            ),
+        };
+        Skipped {
+            service: service.into(),
+            dependency: dependency.into(),
+            outcome: outcome.into(),
+            message,
+        }
+    }
 }
 
 /// Services grouped so that each group only depends on earlier ones (Kahn's algorithm;
@@ -365,29 +429,61 @@ pub async fn deploy(
         objects: vec![],
         code: crate::error::ExitCode::Success,
     };
+    let objects = render::render_app(
+        &target.kenv,
+        m,
+        &opts.services,
+        &revisions,
+        RollingParams {
+            max_surge: 1,
+            max_unavailable: 0,
+        },
+    );
+    if opts.dry_run != Some(DryRun::Client) {
+        if ensure_namespace(target, opts.create_namespace, opts.dry_run.is_some()).await? {
+            reporter.event(Event::Started {
+                action: "Created".into(),
+                subject: format!("namespace {}", target.kenv.namespace),
+            });
+        }
+        require_apis(target, &objects).await?;
+    }
     if let Some(dry) = opts.dry_run {
-        let objects = render::render_app(
-            &target.kenv,
-            m,
-            &opts.services,
-            &revisions,
-            RollingParams {
-                max_surge: 1,
-                max_unavailable: 0,
-            },
-        );
+        // A deploy creates a service's Service and HTTPRoute but never re-applies them: their
+        // selector and weights belong to the rollout. A server-side dry run shows what a deploy
+        // would leave there: the live object.
+        let rollout_owned: BTreeSet<(String, String)> = revisions
+            .keys()
+            .flat_map(|s| render::service_objects(&target.kenv, m, s))
+            .filter(|o| matches!(o, Object::Service(_) | Object::HttpRoute(_)))
+            .map(|o| (o.kind().to_string(), o.name().to_string()))
+            .collect();
         for o in &objects {
-            let value = match dry {
-                DryRun::Client => o.to_value(),
-                DryRun::Server => serde_json::to_value(
-                    target
-                        .platform
-                        .apply(o, target.platform.force_conflicts, true)
-                        .await?,
-                )?,
+            let live = if dry == DryRun::Server
+                && rollout_owned.contains(&(o.kind().to_string(), o.name().to_string()))
+            {
+                live_object(target, o).await?
+            } else {
+                None
+            };
+            let (value, how) = match (dry, live) {
+                (DryRun::Client, _) => (o.to_value(), "dry run, client"),
+                (DryRun::Server, Some(live)) => (
+                    live,
+                    "exists, left as it is: traffic belongs to the rollout",
+                ),
+                (DryRun::Server, None) => (
+                    serde_json::to_value(
+                        target
+                            .platform
+                            .apply(o, target.platform.force_conflicts, true)
+                            .await?,
+                    )?,
+                    "dry run, server",
+                ),
             };
             reporter.event(Event::Note {
-                message: format!("{} {} (dry run, {dry:?})", o.kind(), o.name()),
+                message: format!("{} {} ({how})", o.kind(), o.name()),
                 verbose: false,
             });
             outcome.objects.push(value);
@@ -420,17 +516,26 @@ pub async fn deploy(
             outcome.infrastructure.push(name.clone());
         }
     }
-    let mut failed: BTreeSet<String> = BTreeSet::new();
+    // Service → (the dependency that did not complete, its outcome), for it and its dependents.
+    let mut stopped: BTreeMap<String, (String, String)> = BTreeMap::new();
     for level in dependency_levels(m, &opts.services) {
-        let (run, skip): (Vec<String>, Vec<String>) = level.into_iter().partition(|s| {
-            m.services[s]
+        let mut run = vec![];
+        for s in level {
+            let cause = m.services[&s]
                 .value
                 .depends_on
                 .iter()
-                .all(|d| !failed.contains(&d.value))
-        });
-        failed.extend(skip.iter().cloned());
-        outcome.skipped.extend(skip);
+                .find_map(|d| stopped.get(&d.value).cloned());
+            match cause {
+                Some((dependency, result)) => {
+                    outcome
+                        .skipped
+                        .push(Skipped::new(&target.kenv.env, &s, &dependency, &result));
+                    stopped.insert(s, (dependency, result));
+                }
+                None => run.push(s),
+            }
+        }
         let reports = futures_util::future::join_all(run.iter().map(|service| async {
             let revision = revisions[service].clone();
             let result = deploy_service(target, service, revision, opts, reporter).await;
@@ -441,7 +546,7 @@ pub async fn deploy(
             let report = result?;
             let code = report.exit_code();
             if code != crate::error::ExitCode::Success {
-                failed.insert(service.clone());
+                stopped.insert(service.clone(), (service.clone(), report.outcome.clone()));
                 if outcome.code == crate::error::ExitCode::Success {
                     outcome.code = code;
                 }
@@ -450,6 +555,17 @@ pub async fn deploy(
         }
     }
     Ok(outcome)
+}
+
+/// The live object of `o`'s kind and name, if any.
+async fn live_object(target: &KubeTarget, o: &Object) -> anyhow::Result<Option<serde_json::Value>> {
+    let ar = o.api_resource();
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(target.platform.client.clone(), &target.kenv.namespace, &ar);
+    let live = api.get_opt(o.name()).await.map_err(|e| {
+        anyhow::Error::new(e).context(format!("cannot read {} {}", o.kind(), o.name()))
+    })?;
+    Ok(live.map(|l| serde_json::to_value(l).unwrap_or_default()))
 }
 
 /// Applies a service's own objects and rolls `revision` out through the engine.
@@ -500,6 +616,220 @@ async fn wait_statefulset(
             );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// An API error as a person reads it: the server's message, its reason and HTTP code, and the
+/// object it names — instead of kube's `ApiError: … (Status { … })` dump of the whole struct.
+pub fn describe_status(s: &kube::core::Status) -> String {
+    // kube-rs's own reason when the body was not a Status (e.g. the mux's plain-text 404).
+    if s.reason == "Failed to parse error data" {
+        let what = if s.code == 404 {
+            ": this API is not served by the cluster (not installed?)"
+        } else {
+            ""
+        };
+        return format!(
+            "the server answered HTTP {} `{}`, not an API response{what}",
+            s.code,
+            s.message.trim()
+        );
+    }
+    let mut extra = vec![];
+    if !s.reason.is_empty() {
+        extra.push(format!("reason {}", s.reason));
+    }
+    extra.push(format!("HTTP {}", s.code));
+    if let Some(d) = s.details.as_ref().filter(|d| !d.name.is_empty()) {
+        let resource = if d.group.is_empty() {
+            d.kind.clone()
+        } else {
+            format!("{}.{}", d.kind, d.group)
+        };
+        extra.push(format!("object {resource} {}", d.name));
+    }
+    format!("{} ({})", s.message, extra.join(", "))
+}
+
+/// [`describe_status`] for a kube error; other errors as they display.
+pub fn describe_error(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => describe_status(s),
+        other => other.to_string(),
+    }
+}
+
+/// A readable text for one cause of an error chain when it is a kube API error (for the
+/// printer, which shows every cause on its own line).
+pub fn api_error_text(cause: &(dyn std::error::Error + 'static)) -> Option<String> {
+    match cause.downcast_ref::<kube::Error>() {
+        Some(kube::Error::Api(s)) => Some(describe_status(s)),
+        _ => None,
+    }
+}
+
+/// An error chain on one line, kube API errors described by [`describe_status`].
+pub fn describe_chain(e: &anyhow::Error) -> String {
+    e.chain()
+        .map(|c| api_error_text(c).unwrap_or_else(|| c.to_string()))
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+/// An API (group/version and kind) the objects need that the cluster does not serve.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MissingApi {
+    pub api_version: String,
+    pub kind: String,
+    /// The objects of that kind dronectl would apply.
+    pub objects: Vec<String>,
+    /// What to install, or which setting to change.
+    pub hint: String,
+}
+
+impl std::fmt::Display for MissingApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the cluster does not serve {} ({}), needed for {}: {}",
+            self.kind,
+            self.api_version,
+            self.objects.join(", "),
+            self.hint
+        )
+    }
+}
+
+fn missing_api_hint(env: &str, api_version: &str) -> String {
+    if api_version.starts_with("gateway.networking.k8s.io/") {
+        format!(
+            "install the Gateway API CRDs (`kubectl apply -f https://github.com/kubernetes-sigs/gateway-api/releases/download/v1.3.0/standard-install.yaml`, see https://gateway-api.sigs.k8s.io/guides/) and a gateway controller, or remove `gateway:` from environment `{env}` in dronectl.yaml (canaries then split traffic by replica ratio and public routes get an Ingress)"
+        )
+    } else {
+        format!("this Kubernetes version does not serve {api_version}; dronectl needs Kubernetes 1.25 or newer")
+    }
+}
+
+/// Asks the server's discovery which of the kinds of `objects` (and of dronectl's own state:
+/// ConfigMaps, Leases) it does not serve. A cluster without the Gateway API, for example,
+/// answers `404 page not found` in plain text for HTTPRoutes, which says nothing about what
+/// is missing; this names it before anything is applied.
+pub async fn missing_apis(
+    client: &Client,
+    env: &str,
+    objects: &[Object],
+) -> anyhow::Result<Vec<MissingApi>> {
+    let mut wanted: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for (av, kind) in [("v1", "ConfigMap"), ("coordination.k8s.io/v1", "Lease")] {
+        wanted.entry((av.into(), kind.into())).or_default();
+    }
+    for o in objects {
+        let ar = o.api_resource();
+        wanted
+            .entry((ar.api_version.clone(), ar.kind.clone()))
+            .or_default()
+            .push(format!("{} {}", o.kind(), o.name()));
+    }
+    let mut served: BTreeMap<String, Option<BTreeSet<String>>> = BTreeMap::new();
+    let mut missing = vec![];
+    for ((api_version, kind), names) in wanted {
+        if !served.contains_key(&api_version) {
+            let list = if api_version == "v1" {
+                client.list_core_api_resources("v1").await
+            } else {
+                client.list_api_group_resources(&api_version).await
+            };
+            let kinds = match list {
+                Ok(l) => Some(
+                    l.resources
+                        .into_iter()
+                        .filter(|r| !r.name.contains('/'))
+                        .map(|r| r.kind)
+                        .collect(),
+                ),
+                Err(kube::Error::Api(s)) if s.code == 404 => None,
+                Err(e) => {
+                    return Err(anyhow::Error::new(e)
+                        .context(format!("cannot read the API discovery of {api_version}")))
+                }
+            };
+            served.insert(api_version.clone(), kinds);
+        }
+        if !served[&api_version]
+            .as_ref()
+            .is_some_and(|k| k.contains(&kind))
+        {
+            missing.push(MissingApi {
+                hint: missing_api_hint(env, &api_version),
+                api_version,
+                kind,
+                objects: names,
+            });
+        }
+    }
+    Ok(missing)
+}
+
+/// Refuses to go on when the cluster lacks an API the objects need (exit 2: a setting to
+/// change or something to install).
+async fn require_apis(target: &KubeTarget, objects: &[Object]) -> anyhow::Result<()> {
+    let missing = missing_apis(&target.platform.client, &target.kenv.env, objects).await?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let lines: Vec<String> = missing.iter().map(|m| format!("  {m}")).collect();
+    Err(UsageError(format!(
+        "environment `{}` needs APIs that the cluster (context `{}`) does not serve; nothing was applied:\n{}",
+        target.kenv.env,
+        target.context,
+        lines.join("\n")
+    ))
+    .into())
+}
+
+/// Checks that the namespace exists, creating it with `create` (as `helm --create-namespace`
+/// does; returns whether it did). A missing namespace otherwise is a usage error that says
+/// how to create it. A client that may not read namespaces goes on (the server will say what
+/// it refuses).
+pub async fn ensure_namespace(
+    target: &KubeTarget,
+    create: bool,
+    dry_run: bool,
+) -> anyhow::Result<bool> {
+    let ns = &target.kenv.namespace;
+    let api: Api<Namespace> = Api::all(target.platform.client.clone());
+    match api.get_opt(ns).await {
+        Ok(Some(_)) => Ok(false),
+        Ok(None) if create && !dry_run => {
+            let object = serde_json::json!({
+                "apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": ns, "labels": {"app.kubernetes.io/managed-by": render::FIELD_MANAGER}},
+            });
+            api.patch(
+                ns,
+                &PatchParams::apply(render::FIELD_MANAGER),
+                &Patch::Apply(&object),
+            )
+            .await
+            .map_err(|e| {
+                anyhow::Error::new(e).context(format!("cannot create namespace `{ns}`"))
+            })?;
+            Ok(true)
+        }
+        Ok(None) => {
+            let how = if create {
+                "a server-side dry run cannot show objects in a namespace that does not exist; --create-namespace creates it on a real deploy".to_string()
+            } else {
+                format!("create it (`kubectl create namespace {ns}`), or pass --create-namespace (DRONECTL_CREATE_NAMESPACE=true) to let dronectl create it")
+            };
+            Err(UsageError(format!(
+                "namespace `{ns}` does not exist in the cluster (context `{}`): {how}",
+                target.context
+            ))
+            .into())
+        }
+        Err(kube::Error::Api(s)) if s.code == 403 => Ok(false),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("cannot read namespace `{ns}`"))),
     }
 }
 
@@ -574,15 +904,38 @@ pub async fn diff(
             },
         ));
     }
+    ensure_namespace(target, false, true).await?;
+    let missing = missing_apis(&target.platform.client, &target.kenv.env, &objects).await?;
     let mut out = vec![];
     for mut o in objects {
         let ar = o.api_resource();
+        let refused = |diff: String| ObjectDiff {
+            kind: o.kind().into(),
+            name: o.name().into(),
+            change: "error".into(),
+            diff,
+        };
+        if let Some(m) = missing
+            .iter()
+            .find(|m| m.kind == ar.kind && m.api_version == ar.api_version)
+        {
+            out.push(refused(format!("{}/{}: {m}\n", o.kind(), o.name())));
+            continue;
+        }
         let api: Api<DynamicObject> =
             Api::namespaced_with(target.platform.client.clone(), &target.kenv.namespace, &ar);
-        let live = api
-            .get_opt(o.name())
-            .await?
-            .map(|l| clean(serde_json::to_value(l).unwrap_or_default()));
+        let live = match api.get_opt(o.name()).await {
+            Ok(l) => l.map(|l| clean(serde_json::to_value(l).unwrap_or_default())),
+            Err(e) => {
+                out.push(refused(format!(
+                    "{}/{}: cannot read the live object: {}\n",
+                    o.kind(),
+                    o.name(),
+                    describe_error(&e)
+                )));
+                continue;
+            }
+        };
         // Traffic (the Service's revision selector, the route's weights) belongs to the
         // rollout, not to the rendered objects: keep what is live.
         if let Some(l) = &live {
@@ -612,11 +965,12 @@ pub async fn diff(
         let after = match target.platform.apply(&o, true, true).await {
             Ok(a) => clean(serde_json::to_value(a)?),
             Err(e) => {
-                // e.g. HTTPRoute on a cluster without the Gateway API: say so, go on.
+                // The server refused the object: say so, go on with the others.
                 let diff = format!(
-                    "{}/{}: the server refused the dry-run apply: {e:#}\n",
+                    "{}/{}: the server refused the dry-run apply: {}\n",
                     o.kind(),
-                    o.name()
+                    o.name(),
+                    describe_chain(&e)
                 );
                 out.push(ObjectDiff {
                     kind: o.kind().into(),

@@ -668,9 +668,10 @@ pub fn network_policy(
                 ..Default::default()
             }),
             policy_types: Some(vec!["Ingress".into()]),
-            ingress: Some(if from.is_empty() {
-                vec![]
-            } else {
+            // No callers: no rules (policyTypes Ingress alone denies everything). Never
+            // `ingress: []`: the API server drops empty lists, so an empty one would differ
+            // from the stored object on every apply and make each deploy a write.
+            ingress: (!from.is_empty()).then(|| {
                 vec![NetworkPolicyIngressRule {
                     from: Some(from),
                     ports: Some(vec![NetworkPolicyPort {
@@ -915,6 +916,17 @@ pub fn infrastructure_objects(kenv: &KubeEnv, manifest: &Manifest, name: &str) -
                 host: None,
             }),
             period_seconds: Some(5),
+            ..Default::default()
+        }),
+        // Restart a server that stops accepting connections (Redis listens before it loads its
+        // data, so a long load is not a failure); three misses 10 s apart.
+        liveness_probe: Some(Probe {
+            tcp_socket: Some(k8s_openapi::api::core::v1::TCPSocketAction {
+                port: IntOrString::String("main".into()),
+                host: None,
+            }),
+            period_seconds: Some(10),
+            failure_threshold: Some(3),
             ..Default::default()
         }),
         resources: Some(ResourceRequirements {

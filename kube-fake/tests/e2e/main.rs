@@ -4,6 +4,7 @@
 mod apply;
 mod controller;
 mod crud;
+mod fidelity;
 mod misc;
 mod watch;
 
