@@ -1,7 +1,5 @@
-//! Prometheus metrics, rendered in the text exposition format (version 0.0.4).
-//!
-//! Hand-written on purpose: a few dozen lines instead of a dependency, and exactly the format
-//! the dronectl conventions ask for. Built in:
+//! Prometheus metrics, rendered in the text exposition format (version 0.0.4) by the
+//! [`prometheus_client`] crate. Built in:
 //! - `http_requests_total{method,route,status}` (counter; `route` is the matched route
 //!   template such as `/items/{id}`, never the raw path, to keep label cardinality bounded;
 //!   requests that match no route are counted as `unmatched`),
@@ -10,74 +8,60 @@
 //!
 //! Add your own counters with [`Metrics::counter`]:
 //! `let orders = state.metrics.counter("orders_created_total", "Orders created.");`
+//! For other kinds (gauges, histograms, labelled families), register a
+//! [`prometheus_client`] metric with [`Metrics::register`].
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header::CONTENT_TYPE;
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::{prometheus_text, EncodeLabelSet};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Metric, Registry};
 
 /// Content type of the Prometheus text format.
-pub const CONTENT_TYPE_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub const CONTENT_TYPE_TEXT: &str = prometheus_text::CONTENT_TYPE;
 
 /// Upper bounds (seconds) of the request duration histogram buckets.
 const BUCKETS: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// A monotonically increasing counter without labels. Cheap to clone.
-#[derive(Clone, Debug, Default)]
-pub struct Counter(Arc<AtomicU64>);
+/// A monotonically increasing counter without labels (`inc`, `inc_by`, `get`). Cheap to
+/// clone: clones count together.
+pub type Counter = prometheus_client::metrics::counter::Counter;
 
-impl Counter {
-    pub fn inc(&self) {
-        self.inc_by(1);
-    }
-
-    pub fn inc_by(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    route: String,
+    status: u16,
 }
 
-#[derive(Default)]
-struct Histogram {
-    /// Observations per bucket (not cumulative); the last slot is `+Inf`.
-    buckets: [u64; BUCKETS.len() + 1],
-    sum: f64,
-    count: u64,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    method: String,
+    route: String,
 }
 
-impl Histogram {
-    fn observe(&mut self, value: f64) {
-        let slot = BUCKETS
-            .iter()
-            .position(|bound| value <= *bound)
-            .unwrap_or(BUCKETS.len());
-        self.buckets[slot] += 1;
-        self.sum += value;
-        self.count += 1;
-    }
+fn duration_histogram() -> Histogram {
+    Histogram::new(BUCKETS)
 }
-
-type RequestKey = (String, String, u16);
-type RouteKey = (String, String);
 
 struct Inner {
-    service: &'static str,
-    version: &'static str,
-    start_time: f64,
-    requests: Mutex<BTreeMap<RequestKey, u64>>,
-    durations: Mutex<BTreeMap<RouteKey, Histogram>>,
-    counters: Mutex<Vec<(&'static str, &'static str, Counter)>>,
+    registry: Mutex<Registry>,
+    requests: Family<RequestLabels, Counter>,
+    durations: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    /// The counters registered through [`Metrics::counter`], by exported name.
+    counters: Mutex<BTreeMap<String, Counter>>,
 }
 
 /// The registry of the service's metrics. Cheap to clone (shared).
@@ -89,121 +73,94 @@ pub struct Metrics {
 impl Metrics {
     /// A registry for `service` at `version` (normally the crate name and version).
     pub fn new(service: &'static str, version: &'static str) -> Self {
-        let start_time = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs_f64();
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        // prometheus-client appends `_total` to counters and a full stop to help texts.
+        registry.register(
+            "http_requests",
+            "HTTP requests handled, by method, route template and status code",
+            requests.clone(),
+        );
+        let durations: Family<RouteLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(duration_histogram);
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency in seconds, by method and route template",
+            durations.clone(),
+        );
+        let start_time = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        start_time.set(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64(),
+        );
+        registry.register(
+            "process_start_time_seconds",
+            "Start time of the process since the Unix epoch, in seconds",
+            start_time,
+        );
+        registry.register(
+            "service",
+            "Service name and version",
+            Info::new([("service", service), ("version", version)]),
+        );
         Self {
             inner: Arc::new(Inner {
-                service,
-                version,
-                start_time,
-                requests: Mutex::default(),
-                durations: Mutex::default(),
+                registry: Mutex::new(registry),
+                requests,
+                durations,
                 counters: Mutex::default(),
             }),
         }
     }
 
-    /// Registers (or returns the already registered) counter `name`. By convention counter
-    /// names end in `_total`.
-    pub fn counter(&self, name: &'static str, help: &'static str) -> Counter {
+    /// Registers (or returns the already registered) counter `name`. The exported name
+    /// always ends in `_total` (added when `name` lacks it), so `jobs` and `jobs_total` are
+    /// the same counter.
+    pub fn counter(&self, name: &str, help: &str) -> Counter {
+        let base = name.strip_suffix("_total").unwrap_or(name);
         let mut counters = lock(&self.inner.counters);
-        if let Some((_, _, counter)) = counters.iter().find(|(n, _, _)| *n == name) {
+        if let Some(counter) = counters.get(base) {
             return counter.clone();
         }
         let counter = Counter::default();
-        counters.push((name, help, counter.clone()));
+        self.register(base, help, counter.clone());
+        counters.insert(base.to_owned(), counter.clone());
         counter
+    }
+
+    /// Registers any [`prometheus_client`] metric (gauge, histogram, labelled family, ...)
+    /// under `name` (for a counter, without the `_total` the encoder adds).
+    pub fn register(&self, name: &str, help: &str, metric: impl Metric) {
+        let help = help.strip_suffix('.').unwrap_or(help);
+        lock(&self.inner.registry).register(name, help, metric);
     }
 
     /// Records one handled HTTP request.
     pub fn observe_request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
-        *lock(&self.inner.requests)
-            .entry((method.to_owned(), route.to_owned(), status))
-            .or_default() += 1;
-        lock(&self.inner.durations)
-            .entry((method.to_owned(), route.to_owned()))
-            .or_default()
+        self.inner
+            .requests
+            .get_or_create(&RequestLabels {
+                method: method.to_owned(),
+                route: route.to_owned(),
+                status,
+            })
+            .inc();
+        self.inner
+            .durations
+            .get_or_create(&RouteLabels {
+                method: method.to_owned(),
+                route: route.to_owned(),
+            })
             .observe(elapsed.as_secs_f64());
     }
 
     /// Renders every metric in the Prometheus text format.
-    pub fn render(&self) -> String {
+    pub fn render(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::with_capacity(4096);
-
-        header(
-            &mut out,
-            "http_requests_total",
-            "counter",
-            "HTTP requests handled, by method, route template and status code.",
-        );
-        for ((method, route, status), count) in lock(&self.inner.requests).iter() {
-            let _ = writeln!(
-                out,
-                "http_requests_total{{method=\"{}\",route=\"{}\",status=\"{status}\"}} {count}",
-                escape(method),
-                escape(route),
-            );
-        }
-
-        header(
-            &mut out,
-            "http_request_duration_seconds",
-            "histogram",
-            "HTTP request latency in seconds, by method and route template.",
-        );
-        for ((method, route), histogram) in lock(&self.inner.durations).iter() {
-            let labels = format!("method=\"{}\",route=\"{}\"", escape(method), escape(route));
-            let mut cumulative = 0;
-            for (i, count) in histogram.buckets.iter().enumerate() {
-                cumulative += count;
-                let le = BUCKETS
-                    .get(i)
-                    .map_or_else(|| "+Inf".to_owned(), f64::to_string);
-                let _ = writeln!(
-                    out,
-                    "http_request_duration_seconds_bucket{{{labels},le=\"{le}\"}} {cumulative}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "http_request_duration_seconds_sum{{{labels}}} {}",
-                histogram.sum
-            );
-            let _ = writeln!(
-                out,
-                "http_request_duration_seconds_count{{{labels}}} {}",
-                histogram.count
-            );
-        }
-
-        for (name, help, counter) in lock(&self.inner.counters).iter() {
-            header(&mut out, name, "counter", help);
-            let _ = writeln!(out, "{name} {}", counter.get());
-        }
-
-        header(
-            &mut out,
-            "process_start_time_seconds",
-            "gauge",
-            "Start time of the process since the Unix epoch, in seconds.",
-        );
-        let _ = writeln!(out, "process_start_time_seconds {}", self.inner.start_time);
-
-        header(
-            &mut out,
-            "service_info",
-            "gauge",
-            "Service name and version.",
-        );
-        let _ = writeln!(
-            out,
-            "service_info{{service=\"{}\",version=\"{}\"}} 1",
-            escape(self.inner.service),
-            escape(self.inner.version),
-        );
-        out
+        prometheus_text::encode(&mut out, &lock(&self.inner.registry))?;
+        Ok(out)
     }
 }
 
@@ -227,21 +184,14 @@ pub async fn track(State(metrics): State<Metrics>, request: Request, next: Next)
 }
 
 /// `GET /metrics`
-pub async fn handler(State(metrics): State<Metrics>) -> impl IntoResponse {
-    ([(CONTENT_TYPE, CONTENT_TYPE_TEXT)], metrics.render())
-}
-
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-/// Escapes a label value (backslash, double quote and newline).
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+pub async fn handler(State(metrics): State<Metrics>) -> Response {
+    match metrics.render() {
+        Ok(text) => ([(CONTENT_TYPE, CONTENT_TYPE_TEXT)], text).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "rendering the metrics failed");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
 }
 
 /// A poisoned lock only means another thread panicked mid-update; the counts are still usable.
@@ -258,22 +208,33 @@ mod tests {
         let metrics = Metrics::new("svc", "1.2.3");
         metrics.observe_request("GET", "/items/{id}", 200, Duration::from_millis(30));
         metrics.observe_request("GET", "/items/{id}", 200, Duration::from_secs(20));
-        let text = metrics.render();
-        assert!(text.contains("# TYPE http_requests_total counter"));
-        assert!(text.contains(
-            "http_requests_total{method=\"GET\",route=\"/items/{id}\",status=\"200\"} 2"
-        ));
-        assert!(text.contains(
-            "http_request_duration_seconds_bucket{method=\"GET\",route=\"/items/{id}\",le=\"0.05\"} 1"
-        ));
-        assert!(text.contains(
-            "http_request_duration_seconds_bucket{method=\"GET\",route=\"/items/{id}\",le=\"+Inf\"} 2"
-        ));
-        assert!(text.contains(
-            "http_request_duration_seconds_count{method=\"GET\",route=\"/items/{id}\"} 2"
-        ));
-        assert!(text.contains("service_info{service=\"svc\",version=\"1.2.3\"} 1"));
-        assert!(text.contains("process_start_time_seconds "));
+        let text = metrics.render().unwrap();
+        for expected in [
+            "# HELP http_requests_total HTTP requests handled, by method, route template and status code.\n",
+            "# TYPE http_requests_total counter\n",
+            "\nhttp_requests_total{method=\"GET\",route=\"/items/{id}\",status=\"200\"} 2\n",
+            "# TYPE http_request_duration_seconds histogram\n",
+            "\nhttp_request_duration_seconds_bucket{method=\"GET\",route=\"/items/{id}\",le=\"0.025\"} 0\n",
+            "\nhttp_request_duration_seconds_bucket{method=\"GET\",route=\"/items/{id}\",le=\"0.05\"} 1\n",
+            "\nhttp_request_duration_seconds_bucket{method=\"GET\",route=\"/items/{id}\",le=\"10\"} 1\n",
+            "\nhttp_request_duration_seconds_bucket{method=\"GET\",route=\"/items/{id}\",le=\"+Inf\"} 2\n",
+            "\nhttp_request_duration_seconds_count{method=\"GET\",route=\"/items/{id}\"} 2\n",
+            "# HELP service_info Service name and version.\n# TYPE service_info gauge\n",
+            "\nservice_info{service=\"svc\",version=\"1.2.3\"} 1\n",
+            "# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds ",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+        }
+        assert!(!text.contains(".."), "{text}");
+        let sum = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(
+                    "http_request_duration_seconds_sum{method=\"GET\",route=\"/items/{id}\"} ",
+                )
+            })
+            .unwrap();
+        assert!((sum.parse::<f64>().unwrap() - 20.03).abs() < 1e-9, "{sum}");
     }
 
     #[test]
@@ -281,11 +242,23 @@ mod tests {
         let metrics = Metrics::new("svc", "0.1.0");
         metrics.counter("jobs_total", "Jobs.").inc();
         metrics.counter("jobs_total", "Jobs.").inc_by(2);
-        assert!(metrics.render().contains("\njobs_total 3\n"));
+        metrics.counter("jobs", "Jobs.").inc();
+        let text = metrics.render().unwrap();
+        assert!(
+            text.contains("\n# HELP jobs_total Jobs.\n# TYPE jobs_total counter\njobs_total 4\n"),
+            "{text}"
+        );
+        assert_eq!(text.matches("# TYPE jobs_total").count(), 1, "{text}");
     }
 
     #[test]
     fn label_values_are_escaped() {
-        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        let metrics = Metrics::new("svc", "0.1.0");
+        metrics.observe_request("GET", "a\"b\\c\nd", 200, Duration::ZERO);
+        let text = metrics.render().unwrap();
+        assert!(
+            text.contains(r#"route="a\"b\\c\nd",status="200"} 1"#),
+            "{text}"
+        );
     }
 }
