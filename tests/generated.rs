@@ -275,3 +275,71 @@ fn worker_service_runs_its_loop_and_stops_on_sigterm() {
     });
     assert!(exit.success(), "exit status {exit:?}");
 }
+
+/// `/metrics` of both generated services has the exposition the docs and dronectl's
+/// analysis queries rely on: the Prometheus text format with the conventional names, types
+/// and labels, every sample line well formed.
+#[test]
+fn both_services_expose_the_documented_metrics() {
+    app();
+    let logs = tempfile::tempdir().unwrap();
+    for (name, own) in [
+        (HTTP_SERVICE, None),
+        (WORKER_SERVICE, Some("worker_iterations_total")),
+    ] {
+        let svc = start(name, logs.path(), &[("WORK_INTERVAL_MS", "50")]);
+        assert_eq!(http(svc.port, "GET", "/healthz", &[]).unwrap().status, 200);
+        let metrics = http(svc.port, "GET", "/metrics", &[]).unwrap();
+        assert_eq!(metrics.status, 200, "{name}");
+        assert_eq!(
+            metrics.header("content-type"),
+            Some("text/plain; version=0.0.4; charset=utf-8"),
+            "{name}"
+        );
+        let text = &metrics.body;
+        let healthz = r#"method="GET",route="/healthz""#;
+        let mut expected = vec![
+            "# TYPE http_requests_total counter".to_owned(),
+            format!(r#"http_requests_total{{{healthz},status="200"}} "#),
+            "# TYPE http_request_duration_seconds histogram".to_owned(),
+            format!(r#"http_request_duration_seconds_bucket{{{healthz},le="0.005"}} "#),
+            format!(r#"http_request_duration_seconds_bucket{{{healthz},le="1"}} "#),
+            format!(r#"http_request_duration_seconds_bucket{{{healthz},le="+Inf"}} "#),
+            format!("http_request_duration_seconds_sum{{{healthz}}} "),
+            format!("http_request_duration_seconds_count{{{healthz}}} "),
+            "# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds ".to_owned(),
+            "# TYPE service_info gauge".to_owned(),
+            format!("service_info{{service=\"{name}\",version=\"0.1.0\"}} 1\n"),
+        ];
+        expected.extend(own.map(|m| format!("# TYPE {m} counter\n{m} ")));
+        for e in &expected {
+            assert!(
+                text.contains(e.as_str()),
+                "{name}: missing {e:?} in:\n{text}"
+            );
+        }
+        let mut described = std::collections::BTreeSet::new();
+        for line in text.lines() {
+            if let Some(help) = line.strip_prefix("# HELP ") {
+                let family = help.split(' ').next().unwrap();
+                assert!(described.insert(family.to_owned()), "{name}: twice: {line}");
+                assert!(
+                    help.ends_with('.') && !help.ends_with(".."),
+                    "{name}: {line}"
+                );
+            } else if !line.starts_with("# TYPE ") {
+                let (series, value) = line.rsplit_once(' ').unwrap();
+                assert!(value.parse::<f64>().is_ok(), "{name}: {line}");
+                let metric = series.split('{').next().unwrap();
+                assert!(
+                    !metric.is_empty()
+                        && metric
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                    "{name}: {line}"
+                );
+            }
+        }
+        drop(svc);
+    }
+}

@@ -759,3 +759,205 @@ fn dry_run_creates_and_removes_nothing() {
         );
     }
 }
+
+// The shared layer of a template set (`_shared/files/`).
+
+/// Writes `files` (path under `dir`, contents), creating directories.
+fn write_files(dir: &Path, files: &[(&str, &str)]) {
+    for (rel, contents) in files {
+        let path = dir.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, contents).unwrap();
+    }
+}
+
+#[test]
+fn a_template_set_shares_files_through_its_shared_layer() {
+    let (tmp, app) = new_app("shop");
+    let set = tmp.path().join("my-templates");
+    write_files(
+        &set,
+        &[
+            (
+                "tiny/template.toml",
+                "description = \"A tiny one\"\nkind = \"service\"\nshared = true\n",
+            ),
+            ("tiny/manifest.yaml.tera", "path: {{ path }}\n"),
+            ("tiny/files/README.md.tera", "# {{ name }}, its own\n"),
+            (
+                "plain/template.toml",
+                "description = \"No shared layer\"\nkind = \"service\"\n",
+            ),
+            ("plain/manifest.yaml.tera", "path: {{ path }}\n"),
+            ("plain/files/README.md", "plain\n"),
+            ("_shared/files/README.md.tera", "# {{ name }}, shared\n"),
+            ("_shared/files/src/common.rs.tera", "// {{ crate_name }}\n"),
+            ("_shared/files/dot-dockerignore", "target\n"),
+            // A template.toml does not make `_shared` a template.
+            (
+                "_shared/template.toml",
+                "description = \"sneaky\"\nkind = \"service\"\n",
+            ),
+            ("_shared/manifest.yaml.tera", "path: {{ path }}\n"),
+        ],
+    );
+    let dir = set.to_str().unwrap();
+    let out = run(&app, &["-o", "json", "templates", "--template-dir", dir]);
+    assert_code(&out, 0);
+    let summary = json_lines(&out).pop().unwrap();
+    let names: Vec<&str> = summary["result"]["templates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert_eq!(names, ["plain", "tiny"], "{}", stdout(&out));
+
+    let out = run(
+        &app,
+        &[
+            "new",
+            "service",
+            "mini-svc",
+            "--template",
+            "tiny",
+            "--template-dir",
+            dir,
+        ],
+    );
+    assert_code(&out, 0);
+    let service = app.join("services/mini-svc");
+    let read = |rel: &str| std::fs::read_to_string(service.join(rel)).unwrap();
+    // Used where the template has no file of that path, rendered like its own files...
+    assert_eq!(read("src/common.rs"), "// mini_svc\n");
+    assert_eq!(read(".dockerignore"), "target\n");
+    // ...and overridden where it has one.
+    assert_eq!(read("README.md"), "# mini-svc, its own\n");
+
+    // Only for templates that ask for it.
+    let out = run(
+        &app,
+        &[
+            "new",
+            "service",
+            "other",
+            "--template",
+            "plain",
+            "--template-dir",
+            dir,
+        ],
+    );
+    assert_code(&out, 0);
+    let files: Vec<_> = snapshot_tree(&app.join("services/other"))
+        .into_keys()
+        .collect();
+    assert_eq!(files, [Path::new("README.md")]);
+
+    // `_shared` cannot be chosen.
+    let before = snapshot_tree(&app);
+    let out = run(
+        &app,
+        &[
+            "new",
+            "service",
+            "third",
+            "--template",
+            "_shared",
+            "--template-dir",
+            dir,
+        ],
+    );
+    assert_code(&out, 2);
+    assert!(
+        stderr(&out).contains("unknown template `_shared`; available: plain, tiny"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(snapshot_tree(&app), before);
+}
+
+#[test]
+fn the_embedded_shared_layer_is_not_a_template() {
+    let (_tmp, app) = new_app("shop");
+    let out = run(&app, &["templates"]);
+    assert_code(&out, 0);
+    assert!(!stdout(&out).contains("_shared"), "{}", stdout(&out));
+    let before = snapshot_tree(&app);
+    let out = run(&app, &["new", "service", "mini", "--template", "_shared"]);
+    assert_code(&out, 2);
+    assert!(
+        stderr(&out).contains("unknown template `_shared`"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(snapshot_tree(&app), before);
+}
+
+/// `template_set` with both templates opting into a shared layer holding `files`.
+fn shared_template_set(dir: &Path, files: &[(&str, &str)]) {
+    template_set(dir, &[]);
+    for template in ["evil-app", "evil-service"] {
+        let toml = dir.join(template).join("template.toml");
+        let mut meta = std::fs::read_to_string(&toml).unwrap();
+        meta.push_str("shared = true\n");
+        std::fs::write(&toml, meta).unwrap();
+    }
+    std::fs::create_dir_all(dir.join("_shared/files")).unwrap();
+    write_files(&dir.join("_shared/files"), files);
+}
+
+#[test]
+fn the_shared_layer_is_checked_like_a_template() {
+    for (path, contents, expected) in [
+        (
+            "dot-./dot-./escaped.txt",
+            "escaped\n",
+            "`..` is the parent directory",
+        ),
+        ("dot-git/config", "x\n", "git's own directory"),
+        (
+            "leak.txt.tera",
+            "{{ get_env(name=\"HOME\") }}",
+            "`get_env` is not available",
+        ),
+    ] {
+        let root = scratch();
+        shared_template_set(&root.path().join("tpl"), &[(path, contents)]);
+        assert_refused_everywhere(root.path(), &[], &["_shared/files/", expected]);
+    }
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("id_ed25519");
+    std::fs::write(&secret, "-----BEGIN OPENSSH PRIVATE KEY-----\n").unwrap();
+    std::fs::create_dir_all(outside.path().join("files")).unwrap();
+    for (link, target) in [
+        ("_shared/files/key.txt", secret.clone()),
+        ("_shared/files/ssh", outside.path().to_path_buf()),
+        ("_shared", outside.path().to_path_buf()),
+    ] {
+        let root = scratch();
+        let tpl = root.path().join("tpl");
+        shared_template_set(&tpl, &[]);
+        if link == "_shared" {
+            std::fs::remove_dir_all(tpl.join("_shared")).unwrap();
+        }
+        std::os::unix::fs::symlink(&target, tpl.join(link)).unwrap();
+        assert_refused_everywhere(
+            root.path(),
+            &[],
+            &[
+                &format!("{} is a symbolic link", tpl.join(link).display()),
+                "links are not followed",
+            ],
+        );
+    }
+    // A template that asks for a layer the set does not have.
+    let root = scratch();
+    let tpl = root.path().join("tpl");
+    shared_template_set(&tpl, &[]);
+    std::fs::remove_dir_all(tpl.join("_shared")).unwrap();
+    assert_refused_everywhere(
+        root.path(),
+        &[],
+        &["`shared = true` needs the template set's _shared/files/ directory"],
+    );
+}

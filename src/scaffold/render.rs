@@ -112,6 +112,7 @@ mod tests {
                 description: String::new(),
                 kind: TemplateKind::Service,
                 default_port: None,
+                shared: false,
             },
             files: Vec::new(),
             manifest_entry: None,

@@ -1,14 +1,17 @@
 //! Template sets: the ones embedded in the binary, or a directory given by the user.
 //!
-//! Layout of a template (see `templates/README.md`):
-//! `<name>/template.toml` (description, kind, default_port), `<name>/files/**` (rendered
-//! when the name ends in `.tera`, copied otherwise; a leading `dot-` becomes `.`), and
-//! for services `<name>/manifest.yaml.tera`, the service's entry in `dronectl.yaml`.
+//! Layout of a template set (see `templates/README.md`): one directory per template,
+//! `<name>/template.toml` (description, kind, default_port, shared), `<name>/files/**`
+//! (rendered when the name ends in `.tera`, copied otherwise; a leading `dot-` becomes `.`),
+//! and for services `<name>/manifest.yaml.tera`, the service's entry in `dronectl.yaml`.
+//! `_shared/files/**` is the set's shared layer: a template with `shared = true` gets every
+//! shared file whose output path it does not render itself (its own file wins). Names that
+//! start with `_` are never templates.
 //!
 //! A template directory is untrusted input. Everything below the directory the user names
 //! must be a regular file or a directory (links are refused, never followed), and every
 //! output path must be a plain relative path: the template cannot read the host or write
-//! outside the directory it creates.
+//! outside the directory it creates. The shared layer is read and checked the same way.
 
 use std::path::{Path, PathBuf};
 
@@ -18,6 +21,15 @@ use serde::Deserialize;
 use super::{vars, ScaffoldError};
 
 static EMBEDDED: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/templates");
+
+/// The shared layer's files, relative to the template set.
+const SHARED_FILES: &str = "_shared/files";
+
+/// Whether a directory of a template set can be a template: `_shared` (and any other name
+/// starting with `_`) is reserved for the set's own use.
+fn is_template_name(name: &str) -> bool {
+    !name.starts_with('_')
+}
 
 /// A file of the embedded templates by its path under `templates/` (e.g. `ci/github.yml.tera`).
 pub fn embedded_file(path: &str) -> Option<&'static [u8]> {
@@ -42,6 +54,9 @@ pub struct TemplateMeta {
     pub kind: TemplateKind,
     #[serde(default)]
     pub default_port: Option<u16>,
+    /// Also render the set's shared layer (`_shared/files/`) under the template's own files.
+    #[serde(default)]
+    pub shared: bool,
 }
 
 /// One file of a template, with its output path already derived.
@@ -105,6 +120,7 @@ impl TemplateSource {
                 .filter(|n| !n.chars().any(vars::is_forbidden_char))
                 .collect(),
         };
+        names.retain(|n| is_template_name(n));
         names.sort();
         let mut out = Vec::new();
         for name in names {
@@ -152,7 +168,11 @@ impl TemplateSource {
                 available: self.list(kind)?.into_iter().map(|(n, _)| n).collect(),
             })
         };
-        if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+        if name.is_empty()
+            || name.contains(['/', '\\'])
+            || name.starts_with('.')
+            || !is_template_name(name)
+        {
             return Err(unknown()?);
         }
         let meta = match self.meta(name) {
@@ -162,10 +182,21 @@ impl TemplateSource {
         if meta.kind != kind {
             return Err(unknown()?);
         }
-        let mut files = Vec::new();
-        self.collect_files(name, &mut files)?;
-        files.sort_by(|a, b| a.output.cmp(&b.output));
-        check_distinct(name, &files)?;
+        let mut files = self
+            .collect_files(name, &format!("{name}/files"))?
+            .unwrap_or_default();
+        if meta.shared {
+            let shared = self.collect_files(name, SHARED_FILES)?.ok_or_else(|| {
+                ScaffoldError::Template {
+                    template: name.to_string(),
+                    file: "template.toml".into(),
+                    message: format!(
+                        "`shared = true` needs the template set's {SHARED_FILES}/ directory, which does not exist"
+                    ),
+                }
+            })?;
+            files = merge_shared(name, files, shared)?;
+        }
         let manifest_entry = self
             .read(&format!("{name}/manifest.yaml.tera"))?
             .map(|b| String::from_utf8_lossy(&b).into_owned());
@@ -191,8 +222,15 @@ impl TemplateSource {
         }
     }
 
-    fn collect_files(&self, name: &str, out: &mut Vec<TemplateFile>) -> Result<(), ScaffoldError> {
-        let root = format!("{name}/files");
+    /// The files under `root` (a template's `files/` or the shared layer), for template
+    /// `name`, sorted by output path and checked to be distinct; `None` when `root` does not
+    /// exist.
+    fn collect_files(
+        &self,
+        name: &str,
+        root: &str,
+    ) -> Result<Option<Vec<TemplateFile>>, ScaffoldError> {
+        let mut out = Vec::new();
         match self {
             TemplateSource::Embedded => {
                 fn walk(
@@ -215,15 +253,16 @@ impl TemplateSource {
                     }
                     Ok(())
                 }
-                if let Some(dir) = EMBEDDED.get_dir(&root) {
-                    walk(dir, name, &root, out)?;
-                }
+                let Some(dir) = EMBEDDED.get_dir(root) else {
+                    return Ok(None);
+                };
+                walk(dir, name, root, &mut out)?;
             }
             TemplateSource::Dir(base) => {
-                let root_rel = Path::new(&root);
+                let root_rel = Path::new(root);
                 // `<name>` and `<name>/files` themselves must not be links either.
                 let Some(meta) = entry_metadata(base, root_rel)? else {
-                    return Ok(());
+                    return Ok(None);
                 };
                 if !meta.is_dir() {
                     return Err(ScaffoldError::TemplateEntry {
@@ -260,8 +299,31 @@ impl TemplateSource {
                 }
             }
         }
-        Ok(())
+        out.sort_by(|a, b| a.output.cmp(&b.output));
+        check_distinct(name, &out)?;
+        Ok(Some(out))
     }
+}
+
+/// The template's own files plus every shared file whose output path none of them has
+/// (both lists sorted and distinct), sorted and checked again: a shared file may not need a
+/// directory where an own file renders, nor the other way round.
+fn merge_shared(
+    template: &str,
+    own: Vec<TemplateFile>,
+    shared: Vec<TemplateFile>,
+) -> Result<Vec<TemplateFile>, ScaffoldError> {
+    let overridden: std::collections::BTreeSet<PathBuf> =
+        own.iter().map(|f| f.output.clone()).collect();
+    let mut files = own;
+    files.extend(
+        shared
+            .into_iter()
+            .filter(|f| !overridden.contains(&f.output)),
+    );
+    files.sort_by(|a, b| a.output.cmp(&b.output));
+    check_distinct(template, &files)?;
+    Ok(files)
 }
 
 fn dir_error<'a>(
@@ -652,6 +714,149 @@ mod tests {
         );
     }
 
+    /// `template_dir()` with `tiny` opting into a shared layer holding `shared`.
+    fn shared_dir(shared: &[(&str, &str)]) -> tempfile::TempDir {
+        let tmp = template_dir();
+        let set = tmp.path().join("set");
+        let toml = set.join("tiny/template.toml");
+        let mut meta = std::fs::read_to_string(&toml).unwrap();
+        meta.push_str("shared = true\n");
+        std::fs::write(&toml, meta).unwrap();
+        for (rel, contents) in shared {
+            let path = set.join("_shared/files").join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, contents).unwrap();
+        }
+        tmp
+    }
+
+    fn outputs(t: &Template) -> Vec<(String, String, bool)> {
+        t.files
+            .iter()
+            .map(|f| {
+                (
+                    f.output.display().to_string(),
+                    String::from_utf8(f.contents.clone()).unwrap(),
+                    f.render,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_shared_layer_fills_in_what_a_template_lacks() {
+        let tmp = shared_dir(&[
+            ("src/health.rs", "shared health\n"),
+            ("src/main.rs.tera", "shared main\n"),
+            ("dot-env", "SHARED=1\n"),
+        ]);
+        let t = load(&tmp.path().join("set")).unwrap();
+        assert_eq!(
+            outputs(&t),
+            [
+                (".env".into(), "SHARED=1\n".into(), false),
+                ("src/health.rs".into(), "shared health\n".into(), false),
+                // The template's own `src/main.rs` wins over the shared `src/main.rs.tera`.
+                ("src/main.rs".into(), "fn main() {}\n".into(), false),
+            ]
+        );
+        assert!(t.files[1].source.contains("_shared/files/src/health.rs"));
+        assert!(t.files[2].source.contains("tiny/files/src/main.rs"));
+
+        // Without `shared = true` the layer is not used.
+        let toml = tmp.path().join("set/tiny/template.toml");
+        let meta = std::fs::read_to_string(&toml).unwrap();
+        std::fs::write(&toml, meta.replace("shared = true\n", "")).unwrap();
+        let t = load(&tmp.path().join("set")).unwrap();
+        assert_eq!(t.files.len(), 1);
+    }
+
+    #[test]
+    fn a_broken_shared_layer_is_refused() {
+        let err = |shared: &[(&str, &str)]| {
+            let tmp = shared_dir(shared);
+            load(&tmp.path().join("set")).unwrap_err()
+        };
+        let e = err(&[]);
+        assert_eq!(e, "template `tiny`, file template.toml: `shared = true` needs the template set's _shared/files/ directory, which does not exist");
+        let e = err(&[("dot-env", "A=1\n"), (".env.tera", "A=2\n")]);
+        assert!(
+            e.contains("_shared/files/") && e.contains("renders to .env, as"),
+            "{e}"
+        );
+        // A clash the template's own file would hide is still reported.
+        let e = err(&[("src/main.rs", "a\n"), ("src/main.rs.tera", "b\n")]);
+        assert!(e.contains("renders to src/main.rs, as"), "{e}");
+        let e = err(&[("src/main.rs/x", "nested\n")]);
+        assert!(e.contains("needs src/main.rs to be a directory"), "{e}");
+        let e = err(&[("dot-./escape", "x\n")]);
+        assert!(
+            e.contains("_shared/files/") && e.contains("is the parent directory"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn links_in_the_shared_layer_are_refused() {
+        use std::os::unix::fs::symlink;
+        let outside = tempfile::tempdir().unwrap();
+        let secret = outside.path().join("id_rsa");
+        std::fs::write(&secret, "PRIVATE KEY").unwrap();
+        type Make<'a> = &'a dyn Fn(&Path);
+        let cases: [(&str, Make); 3] = [
+            ("_shared/files/src/key.txt", &|set| {
+                symlink(&secret, set.join("_shared/files/src/key.txt")).unwrap()
+            }),
+            ("_shared/files", &|set| {
+                std::fs::remove_dir_all(set.join("_shared/files")).unwrap();
+                symlink(outside.path(), set.join("_shared/files")).unwrap()
+            }),
+            ("_shared", &|set| {
+                std::fs::remove_dir_all(set.join("_shared")).unwrap();
+                std::fs::create_dir_all(outside.path().join("files")).unwrap();
+                symlink(outside.path(), set.join("_shared")).unwrap()
+            }),
+        ];
+        for (link, make) in cases {
+            let tmp = shared_dir(&[("src/health.rs", "ok\n")]);
+            let set = tmp.path().join("set");
+            make(&set);
+            let err = load(&set).unwrap_err();
+            assert!(
+                err.starts_with(&format!("{} is a symbolic link", set.join(link).display())),
+                "{link}: {err}"
+            );
+            assert!(!err.contains("PRIVATE KEY"), "{err}");
+        }
+    }
+
+    #[test]
+    fn shared_is_not_a_template() {
+        let tmp = shared_dir(&[("src/health.rs", "ok\n")]);
+        let set = tmp.path().join("set");
+        // Even with a template.toml of its own, `_shared` is neither listed nor loaded.
+        std::fs::write(
+            set.join("_shared/template.toml"),
+            "description = \"sneaky\"\nkind = \"service\"\n",
+        )
+        .unwrap();
+        std::fs::write(set.join("_shared/manifest.yaml.tera"), "path: x\n").unwrap();
+        for source in [TemplateSource::Dir(set), TemplateSource::Embedded] {
+            let listed: Vec<String> = source
+                .list(TemplateKind::Service)
+                .unwrap()
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect();
+            assert!(!listed.iter().any(|n| n.starts_with('_')), "{listed:?}");
+            let err = source
+                .load("_shared", TemplateKind::Service)
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with("unknown template `_shared`"), "{err}");
+        }
+    }
+
     #[test]
     fn embedded_templates_load() {
         let source = TemplateSource::Embedded;
@@ -668,6 +873,12 @@ mod tests {
                 t.files.iter().any(|f| f.output == Path::new("Cargo.toml")),
                 "{name}"
             );
+            let metrics = t
+                .files
+                .iter()
+                .find(|f| f.output == Path::new("src/metrics.rs"))
+                .unwrap();
+            assert_eq!(metrics.source, "_shared/files/src/metrics.rs", "{name}");
         }
         let app = source.load("app", TemplateKind::App).unwrap();
         assert!(app
