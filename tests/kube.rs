@@ -5,6 +5,8 @@
 //! The same scenarios run against a real cluster in `e2e_real_cluster` when
 //! `DRONECTL_E2E_KUBECONFIG` is set.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
@@ -788,7 +790,10 @@ async fn unchanged_whole_app_deploy_writes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_real_cluster() {
     let Some(path) = std::env::var_os("DRONECTL_E2E_KUBECONFIG") else {
-        eprintln!("skipped: DRONECTL_E2E_KUBECONFIG not set");
+        common::skip(
+            "e2e_real_cluster",
+            "DRONECTL_E2E_KUBECONFIG is not set (the real-cluster suite runs outside this repository)",
+        );
         return;
     };
     let kubeconfig = kube::config::Kubeconfig::read_from(&path).unwrap();
