@@ -153,8 +153,9 @@ pub fn describe_char(c: char) -> String {
         '\t' => Some("a tab"),
         '\n' | '\r' => Some("a line break"),
         ' ' => Some("a space"),
+        c if refused_char(c).is_some() => refused_char(c),
         c if c.is_whitespace() => Some("a space character"),
-        c => refused_char(c),
+        _ => None,
     };
     match what {
         Some(what) => format!("U+{:04X} ({what})", u32::from(c)),

@@ -137,9 +137,30 @@ impl LoadedManifest {
     }
 }
 
+/// The stack reading a manifest runs on. Reading YAML is recursive, a few frames per level
+/// of nesting (tens of KiB each in a debug build); the nesting limit bounds the depth, this
+/// makes the bound hold whatever thread calls [`parse`].
+const PARSE_STACK: usize = 16 * 1024 * 1024;
+
 /// Parses manifest text strictly: refused characters, unknown tags, duplicate keys, unknown
 /// fields and wrong types are errors with a position.
 pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
+    std::thread::scope(|scope| {
+        let reader = std::thread::Builder::new()
+            .name("manifest".into())
+            .stack_size(PARSE_STACK)
+            .spawn_scoped(scope, || parse_on_this_thread(path, text))
+            .map_err(|source| ManifestError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        reader
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+fn parse_on_this_thread(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
     scan::check(path, text)?;
     serde_saphyr::from_str_with_options::<Manifest>(text, yaml::options()).map_err(|err| {
         let (position, message) = yaml::describe(path, &err);

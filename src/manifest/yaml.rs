@@ -5,15 +5,31 @@ use std::borrow::Cow;
 use std::path::Path;
 
 use serde_saphyr::budget::BudgetBreach;
-use serde_saphyr::{Budget, DefaultMessageFormatter, Error, MessageFormatter, Options};
+use serde_saphyr::granit_parser::ErrorKind;
+use serde_saphyr::{
+    Budget, DefaultMessageFormatter, Error, ExternalMessageSource, MessageFormatter, Options,
+};
 
 use super::Position;
 
-/// The options every manifest is read with: serde-saphyr's default limits (see
-/// [`Budget::default`]), duplicate keys and tags dronectl does not know refused.
+/// How deeply lists and maps may nest. The deepest part of a valid manifest
+/// (`strategies.<name>.steps[i].pause.duration`) is 5 levels; reading is recursive, and
+/// serde-saphyr's default (64) can exhaust a 2 MiB thread stack in a debug build.
+const MAX_DEPTH: usize = 24;
+
+/// The limits every manifest is read with: serde-saphyr's defaults (250,000 nodes,
+/// 1,000,000 events, 64 MiB of values, 50,000 aliases, ...) except for the nesting depth.
+pub(super) fn limits() -> Budget {
+    let mut budget = Budget::default();
+    budget.max_depth = MAX_DEPTH;
+    budget
+}
+
+/// The options every manifest is read with: [`limits`], duplicate keys and tags dronectl
+/// does not know refused.
 pub(super) fn options() -> Options {
     serde_saphyr::options! {
-        budget: Some(Budget::default()),
+        budget: Some(limits()),
         reject_unsupported_tags: true,
     }
 }
@@ -54,7 +70,7 @@ struct Wording;
 impl MessageFormatter for Wording {
     fn format_message<'a>(&self, err: &'a Error) -> Cow<'a, str> {
         match err {
-            Error::Budget { breach, .. } => Cow::Owned(budget_message(breach, &Budget::default())),
+            Error::Budget { breach, .. } => Cow::Owned(budget_message(breach, &limits())),
             Error::DuplicateMappingKey { key: Some(key), .. } => {
                 Cow::Owned(format!("duplicate key `{key}`"))
             }
@@ -62,6 +78,11 @@ impl MessageFormatter for Wording {
             Error::UnsupportedTag { tag, .. } => Cow::Owned(format!(
                 "unknown tag `{tag}`: dronectl.yaml takes plain YAML values, without custom tags"
             )),
+            // The scanner's own nesting limit, met when a flow collection nests so deep that
+            // the scanner reaches it before the parser reports the depth.
+            Error::ExternalMessage { source, .. } if matches!(&**source, ExternalMessageSource::Parser(e) if matches!(e.kind(), ErrorKind::RecursionLimitExceeded)) => {
+                Cow::Owned(depth_message())
+            }
             _ => DefaultMessageFormatter.format_message(err),
         }
     }
@@ -78,10 +99,7 @@ pub(super) fn budget_message(breach: &BudgetBreach, limits: &Budget) -> String {
     match breach {
         BudgetBreach::Nodes { .. } => too("nodes (values, lists and maps)", limits.max_nodes),
         BudgetBreach::Events { .. } => too("YAML events", limits.max_events),
-        BudgetBreach::Depth { .. } => format!(
-            "the manifest is nested too deeply: more than {} levels of lists and maps",
-            limits.max_depth
-        ),
+        BudgetBreach::Depth { .. } => depth_message(),
         BudgetBreach::Documents { .. } => too("YAML documents", limits.max_documents),
         BudgetBreach::ScalarBytes { .. } => {
             too("bytes of values", limits.max_total_scalar_bytes)
@@ -104,6 +122,10 @@ pub(super) fn budget_message(breach: &BudgetBreach, limits: &Budget) -> String {
         }
         _ => "the manifest is too large or too deeply nested to read".to_string(),
     }
+}
+
+fn depth_message() -> String {
+    format!("the manifest is nested too deeply: more than {MAX_DEPTH} levels of lists and maps")
 }
 
 /// 250000 → "250,000".
@@ -134,7 +156,7 @@ mod tests {
 
     #[test]
     fn every_budget_breach_is_worded_without_internals() {
-        let limits = Budget::default();
+        let limits = limits();
         for breach in [
             BudgetBreach::Nodes { nodes: 250_001 },
             BudgetBreach::Events { events: 1 },
