@@ -13,7 +13,7 @@ use serde_saphyr::{
 use super::Position;
 
 /// How deeply lists and maps may nest. The deepest part of a valid manifest
-/// (`strategies.<name>.steps[i].pause.duration`) is 5 levels; reading is recursive, and
+/// (`strategies.<name>.steps[i].pause.duration`) is 6 levels; reading is recursive, and
 /// serde-saphyr's default (64) can exhaust a 2 MiB thread stack in a debug build.
 const MAX_DEPTH: usize = 24;
 
