@@ -83,8 +83,9 @@ fn position_at(text: &str, offset: usize) -> Position {
 
 /// A YAML node with the places of its children.
 enum Node {
-    /// A string, number or boolean, as its text.
-    Scalar(String),
+    /// A string, number or boolean, as its text; whether it is a string (`1` and `"1"` are
+    /// different keys).
+    Scalar(String, bool),
     /// A null, or binary data.
     Other,
     Seq(Vec<Spanned<Node>>),
@@ -100,7 +101,7 @@ fn first_problem(root: &Spanned<Node>) -> Option<(Option<Position>, String)> {
     while let Some(node) = stack.pop() {
         let at = Position::from_location(node.referenced);
         match &node.value {
-            Node::Scalar(text) => {
+            Node::Scalar(text, _) => {
                 if let Some((_, c)) = names::find_refused(text) {
                     problems.push((
                         at,
@@ -115,11 +116,11 @@ fn first_problem(root: &Spanned<Node>) -> Option<(Option<Position>, String)> {
             Node::Other => {}
             Node::Seq(items) => stack.extend(items),
             Node::Map(entries) => {
-                let mut seen: HashMap<&str, Option<Position>> = HashMap::new();
+                let mut seen: HashMap<(&str, bool), Option<Position>> = HashMap::new();
                 for (key, value) in entries {
-                    if let Node::Scalar(text) = &key.value {
+                    if let Node::Scalar(text, string) = &key.value {
                         let here = Position::from_location(key.referenced);
-                        match seen.get(text.as_str()) {
+                        match seen.get(&(text.as_str(), *string)) {
                             Some(first) => {
                                 let first = first
                                     .map(|p| {
@@ -132,7 +133,7 @@ fn first_problem(root: &Spanned<Node>) -> Option<(Option<Position>, String)> {
                                 ));
                             }
                             None => {
-                                seen.insert(text, here);
+                                seen.insert((text, *string), here);
                             }
                         }
                     }
@@ -162,28 +163,28 @@ impl<'de> Visitor<'de> for NodeVisitor {
         f.write_str("any YAML value")
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Node, E> {
-        Ok(Node::Scalar(v.to_string()))
+        Ok(Node::Scalar(v.to_string(), true))
     }
     fn visit_string<E: de::Error>(self, v: String) -> Result<Node, E> {
-        Ok(Node::Scalar(v))
+        Ok(Node::Scalar(v, true))
     }
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<Node, E> {
-        Ok(Node::Scalar(v.to_string()))
+        Ok(Node::Scalar(v.to_string(), false))
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Node, E> {
-        Ok(Node::Scalar(v.to_string()))
+        Ok(Node::Scalar(v.to_string(), false))
     }
     fn visit_i128<E: de::Error>(self, v: i128) -> Result<Node, E> {
-        Ok(Node::Scalar(v.to_string()))
+        Ok(Node::Scalar(v.to_string(), false))
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Node, E> {
-        Ok(Node::Scalar(v.to_string()))
+        Ok(Node::Scalar(v.to_string(), false))
     }
     fn visit_u128<E: de::Error>(self, v: u128) -> Result<Node, E> {
-        Ok(Node::Scalar(v.to_string()))
+        Ok(Node::Scalar(v.to_string(), false))
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Node, E> {
-        Ok(Node::Scalar(v.to_string()))
+        Ok(Node::Scalar(v.to_string(), false))
     }
     fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<Node, E> {
         Ok(Node::Other)
@@ -213,5 +214,37 @@ impl<'de> Visitor<'de> for NodeVisitor {
             entries.push(entry);
         }
         Ok(Node::Map(entries))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem(text: &str) -> Option<String> {
+        check(Path::new("m.yaml"), text)
+            .err()
+            .map(|e| e.to_string())
+    }
+
+    #[test]
+    fn duplicate_keys_are_compared_as_yaml_values() {
+        assert_eq!(
+            problem("a: {b: 1, c: 2, b: 3}\n").as_deref(),
+            Some("m.yaml:1:17: duplicate key `b` (first at line 1, column 5)")
+        );
+        // A number and a string with the same text are different keys.
+        assert_eq!(problem("a: {1: x, \"1\": y}\n"), None);
+        // Keys of different mappings do not collide; merged keys are overridden, not repeated.
+        assert_eq!(problem("a: {b: 1}\nc: {b: 1}\n"), None);
+        assert_eq!(problem("a: &x {b: 1}\nc: {<<: *x, b: 2}\n"), None);
+    }
+
+    #[test]
+    fn positions_count_characters() {
+        let text = "ab\ncdé\u{202e}";
+        assert_eq!(position_at(text, 0), Position { line: 1, column: 1 });
+        assert_eq!(position_at(text, 3), Position { line: 2, column: 1 });
+        assert_eq!(position_at(text, 7), Position { line: 2, column: 4 });
     }
 }
