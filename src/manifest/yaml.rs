@@ -56,6 +56,19 @@ fn strip_location(rendered: &str) -> String {
         Some((head, tail)) if head.starts_with("line ") => tail,
         _ => first,
     };
+    // "... at line 1, column 1" when there is no snippet: the position is printed first.
+    let first = match first.rsplit_once(" at line ") {
+        Some((message, at))
+            if at.split_once(", column ").is_some_and(|(l, c)| {
+                [l, c]
+                    .iter()
+                    .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            }) =>
+        {
+            message
+        }
+        _ => first,
+    };
     let rest: Vec<&str> = lines.collect();
     if rest.is_empty() {
         first.to_string()
@@ -75,6 +88,18 @@ impl MessageFormatter for Wording {
                 Cow::Owned(format!("duplicate key `{key}`"))
             }
             Error::DuplicateMappingKey { key: None, .. } => Cow::Borrowed("duplicate key"),
+            Error::Eof { .. } => {
+                Cow::Borrowed("the manifest has no content: it needs at least `app: <name>`")
+            }
+            Error::MultipleDocuments { .. } => Cow::Borrowed(
+                "dronectl.yaml holds one YAML document; remove the `---` that starts a second one",
+            ),
+            Error::NullIntoString { .. } | Error::InvalidCharNull { .. } => {
+                Cow::Borrowed("a value is required here, not null")
+            }
+            Error::TaggedScalarCannotDeserializeIntoString { .. } | Error::BinaryNotUtf8 { .. } => {
+                Cow::Borrowed("a text value is required here, without a tag")
+            }
             Error::UnsupportedTag { tag, .. } => Cow::Owned(format!(
                 "unknown tag `{tag}`: dronectl.yaml takes plain YAML values, without custom tags"
             )),
@@ -144,6 +169,31 @@ fn thousands(n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn first_line(text: &str) -> String {
+        let err = crate::manifest::parse(Path::new("dronectl.yaml"), text).unwrap_err();
+        err.to_string()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    #[test]
+    fn parser_hints_meant_for_developers_are_reworded() {
+        assert_eq!(
+            first_line(""),
+            "dronectl.yaml:1:1: the manifest has no content: it needs at least `app: <name>`"
+        );
+        assert_eq!(
+            first_line("app: a\n---\napp: b\n"),
+            "dronectl.yaml:3:1: dronectl.yaml holds one YAML document; remove the `---` that starts a second one"
+        );
+        assert_eq!(
+            first_line("app: ~\n"),
+            "dronectl.yaml:1:6: a value is required here, not null"
+        );
+    }
 
     #[test]
     fn thousands_separators() {
