@@ -3,6 +3,12 @@
 //! Every name dronectl accepts becomes a Docker container name, a DNS name on the app
 //! network, a Kubernetes object name and a Cargo package name, so the rules are the
 //! intersection of all of those: a DNS-1123 label that starts with a letter.
+//!
+//! Also the characters refused in any user text (NUL, control and bidirectional control
+//! characters), and how user text is shown in messages so that it cannot rearrange or
+//! hide what a terminal displays.
+
+use std::borrow::Cow;
 
 /// The longest name Kubernetes accepts for a DNS-1123 label.
 pub const MAX_NAME_LEN: usize = 63;
@@ -49,15 +55,15 @@ const RUST_KEYWORDS: &[&str] = &[
 pub enum NameError {
     #[error("the name is empty")]
     Empty,
-    #[error("`{0}` is {1} characters long; names are at most {MAX_NAME_LEN} characters")]
+    #[error("`{}` is {} characters long; names are at most {MAX_NAME_LEN} characters", shown(.0), .1)]
     TooLong(String, usize),
-    #[error("`{0}` must start with a lowercase letter (a-z)")]
+    #[error("`{}` must start with a lowercase letter (a-z)", shown(.0))]
     BadStart(String),
-    #[error("`{0}` must end with a lowercase letter or digit")]
+    #[error("`{}` must end with a lowercase letter or digit", shown(.0))]
     BadEnd(String),
-    #[error("`{name}` contains `{ch}`; names may only contain lowercase letters, digits and `-`")]
+    #[error("`{}` contains {}; names may only contain lowercase letters, digits and `-`", shown(.name), describe_char(*.ch))]
     BadChar { name: String, ch: char },
-    #[error("`{0}` is reserved; choose another name")]
+    #[error("`{}` is reserved; choose another name", shown(.0))]
     Reserved(String),
 }
 
@@ -105,6 +111,82 @@ pub fn dependency_env_var(name: &str) -> String {
     format!("{}_URL", name.to_ascii_uppercase().replace('-', "_"))
 }
 
+/// Why `c` may not appear in a manifest (anywhere, comments and quoted text included) or in
+/// any value dronectl passes on, if it may not: NUL, control characters other than tab,
+/// line feed and carriage return, bidirectional controls (which make text display in
+/// another order than it is read: "Trojan Source"), line/paragraph separators and a byte
+/// order mark.
+pub fn refused_char(c: char) -> Option<&'static str> {
+    match c {
+        '\t' | '\n' | '\r' => None,
+        '\0' => Some("NUL"),
+        '\u{061C}'
+        | '\u{200E}'
+        | '\u{200F}'
+        | '\u{202A}'..='\u{202E}'
+        | '\u{2066}'..='\u{2069}' => Some("a bidirectional control character"),
+        '\u{2028}' | '\u{2029}' => Some("a line or paragraph separator"),
+        '\u{FEFF}' => Some("a byte order mark"),
+        c if c.is_control() => Some("a control character"),
+        _ => None,
+    }
+}
+
+/// The first character of `text` that [`refused_char`] refuses, with its byte offset.
+pub fn find_refused(text: &str) -> Option<(usize, char)> {
+    text.char_indices()
+        .find(|(_, c)| refused_char(*c).is_some())
+}
+
+/// The first control character of `text` (tab and line breaks included) or character
+/// [`refused_char`] refuses: none of them belongs in a single-line value such as a path,
+/// an image or a URL.
+pub fn find_not_single_line(text: &str) -> Option<char> {
+    text.chars()
+        .find(|c| c.is_control() || refused_char(*c).is_some())
+}
+
+/// A character as a message names it: `_` for a visible one, `U+202E (a bidirectional
+/// control character)` for one that is not.
+pub fn describe_char(c: char) -> String {
+    let what = match c {
+        '\t' => Some("a tab"),
+        '\n' | '\r' => Some("a line break"),
+        ' ' => Some("a space"),
+        c if refused_char(c).is_some() => refused_char(c),
+        c if c.is_whitespace() => Some("a space character"),
+        _ => None,
+    };
+    match what {
+        Some(what) => format!("U+{:04X} ({what})", u32::from(c)),
+        None => format!("`{c}`"),
+    }
+}
+
+/// User text made safe to show: every control, bidirectional or other refused character is
+/// written as an escape (`\u{202e}`), so a message shows what the text is, not what it makes
+/// a terminal display.
+pub fn shown(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(needs_escape) {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(
+        text.chars()
+            .map(|c| {
+                if needs_escape(c) {
+                    format!("\\u{{{:x}}}", u32::from(c))
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
+}
+
+fn needs_escape(c: char) -> bool {
+    c.is_control() || refused_char(c).is_some()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,6 +229,41 @@ mod tests {
             Err(NameError::Reserved(_))
         ));
         assert!(matches!(validate_name("type"), Err(NameError::Reserved(_))));
+    }
+
+    #[test]
+    fn refused_characters() {
+        for c in [
+            '\0', '\u{1b}', '\u{7f}', '\u{85}', '\u{202a}', '\u{202e}', '\u{2066}', '\u{2069}',
+            '\u{200f}', '\u{2028}', '\u{feff}',
+        ] {
+            assert!(refused_char(c).is_some(), "{c:?}");
+        }
+        for c in ['\t', '\n', '\r', ' ', 'a', 'é', 'ش', '\u{2065}', '\u{202f}'] {
+            assert_eq!(refused_char(c), None, "{c:?}");
+        }
+        assert_eq!(find_refused("ab\u{202e}c"), Some((2, '\u{202e}')));
+        assert_eq!(find_not_single_line("a\tb"), Some('\t'));
+        assert_eq!(find_not_single_line("/a b"), None);
+    }
+
+    #[test]
+    fn messages_escape_what_a_terminal_would_interpret() {
+        assert_eq!(shown("plain"), "plain");
+        assert_eq!(
+            shown("a\u{202e}b\n\u{1b}[2J"),
+            "a\\u{202e}b\\u{a}\\u{1b}[2J"
+        );
+        assert_eq!(
+            describe_char('\u{202e}'),
+            "U+202E (a bidirectional control character)"
+        );
+        assert_eq!(describe_char('_'), "`_`");
+        let err = validate_name("ab\u{202e}c").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "`ab\\u{202e}c` contains U+202E (a bidirectional control character); names may only contain lowercase letters, digits and `-`"
+        );
     }
 
     #[test]

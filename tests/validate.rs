@@ -119,3 +119,218 @@ fn reference_app_manifest_is_valid() {
     let out = run(&dir, &["validate", "--strict"]);
     assert_code(&out, 0);
 }
+
+fn app_with_bytes(manifest: &[u8]) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("dronectl.yaml"), manifest).unwrap();
+    tmp
+}
+
+/// `n` services, each depending on the next; with `cycle`, the last depends on the first.
+fn chain(n: usize, cycle: bool) -> String {
+    let mut text = String::from("app: shop\nservices:\n");
+    for i in 0..n {
+        let next = if i + 1 < n {
+            format!(", depends_on: [s{}]", i + 1)
+        } else if cycle {
+            ", depends_on: [s0]".to_string()
+        } else {
+            String::new()
+        };
+        text.push_str(&format!("  s{i}: {{ path: s{i}{next} }}\n"));
+    }
+    text
+}
+
+#[test]
+fn a_25000_service_dependency_chain_neither_overflows_nor_hangs() {
+    // This overflowed the main thread's stack (SIGABRT, no exit code) before the cycle
+    // check was iterative.
+    let tmp = app_with(&chain(25_000, false));
+    let out = run(tmp.path(), &["validate"]);
+    assert_code(&out, 0);
+    assert!(stderr(&out).contains("25000 services"), "{}", stderr(&out));
+
+    let tmp = app_with(&chain(25_000, true));
+    let out = run(tmp.path(), &["validate"]);
+    assert_code(&out, 2);
+    let err = stderr(&out);
+    assert!(
+        err.contains("dronectl.yaml:25002:40: error: services.s24999.depends_on: dependency cycle: s0 → s1 → s2 → s3 → … 24993 more … → s24997 → s24998 → s24999 → s0"),
+        "{}",
+        &err[..err.len().min(2000)]
+    );
+}
+
+#[test]
+fn control_and_bidirectional_characters_are_refused_with_position() {
+    let mut failures = Vec::new();
+    for (manifest, expected) in [
+        // Decoded from escapes in quoted values.
+        (
+            "app: shop\nservices:\n  api: { path: \"services/a\\0pi\" }\n",
+            "dronectl.yaml:3:16: `services/a\\u{0}pi` contains U+0000 (NUL), which is not allowed in dronectl.yaml",
+        ),
+        (
+            "app: shop\nservices:\n  api:\n    path: api\n    routes: [\"/api/\\u202Eadmin\"]\n",
+            "dronectl.yaml:5:14: `/api/\\u{202e}admin` contains U+202E (a bidirectional control character)",
+        ),
+        (
+            "app: shop\nservices:\n  api:\n    path: api\n    env: { \"KEY\\u2066\": x }\n",
+            "dronectl.yaml:5:12: `KEY\\u{2066}` contains U+2066 (a bidirectional control character)",
+        ),
+        (
+            "app: shop\nservices:\n  api:\n    path: api\n    env: { KEY: \"a\\eb\" }\n",
+            "dronectl.yaml:5:17: `a\\u{1b}b` contains U+001B (a control character)",
+        ),
+        (
+            "app: shop\ninfrastructure:\n  db: { image: \"pg\\u0085\", port: 5432 }\n",
+            "dronectl.yaml:3:16: `pg\\u{85}` contains U+0085 (a control character)",
+        ),
+        // Raw in the text, comments included ("Trojan Source").
+        (
+            "app: shop # \u{202e} }nigol{ \nservices:\n",
+            "dronectl.yaml:1:13: U+202E (a bidirectional control character) is not allowed in dronectl.yaml, not even in a comment or a quoted value",
+        ),
+        (
+            "app: shop\nservices:\n  api: { path: \"api\u{2069}\" }\n",
+            "dronectl.yaml:3:20: U+2069 (a bidirectional control character) is not allowed",
+        ),
+        // Line breaks and tabs are fine in YAML values, but not in a path or a probe.
+        (
+            "app: shop\nservices:\n  api: { path: \"a\\nb\" }\n",
+            "dronectl.yaml:3:16: error: services.api.path: `a\\u{a}b` contains U+000A (a line break); paths may not contain control or bidirectional characters",
+        ),
+        (
+            "app: shop\nservices:\n  api:\n    path: api\n    health: { readiness: \"/readyz HTTP/1.1\\r\\nHost: x\" }\n",
+            "dronectl.yaml:4:5: error: services.api.health.readiness: `/readyz HTTP/1.1\\u{d}\\u{a}Host: x` contains U+000D (a line break)",
+        ),
+    ] {
+        let tmp = app_with(manifest);
+        let out = run(tmp.path(), &["validate"]);
+        let err = stderr(&out);
+        if out.status.code() != Some(2) || !err.contains(expected) {
+            failures.push(format!("{manifest:?}: {:?}, missing {expected:?} in:\n{err}", out.status));
+        }
+        for c in ['\0', '\u{1b}', '\u{85}', '\u{202e}', '\u{2066}', '\u{2069}'] {
+            assert!(!err.contains(c), "{c:?} reaches the terminal: {err:?}");
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn unknown_tags_are_errors() {
+    let tmp = app_with("app: shop\nservices:\n  api: { path: !custom api }\n");
+    let out = run(tmp.path(), &["validate"]);
+    assert_code(&out, 2);
+    assert!(
+        stderr(&out).contains("dronectl.yaml:3:24: unknown tag `!custom`"),
+        "{}",
+        stderr(&out)
+    );
+    // Standard tags keep their meaning.
+    let tmp = app_with("app: !!str shop\nservices:\n  api: { path: api, port: !!int 8080 }\n");
+    assert_code(&run(tmp.path(), &["validate"]), 0);
+}
+
+#[test]
+fn invalid_utf8_names_the_byte_offset_line_and_column() {
+    let tmp = app_with_bytes(b"app: shop\nservices:\n  api: { path: ap\xffi }\n");
+    let out = run(tmp.path(), &["validate"]);
+    assert_code(&out, 2);
+    assert!(
+        stderr(&out).contains(
+            "dronectl.yaml:3:18: invalid UTF-8 at byte offset 37: dronectl.yaml must be UTF-8 text"
+        ),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn parser_limits_and_duplicate_keys_are_worded_for_users() {
+    let mut big = String::from("app: shop\nservices:\n  api:\n    path: api\n    env:\n");
+    for i in 0..130_000 {
+        big.push_str(&format!("      K{i}: v\n"));
+    }
+    let tmp = app_with(&big);
+    let out = run(tmp.path(), &["validate"]);
+    assert_code(&out, 2);
+    let err = stderr(&out);
+    assert!(
+        err.contains("the manifest is too large: more than 250,000 nodes (values, lists and maps)"),
+        "{err}"
+    );
+    assert!(!err.contains("budget") && !err.contains("Nodes {"), "{err}");
+
+    let deep = format!(
+        "app: shop\nservices:\n  api: {{ path: a, env: {{ A: {}{} }} }}\n",
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    );
+    let tmp = app_with(&deep);
+    let out = run(tmp.path(), &["validate"]);
+    assert_code(&out, 2);
+    assert!(
+        stderr(&out).contains(
+            "dronectl.yaml:3:282: the manifest is nested too deeply: more than 24 levels of lists and maps"
+        ),
+        "{}",
+        stderr(&out)
+    );
+
+    let tmp = app_with(
+        "app: shop\nservices:\n  api: { path: a }\n  web: { path: w }\n  api: { path: b }\n",
+    );
+    let out = run(tmp.path(), &["validate"]);
+    assert_code(&out, 2);
+    let err = stderr(&out);
+    assert!(
+        err.contains("dronectl.yaml:5:3: duplicate key `api` (first at line 3, column 3)"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("DuplicateKeyPolicy") && !err.contains("Options"),
+        "{err}"
+    );
+}
+
+#[test]
+fn registry_has_no_scheme_userinfo_traversal_or_whitespace() {
+    for (registry, expected) in [
+        (
+            "https://registry.example.com/shop",
+            "has a scheme (`https://`); write it without one: `registry.example.com/shop`",
+        ),
+        (
+            "ci:s3cret@registry.example.com/shop",
+            "must not contain userinfo",
+        ),
+        (
+            "https://ci:s3cret@registry.example.com",
+            "must not contain userinfo",
+        ),
+        ("registry.example.com/../other", "has a `..` segment"),
+        (
+            "\"registry.example.com/sh op\"",
+            "contains U+0020 (a space)",
+        ),
+    ] {
+        let tmp = app_with(&format!(
+            "app: shop\nenvironments:\n  staging:\n    target: kubernetes\n    registry: {registry}\n"
+        ));
+        let out = run(tmp.path(), &["validate"]);
+        assert_code(&out, 2);
+        let err = stderr(&out);
+        assert!(
+            err.contains("dronectl.yaml:4:5: error: environments.staging.registry: "),
+            "{registry}: {err}"
+        );
+        assert!(
+            err.contains(expected),
+            "{registry}: missing {expected:?} in {err}"
+        );
+        assert!(!err.contains("s3cret"), "the password is shown: {err}");
+    }
+}

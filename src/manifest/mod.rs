@@ -2,14 +2,18 @@
 
 mod edit;
 mod env;
+mod registry;
+mod scan;
 mod types;
 mod validate;
+mod yaml;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use edit::add_service_entry;
 pub use env::service_env;
+pub use registry::check_registry;
 pub use types::*;
 pub use validate::{check_relative_path, normalize_route, validate, Diagnostic, Severity};
 
@@ -87,7 +91,7 @@ impl LoadedManifest {
     /// Reads and parses `dir/dronectl.yaml`; semantic checks are left to [`validate`].
     pub fn read(dir: &Path) -> Result<LoadedManifest, ManifestError> {
         let path = dir.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|source| {
+        let bytes = std::fs::read(&path).map_err(|source| {
             if source.kind() == std::io::ErrorKind::NotFound {
                 ManifestError::NotFound {
                     searched: dir.to_path_buf(),
@@ -99,6 +103,7 @@ impl LoadedManifest {
                 }
             }
         })?;
+        let text = scan::utf8(&path, &bytes)?.to_string();
         let manifest = parse(&path, &text)?;
         Ok(LoadedManifest {
             dir: dir.to_path_buf(),
@@ -132,36 +137,39 @@ impl LoadedManifest {
     }
 }
 
-/// Parses manifest text strictly: unknown fields and wrong types are errors with a position.
+/// The stack reading a manifest runs on. Reading YAML is recursive, a few frames per level
+/// of nesting (tens of KiB each in a debug build); the nesting limit bounds the depth, this
+/// makes the bound hold whatever thread calls [`parse`].
+const PARSE_STACK: usize = 16 * 1024 * 1024;
+
+/// Parses manifest text strictly: refused characters, unknown tags, duplicate keys, unknown
+/// fields and wrong types are errors with a position.
 pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
-    serde_saphyr::from_str::<Manifest>(text).map_err(|err| {
-        let position = err.location().and_then(Position::from_location);
-        ManifestError::Parse {
-            path: path.to_path_buf(),
-            position,
-            message: parse_message(&err),
-        }
+    std::thread::scope(|scope| {
+        let reader = std::thread::Builder::new()
+            .name("manifest".into())
+            .stack_size(PARSE_STACK)
+            .spawn_scoped(scope, || parse_on_this_thread(path, text))
+            .map_err(|source| ManifestError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        reader
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })
 }
 
-/// serde-saphyr's message, without the location prefix and snippet it renders itself
-/// (we print `file:line:column:` first, as compilers do) but with the snippet kept below.
-fn parse_message(err: &serde_saphyr::Error) -> String {
-    let rendered = err.to_string();
-    let mut lines = rendered.lines();
-    let first = lines.next().unwrap_or_default();
-    // "error: line 3 column 5: unknown field ..." → "unknown field ..."
-    let first = first.strip_prefix("error: ").unwrap_or(first);
-    let first = match first.split_once(": ") {
-        Some((head, tail)) if head.starts_with("line ") => tail,
-        _ => first,
-    };
-    let rest: Vec<&str> = lines.collect();
-    if rest.is_empty() {
-        first.to_string()
-    } else {
-        format!("{first}\n{}", rest.join("\n"))
-    }
+fn parse_on_this_thread(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
+    scan::check(path, text)?;
+    serde_saphyr::from_str_with_options::<Manifest>(text, yaml::options()).map_err(|err| {
+        let (position, message) = yaml::describe(path, &err);
+        ManifestError::Parse {
+            path: path.to_path_buf(),
+            position,
+            message,
+        }
+    })
 }
 
 /// Finds the app directory: `start` itself when given by the user (`-C`), otherwise the

@@ -1,7 +1,7 @@
 //! Checks beyond what the types enforce: names, paths, and cross-references between
 //! entries (routes owned twice, unknown dependencies, undefined strategies and analyses).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Component, Path};
 
@@ -56,11 +56,12 @@ impl Findings {
         message: String,
     ) {
         let position = at.and_then(|s| Position::from_location(s.referenced));
+        // Names and values come from the manifest: shown escaped, whatever they contain.
         self.0.push(Diagnostic {
             severity,
-            field,
+            field: names::shown(&field).into_owned(),
             position,
-            message,
+            message: names::shown(&message).into_owned(),
         });
     }
     fn error<T>(&mut self, field: String, at: Option<&Spanned<T>>, message: impl Into<String>) {
@@ -68,6 +69,26 @@ impl Findings {
     }
     fn warning<T>(&mut self, field: String, at: Option<&Spanned<T>>, message: impl Into<String>) {
         self.push(Severity::Warning, field, at, message.into());
+    }
+    /// Refuses control characters (tab and line breaks included), the characters
+    /// [`names::refused_char`] lists and, unless `spaces` is true, whitespace in a value that
+    /// is one token or one line: an image, a URL, a probe path.
+    fn single_line<T>(
+        &mut self,
+        field: String,
+        at: Option<&Spanned<T>>,
+        value: &str,
+        spaces: bool,
+    ) {
+        let bad = names::find_not_single_line(value)
+            .or_else(|| value.chars().find(|c| !spaces && c.is_whitespace()));
+        if let Some(c) = bad {
+            self.error(
+                field,
+                at,
+                format!("`{value}` contains {}", names::describe_char(c)),
+            );
+        }
     }
 }
 
@@ -98,6 +119,9 @@ fn check_services(m: &Manifest, out: &mut Findings) {
         let field = format!("services.{name}");
         if let Err(e) = names::validate_name(name) {
             out.error(field.clone(), Some(service), e.to_string());
+        }
+        if let Some(template) = &service.value.template {
+            out.single_line(format!("{field}.template"), Some(service), template, false);
         }
         if m.infrastructure.contains_key(name) {
             out.error(
@@ -137,6 +161,13 @@ fn check_services(m: &Manifest, out: &mut Findings) {
                     format!("`{path}` must start with `/`"),
                 );
             }
+            // It becomes an HTTP request line: a space or line break would forge one.
+            out.single_line(
+                format!("{field}.health.{probe}"),
+                Some(service),
+                path,
+                false,
+            );
         }
         for (i, route) in s.routes.iter().enumerate() {
             match normalize_route(&route.value) {
@@ -183,13 +214,7 @@ fn check_services(m: &Manifest, out: &mut Findings) {
             }
         }
         if let Some(volume) = &s.volume {
-            if !volume.starts_with('/') {
-                out.error(
-                    format!("{field}.volume"),
-                    Some(service),
-                    format!("volume mount path `{volume}` must be absolute"),
-                );
-            }
+            check_volume(format!("{field}.volume"), Some(service), volume, out);
         }
         if let Some(strategy) = &s.strategy {
             check_strategy_ref(m, format!("{field}.strategy"), strategy, out);
@@ -210,6 +235,34 @@ fn check_infrastructure(m: &Manifest, out: &mut Findings) {
                 Some(infra),
                 "image must not be empty",
             );
+        } else {
+            out.single_line(
+                format!("{field}.image"),
+                Some(infra),
+                &infra.value.image,
+                false,
+            );
+        }
+        if let Some(scheme) = &infra.value.scheme {
+            let mut chars = scheme.chars();
+            let valid = chars.next().is_some_and(|c| c.is_ascii_lowercase())
+                && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+.-".contains(c));
+            if !valid {
+                out.error(
+                    format!("{field}.scheme"),
+                    Some(infra),
+                    format!("`{scheme}` is not a URL scheme: a lowercase letter, then letters, digits, `+`, `.` or `-`"),
+                );
+            }
+        }
+        for key in infra.value.env.keys() {
+            if !is_env_name(key) {
+                out.error(
+                    format!("{field}.env.{key}"),
+                    Some(infra),
+                    format!("`{key}` is not a valid environment variable name"),
+                );
+            }
         }
         if infra.value.port == 0 {
             out.error(
@@ -219,13 +272,7 @@ fn check_infrastructure(m: &Manifest, out: &mut Findings) {
             );
         }
         if let Some(volume) = &infra.value.volume {
-            if !volume.starts_with('/') {
-                out.error(
-                    format!("{field}.volume"),
-                    Some(infra),
-                    format!("volume mount path `{volume}` must be absolute"),
-                );
-            }
+            check_volume(format!("{field}.volume"), Some(infra), volume, out);
         }
     }
 }
@@ -254,6 +301,31 @@ fn check_environments(m: &Manifest, out: &mut Findings) {
                 }
             }
         }
+        if let Some(registry) = &e.registry {
+            if let Err(why) = super::check_registry(registry) {
+                out.error(format!("{field}.registry"), Some(env), why);
+            }
+        }
+        if let Some(context) = &e.context {
+            out.single_line(format!("{field}.context"), Some(env), context, true);
+        }
+        if let Some(gateway) = &e.gateway {
+            out.single_line(
+                format!("{field}.gateway.name"),
+                Some(env),
+                &gateway.name,
+                false,
+            );
+            if let Some(ns) = &gateway.namespace {
+                if let Err(err) = names::validate_label(ns) {
+                    out.error(
+                        format!("{field}.gateway.namespace"),
+                        Some(env),
+                        err.to_string(),
+                    );
+                }
+            }
+        }
         if let Some(ns) = &e.namespace {
             if let Err(err) = names::validate_label(ns) {
                 out.error(format!("{field}.namespace"), Some(env), err.to_string());
@@ -268,6 +340,7 @@ fn check_environments(m: &Manifest, out: &mut Findings) {
 fn check_strategies(m: &Manifest, out: &mut Findings) {
     for (name, strategy) in &m.strategies {
         let field = format!("strategies.{name}");
+        out.single_line(field.clone(), Some(strategy), name, false);
         let s = &strategy.value;
         match s.kind {
             StrategyKind::Canary => {
@@ -347,7 +420,13 @@ fn check_strategies(m: &Manifest, out: &mut Findings) {
     }
     for (name, analysis) in &m.analyses {
         let field = format!("analyses.{name}");
+        out.single_line(field.clone(), Some(analysis), name, false);
         let a = &analysis.value;
+        for (key, value) in [("url", &a.url), ("address", &a.address)] {
+            if let Some(value) = value {
+                out.single_line(format!("{field}.{key}"), Some(analysis), value, false);
+            }
+        }
         let needs_threshold = matches!(
             a.metric,
             Metric::ErrorRate
@@ -445,24 +524,33 @@ fn check_analysis_ref<T>(
     }
 }
 
-/// Reports each dependency cycle between services once.
+/// Reports each dependency cycle between services once. A depth-first search with an
+/// explicit stack: a manifest's dependency chain may be as long as its author likes (a
+/// 25,000-service chain must not overflow the thread's stack).
 fn check_cycles(m: &Manifest, out: &mut Findings) {
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
         Visiting,
         Done,
     }
-    fn visit<'a>(
-        m: &'a Manifest,
-        name: &'a str,
-        marks: &mut BTreeMap<&'a str, Mark>,
-        stack: &mut Vec<&'a str>,
-        out: &mut Findings,
-    ) {
-        marks.insert(name, Mark::Visiting);
-        stack.push(name);
-        let service = &m.services[name];
-        for dep in &service.value.depends_on {
+    let mut marks: HashMap<&str, Mark> = HashMap::with_capacity(m.services.len());
+    // The current path: each service with the index of the next dependency to look at.
+    let mut path: Vec<(&str, usize)> = Vec::new();
+    for root in m.services.keys() {
+        if marks.contains_key(root.as_str()) {
+            continue;
+        }
+        marks.insert(root, Mark::Visiting);
+        path.push((root, 0));
+        while let Some((name, next)) = path.last_mut() {
+            let name: &str = name;
+            let deps = &m.services[name].value.depends_on;
+            let Some(dep) = deps.get(*next) else {
+                marks.insert(name, Mark::Done);
+                path.pop();
+                continue;
+            };
+            *next += 1;
             let Some((dep_name, _)) = m.services.get_key_value(dep.value.as_str()) else {
                 continue;
             };
@@ -471,28 +559,49 @@ fn check_cycles(m: &Manifest, out: &mut Findings) {
             }
             match marks.get(dep_name.as_str()) {
                 Some(Mark::Visiting) => {
-                    let start = stack.iter().position(|s| *s == dep_name).unwrap_or(0);
-                    let mut cycle: Vec<&str> = stack[start..].to_vec();
+                    let start = path.iter().position(|(s, _)| s == dep_name).unwrap_or(0);
+                    let mut cycle: Vec<&str> = path[start..].iter().map(|(s, _)| *s).collect();
                     cycle.push(dep_name);
                     out.error(
                         format!("services.{name}.depends_on"),
                         Some(dep),
-                        format!("dependency cycle: {}", cycle.join(" → ")),
+                        format!("dependency cycle: {}", show_cycle(&cycle)),
                     );
                 }
                 Some(Mark::Done) => {}
-                None => visit(m, dep_name, marks, stack, out),
+                None => {
+                    marks.insert(dep_name, Mark::Visiting);
+                    path.push((dep_name, 0));
+                }
             }
         }
-        stack.pop();
-        marks.insert(name, Mark::Done);
     }
-    let mut marks = BTreeMap::new();
-    for name in m.services.keys() {
-        if !marks.contains_key(name.as_str()) {
-            visit(m, name, &mut marks, &mut Vec::new(), out);
-        }
+}
+
+/// A mount path inside a container: absolute, one line.
+fn check_volume<T>(field: String, at: Option<&Spanned<T>>, volume: &str, out: &mut Findings) {
+    if !volume.starts_with('/') {
+        out.error(
+            field.clone(),
+            at,
+            format!("volume mount path `{volume}` must be absolute"),
+        );
     }
+    out.single_line(field, at, volume, true);
+}
+
+/// `a → b → a`; a long cycle shows its ends and how many services lie between.
+fn show_cycle(cycle: &[&str]) -> String {
+    const ENDS: usize = 4;
+    if cycle.len() <= 2 * ENDS + 1 {
+        return cycle.join(" → ");
+    }
+    format!(
+        "{} → … {} more … → {}",
+        cycle[..ENDS].join(" → "),
+        cycle.len() - 2 * ENDS,
+        cycle[cycle.len() - ENDS..].join(" → ")
+    )
 }
 
 /// A service path must stay inside the app: relative, no `..`. Returns it normalised.
@@ -500,6 +609,12 @@ pub fn check_relative_path(path: &str) -> Result<String, String> {
     let p = Path::new(path);
     if path.trim().is_empty() {
         return Err("path is empty".into());
+    }
+    if let Some(c) = names::find_not_single_line(path) {
+        return Err(format!(
+            "`{path}` contains {}; paths may not contain control or bidirectional characters",
+            names::describe_char(c)
+        ));
     }
     if p.is_absolute() || path.starts_with('\\') {
         return Err(format!(
@@ -541,7 +656,8 @@ pub fn normalize_route(route: &str) -> Result<String, String> {
         .find(|c| !(c.is_ascii_alphanumeric() || "/-._~".contains(*c)))
     {
         return Err(format!(
-            "route `{route}` contains `{c}`; use letters, digits and `/-._~`"
+            "route `{route}` contains {}; use letters, digits and `/-._~`",
+            names::describe_char(c)
         ));
     }
     if route.split('/').any(|seg| seg == ".." || seg == ".") || route.contains("//") {
