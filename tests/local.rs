@@ -447,61 +447,15 @@ fn probe(app: &App, image: &str, targets: &[String]) -> Vec<(String, String)> {
 /// entry port serves only public routes: `Host` and dot-segments reach nothing else.
 fn router_is_closed_to_the_app(app: &mut App, port: u16) {
     let router = format!("{}-router", app.name);
-    let token_file = app.state.join(&app.name).join("local").join("router.token");
-    let token = std::fs::read_to_string(&token_file)
-        .unwrap()
-        .trim()
-        .to_string();
-    assert_eq!(token.len(), 64);
-    use std::os::unix::fs::PermissionsExt;
-    assert_eq!(
-        std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
     let info = inspect(&router);
-    assert!(
-        !info.to_string().contains(&token),
-        "the admin token shows in docker inspect"
-    );
-    let networks = info["NetworkSettings"]["Networks"].as_object().unwrap();
-    let mut names: Vec<String> = networks.keys().cloned().collect();
-    names.sort();
-    assert_eq!(
-        names,
-        vec![format!("0dronectl-admin-{}", app.name), app.name.clone()]
-    );
-    let published = |p: &str| -> u16 {
+    let published = |p: &str| -> Option<u16> {
         info["NetworkSettings"]["Ports"][p][0]["HostPort"]
-            .as_str()
-            .unwrap()
+            .as_str()?
             .parse()
-            .unwrap()
+            .ok()
     };
-    assert_eq!(published("8081/tcp"), port);
-    let admin_port = published("9901/tcp");
-    assert!(
-        info["NetworkSettings"]["Ports"]["8080/tcp"].is_null(),
-        "the internal data port is not published"
-    );
-
-    // From the host: 401 without the token or with a wrong one; nothing changes.
-    let generation = |token: &str| -> u64 {
-        let auth = format!("Bearer {token}");
-        let r = http(admin_port, "GET", "/config", &[("Authorization", &auth)]).unwrap();
-        assert_eq!(r.status, 200, "{}", r.body);
-        serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["generation"]
-            .as_u64()
-            .unwrap()
-    };
-    let before = generation(&token);
-    let wrong = format!("Bearer {}", "0".repeat(64));
-    for headers in [vec![], vec![("Authorization", wrong.as_str())]] {
-        for (method, path) in [("PUT", "/config"), ("GET", "/config"), ("GET", "/readyz")] {
-            let r = http(admin_port, method, path, &headers).unwrap();
-            assert_eq!(r.status, 401, "{method} {path} {headers:?}: {}", r.body);
-        }
-    }
-    assert_eq!(generation(&token), before);
+    let admin_port = published("9901/tcp").expect("the admin port is published");
+    let networks = info["NetworkSettings"]["Networks"].as_object().unwrap();
 
     // From a container on the app network: nothing answers on the admin or public port,
     // by service name or on any of the router's addresses (or the host's, through the app
@@ -541,6 +495,56 @@ fn router_is_closed_to_the_app(app: &mut App, port: u16) {
         "http 405",
         "the probe reaches the router's internal port"
     );
+
+    // Two networks: the app's and the router's own, where only its public port (the entry)
+    // and admin API are published; the internal data port is not.
+    let mut names: Vec<String> = networks.keys().cloned().collect();
+    names.sort();
+    assert_eq!(
+        names,
+        vec![format!("0dronectl-admin-{}", app.name), app.name.clone()]
+    );
+    assert_eq!(published("8081/tcp"), Some(port));
+    assert_eq!(
+        published("8080/tcp"),
+        None,
+        "the internal port is not published"
+    );
+
+    // The admin token: in the app's state (0600), in no container setting.
+    let token_file = app.state.join(&app.name).join("local").join("router.token");
+    let token = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_eq!(token.len(), 64);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(
+        !info.to_string().contains(&token),
+        "the admin token shows in docker inspect"
+    );
+
+    // From the host: 401 without the token or with a wrong one; nothing changes.
+    let generation = |token: &str| -> u64 {
+        let auth = format!("Bearer {token}");
+        let r = http(admin_port, "GET", "/config", &[("Authorization", &auth)]).unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["generation"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = generation(&token);
+    let wrong = format!("Bearer {}", "0".repeat(64));
+    for headers in [vec![], vec![("Authorization", wrong.as_str())]] {
+        for (method, path) in [("PUT", "/config"), ("GET", "/config"), ("GET", "/readyz")] {
+            let r = http(admin_port, method, path, &headers).unwrap();
+            assert_eq!(r.status, 401, "{method} {path} {headers:?}: {}", r.body);
+        }
+    }
     assert_eq!(generation(&token), before);
 
     // The entry serves public routes only: Host routing, the preview host and paths that

@@ -430,7 +430,7 @@ async fn bind_network(docker: &Docker, name: &str) -> anyhow::Result<BindNetwork
         .unwrap_or_default()
         .iter()
         .find_map(|c| {
-            let gateway = c.gateway.as_deref()?;
+            let gateway: std::net::Ipv4Addr = c.gateway.as_deref()?.parse().ok()?;
             let prefix = c.subnet.as_deref()?.split_once('/')?.1;
             format!("{gateway}/{prefix}").parse().ok()
         })
