@@ -29,7 +29,19 @@ pub async fn request(
     body: Option<&[u8]>,
     timeout: Duration,
 ) -> std::io::Result<Response> {
-    tokio::time::timeout(timeout, exchange(method, addr, path, body))
+    request_with_headers(method, addr, path, &[], body, timeout).await
+}
+
+/// [`request`] with extra request headers (names and values must be valid header text).
+pub async fn request_with_headers(
+    method: &str,
+    addr: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+    timeout: Duration,
+) -> std::io::Result<Response> {
+    tokio::time::timeout(timeout, exchange(method, addr, path, headers, body))
         .await
         .map_err(|_| {
             std::io::Error::new(
@@ -47,10 +59,14 @@ async fn exchange(
     method: &str,
     addr: &str,
     path: &str,
+    headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> std::io::Result<Response> {
     let mut stream = TcpStream::connect(addr).await?;
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: dronectl/{}\r\n", env!("CARGO_PKG_VERSION"));
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
     if let Some(body) = body {
         head.push_str(&format!(
             "Content-Type: application/json\r\nContent-Length: {}\r\n",

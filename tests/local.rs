@@ -1,5 +1,7 @@
 //! The local target and the rollout engine on the real Docker engine, with the reference
-//! app: `up` (idempotent), a real delivery through the router, zero-downtime rolling,
+//! app: `up` (idempotent), a real delivery through the router, the router closed to app
+//! containers (admin API and public port unreachable from the app network, admin token
+//! required) and its entry serving only public routes, zero-downtime rolling,
 //! blue-green and canary rollouts of `delivery` under steady load, a bad candidate aborted
 //! by analysis, a crash-looping candidate failing fast, a killed dronectl resumed and
 //! aborted from persisted state, a second concurrent deploy refused, and `down`.
@@ -167,6 +169,12 @@ strategies:
     steps:
       - weight: 100
     scale_down_delay: 3s
+  preview:
+    type: blue-green
+    steps:
+      - pause: {{}}
+      - weight: 100
+    scale_down_delay: 1s
   rolling:
     type: rolling
     max_surge: 1
@@ -345,6 +353,309 @@ fn spawn_json(app: &App, args: &[&str]) -> (Child, EventLog) {
     (child, lines)
 }
 
+/// One request to the entry port with the given `Host` (and other headers): status, the
+/// `x-dronectl-version` that served, body.
+fn entry_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    host: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: 0\r\n"
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status = raw.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let version = raw
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("x-dronectl-version")
+                .then(|| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, version, body)
+}
+
+/// `docker inspect` of a container as JSON.
+fn inspect(container: &str) -> serde_json::Value {
+    let out = Command::new("docker")
+        .args(["inspect", container])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()[0].clone()
+}
+
+/// The probe image (tests/fixtures/netprobe.rs as a static binary, `FROM scratch`).
+fn probe_image(app: &App) -> String {
+    let exe = app.dir.path().join("netprobe");
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let out = Command::new(rustc)
+        .args([
+            "-O",
+            "-C",
+            "target-feature=+crt-static",
+            "--target",
+            "x86_64-unknown-linux-gnu",
+            "-o",
+        ])
+        .arg(&exe)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/netprobe.rs"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let tag = format!("{}-netprobe:1", app.name);
+    let out = app.run(&["image", "pack", exe.to_str().unwrap(), "--tag", &tag]);
+    assert_code(&out, 0);
+    tag
+}
+
+/// Runs the probe on the app network against `targets`; its answer per target.
+fn probe(app: &App, image: &str, targets: &[String]) -> Vec<(String, String)> {
+    let out = Command::new("docker")
+        .args(["run", "--rm", "--network", &app.name, image])
+        .args(targets)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out)
+        .lines()
+        .map(|l| {
+            let (t, r) = l.split_once(' ').unwrap();
+            (t.to_string(), r.to_string())
+        })
+        .collect()
+}
+
+/// Only dronectl can change traffic: from a container on the app network, the router's
+/// admin API and public port answer on no address; from the host, the admin API answers
+/// only to the token, which is in the app's state (0600) and in no container setting. The
+/// entry port serves only public routes: `Host` and dot-segments reach nothing else.
+fn router_is_closed_to_the_app(app: &mut App, port: u16) {
+    let router = format!("{}-router", app.name);
+    let info = inspect(&router);
+    let published = |p: &str| -> Option<u16> {
+        info["NetworkSettings"]["Ports"][p][0]["HostPort"]
+            .as_str()?
+            .parse()
+            .ok()
+    };
+    let admin_port = published("9901/tcp").expect("the admin port is published");
+    let networks = info["NetworkSettings"]["Networks"].as_object().unwrap();
+
+    // From a container on the app network: nothing answers on the admin or public port,
+    // by service name or on any of the router's addresses (or the host's, through the app
+    // network's gateway); the internal data port does answer (the probe is really there).
+    let image = probe_image(app);
+    app.images.push(image.clone());
+    let mut closed = vec![
+        "delivery:9901/config".to_string(),
+        "ingestion:9901/config".to_string(),
+        "delivery-preview:9901/config".to_string(),
+        "delivery:8081/config".to_string(),
+    ];
+    for (name, net) in networks {
+        let ip = net["IPAddress"].as_str().unwrap();
+        closed.push(format!("{ip}:9901/config"));
+        closed.push(format!("{ip}:8081/config"));
+        if name == &app.name {
+            let gateway = net["Gateway"].as_str().unwrap();
+            closed.push(format!("{gateway}:{admin_port}/config"));
+            closed.push(format!("{gateway}:{port}/config"));
+            closed.push(format!("{gateway}:9901/config"));
+        }
+    }
+    let mut targets = closed.clone();
+    targets.push("delivery:8080/api/deliveries/stats".into());
+    let results = probe(app, &image, &targets);
+    eprintln!("probe from the app network: {results:?}");
+    assert_eq!(results.len(), targets.len());
+    for (target, result) in &results[..closed.len()] {
+        assert!(
+            matches!(result.as_str(), "refused" | "timeout" | "unreachable"),
+            "{target} answered from the app network: {result}"
+        );
+    }
+    assert_eq!(
+        results.last().unwrap().1,
+        "http 405",
+        "the probe reaches the router's internal port"
+    );
+
+    // Two networks: the app's and the router's own, where only its public port (the entry)
+    // and admin API are published; the internal data port is not.
+    let mut names: Vec<String> = networks.keys().cloned().collect();
+    names.sort();
+    assert_eq!(
+        names,
+        vec![format!("0dronectl-admin-{}", app.name), app.name.clone()]
+    );
+    assert_eq!(published("8081/tcp"), Some(port));
+    assert_eq!(
+        published("8080/tcp"),
+        None,
+        "the internal port is not published"
+    );
+
+    // The admin token: in the app's state (0600), in no container setting.
+    let token_file = app.state.join(&app.name).join("local").join("router.token");
+    let token = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_eq!(token.len(), 64);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(
+        !info.to_string().contains(&token),
+        "the admin token shows in docker inspect"
+    );
+
+    // From the host: 401 without the token or with a wrong one; nothing changes.
+    let generation = |token: &str| -> u64 {
+        let auth = format!("Bearer {token}");
+        let r = http(admin_port, "GET", "/config", &[("Authorization", &auth)]).unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["generation"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = generation(&token);
+    let wrong = format!("Bearer {}", "0".repeat(64));
+    for headers in [vec![], vec![("Authorization", wrong.as_str())]] {
+        for (method, path) in [("PUT", "/config"), ("GET", "/config"), ("GET", "/readyz")] {
+            let r = http(admin_port, method, path, &headers).unwrap();
+            assert_eq!(r.status, 401, "{method} {path} {headers:?}: {}", r.body);
+        }
+    }
+    assert_eq!(generation(&token), before);
+
+    // The entry serves public routes only: Host routing, the preview host and paths that
+    // leave a public route reach nothing; delivery's internal endpoints are not public.
+    let id = "00000000-0000-4000-8000-000000000000";
+    for (method, path, host) in [
+        ("GET", "/api/deliveries/stats", "delivery"),
+        ("GET", "/api/deliveries/stats", "delivery-preview"),
+        ("GET", "/api/accounts/x", "account"),
+        ("GET", "/api/fleet", "dronescheduler:8080"),
+        ("GET", "/api/deliveries/stats", "127.0.0.1"),
+        ("PUT", &format!("/api/deliveries/{id}"), "127.0.0.1"),
+        ("DELETE", &format!("/api/deliveries/{id}"), "delivery"),
+        ("PUT", &format!("/api/deliveries/{id}/failure"), "127.0.0.1"),
+        ("GET", "/api/deliveries/public/../stats", "127.0.0.1"),
+        ("GET", "/api/deliveries/public/%2e%2e/stats", "delivery"),
+    ] {
+        // The router's own 404 (no service answered: no version header).
+        let (status, version, body) = entry_request(port, method, path, host, &[]);
+        assert_eq!(
+            (status, version.as_str()),
+            (404, ""),
+            "{method} {path} (Host: {host}) from the host: {body}"
+        );
+    }
+    let (status, version, _) = entry_request(
+        port,
+        "GET",
+        "/api/deliveries/public/..%2fstats",
+        "delivery",
+        &[],
+    );
+    assert_eq!((status, version.as_str()), (400, ""));
+    // The public read view is served by delivery (an unknown id: its own 404).
+    let (status, version, _) = entry_request(
+        port,
+        "GET",
+        &format!("/api/deliveries/public/{id}"),
+        "delivery",
+        &[],
+    );
+    assert_eq!(status, 404);
+    assert!(!version.is_empty(), "served by delivery");
+}
+
+/// A weight-0 candidate (blue-green paused before the switch) is not served from outside
+/// with `x-dronectl-version` alone; with the app's admin token it is (the preview flow from
+/// the host).
+fn weight_zero_version_is_not_public(app: &App, port: u16) {
+    app.set_env("delivery", "ROLLOUT_ROUND", "preview");
+    let image = delivery_image(app);
+    let out = app.run(&[
+        "deploy",
+        "delivery",
+        "--image",
+        &image,
+        "--strategy",
+        "preview",
+        "--timeout",
+        "3m",
+    ]);
+    assert_code(&out, 5);
+    let out = app.run(&["-o", "json", "rollout", "status", "delivery"]);
+    let view: serde_json::Value =
+        serde_json::from_str(stdout(&out).lines().last().unwrap()).unwrap();
+    let candidate = view["result"]["candidate"]["revision"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{view}"))
+        .to_string();
+    let stable = view["result"]["stable"]["revision"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(view["result"]["candidate"]["weight"], 0, "{view}");
+    let path = "/api/deliveries/public/00000000-0000-4000-8000-000000000000";
+    let token_file = app.state.join(&app.name).join("local").join("router.token");
+    let token = std::fs::read_to_string(token_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    let wrong = "f".repeat(64);
+    for headers in [
+        vec![("x-dronectl-version", candidate.as_str())],
+        vec![
+            ("x-dronectl-version", candidate.as_str()),
+            ("x-dronectl-token", wrong.as_str()),
+        ],
+    ] {
+        for host in ["127.0.0.1", "delivery-preview", "delivery"] {
+            let (status, version, _) = entry_request(port, "GET", path, host, &headers);
+            assert_eq!(
+                (status, version.as_str()),
+                (404, stable.as_str()),
+                "{headers:?} Host: {host}"
+            );
+        }
+    }
+    let (status, version, _) = entry_request(
+        port,
+        "GET",
+        path,
+        "127.0.0.1",
+        &[
+            ("x-dronectl-version", candidate.as_str()),
+            ("x-dronectl-token", token.as_str()),
+        ],
+    );
+    assert_eq!((status, version), (404, candidate));
+    assert_code(&app.run(&["rollout", "abort", "delivery"]), 0);
+}
+
 fn wait_event(lines: &EventLog, what: &str, timeout: Duration) -> Instant {
     wait_for(&format!("a `{what}` rollout event"), timeout, || {
         lines
@@ -358,7 +669,7 @@ fn wait_event(lines: &EventLog, what: &str, timeout: Duration) -> Instant {
 
 #[test]
 fn reference_app_on_the_local_engine() {
-    let app = app();
+    let mut app = app();
     let artifacts = app.artifacts.to_str().unwrap().to_string();
 
     // Up: the whole app, ready, behind the router.
@@ -419,6 +730,10 @@ fn reference_app_on_the_local_engine() {
         (r.status == 200 && r.body.contains("Completed")).then_some(r.body)
     });
     assert!(stage.contains(&id));
+
+    // Only dronectl can change traffic; the entry serves only public routes.
+    router_is_closed_to_the_app(&mut app, port);
+    weight_zero_version_is_not_public(&app, port);
 
     // Zero downtime: rolling, blue-green and a full canary of `delivery` under load.
     let image = delivery_image(&app);
@@ -620,10 +935,28 @@ fn reference_app_on_the_local_engine() {
     let out = app.run(&["-o", "json", "rollout", "history", "delivery"]);
     assert_code(&out, 0);
 
-    // Down removes exactly what was created; volumes only with --volumes.
+    // Down removes exactly what was created (both networks, the admin token); volumes only
+    // with --volumes.
     let out = app.run(&["-o", "json", "down"]);
     assert_code(&out, 0);
     assert!(ids(&app).is_empty());
+    let networks = Command::new("docker")
+        .args([
+            "network",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("label=dev.dronectl.app={}", app.name),
+        ])
+        .output()
+        .unwrap();
+    assert!(stdout(&networks).trim().is_empty(), "networks are removed");
+    assert!(!app
+        .state
+        .join(&app.name)
+        .join("local")
+        .join("router.token")
+        .exists());
     let volumes = Command::new("docker")
         .args([
             "volume",

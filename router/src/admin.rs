@@ -1,4 +1,6 @@
-//! The admin API (separate port): config, health, metrics, stats, endpoints.
+//! The admin API (separate port): config, health, metrics, stats, endpoints. Every request
+//! must carry `Authorization: Bearer <admin token>`; anything else is 401, before the path
+//! is even looked at.
 
 use std::convert::Infallible;
 use std::sync::atomic::Ordering::Relaxed;
@@ -20,6 +22,21 @@ pub(crate) async fn handle(
     inner: Arc<Inner>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    let authorized = inner
+        .admin_token
+        .as_ref()
+        .is_some_and(|t| t.matches_bearer(req.headers().get(header::AUTHORIZATION)));
+    if !authorized {
+        let mut r = error(
+            StatusCode::UNAUTHORIZED,
+            "the admin API needs the app's admin token (Authorization: Bearer …)".to_string(),
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"dronectl-router\""),
+        );
+        return Ok(r);
+    }
     let handle = RouterHandle(inner.clone());
     let path = req.uri().path().to_string();
     let resp = match (req.method(), path.as_str()) {
@@ -88,7 +105,9 @@ async fn put_config(handle: &RouterHandle, req: Request<Incoming>) -> Response<F
             StatusCode::OK,
             &serde_json::json!({"generation": generation}),
         ),
-        Err(e @ ConfigError::StaleGeneration { .. }) => error(StatusCode::CONFLICT, e.to_string()),
+        Err(e @ (ConfigError::StaleGeneration { .. } | ConfigError::GenerationRequired { .. })) => {
+            error(StatusCode::CONFLICT, e.to_string())
+        }
         Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
     }
 }

@@ -11,9 +11,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouterConfig {
-    /// Monotonic version of this table, chosen by the writer (dronectl). `0` (or absent) on
-    /// `PUT /config` means "one more than the current generation". A `PUT` whose generation is
-    /// not above the one currently applied is rejected as stale (409): compare-and-set.
+    /// Monotonic version of this table, chosen by the writer (dronectl). A `PUT` whose
+    /// generation is not above the one currently applied is rejected (409): compare-and-set.
+    /// `0` (or absent) is never above it; only a table given at start may leave it out (it
+    /// becomes generation 1).
     #[serde(default)]
     pub generation: u64,
     /// Services by name (a DNS-1123 label, the same name service-to-service calls use as host).
@@ -90,6 +91,8 @@ pub enum ConfigError {
     },
     #[error("stale generation {got}: generation {current} is already applied")]
     StaleGeneration { got: u64, current: u64 },
+    #[error("generation is required: compare-and-set needs the applied generation + 1 ({})", current + 1)]
+    GenerationRequired { current: u64 },
 }
 
 impl RouterConfig {

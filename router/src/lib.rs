@@ -1,10 +1,12 @@
 //! dronectl's L7 HTTP traffic router.
 //!
 //! One router runs per app on its Docker network; every service name resolves to it, so all
-//! external and service-to-service traffic passes through it. It routes by `Host`
-//! (`<service>`, `<service>-preview`) or by public path prefix, splits each service's traffic
-//! between versions by weight, retries connection failures on other endpoints, and exposes an
-//! admin API (config, stats, metrics, endpoints) that dronectl drives. See `docs/router.md`.
+//! external and service-to-service traffic passes through it. Its internal data port routes
+//! by `Host` (`<service>`, `<service>-preview`) or by public path prefix; its public data port
+//! (the only one published on the host) routes by public path prefix only. It splits each
+//! service's traffic between versions by weight, retries connection failures on other
+//! endpoints, and exposes an admin API (config, stats, metrics, endpoints) that only the
+//! holder of the admin token can use. See `docs/router.md`.
 //!
 //! Library use (dronectl embeds it as `dronectl router`):
 //!
@@ -20,9 +22,12 @@
 //! [`Router`] owns its table, counters and upstream connection pool.
 
 mod admin;
+pub mod auth;
 mod body;
 pub mod config;
 mod metrics;
+pub mod network;
+mod path;
 mod proxy;
 pub mod stats;
 mod table;
@@ -43,22 +48,32 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tracing::{debug, info, warn};
 
+pub use auth::{AdminToken, TokenError};
 pub use config::{ConfigError, RouterConfig, ServiceConfig, VersionConfig};
 pub use metrics::EndpointInfo;
-pub use proxy::{CORRELATION_HEADER, VERSION_HEADER};
+pub use network::{BindNetwork, BindNetworkError};
+pub use proxy::{CORRELATION_HEADER, TOKEN_HEADER, VERSION_HEADER};
 pub use stats::{LatencyHistogram, ServiceStats, Stats, VersionStats, LATENCY_BUCKETS};
 
 use body::ReqBody;
 use metrics::Metrics;
+use proxy::Listener;
 use table::Table;
 
 /// How a router instance listens and behaves.
 #[derive(Debug, Clone)]
 pub struct RouterOptions {
-    /// Data port (HTTP/1.1 keep-alive, and HTTP/2 prior-knowledge h2c). Default `0.0.0.0:8080`.
+    /// Internal data port (HTTP/1.1 keep-alive, and HTTP/2 prior-knowledge h2c): `Host`
+    /// routing, preview host, `x-dronectl-version`, then public routes. Default `0.0.0.0:8080`.
     pub listen: SocketAddr,
+    /// Public data port, if any: public path routes only (`Host` is ignored for choosing the
+    /// service), `x-dronectl-version` only with the admin token. Default none.
+    pub public_listen: Option<SocketAddr>,
     /// Admin API port. Default `0.0.0.0:9901`.
     pub admin_listen: SocketAddr,
+    /// The token every admin call must present (`Authorization: Bearer`). Without one, the
+    /// admin API answers 401 to everything. Default none.
+    pub admin_token: Option<AdminToken>,
     /// Routing table to start with (otherwise empty: everything is 404 until `PUT /config`).
     pub initial_config: Option<RouterConfig>,
     /// Per attempt: time allowed until the upstream response head arrives (504 after).
@@ -77,13 +92,33 @@ impl Default for RouterOptions {
     fn default() -> Self {
         RouterOptions {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            public_listen: None,
             admin_listen: SocketAddr::from(([0, 0, 0, 0], 9901)),
+            admin_token: None,
             initial_config: None,
             upstream_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(2),
             max_body_bytes: 10 * 1024 * 1024,
             drain_timeout: Duration::from_secs(30),
         }
+    }
+}
+
+impl RouterOptions {
+    /// Moves the admin API and the public data port (their ports kept) to this host's
+    /// address on `network`, so that only what reaches that network reaches them (see
+    /// [`BindNetwork::local_address`]). Returns the address.
+    pub fn bind_host_facing(
+        &mut self,
+        network: &BindNetwork,
+        wait: Duration,
+    ) -> Result<std::net::IpAddr, BindNetworkError> {
+        let ip = network.local_address(wait)?;
+        self.admin_listen.set_ip(ip);
+        if let Some(public) = &mut self.public_listen {
+            public.set_ip(ip);
+        }
+        Ok(ip)
     }
 }
 
@@ -105,6 +140,10 @@ pub enum RouterError {
         path: Option<PathBuf>,
         source: ConfigError,
     },
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error(transparent)]
+    BindNetwork(#[from] BindNetworkError),
     #[error("router I/O error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -128,6 +167,7 @@ pub(crate) struct Inner {
     pub(crate) upstream_timeout: Duration,
     pub(crate) max_body_bytes: u64,
     pub(crate) draining: AtomicBool,
+    pub(crate) admin_token: Option<AdminToken>,
     apply_lock: Mutex<()>,
 }
 
@@ -138,17 +178,19 @@ pub struct RouterHandle(Arc<Inner>);
 
 impl RouterHandle {
     /// Validates and atomically applies a routing table; returns the applied generation.
-    /// Generation 0 means "current + 1"; a generation not above the current one is rejected,
-    /// so writers that read generation `g` and write `g + 1` never overwrite each other.
+    /// Compare-and-set: a generation not above the current one (0 and absent included) is
+    /// rejected, so writers that read generation `g` and write `g + 1` never overwrite each
+    /// other, and no writer can skip the check.
     /// In-flight requests finish where they were sent; only new requests see the new table.
-    pub fn apply(&self, mut cfg: RouterConfig) -> Result<u64, ConfigError> {
+    pub fn apply(&self, cfg: RouterConfig) -> Result<u64, ConfigError> {
         cfg.validate()?;
         let inner = &self.0;
         let _serialise = inner.apply_lock.lock().unwrap_or_else(|e| e.into_inner());
         let current = inner.table.load().generation();
         if cfg.generation == 0 {
-            cfg.generation = current + 1;
-        } else if cfg.generation <= current {
+            return Err(ConfigError::GenerationRequired { current });
+        }
+        if cfg.generation <= current {
             return Err(ConfigError::StaleGeneration {
                 got: cfg.generation,
                 current,
@@ -192,15 +234,18 @@ impl RouterHandle {
 /// A router whose sockets are bound but which does not serve yet.
 pub struct Router {
     data: std::net::TcpListener,
+    public: Option<std::net::TcpListener>,
     admin: std::net::TcpListener,
     data_addr: SocketAddr,
+    public_addr: Option<SocketAddr>,
     admin_addr: SocketAddr,
     drain_timeout: Duration,
     inner: Arc<Inner>,
 }
 
-/// Binds both ports (use port 0 to let the OS choose) and applies the initial config.
-/// Needs no async runtime; [`Router::serve`] must run inside a Tokio runtime.
+/// Binds the ports (use port 0 to let the OS choose) and applies the initial config (whose
+/// generation 0 or absent becomes 1). Needs no async runtime; [`Router::serve`] must run
+/// inside a Tokio runtime.
 pub fn bind(opts: RouterOptions) -> Result<Router, RouterError> {
     let listen = |addr: SocketAddr| -> Result<(std::net::TcpListener, SocketAddr), RouterError> {
         let l = std::net::TcpListener::bind(addr)
@@ -210,6 +255,13 @@ pub fn bind(opts: RouterOptions) -> Result<Router, RouterError> {
         Ok((l, local))
     };
     let (data, data_addr) = listen(opts.listen)?;
+    let (public, public_addr) = match opts.public_listen {
+        Some(addr) => {
+            let (l, a) = listen(addr)?;
+            (Some(l), Some(a))
+        }
+        None => (None, None),
+    };
     let (admin, admin_addr) = listen(opts.admin_listen)?;
 
     let mut connector = HttpConnector::new();
@@ -232,17 +284,21 @@ pub fn bind(opts: RouterOptions) -> Result<Router, RouterError> {
         upstream_timeout: opts.upstream_timeout,
         max_body_bytes: opts.max_body_bytes,
         draining: AtomicBool::new(false),
+        admin_token: opts.admin_token,
         apply_lock: Mutex::new(()),
     });
-    if let Some(cfg) = opts.initial_config {
+    if let Some(mut cfg) = opts.initial_config {
+        cfg.generation = cfg.generation.max(1);
         RouterHandle(inner.clone())
             .apply(cfg)
             .map_err(|source| RouterError::Config { path: None, source })?;
     }
     Ok(Router {
         data,
+        public,
         admin,
         data_addr,
+        public_addr,
         admin_addr,
         drain_timeout: opts.drain_timeout,
         inner,
@@ -258,9 +314,14 @@ pub async fn run(
 }
 
 impl Router {
-    /// The bound data address.
+    /// The bound internal data address.
     pub fn data_addr(&self) -> SocketAddr {
         self.data_addr
+    }
+
+    /// The bound public data address, if there is a public port.
+    pub fn public_addr(&self) -> Option<SocketAddr> {
+        self.public_addr
     }
 
     /// The bound admin address.
@@ -273,14 +334,26 @@ impl Router {
         RouterHandle(self.inner.clone())
     }
 
-    /// Serves both ports until `shutdown` completes. Then: readiness turns 503, the data port
-    /// stops accepting, idle keep-alive connections are closed, in-flight requests are
+    /// Serves every port until `shutdown` completes. Then: readiness turns 503, the data
+    /// ports stop accepting, idle keep-alive connections are closed, in-flight requests are
     /// drained (up to the drain timeout), and the admin port is closed last.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), RouterError> {
         let data = tokio::net::TcpListener::from_std(self.data)?;
+        let public = self
+            .public
+            .map(tokio::net::TcpListener::from_std)
+            .transpose()?;
         let admin = tokio::net::TcpListener::from_std(self.admin)?;
         let inner = self.inner;
-        info!(data = %self.data_addr, admin = %self.admin_addr, "router listening");
+        if inner.admin_token.is_none() {
+            warn!("no admin token: the admin API refuses every request");
+        }
+        info!(
+            data = %self.data_addr,
+            public = %self.public_addr.map_or("none".to_string(), |a| a.to_string()),
+            admin = %self.admin_addr,
+            "router listening"
+        );
 
         let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
         let admin_task = tokio::spawn(admin_loop(admin, inner.clone(), admin_stop_rx));
@@ -295,15 +368,24 @@ impl Router {
             .header_read_timeout(None);
         let graceful = GracefulShutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);
+        let accept_public = || async {
+            match &public {
+                Some(l) => l.accept().await,
+                None => std::future::pending().await,
+            }
+        };
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
-                res = data.accept() => match res {
-                    Ok((stream, remote)) => {
+                res = async { tokio::select! {
+                    r = data.accept() => r.map(|c| (c, Listener::Internal)),
+                    r = accept_public() => r.map(|c| (c, Listener::Public)),
+                } } => match res {
+                    Ok(((stream, remote), listener)) => {
                         let _ = stream.set_nodelay(true);
                         let inner = inner.clone();
                         let ip = remote.ip();
-                        let svc = service_fn(move |req| proxy::handle(inner.clone(), req, ip));
+                        let svc = service_fn(move |req| proxy::handle(inner.clone(), req, ip, listener));
                         let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
                         let conn = graceful.watch(conn);
                         tokio::spawn(async move {
@@ -322,6 +404,7 @@ impl Router {
 
         inner.draining.store(true, Relaxed);
         drop(data);
+        drop(public);
         info!("shutting down: draining in-flight requests");
         tokio::select! {
             _ = graceful.shutdown() => info!("drained"),

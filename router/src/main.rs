@@ -7,16 +7,26 @@ use std::time::Duration;
 
 use clap::Parser;
 
-/// dronectl's L7 HTTP traffic router (data port + admin API).
+/// dronectl's L7 HTTP traffic router (internal and public data ports + admin API).
 #[derive(Debug, Parser)]
 #[command(name = "dronectl-router", version, about)]
 struct Args {
-    /// Data port address (HTTP/1.1 and h2c).
+    /// Internal data port address (HTTP/1.1 and h2c): Host routing, preview, version header.
     #[arg(long, env = "ROUTER_LISTEN", default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
+    /// Public data port address: public path routes only.
+    #[arg(long, env = "ROUTER_PUBLIC_LISTEN")]
+    public_listen: Option<SocketAddr>,
     /// Admin API address.
     #[arg(long, env = "ROUTER_ADMIN_LISTEN", default_value = "0.0.0.0:9901")]
     admin_listen: SocketAddr,
+    /// File holding the admin token (without it the admin API refuses every request).
+    #[arg(long, env = "ROUTER_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// Bind the admin API and the public port to this host's address on the network with
+    /// this gateway (GATEWAY/PREFIX, e.g. 172.20.0.1/16) instead of their given IPs.
+    #[arg(long, env = "ROUTER_BIND_NETWORK")]
+    bind_network: Option<dronectl_router::BindNetwork>,
     /// JSON routing table to start with (same schema as `PUT /config`).
     #[arg(long, env = "ROUTER_CONFIG")]
     config: Option<PathBuf>,
@@ -38,24 +48,12 @@ fn main() -> ExitCode {
     let args = Args::parse();
     init_logging();
 
-    let initial_config = match &args.config {
-        Some(path) => match dronectl_router::load_config_file(path) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start");
-                return ExitCode::from(2);
-            }
-        },
-        None => None,
-    };
-    let opts = dronectl_router::RouterOptions {
-        listen: args.listen,
-        admin_listen: args.admin_listen,
-        initial_config,
-        upstream_timeout: Duration::from_millis(args.upstream_timeout_ms),
-        connect_timeout: Duration::from_millis(args.connect_timeout_ms),
-        max_body_bytes: args.max_body_bytes,
-        drain_timeout: Duration::from_secs(args.drain_timeout_secs),
+    let opts = match options(&args) {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            return ExitCode::from(2);
+        }
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -74,6 +72,32 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn options(args: &Args) -> Result<dronectl_router::RouterOptions, dronectl_router::RouterError> {
+    let initial_config = match &args.config {
+        Some(path) => Some(dronectl_router::load_config_file(path)?),
+        None => None,
+    };
+    let admin_token = match &args.admin_token_file {
+        Some(path) => Some(dronectl_router::AdminToken::from_file(path)?),
+        None => None,
+    };
+    let mut opts = dronectl_router::RouterOptions {
+        listen: args.listen,
+        public_listen: args.public_listen,
+        admin_listen: args.admin_listen,
+        admin_token,
+        initial_config,
+        upstream_timeout: Duration::from_millis(args.upstream_timeout_ms),
+        connect_timeout: Duration::from_millis(args.connect_timeout_ms),
+        max_body_bytes: args.max_body_bytes,
+        drain_timeout: Duration::from_secs(args.drain_timeout_secs),
+    };
+    if let Some(network) = &args.bind_network {
+        opts.bind_host_facing(network, Duration::from_secs(5))?;
+    }
+    Ok(opts)
 }
 
 /// JSON lines on stdout; level from `LOG_LEVEL` (default info), `RUST_LOG` also honoured.

@@ -1,5 +1,10 @@
-//! The data plane: route one request, pick a version and an endpoint, forward it, retry on
-//! connection failures, and account for it.
+//! The data plane: normalise the path, route one request, pick a version and an endpoint,
+//! forward it, retry on connection failures, and account for it.
+//!
+//! Two listeners share it. The internal one (on the app network) routes by `Host` first and
+//! honours `x-dronectl-version`; the public one (the port published on the host) routes by
+//! public path only and honours `x-dronectl-version` only with the admin token in
+//! `x-dronectl-token`. That header never reaches a service.
 
 use std::convert::Infallible;
 use std::net::IpAddr;
@@ -23,11 +28,24 @@ use crate::Inner;
 pub const VERSION_HEADER: &str = "x-dronectl-version";
 /// Correlation id header, forwarded or generated.
 pub const CORRELATION_HEADER: &str = "x-correlation-id";
+/// Request header carrying the admin token on the public port (to force a version there).
+/// Always removed before forwarding.
+pub const TOKEN_HEADER: &str = "x-dronectl-token";
+
+/// Which data port a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Listener {
+    /// The app network: `Host` routing, preview host, version header.
+    Internal,
+    /// Published on the host: public path routes only.
+    Public,
+}
 
 const MAX_ATTEMPTS: usize = 4;
 
 static X_VERSION: HeaderName = HeaderName::from_static(VERSION_HEADER);
 static X_CORRELATION: HeaderName = HeaderName::from_static(CORRELATION_HEADER);
+static X_TOKEN: HeaderName = HeaderName::from_static(TOKEN_HEADER);
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
@@ -36,14 +54,36 @@ pub(crate) async fn handle(
     inner: Arc<Inner>,
     req: Request<Incoming>,
     remote: IpAddr,
+    listener: Listener,
 ) -> Result<Response<RespBody>, Infallible> {
     let start = Instant::now();
     let (mut parts, body) = req.into_parts();
 
+    // 0. The path is routed (and forwarded) in its normal form, or refused.
+    match crate::path::normalize(parts.uri.path()) {
+        Ok(None) => {}
+        Ok(Some(normal)) => match with_path(&parts.uri, &normal) {
+            Some(uri) => parts.uri = uri,
+            None => return Ok(json_error(StatusCode::BAD_REQUEST, "invalid request path")),
+        },
+        Err(e) => {
+            debug!(path = parts.uri.path(), error = %e, "refused path");
+            return Ok(json_error(StatusCode::BAD_REQUEST, &e.to_string()));
+        }
+    }
+    let token_ok = listener == Listener::Internal
+        || parts.headers.get(&X_TOKEN).is_some_and(|v| {
+            inner
+                .admin_token
+                .as_ref()
+                .is_some_and(|t| t.matches(v.as_bytes()))
+        });
+    parts.headers.remove(&X_TOKEN);
+
     // 1. Route to a service (the table guard is dropped before any await).
     let routed = {
         let table = inner.table.load();
-        route(&table, &parts.headers, &parts.uri).map(|(s, p)| (s.clone(), p))
+        route(&table, &parts.headers, &parts.uri, listener).map(|(s, p)| (s.clone(), p))
     };
     let Some((svc, preview)) = routed else {
         inner.metrics.no_route.fetch_add(1, Relaxed);
@@ -51,10 +91,12 @@ pub(crate) async fn handle(
         return Ok(json_error(StatusCode::NOT_FOUND, "no route"));
     };
 
-    // 2. Pick a version: forced by header, the preview, or by weight.
+    // 2. Pick a version: forced by header (internal port, or with the token), the preview,
+    // or by weight.
     let forced = parts
         .headers
         .get(&X_VERSION)
+        .filter(|_| token_ok)
         .and_then(|v| svc.version_by_name(v.as_bytes()));
     let (version, weighted) = match (forced, preview) {
         (Some(v), _) => (Some(v), false),
@@ -252,17 +294,31 @@ fn kind_word(k: ErrorKind) -> &'static str {
     }
 }
 
-/// Host routing first (`<service>`, `<service>-preview`, any port), then public routes.
-/// Returns the service and whether the preview version was asked for.
+/// The same URI with another path (the query is kept).
+fn with_path(uri: &Uri, path: &str) -> Option<Uri> {
+    let pq = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(PathAndQuery::try_from(pq).ok()?);
+    Uri::from_parts(parts).ok()
+}
+
+/// Internal port: host routing first (`<service>`, `<service>-preview`, any port), then
+/// public routes. Public port: public routes only. Returns the service and whether the
+/// preview version was asked for.
 fn route<'t>(
     table: &'t Table,
     headers: &HeaderMap,
     uri: &Uri,
+    listener: Listener,
 ) -> Option<(&'t Arc<ServiceEntry>, bool)> {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .or_else(|| uri.authority().map(|a| a.as_str()));
+        .or_else(|| uri.authority().map(|a| a.as_str()))
+        .filter(|_| listener == Listener::Internal);
     if let Some(host) = host {
         let name = strip_port(host);
         let lower;

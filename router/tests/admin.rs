@@ -21,7 +21,7 @@ async fn config_put_get_and_validation() {
         "routes": ["/api/orders"]}}});
     let res = put_config(&c, &r, &good).await;
     assert_eq!((res.status, res.json()), (200, json!({"generation": 5})));
-    let res = get(&c, &r.admin_url("/config"), &[]).await;
+    let res = get(&c, &r.admin_url("/config"), ADMIN).await;
     assert_eq!(res.json(), good);
 
     for (bad, needle) in [
@@ -48,7 +48,7 @@ async fn config_put_get_and_validation() {
         let msg = res.json()["error"].as_str().unwrap().to_string();
         assert!(msg.contains(needle), "{needle} not in {msg}");
     }
-    let res = send(&c, "PUT", &r.admin_url("/config"), &[], "{not json").await;
+    let res = send(&c, "PUT", &r.admin_url("/config"), ADMIN, "{not json").await;
     assert_eq!(res.status, 400);
     assert!(res.json()["error"]
         .as_str()
@@ -57,9 +57,9 @@ async fn config_put_get_and_validation() {
     // Stale generation: 409; a rejected config changes nothing.
     let res = put_config(&c, &r, &json!({"generation": 4, "services": {}})).await;
     assert_eq!(res.status, 409);
-    assert_eq!(get(&c, &r.admin_url("/config"), &[]).await.json(), good);
+    assert_eq!(get(&c, &r.admin_url("/config"), ADMIN).await.json(), good);
     assert_eq!(get(&c, &r.url("/api/orders"), &[]).await.body, "a");
-    // Generation 0 / absent: next one.
+    // A following writer sends the applied generation + 1.
     let res = put_config(&c, &r, &json!({"services": {}})).await;
     assert_eq!(res.json(), json!({"generation": 6}));
     r.stop().await;
@@ -75,7 +75,7 @@ async fn stats_delta_and_quantiles_over_http() {
         get(&c, &r.url("/"), &[("host", "orders")]).await;
     }
     let before: Stats =
-        serde_json::from_str(&get(&c, &r.admin_url("/stats"), &[]).await.body).unwrap();
+        serde_json::from_str(&get(&c, &r.admin_url("/stats"), ADMIN).await.body).unwrap();
     for _ in 0..16 {
         assert_eq!(
             get(&c, &r.url("/"), &[("host", "orders")]).await.status,
@@ -93,7 +93,7 @@ async fn stats_delta_and_quantiles_over_http() {
     get(&c, &r.url("/slow?ms=1000"), &[("host", "orders")]).await;
     get(&c, &r.url("/nowhere"), &[("host", "nobody")]).await;
     let after: Stats =
-        serde_json::from_str(&get(&c, &r.admin_url("/stats"), &[]).await.body).unwrap();
+        serde_json::from_str(&get(&c, &r.admin_url("/stats"), ADMIN).await.body).unwrap();
     let d = Stats::delta(&before, &after);
     let v: &VersionStats = d.version("orders", "v1").unwrap();
     assert_eq!((v.requests, v.errors_5xx, v.upstream_errors), (21, 4, 0));
@@ -107,7 +107,7 @@ async fn stats_delta_and_quantiles_over_http() {
     assert!(v.latency.sum >= 1.0);
     // No traffic in an interval: inconclusive.
     let again: Stats =
-        serde_json::from_str(&get(&c, &r.admin_url("/stats"), &[]).await.body).unwrap();
+        serde_json::from_str(&get(&c, &r.admin_url("/stats"), ADMIN).await.body).unwrap();
     let idle = Stats::delta(&after, &again);
     assert_eq!(idle.version("orders", "v1").unwrap().error_rate(), None);
     r.stop().await;
@@ -124,7 +124,7 @@ async fn metrics_health_and_endpoints() {
     for _ in 0..3 {
         get(&c, &r.url("/"), &[("host", "orders")]).await;
     }
-    let res = get(&c, &r.admin_url("/metrics"), &[]).await;
+    let res = get(&c, &r.admin_url("/metrics"), ADMIN).await;
     assert_eq!(res.status, 200);
     assert!(res
         .header("content-type")
@@ -149,18 +149,18 @@ async fn metrics_health_and_endpoints() {
         let value = line.rsplit(' ').next().unwrap();
         assert!(value.parse::<f64>().is_ok(), "{line}");
     }
-    let res = get(&c, &r.admin_url("/healthz"), &[]).await;
+    let res = get(&c, &r.admin_url("/healthz"), ADMIN).await;
     assert_eq!((res.status, res.json()), (200, json!({"status": "ok"})));
-    let res = get(&c, &r.admin_url("/readyz"), &[]).await;
+    let res = get(&c, &r.admin_url("/readyz"), ADMIN).await;
     assert_eq!(res.status, 200);
-    let res = get(&c, &r.admin_url("/endpoints"), &[]).await;
+    let res = get(&c, &r.admin_url("/endpoints"), ADMIN).await;
     assert_eq!(
         res.json()["endpoints"],
         json!([{"endpoint": a.ep(), "in_flight": 0, "requests": 3, "in_config": true}])
     );
-    assert_eq!(get(&c, &r.admin_url("/nope"), &[]).await.status, 404);
+    assert_eq!(get(&c, &r.admin_url("/nope"), ADMIN).await.status, 404);
     assert_eq!(
-        send(&c, "DELETE", &r.admin_url("/config"), &[], "")
+        send(&c, "DELETE", &r.admin_url("/config"), ADMIN, "")
             .await
             .status,
         405

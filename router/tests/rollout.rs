@@ -134,7 +134,7 @@ async fn removed_endpoint_finishes_in_flight_and_gets_nothing_new() {
     .await;
     assert_eq!(res.status, 200);
     // The admin API reports the drain: still in flight, no longer configured.
-    let res = get(&c, &r.admin_url("/endpoints"), &[]).await;
+    let res = get(&c, &r.admin_url("/endpoints"), ADMIN).await;
     let rows = res.json()["endpoints"].as_array().unwrap().clone();
     let row = rows
         .iter()

@@ -60,12 +60,22 @@ pub struct LogsArgs {
 
 #[derive(Debug, Args)]
 pub struct RouterArgs {
-    /// Data address
+    /// Internal data address (Host routing, preview, version header)
     #[arg(long, default_value = "0.0.0.0:8080", env = "ROUTER_LISTEN")]
     pub listen: SocketAddr,
+    /// Public data address (public path routes only)
+    #[arg(long, env = "ROUTER_PUBLIC_LISTEN")]
+    pub public_listen: Option<SocketAddr>,
     /// Admin API address
     #[arg(long, default_value = "0.0.0.0:9901", env = "ROUTER_ADMIN_LISTEN")]
     pub admin_listen: SocketAddr,
+    /// File holding the admin token (without it the admin API refuses every request)
+    #[arg(long, env = "ROUTER_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Bind the admin API and the public address to this host's address on the network with
+    /// this gateway (GATEWAY/PREFIX, e.g. 172.20.0.1/16)
+    #[arg(long, env = "ROUTER_BIND_NETWORK")]
+    pub bind_network: Option<dronectl_router::BindNetwork>,
     /// Routing table to start with (JSON)
     #[arg(long, env = "ROUTER_CONFIG")]
     pub config: Option<PathBuf>,
@@ -175,12 +185,21 @@ pub fn router(args: RouterArgs) -> anyhow::Result<Outcome> {
         Some(path) => Some(dronectl_router::load_config_file(path)?),
         None => None,
     };
-    let opts = dronectl_router::RouterOptions {
+    let admin_token = match &args.admin_token_file {
+        Some(path) => Some(dronectl_router::AdminToken::from_file(path)?),
+        None => None,
+    };
+    let mut opts = dronectl_router::RouterOptions {
         listen: args.listen,
+        public_listen: args.public_listen,
         admin_listen: args.admin_listen,
+        admin_token,
         initial_config,
         ..Default::default()
     };
+    if let Some(network) = &args.bind_network {
+        opts.bind_host_facing(network, std::time::Duration::from_secs(5))?;
+    }
     runtime()?.block_on(async {
         let shutdown = async {
             let mut term =

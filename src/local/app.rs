@@ -7,23 +7,29 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig,
-    PortBinding, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
+    ContainerCreateBody, EndpointSettings, HostConfig, NetworkConnectRequest, NetworkCreateRequest,
+    NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
     ListVolumesOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    UploadToContainerOptionsBuilder,
 };
 use bollard::Docker;
+use dronectl_router::{AdminToken, BindNetwork};
 use futures_util::StreamExt;
 use serde::Serialize;
 
 use super::platform::{LocalPlatform, ServiceRuntime};
 use super::router;
-use super::{label_filter, labels, Names, ROUTER_ADMIN_PORT, ROUTER_PORT};
+use super::{
+    label_filter, labels, Names, ROUTER_ADMIN_PORT, ROUTER_PORT, ROUTER_PUBLIC_PORT,
+    ROUTER_TOKEN_PATH,
+};
 use crate::error::UsageError;
 use crate::events::{Event, Reporter};
 use crate::manifest::{LoadedManifest, Manifest, Target};
+use crate::rollout::state::{ensure_router_token, read_router_token, ROUTER_TOKEN_FILE};
 use crate::rollout::{ops, Engine, FileStore, Plan, Revision, Timing};
 
 /// The environment used when none is given and the manifest names no docker environment.
@@ -78,7 +84,15 @@ impl LocalTarget {
                 names.app
             ))
         })?;
-        Ok(Self::assemble(manifest, env, docker, names, ports))
+        let dir = FileStore::default_dir(&names.app, &env);
+        let token = read_router_token(&dir)?.ok_or_else(|| {
+            UsageError(format!(
+                "the router's admin token {} is missing; run `dronectl up`, which replaces the router with one that knows a new token",
+                dir.join(ROUTER_TOKEN_FILE).display()
+            ))
+        })?;
+        let admin = ports.admin(token);
+        Ok(Self::assemble(manifest, env, docker, names, ports, admin))
     }
 
     fn assemble(
@@ -87,6 +101,7 @@ impl LocalTarget {
         docker: Docker,
         names: Names,
         ports: router::RouterPorts,
+        admin: router::RouterAdmin,
     ) -> LocalTarget {
         let services = manifest
             .manifest
@@ -112,7 +127,7 @@ impl LocalTarget {
             .collect();
         let store =
             FileStore::new(FileStore::default_dir(&names.app, &env)).expect("state directory");
-        let platform = LocalPlatform::new(docker, names.clone(), &env, ports.admin, services);
+        let platform = LocalPlatform::new(docker, names.clone(), &env, admin, services);
         LocalTarget {
             manifest,
             env,
@@ -228,14 +243,47 @@ pub async fn up(opts: &UpOptions, reporter: &dyn Reporter) -> anyhow::Result<UpO
         }
     }
     let mut changed = false;
-    changed |= ensure_network(&docker, &names, &env).await?;
+    changed |= ensure_network(&docker, &names.network(), &names, &env).await?;
+    changed |= ensure_network(&docker, &names.admin_network(), &names, &env).await?;
+    let admin_network = bind_network(&docker, &names.admin_network()).await?;
     for name in m.infrastructure.keys() {
         changed |= ensure_infrastructure(&docker, &names, &env, m, name, reporter).await?;
     }
+    let state_dir = FileStore::default_dir(&names.app, &env);
+    FileStore::new(&state_dir)?;
+    let (token, _) = ensure_router_token(&state_dir)?;
     let router_image = router::ensure_image(&docker).await?;
-    changed |= ensure_router(&docker, &names, &env, m, &router_image, reporter).await?;
-    let ports = wait_router(&docker, &names).await?;
-    let target = LocalTarget::assemble(manifest.clone(), env.clone(), docker, names.clone(), ports);
+    // A router that answers but refuses the token (the token file was removed or replaced
+    // since it started) is replaced once with one that knows the token.
+    let mut replace = false;
+    let (ports, admin) = loop {
+        let setup = RouterSetup {
+            image: &router_image,
+            admin_network: &admin_network,
+            token: &token,
+            replace,
+        };
+        changed |= ensure_router(&docker, &names, &env, m, &setup, reporter).await?;
+        match wait_router(&docker, &names, &token).await? {
+            Some(ready) => break ready,
+            None if !replace => {
+                reporter.event(Event::Note {
+                    message: "the router refused the app's admin token; replacing it".into(),
+                    verbose: false,
+                });
+                replace = true;
+            }
+            None => bail!(router::TokenRefused),
+        }
+    };
+    let target = LocalTarget::assemble(
+        manifest.clone(),
+        env.clone(),
+        docker,
+        names.clone(),
+        ports,
+        admin,
+    );
 
     // Every service at once; each waits for its own readiness (which waits for its deps).
     let engine = target.engine(reporter, opts.timing);
@@ -349,20 +397,44 @@ fn config_hash(parts: &[&str]) -> String {
         .collect()
 }
 
-async fn ensure_network(docker: &Docker, names: &Names, env: &str) -> anyhow::Result<bool> {
-    if docker.inspect_network(&names.network(), None).await.is_ok() {
+async fn ensure_network(
+    docker: &Docker,
+    name: &str,
+    names: &Names,
+    env: &str,
+) -> anyhow::Result<bool> {
+    if docker.inspect_network(name, None).await.is_ok() {
         return Ok(false);
     }
     docker
         .create_network(NetworkCreateRequest {
-            name: names.network(),
+            name: name.to_string(),
             driver: Some("bridge".into()),
             labels: Some(base_labels(names, env, "network")),
             ..Default::default()
         })
         .await
-        .with_context(|| format!("creating network {}", names.network()))?;
+        .with_context(|| format!("creating network {name}"))?;
     Ok(true)
+}
+
+/// A network's IPv4 gateway and prefix length, as the router's `--bind-network` takes them.
+async fn bind_network(docker: &Docker, name: &str) -> anyhow::Result<BindNetwork> {
+    let inspect = docker
+        .inspect_network(name, None)
+        .await
+        .with_context(|| format!("inspecting network {name}"))?;
+    inspect
+        .ipam
+        .and_then(|i| i.config)
+        .unwrap_or_default()
+        .iter()
+        .find_map(|c| {
+            let gateway: std::net::Ipv4Addr = c.gateway.as_deref()?.parse().ok()?;
+            let prefix = c.subnet.as_deref()?.split_once('/')?.1;
+            format!("{gateway}/{prefix}").parse().ok()
+        })
+        .with_context(|| format!("network {name} has no IPv4 subnet with a gateway"))
 }
 
 async fn ensure_volume(
@@ -383,20 +455,33 @@ async fn ensure_volume(
     Ok(())
 }
 
+/// What is done to a newly created container before it first starts.
+#[derive(Default)]
+struct BeforeStart {
+    /// Further networks to join (the create call takes one).
+    networks: Vec<String>,
+    /// A tar archive extracted at `/` (files that must not be in the container's settings).
+    archive: Option<Vec<u8>>,
+    /// Replace the container even when its settings did not change.
+    replace: bool,
+}
+
 /// Creates (or replaces, when its settings changed) a long-running container.
 async fn ensure_container(
     docker: &Docker,
     name: &str,
     hash: &str,
     mut body: ContainerCreateBody,
+    before_start: BeforeStart,
 ) -> anyhow::Result<bool> {
     if let Ok(existing) = docker.inspect_container(name, None).await {
-        let same = existing
-            .config
-            .and_then(|c| c.labels)
-            .and_then(|l| l.get(labels::CONFIG).cloned())
-            .as_deref()
-            == Some(hash);
+        let same = !before_start.replace
+            && existing
+                .config
+                .and_then(|c| c.labels)
+                .and_then(|l| l.get(labels::CONFIG).cloned())
+                .as_deref()
+                == Some(hash);
         let running = existing.state.and_then(|s| s.running).unwrap_or(false);
         if same && running {
             return Ok(false);
@@ -422,11 +507,47 @@ async fn ensure_container(
         )
         .await
         .with_context(|| format!("creating container {name}"))?;
+    let prepared = prepare(docker, name, before_start).await;
+    if let Err(e) = prepared {
+        let _ = docker
+            .remove_container(
+                name,
+                Some(RemoveContainerOptionsBuilder::default().force(true).build()),
+            )
+            .await;
+        return Err(e);
+    }
     docker
         .start_container(name, None)
         .await
         .with_context(|| format!("starting container {name}"))?;
     Ok(true)
+}
+
+async fn prepare(docker: &Docker, name: &str, before_start: BeforeStart) -> anyhow::Result<()> {
+    for network in &before_start.networks {
+        docker
+            .connect_network(
+                network,
+                NetworkConnectRequest {
+                    container: name.to_string(),
+                    endpoint_config: Some(EndpointSettings::default()),
+                },
+            )
+            .await
+            .with_context(|| format!("connecting container {name} to network {network}"))?;
+    }
+    if let Some(archive) = before_start.archive {
+        docker
+            .upload_to_container(
+                name,
+                Some(UploadToContainerOptionsBuilder::default().path("/").build()),
+                bollard::body_full(bytes::Bytes::from(archive)),
+            )
+            .await
+            .with_context(|| format!("copying files into container {name}"))?;
+    }
+    Ok(())
 }
 
 async fn ensure_infrastructure(
@@ -485,7 +606,7 @@ async fn ensure_infrastructure(
         }),
         ..Default::default()
     };
-    let changed = ensure_container(docker, &container, &hash, body).await?;
+    let changed = ensure_container(docker, &container, &hash, body, BeforeStart::default()).await?;
     if changed {
         reporter.event(Event::Note {
             message: format!("started infrastructure `{name}` ({})", infra.image),
@@ -525,12 +646,27 @@ async fn container_ip(docker: &Docker, container: &str, network: &str) -> Option
         .filter(|ip| !ip.is_empty())
 }
 
+/// How the router container is to be set up.
+struct RouterSetup<'a> {
+    image: &'a str,
+    /// Its host-facing network (where its ports are published).
+    admin_network: &'a BindNetwork,
+    token: &'a AdminToken,
+    /// Replace it even when its settings did not change.
+    replace: bool,
+}
+
+/// The router container: on the app network with every service name (and
+/// `<service>-preview`) as alias, internal data port 8080 there; on its own host-facing
+/// network, where its public data port and admin API are bound and published on 127.0.0.1.
+/// The admin token is copied into the created container before it starts, so it is in no
+/// setting `docker inspect` shows (environment, command, labels).
 async fn ensure_router(
     docker: &Docker,
     names: &Names,
     env: &str,
     m: &Manifest,
-    image: &str,
+    setup: &RouterSetup<'_>,
     reporter: &dyn Reporter,
 ) -> anyhow::Result<bool> {
     let aliases: Vec<String> = m
@@ -538,7 +674,25 @@ async fn ensure_router(
         .keys()
         .flat_map(|s| [s.clone(), format!("{s}-preview")])
         .collect();
-    let hash = config_hash(&[image, &aliases.join(",")]);
+    let cmd: Vec<String> = [
+        "--listen".to_string(),
+        format!("0.0.0.0:{ROUTER_PORT}"),
+        "--public-listen".into(),
+        format!("0.0.0.0:{ROUTER_PUBLIC_PORT}"),
+        "--admin-listen".into(),
+        format!("0.0.0.0:{ROUTER_ADMIN_PORT}"),
+        "--bind-network".into(),
+        setup.admin_network.to_string(),
+        "--admin-token-file".into(),
+        ROUTER_TOKEN_PATH.into(),
+    ]
+    .into();
+    let hash = config_hash(&[
+        setup.image,
+        &aliases.join(","),
+        &cmd.join(" "),
+        &names.admin_network(),
+    ]);
     let publish = |port: u16| {
         (
             format!("{port}/tcp"),
@@ -549,11 +703,12 @@ async fn ensure_router(
         )
     };
     let body = ContainerCreateBody {
-        image: Some(image.to_string()),
+        image: Some(setup.image.to_string()),
+        cmd: Some(cmd),
         env: Some(vec!["LOG_LEVEL=warn".into()]),
         labels: Some(base_labels(names, env, "router")),
         exposed_ports: Some(vec![
-            format!("{ROUTER_PORT}/tcp"),
+            format!("{ROUTER_PUBLIC_PORT}/tcp"),
             format!("{ROUTER_ADMIN_PORT}/tcp"),
         ]),
         host_config: Some(HostConfig {
@@ -563,7 +718,7 @@ async fn ensure_router(
                 maximum_retry_count: None,
             }),
             port_bindings: Some(HashMap::from([
-                publish(ROUTER_PORT),
+                publish(ROUTER_PUBLIC_PORT),
                 publish(ROUTER_ADMIN_PORT),
             ])),
             ..Default::default()
@@ -579,30 +734,70 @@ async fn ensure_router(
         }),
         ..Default::default()
     };
+    let before_start = BeforeStart {
+        networks: vec![names.admin_network()],
+        archive: Some(token_archive(setup.token)?),
+        replace: setup.replace,
+    };
     // A replaced router starts with an empty table: routes are restored below by the
     // services' rollouts (`up` re-applies traffic for unchanged services).
-    let changed = ensure_container(docker, &names.router(), &hash, body).await?;
+    let changed = ensure_container(docker, &names.router(), &hash, body, before_start).await?;
     if changed {
         reporter.event(Event::Note {
-            message: format!("started the router ({image})"),
+            message: format!("started the router ({})", setup.image),
             verbose: true,
         });
     }
     Ok(changed)
 }
 
-async fn wait_router(docker: &Docker, names: &Names) -> anyhow::Result<router::RouterPorts> {
+/// A tar archive with the admin token at [`ROUTER_TOKEN_PATH`], readable only by the
+/// router's user (the image runs as 65532).
+fn token_archive(token: &AdminToken) -> anyhow::Result<Vec<u8>> {
+    let path = Path::new(ROUTER_TOKEN_PATH.trim_start_matches('/'));
+    let mut tar = tar::Builder::new(Vec::new());
+    let header = |kind: tar::EntryType, mode: u32, size: u64| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_uid(65532);
+        h.set_gid(65532);
+        h.set_size(size);
+        h
+    };
+    let mut dirs: Vec<&Path> = path.ancestors().skip(1).collect();
+    dirs.retain(|d| !d.as_os_str().is_empty());
+    for dir in dirs.into_iter().rev() {
+        let mut h = header(tar::EntryType::Directory, 0o755, 0);
+        tar.append_data(&mut h, dir, std::io::empty())?;
+    }
+    let content = format!("{}\n", token.expose());
+    let mut h = header(tar::EntryType::Regular, 0o400, content.len() as u64);
+    tar.append_data(&mut h, path, content.as_bytes())?;
+    Ok(tar.into_inner()?)
+}
+
+/// Waits until the router's admin API answers ready to `token`; `None` when it answers but
+/// refuses the token.
+async fn wait_router(
+    docker: &Docker,
+    names: &Names,
+    token: &AdminToken,
+) -> anyhow::Result<Option<(router::RouterPorts, router::RouterAdmin)>> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(ports) = router::find(docker, names).await? {
-            if ports.admin.ready().await {
-                return Ok(ports);
+            let admin = ports.admin(token.clone());
+            match admin.readiness().await {
+                router::Readiness::Ready => return Ok(Some((ports, admin))),
+                router::Readiness::TokenRefused => return Ok(None),
+                router::Readiness::NotReady => {}
             }
         }
         if tokio::time::Instant::now() > deadline {
             let logs = super::platform::tail_logs(docker, &names.router(), 20).await;
             bail!(
-                "the router did not become ready within 30s; last log lines:\n  {}",
+                "the router's admin API did not become ready on its published port within 30s; last log lines:\n  {}",
                 logs.join("\n  ")
             );
         }
@@ -741,9 +936,10 @@ pub async fn ps(app_dir: &Path, env: Option<&str>) -> anyhow::Result<(Option<Str
     let docker = crate::docker::connect().await?;
     let filter = label_filter(&[(labels::APP, &names.app), (labels::ENV, &env)]);
     let ports = router::find(&docker, &names).await?;
-    let config = match &ports {
-        Some(p) => p.admin.config().await.ok(),
-        None => None,
+    let token = read_router_token(&FileStore::default_dir(&names.app, &env))?;
+    let config = match (&ports, token) {
+        (Some(p), Some(token)) => p.admin(token).config().await.ok(),
+        _ => None,
     };
     let mut rows = Vec::new();
     for c in docker

@@ -7,10 +7,16 @@
 //! * the network `<app>` — the router holds every service name as a network alias, so
 //!   service-to-service calls (`http://<service>:8080`) pass through the router and can be
 //!   split between versions;
+//! * the network `0dronectl-admin-<app>`, which only the router joins: Docker publishes the
+//!   router's ports on it (a container's ports go to its first network in lexical order,
+//!   hence the leading `0`), and the router binds its admin API and public data port to its
+//!   address there, so no app container can reach them;
 //! * infrastructure containers `<app>-<name>` (alias `<name>`), with volumes `<app>-<name>-data`;
 //! * service replicas `<app>-<service>-<revision>-<n>`;
-//! * the router `<app>-router`, publishing its data port (the entry URL) and its admin API
-//!   on 127.0.0.1.
+//! * the router `<app>-router`, publishing its public data port (the entry URL) and its
+//!   admin API on 127.0.0.1. The admin API needs the app's admin token, which `up` makes and
+//!   keeps in the app's state directory (`router.token`, 0600) and copies into the router
+//!   container before it starts.
 
 pub mod app;
 pub mod platform;
@@ -33,10 +39,15 @@ pub mod labels {
     pub const CONFIG: &str = "dev.dronectl.config";
 }
 
-/// The port the router listens on inside the network; services call `http://<name>:ROUTER_PORT`.
+/// The router's internal data port on the app network; services call
+/// `http://<name>:ROUTER_PORT`. Not published.
 pub const ROUTER_PORT: u16 = 8080;
-/// The router's admin port inside the network.
+/// The router's public data port (public routes only), published on 127.0.0.1: the entry URL.
+pub const ROUTER_PUBLIC_PORT: u16 = 8081;
+/// The router's admin API port, published on 127.0.0.1 for dronectl.
 pub const ROUTER_ADMIN_PORT: u16 = 9901;
+/// Where the router container reads the admin token (copied in before it first starts).
+pub const ROUTER_TOKEN_PATH: &str = "/etc/dronectl/admin-token";
 
 /// Names of what dronectl creates for an app.
 #[derive(Debug, Clone)]
@@ -47,6 +58,11 @@ pub struct Names {
 impl Names {
     pub fn network(&self) -> String {
         self.app.clone()
+    }
+    /// The router's host-facing network. It must sort before [`Names::network`] (app names
+    /// start with a letter), so that Docker publishes the router's ports on it.
+    pub fn admin_network(&self) -> String {
+        format!("0dronectl-admin-{}", self.app)
     }
     pub fn router(&self) -> String {
         format!("{}-router", self.app)

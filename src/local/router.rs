@@ -2,16 +2,16 @@
 //!
 //! The router image is the running dronectl binary itself (with its shared-library
 //! closure), started as `dronectl router`, so the router always matches the dronectl that
-//! drives it and nothing has to be pulled.
+//! drives it and nothing has to be pulled. Every admin call carries the app's admin token.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use bollard::Docker;
-use dronectl_router::{EndpointInfo, RouterConfig, Stats};
+use dronectl_router::{AdminToken, EndpointInfo, RouterConfig, Stats};
 
-use super::{labels, Names, ROUTER_ADMIN_PORT, ROUTER_PORT};
+use super::{labels, Names, ROUTER_ADMIN_PORT, ROUTER_PORT, ROUTER_PUBLIC_PORT};
 use crate::http;
 
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -20,23 +20,63 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct RouterAdmin {
     pub addr: String,
+    token: AdminToken,
     /// Serialises this process's read-modify-write updates (other processes are kept
     /// apart by the router's compare-and-set on the generation).
     updates: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
+/// The router refused the admin token (it was started with another one).
+#[derive(Debug, thiserror::Error)]
+#[error("the router refused dronectl's admin token (401); run `dronectl up` to replace the router")]
+pub struct TokenRefused;
+
+/// What the router's readiness endpoint says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    /// Not reachable or not ready (yet).
+    NotReady,
+    /// It answers, but not to this token.
+    TokenRefused,
+}
+
 impl RouterAdmin {
-    pub fn new(addr: String) -> RouterAdmin {
+    pub fn new(addr: String, token: AdminToken) -> RouterAdmin {
         RouterAdmin {
             addr,
+            token,
             updates: Default::default(),
         }
     }
 
+    /// One admin call with the token; a 401 is [`TokenRefused`].
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        timeout: Duration,
+    ) -> anyhow::Result<http::Response> {
+        let auth = format!("Bearer {}", self.token.expose());
+        let r = http::request_with_headers(
+            method,
+            &self.addr,
+            path,
+            &[("Authorization", &auth)],
+            body,
+            timeout,
+        )
+        .await
+        .context("router admin API")?;
+        if r.status == 401 {
+            return Err(TokenRefused.into());
+        }
+        Ok(r)
+    }
+
     pub async fn config(&self) -> anyhow::Result<RouterConfig> {
-        let r = http::get(&self.addr, "/config", ADMIN_TIMEOUT)
-            .await
-            .context("router admin API")?;
+        let r = self.call("GET", "/config", None, ADMIN_TIMEOUT).await?;
         serde_json::from_slice(&r.body).with_context(|| format!("router config: {}", r.text()))
     }
 
@@ -53,9 +93,9 @@ impl RouterAdmin {
             }
             config.generation += 1;
             let body = serde_json::to_vec(&config)?;
-            let r = http::request("PUT", &self.addr, "/config", Some(&body), ADMIN_TIMEOUT)
-                .await
-                .context("router admin API")?;
+            let r = self
+                .call("PUT", "/config", Some(&body), ADMIN_TIMEOUT)
+                .await?;
             match r.status {
                 200 => return Ok(config.generation),
                 409 => continue,
@@ -69,9 +109,7 @@ impl RouterAdmin {
     }
 
     pub async fn stats(&self) -> anyhow::Result<Stats> {
-        let r = http::get(&self.addr, "/stats", ADMIN_TIMEOUT)
-            .await
-            .context("router admin API")?;
+        let r = self.call("GET", "/stats", None, ADMIN_TIMEOUT).await?;
         serde_json::from_slice(&r.body).with_context(|| format!("router stats: {}", r.text()))
     }
 
@@ -80,9 +118,7 @@ impl RouterAdmin {
         struct Endpoints {
             endpoints: Vec<EndpointInfo>,
         }
-        let r = http::get(&self.addr, "/endpoints", ADMIN_TIMEOUT)
-            .await
-            .context("router admin API")?;
+        let r = self.call("GET", "/endpoints", None, ADMIN_TIMEOUT).await?;
         Ok(serde_json::from_slice::<Endpoints>(&r.body)
             .with_context(|| format!("router endpoints: {}", r.text()))?
             .endpoints)
@@ -106,19 +142,32 @@ impl RouterAdmin {
         }
     }
 
-    pub async fn ready(&self) -> bool {
-        http::get(&self.addr, "/readyz", Duration::from_secs(2))
+    pub async fn readiness(&self) -> Readiness {
+        match self
+            .call("GET", "/readyz", None, Duration::from_secs(2))
             .await
-            .is_ok_and(|r| r.status == 200)
+        {
+            Ok(r) if r.status == 200 => Readiness::Ready,
+            Err(e) if e.is::<TokenRefused>() => Readiness::TokenRefused,
+            _ => Readiness::NotReady,
+        }
     }
 }
 
-/// Where the router container publishes its ports on this machine.
-#[derive(Debug, Clone)]
+/// Where the router container publishes its ports on 127.0.0.1.
+#[derive(Debug, Clone, Copy)]
 pub struct RouterPorts {
-    /// The entry URL's port (the router's data port).
+    /// The entry URL's port (the router's public data port).
     pub entry: u16,
-    pub admin: RouterAdmin,
+    /// The admin API's port.
+    pub admin: u16,
+}
+
+impl RouterPorts {
+    /// A client for the admin API with the app's token.
+    pub fn admin(&self, token: AdminToken) -> RouterAdmin {
+        RouterAdmin::new(format!("127.0.0.1:{}", self.admin), token)
+    }
 }
 
 /// Reads the published ports of the app's router container, if it runs.
@@ -147,11 +196,8 @@ pub async fn find(docker: &Docker, names: &Names) -> anyhow::Result<Option<Route
             .iter()
             .find_map(|b| b.host_port.as_ref()?.parse().ok())
     };
-    match (host_port(ROUTER_PORT), host_port(ROUTER_ADMIN_PORT)) {
-        (Some(entry), Some(admin)) => Ok(Some(RouterPorts {
-            entry,
-            admin: RouterAdmin::new(format!("127.0.0.1:{admin}")),
-        })),
+    match (host_port(ROUTER_PUBLIC_PORT), host_port(ROUTER_ADMIN_PORT)) {
+        (Some(entry), Some(admin)) => Ok(Some(RouterPorts { entry, admin })),
         _ => Ok(None),
     }
 }
@@ -186,7 +232,7 @@ pub async fn ensure_image(docker: &Docker) -> anyhow::Result<String> {
         allow_root: false,
         args: vec!["router".into()],
         as_command: false,
-        expose: vec![ROUTER_PORT, ROUTER_ADMIN_PORT],
+        expose: vec![ROUTER_PORT, ROUTER_PUBLIC_PORT, ROUTER_ADMIN_PORT],
         workdir: None,
         env: vec![],
         labels: BTreeMap::from([(labels::KIND.to_string(), "router".to_string())]),

@@ -20,6 +20,14 @@ use tokio::net::TcpListener;
 /// Generous per-request timeout for a loaded 2-core machine.
 pub const T: Duration = Duration::from_secs(30);
 
+/// The admin token of every test router.
+pub const TOKEN: &str = "test-admin-token-0123456789abcdef0123456789";
+/// The header an admin call carries.
+pub const ADMIN: &[(&str, &str)] = &[(
+    "authorization",
+    "Bearer test-admin-token-0123456789abcdef0123456789",
+)];
+
 /// A tiny upstream: answers with its name; `/slow?ms=N` sleeps first; `/status/N` answers N;
 /// echoes what it saw in `x-seen-*` headers and the request body length in `x-body-len`.
 pub struct Upstream {
@@ -107,6 +115,10 @@ async fn serve(
     let mut resp = Response::builder()
         .status(status)
         .header("x-upstream", &name)
+        .header(
+            "x-seen-path",
+            parts.uri.path_and_query().map_or("", |p| p.as_str()),
+        )
         .header("x-body-len", body_len.to_string())
         .header("connection", "keep-alive")
         .header("keep-alive", "timeout=5");
@@ -115,6 +127,7 @@ async fn serve(
         ("x-seen-forwarded-for", "x-forwarded-for"),
         ("x-seen-host", "host"),
         ("x-seen-secret", "x-secret"),
+        ("x-seen-token", "x-dronectl-token"),
     ] {
         if let Some(v) = parts.headers.get(h) {
             resp = resp.header(seen, v);
@@ -124,9 +137,11 @@ async fn serve(
     Ok(resp.body(Full::new(Bytes::from(name))).unwrap())
 }
 
-/// A router serving on 127.0.0.1 port 0, stopped (and awaited) by `stop()`.
+/// A router serving on 127.0.0.1 port 0 (internal, public and admin ports), stopped (and
+/// awaited) by `stop()`.
 pub struct TestRouter {
     pub data: SocketAddr,
+    pub public: SocketAddr,
     pub admin: SocketAddr,
     pub handle: RouterHandle,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -137,7 +152,9 @@ impl TestRouter {
     pub fn opts() -> RouterOptions {
         RouterOptions {
             listen: "127.0.0.1:0".parse().unwrap(),
+            public_listen: Some("127.0.0.1:0".parse().unwrap()),
             admin_listen: "127.0.0.1:0".parse().unwrap(),
+            admin_token: Some(dronectl_router::AdminToken::new(TOKEN).unwrap()),
             upstream_timeout: Duration::from_secs(20),
             drain_timeout: Duration::from_secs(20),
             ..RouterOptions::default()
@@ -154,11 +171,13 @@ impl TestRouter {
         let router = bind(opts).unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (data, admin, handle) = (router.data_addr(), router.admin_addr(), router.handle());
+        let public = router.public_addr().unwrap_or(data);
         let task = tokio::spawn(router.serve(async move {
             let _ = rx.await;
         }));
         TestRouter {
             data,
+            public,
             admin,
             handle,
             stop: Some(tx),
@@ -185,6 +204,10 @@ impl TestRouter {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.data, path)
+    }
+
+    pub fn public_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.public, path)
     }
 
     pub fn admin_url(&self, path: &str) -> String {
@@ -249,12 +272,18 @@ pub async fn get(c: &HttpClient, url: &str, headers: &[(&str, &str)]) -> Resp {
     send(c, "GET", url, headers, Bytes::new()).await
 }
 
+/// `PUT /config` with the admin token, as a well-behaved writer: a table without a
+/// generation gets the applied one + 1.
 pub async fn put_config(c: &HttpClient, r: &TestRouter, cfg: &serde_json::Value) -> Resp {
+    let mut cfg = cfg.clone();
+    if cfg.get("generation").is_none() {
+        cfg["generation"] = (r.handle.generation() + 1).into();
+    }
     send(
         c,
         "PUT",
         &r.admin_url("/config"),
-        &[("content-type", "application/json")],
+        &[ADMIN[0], ("content-type", "application/json")],
         cfg.to_string(),
     )
     .await
