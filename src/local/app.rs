@@ -23,26 +23,19 @@ use super::router;
 use super::{label_filter, labels, Names, ROUTER_ADMIN_PORT, ROUTER_PORT};
 use crate::error::UsageError;
 use crate::events::{Event, Reporter};
-use crate::manifest::{LoadedManifest, Manifest, Target};
+use crate::manifest::{Environment, LoadedManifest, Manifest, Target};
 use crate::rollout::{ops, Engine, FileStore, Plan, Revision, Timing};
 
-/// The environment used when none is given and the manifest names no docker environment.
-pub const DEFAULT_ENV: &str = "local";
-
-/// Picks the environment: the one given, else `local`; it must target Docker.
-pub fn docker_environment(manifest: &Manifest, env: Option<&str>) -> anyhow::Result<String> {
-    let name = env.unwrap_or(DEFAULT_ENV);
-    match manifest.environments.get(name) {
-        Some(e) if e.value.target == Target::Docker => Ok(name.to_string()),
-        Some(_) => bail!(UsageError(format!(
-            "environment `{name}` targets Kubernetes; this command works on the local Docker target (use an environment with `target: docker`)"
-        ))),
-        None if name == DEFAULT_ENV => Ok(name.to_string()),
-        None => bail!(UsageError(format!(
-            "no environment `{name}` in dronectl.yaml (known: {})",
-            manifest.environments.keys().cloned().collect::<Vec<_>>().join(", ")
-        ))),
-    }
+/// Reads the manifest and resolves the Docker environment `env` (`local` by default); the
+/// manifest returned is the one that applies in that environment.
+fn read_environment(
+    app_dir: &Path,
+    env: Option<&str>,
+) -> anyhow::Result<(LoadedManifest, Environment)> {
+    let mut loaded = LoadedManifest::read_valid(app_dir)?;
+    let environment = Environment::resolve_for(&loaded.manifest, env, Target::Docker)?;
+    loaded.manifest = environment.manifest.clone();
+    Ok((loaded, environment))
 }
 
 /// The environment variables of a service on the local target: dependencies are reached
@@ -57,6 +50,8 @@ pub fn service_env(manifest: &Manifest, service: &str) -> BTreeMap<String, Strin
 pub struct LocalTarget {
     pub manifest: LoadedManifest,
     pub env: String,
+    /// The environment's default rollout strategy.
+    pub strategy: Option<String>,
     pub names: Names,
     pub platform: LocalPlatform,
     pub store: FileStore,
@@ -66,8 +61,7 @@ pub struct LocalTarget {
 impl LocalTarget {
     /// Connects to the app as it runs; fails when it is not up.
     pub async fn connect(app_dir: &Path, env: Option<&str>) -> anyhow::Result<LocalTarget> {
-        let manifest = LoadedManifest::read_valid(app_dir)?;
-        let env = docker_environment(&manifest.manifest, env)?;
+        let (manifest, environment) = read_environment(app_dir, env)?;
         let docker = crate::docker::connect().await?;
         let names = Names {
             app: manifest.manifest.app.value.clone(),
@@ -78,16 +72,17 @@ impl LocalTarget {
                 names.app
             ))
         })?;
-        Ok(Self::assemble(manifest, env, docker, names, ports))
+        Ok(Self::assemble(manifest, &environment, docker, names, ports))
     }
 
     fn assemble(
         manifest: LoadedManifest,
-        env: String,
+        environment: &Environment,
         docker: Docker,
         names: Names,
         ports: router::RouterPorts,
     ) -> LocalTarget {
+        let env = environment.name.clone();
         let services = manifest
             .manifest
             .services
@@ -116,6 +111,7 @@ impl LocalTarget {
         LocalTarget {
             manifest,
             env,
+            strategy: environment.strategy.clone(),
             names,
             platform,
             store,
@@ -209,8 +205,8 @@ pub struct UpOutcome {
 
 /// Brings the whole app up on the local engine and waits until every service is ready.
 pub async fn up(opts: &UpOptions, reporter: &dyn Reporter) -> anyhow::Result<UpOutcome> {
-    let manifest = LoadedManifest::read_valid(&opts.app_dir)?;
-    let env = docker_environment(&manifest.manifest, opts.env.as_deref())?;
+    let (manifest, environment) = read_environment(&opts.app_dir, opts.env.as_deref())?;
+    let env = environment.name.clone();
     let m = &manifest.manifest;
     let names = Names {
         app: m.app.value.clone(),
@@ -235,7 +231,8 @@ pub async fn up(opts: &UpOptions, reporter: &dyn Reporter) -> anyhow::Result<UpO
     let router_image = router::ensure_image(&docker).await?;
     changed |= ensure_router(&docker, &names, &env, m, &router_image, reporter).await?;
     let ports = wait_router(&docker, &names).await?;
-    let target = LocalTarget::assemble(manifest.clone(), env.clone(), docker, names.clone(), ports);
+    let target =
+        LocalTarget::assemble(manifest.clone(), &environment, docker, names.clone(), ports);
 
     // Every service at once; each waits for its own readiness (which waits for its deps).
     let engine = target.engine(reporter, opts.timing);
@@ -621,8 +618,8 @@ pub struct DownOutcome {
 /// Removes everything dronectl created for the app (found by labels); volumes only when
 /// asked. The rollout records go too: nothing they describe runs any more.
 pub async fn down(app_dir: &Path, env: Option<&str>, volumes: bool) -> anyhow::Result<DownOutcome> {
-    let manifest = LoadedManifest::read_valid(app_dir)?;
-    let env = docker_environment(&manifest.manifest, env)?;
+    let (manifest, environment) = read_environment(app_dir, env)?;
+    let env = environment.name;
     let names = Names {
         app: manifest.manifest.app.value.clone(),
     };
@@ -733,8 +730,8 @@ pub struct PsRow {
 
 /// What runs, by container; and the entry URL when the router runs.
 pub async fn ps(app_dir: &Path, env: Option<&str>) -> anyhow::Result<(Option<String>, Vec<PsRow>)> {
-    let manifest = LoadedManifest::read_valid(app_dir)?;
-    let env = docker_environment(&manifest.manifest, env)?;
+    let (manifest, environment) = read_environment(app_dir, env)?;
+    let env = environment.name;
     let names = Names {
         app: manifest.manifest.app.value.clone(),
     };
@@ -793,8 +790,8 @@ pub async fn logs(
     tail: usize,
     reporter: &dyn Reporter,
 ) -> anyhow::Result<()> {
-    let manifest = LoadedManifest::read_valid(app_dir)?;
-    let env = docker_environment(&manifest.manifest, env)?;
+    let (manifest, environment) = read_environment(app_dir, env)?;
+    let env = environment.name;
     let names = Names {
         app: manifest.manifest.app.value.clone(),
     };

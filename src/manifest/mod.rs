@@ -2,6 +2,7 @@
 
 mod edit;
 mod env;
+mod environment;
 mod types;
 mod validate;
 
@@ -10,6 +11,9 @@ use std::path::{Path, PathBuf};
 
 pub use edit::add_service_entry;
 pub use env::service_env;
+pub use environment::{
+    Environment, EnvironmentError, EnvironmentTarget, KubernetesSettings, DEFAULT_ENV,
+};
 pub use types::*;
 pub use validate::{check_relative_path, normalize_route, validate, Diagnostic, Severity};
 

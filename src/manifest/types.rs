@@ -29,7 +29,7 @@ pub struct Manifest {
     pub infrastructure: Entries<Infrastructure>,
     /// Deployment environments, by name.
     #[serde(default, deserialize_with = "null_as_default")]
-    pub environments: Entries<Environment>,
+    pub environments: Entries<EnvironmentSpec>,
     /// Named rollout strategies.
     #[serde(default, deserialize_with = "null_as_default")]
     pub strategies: Entries<Strategy>,
@@ -148,10 +148,10 @@ pub enum Target {
     Kubernetes,
 }
 
-/// A deployment environment.
+/// A deployment environment, as written (resolved into [`super::Environment`]).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Environment {
+pub struct EnvironmentSpec {
     pub target: Target,
     /// Registry images are pushed to, e.g. `127.0.0.1:5000/drone`.
     #[serde(default)]
