@@ -114,7 +114,7 @@ impl Environment {
                     registry: None,
                     strategy: None,
                     defined_at: None,
-                    manifest: manifest.clone(),
+                    manifest: super::effective(manifest, name),
                 });
             }
             return Err(EnvironmentError::Unknown {
@@ -137,7 +137,7 @@ impl Environment {
             registry: e.registry.clone(),
             strategy: e.strategy.as_ref().map(|s| s.value.clone()),
             defined_at: Position::from_location(entry.referenced),
-            manifest: manifest.clone(),
+            manifest: super::effective(manifest, name),
         })
     }
 
@@ -204,6 +204,32 @@ impl Environment {
             EnvironmentTarget::Docker => None,
         }
     }
+}
+
+/// The effective manifest as data (`dronectl config`): every default filled in, unset
+/// (null) and empty fields left out, in manifest order.
+pub fn effective_document(environment: &Environment) -> serde_json::Value {
+    fn prune(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                map.values_mut().for_each(prune);
+                map.retain(|_, v| !is_empty(v));
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(prune),
+            _ => {}
+        }
+    }
+    fn is_empty(v: &serde_json::Value) -> bool {
+        match v {
+            serde_json::Value::Null => true,
+            serde_json::Value::Object(m) => m.is_empty(),
+            serde_json::Value::Array(a) => a.is_empty(),
+            _ => false,
+        }
+    }
+    let mut value = serde_json::to_value(&environment.manifest).unwrap_or_default();
+    prune(&mut value);
+    value
 }
 
 #[cfg(test)]

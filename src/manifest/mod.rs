@@ -3,6 +3,7 @@
 mod edit;
 mod env;
 mod environment;
+mod overrides;
 mod types;
 mod validate;
 
@@ -12,7 +13,11 @@ use std::path::{Path, PathBuf};
 pub use edit::add_service_entry;
 pub use env::service_env;
 pub use environment::{
-    Environment, EnvironmentError, EnvironmentTarget, KubernetesSettings, DEFAULT_ENV,
+    effective_document, Environment, EnvironmentError, EnvironmentTarget, KubernetesSettings,
+    DEFAULT_ENV,
+};
+pub use overrides::{
+    effective, InfrastructureOverride, ResourceSpecOverride, ResourcesOverride, ServiceOverride,
 };
 pub use types::*;
 pub use validate::{check_relative_path, normalize_route, validate, Diagnostic, Severity};
