@@ -214,3 +214,21 @@ fn overrides_are_strict_with_positions() {
         stderr(&out)
     );
 }
+
+#[test]
+fn reference_app_scales_up_in_staging_only() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("reference-app");
+    let replicas = |env: &str| {
+        let out = run(&dir, &["-o", "json", "--env", env, "config"]);
+        assert_code(&out, 0);
+        let summary: serde_json::Value =
+            serde_json::from_str(stdout(&out).lines().last().unwrap()).unwrap();
+        let services = summary["result"]["manifest"]["services"].clone();
+        ["ingestion", "workflow", "delivery", "account"].map(|s| services[s]["replicas"].clone())
+    };
+    assert_eq!(replicas("local"), [2, 2, 2, 2].map(serde_json::Value::from));
+    assert_eq!(
+        replicas("staging"),
+        [3, 3, 3, 2].map(serde_json::Value::from)
+    );
+}
