@@ -86,7 +86,7 @@ fn config_prints_the_effective_manifest() {
     let yaml = stdout(&out);
     for expected in [
         "    replicas: 3\n",
-        "    resources:\n      limits:\n        memory: 256Mi\n",
+        "      limits:\n        memory: 256Mi\n",
         "    env:\n      LOG_LEVEL: debug\n    routes:",
         "environments:\n  staging:\n    target: kubernetes\n    namespace: shop\n",
     ] {
@@ -122,6 +122,23 @@ fn config_prints_the_effective_manifest() {
     assert_eq!(api["replicas"], 3);
     assert_eq!(api["env"], serde_json::json!({ "LOG_LEVEL": "debug" }));
     assert_eq!(api["resources"]["limits"]["memory"], "256Mi");
+}
+
+#[test]
+fn config_output_is_a_manifest_that_prints_the_same() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("reference-app");
+    let out = run(&dir, &["--env", "staging", "config"]);
+    assert_code(&out, 0);
+    let printed = stdout(&out);
+    assert!(
+        printed.contains("    - pause: {}\n") || printed.contains("    - pause: {}"),
+        "{printed}"
+    );
+    let tmp = app_with(&printed);
+    assert_code(&run(tmp.path(), &["validate", "--strict"]), 0);
+    let again = run(tmp.path(), &["--env", "staging", "config"]);
+    assert_code(&again, 0);
+    assert_eq!(stdout(&again), printed);
 }
 
 #[test]

@@ -16,7 +16,7 @@ pub fn run(global: &GlobalArgs, cwd: &Path, printer: &Printer) -> anyhow::Result
     let dir = app_dir(global, cwd)?;
     let loaded = LoadedManifest::read_valid(&dir)?;
     let environment = Environment::resolve(&loaded.manifest, global.env.as_deref())?;
-    let document = manifest::effective_document(&environment);
+    let document = manifest::effective_document(&environment)?;
     printer.result_line(serde_saphyr::to_string(&document)?.trim_end());
     Ok(Outcome::ok(json!({
         "env": environment.name,

@@ -206,30 +206,22 @@ impl Environment {
     }
 }
 
-/// The effective manifest as data (`dronectl config`): every default filled in, unset
-/// (null) and empty fields left out, in manifest order.
-pub fn effective_document(environment: &Environment) -> serde_json::Value {
+/// The effective manifest as data (`dronectl config`): every default filled in and unset
+/// (null) fields left out, in manifest order. It parses back as a manifest.
+pub fn effective_document(environment: &Environment) -> serde_json::Result<serde_json::Value> {
     fn prune(value: &mut serde_json::Value) {
         match value {
             serde_json::Value::Object(map) => {
+                map.retain(|_, v| !v.is_null());
                 map.values_mut().for_each(prune);
-                map.retain(|_, v| !is_empty(v));
             }
             serde_json::Value::Array(items) => items.iter_mut().for_each(prune),
             _ => {}
         }
     }
-    fn is_empty(v: &serde_json::Value) -> bool {
-        match v {
-            serde_json::Value::Null => true,
-            serde_json::Value::Object(m) => m.is_empty(),
-            serde_json::Value::Array(a) => a.is_empty(),
-            _ => false,
-        }
-    }
-    let mut value = serde_json::to_value(&environment.manifest).unwrap_or_default();
+    let mut value = serde_json::to_value(&environment.manifest)?;
     prune(&mut value);
-    value
+    Ok(value)
 }
 
 #[cfg(test)]
