@@ -5,7 +5,7 @@
 
 use crate::build::{ArtifactsError, BuildError};
 use crate::docker::DockerError;
-use crate::manifest::ManifestError;
+use crate::manifest::{EnvironmentError, ManifestError};
 use crate::scaffold::ScaffoldError;
 
 /// dronectl's exit codes, stable for CI pipelines.
@@ -40,7 +40,8 @@ pub struct UsageError(pub String);
 /// The exit code for an error returned by any dronectl operation.
 pub fn exit_code(err: &anyhow::Error) -> ExitCode {
     for cause in err.chain() {
-        if cause.is::<UsageError>() || cause.is::<ManifestError>() {
+        if cause.is::<UsageError>() || cause.is::<ManifestError>() || cause.is::<EnvironmentError>()
+        {
             return ExitCode::Usage;
         }
         if let Some(e) = cause.downcast_ref::<ScaffoldError>() {

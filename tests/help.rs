@@ -14,6 +14,7 @@ fn help_snapshots() {
         ("new_service", vec!["new", "service", "--help"]),
         ("templates", vec!["templates", "--help"]),
         ("validate", vec!["validate", "--help"]),
+        ("config", vec!["config", "--help"]),
         ("completions", vec!["completions", "--help"]),
         ("build", vec!["build", "--help"]),
         ("up", vec!["up", "--help"]),

@@ -24,7 +24,7 @@ use bollard::Docker;
 
 use crate::docker::{self, DockerError};
 use crate::events::{BuildStage, Event, Reporter, StepStatus};
-use crate::manifest::{LoadedManifest, Manifest, ManifestError};
+use crate::manifest::{Environment, EnvironmentError, LoadedManifest, Manifest, ManifestError};
 pub use artifacts::{Artifact, ArtifactsError};
 pub use cargo::{STATIC_RUSTFLAGS, TARGET};
 use git::GitInfo;
@@ -42,8 +42,8 @@ pub enum BuildError {
     NoRecipe { service: String, dir: PathBuf },
     #[error("--push needs an environment with a registry: pass --env <name> (environments: {})", known.join(", "))]
     PushNeedsEnv { known: Vec<String> },
-    #[error("unknown environment `{name}`; dronectl.yaml defines: {}", known.join(", "))]
-    UnknownEnv { name: String, known: Vec<String> },
+    #[error(transparent)]
+    Environment(#[from] EnvironmentError),
     #[error("environment `{env}` has no `registry` to push to; add `registry: <host>/<path>` to it in dronectl.yaml")]
     NoRegistry { env: String },
     #[error("invalid tag `{0}`: use up to 128 letters, digits, `_`, `.` and `-`, not starting with `.` or `-`")]
@@ -124,7 +124,7 @@ impl BuildError {
             | BuildError::UnknownService { .. }
             | BuildError::NoRecipe { .. }
             | BuildError::PushNeedsEnv { .. }
-            | BuildError::UnknownEnv { .. }
+            | BuildError::Environment(_)
             | BuildError::NoRegistry { .. }
             | BuildError::BadTag(_)
             | BuildError::BadImageName(_)
@@ -638,18 +638,11 @@ fn default_tag(
 
 /// The registry `--push` sends to.
 fn push_registry(manifest: &Manifest, env: Option<&str>) -> Result<String, BuildError> {
-    let known: Vec<String> = manifest.environments.keys().cloned().collect();
     let Some(env) = env else {
+        let known = manifest.environments.keys().cloned().collect();
         return Err(BuildError::PushNeedsEnv { known });
     };
-    let Some(environment) = manifest.environments.get(env) else {
-        return Err(BuildError::UnknownEnv {
-            name: env.to_string(),
-            known,
-        });
-    };
-    environment
-        .value
+    Environment::resolve(manifest, Some(env))?
         .registry
         .clone()
         .map(|r| r.trim_end_matches('/').to_string())

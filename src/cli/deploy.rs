@@ -228,8 +228,8 @@ pub fn deploy(
     cwd: &Path,
     printer: &Printer,
 ) -> anyhow::Result<Outcome> {
-    if let Some((dir, env)) = super::kube::selected(global, cwd)? {
-        return deploy_kube(args, dir, env, global, printer);
+    if let Some(environment) = super::kube::selected(global, cwd)? {
+        return deploy_kube(args, environment, global, printer);
     }
     if args.dry_run.is_some() || args.tag.is_some() {
         return Err(UsageError(
@@ -341,8 +341,14 @@ async fn deploy_local(
     let plan = match &args.strategy {
         Some(name) => Plan::from_manifest(m, name, revision.replicas)
             .map_err(|e| UsageError(e.to_string()))?,
-        None => Plan::choose(m, service, Some(&target.env), kind, revision.replicas)
-            .map_err(|e| UsageError(e.to_string()))?,
+        None => Plan::choose(
+            m,
+            service,
+            target.strategy.as_deref(),
+            kind,
+            revision.replicas,
+        )
+        .map_err(|e| UsageError(e.to_string()))?,
     };
     let engine = target.engine(printer, args.wait.timing());
     ops::deploy(
@@ -361,7 +367,7 @@ pub fn rollout(
     cwd: &Path,
     printer: &Printer,
 ) -> anyhow::Result<Outcome> {
-    if let Some((dir, env)) = super::kube::selected(global, cwd)? {
+    if let Some(environment) = super::kube::selected(global, cwd)? {
         let kube = match &cmd {
             RolloutCommand::Status(a) => &a.kube,
             RolloutCommand::History(a) => &a.kube,
@@ -372,7 +378,7 @@ pub fn rollout(
         let options = kube.connect_options(global.yes);
         let rt = runtime()?;
         return rt.block_on(async {
-            let target = dronectl::k8s::KubeTarget::connect(&dir, &env, &options).await?;
+            let target = dronectl::k8s::KubeTarget::connect(&environment, &options).await?;
             let services = target.manifest.services.keys().cloned().collect::<Vec<_>>();
             run_rollout(cmd, &target.platform, &target.store, &services, printer).await
         });
@@ -511,8 +517,7 @@ async fn run_rollout<P: Platform, S: StateStore>(
 /// `deploy` to a Kubernetes environment.
 fn deploy_kube(
     args: DeployArgs,
-    dir: PathBuf,
-    env: String,
+    environment: manifest::Environment,
     global: &GlobalArgs,
     printer: &Printer,
 ) -> anyhow::Result<Outcome> {
@@ -555,9 +560,8 @@ fn deploy_kube(
     };
     if args.dry_run == Some(DryRunArg::Client) {
         // Nothing is sent: no cluster needed.
-        let loaded = manifest::LoadedManifest::read_valid(&dir)?;
-        let m = &loaded.manifest;
-        let kenv = k8s::KubeEnv::from_manifest(m, &env, args.kube.namespace.as_deref())?;
+        let m = &environment.manifest;
+        let kenv = k8s::KubeEnv::new(&environment, args.kube.namespace.as_deref());
         let revisions = opts.images.revisions(&kenv, m, &opts.services)?;
         let objects = k8s::render::render_app(
             &kenv,
@@ -571,7 +575,7 @@ fn deploy_kube(
         );
         printer.result_line(k8s::render::to_yaml(&objects)?.trim_end());
         return Ok(Outcome::ok(json!({
-            "env": env,
+            "env": environment.name,
             "dry_run": "client",
             "objects": objects.iter().map(|o| o.to_value()).collect::<Vec<_>>(),
         })));
@@ -579,13 +583,13 @@ fn deploy_kube(
     let rt = runtime()?;
     rt.block_on(async {
         let mut target =
-            k8s::KubeTarget::connect(&dir, &env, &args.kube.connect_options(global.yes)).await?;
+            k8s::KubeTarget::connect(&environment, &args.kube.connect_options(global.yes)).await?;
         target.platform.force_conflicts = args.force_conflicts;
         printer.status(
             "Deploying",
             &format!(
                 "to {} (context {}, namespace {})",
-                env, target.context, target.kenv.namespace
+                environment.name, target.context, target.kenv.namespace
             ),
         );
         let outcome = k8s::deploy(&target, &opts, printer).await?;

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use dronectl::error::{ExitCode, UsageError};
 use dronectl::k8s::{self, ConnectOptions, DryRun, Images, KubeEnv, KubeTarget, RollingParams};
-use dronectl::manifest::{LoadedManifest, Manifest, Target};
+use dronectl::manifest::{Environment, LoadedManifest, Target};
 
 use super::local::{app_dir, runtime};
 use super::printer::Printer;
@@ -107,41 +107,27 @@ impl From<DryRunArg> for DryRun {
     }
 }
 
-/// The Kubernetes environment the command acts on: `--env` when it targets Kubernetes
-/// (`None` when it targets Docker), or the only Kubernetes environment when `required`.
-pub fn kube_environment(
-    manifest: &Manifest,
-    env: Option<&str>,
-    required: bool,
-) -> anyhow::Result<Option<String>> {
-    match env {
-        Some(name) => match manifest.environments.get(name) {
-            Some(e) if e.value.target == Target::Kubernetes => Ok(Some(name.to_string())),
-            Some(_) if required => Err(UsageError(format!("environment `{name}` targets Docker; this command needs an environment with `target: kubernetes`")).into()),
-            Some(_) => Ok(None),
-            None if required => Err(UsageError(format!("no environment `{name}` in dronectl.yaml")).into()),
-            None => Ok(None),
-        },
-        None if required => {
-            let kube: Vec<&String> = manifest.environments.iter().filter(|(_, e)| e.value.target == Target::Kubernetes).map(|(n, _)| n).collect();
-            match kube.as_slice() {
-                [one] => Ok(Some(one.to_string())),
-                [] => Err(UsageError("dronectl.yaml has no environment with `target: kubernetes`".into()).into()),
-                _ => Err(UsageError(format!("pass --env (one of: {})", kube.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))).into()),
-            }
-        }
-        None => Ok(None),
-    }
-}
-
-/// The Kubernetes environment named by `--env`, if the command should go to Kubernetes.
-pub fn selected(global: &GlobalArgs, cwd: &Path) -> anyhow::Result<Option<(PathBuf, String)>> {
+/// The environment `--env` names when it targets Kubernetes: the command goes to the
+/// cluster; `None` without `--env` or for a Docker environment (the local target).
+pub fn selected(global: &GlobalArgs, cwd: &Path) -> anyhow::Result<Option<Environment>> {
     let Some(name) = global.env.as_deref() else {
         return Ok(None);
     };
     let dir = app_dir(global, cwd)?;
     let loaded = LoadedManifest::read_valid(&dir)?;
-    Ok(kube_environment(&loaded.manifest, Some(name), false)?.map(|env| (dir, env)))
+    let environment = Environment::resolve(&loaded.manifest, Some(name))?;
+    Ok((environment.target_kind() == Target::Kubernetes).then_some(environment))
+}
+
+/// The Kubernetes environment of `render` and `diff`: `--env`, else the only one.
+fn kube_environment(global: &GlobalArgs, cwd: &Path) -> anyhow::Result<Environment> {
+    let dir = app_dir(global, cwd)?;
+    let loaded = LoadedManifest::read_valid(&dir)?;
+    Ok(Environment::resolve_for(
+        &loaded.manifest,
+        global.env.as_deref(),
+        Target::Kubernetes,
+    )?)
 }
 
 pub fn render(
@@ -150,16 +136,14 @@ pub fn render(
     cwd: &Path,
     printer: &Printer,
 ) -> anyhow::Result<Outcome> {
-    let dir = app_dir(global, cwd)?;
-    let loaded = LoadedManifest::read_valid(&dir)?;
-    let m = &loaded.manifest;
-    let env = kube_environment(m, global.env.as_deref(), true)?.expect("required");
+    let environment = kube_environment(global, cwd)?;
+    let m = &environment.manifest;
     for s in &args.services {
         if !m.services.contains_key(s) {
             return Err(UsageError(format!("no service `{s}` in dronectl.yaml")).into());
         }
     }
-    let kenv = KubeEnv::from_manifest(m, &env, args.namespace.as_deref())?;
+    let kenv = KubeEnv::new(&environment, args.namespace.as_deref());
     let revisions = args.images.images()?.revisions(&kenv, m, &args.services)?;
     let objects = k8s::render::render_app(
         &kenv,
@@ -173,7 +157,7 @@ pub fn render(
     );
     printer.result_line(k8s::render::to_yaml(&objects)?.trim_end());
     Ok(Outcome::ok(
-        json!({ "env": env, "objects": objects.iter().map(|o| o.to_value()).collect::<Vec<_>>() }),
+        json!({ "env": environment.name, "objects": objects.iter().map(|o| o.to_value()).collect::<Vec<_>>() }),
     ))
 }
 
@@ -183,12 +167,10 @@ pub fn diff(
     cwd: &Path,
     printer: &Printer,
 ) -> anyhow::Result<Outcome> {
-    let dir = app_dir(global, cwd)?;
-    let loaded = LoadedManifest::read_valid(&dir)?;
-    let env = kube_environment(&loaded.manifest, global.env.as_deref(), true)?.expect("required");
+    let environment = kube_environment(global, cwd)?;
     let rt = runtime()?;
     rt.block_on(async {
-        let target = KubeTarget::connect(&dir, &env, &args.kube.connect_options(true)).await?;
+        let target = KubeTarget::connect(&environment, &args.kube.connect_options(true)).await?;
         let diffs = k8s::diff(&target, &args.services, &args.images.images()?).await?;
         let changed = diffs.iter().filter(|d| d.change != "unchanged").count();
         for d in &diffs {
@@ -206,7 +188,7 @@ pub fn diff(
             } else {
                 ExitCode::Failed
             },
-            result: json!({ "env": env, "changed": changed, "objects": diffs }),
+            result: json!({ "env": environment.name, "changed": changed, "objects": diffs }),
         })
     })
 }

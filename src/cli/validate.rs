@@ -7,12 +7,12 @@ use serde_json::json;
 
 use dronectl::error::ExitCode;
 use dronectl::events::{Event, Reporter};
-use dronectl::manifest::{self, LoadedManifest, Severity};
+use dronectl::manifest::{self, Environment, LoadedManifest, Severity};
 
 use super::printer::Printer;
 use super::{GlobalArgs, Outcome};
 
-pub const EXAMPLES: &str = "Examples:\n  dronectl validate\n  dronectl validate path/to/dronectl.yaml\n  dronectl -o json validate\n\nExits 0 when the manifest is valid (warnings allowed), 2 when it has errors.";
+pub const EXAMPLES: &str = "Examples:\n  dronectl validate\n  dronectl validate --env staging\n  dronectl validate path/to/dronectl.yaml\n  dronectl -o json validate\n\nExits 0 when the manifest is valid (warnings allowed), 2 when it has errors.";
 
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
@@ -52,6 +52,11 @@ pub fn run(
         None => manifest::find_app_dir(global.dir.as_deref(), cwd)?,
     };
     let loaded = LoadedManifest::read(&dir)?;
+    // Every environment's effective manifest is checked; --env also names one that must exist.
+    let env = match global.env.as_deref() {
+        Some(name) => Some(Environment::resolve(&loaded.manifest, Some(name))?.name),
+        None => None,
+    };
     let diagnostics = manifest::validate(&loaded.manifest);
     let display_path = loaded
         .path
@@ -106,6 +111,7 @@ pub fn run(
         },
         result: json!({
             "file": loaded.path,
+            "env": env,
             "valid": !failed,
             "errors": errors,
             "warnings": warnings,

@@ -12,7 +12,7 @@ pub mod render;
 pub mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +25,7 @@ use serde::Serialize;
 
 use crate::error::UsageError;
 use crate::events::{Event, Reporter};
-use crate::manifest::{LoadedManifest, Manifest, StrategyKind};
+use crate::manifest::{Environment, Manifest, StrategyKind};
 use crate::rollout::ops::{self, DriveReport};
 use crate::rollout::{Engine, Plan, Revision, Timing};
 pub use platform::KubePlatform;
@@ -168,16 +168,16 @@ pub struct KubeTarget {
 }
 
 impl KubeTarget {
-    /// Reads the manifest and connects to the environment's cluster.
+    /// Connects to a resolved Kubernetes environment's cluster; the target acts on the
+    /// environment's effective manifest.
     pub async fn connect(
-        app_dir: &Path,
-        env: &str,
+        environment: &Environment,
         opts: &ConnectOptions,
     ) -> anyhow::Result<KubeTarget> {
-        let loaded = LoadedManifest::read_valid(app_dir)?;
-        let manifest = loaded.manifest;
-        let kenv = KubeEnv::from_manifest(&manifest, env, opts.namespace.as_deref())?;
-        let pinned = manifest.environments[env].value.context.clone();
+        let manifest = environment.manifest.clone();
+        let kenv = KubeEnv::new(environment, opts.namespace.as_deref());
+        let pinned = environment.kubernetes().and_then(|k| k.context.clone());
+        let env = environment.name.as_str();
         // A kubeconfig that cannot be loaded is a configuration error (exit 2).
         let (client, context) = client_for(opts, env, pinned.as_deref())
             .await
@@ -611,7 +611,7 @@ pub async fn deploy_service(
         None => Plan::choose(
             m,
             service,
-            Some(&target.kenv.env),
+            target.kenv.strategy.as_deref(),
             opts.kind,
             revision.replicas,
         )

@@ -38,7 +38,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::core::{ApiResource, GroupVersionKind};
 use serde::{Deserialize, Serialize};
 
-use crate::manifest::{GatewayRef, Manifest};
+use crate::manifest::{Environment, GatewayRef, Manifest};
 use crate::rollout::Revision;
 
 /// Label keys.
@@ -70,33 +70,37 @@ pub struct KubeEnv {
     pub namespace: String,
     pub registry: Option<String>,
     pub gateway: Option<GatewayRef>,
+    /// The environment's default rollout strategy.
+    pub strategy: Option<String>,
 }
 
 impl KubeEnv {
-    /// The Kubernetes settings of `env` (which must target Kubernetes).
+    /// The Kubernetes settings of the environment `env` (which must target Kubernetes).
     pub fn from_manifest(
         manifest: &Manifest,
         env: &str,
         namespace: Option<&str>,
     ) -> anyhow::Result<KubeEnv> {
-        let e = manifest.environments.get(env).ok_or_else(|| {
-            crate::error::UsageError(format!("no environment `{env}` in dronectl.yaml"))
-        })?;
-        if e.value.target != crate::manifest::Target::Kubernetes {
-            anyhow::bail!(crate::error::UsageError(format!(
-                "environment `{env}` does not target Kubernetes (target: docker)"
-            )));
-        }
-        Ok(KubeEnv {
-            app: manifest.app.value.clone(),
-            env: env.to_string(),
+        let environment =
+            Environment::resolve_for(manifest, Some(env), crate::manifest::Target::Kubernetes)?;
+        Ok(KubeEnv::new(&environment, namespace))
+    }
+
+    /// The Kubernetes settings of a resolved environment; `namespace` (`-n`) wins over the
+    /// environment's.
+    pub fn new(environment: &Environment, namespace: Option<&str>) -> KubeEnv {
+        let k = environment.kubernetes().cloned().unwrap_or_default();
+        KubeEnv {
+            app: environment.manifest.app.value.clone(),
+            env: environment.name.clone(),
             namespace: namespace
                 .map(str::to_string)
-                .or_else(|| e.value.namespace.clone())
+                .or(k.namespace)
                 .unwrap_or_else(|| "default".into()),
-            registry: e.value.registry.clone(),
-            gateway: e.value.gateway.clone(),
-        })
+            registry: environment.registry.clone(),
+            gateway: k.gateway,
+            strategy: environment.strategy.clone(),
+        }
     }
 
     /// `<registry>/<app>/<service>:<tag>` (or `@digest` when the image was pushed).

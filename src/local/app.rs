@@ -28,27 +28,20 @@ use super::{
 };
 use crate::error::UsageError;
 use crate::events::{Event, Reporter};
-use crate::manifest::{LoadedManifest, Manifest, Target};
+use crate::manifest::{Environment, LoadedManifest, Manifest, Target};
 use crate::rollout::state::{ensure_router_token, read_router_token, ROUTER_TOKEN_FILE};
 use crate::rollout::{ops, Engine, FileStore, Plan, Revision, Timing};
 
-/// The environment used when none is given and the manifest names no docker environment.
-pub const DEFAULT_ENV: &str = "local";
-
-/// Picks the environment: the one given, else `local`; it must target Docker.
-pub fn docker_environment(manifest: &Manifest, env: Option<&str>) -> anyhow::Result<String> {
-    let name = env.unwrap_or(DEFAULT_ENV);
-    match manifest.environments.get(name) {
-        Some(e) if e.value.target == Target::Docker => Ok(name.to_string()),
-        Some(_) => bail!(UsageError(format!(
-            "environment `{name}` targets Kubernetes; this command works on the local Docker target (use an environment with `target: docker`)"
-        ))),
-        None if name == DEFAULT_ENV => Ok(name.to_string()),
-        None => bail!(UsageError(format!(
-            "no environment `{name}` in dronectl.yaml (known: {})",
-            manifest.environments.keys().cloned().collect::<Vec<_>>().join(", ")
-        ))),
-    }
+/// Reads the manifest and resolves the Docker environment `env` (`local` by default); the
+/// manifest returned is the one that applies in that environment.
+fn read_environment(
+    app_dir: &Path,
+    env: Option<&str>,
+) -> anyhow::Result<(LoadedManifest, Environment)> {
+    let mut loaded = LoadedManifest::read_valid(app_dir)?;
+    let environment = Environment::resolve_for(&loaded.manifest, env, Target::Docker)?;
+    loaded.manifest = environment.manifest.clone();
+    Ok((loaded, environment))
 }
 
 /// The environment variables of a service on the local target: dependencies are reached
@@ -63,6 +56,8 @@ pub fn service_env(manifest: &Manifest, service: &str) -> BTreeMap<String, Strin
 pub struct LocalTarget {
     pub manifest: LoadedManifest,
     pub env: String,
+    /// The environment's default rollout strategy.
+    pub strategy: Option<String>,
     pub names: Names,
     pub platform: LocalPlatform,
     pub store: FileStore,
@@ -72,8 +67,7 @@ pub struct LocalTarget {
 impl LocalTarget {
     /// Connects to the app as it runs; fails when it is not up.
     pub async fn connect(app_dir: &Path, env: Option<&str>) -> anyhow::Result<LocalTarget> {
-        let manifest = LoadedManifest::read_valid(app_dir)?;
-        let env = docker_environment(&manifest.manifest, env)?;
+        let (manifest, environment) = read_environment(app_dir, env)?;
         let docker = crate::docker::connect().await?;
         let names = Names {
             app: manifest.manifest.app.value.clone(),
@@ -84,7 +78,7 @@ impl LocalTarget {
                 names.app
             ))
         })?;
-        let dir = FileStore::default_dir(&names.app, &env);
+        let dir = FileStore::default_dir(&names.app, &environment.name);
         let token = read_router_token(&dir)?.ok_or_else(|| {
             UsageError(format!(
                 "the router's admin token {} is missing; run `dronectl up`, which replaces the router with one that knows a new token",
@@ -92,17 +86,25 @@ impl LocalTarget {
             ))
         })?;
         let admin = ports.admin(token);
-        Ok(Self::assemble(manifest, env, docker, names, ports, admin))
+        Ok(Self::assemble(
+            manifest,
+            &environment,
+            docker,
+            names,
+            ports,
+            admin,
+        ))
     }
 
     fn assemble(
         manifest: LoadedManifest,
-        env: String,
+        environment: &Environment,
         docker: Docker,
         names: Names,
         ports: router::RouterPorts,
         admin: router::RouterAdmin,
     ) -> LocalTarget {
+        let env = environment.name.clone();
         let services = manifest
             .manifest
             .services
@@ -131,6 +133,7 @@ impl LocalTarget {
         LocalTarget {
             manifest,
             env,
+            strategy: environment.strategy.clone(),
             names,
             platform,
             store,
@@ -224,8 +227,8 @@ pub struct UpOutcome {
 
 /// Brings the whole app up on the local engine and waits until every service is ready.
 pub async fn up(opts: &UpOptions, reporter: &dyn Reporter) -> anyhow::Result<UpOutcome> {
-    let manifest = LoadedManifest::read_valid(&opts.app_dir)?;
-    let env = docker_environment(&manifest.manifest, opts.env.as_deref())?;
+    let (manifest, environment) = read_environment(&opts.app_dir, opts.env.as_deref())?;
+    let env = environment.name.clone();
     let m = &manifest.manifest;
     let names = Names {
         app: m.app.value.clone(),
@@ -278,7 +281,7 @@ pub async fn up(opts: &UpOptions, reporter: &dyn Reporter) -> anyhow::Result<UpO
     };
     let target = LocalTarget::assemble(
         manifest.clone(),
-        env.clone(),
+        &environment,
         docker,
         names.clone(),
         ports,
@@ -816,8 +819,8 @@ pub struct DownOutcome {
 /// Removes everything dronectl created for the app (found by labels); volumes only when
 /// asked. The rollout records go too: nothing they describe runs any more.
 pub async fn down(app_dir: &Path, env: Option<&str>, volumes: bool) -> anyhow::Result<DownOutcome> {
-    let manifest = LoadedManifest::read_valid(app_dir)?;
-    let env = docker_environment(&manifest.manifest, env)?;
+    let (manifest, environment) = read_environment(app_dir, env)?;
+    let env = environment.name;
     let names = Names {
         app: manifest.manifest.app.value.clone(),
     };
@@ -928,8 +931,8 @@ pub struct PsRow {
 
 /// What runs, by container; and the entry URL when the router runs.
 pub async fn ps(app_dir: &Path, env: Option<&str>) -> anyhow::Result<(Option<String>, Vec<PsRow>)> {
-    let manifest = LoadedManifest::read_valid(app_dir)?;
-    let env = docker_environment(&manifest.manifest, env)?;
+    let (manifest, environment) = read_environment(app_dir, env)?;
+    let env = environment.name;
     let names = Names {
         app: manifest.manifest.app.value.clone(),
     };
@@ -989,8 +992,8 @@ pub async fn logs(
     tail: usize,
     reporter: &dyn Reporter,
 ) -> anyhow::Result<()> {
-    let manifest = LoadedManifest::read_valid(app_dir)?;
-    let env = docker_environment(&manifest.manifest, env)?;
+    let (manifest, environment) = read_environment(app_dir, env)?;
+    let env = environment.name;
     let names = Names {
         app: manifest.manifest.app.value.clone(),
     };

@@ -2,6 +2,8 @@
 
 mod edit;
 mod env;
+mod environment;
+mod overrides;
 mod registry;
 mod scan;
 mod types;
@@ -13,6 +15,13 @@ use std::path::{Path, PathBuf};
 
 pub use edit::add_service_entry;
 pub use env::service_env;
+pub use environment::{
+    effective_document, Environment, EnvironmentError, EnvironmentTarget, KubernetesSettings,
+    DEFAULT_ENV,
+};
+pub use overrides::{
+    effective, InfrastructureOverride, ResourceSpecOverride, ResourcesOverride, ServiceOverride,
+};
 pub use registry::check_registry;
 pub use types::*;
 pub use validate::{check_relative_path, normalize_route, validate, Diagnostic, Severity};

@@ -16,7 +16,7 @@ use serde_saphyr::Spanned;
 pub type Entries<T> = IndexMap<String, Spanned<T>>;
 
 /// The whole manifest.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
     /// The app's name: a DNS-1123 label, used as the prefix of everything dronectl creates.
@@ -29,7 +29,7 @@ pub struct Manifest {
     pub infrastructure: Entries<Infrastructure>,
     /// Deployment environments, by name.
     #[serde(default, deserialize_with = "null_as_default")]
-    pub environments: Entries<Environment>,
+    pub environments: Entries<EnvironmentSpec>,
     /// Named rollout strategies.
     #[serde(default, deserialize_with = "null_as_default")]
     pub strategies: Entries<Strategy>,
@@ -39,7 +39,7 @@ pub struct Manifest {
 }
 
 /// One service of the app.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Service {
     /// Directory of the service, relative to the manifest.
@@ -116,7 +116,7 @@ pub struct ResourceSpec {
 }
 
 /// An infrastructure component (a broker, a database).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Infrastructure {
     /// The image to run.
@@ -148,10 +148,10 @@ pub enum Target {
     Kubernetes,
 }
 
-/// A deployment environment.
-#[derive(Debug, Clone, Deserialize)]
+/// A deployment environment, as written (resolved into [`super::Environment`]).
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct Environment {
+pub struct EnvironmentSpec {
     pub target: Target,
     /// Registry images are pushed to, e.g. `127.0.0.1:5000/drone`.
     #[serde(default)]
@@ -168,6 +168,12 @@ pub struct Environment {
     /// The default rollout strategy in this environment.
     #[serde(default)]
     pub strategy: Option<Spanned<String>>,
+    /// Per-service overrides, merged over the base entries (see `overrides.rs`).
+    #[serde(default, deserialize_with = "null_as_default", skip_serializing)]
+    pub services: Entries<super::ServiceOverride>,
+    /// Per-infrastructure overrides, merged over the base entries.
+    #[serde(default, deserialize_with = "null_as_default", skip_serializing)]
+    pub infrastructure: Entries<super::InfrastructureOverride>,
 }
 
 /// A Gateway API gateway.
@@ -202,7 +208,7 @@ impl fmt::Display for StrategyKind {
 }
 
 /// A named rollout strategy: data that the rollout engine interprets.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Strategy {
     #[serde(rename = "type")]
@@ -223,7 +229,7 @@ pub struct Strategy {
 }
 
 /// One step of a canary or blue-green rollout.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Step {
     /// Send this percentage of traffic to the new version.
@@ -235,7 +241,7 @@ pub enum Step {
 }
 
 /// A pause step.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Pause {
     #[serde(default)]
@@ -259,7 +265,7 @@ pub enum Metric {
 }
 
 /// A named analysis.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Analysis {
     pub metric: Metric,
@@ -406,7 +412,7 @@ impl<'de> Deserialize<'de> for ScalarString {
 }
 
 /// Lets a key be present with no value (`services:` followed only by comments).
-fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+pub(super) fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     T: Deserialize<'de> + Default,

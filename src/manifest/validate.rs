@@ -103,6 +103,7 @@ pub fn validate(manifest: &Manifest) -> Vec<Diagnostic> {
     check_environments(manifest, &mut out);
     check_strategies(manifest, &mut out);
     let mut diagnostics = out.0;
+    diagnostics.extend(super::overrides::check(manifest));
     diagnostics.sort_by_key(|d| {
         (
             d.severity == Severity::Warning,
@@ -683,7 +684,7 @@ fn is_int_or_percent(v: &str) -> bool {
 }
 
 /// ", did you mean `x`?" for the closest known name, when one is close.
-fn suggest<'a>(name: &str, known: impl Iterator<Item = &'a String>) -> String {
+pub(super) fn suggest<'a>(name: &str, known: impl Iterator<Item = &'a String>) -> String {
     known
         .map(|k| (edit_distance(name, k), k))
         .filter(|(d, k)| *d <= 2.max(k.len() / 3))

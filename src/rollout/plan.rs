@@ -175,7 +175,7 @@ impl Plan {
     pub fn choose(
         manifest: &Manifest,
         service: &str,
-        environment: Option<&str>,
+        environment_strategy: Option<&str>,
         flag: Option<StrategyKind>,
         replicas: u32,
     ) -> Result<Plan, PlanError> {
@@ -204,10 +204,7 @@ impl Plan {
             .get(service)
             .and_then(|s| s.value.strategy.as_ref())
             .map(|s| s.value.clone());
-        let from_env = environment
-            .and_then(|e| manifest.environments.get(e))
-            .and_then(|e| e.value.strategy.as_ref())
-            .map(|s| s.value.clone());
+        let from_env = environment_strategy.map(str::to_string);
         match from_service.or(from_env) {
             Some(name) => Plan::from_manifest(manifest, &name, replicas),
             None => Ok(Plan::builtin(StrategyKind::Rolling)),
@@ -298,12 +295,12 @@ analyses:
   errors: { metric: error-rate, threshold: 0.05 }
 ",
         );
-        let p = Plan::choose(&m, "api", Some("local"), None, 8).unwrap();
+        let p = Plan::choose(&m, "api", Some("canary"), None, 8).unwrap();
         assert_eq!(
             (p.name.as_str(), p.kind, p.max_surge, p.max_unavailable),
             ("slow", StrategyKind::Rolling, 2, 1)
         );
-        let p = Plan::choose(&m, "web", Some("local"), None, 1).unwrap();
+        let p = Plan::choose(&m, "web", Some("canary"), None, 1).unwrap();
         assert_eq!(p.name, "canary");
         assert_eq!(
             p.steps,

@@ -1,0 +1,371 @@
+//! Per-environment overrides (`environments.<E>.services.<svc>`,
+//! `environments.<E>.infrastructure.<name>`) and the effective manifest they make.
+//!
+//! The merge rule, the same for every field: the environment's value wins over the base
+//! entry's; maps (`env`, `resources`) are merged key by key, and a key set to null removes
+//! it; scalars (`replicas`) and lists (`routes`, `command`) are replaced as a whole.
+//! Overrides are as strict as the rest of the manifest: an unknown field is a parse error,
+//! an unknown service or infrastructure entry a validation error, both with their position.
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Deserializer};
+use serde_saphyr::Spanned;
+
+use super::types::null_as_default;
+use super::validate::suggest;
+use super::{Diagnostic, Manifest, Position, ResourceSpec, Resources, ScalarString, Severity};
+
+/// What an environment may change in a service.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceOverride {
+    /// Replaces the replica count.
+    #[serde(default)]
+    pub replicas: Option<u32>,
+    /// Merged into the requests and limits, quantity by quantity (null removes one).
+    #[serde(default)]
+    pub resources: Option<ResourcesOverride>,
+    /// Merged into the variables, key by key (null removes one).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub env: IndexMap<String, Option<ScalarString>>,
+    /// Replaces the public routes.
+    #[serde(default)]
+    pub routes: Option<Vec<Spanned<String>>>,
+}
+
+/// What an environment may change in an infrastructure entry.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InfrastructureOverride {
+    /// Merged into the variables, key by key (null removes one).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub env: IndexMap<String, Option<ScalarString>>,
+    /// Replaces the command line.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+}
+
+/// Requests and limits to merge.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourcesOverride {
+    #[serde(default)]
+    pub requests: Option<ResourceSpecOverride>,
+    #[serde(default)]
+    pub limits: Option<ResourceSpecOverride>,
+}
+
+/// CPU and memory to merge: absent keeps the base value, null removes it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceSpecOverride {
+    #[serde(default, deserialize_with = "present")]
+    pub cpu: Option<Option<ScalarString>>,
+    #[serde(default, deserialize_with = "present")]
+    pub memory: Option<Option<ScalarString>>,
+}
+
+/// Tells a key written as null (`Some(None)`) from a key not written (`None`).
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Some(Option::<T>::deserialize(deserializer)?))
+}
+
+/// The manifest as it applies in the environment `env`: its overrides merged over the base
+/// entries, and `environments` holding only `env` (with its overrides, now applied, removed).
+/// An overridden entry points at its override, so findings about merged values point there.
+pub fn effective(manifest: &Manifest, env: &str) -> Manifest {
+    let mut m = manifest.clone();
+    m.environments.retain(|name, _| name == env);
+    let Some(spec) = m.environments.get_mut(env) else {
+        return m;
+    };
+    let services = std::mem::take(&mut spec.value.services);
+    let infrastructure = std::mem::take(&mut spec.value.infrastructure);
+    for (name, o) in services {
+        if let Some(s) = m.services.get_mut(&name) {
+            s.referenced = o.referenced;
+            let (base, o) = (&mut s.value, o.value);
+            if let Some(replicas) = o.replicas {
+                base.replicas = replicas;
+            }
+            if let Some(r) = o.resources {
+                merge_resources(&mut base.resources, r);
+            }
+            merge_env(&mut base.env, o.env);
+            if let Some(routes) = o.routes {
+                base.routes = routes;
+            }
+        }
+    }
+    for (name, o) in infrastructure {
+        if let Some(i) = m.infrastructure.get_mut(&name) {
+            i.referenced = o.referenced;
+            let (base, o) = (&mut i.value, o.value);
+            merge_env(&mut base.env, o.env);
+            if let Some(command) = o.command {
+                base.command = command;
+            }
+        }
+    }
+    m
+}
+
+fn merge_env(
+    base: &mut IndexMap<String, ScalarString>,
+    over: IndexMap<String, Option<ScalarString>>,
+) {
+    for (key, value) in over {
+        match value {
+            Some(v) => {
+                base.insert(key, v);
+            }
+            None => {
+                base.shift_remove(&key);
+            }
+        }
+    }
+}
+
+fn merge_resources(base: &mut Resources, over: ResourcesOverride) {
+    for (spec, o) in [
+        (&mut base.requests, over.requests),
+        (&mut base.limits, over.limits),
+    ] {
+        if let Some(o) = o {
+            merge_spec(spec, o);
+        }
+    }
+}
+
+fn merge_spec(base: &mut ResourceSpec, over: ResourceSpecOverride) {
+    if let Some(cpu) = over.cpu {
+        base.cpu = cpu;
+    }
+    if let Some(memory) = over.memory {
+        base.memory = memory;
+    }
+}
+
+/// The findings about overrides: entries that do not exist (with a suggestion), and every
+/// finding an environment's effective manifest has that the base manifest has not (a route
+/// an override makes owned twice, an invalid variable name), under `environments.<E>.`.
+pub(super) fn check(manifest: &Manifest) -> Vec<Diagnostic> {
+    let overrides = |m: &Manifest| {
+        m.environments
+            .values()
+            .any(|e| !e.value.services.is_empty() || !e.value.infrastructure.is_empty())
+    };
+    if !overrides(manifest) {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let error = |field: String, at: serde_saphyr::Location, message: String| Diagnostic {
+        severity: Severity::Error,
+        field,
+        position: Position::from_location(at),
+        message,
+    };
+    for (env, spec) in &manifest.environments {
+        for (name, o) in &spec.value.services {
+            if !manifest.services.contains_key(name) {
+                out.push(error(
+                    format!("environments.{env}.services.{name}"),
+                    o.referenced,
+                    format!(
+                        "overrides `{name}`, which is not a service{}",
+                        suggest(name, manifest.services.keys())
+                    ),
+                ));
+            }
+        }
+        for (name, o) in &spec.value.infrastructure {
+            if !manifest.infrastructure.contains_key(name) {
+                out.push(error(
+                    format!("environments.{env}.infrastructure.{name}"),
+                    o.referenced,
+                    format!(
+                        "overrides `{name}`, which is not an infrastructure entry{}",
+                        suggest(name, manifest.infrastructure.keys())
+                    ),
+                ));
+            }
+        }
+    }
+    let mut plain = manifest.clone();
+    for spec in plain.environments.values_mut() {
+        spec.value.services.clear();
+        spec.value.infrastructure.clear();
+    }
+    let base = super::validate(&plain);
+    let seen = |d: &Diagnostic| {
+        base.iter()
+            .any(|b| (b.severity, &b.field, &b.message) == (d.severity, &d.field, &d.message))
+    };
+    for env in manifest.environments.keys() {
+        for mut d in super::validate(&effective(manifest, env)) {
+            if !seen(&d) {
+                d.field = format!("environments.{env}.{}", d.field);
+                out.push(d);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::manifest::{parse, validate, ManifestError, Position, Severity};
+
+    const BASE: &str = "app: shop
+services:
+  api:
+    path: services/api
+    replicas: 1
+    resources: { requests: { cpu: 100m, memory: 64Mi }, limits: { memory: 256Mi } }
+    env: { LOG_LEVEL: info, KEEP: kept, DROP: x }
+    routes: [/api]
+infrastructure:
+  redis: { image: redis:7, port: 6379, command: [redis-server], env: { A: 1 } }
+environments:
+  local: { target: docker }
+";
+
+    fn with(environments: &str) -> crate::manifest::Manifest {
+        parse(Path::new("dronectl.yaml"), &format!("{BASE}{environments}")).unwrap()
+    }
+
+    #[test]
+    fn environment_wins_maps_merge_key_by_key_lists_are_replaced() {
+        let m = with(
+            "  staging:
+    target: kubernetes
+    services:
+      api:
+        replicas: 3
+        resources: { requests: { cpu: 500m }, limits: { memory: null, cpu: 1 } }
+        env: { LOG_LEVEL: debug, DROP: null, NEW: 2 }
+        routes: [/v2/api]
+    infrastructure:
+      redis: { command: [redis-server, --maxmemory, 1gb], env: { B: 2 } }
+",
+        );
+        assert_eq!(validate(&m), vec![]);
+        let e = super::effective(&m, "staging");
+        let api = &e.services["api"].value;
+        assert_eq!(api.replicas, 3);
+        let env: Vec<(&str, &str)> = api
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.0.as_str()))
+            .collect();
+        assert_eq!(
+            env,
+            [("LOG_LEVEL", "debug"), ("KEEP", "kept"), ("NEW", "2")]
+        );
+        let r = &api.resources;
+        assert_eq!(r.requests.cpu.as_ref().unwrap().0, "500m");
+        assert_eq!(r.requests.memory.as_ref().unwrap().0, "64Mi");
+        assert_eq!(r.limits.cpu.as_ref().unwrap().0, "1");
+        assert_eq!(r.limits.memory, None);
+        let routes: Vec<&str> = api.routes.iter().map(|r| r.value.as_str()).collect();
+        assert_eq!(routes, ["/v2/api"]);
+        let redis = &e.infrastructure["redis"].value;
+        assert_eq!(redis.command, ["redis-server", "--maxmemory", "1gb"]);
+        assert_eq!(redis.env.keys().collect::<Vec<_>>(), ["A", "B"]);
+        assert_eq!(e.environments.keys().collect::<Vec<_>>(), ["staging"]);
+        assert!(e.environments["staging"].value.services.is_empty());
+        // The base and other environments are untouched.
+        let local = super::effective(&m, "local");
+        assert_eq!(local.services["api"].value.replicas, 1);
+        assert_eq!(local.services["api"].value.env["DROP"].0, "x");
+        assert_eq!(m.services["api"].value.replicas, 1);
+    }
+
+    #[test]
+    fn unknown_service_or_entry_is_an_error_at_its_position() {
+        let m = with(
+            "  staging:
+    target: kubernetes
+    services:
+      apj: { replicas: 2 }
+    infrastructure:
+      cache: { env: { A: 1 } }
+",
+        );
+        let found: Vec<String> = validate(&m).iter().map(|d| d.to_string()).collect();
+        assert_eq!(found, [
+            "16:12: error: environments.staging.services.apj: overrides `apj`, which is not a service; did you mean `api`?",
+            "18:14: error: environments.staging.infrastructure.cache: overrides `cache`, which is not an infrastructure entry",
+        ]);
+    }
+
+    #[test]
+    fn unknown_field_and_negative_replicas_are_parse_errors_with_positions() {
+        for (text, at) in [
+            (
+                "      api: { port: 9000 }\n",
+                Position {
+                    line: 16,
+                    column: 14,
+                },
+            ),
+            (
+                "      api: { replicas: -1 }\n",
+                Position {
+                    line: 16,
+                    column: 24,
+                },
+            ),
+            (
+                "      api: { resources: { requests: { gpu: 1 } } }\n",
+                Position {
+                    line: 16,
+                    column: 39,
+                },
+            ),
+        ] {
+            let err = parse(
+                Path::new("dronectl.yaml"),
+                &format!("{BASE}  staging:\n    target: kubernetes\n    services:\n{text}"),
+            )
+            .unwrap_err();
+            let ManifestError::Parse { position, .. } = &err else {
+                panic!("{err:?}")
+            };
+            assert_eq!(*position, Some(at), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn findings_the_merge_creates_point_at_the_override() {
+        let m = parse(
+            Path::new("dronectl.yaml"),
+            "app: shop
+services:
+  api: { path: api, routes: [/api] }
+  web: { path: web, routes: [/web] }
+environments:
+  staging:
+    target: kubernetes
+    services:
+      web: { routes: [/api], env: { bad-name: 1 } }
+",
+        )
+        .unwrap();
+        let errors: Vec<String> = validate(&m)
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .map(|d| d.to_string())
+            .collect();
+        assert_eq!(errors, [
+            "9:12: error: environments.staging.services.web.env.bad-name: `bad-name` is not a valid environment variable name",
+            "9:23: error: environments.staging.services.web.routes[0]: route `/api` is also owned by service `api`",
+        ]);
+    }
+}
