@@ -78,7 +78,7 @@ impl LocalTarget {
                 names.app
             ))
         })?;
-        Ok(Self::assemble(manifest, env, docker, names, ports))
+        Self::assemble(manifest, env, docker, names, ports)
     }
 
     fn assemble(
@@ -87,7 +87,7 @@ impl LocalTarget {
         docker: Docker,
         names: Names,
         ports: router::RouterPorts,
-    ) -> LocalTarget {
+    ) -> anyhow::Result<LocalTarget> {
         let services = manifest
             .manifest
             .services
@@ -110,17 +110,16 @@ impl LocalTarget {
                 (name.clone(), runtime)
             })
             .collect();
-        let store =
-            FileStore::new(FileStore::default_dir(&names.app, &env)).expect("state directory");
+        let store = FileStore::new(FileStore::default_dir(&names.app, &env)?)?;
         let platform = LocalPlatform::new(docker, names.clone(), &env, ports.admin, services);
-        LocalTarget {
+        Ok(LocalTarget {
             manifest,
             env,
             names,
             platform,
             store,
             entry_port: ports.entry,
-        }
+        })
     }
 
     pub fn engine<'a>(
@@ -215,6 +214,8 @@ pub async fn up(opts: &UpOptions, reporter: &dyn Reporter) -> anyhow::Result<UpO
     let names = Names {
         app: m.app.value.clone(),
     };
+    // The state directory must be usable before anything is started.
+    FileStore::new(FileStore::default_dir(&names.app, &env)?)?;
 
     // Images first: nothing is touched when a service does not compile.
     let images = service_images(opts, reporter).await?;
@@ -235,7 +236,8 @@ pub async fn up(opts: &UpOptions, reporter: &dyn Reporter) -> anyhow::Result<UpO
     let router_image = router::ensure_image(&docker).await?;
     changed |= ensure_router(&docker, &names, &env, m, &router_image, reporter).await?;
     let ports = wait_router(&docker, &names).await?;
-    let target = LocalTarget::assemble(manifest.clone(), env.clone(), docker, names.clone(), ports);
+    let target =
+        LocalTarget::assemble(manifest.clone(), env.clone(), docker, names.clone(), ports)?;
 
     // Every service at once; each waits for its own readiness (which waits for its deps).
     let engine = target.engine(reporter, opts.timing);
@@ -626,6 +628,7 @@ pub async fn down(app_dir: &Path, env: Option<&str>, volumes: bool) -> anyhow::R
     let names = Names {
         app: manifest.manifest.app.value.clone(),
     };
+    let state_dir = FileStore::default_dir(&names.app, &env)?;
     let docker = crate::docker::connect().await?;
     let filter = label_filter(&[(labels::APP, &names.app), (labels::ENV, &env)]);
     let mut outcome = DownOutcome::default();
@@ -710,7 +713,6 @@ pub async fn down(app_dir: &Path, env: Option<&str>, volumes: bool) -> anyhow::R
             outcome.volumes.push(v.name);
         }
     }
-    let state_dir = FileStore::default_dir(&names.app, &env);
     if state_dir.exists() {
         std::fs::remove_dir_all(&state_dir)
             .with_context(|| format!("removing rollout state in {}", state_dir.display()))?;
