@@ -890,3 +890,124 @@ fn service_with_its_own_dockerfile() {
     assert_code(&out, 0);
     assert_eq!(summary(&out)["result"]["rebuilt"], 0);
 }
+
+/// Rollout state needs a directory only the user can write: with none of
+/// DRONECTL_STATE_DIR, XDG_STATE_HOME and HOME set `up` refuses (exit 2) instead of using
+/// a shared temporary directory, and a state directory below a directory everyone can
+/// write is refused, naming it — both before anything is built or started.
+#[test]
+fn up_refuses_a_missing_or_shared_state_directory() {
+    let (_tmp, dir) = new_app(&format!("bt-state-{}", suffix()));
+    let app = dir.file_name().unwrap().to_string_lossy().to_string();
+    let out = dronectl()
+        .current_dir(&dir)
+        .env_remove("HOME")
+        .env_remove("XDG_STATE_HOME")
+        .args(["up"])
+        .output()
+        .unwrap();
+    assert_code(&out, 2);
+    assert!(
+        stderr(&out).contains("set DRONECTL_STATE_DIR"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !std::env::temp_dir()
+            .join("dronectl-state")
+            .join(&app)
+            .exists(),
+        "no fallback to the shared temporary directory"
+    );
+
+    use std::os::unix::fs::PermissionsExt;
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = dronectl()
+        .current_dir(&dir)
+        .env("DRONECTL_STATE_DIR", shared.path())
+        .args(["-o", "json", "up"])
+        .output()
+        .unwrap();
+    assert_code(&out, 1);
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        text.contains("refusing to keep rollout state")
+            && text.contains(&shared.path().display().to_string())
+            && text.contains("written by everyone"),
+        "{text}"
+    );
+    assert!(
+        !json_lines(&out).iter().any(|e| e["event"] == "build_step"),
+        "nothing is built: {text}"
+    );
+}
+
+/// Rollout state in the cluster is read through the same validation: a ConfigMap edited
+/// to give the candidate 150% of the traffic (which printed `4294967246%` for the stable
+/// version before) makes `rollout status` fail with the ConfigMap, the problem and how to
+/// recover.
+#[test]
+fn damaged_rollout_state_in_the_cluster_is_refused() {
+    let cluster = kube_fake::FakeCluster::start_blocking();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("config");
+    cluster
+        .write_kubeconfig(&kubeconfig, "staging", "default")
+        .unwrap();
+    let run = |args: &[&str]| {
+        dronectl()
+            .env("KUBECONFIG", &kubeconfig)
+            .env("CI", "1")
+            .args(["-C", "tests/fixtures/kube-app"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for tag in ["1.0.0", "1.1.0"] {
+        let out = run(&[
+            "deploy",
+            "delivery",
+            "--env",
+            "staging",
+            "--tag",
+            tag,
+            "-n",
+            "default",
+            "--canary",
+            "--timeout",
+            "1s",
+        ]);
+        assert!(
+            matches!(out.status.code(), Some(0 | 4 | 5)),
+            "{}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        let api: kube::Api<ConfigMap> = kube::Api::namespaced(cluster.kube_client(), "default");
+        let mut cm = api.get("dronectl-rollout-delivery").await.unwrap();
+        let data = cm.data.as_mut().unwrap();
+        let mut state: serde_json::Value = serde_json::from_str(&data["state"]).unwrap();
+        state["weight"] = 150.into();
+        data.insert("state".into(), state.to_string());
+        api.replace("dronectl-rollout-delivery", &Default::default(), &cm)
+            .await
+            .unwrap();
+    });
+    let out = run(&[
+        "rollout", "status", "delivery", "--env", "staging", "-n", "default",
+    ]);
+    assert_code(&out, 1);
+    let text = stderr(&out);
+    assert!(
+        text.contains("key `state` of ConfigMap default/dronectl-rollout-delivery is damaged")
+            && text.contains("150% of the traffic")
+            && text.contains("kubectl -n default patch configmap dronectl-rollout-delivery"),
+        "{text}"
+    );
+    assert!(!text.contains("4294967246"), "{text}");
+}
