@@ -339,6 +339,21 @@ fn run_helper(
             }
         )));
     }
+    // Never echo the answer: it holds the secret.
+    let credentials = helper_answer(&output.stdout, host).map_err(|()| {
+        fail(format!(
+            "answered `get` for {host} with something that is not {{\"ServerURL\", \"Username\", \"Secret\"}} JSON"
+        ))
+    })?;
+    Ok(credentials.map(|credentials| RegistryAuth {
+        credentials,
+        source: format!("{entry} (`{program}`) in {}", path.display()),
+    }))
+}
+
+/// A helper's answer to `get`: `None` for an empty secret; `Username` `<token>` makes the
+/// secret an identity token.
+fn helper_answer(stdout: &[u8], host: &str) -> Result<Option<DockerCredentials>, ()> {
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "PascalCase")]
     struct HelperAnswer {
@@ -347,12 +362,7 @@ fn run_helper(
         #[serde(default)]
         secret: String,
     }
-    // Never echo the answer: it holds the secret.
-    let answer: HelperAnswer = serde_json::from_slice(&output.stdout).map_err(|_| {
-        fail(format!(
-            "answered `get` for {host} with something that is not {{\"ServerURL\", \"Username\", \"Secret\"}} JSON"
-        ))
-    })?;
+    let answer: HelperAnswer = serde_json::from_slice(stdout).map_err(|_| ())?;
     if answer.secret.is_empty() {
         return Ok(None);
     }
@@ -366,10 +376,7 @@ fn run_helper(
         credentials.username = Some(answer.username);
         credentials.password = Some(answer.secret);
     }
-    Ok(Some(RegistryAuth {
-        credentials,
-        source: format!("{entry} (`{program}`) in {}", path.display()),
-    }))
+    Ok(Some(credentials))
 }
 
 fn docker_config_path() -> Option<PathBuf> {
@@ -461,6 +468,29 @@ mod tests {
             e.contains("credsStore") && e.contains("not a string"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn helper_answers() {
+        let c = helper_answer(br#"{"ServerURL":"h","Username":"u","Secret":"s"}"#, HOST)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (c.username.as_deref(), c.password.as_deref()),
+            (Some("u"), Some("s"))
+        );
+        assert_eq!(c.serveraddress.as_deref(), Some(HOST));
+        let c = helper_answer(
+            br#"{"ServerURL":"h","Username":"<token>","Secret":"t"}"#,
+            HOST,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((c.username, c.identitytoken.as_deref()), (None, Some("t")));
+        assert!(helper_answer(br#"{"Username":"u","Secret":""}"#, HOST)
+            .unwrap()
+            .is_none());
+        assert!(helper_answer(b"user=u secret=s", HOST).is_err());
     }
 
     #[test]
