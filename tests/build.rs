@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 use common::*;
 
 const SERVICE: &str = "gen-svc";
+/// The shared app's `origin`, as GitLab CI clones it (a job token in the URL).
+const CI_REMOTE: &str =
+    "https://gitlab-ci-token:glcbt-64_CLONETOKEN@gitlab.example.com/g/p.git?private=CLONETOKEN#CLONETOKEN";
 
 fn suffix() -> String {
     let nanos = std::time::SystemTime::now()
@@ -154,6 +157,8 @@ fn app() -> &'static App {
         assert_code(&run(tmp.path(), &["new", "app", &name]), 0);
         let dir = tmp.path().join(&name);
         assert_code(&run(&dir, &["new", "service", SERVICE]), 0);
+        // A CI clone's remote: the token must never reach an image's labels.
+        git(&dir, &["remote", "add", "origin", CI_REMOTE]);
         git(&dir, &["add", "-A"]);
         git(&dir, &["commit", "-q", "-m", "add service"]);
         // Each test removes the app's images when it ends (see `app_cleanup`); the binary
@@ -242,7 +247,11 @@ fn build_run_rebuild_and_prune() {
         .as_str()
         .unwrap()
         .ends_with('Z'));
-    assert!(labels["org.opencontainers.image.source"].is_string());
+    assert_eq!(
+        labels["org.opencontainers.image.source"], "https://gitlab.example.com/g/p.git",
+        "the remote without userinfo, query or fragment"
+    );
+    assert!(!info.to_string().contains("CLONETOKEN"));
     assert_eq!(
         labels["dev.dronectl.inputs-hash"].as_str().unwrap().len(),
         64
@@ -389,12 +398,17 @@ fn compile_error_fails_and_tags_nothing() {
 
 /// A real registry: Debian's docker-registry on a free 127.0.0.1 port with its own storage.
 fn start_registry(cleanup: &mut Cleanup, dir: &Path) -> u16 {
+    start_registry_with(cleanup, dir, "")
+}
+
+/// [`start_registry`] with more configuration (`auth:` for a registry that needs a login).
+fn start_registry_with(cleanup: &mut Cleanup, dir: &Path, extra: &str) -> u16 {
     let port = free_port();
     let config = dir.join("registry.yml");
     std::fs::write(
         &config,
         format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n{extra}",
             dir.join("storage").display()
         ),
     )
@@ -411,9 +425,194 @@ fn start_registry(cleanup: &mut Cleanup, dir: &Path) -> u16 {
     wait_for("the registry", Duration::from_secs(20), || {
         http(port, "GET", "/v2/", &[])
             .ok()
-            .filter(|r| r.status == 200)
+            .filter(|r| r.status == 200 || r.status == 401)
     });
     port
+}
+
+/// The password of the registry that needs a login (user `pushbot`; the bcrypt hash below
+/// is `htpasswd -nbB pushbot <it>`).
+const REGISTRY_PASSWORD: &str = "reg-pw-Zq81SECRETVALUE";
+const REGISTRY_HTPASSWD: &str =
+    "pushbot:$2y$05$NEVZw6md3B7RXCqgbSDdmeITNh9gDg3l8FIAbCI.EyXLYjLrM6sUm\n";
+
+/// A real credential helper, `docker-credential-test`, in `dir/bin`: answers `get` with
+/// the registry's login for `host` (and "not found" for any other server), as
+/// docker-credential-helpers do, and records every server it was asked about in
+/// `dir/asked`. With `fail`, it fails like a locked keychain.
+fn credential_helper(dir: &Path, host: &str, fail: bool) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let asked = dir.join("asked");
+    let answer = if fail {
+        "echo 'error getting credentials: keychain is locked' >&2; exit 3".to_string()
+    } else {
+        format!(
+            "if [ \"$server\" = '{host}' ]; then\n  printf '{{\"ServerURL\":\"%s\",\"Username\":\"pushbot\",\"Secret\":\"%s\"}}\\n' \"$server\" '{REGISTRY_PASSWORD}'\nelse\n  echo 'credentials not found in native keychain'; exit 1\nfi"
+        )
+    };
+    let script = format!(
+        "#!/bin/sh\n[ \"$1\" = get ] || {{ echo \"unsupported: $1\" >&2; exit 1; }}\nserver=$(cat)\nprintf '%s\\n' \"$server\" >> '{}'\n{answer}\n",
+        asked.display()
+    );
+    let path = bin.join("docker-credential-test");
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+/// `PATH` with `bin` first.
+fn path_with(bin: &Path) -> String {
+    format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+/// A push to a registry that needs a login, with the login from a credential helper named
+/// in `credHelpers`: it works, the helper is asked for the registry's host over the real
+/// protocol, and the password appears nowhere — not in human or JSON output (with `-v`),
+/// not in the artifacts file. Without credentials the same push fails with a note that
+/// says it was anonymous; a failing helper stops the build before anything is built.
+#[test]
+fn push_with_credentials_from_a_helper_leaks_no_secret() {
+    let app = app();
+    let _guard = app.lock.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cleanup = app_cleanup();
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("htpasswd"), REGISTRY_HTPASSWD).unwrap();
+    let port = start_registry_with(
+        &mut cleanup,
+        tmp.path(),
+        &format!(
+            "auth:\n  htpasswd:\n    realm: dronectl-tests\n    path: {}\n",
+            tmp.path().join("htpasswd").display()
+        ),
+    );
+    let host = format!("127.0.0.1:{port}");
+    let registry = format!("{host}/bt");
+    let manifest = app.dir.join("dronectl.yaml");
+    let original = std::fs::read_to_string(&manifest).unwrap();
+    let edited = original.replacen(
+        "  local: { target: docker, strategy: rolling }",
+        &format!(
+            "  local: {{ target: docker, strategy: rolling }}\n  secured: {{ target: docker, registry: {registry} }}"
+        ),
+        1,
+    );
+    assert_ne!(edited, original, "manifest layout changed");
+    std::fs::write(&manifest, &edited).unwrap();
+    let docker_config = tmp.path().join("docker-config");
+    std::fs::create_dir_all(&docker_config).unwrap();
+    let helper_dir = tmp.path().join("helper");
+    let push = |args: &[&str], bin: &Path| {
+        dronectl()
+            .current_dir(&app.dir)
+            .env("CARGO_TARGET_DIR", shared_target_dir())
+            .env_remove("RUSTFLAGS")
+            .env("DOCKER_CONFIG", &docker_config)
+            .env("PATH", path_with(bin))
+            .args(args)
+            .output()
+            .expect("run dronectl")
+    };
+    let artifacts = tmp.path().join("artifacts.json");
+    let json_args = [
+        "-o",
+        "json",
+        "-v",
+        "--env",
+        "secured",
+        "build",
+        "--push",
+        "--artifacts",
+        artifacts.to_str().unwrap(),
+    ];
+
+    // No credentials: the registry refuses the anonymous push, and the output says it was
+    // anonymous.
+    let anonymous = push(&json_args, &helper_dir);
+    // Credentials from a helper.
+    let bin = credential_helper(&helper_dir, &host, false);
+    std::fs::write(
+        docker_config.join("config.json"),
+        format!(r#"{{"credHelpers": {{"{host}": "test"}}, "credsStore": "no-such-store"}}"#),
+    )
+    .unwrap();
+    let with_helper = push(&json_args, &bin);
+    let human = push(&["-v", "--env", "secured", "build", "--push"], &bin);
+    // A helper that fails: an error naming it, before anything is built or pushed.
+    let failing_dir = tmp.path().join("failing");
+    let failing_bin = credential_helper(&failing_dir, &host, true);
+    let failing = push(&json_args[..7], &failing_bin);
+    std::fs::write(&manifest, &original).unwrap();
+
+    let all = |out: &Output| format!("{}{}", stdout(out), stderr(out));
+    assert_code(&anonymous, 1);
+    assert!(
+        all(&anonymous).contains("pushing anonymously"),
+        "{}",
+        all(&anonymous)
+    );
+    assert_code(&with_helper, 0);
+    assert_code(&human, 0);
+    let asked = std::fs::read_to_string(helper_dir.join("asked")).unwrap();
+    assert!(
+        asked.lines().all(|l| l == host) && asked.lines().count() == 2,
+        "the helper is asked for the registry host on stdin: {asked:?}"
+    );
+    let list: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&artifacts).unwrap()).unwrap();
+    assert_eq!(list[0]["pushed"], true, "{list}");
+    assert!(stderr(&human).contains("credHelpers"), "{}", stderr(&human));
+    assert_code(&failing, 1);
+    let text = all(&failing);
+    assert!(
+        text.contains("docker-credential-test")
+            && text.contains("keychain is locked")
+            && text.contains("credHelpers[")
+            && text.contains(&host),
+        "{text}"
+    );
+    assert!(
+        !json_lines(&failing)
+            .iter()
+            .any(|e| e["event"] == "build_step"),
+        "nothing is built when the credentials cannot be used: {}",
+        stdout(&failing)
+    );
+
+    // The secret, in any form, appears nowhere.
+    let b64 = |s: &str| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(s)
+    };
+    let forms = [
+        REGISTRY_PASSWORD.to_string(),
+        b64(REGISTRY_PASSWORD),
+        b64(&format!("pushbot:{REGISTRY_PASSWORD}")),
+        "CLONETOKEN".to_string(),
+    ];
+    let artifacts_text = std::fs::read_to_string(&artifacts).unwrap();
+    for out in [&anonymous, &with_helper, &human, &failing] {
+        for text in [stdout(out), stderr(out)] {
+            for secret in &forms {
+                assert!(!text.contains(secret.as_str()), "{secret} leaked:\n{text}");
+            }
+        }
+    }
+    for secret in &forms {
+        assert!(
+            !artifacts_text.contains(secret.as_str()),
+            "{artifacts_text}"
+        );
+    }
+    let remote = format!("{registry}/{}/{SERVICE}", app.name);
+    cleanup
+        .images
+        .push(format!("{remote}:{}", list[0]["tag"].as_str().unwrap()));
 }
 
 #[test]
@@ -689,4 +888,125 @@ fn service_with_its_own_dockerfile() {
     let out = dronectl_in(&dir, &["-o", "json", "build"]);
     assert_code(&out, 0);
     assert_eq!(summary(&out)["result"]["rebuilt"], 0);
+}
+
+/// Rollout state needs a directory only the user can write: with none of
+/// DRONECTL_STATE_DIR, XDG_STATE_HOME and HOME set `up` refuses (exit 2) instead of using
+/// a shared temporary directory, and a state directory below a directory everyone can
+/// write is refused, naming it — both before anything is built or started.
+#[test]
+fn up_refuses_a_missing_or_shared_state_directory() {
+    let (_tmp, dir) = new_app(&format!("bt-state-{}", suffix()));
+    let app = dir.file_name().unwrap().to_string_lossy().to_string();
+    let out = dronectl()
+        .current_dir(&dir)
+        .env_remove("HOME")
+        .env_remove("XDG_STATE_HOME")
+        .args(["up"])
+        .output()
+        .unwrap();
+    assert_code(&out, 2);
+    assert!(
+        stderr(&out).contains("set DRONECTL_STATE_DIR"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !std::env::temp_dir()
+            .join("dronectl-state")
+            .join(&app)
+            .exists(),
+        "no fallback to the shared temporary directory"
+    );
+
+    use std::os::unix::fs::PermissionsExt;
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = dronectl()
+        .current_dir(&dir)
+        .env("DRONECTL_STATE_DIR", shared.path())
+        .args(["-o", "json", "up"])
+        .output()
+        .unwrap();
+    assert_code(&out, 1);
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        text.contains("refusing to keep rollout state")
+            && text.contains(&shared.path().display().to_string())
+            && text.contains("written by everyone"),
+        "{text}"
+    );
+    assert!(
+        !json_lines(&out).iter().any(|e| e["event"] == "build_step"),
+        "nothing is built: {text}"
+    );
+}
+
+/// Rollout state in the cluster is read through the same validation: a ConfigMap edited
+/// to give the candidate 150% of the traffic (which printed `4294967246%` for the stable
+/// version before) makes `rollout status` fail with the ConfigMap, the problem and how to
+/// recover.
+#[test]
+fn damaged_rollout_state_in_the_cluster_is_refused() {
+    let cluster = kube_fake::FakeCluster::start_blocking();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("config");
+    cluster
+        .write_kubeconfig(&kubeconfig, "staging", "default")
+        .unwrap();
+    let run = |args: &[&str]| {
+        dronectl()
+            .env("KUBECONFIG", &kubeconfig)
+            .env("CI", "1")
+            .args(["-C", "tests/fixtures/kube-app"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for tag in ["1.0.0", "1.1.0"] {
+        let out = run(&[
+            "deploy",
+            "delivery",
+            "--env",
+            "staging",
+            "--tag",
+            tag,
+            "-n",
+            "default",
+            "--canary",
+            "--timeout",
+            "1s",
+        ]);
+        assert!(
+            matches!(out.status.code(), Some(0 | 4 | 5)),
+            "{}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        let api: kube::Api<ConfigMap> = kube::Api::namespaced(cluster.kube_client(), "default");
+        let mut cm = api.get("dronectl-rollout-delivery").await.unwrap();
+        let data = cm.data.as_mut().unwrap();
+        let mut state: serde_json::Value = serde_json::from_str(&data["state"]).unwrap();
+        state["weight"] = 150.into();
+        data.insert("state".into(), state.to_string());
+        api.replace("dronectl-rollout-delivery", &Default::default(), &cm)
+            .await
+            .unwrap();
+    });
+    let out = run(&[
+        "rollout", "status", "delivery", "--env", "staging", "-n", "default",
+    ]);
+    assert_code(&out, 1);
+    let text = stderr(&out);
+    assert!(
+        text.contains("key `state` of ConfigMap default/dronectl-rollout-delivery is damaged")
+            && text.contains("150% of the traffic")
+            && text.contains("kubectl -n default patch configmap dronectl-rollout-delivery"),
+        "{text}"
+    );
+    assert!(!text.contains("4294967246"), "{text}");
 }

@@ -82,8 +82,11 @@ pub fn read(path: &Path) -> Result<Vec<Artifact>, ArtifactsError> {
     })
 }
 
-/// Writes an artifacts file atomically (temporary file, then rename).
+/// Writes an artifacts file atomically: a private temporary file next to it, written
+/// through its handle (never reopened by name), then renamed over `path` — a symbolic link
+/// at `path` is replaced, never followed.
 pub fn write(path: &Path, artifacts: &[Artifact]) -> Result<(), ArtifactsError> {
+    use std::io::Write as _;
     let err = |source| ArtifactsError::Write {
         path: path.to_path_buf(),
         source,
@@ -94,8 +97,9 @@ pub fn write(path: &Path, artifacts: &[Artifact]) -> Result<(), ArtifactsError> 
     };
     let mut text = serde_json::to_string_pretty(artifacts).map_err(|e| err(e.into()))?;
     text.push('\n');
-    let tmp = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
-    std::fs::write(tmp.path(), text).map_err(err)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
+    tmp.write_all(text.as_bytes()).map_err(err)?;
+    tmp.as_file().sync_all().map_err(err)?;
     tmp.persist(path).map_err(|e| err(e.error))?;
     Ok(())
 }
@@ -125,5 +129,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(read(&path).unwrap()[0].reference(), "app/a:1");
+    }
+
+    #[test]
+    fn a_link_at_the_path_is_replaced_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("precious");
+        std::fs::write(&target, "keep me").unwrap();
+        let path = dir.path().join("artifacts.json");
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        write(&path, &[]).unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
+        assert!(std::fs::symlink_metadata(&path).unwrap().is_file());
+        assert_eq!(read(&path).unwrap(), vec![]);
     }
 }

@@ -42,10 +42,11 @@ impl GitInfo {
         }))
     }
 
-    /// The URL of the `origin` remote, if there is one.
+    /// The public address of the `origin` remote (see [`public_remote_url`]), if there is
+    /// one that can be shown.
     pub fn origin_url(&self) -> Option<String> {
         let remote = self.repo.find_remote("origin").ok()?;
-        remote.url().ok().map(str::to_string)
+        public_remote_url(remote.url().ok()?)
     }
 
     /// The first 7 hex digits of HEAD's commit id.
@@ -156,9 +157,116 @@ impl GitInfo {
     }
 }
 
+/// A git remote as it may be recorded in an image label: never with credentials.
+///
+/// * `http(s)://` URLs lose their userinfo, query and fragment
+///   (`https://gitlab-ci-token:TOKEN@host/g/p.git?x#y` → `https://host/g/p.git`).
+/// * SSH remotes — scp-like `git@host:g/p.git` and `ssh://git@host:22/g/p.git` — become
+///   the web address `https://host/g/p.git` (the form registries such as GHCR link to a
+///   repository by; the user name and the SSH port are dropped). `git://` likewise.
+/// * Local remotes (an absolute path or `file://`) become `file://<path>`.
+/// * Anything else (a relative path, an unknown scheme, an unparsable address) gives
+///   `None`: the caller falls back to the app directory rather than record it.
+pub fn public_remote_url(raw: &str) -> Option<String> {
+    let raw = raw.trim();
+    if raw.is_empty() || raw.chars().any(char::is_control) {
+        return None;
+    }
+    if raw.starts_with('/') {
+        let mut url = url::Url::from_file_path(raw).ok()?;
+        url.set_query(None);
+        url.set_fragment(None);
+        return Some(url.to_string());
+    }
+    match url::Url::parse(raw) {
+        Ok(url) if !url.cannot_be_a_base() => web_url(url),
+        // `host:path` parses as a URL with the scheme `host`; git reads it as scp-like.
+        Ok(_) | Err(url::ParseError::RelativeUrlWithoutBase) => scp_like(raw),
+        Err(_) => None,
+    }
+}
+
+/// A parsed remote URL with nothing secret, as an `https://` (or `file://`) address.
+fn web_url(mut url: url::Url) -> Option<String> {
+    match url.scheme() {
+        "http" | "https" => {}
+        "ssh" | "git" | "git+ssh" | "ssh+git" => {
+            let host = url.host_str()?.to_string();
+            let mut web = url::Url::parse(&format!("https://{host}/")).ok()?;
+            web.set_path(url.path());
+            url = web;
+        }
+        "file" => {
+            let mut file = url::Url::parse("file:///").ok()?;
+            file.set_path(url.path());
+            return Some(file.to_string());
+        }
+        _ => return None,
+    }
+    url.set_username("").ok()?;
+    url.set_password(None).ok()?;
+    url.set_query(None);
+    url.set_fragment(None);
+    Some(url.to_string())
+}
+
+/// scp-like `[user@]host:path` → `https://host/path` (git's rule: a `:` before any `/`).
+fn scp_like(raw: &str) -> Option<String> {
+    let (authority, path) = raw.split_once(':')?;
+    // `transport::address` is a remote helper, not a host.
+    if authority.contains('/') || path.starts_with("//") || path.starts_with(':') {
+        return None;
+    }
+    let host = authority.rsplit('@').next()?;
+    if host.is_empty() || path.is_empty() {
+        return None;
+    }
+    let path = path.split(['?', '#']).next().unwrap_or_default();
+    let mut url = url::Url::parse(&format!("https://{host}/")).ok()?;
+    url.set_path(path.trim_start_matches('/'));
+    Some(url.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remote_urls_lose_their_secrets() {
+        let cases = [
+            (
+                "https://gitlab-ci-token:glcbt-SECRET@gitlab.example.com/g/p.git?private_token=SECRET#SECRET",
+                Some("https://gitlab.example.com/g/p.git"),
+            ),
+            (
+                "https://x-access-token:ghs_SECRET@github.com/o/r",
+                Some("https://github.com/o/r"),
+            ),
+            ("https://SECRET@host:8443/g/p.git", Some("https://host:8443/g/p.git")),
+            ("http://user:p%40ss@10.0.0.1/p.git", Some("http://10.0.0.1/p.git")),
+            ("git@github.com:o/r.git", Some("https://github.com/o/r.git")),
+            ("github.com:o/r.git", Some("https://github.com/o/r.git")),
+            ("deploy@host:/srv/git/r.git", Some("https://host/srv/git/r.git")),
+            (
+                "ssh://git:SECRET@host.example:2222/g/p.git",
+                Some("https://host.example/g/p.git"),
+            ),
+            ("git://host/p.git", Some("https://host/p.git")),
+            ("/srv/git/p.git", Some("file:///srv/git/p.git")),
+            ("file:///srv/p.git?SECRET#SECRET", Some("file:///srv/p.git")),
+            ("../relative/p.git", None),
+            ("ext::sh -c touch% /tmp/x", None),
+            ("https://host/p\n.git", None),
+            ("", None),
+        ];
+        for (raw, want) in cases {
+            let got = public_remote_url(raw);
+            assert_eq!(got.as_deref(), want, "{raw}");
+            if let Some(got) = got {
+                assert!(!got.contains("SECRET"), "{raw} → {got}");
+            }
+        }
+    }
 
     fn commit_all(repo: &Repository) {
         let mut index = repo.index().unwrap();
@@ -202,7 +310,16 @@ mod tests {
             settings: String::new(),
             needs_ca_certs: false,
         };
+        repo.remote(
+            "origin",
+            "https://gitlab-ci-token:TOKEN@gitlab.example.com/g/p.git?x=TOKEN#TOKEN",
+        )
+        .unwrap();
         let git = GitInfo::discover(&root).unwrap().unwrap();
+        assert_eq!(
+            git.origin_url().as_deref(),
+            Some("https://gitlab.example.com/g/p.git")
+        );
         assert!(!git.is_dirty(&inputs("a")).unwrap());
         std::fs::write(root.join("Cargo.lock"), "# new").unwrap();
         assert!(git.is_dirty(&inputs("a")).unwrap(), "untracked lock file");

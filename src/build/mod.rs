@@ -81,6 +81,8 @@ pub enum BuildError {
     },
     #[error(transparent)]
     Artifacts(#[from] ArtifactsError),
+    #[error(transparent)]
+    Auth(#[from] auth::AuthError),
     #[error("refusing to pack an image that runs as root (uid 0); pass --allow-root if you really mean it")]
     PackRoot,
     #[error("cannot pack {}: {message}", path.display())]
@@ -131,7 +133,10 @@ impl BuildError {
             | BuildError::BadRef { .. }
             | BuildError::NotGit { .. }
             | BuildError::PackRoot
-            | BuildError::BadValue { .. } => ExitCode::Usage,
+            | BuildError::BadValue { .. }
+            | BuildError::Auth(
+                auth::AuthError::ParseConfig { .. } | auth::AuthError::BadEntry { .. },
+            ) => ExitCode::Usage,
             _ => ExitCode::Failed,
         }
     }
@@ -329,8 +334,27 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuildOut
     if let Some(tag) = &options.tag {
         check_tag(tag)?;
     }
+    // Credentials are looked up before anything is built: an unusable entry fails fast.
     let registry = if options.push {
-        Some(push_registry(manifest, options.env.as_deref())?)
+        let registry = push_registry(manifest, options.env.as_deref())?;
+        let host = auth::registry_host(&registry).to_string();
+        let credentials = match auth::credentials(&registry)? {
+            auth::Lookup::Found(found) => {
+                reporter.event(Event::Note {
+                    message: format!("registry credentials for {host} from {}", found.source),
+                    verbose: true,
+                });
+                Some(found)
+            }
+            auth::Lookup::Anonymous(why) => {
+                reporter.event(Event::Note {
+                    message: format!("{why}; pushing anonymously"),
+                    verbose: false,
+                });
+                None
+            }
+        };
+        Some((registry, credentials))
     } else {
         None
     };
@@ -553,23 +577,12 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuildOut
         });
     }
 
-    if let Some(registry) = &registry {
-        let credentials = auth::credentials(registry);
-        if let Some((_, from)) = &credentials {
-            reporter.event(Event::Note {
-                message: format!(
-                    "registry credentials for {} from {from}",
-                    auth::registry_host(registry)
-                ),
-                verbose: true,
-            });
-        }
-        let credentials = credentials.map(|(c, _)| c);
+    if let Some((registry, credentials)) = &registry {
         let pushed: Vec<Result<PushedImage, BuildError>> = runtime.block_on(async {
             let app = &app;
             let jobs = images.iter().map(|img| {
                 let docker = &docker;
-                let credentials = credentials.clone();
+                let credentials = credentials.as_ref();
                 async move { push_one(docker, registry, app, img, credentials, reporter).await }
             });
             futures_util::future::join_all(jobs).await
@@ -782,7 +795,7 @@ async fn push_one(
     registry: &str,
     app: &str,
     img: &BuiltImage,
-    credentials: Option<bollard::auth::DockerCredentials>,
+    credentials: Option<&auth::RegistryAuth>,
     reporter: &dyn Reporter,
 ) -> Result<PushedImage, BuildError> {
     let remote = format!("{registry}/{app}/{}", img.service);
@@ -797,24 +810,35 @@ async fn push_one(
         elapsed_ms: None,
     });
     let mut last_report = Instant::now();
-    let digest = image::push(docker, &remote, &img.tag, credentials, |done, _total| {
-        if last_report.elapsed().as_millis() > 200 {
-            last_report = Instant::now();
-            reporter.event(Event::BuildStep {
-                service: img.service.clone(),
-                stage: BuildStage::Push,
-                status: StepStatus::Progress,
-                detail: None,
-                bytes: Some(done),
-                elapsed_ms: Some(started.elapsed().as_millis() as u64),
-            });
-        }
-    })
+    let docker_credentials = credentials.map(auth::RegistryAuth::docker_credentials);
+    let digest = image::push(
+        docker,
+        &remote,
+        &img.tag,
+        docker_credentials,
+        |done, _total| {
+            if last_report.elapsed().as_millis() > 200 {
+                last_report = Instant::now();
+                reporter.event(Event::BuildStep {
+                    service: img.service.clone(),
+                    stage: BuildStage::Push,
+                    status: StepStatus::Progress,
+                    detail: None,
+                    bytes: Some(done),
+                    elapsed_ms: Some(started.elapsed().as_millis() as u64),
+                });
+            }
+        },
+    )
     .await
-    .map_err(|e| BuildError::Push {
-        service: img.service.clone(),
-        image: format!("{remote}:{}", img.tag),
-        message: image::docker_message(&e),
+    .map_err(|e| {
+        // Registries and engines may echo what they were sent: scrub it.
+        let message = image::docker_message(&e);
+        BuildError::Push {
+            service: img.service.clone(),
+            image: format!("{remote}:{}", img.tag),
+            message: credentials.map_or(message.clone(), |c| c.redact(&message)),
+        }
     })?;
     reporter.event(Event::BuildStep {
         service: img.service.clone(),

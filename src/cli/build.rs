@@ -27,7 +27,8 @@ honoured), then packed into minimal scratch images that run as uid 65532. A serv
 own Dockerfile is built from it instead. Images are tagged <version>-<git sha>[-dirty] and
 named <app>/<service> (<registry>/<app>/<service> when pushed). A service whose inputs did
 not change since its last image is not rebuilt. Registry credentials come from
-DRONECTL_REGISTRY_USERNAME/DRONECTL_REGISTRY_PASSWORD or ~/.docker/config.json.";
+DRONECTL_REGISTRY_USERNAME/DRONECTL_REGISTRY_PASSWORD or ~/.docker/config.json (credHelpers,
+credsStore, auths).";
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {

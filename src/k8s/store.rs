@@ -26,7 +26,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 
-use crate::rollout::state::{LockHeld, Request, RolloutState, ServiceRecord, StateStore};
+use crate::rollout::state::{Checked, LockHeld, Request, RolloutState, ServiceRecord, StateStore};
 
 /// How long a lease lasts without renewal.
 pub const LEASE_SECONDS: i32 = 15;
@@ -211,6 +211,31 @@ impl KubeStore {
         }
     }
 
+    /// Parses and validates data key `key` of ConfigMap `name`, exactly as the file store
+    /// does; a damaged one says how to remove it.
+    fn checked<T: Checked>(
+        &self,
+        service: &str,
+        name: &str,
+        key: &str,
+        text: &str,
+    ) -> Result<T, crate::rollout::state::DamagedState> {
+        let forget = if key == "state" {
+            format!("dronectl then forgets the rollout in progress (what runs stays as it is) and the next `dronectl deploy {service}` starts afresh")
+        } else {
+            format!("dronectl then forgets `{service}`'s stable revision and history, and the next deploy is treated as its first")
+        };
+        T::parse(
+            text.as_bytes(),
+            service,
+            &format!("key `{key}` of ConfigMap {}/{name}", self.namespace),
+            format!(
+                "remove the key (`kubectl -n {} patch configmap {name} --type json -p '[{{\"op\":\"remove\",\"path\":\"/data/{key}\"}}]'`): {forget}",
+                self.namespace
+            ),
+        )
+    }
+
     async fn lock_async(&self, service: &str, holder: &str) -> anyhow::Result<KubeLock> {
         let leases = self.leases();
         let name = format!("dronectl-{service}");
@@ -338,9 +363,7 @@ impl StateStore for KubeStore {
     fn load(&self, service: &str) -> anyhow::Result<Option<RolloutState>> {
         let name = Self::state_name(service);
         match block(self.read_key(&name, "state"))? {
-            Some(text) => Ok(Some(serde_json::from_str(&text).map_err(|e| {
-                anyhow::anyhow!("ConfigMap {name} holds damaged state: {e}")
-            })?)),
+            Some(text) => Ok(Some(self.checked(service, &name, "state", &text)?)),
             None => Ok(None),
         }
     }
@@ -358,8 +381,7 @@ impl StateStore for KubeStore {
     fn load_record(&self, service: &str) -> anyhow::Result<ServiceRecord> {
         let name = Self::state_name(service);
         match block(self.read_key(&name, "record"))? {
-            Some(text) => serde_json::from_str(&text)
-                .map_err(|e| anyhow::anyhow!("ConfigMap {name} holds a damaged record: {e}")),
+            Some(text) => Ok(self.checked(service, &name, "record", &text)?),
             None => Ok(ServiceRecord::default()),
         }
     }

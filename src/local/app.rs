@@ -78,7 +78,7 @@ impl LocalTarget {
                 names.app
             ))
         })?;
-        let dir = FileStore::default_dir(&names.app, &environment.name);
+        let dir = FileStore::default_dir(&names.app, &environment.name)?;
         let token = read_router_token(&dir)?.ok_or_else(|| {
             UsageError(format!(
                 "the router's admin token {} is missing; run `dronectl up`, which replaces the router with one that knows a new token",
@@ -86,14 +86,7 @@ impl LocalTarget {
             ))
         })?;
         let admin = ports.admin(token);
-        Ok(Self::assemble(
-            manifest,
-            &environment,
-            docker,
-            names,
-            ports,
-            admin,
-        ))
+        Self::assemble(manifest, &environment, docker, names, ports, admin)
     }
 
     fn assemble(
@@ -103,7 +96,7 @@ impl LocalTarget {
         names: Names,
         ports: router::RouterPorts,
         admin: router::RouterAdmin,
-    ) -> LocalTarget {
+    ) -> anyhow::Result<LocalTarget> {
         let env = environment.name.clone();
         let services = manifest
             .manifest
@@ -127,10 +120,9 @@ impl LocalTarget {
                 (name.clone(), runtime)
             })
             .collect();
-        let store =
-            FileStore::new(FileStore::default_dir(&names.app, &env)).expect("state directory");
+        let store = FileStore::new(FileStore::default_dir(&names.app, &env)?)?;
         let platform = LocalPlatform::new(docker, names.clone(), &env, admin, services);
-        LocalTarget {
+        Ok(LocalTarget {
             manifest,
             env,
             strategy: environment.strategy.clone(),
@@ -138,7 +130,7 @@ impl LocalTarget {
             platform,
             store,
             entry_port: ports.entry,
-        }
+        })
     }
 
     pub fn engine<'a>(
@@ -233,6 +225,8 @@ pub async fn up(opts: &UpOptions, reporter: &dyn Reporter) -> anyhow::Result<UpO
     let names = Names {
         app: m.app.value.clone(),
     };
+    // The state directory must be usable before anything is started.
+    FileStore::new(FileStore::default_dir(&names.app, &env)?)?;
 
     // Images first: nothing is touched when a service does not compile.
     let images = service_images(opts, reporter).await?;
@@ -252,7 +246,7 @@ pub async fn up(opts: &UpOptions, reporter: &dyn Reporter) -> anyhow::Result<UpO
     for name in m.infrastructure.keys() {
         changed |= ensure_infrastructure(&docker, &names, &env, m, name, reporter).await?;
     }
-    let state_dir = FileStore::default_dir(&names.app, &env);
+    let state_dir = FileStore::default_dir(&names.app, &env)?;
     FileStore::new(&state_dir)?;
     let (token, _) = ensure_router_token(&state_dir)?;
     let router_image = router::ensure_image(&docker).await?;
@@ -286,7 +280,7 @@ pub async fn up(opts: &UpOptions, reporter: &dyn Reporter) -> anyhow::Result<UpO
         names.clone(),
         ports,
         admin,
-    );
+    )?;
 
     // Every service at once; each waits for its own readiness (which waits for its deps).
     let engine = target.engine(reporter, opts.timing);
@@ -824,6 +818,7 @@ pub async fn down(app_dir: &Path, env: Option<&str>, volumes: bool) -> anyhow::R
     let names = Names {
         app: manifest.manifest.app.value.clone(),
     };
+    let state_dir = FileStore::default_dir(&names.app, &env)?;
     let docker = crate::docker::connect().await?;
     let filter = label_filter(&[(labels::APP, &names.app), (labels::ENV, &env)]);
     let mut outcome = DownOutcome::default();
@@ -908,7 +903,6 @@ pub async fn down(app_dir: &Path, env: Option<&str>, volumes: bool) -> anyhow::R
             outcome.volumes.push(v.name);
         }
     }
-    let state_dir = FileStore::default_dir(&names.app, &env);
     if state_dir.exists() {
         std::fs::remove_dir_all(&state_dir)
             .with_context(|| format!("removing rollout state in {}", state_dir.display()))?;
@@ -939,7 +933,7 @@ pub async fn ps(app_dir: &Path, env: Option<&str>) -> anyhow::Result<(Option<Str
     let docker = crate::docker::connect().await?;
     let filter = label_filter(&[(labels::APP, &names.app), (labels::ENV, &env)]);
     let ports = router::find(&docker, &names).await?;
-    let token = read_router_token(&FileStore::default_dir(&names.app, &env))?;
+    let token = read_router_token(&FileStore::default_dir(&names.app, &env)?)?;
     let config = match (&ports, token) {
         (Some(p), Some(token)) => p.admin(token).config().await.ok(),
         _ => None,

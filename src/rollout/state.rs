@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::plan::Plan;
+use super::plan::{Plan, PlanStep};
 use super::platform::{Failure, Revision};
 
 /// Where a rollout stands.
@@ -187,6 +187,11 @@ pub trait StateStore: Sync {
 /// A state store in a directory: one JSON file per service, written atomically, and an
 /// advisory file lock that the kernel releases when the holder dies (so `kill -9` never
 /// leaves a stale lock behind).
+///
+/// The directory is the user's own: every level dronectl creates is made `0700`, and the
+/// directory must belong to the current user and be writable by nobody else. Files in it
+/// are opened without following symbolic links (`O_NOFOLLOW`), and everything read back
+/// is validated (see [`RolloutState::validate`]).
 pub struct FileStore {
     dir: PathBuf,
 }
@@ -196,48 +201,142 @@ pub struct FileLock {
     _file: std::fs::File,
 }
 
+/// Rollout state (or a record, or a request) that was read back but cannot be trusted:
+/// not JSON, an unknown format, or values that contradict each other.
+#[derive(Debug, thiserror::Error)]
+#[error("{place} is damaged: {problem}\nto recover: {recovery}")]
+pub struct DamagedState {
+    /// The file (or ConfigMap key) holding it.
+    pub place: String,
+    pub problem: String,
+    /// What the user can do about it.
+    pub recovery: String,
+}
+
+/// A state directory that someone other than the user could tamper with.
+#[derive(Debug, thiserror::Error)]
+#[error("refusing to keep rollout state in {}: {problem}", dir.display())]
+pub struct UnsafeStateDir {
+    pub dir: PathBuf,
+    pub problem: String,
+}
+
+/// A file in the state directory that is a symbolic link.
+#[derive(Debug, thiserror::Error)]
+#[error("{} is a symbolic link; dronectl does not follow links in its state directory: remove the link", path.display())]
+pub struct StateSymlink {
+    pub path: PathBuf,
+}
+
 impl FileStore {
+    /// Opens (creating it, `0700` per created level) the state directory `dir`, and checks
+    /// that it is the user's own.
     pub fn new(dir: impl Into<PathBuf>) -> anyhow::Result<FileStore> {
-        let dir = dir.into();
-        std::fs::create_dir_all(&dir).map_err(|e| {
-            anyhow::anyhow!("cannot create the state directory {}: {e}", dir.display())
+        let dir: PathBuf = dir.into();
+        let mut missing = Vec::new();
+        let mut at = dir.as_path();
+        while !at.as_os_str().is_empty() && std::fs::symlink_metadata(at).is_err() {
+            missing.push(at.to_path_buf());
+            match at.parent() {
+                Some(parent) => at = parent,
+                None => break,
+            }
+        }
+        for level in missing.iter().rev() {
+            use std::os::unix::fs::DirBuilderExt;
+            match std::fs::DirBuilder::new().mode(0o700).create(level) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(anyhow::anyhow!(
+                        "cannot create the state directory {}: {e}",
+                        level.display()
+                    ))
+                }
+            }
+        }
+        // The levels dronectl created must still be real directories, the state directory
+        // itself the user's own, and no directory above it open to everyone (a sticky one
+        // such as /tmp is: nobody can move the user's entries in it).
+        for level in missing.iter().skip(1) {
+            check_dir(level, false)?;
+        }
+        check_dir(&dir, true)?;
+        let absolute = std::path::absolute(&dir).map_err(|e| UnsafeStateDir {
+            dir: dir.clone(),
+            problem: e.to_string(),
         })?;
+        for ancestor in absolute.ancestors().skip(1) {
+            use std::os::unix::fs::MetadataExt;
+            let Ok(meta) = std::fs::metadata(ancestor) else {
+                continue;
+            };
+            if meta.mode() & 0o002 != 0 && meta.mode() & 0o1000 == 0 {
+                return Err(UnsafeStateDir {
+                    dir: dir.clone(),
+                    problem: format!(
+                        "{} above it can be written by everyone (mode {:o}), so anyone could replace it",
+                        ancestor.display(),
+                        meta.mode() & 0o7777
+                    ),
+                }
+                .into());
+            }
+        }
         Ok(FileStore { dir })
     }
 
     /// The default place: `$DRONECTL_STATE_DIR`, else `$XDG_STATE_HOME/dronectl`, else
-    /// `~/.local/state/dronectl`, then `<app>/<environment>`.
-    pub fn default_dir(app: &str, environment: &str) -> PathBuf {
-        let base = std::env::var_os("DRONECTL_STATE_DIR")
+    /// `~/.local/state/dronectl`, then `<app>/<environment>`. With none of them set it is
+    /// a usage error (exit 2), never a shared directory such as `/tmp`.
+    pub fn default_dir(app: &str, environment: &str) -> anyhow::Result<PathBuf> {
+        let set = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        let base = set("DRONECTL_STATE_DIR")
             .map(PathBuf::from)
-            .or_else(|| {
-                std::env::var_os("XDG_STATE_HOME").map(|p| PathBuf::from(p).join("dronectl"))
-            })
-            .or_else(|| {
-                std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state/dronectl"))
-            })
-            .unwrap_or_else(|| std::env::temp_dir().join("dronectl-state"));
-        base.join(app).join(environment)
+            .or_else(|| set("XDG_STATE_HOME").map(|p| PathBuf::from(p).join("dronectl")))
+            .or_else(|| set("HOME").map(|h| PathBuf::from(h).join(".local/state/dronectl")))
+            .ok_or_else(|| {
+                crate::error::UsageError(
+                    "cannot choose a directory for rollout state: none of DRONECTL_STATE_DIR, XDG_STATE_HOME and HOME is set; set DRONECTL_STATE_DIR to a directory only you can write".into(),
+                )
+            })?;
+        Ok(base.join(app).join(environment))
     }
 
     fn path(&self, service: &str, suffix: &str) -> PathBuf {
         self.dir.join(format!("{service}.{suffix}"))
     }
 
-    fn read<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<Option<T>> {
-        match std::fs::read(path) {
-            Ok(bytes) => {
-                Ok(Some(serde_json::from_slice(&bytes).map_err(|e| {
-                    anyhow::anyhow!("{} is damaged: {e}", path.display())
-                })?))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
-        }
+    /// Reads and validates a JSON document; `None` when the file does not exist.
+    fn read<T: Checked>(path: &Path, service: &str) -> anyhow::Result<Option<T>> {
+        use std::io::Read;
+        let mut file = match open_no_follow(std::fs::OpenOptions::new().read(true), path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(open_error(path, e)),
+        };
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        let recovery = T::file_recovery(path, service);
+        Ok(Some(T::parse(
+            &bytes,
+            service,
+            &path.display().to_string(),
+            recovery,
+        )?))
     }
 
     fn write<T: Serialize>(&self, path: &Path, value: &T) -> anyhow::Result<()> {
         use std::io::Write;
+        // The rename below would replace a link rather than follow it; still, a link where
+        // dronectl keeps its files is a sign of tampering: say so.
+        if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(StateSymlink {
+                path: path.to_path_buf(),
+            }
+            .into());
+        }
         let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
         serde_json::to_writer_pretty(&mut tmp, value)?;
         tmp.write_all(b"\n")?;
@@ -321,18 +420,79 @@ pub fn ensure_router_token(dir: &Path) -> anyhow::Result<(dronectl_router::Admin
     }
 }
 
+/// Opens `path` with `options` without following a symbolic link at its end.
+fn open_no_follow(
+    options: &mut std::fs::OpenOptions,
+    path: &Path,
+) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    options.custom_flags(libc::O_NOFOLLOW).open(path)
+}
+
+/// An error opening `path`: a link is a [`StateSymlink`], anything else names the file.
+fn open_error(path: &Path, e: std::io::Error) -> anyhow::Error {
+    if e.raw_os_error() == Some(libc::ELOOP) {
+        StateSymlink {
+            path: path.to_path_buf(),
+        }
+        .into()
+    } else {
+        anyhow::anyhow!("cannot open {}: {e}", path.display())
+    }
+}
+
+/// Checks that `dir` is a directory owned by the current user that nobody else can
+/// write. `follow`: whether `dir` itself may be a symbolic link to such a directory (the
+/// configured directory may be; the levels dronectl creates may not).
+fn check_dir(dir: &Path, follow: bool) -> Result<(), UnsafeStateDir> {
+    use std::os::unix::fs::MetadataExt;
+    let unsafe_dir = |problem: String| UnsafeStateDir {
+        dir: dir.to_path_buf(),
+        problem,
+    };
+    let meta = if follow {
+        std::fs::metadata(dir)
+    } else {
+        std::fs::symlink_metadata(dir)
+    }
+    .map_err(|e| unsafe_dir(e.to_string()))?;
+    if !meta.is_dir() {
+        return Err(unsafe_dir("it is not a directory".into()));
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    if meta.uid() != uid {
+        return Err(unsafe_dir(format!(
+            "it belongs to uid {}, not to you (uid {uid})",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(unsafe_dir(format!(
+            "others can write to it (mode {:o}); `chmod go-w {}` or choose another DRONECTL_STATE_DIR",
+            meta.mode() & 0o7777,
+            dir.display()
+        )));
+    }
+    Ok(())
+}
 impl StateStore for FileStore {
     type Lock = FileLock;
 
     fn lock(&self, service: &str, holder: &str) -> anyhow::Result<FileLock> {
         use std::io::{Seek, Write};
+        use std::os::unix::fs::OpenOptionsExt;
         let path = self.path(service, "lock");
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)?;
+        let mut file = open_no_follow(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .read(true)
+                .write(true)
+                .mode(0o600),
+            &path,
+        )
+        .map_err(|e| open_error(&path, e))?;
         match file.try_lock() {
             Ok(()) => {
                 file.set_len(0)?;
@@ -341,7 +501,7 @@ impl StateStore for FileStore {
                 Ok(FileLock { _file: file })
             }
             Err(std::fs::TryLockError::WouldBlock) => {
-                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                let holder = std::io::read_to_string(&file).unwrap_or_default();
                 Err(LockHeld {
                     service: service.to_string(),
                     holder: if holder.is_empty() {
@@ -359,7 +519,7 @@ impl StateStore for FileStore {
     }
 
     fn load(&self, service: &str) -> anyhow::Result<Option<RolloutState>> {
-        Self::read(&self.path(service, "rollout.json"))
+        Self::read(&self.path(service, "rollout.json"), service)
     }
 
     fn save(&self, state: &RolloutState) -> anyhow::Result<()> {
@@ -367,7 +527,7 @@ impl StateStore for FileStore {
     }
 
     fn load_record(&self, service: &str) -> anyhow::Result<ServiceRecord> {
-        Ok(Self::read(&self.path(service, "record.json"))?.unwrap_or_default())
+        Ok(Self::read(&self.path(service, "record.json"), service)?.unwrap_or_default())
     }
 
     fn save_record(&self, service: &str, record: &ServiceRecord) -> anyhow::Result<()> {
@@ -397,7 +557,7 @@ impl StateStore for FileStore {
         files.sort();
         let mut requests = Vec::new();
         for file in files {
-            if let Some(r) = Self::read::<Request>(&file)? {
+            if let Some(r) = Self::read::<Request>(&file, service)? {
                 requests.push(r);
             }
             let _ = std::fs::remove_file(&file);
@@ -406,9 +566,496 @@ impl StateStore for FileStore {
     }
 }
 
+/// How many history entries a service keeps (older ones are dropped).
+pub const HISTORY_KEEP: usize = 50;
+
+/// A document of the state store that is validated when read back: state files and
+/// ConfigMaps are untrusted input (a bad edit, a disk error, another tool).
+pub(crate) trait Checked: serde::de::DeserializeOwned {
+    /// The contradictions in `self` as read for `service`, if any.
+    fn check(&self, service: &str) -> Result<(), String>;
+
+    /// What to do when the file at `path` is damaged.
+    fn file_recovery(path: &Path, service: &str) -> String;
+
+    /// Parses and checks `bytes` read from `place` (a file or a ConfigMap key).
+    fn parse(
+        bytes: &[u8],
+        service: &str,
+        place: &str,
+        recovery: String,
+    ) -> Result<Self, DamagedState> {
+        let damaged = |problem: String| DamagedState {
+            place: place.to_string(),
+            problem,
+            recovery: recovery.clone(),
+        };
+        let value: Self =
+            serde_json::from_slice(bytes).map_err(|e| damaged(format!("not valid state: {e}")))?;
+        value.check(service).map_err(damaged)?;
+        Ok(value)
+    }
+}
+
+fn move_away(path: &Path) -> String {
+    format!("`mv {0} {0}.damaged`", path.display())
+}
+
+impl Checked for RolloutState {
+    fn check(&self, service: &str) -> Result<(), String> {
+        self.validate(service)
+    }
+
+    fn file_recovery(path: &Path, service: &str) -> String {
+        format!(
+            "move it away ({}): dronectl then forgets the rollout in progress (what runs stays as it is) and the next `dronectl deploy {service}` starts afresh",
+            move_away(path)
+        )
+    }
+}
+
+impl Checked for ServiceRecord {
+    fn check(&self, _service: &str) -> Result<(), String> {
+        self.validate()
+    }
+
+    fn file_recovery(path: &Path, service: &str) -> String {
+        format!(
+            "move it away ({}): dronectl then forgets `{service}`'s stable revision and history, and the next deploy is treated as its first",
+            move_away(path)
+        )
+    }
+}
+
+impl Checked for Request {
+    fn check(&self, _service: &str) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn file_recovery(path: &Path, _service: &str) -> String {
+        format!(
+            "delete it (`rm {}`) and post the request again",
+            path.display()
+        )
+    }
+}
+
+/// A revision is consistent when its id is the hash of its content (so an edited image or
+/// environment cannot pass for the revision that was deployed).
+fn check_revision(revision: &Revision, what: &str) -> Result<(), String> {
+    let expected = Revision::new(
+        &revision.image,
+        &revision.version,
+        revision.replicas,
+        revision.env.clone(),
+    );
+    if revision.id != expected.id {
+        return Err(format!(
+            "{what} revision `{}` does not match its content (image `{}`)",
+            revision.id.escape_debug(),
+            revision.image.escape_debug()
+        ));
+    }
+    if revision.image.is_empty() {
+        return Err(format!("{what} revision `{}` has no image", revision.id));
+    }
+    Ok(())
+}
+
+impl RolloutState {
+    /// Checks a rollout read back for `service`: a known format, weights 0–100 (the stable
+    /// revision has `100 - weight`), a step within the plan, analyses the plan defines,
+    /// consistent revisions and a phase that agrees with the traffic.
+    pub fn validate(&self, service: &str) -> Result<(), String> {
+        if self.format != STATE_FORMAT {
+            return Err(format!(
+                "format {} is not one this dronectl reads (format {STATE_FORMAT}); was it written by another version?",
+                self.format
+            ));
+        }
+        if self.service != service {
+            return Err(format!(
+                "it holds the rollout of `{}`, not of `{service}`",
+                self.service.escape_debug()
+            ));
+        }
+        if self.number == 0 {
+            return Err("rollout number 0 (numbers start at 1)".into());
+        }
+        if self.weight > 100 {
+            return Err(format!(
+                "the candidate has {}% of the traffic (at most 100%)",
+                self.weight
+            ));
+        }
+        for (i, step) in self.plan.steps.iter().enumerate() {
+            match step {
+                PlanStep::Weight(w) if *w > 100 => {
+                    return Err(format!("step {} sets weight {w}% (at most 100%)", i + 1))
+                }
+                PlanStep::Analysis(a) if !self.plan.analyses.contains_key(a) => {
+                    return Err(format!(
+                        "step {} runs analysis `{}`, which the plan does not define",
+                        i + 1,
+                        a.escape_debug()
+                    ))
+                }
+                _ => {}
+            }
+        }
+        if self.step > self.plan.steps.len() {
+            return Err(format!(
+                "the current step is {} of a plan with {} steps",
+                self.step + 1,
+                self.plan.steps.len()
+            ));
+        }
+        if let Some(run) = &self.analysis {
+            if !self.plan.analyses.contains_key(&run.name) {
+                return Err(format!(
+                    "analysis `{}` runs, but the plan does not define it",
+                    run.name.escape_debug()
+                ));
+            }
+        }
+        check_revision(&self.candidate, "the candidate")?;
+        if let Some(stable) = &self.stable {
+            check_revision(stable, "the stable")?;
+            if stable.id == self.candidate.id {
+                return Err(format!(
+                    "the candidate and the stable revision are the same ({})",
+                    stable.id
+                ));
+            }
+        }
+        if let Some(progress) = self.rolling {
+            let Some(stable) = &self.stable else {
+                return Err("a rolling update without a stable revision".into());
+            };
+            if progress.candidate > self.candidate.replicas.max(1)
+                || progress.stable > stable.replicas
+            {
+                return Err(format!(
+                    "the rolling update has {} new and {} old replicas (of {} and {})",
+                    progress.candidate,
+                    progress.stable,
+                    self.candidate.replicas.max(1),
+                    stable.replicas
+                ));
+            }
+        }
+        match &self.phase {
+            Phase::Completed if self.weight != 100 => Err(format!(
+                "completed, but the candidate has {}% of the traffic, not 100%",
+                self.weight
+            )),
+            Phase::Aborted { .. } | Phase::Failed { .. } if self.weight != 0 => Err(format!(
+                "rolled back, but the candidate still has {}% of the traffic",
+                self.weight
+            )),
+            phase if phase.is_terminal() && self.finished_ms.is_none() => {
+                Err("finished, without a finish time".into())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl ServiceRecord {
+    /// Checks a record read back: consistent revisions, rollout numbers each once, known
+    /// outcomes, and a stable revision that a completed rollout deployed.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut numbers = std::collections::BTreeSet::new();
+        for entry in &self.history {
+            if !numbers.insert(entry.number) || entry.number == 0 {
+                return Err(format!(
+                    "the history lists rollout number {} more than once (or as 0)",
+                    entry.number
+                ));
+            }
+            if !matches!(entry.outcome.as_str(), "completed" | "aborted" | "failed") {
+                return Err(format!(
+                    "rollout {} has the unknown outcome `{}`",
+                    entry.number,
+                    entry.outcome.escape_debug()
+                ));
+            }
+            check_revision(&entry.revision, &format!("rollout {}'s", entry.number))?;
+        }
+        for retired in &self.retired {
+            check_revision(&retired.revision, "a retired")?;
+        }
+        if let Some(stable) = &self.stable {
+            check_revision(stable, "the stable")?;
+            let deployed = self
+                .history
+                .iter()
+                .any(|h| h.outcome == "completed" && h.revision.id == stable.id);
+            // Old entries are dropped, so a long history may have lost it.
+            if !deployed && self.history.len() < HISTORY_KEEP {
+                return Err(format!(
+                    "the stable revision {} is not one any completed rollout in the history deployed",
+                    stable.label().escape_debug()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manifest::StrategyKind;
+
+    /// A change that damages a stored document.
+    type Damage<T> = fn(&mut T);
+
+    fn revision(image: &str) -> Revision {
+        Revision::new(image, "1.0.0", 2, Default::default())
+    }
+
+    /// A canary of `api` half way: 50% on the candidate, at step 3 of 4.
+    fn state() -> RolloutState {
+        RolloutState {
+            format: STATE_FORMAT,
+            service: "api".into(),
+            number: 2,
+            plan: Plan::builtin(StrategyKind::Canary),
+            stable: Some(revision("app/api:1")),
+            candidate: revision("app/api:2"),
+            phase: Phase::Progressing,
+            step: 2,
+            step_started_ms: 1,
+            candidate_ready: true,
+            weight: 50,
+            rolling: None,
+            analysis: None,
+            analyses_done: vec![],
+            started_ms: 1,
+            updated_ms: 1,
+            finished_ms: None,
+            message: String::new(),
+        }
+    }
+
+    fn record() -> ServiceRecord {
+        let stable = revision("app/api:1");
+        ServiceRecord {
+            stable: Some(stable.clone()),
+            history: vec![HistoryEntry {
+                number: 1,
+                revision: stable,
+                strategy: "canary".into(),
+                outcome: "completed".into(),
+                started_ms: 1,
+                finished_ms: 2,
+                message: String::new(),
+            }],
+            retired: vec![],
+        }
+    }
+
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::symlink_metadata(path)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    }
+
+    #[test]
+    fn valid_state_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path()).unwrap();
+        store.save(&state()).unwrap();
+        store.save_record("api", &record()).unwrap();
+        assert_eq!(store.load("api").unwrap(), Some(state()));
+        assert_eq!(store.load_record("api").unwrap(), record());
+    }
+
+    #[test]
+    fn damaged_state_is_refused_naming_the_file_and_the_way_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path()).unwrap();
+        let path = dir.path().join("api.rollout.json");
+        let cases: Vec<(Damage<RolloutState>, &str)> = vec![
+            ((|s| s.weight = 4_294_967_246), "4294967246% of the traffic"),
+            ((|s| s.weight = 101), "101%"),
+            ((|s| s.format = 9), "format 9"),
+            ((|s| s.step = 7), "step is 8 of a plan with 4 steps"),
+            ((|s| s.plan.steps[0] = PlanStep::Weight(250)), "weight 250%"),
+            (
+                (|s| s.plan.steps[1] = PlanStep::Analysis("nope".into())),
+                "analysis `nope`",
+            ),
+            ((|s| s.service = "web".into()), "not of `api`"),
+            (
+                (|s| s.candidate.image = "evil/x:1".into()),
+                "does not match its content",
+            ),
+            (
+                (|s| s.candidate.id = "../../x".into()),
+                "does not match its content",
+            ),
+            ((|s| s.stable = Some(s.candidate.clone())), "the same"),
+            (
+                (|s| {
+                    s.phase = Phase::Completed;
+                    s.finished_ms = Some(2);
+                }),
+                "not 100%",
+            ),
+            (
+                (|s| {
+                    s.plan.kind = StrategyKind::Rolling;
+                    s.rolling = Some(RollingProgress {
+                        candidate: 9,
+                        stable: 0,
+                    });
+                }),
+                "9 new",
+            ),
+        ];
+        for (damage, expected) in cases {
+            let mut bad = state();
+            damage(&mut bad);
+            std::fs::write(&path, serde_json::to_vec(&bad).unwrap()).unwrap();
+            let err = store.load("api").unwrap_err();
+            let text = err.to_string();
+            assert!(err.is::<DamagedState>(), "{text}");
+            assert!(text.contains(expected), "expected {expected:?} in {text}");
+            assert!(text.contains(&path.display().to_string()), "{text}");
+            assert!(
+                text.contains(&format!("mv {0} {0}.damaged", path.display())),
+                "{text}"
+            );
+        }
+        std::fs::write(&path, b"{\"format\": 1, \"servi").unwrap();
+        let text = store.load("api").unwrap_err().to_string();
+        assert!(
+            text.contains("not valid state") && text.contains("api.rollout.json"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn damaged_records_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path()).unwrap();
+        let path = dir.path().join("api.record.json");
+        let cases: Vec<(Damage<ServiceRecord>, &str)> = vec![
+            (
+                (|r| r.stable = Some(revision("app/api:9"))),
+                "not one any completed rollout",
+            ),
+            ((|r| r.history.push(r.history[0].clone())), "more than once"),
+            ((|r| r.history[0].outcome = "won".into()), "unknown outcome"),
+            (
+                (|r| {
+                    r.history[0]
+                        .revision
+                        .env
+                        .insert("K".into(), "v".into())
+                        .map_or((), drop)
+                }),
+                "does not match",
+            ),
+        ];
+        for (damage, expected) in cases {
+            let mut bad = record();
+            damage(&mut bad);
+            std::fs::write(&path, serde_json::to_vec(&bad).unwrap()).unwrap();
+            let text = store.load_record("api").unwrap_err().to_string();
+            assert!(
+                text.contains(expected) && text.contains("api.record.json"),
+                "expected {expected:?} in {text}"
+            );
+            assert!(text.contains("forgets `api`'s stable revision"), "{text}");
+        }
+    }
+
+    #[test]
+    fn symlinks_in_the_state_directory_are_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path().join("state")).unwrap();
+        let target = dir.path().join("precious");
+        std::fs::write(&target, "keep me").unwrap();
+        let state_dir = dir.path().join("state");
+        for name in ["api.rollout.json", "api.record.json", "api.lock"] {
+            std::os::unix::fs::symlink(&target, state_dir.join(name)).unwrap();
+        }
+        let link = |e: anyhow::Error| {
+            assert!(e.is::<StateSymlink>(), "{e}");
+            e.to_string()
+        };
+        assert!(link(store.load("api").unwrap_err()).contains("api.rollout.json"));
+        assert!(link(store.load_record("api").unwrap_err()).contains("api.record.json"));
+        assert!(link(store.lock("api", "pid 1").err().unwrap()).contains("api.lock"));
+        assert!(link(store.save(&state()).unwrap_err()).contains("api.rollout.json"));
+        assert!(link(store.save_record("api", &record()).unwrap_err()).contains("record"));
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
+        assert!(std::fs::symlink_metadata(state_dir.join("api.lock"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+    }
+
+    #[test]
+    fn state_directories_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let leaf = dir.path().join("base/app/env");
+        let store = FileStore::new(&leaf).unwrap();
+        for level in ["base", "base/app", "base/app/env"] {
+            assert_eq!(mode(&dir.path().join(level)), 0o700, "{level}");
+        }
+        let _lock = store.lock("api", "pid 1").unwrap();
+        assert_eq!(mode(&leaf.join("api.lock")), 0o600);
+        store.save(&state()).unwrap();
+        assert_eq!(mode(&leaf.join("api.rollout.json")), 0o600);
+
+        // Writable by others: refused, naming the directory.
+        use std::os::unix::fs::PermissionsExt;
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let text = FileStore::new(&shared).err().unwrap().to_string();
+        assert!(
+            text.contains("others can write") && text.contains("shared"),
+            "{text}"
+        );
+        let text = FileStore::new(shared.join("app/env"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            text.contains("above it can be written by everyone"),
+            "{text}"
+        );
+        // Sticky, like /tmp: nobody else can move the user's entries.
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(FileStore::new(shared.join("app/env")).is_ok());
+        // A file where the directory should be.
+        std::fs::write(dir.path().join("file"), "").unwrap();
+        let text = FileStore::new(dir.path().join("file"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(text.contains("not a directory"), "{text}");
+        // Someone else's: refused (only root can hand a directory to another user).
+        if unsafe { libc::geteuid() } == 0 {
+            let theirs = dir.path().join("theirs");
+            std::fs::create_dir(&theirs).unwrap();
+            std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o700)).unwrap();
+            std::os::unix::fs::chown(&theirs, Some(12345), Some(12345)).unwrap();
+            let text = FileStore::new(&theirs).err().unwrap().to_string();
+            assert!(
+                text.contains("uid 12345") && text.contains("theirs"),
+                "{text}"
+            );
+        }
+    }
 
     #[test]
     fn router_token_is_made_once_private_and_never_read_through_a_symlink() {
