@@ -5,6 +5,7 @@ mod apply;
 mod controller;
 mod crud;
 mod misc;
+mod rollout_fidelity;
 mod watch;
 
 use std::future::Future;
