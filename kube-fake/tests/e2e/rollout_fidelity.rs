@@ -126,12 +126,12 @@ async fn statefulset_pods_start_in_order_and_roll_from_the_highest_ordinal() {
     cluster.step(5);
     assert_eq!(sts_pods(&cluster).len(), 1, "db-1 waits for db-0");
     let mut ticks = 0;
-    while !api
+    while api
         .get("db")
         .await
         .unwrap()
         .status
-        .is_some_and(|s| s.ready_replicas == Some(3))
+        .is_none_or(|s| s.ready_replicas != Some(3))
     {
         cluster.step(1);
         ticks += 1;
