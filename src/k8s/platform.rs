@@ -20,7 +20,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Event as KubeEvent, Pod, Service};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, LogParams, Patch, PatchParams};
 use kube::Client;
@@ -337,12 +337,66 @@ impl KubePlatform {
         }))
     }
 
+    /// Available pods of `revision` in `deployment`: the availableReplicas of the
+    /// deployment's ReplicaSets whose pod template is this revision's.
+    async fn revision_available(
+        &self,
+        service: &str,
+        revision: &Revision,
+        deployment: &Deployment,
+    ) -> anyhow::Result<u32> {
+        let rss: Api<ReplicaSet> = Api::namespaced(self.client.clone(), &self.kenv.namespace);
+        let lp = ListParams::default().labels(&format!(
+            "{}={service},{}={}",
+            render::NAME,
+            render::REVISION,
+            revision.id
+        ));
+        let uid = deployment.metadata.uid.as_deref();
+        Ok(rss
+            .list(&lp)
+            .await?
+            .items
+            .iter()
+            .filter(|rs| {
+                rs.metadata
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .any(|o| Some(o.uid.as_str()) == uid)
+            })
+            .map(|rs| {
+                rs.status
+                    .as_ref()
+                    .and_then(|s| s.available_replicas)
+                    .unwrap_or(0)
+                    .max(0) as u32
+            })
+            .sum())
+    }
+
     /// Replica counts for a split: nearest integer, at least one pod per side.
     pub fn split(total: u32, candidate_weight: u32) -> (u32, u32) {
         let total = total.max(1);
         let ideal = ((total * candidate_weight) as f64 / 100.0).round() as u32;
         let candidate = ideal.clamp(1, (total - 1).max(1));
         (candidate, total.saturating_sub(candidate).max(1))
+    }
+
+    /// Replica counts that give the first revision its weight by replica ratio (the
+    /// second one gets the rest).
+    fn ratio(weights: &Weights, revisions: &[&Revision]) -> Weights {
+        let mut out = Weights::new();
+        let Some((first, rest)) = revisions.split_first() else {
+            return out;
+        };
+        let total = revisions.iter().map(|r| r.replicas).max().unwrap_or(1);
+        let (c, s) = Self::split(total, weights.get(&first.id).copied().unwrap_or(0));
+        out.insert(first.id.clone(), c);
+        if let Some(second) = rest.first() {
+            out.insert(second.id.clone(), s);
+        }
+        out
     }
 
     async fn scale_to(
@@ -431,8 +485,10 @@ impl Platform for KubePlatform {
         let st = d.status.clone().unwrap_or_default();
         let observed = st.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0);
         let n = |v: Option<i32>| v.unwrap_or(0).max(0) as u32;
+        // The revision's own ReplicaSet(s): during a native rolling update the Deployment's
+        // availableReplicas still counts the old pods.
         let ready = if observed {
-            n(st.updated_replicas).min(n(st.available_replicas))
+            self.revision_available(service, revision, &d).await?
         } else {
             0
         };
@@ -521,14 +577,13 @@ impl Platform for KubePlatform {
             }
             None => {
                 // Replica ratio: every pod of the service behind the Service.
-                let (first, rest) = revisions
-                    .split_first()
-                    .ok_or_else(|| anyhow::anyhow!("no revision to route to"))?;
-                let total = revisions.iter().map(|r| r.replicas).max().unwrap_or(1);
-                let (c, s) = Self::split(total, weight(first));
-                let mut plan: Vec<(&Revision, u32)> = vec![(first, c)];
-                if let Some(second) = rest.first() {
-                    plan.push((second, s));
+                let counts = Self::ratio(weights, revisions);
+                let plan: Vec<(&Revision, u32)> = revisions
+                    .iter()
+                    .filter_map(|r| counts.get(&r.id).map(|n| (*r, *n)))
+                    .collect();
+                if plan.is_empty() {
+                    anyhow::bail!("no revision to route to");
                 }
                 let current = |r: &Revision| {
                     let r = r.id.clone();
@@ -554,6 +609,25 @@ impl Platform for KubePlatform {
             }
         }
         Ok(())
+    }
+
+    fn replicas_for(&self, service: &str, weights: &Weights, revisions: &[&Revision]) -> Weights {
+        let weight = |r: &Revision| weights.get(&r.id).copied().unwrap_or(0);
+        if self.public(service) {
+            // HTTPRoute weights: each revision with traffic runs in full.
+            return revisions
+                .iter()
+                .filter(|r| weight(r) > 0)
+                .map(|r| (r.id.clone(), r.replicas))
+                .collect();
+        }
+        match revisions.iter().find(|r| weight(r) >= 100) {
+            Some(r) => Weights::from([(r.id.clone(), r.replicas)]),
+            None => Self::ratio(weights, revisions)
+                .into_iter()
+                .filter(|(id, _)| weights.get(id).copied().unwrap_or(0) > 0)
+                .collect(),
+        }
     }
 
     async fn snapshot(

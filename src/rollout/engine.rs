@@ -310,6 +310,7 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
     fn promote(&self, state: &mut RolloutState, full: bool) -> anyhow::Result<()> {
         if full {
             state.step = state.plan.steps.len();
+            state.step_started_ms = now_ms();
             state.analysis = None;
             state.phase = Phase::Progressing;
             self.save(state)?;
@@ -451,12 +452,18 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
             return self.fail(state, failure).await;
         }
         let Some(step) = state.plan.steps.get(state.step).cloned() else {
+            if let Some(tick) = self.scale_for(state, 100).await? {
+                return Ok(tick);
+            }
             return self.complete(state).await;
         };
         let now = now_ms();
         match step {
             PlanStep::Weight(w) => {
                 let w = w.min(100);
+                if let Some(tick) = self.scale_for(state, w).await? {
+                    return Ok(tick);
+                }
                 self.route(state, w).await?;
                 state.step += 1;
                 state.step_started_ms = now;
@@ -732,8 +739,8 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
         Ok(Tick::Wait(self.timing.poll))
     }
 
-    /// Sets the candidate's traffic share (the rest to stable).
-    async fn route(&self, state: &mut RolloutState, candidate_weight: u32) -> anyhow::Result<()> {
+    /// The split that gives the candidate `candidate_weight` (the rest to stable).
+    fn split(state: &RolloutState, candidate_weight: u32) -> (Weights, Vec<&Revision>) {
         let mut weights = Weights::new();
         let mut revisions = vec![&state.candidate];
         weights.insert(state.candidate.id.clone(), candidate_weight);
@@ -741,6 +748,71 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
             weights.insert(stable.id.clone(), 100 - candidate_weight);
             revisions.push(stable);
         }
+        (weights, revisions)
+    }
+
+    /// Before the candidate's share changes to `candidate_weight`: scales every revision
+    /// up to the replicas the platform needs for that split and waits until they are
+    /// ready (scale up, wait until ready, then give traffic — also for 100 % and
+    /// `promote --full`). `None` when traffic may move now; else what to do meanwhile.
+    async fn scale_for(
+        &self,
+        state: &mut RolloutState,
+        candidate_weight: u32,
+    ) -> anyhow::Result<Option<Tick>> {
+        let (weights, revisions) = Self::split(state, candidate_weight);
+        let needs = self
+            .platform
+            .replicas_for(&state.service, &weights, &revisions);
+        let mut waiting = None;
+        for revision in revisions {
+            let need = needs.get(&revision.id).copied().unwrap_or(0);
+            if need == 0 {
+                continue;
+            }
+            let mut status = self.platform.status(&state.service, revision).await?;
+            if status.desired < need {
+                self.platform.scale(&state.service, revision, need).await?;
+                status = self.platform.status(&state.service, revision).await?;
+            }
+            if revision.id == state.candidate.id {
+                if let Some(failure) = status.failure.clone() {
+                    return self.fail(state, failure).await.map(Some);
+                }
+            }
+            if status.ready < need && waiting.is_none() {
+                waiting = Some((revision.clone(), status.ready, need));
+            }
+        }
+        let Some((revision, ready, need)) = waiting else {
+            return Ok(None);
+        };
+        if let Some(failure) = self.past_deadline(
+            state,
+            format!(
+                "{ready} of {need} replicas of {} ready for {candidate_weight}% of traffic",
+                revision.label()
+            ),
+        ) {
+            return self
+                .abort(state, failure.message.clone(), Some(failure))
+                .await
+                .map(Some);
+        }
+        let message = format!(
+            "waiting for {}: {ready}/{need} ready before {candidate_weight}% of traffic goes to {}",
+            revision.label(),
+            state.candidate.label()
+        );
+        if self.report_scaling(state, message, (ready, need)) {
+            self.save(state)?;
+        }
+        Ok(Some(Tick::Wait(self.timing.poll)))
+    }
+
+    /// Sets the candidate's traffic share (the rest to stable).
+    async fn route(&self, state: &mut RolloutState, candidate_weight: u32) -> anyhow::Result<()> {
+        let (weights, revisions) = Self::split(state, candidate_weight);
         self.platform
             .set_traffic(&state.service, &weights, &revisions)
             .await?;
@@ -755,6 +827,13 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
         let mut record = self.store.load_record(&state.service)?;
         if let Some(old) = state.stable.clone() {
             let rolling = state.plan.kind == StrategyKind::Rolling;
+            if !rolling && state.plan.scale_down_delay > Duration::ZERO {
+                // Warm at full size (a canary split may have scaled it down), so that
+                // `rollout undo` is an instant switch back.
+                self.platform
+                    .scale(&state.service, &old, old.replicas)
+                    .await?;
+            }
             record
                 .retired
                 .retain(|r| r.revision.id != old.id && r.revision.id != state.candidate.id);

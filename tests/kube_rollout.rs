@@ -1,0 +1,194 @@
+//! Rollout behaviour on Kubernetes that only shows when pods take time (kube-fake as a
+//! faithful stand-in: pods not ready at once, graceful termination, StatefulSet rolling
+//! replacement): readiness before traffic on every weight change, progress counted on the
+//! new revision's own pods, rollout-aware infrastructure waits, `diff` during the
+//! scale-down delay, and retired versions removed on time.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kube::Client;
+use kube_fake::{Behavior, FakeCluster};
+use serde_json::Value;
+
+use dronectl::events::{Collect, Event, RolloutWhat};
+use dronectl::k8s::{KubeEnv, KubeTarget};
+use dronectl::manifest::{LoadedManifest, StrategyKind};
+use dronectl::rollout::ops::{self, DriveReport};
+use dronectl::rollout::{Plan, PlanStep, Request, Revision, Timing};
+
+const APP: &str = "tests/fixtures/kube-app";
+const SVC: &str = "delivery";
+const NS: &str = "default";
+
+fn target(client: Client) -> KubeTarget {
+    let loaded = LoadedManifest::read_valid(Path::new(APP)).unwrap();
+    let kenv = KubeEnv::from_manifest(&loaded.manifest, "staging", Some(NS)).unwrap();
+    KubeTarget::with_client(loaded.manifest, kenv, client)
+}
+
+fn timing() -> Timing {
+    Timing {
+        poll: Duration::from_millis(50),
+        progress_deadline: Duration::from_secs(30),
+        abort_delay: Duration::from_millis(100),
+    }
+}
+
+fn revision(t: &KubeTarget, tag: &str) -> Revision {
+    let image = t.kenv.image(SVC, tag, None);
+    t.revision(SVC, &image, tag).unwrap()
+}
+
+fn plan(kind: StrategyKind, steps: Vec<PlanStep>) -> Plan {
+    let mut p = Plan::builtin(kind);
+    p.steps = steps;
+    p.scale_down_delay = Duration::from_secs(60);
+    p
+}
+
+async fn deploy(t: &KubeTarget, rev: Revision, plan: Plan, timing: Timing) -> DriveReport {
+    t.platform.prepare(SVC).await.unwrap();
+    let reporter = Collect::default();
+    let engine = t.engine(&reporter, timing);
+    ops::deploy(&engine, SVC, rev, plan, Some(Duration::from_secs(60)))
+        .await
+        .unwrap()
+}
+
+async fn fake() -> FakeCluster {
+    let cluster = FakeCluster::start().await;
+    cluster.set_tick(Duration::from_millis(20));
+    cluster
+}
+
+/// The Deployment running revision `id`, straight from kube-fake's store.
+fn deployment_of(c: &FakeCluster, id: &str) -> Option<Value> {
+    c.list_json("apps", "v1", "deployments", Some(NS))
+        .into_iter()
+        .find(|d| d["metadata"]["labels"]["dronectl.io/revision"] == id)
+}
+
+/// Ready pods of revision `id` (not terminating).
+fn ready_pods(c: &FakeCluster, id: &str) -> usize {
+    c.list_json("", "v1", "pods", Some(NS))
+        .iter()
+        .filter(|p| p["metadata"]["labels"]["dronectl.io/revision"] == id)
+        .filter(|p| p["metadata"].get("deletionTimestamp").is_none())
+        .filter(|p| {
+            p["status"]["conditions"].as_array().is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+        })
+        .count()
+}
+
+fn service_revision(c: &FakeCluster) -> Option<String> {
+    c.get_json("", "v1", "services", NS, SVC)?["spec"]["selector"]["dronectl.io/revision"]
+        .as_str()
+        .map(String::from)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_full_after_a_canary_split_gives_traffic_only_to_a_ready_candidate() {
+    let c = fake().await;
+    let t = target(c.kube_client());
+    let v1 = revision(&t, "1.0.0");
+    let report = deploy(
+        &t,
+        v1.clone(),
+        Plan::builtin(StrategyKind::Rolling),
+        timing(),
+    )
+    .await;
+    assert_eq!(report.outcome, "completed", "{}", report.message);
+    let v2 = revision(&t, "2.0.0");
+    let steps = vec![PlanStep::Weight(50), PlanStep::Pause(None)];
+    let report = deploy(&t, v2.clone(), plan(StrategyKind::Canary, steps), timing()).await;
+    assert_eq!(report.outcome, "paused", "{}", report.message);
+    assert_eq!(deployment_of(&c, &v2.id).unwrap()["spec"]["replicas"], 1);
+
+    // Watch, from inside the server, how many candidate pods are ready when the Service
+    // switches to it.
+    let c = Arc::new(c);
+    let seen: Arc<Mutex<Option<usize>>> = Arc::default();
+    let watch = {
+        let (c, seen, id) = (c.clone(), seen.clone(), v2.id.clone());
+        tokio::spawn(async move {
+            loop {
+                if service_revision(&c).as_deref() == Some(id.as_str()) {
+                    *seen.lock().unwrap() = Some(ready_pods(&c, &id));
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    let reporter = Collect::default();
+    let engine = t.engine(&reporter, timing());
+    let report = ops::request(
+        &engine,
+        SVC,
+        Request::PromoteFull,
+        Some(Duration::from_secs(60)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.outcome, "completed", "{}", report.message);
+    tokio::time::timeout(Duration::from_secs(5), watch)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        Some(2),
+        "the Service moved to the candidate before both its pods were ready"
+    );
+    let status = ops::status(&t.platform, &t.store, SVC).await.unwrap();
+    assert_eq!(status.stable.unwrap().status.ready, 2);
+    assert_eq!(
+        deployment_of(&c, &v1.id).unwrap()["spec"]["replicas"],
+        2,
+        "the previous stable is kept warm at full size, not at its canary share"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_progress_counts_only_the_new_revisions_pods() {
+    let c = fake().await;
+    let t = target(c.kube_client());
+    let v1 = revision(&t, "1.0.0");
+    let report = deploy(&t, v1, Plan::builtin(StrategyKind::Rolling), timing()).await;
+    assert_eq!(report.outcome, "completed", "{}", report.message);
+    c.set_image_behavior("delivery:2.0.0", Behavior::NeverReady);
+    let v2 = revision(&t, "2.0.0");
+    t.platform.prepare(SVC).await.unwrap();
+    let reporter = Collect::default();
+    let mut fast = timing();
+    fast.progress_deadline = Duration::from_secs(2);
+    let engine = t.engine(&reporter, fast);
+    let report = ops::deploy(
+        &engine,
+        SVC,
+        v2,
+        Plan::builtin(StrategyKind::Rolling),
+        Some(Duration::from_secs(60)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.outcome, "failed", "{}", report.message);
+    assert!(
+        report.message.contains("0 of 2 new replicas ready"),
+        "{}",
+        report.message
+    );
+    for e in reporter.take() {
+        if let Event::Rollout(r) = e {
+            if r.what == RolloutWhat::Scaling {
+                assert_eq!(r.ready.map(|r| r.0), Some(0), "{}", r.message);
+            }
+        }
+    }
+}
