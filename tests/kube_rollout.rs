@@ -192,3 +192,42 @@ async fn rolling_progress_counts_only_the_new_revisions_pods() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diff_during_the_scale_down_delay_compares_with_the_serving_deployment() {
+    use dronectl::k8s::{self, Images};
+    let c = fake().await;
+    let t = target(c.kube_client());
+    let v1 = revision(&t, "1.0.0");
+    let report = deploy(&t, v1, Plan::builtin(StrategyKind::Rolling), timing()).await;
+    assert_eq!(report.outcome, "completed", "{}", report.message);
+    let v2 = revision(&t, "2.0.0");
+    let report = deploy(
+        &t,
+        v2,
+        plan(StrategyKind::BlueGreen, vec![PlanStep::Weight(100)]),
+        timing(),
+    )
+    .await;
+    assert_eq!(report.outcome, "completed", "{}", report.message);
+    // v1 stays warm under the plain name; v2 serves from `delivery-<id>`.
+    let images = Images {
+        tag: Some("2.0.0".into()),
+        ..Default::default()
+    };
+    let again = deploy(
+        &t,
+        revision(&t, "2.0.0"),
+        Plan::builtin(StrategyKind::Rolling),
+        timing(),
+    )
+    .await;
+    assert_eq!(again.outcome, "unchanged");
+    let diffs = k8s::diff(&t, &[SVC.to_string()], &images).await.unwrap();
+    let deployment = diffs.iter().find(|d| d.kind == "Deployment").unwrap();
+    assert_eq!(
+        deployment.change, "unchanged",
+        "{}: {}",
+        deployment.name, deployment.diff
+    );
+}

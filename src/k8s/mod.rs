@@ -553,14 +553,13 @@ pub async fn diff(
         },
     );
     for (service, revision) in &revisions {
-        // Compare with the Deployment that runs the service now (whatever its name).
-        let live = target.platform.service_deployments(service).await?;
-        let name = live
-            .iter()
-            .find(|d| d.metadata.name.as_deref() == Some(service))
-            .or(live.first())
-            .and_then(|d| d.metadata.name.clone())
-            .unwrap_or_else(|| service.clone());
+        // Compare with the Deployment that serves the service now (whatever its name).
+        use crate::rollout::StateStore as _;
+        let stable = target.store.load_record(service)?.stable.map(|s| s.id);
+        let name = target
+            .platform
+            .serving_deployment(service, stable.as_deref())
+            .await?;
         objects.extend(render::revision_objects(
             &target.kenv,
             m,

@@ -739,28 +739,35 @@ impl Platform for KubePlatform {
     }
 }
 
-/// The revision each service runs now, from the live Deployments (for `diff`).
-pub async fn live_images(platform: &KubePlatform) -> anyhow::Result<BTreeMap<String, String>> {
-    let mut out = BTreeMap::new();
-    for service in platform.manifest.services.keys() {
-        if let Some(d) = platform
-            .service_deployments(service)
-            .await?
-            .into_iter()
-            .next()
-        {
-            if let Some(image) = d
-                .spec
-                .template
-                .spec
-                .and_then(|p| p.containers.into_iter().next())
-                .and_then(|c| c.image)
-            {
-                out.insert(service.clone(), image);
-            }
+impl KubePlatform {
+    /// The name of the Deployment that serves `service` now, for `diff`: the one running
+    /// the stable revision (`stable`, from the rollout record) — during a scale-down delay
+    /// the previous version's Deployment is still there, often under the plain name —
+    /// else the one named `<svc>`, else any; `<svc>` when there is none.
+    pub async fn serving_deployment(
+        &self,
+        service: &str,
+        stable: Option<&str>,
+    ) -> anyhow::Result<String> {
+        let live = self.service_deployments(service).await?;
+        fn revision(d: &Deployment) -> Option<&str> {
+            d.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(render::REVISION))
+                .map(String::as_str)
         }
+        Ok(live
+            .iter()
+            .find(|d| stable.is_some() && revision(d) == stable)
+            .or_else(|| {
+                live.iter()
+                    .find(|d| d.metadata.name.as_deref() == Some(service))
+            })
+            .or(live.first())
+            .and_then(|d| d.metadata.name.clone())
+            .unwrap_or_else(|| service.to_string()))
     }
-    Ok(out)
 }
 
 #[cfg(test)]
