@@ -18,7 +18,6 @@
 //!   ImagePullBackOff, Unschedulable and ProgressDeadlineExceeded with the pod's events and
 //!   last log lines.
 
-
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Event as KubeEvent, Pod, Service};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, LogParams, Patch, PatchParams};
