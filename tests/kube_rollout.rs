@@ -231,3 +231,81 @@ async fn diff_during_the_scale_down_delay_compares_with_the_serving_deployment()
         deployment.name, deployment.diff
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_rollouts_wait_until_the_infrastructure_rollout_is_complete() {
+    use dronectl::k8s::{self, DeployOptions, Images};
+    let c = Arc::new(fake().await);
+    let opts = |tag: &str| DeployOptions {
+        services: vec![],
+        images: Images {
+            tag: Some(tag.into()),
+            ..Default::default()
+        },
+        kind: Some(StrategyKind::Rolling),
+        strategy: None,
+        timing: timing(),
+        timeout: Some(Duration::from_secs(60)),
+        dry_run: None,
+    };
+    let reporter = Collect::default();
+    let t = target(c.kube_client());
+    let first = k8s::deploy(&t, &opts("1.0.0"), &reporter).await.unwrap();
+    assert_eq!(first.infrastructure, vec!["redis"]);
+
+    // A new redis image and new service images in one whole-app deploy; redis-0 takes a
+    // while to terminate, as a real database does.
+    c.set_termination_ticks(40);
+    let mut loaded = LoadedManifest::read_valid(Path::new(APP)).unwrap();
+    loaded.manifest.infrastructure["redis"].value.image = "redis:7.2".into();
+    let kenv = KubeEnv::from_manifest(&loaded.manifest, "staging", Some(NS)).unwrap();
+    let t = KubeTarget::with_client(loaded.manifest, kenv, c.kube_client());
+    // Record, from inside the server, when redis is rolled out and when the first service
+    // Deployment gets its new image.
+    let order: Arc<Mutex<Vec<&'static str>>> = Arc::default();
+    let watch = {
+        let (c, order) = (c.clone(), order.clone());
+        tokio::spawn(async move {
+            let mut redis_done = false;
+            loop {
+                let sts = c
+                    .get_json("apps", "v1", "statefulsets", NS, "redis")
+                    .unwrap();
+                let st = &sts["status"];
+                if !redis_done
+                    && sts["spec"]["template"]["spec"]["containers"][0]["image"] == "redis:7.2"
+                    && st["observedGeneration"] == sts["metadata"]["generation"]
+                    && st["currentRevision"] == st["updateRevision"]
+                    && st["readyReplicas"] == 1
+                {
+                    redis_done = true;
+                    order.lock().unwrap().push("redis rolled out");
+                }
+                let started = c
+                    .list_json("apps", "v1", "deployments", Some(NS))
+                    .iter()
+                    .any(|d| {
+                        d["spec"]["template"]["spec"]["containers"][0]["image"]
+                            .as_str()
+                            .is_some_and(|i| i.ends_with(":2.0.0"))
+                    });
+                if started {
+                    order.lock().unwrap().push("a service rollout started");
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    let second = k8s::deploy(&t, &opts("2.0.0"), &reporter).await.unwrap();
+    assert_eq!(second.infrastructure, vec!["redis"]);
+    tokio::time::timeout(Duration::from_secs(5), watch)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        *order.lock().unwrap(),
+        ["redis rolled out", "a service rollout started"],
+        "service rollouts began while redis-0 was being replaced"
+    );
+}

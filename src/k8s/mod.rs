@@ -10,6 +10,7 @@
 pub mod platform;
 pub mod render;
 pub mod store;
+pub mod wait;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -485,22 +486,7 @@ async fn wait_statefulset(
 ) -> anyhow::Result<()> {
     let api: Api<StatefulSet> =
         Api::namespaced(target.platform.client.clone(), &target.kenv.namespace);
-    let until = std::time::Instant::now() + deadline;
-    loop {
-        let sts = api.get(name).await?;
-        let want = sts.spec.replicas.unwrap_or(1);
-        let ready = sts.status.and_then(|s| s.ready_replicas).unwrap_or(0);
-        if ready >= want {
-            return Ok(());
-        }
-        if std::time::Instant::now() > until {
-            anyhow::bail!(
-                "infrastructure `{name}`: {ready} of {want} replicas ready after {}s",
-                deadline.as_secs()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait::statefulset(&api, "infrastructure", name, deadline).await
 }
 
 /// One object's difference between the cluster and what dronectl would apply.
