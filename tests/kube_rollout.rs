@@ -309,3 +309,68 @@ async fn service_rollouts_wait_until_the_infrastructure_rollout_is_complete() {
         "service rollouts began while redis-0 was being replaced"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_previous_version_is_removed_when_its_delay_ends() {
+    let c = fake().await;
+    let t = target(c.kube_client());
+    let v1 = revision(&t, "1.0.0");
+    let report = deploy(
+        &t,
+        v1.clone(),
+        Plan::builtin(StrategyKind::Rolling),
+        timing(),
+    )
+    .await;
+    assert_eq!(report.outcome, "completed", "{}", report.message);
+    let mut bg = plan(StrategyKind::BlueGreen, vec![PlanStep::Weight(100)]);
+    bg.scale_down_delay = Duration::from_secs(1);
+
+    // The command waits out the delay and removes v1: nothing is left for a later run.
+    let v2 = revision(&t, "2.0.0");
+    let report = deploy(&t, v2.clone(), bg.clone(), timing()).await;
+    assert_eq!(report.outcome, "completed", "{}", report.message);
+    assert!(ops::retires_after(&report));
+    assert!(
+        deployment_of(&c, &v1.id).is_some(),
+        "warm for an instant undo"
+    );
+    let reporter = Collect::default();
+    let engine = t.engine(&reporter, timing());
+    let started = std::time::Instant::now();
+    ops::retire(&engine, SVC).await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(500));
+    assert!(
+        deployment_of(&c, &v1.id).is_none(),
+        "removed after its delay"
+    );
+    let notes: Vec<String> = reporter
+        .take()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Note { message, .. } => Some(message),
+            _ => None,
+        })
+        .collect();
+    assert!(notes.iter().any(|n| n.contains("warm until")), "{notes:?}");
+
+    // Handed off (no wait): status shows what is warm until when; the next command removes it.
+    let v3 = revision(&t, "3.0.0");
+    let report = deploy(&t, v3.clone(), bg, timing()).await;
+    assert_eq!(report.outcome, "completed", "{}", report.message);
+    let status = ops::status(&t.platform, &t.store, SVC).await.unwrap();
+    assert_eq!(status.retired.len(), 1);
+    assert_eq!(status.retired[0].revision.id, v2.id);
+    assert!(status.retired[0].warm);
+    tokio::time::sleep(Duration::from_millis(
+        status.retired[0]
+            .until_ms
+            .saturating_sub(dronectl::rollout::now_ms())
+            + 100,
+    ))
+    .await;
+    assert!(deployment_of(&c, &v2.id).is_some());
+    let again = deploy(&t, v3, Plan::builtin(StrategyKind::Rolling), timing()).await;
+    assert_eq!(again.outcome, "unchanged");
+    assert!(deployment_of(&c, &v2.id).is_none());
+}
