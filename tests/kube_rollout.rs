@@ -374,3 +374,84 @@ async fn the_previous_version_is_removed_when_its_delay_ends() {
     assert_eq!(again.outcome, "unchanged");
     assert!(deployment_of(&c, &v2.id).is_none());
 }
+
+/// Requests kube-fake receives in `seconds` while a canary of `delivery` waits in a timed
+/// pause (driven with the CLI's default timing), and their count by verb and resource.
+async fn requests_while_paused(seconds: u64) -> (usize, std::collections::BTreeMap<String, usize>) {
+    let c = Arc::new(FakeCluster::start().await);
+    let t = Arc::new(target(c.kube_client()));
+    let v1 = revision(&t, "1.0.0");
+    let report = deploy(
+        &t,
+        v1,
+        Plan::builtin(StrategyKind::Rolling),
+        Timing::default(),
+    )
+    .await;
+    assert_eq!(report.outcome, "completed", "{}", report.message);
+    let v2 = revision(&t, "2.0.0");
+    let steps = vec![
+        PlanStep::Weight(50),
+        PlanStep::Pause(Some(Duration::from_secs(seconds + 30))),
+    ];
+    t.platform.prepare(SVC).await.unwrap();
+    let reporter = Arc::new(Collect::default());
+    let driver = {
+        let (t, reporter) = (t.clone(), reporter.clone());
+        tokio::spawn(async move {
+            let engine = t.engine(&*reporter, Timing::default());
+            ops::deploy(&engine, SVC, v2, plan(StrategyKind::Canary, steps), None).await
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !reporter
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|e| matches!(e, Event::Rollout(r) if r.what == RolloutWhat::Paused))
+    {
+        assert!(std::time::Instant::now() < deadline, "never paused");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.clear_requests();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let requests = c.requests();
+    driver.abort();
+    let mut by_kind = std::collections::BTreeMap::new();
+    for r in &requests {
+        let mut parts: Vec<&str> = r.path.split('/').collect();
+        if matches!(r.verb.as_str(), "get" | "update" | "patch" | "delete") {
+            parts.pop();
+        }
+        let resource = parts.last().copied().unwrap_or("").to_string();
+        *by_kind.entry(format!("{} {resource}", r.verb)).or_default() += 1;
+    }
+    (requests.len(), by_kind)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_in_a_pause_costs_at_most_one_request_per_second() {
+    let seconds = 6;
+    let (n, by_kind) = requests_while_paused(seconds).await;
+    assert!(
+        n as u64 <= seconds,
+        "{n} requests in {seconds} s while paused: {by_kind:?}"
+    );
+}
+
+/// API requests per second while a rollout waits in a timed pause, counted by kube-fake
+/// (`scripts/bench-kube-requests.sh` runs it; figures in docs/benchmarks.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run by scripts/bench-kube-requests.sh"]
+async fn bench_requests_per_second_while_paused() {
+    let seconds: u64 = std::env::var("BENCH_PAUSE_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
+    let (n, by_kind) = requests_while_paused(seconds).await;
+    eprintln!(
+        "BENCH requests while paused: {n} in {seconds} s = {:.2} requests/s; {by_kind:?}",
+        n as f64 / seconds as f64
+    );
+}

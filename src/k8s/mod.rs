@@ -7,6 +7,7 @@
 //! * this module: connecting (kubeconfig resolution as kubectl does it), deploying the whole
 //!   app in dependency order, and `diff`.
 
+mod cache;
 pub mod platform;
 pub mod render;
 pub mod store;

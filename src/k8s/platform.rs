@@ -17,13 +17,20 @@
 //!   available replicas, old replicas gone) and fails fast on CrashLoopBackOff,
 //!   ImagePullBackOff, Unschedulable and ProgressDeadlineExceeded with the pod's events and
 //!   last log lines.
+//! * Waiting costs no requests: statuses are read from watches of the app's Deployments,
+//!   ReplicaSets and Pods (`cache`), except right after this process changed a Deployment
+//!   the watch has not caught up with (then from the API).
+
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Event as KubeEvent, Pod, Service};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, LogParams, Patch, PatchParams};
+use kube::runtime::watcher;
 use kube::Client;
 use serde_json::json;
 
+use super::cache::Cached;
 use super::render::{self, KubeEnv, Object, RollingParams};
 use super::store::is_status;
 use crate::manifest::{Manifest, Metric};
@@ -38,6 +45,25 @@ pub struct KubePlatform {
     pub manifest: std::sync::Arc<Manifest>,
     /// Take over fields other managers own (`--force-conflicts`) for shared objects.
     pub force_conflicts: bool,
+    /// The app's Deployments, ReplicaSets and Pods by watch, started on the first status.
+    watched: std::sync::Arc<tokio::sync::OnceCell<Watched>>,
+    /// The generation of each revision's Deployment as this process last applied it: a
+    /// cached Deployment older than that is stale and the API is asked instead.
+    applied: std::sync::Arc<std::sync::Mutex<BTreeMap<String, i64>>>,
+}
+
+/// What a waiting rollout reads: the app's objects, kept current by watches.
+struct Watched {
+    deployments: Cached<Deployment>,
+    replicasets: Cached<ReplicaSet>,
+    pods: Cached<Pod>,
+}
+
+fn labelled(meta: &kube::core::ObjectMeta, key: &str, value: &str) -> bool {
+    meta.labels
+        .as_ref()
+        .and_then(|l| l.get(key))
+        .is_some_and(|v| v == value)
 }
 
 const DEFAULT_ROLLING: RollingParams = RollingParams {
@@ -52,7 +78,85 @@ impl KubePlatform {
             kenv,
             manifest,
             force_conflicts: false,
+            watched: Default::default(),
+            applied: Default::default(),
         }
+    }
+
+    async fn watched(&self) -> &Watched {
+        self.watched
+            .get_or_init(|| async {
+                let config = watcher::Config::default().labels(&format!(
+                    "{}={}",
+                    render::PART_OF,
+                    self.kenv.app
+                ));
+                let ns = &self.kenv.namespace;
+                Watched {
+                    deployments: Cached::start(
+                        Api::namespaced(self.client.clone(), ns),
+                        config.clone(),
+                    ),
+                    replicasets: Cached::start(
+                        Api::namespaced(self.client.clone(), ns),
+                        config.clone(),
+                    ),
+                    pods: Cached::start(Api::namespaced(self.client.clone(), ns), config),
+                }
+            })
+            .await
+    }
+
+    /// The Deployment running `revision` for a status: from the watch when it is at least
+    /// as new as what this process applied, else from the API.
+    async fn lookup(
+        &self,
+        service: &str,
+        revision: &Revision,
+    ) -> anyhow::Result<Option<Deployment>> {
+        let applied = self
+            .applied
+            .lock()
+            .expect("lock")
+            .get(&revision.id)
+            .copied();
+        if let Some(all) = self.watched().await.deployments.objects().await {
+            let found = all.into_iter().find(|d| {
+                labelled(&d.metadata, render::NAME, service)
+                    && labelled(&d.metadata, render::PART_OF, &self.kenv.app)
+                    && labelled(&d.metadata, render::REVISION, &revision.id)
+            });
+            let fresh = match (&found, applied) {
+                (Some(d), Some(g)) => d.metadata.generation.unwrap_or(0) >= g,
+                (None, Some(_)) => false,
+                (_, None) => true,
+            };
+            if fresh {
+                return Ok(found.map(|d| (*d).clone()));
+            }
+        }
+        self.find(service, &revision.id).await
+    }
+
+    /// Pods of `revision`, from the watch (else the API).
+    async fn revision_pods(&self, service: &str, revision: &Revision) -> anyhow::Result<Vec<Pod>> {
+        if let Some(all) = self.watched().await.pods.objects().await {
+            return Ok(all
+                .into_iter()
+                .filter(|p| {
+                    labelled(&p.metadata, render::NAME, service)
+                        && labelled(&p.metadata, render::REVISION, &revision.id)
+                })
+                .map(|p| (*p).clone())
+                .collect());
+        }
+        let lp = ListParams::default().labels(&format!(
+            "{}={service},{}={}",
+            render::NAME,
+            render::REVISION,
+            revision.id
+        ));
+        Ok(self.pods().list(&lp).await?.items)
     }
 
     fn deployments(&self) -> Api<Deployment> {
@@ -175,7 +279,16 @@ impl KubePlatform {
             replicas,
             rolling,
         ) {
-            self.apply(&object, true, false).await?;
+            let is_deployment = matches!(object, Object::Deployment(_));
+            let applied = self.apply(&object, true, false).await?;
+            if is_deployment {
+                if let Some(g) = applied.metadata.generation {
+                    self.applied
+                        .lock()
+                        .expect("lock")
+                        .insert(revision.id.clone(), g);
+                }
+            }
         }
         Ok(())
     }
@@ -216,13 +329,7 @@ impl KubePlatform {
         revision: &Revision,
         deployment: &Deployment,
     ) -> anyhow::Result<Option<Failure>> {
-        let lp = ListParams::default().labels(&format!(
-            "{}={service},{}={}",
-            render::NAME,
-            render::REVISION,
-            revision.id
-        ));
-        let pods = self.pods().list(&lp).await?.items;
+        let pods = self.revision_pods(service, revision).await?;
         let mut found: Option<(String, String, String)> = None;
         'pods: for pod in &pods {
             let name = pod.metadata.name.clone().unwrap_or_default();
@@ -343,18 +450,29 @@ impl KubePlatform {
         revision: &Revision,
         deployment: &Deployment,
     ) -> anyhow::Result<u32> {
-        let rss: Api<ReplicaSet> = Api::namespaced(self.client.clone(), &self.kenv.namespace);
-        let lp = ListParams::default().labels(&format!(
-            "{}={service},{}={}",
-            render::NAME,
-            render::REVISION,
-            revision.id
-        ));
+        let rss: Vec<ReplicaSet> = match self.watched().await.replicasets.objects().await {
+            Some(all) => all
+                .into_iter()
+                .filter(|rs| {
+                    labelled(&rs.metadata, render::NAME, service)
+                        && labelled(&rs.metadata, render::REVISION, &revision.id)
+                })
+                .map(|rs| (*rs).clone())
+                .collect(),
+            None => {
+                let api: Api<ReplicaSet> =
+                    Api::namespaced(self.client.clone(), &self.kenv.namespace);
+                let lp = ListParams::default().labels(&format!(
+                    "{}={service},{}={}",
+                    render::NAME,
+                    render::REVISION,
+                    revision.id
+                ));
+                api.list(&lp).await?.items
+            }
+        };
         let uid = deployment.metadata.uid.as_deref();
         Ok(rss
-            .list(&lp)
-            .await?
-            .items
             .iter()
             .filter(|rs| {
                 rs.metadata
@@ -476,7 +594,7 @@ impl Platform for KubePlatform {
     }
 
     async fn status(&self, service: &str, revision: &Revision) -> anyhow::Result<RevisionStatus> {
-        let Some(d) = self.find(service, &revision.id).await? else {
+        let Some(d) = self.lookup(service, revision).await? else {
             return Ok(RevisionStatus::default());
         };
         let desired = d.spec.replicas.unwrap_or(1).max(0) as u32;
@@ -710,7 +828,7 @@ impl Platform for KubePlatform {
         max_surge: u32,
         max_unavailable: u32,
     ) -> anyhow::Result<()> {
-        if self.find(service, &to.id).await?.is_some() {
+        if self.lookup(service, to).await?.is_some() {
             return Ok(());
         }
         let name = match self.find(service, &from.id).await? {
