@@ -455,3 +455,46 @@ async fn bench_requests_per_second_while_paused() {
         n as f64 / seconds as f64
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_ratio_canary_reports_the_split_it_really_gives() {
+    let c = fake().await;
+    let t = target(c.kube_client());
+    let v1 = revision(&t, "1.0.0");
+    let report = deploy(&t, v1, Plan::builtin(StrategyKind::Rolling), timing()).await;
+    assert_eq!(report.outcome, "completed", "{}", report.message);
+    let v2 = revision(&t, "2.0.0");
+    t.platform.prepare(SVC).await.unwrap();
+    let reporter = Collect::default();
+    let engine = t.engine(&reporter, timing());
+    let steps = vec![PlanStep::Weight(20), PlanStep::Pause(None)];
+    let report = ops::deploy(
+        &engine,
+        SVC,
+        v2,
+        plan(StrategyKind::Canary, steps),
+        Some(Duration::from_secs(60)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.outcome, "paused", "{}", report.message);
+    let events = reporter.take();
+    assert!(
+        events.iter().any(|e| matches!(e, Event::Hint { message }
+            if message.contains("weight 20% cannot be approximated with 2 replicas")
+                && message.contains("gives 50%"))),
+        "{events:#?}"
+    );
+    assert!(
+        events.iter().any(|e| matches!(e, Event::Rollout(r)
+            if r.what == RolloutWhat::Traffic
+                && r.message.contains("20% of traffic requested")
+                && r.message.contains("gives it 50% (1+1 pods behind one Service)"))),
+        "{events:#?}"
+    );
+    // Two pods behind one Service: status says 50/50, and what was asked for.
+    let status = ops::status(&t.platform, &t.store, SVC).await.unwrap();
+    let (cand, stable) = (status.candidate.unwrap(), status.stable.unwrap());
+    assert_eq!((cand.weight, cand.effective_weight), (20, 50));
+    assert_eq!((stable.weight, stable.effective_weight), (80, 50));
+}

@@ -655,10 +655,17 @@ fn print_status(view: &ops::StatusView, printer: &Printer) {
     }
     for (role, rev) in [("stable", &view.stable), ("candidate", &view.candidate)] {
         if let Some(r) = rev {
+            let traffic = if r.effective_weight == r.weight {
+                format!("{}% traffic", r.weight)
+            } else {
+                format!(
+                    "{}% traffic by replica ratio ({}% requested)",
+                    r.effective_weight, r.weight
+                )
+            };
             printer.result_line(&format!(
-                "  {role:<10} {} — {}% traffic, {}/{} ready{}",
+                "  {role:<10} {} — {traffic}, {}/{} ready{}",
                 r.revision.label(),
-                r.weight,
                 r.status.ready,
                 r.revision.replicas,
                 r.status

@@ -746,6 +746,30 @@ impl Platform for KubePlatform {
         }
     }
 
+    fn effective_weights(
+        &self,
+        service: &str,
+        weights: &Weights,
+        revisions: &[&Revision],
+    ) -> (Weights, Option<String>) {
+        let weight = |r: &Revision| weights.get(&r.id).copied().unwrap_or(0);
+        if self.public(service) || revisions.iter().any(|r| weight(r) >= 100) {
+            return (weights.clone(), None);
+        }
+        let counts = Self::ratio(weights, revisions);
+        let total: u32 = counts.values().sum();
+        let effective = counts
+            .iter()
+            .map(|(id, n)| (id.clone(), (n * 100 + total / 2) / total.max(1)))
+            .collect();
+        let pods = revisions
+            .iter()
+            .filter_map(|r| counts.get(&r.id).map(|n| n.to_string()))
+            .collect::<Vec<_>>()
+            .join("+");
+        (effective, Some(format!("{pods} pods behind one Service")))
+    }
+
     async fn snapshot(
         &self,
         _service: &str,

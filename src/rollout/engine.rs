@@ -232,11 +232,41 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
             ),
             None => format!("first deploy of {}", state.candidate.label()),
         };
+        self.warn_nominal_weights(&state);
         // A stale request from an earlier rollout must not act on this one.
         self.store.take_requests(service)?;
         self.save(&mut state)?;
         self.emit(&state, RolloutWhat::Started, state.message.clone());
         Ok(Started::New(Box::new(state)))
+    }
+
+    /// Says which weight steps of the plan the platform can only approximate (a replica
+    /// ratio with few replicas), before anything moves.
+    fn warn_nominal_weights(&self, state: &RolloutState) {
+        if state.stable.is_none() || state.plan.kind == StrategyKind::Rolling {
+            return;
+        }
+        for step in &state.plan.steps {
+            let PlanStep::Weight(w) = step else { continue };
+            if *w == 0 || *w >= 100 {
+                continue;
+            }
+            let (weights, revisions) = Self::split(state, *w);
+            let (effective, how) =
+                self.platform
+                    .effective_weights(&state.service, &weights, &revisions);
+            let got = effective.get(&state.candidate.id).copied().unwrap_or(*w);
+            if let Some(how) = how {
+                if got.abs_diff(*w) >= 5 {
+                    self.reporter.event(Event::Hint {
+                        message: format!(
+                            "{}: weight {w}% cannot be approximated with {} replicas: the replica ratio gives {got}% ({how}); more replicas or a gateway (HTTPRoute weights) split it closer",
+                            state.service, state.candidate.replicas
+                        ),
+                    });
+                }
+            }
+        }
     }
 
     /// Continues the service's rollout until it ends, pauses for promotion, or `timeout`
@@ -467,7 +497,18 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
                 self.route(state, w).await?;
                 state.step += 1;
                 state.step_started_ms = now;
-                state.message = format!("{}% of traffic on {}", w, state.candidate.label());
+                let (weights, revisions) = Self::split(state, w);
+                let (effective, how) =
+                    self.platform
+                        .effective_weights(&state.service, &weights, &revisions);
+                let got = effective.get(&state.candidate.id).copied().unwrap_or(w);
+                state.message = match how {
+                    Some(how) if got != w => format!(
+                        "{w}% of traffic requested on {}; the replica ratio gives it {got}% ({how})",
+                        state.candidate.label()
+                    ),
+                    _ => format!("{}% of traffic on {}", w, state.candidate.label()),
+                };
                 self.save(state)?;
                 self.emit(state, RolloutWhat::Traffic, state.message.clone());
                 Ok(Tick::Continue)

@@ -235,8 +235,10 @@ pub struct RetiredView {
 pub struct RevisionView {
     pub revision: Revision,
     pub status: RevisionStatus,
-    /// Traffic percentage.
+    /// Traffic percentage asked for.
     pub weight: u32,
+    /// Traffic percentage it really gets (a replica ratio may differ from `weight`).
+    pub effective_weight: u32,
 }
 
 /// Everything `rollout status` shows.
@@ -295,6 +297,7 @@ pub async fn status<P: Platform, S: StateStore>(
             revision,
             status,
             weight,
+            effective_weight: weight,
         }
     };
     let (stable, candidate, phase, step) = match &rollout {
@@ -332,6 +335,17 @@ pub async fn status<P: Platform, S: StateStore>(
             None,
         ),
     };
+    let (mut stable, mut candidate) = (stable, candidate);
+    if let (Some(s), Some(c)) = (stable.as_mut(), candidate.as_mut()) {
+        let weights = super::Weights::from([
+            (c.revision.id.clone(), c.weight),
+            (s.revision.id.clone(), s.weight),
+        ]);
+        let (effective, _) =
+            platform.effective_weights(service, &weights, &[&c.revision, &s.revision]);
+        c.effective_weight = effective.get(&c.revision.id).copied().unwrap_or(c.weight);
+        s.effective_weight = effective.get(&s.revision.id).copied().unwrap_or(s.weight);
+    }
     Ok(StatusView {
         service: service.into(),
         rollout,

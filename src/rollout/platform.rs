@@ -160,6 +160,18 @@ pub trait Platform: Sync {
             .collect()
     }
 
+    /// The split traffic really gets for `weights` (revision id → percentage): the same
+    /// weights where the platform splits by weight, the replica ratio where it splits by
+    /// pod count (Kubernetes without a gateway), with what that split runs, for messages.
+    fn effective_weights(
+        &self,
+        _service: &str,
+        weights: &Weights,
+        _revisions: &[&Revision],
+    ) -> (Weights, Option<String>) {
+        (weights.clone(), None)
+    }
+
     /// Whether the platform replaces replicas itself during a rolling update (a Kubernetes
     /// Deployment's own strategy). The engine then calls [`Platform::roll`] instead of
     /// scaling each side, and waits until the candidate's `status` has every replica ready
