@@ -498,3 +498,157 @@ async fn a_replica_ratio_canary_reports_the_split_it_really_gives() {
     assert_eq!((cand.weight, cand.effective_weight), (20, 50));
     assert_eq!((stable.weight, stable.effective_weight), (80, 50));
 }
+
+/// Scenarios that run against kube-fake here and against a real cluster in
+/// `e2e_real_cluster_rollouts` (only API reads, no kube-fake internals).
+mod scenarios {
+    use super::*;
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::Service;
+    use kube::api::{Api, ListParams};
+
+    fn target_in(client: Client, ns: &str) -> KubeTarget {
+        let loaded = LoadedManifest::read_valid(Path::new(APP)).unwrap();
+        let kenv = KubeEnv::from_manifest(&loaded.manifest, "staging", Some(ns)).unwrap();
+        KubeTarget::with_client(loaded.manifest, kenv, client)
+    }
+
+    /// `promote --full` after a 50 % canary: when the Service selects the candidate alone,
+    /// the candidate's Deployment already has every replica available.
+    pub async fn promote_full_readiness(client: Client, ns: &str) {
+        let t = target_in(client.clone(), ns);
+        let v1 = revision(&t, "1.0.0");
+        let report = deploy(&t, v1, Plan::builtin(StrategyKind::Rolling), timing()).await;
+        assert_eq!(report.outcome, "completed", "{}", report.message);
+        let v2 = revision(&t, "2.0.0");
+        let steps = vec![PlanStep::Weight(50), PlanStep::Pause(None)];
+        let report = deploy(&t, v2.clone(), plan(StrategyKind::Canary, steps), timing()).await;
+        assert_eq!(report.outcome, "paused", "{}", report.message);
+        let watch = {
+            let (client, ns, id) = (client.clone(), ns.to_string(), v2.id.clone());
+            tokio::spawn(async move {
+                let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+                let deployments: Api<Deployment> = Api::namespaced(client, &ns);
+                loop {
+                    let selected = services
+                        .get(SVC)
+                        .await
+                        .ok()
+                        .and_then(|s| s.spec?.selector?.get("dronectl.io/revision").cloned());
+                    if selected.as_deref() == Some(id.as_str()) {
+                        let lp =
+                            ListParams::default().labels(&format!("dronectl.io/revision={id}"));
+                        let d = deployments.list(&lp).await.unwrap().items.remove(0);
+                        return d.status.and_then(|s| s.available_replicas).unwrap_or(0);
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+        };
+        let reporter = Collect::default();
+        let engine = t.engine(&reporter, timing());
+        let report = ops::request(
+            &engine,
+            SVC,
+            Request::PromoteFull,
+            Some(Duration::from_secs(120)),
+        )
+        .await
+        .unwrap();
+        assert_eq!(report.outcome, "completed", "{}", report.message);
+        let available = tokio::time::timeout(Duration::from_secs(10), watch)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(available >= 2, "switched with {available} of 2 available");
+    }
+
+    /// A candidate whose image cannot be pulled fails the rollout in seconds, not after
+    /// the progress deadline, and traffic stays on the stable version.
+    pub async fn fail_fast_on_unpullable_image(client: Client, ns: &str) {
+        let t = target_in(client.clone(), ns);
+        let v1 = revision(&t, "1.0.0");
+        let report = deploy(
+            &t,
+            v1.clone(),
+            Plan::builtin(StrategyKind::Rolling),
+            timing(),
+        )
+        .await;
+        assert_eq!(report.outcome, "completed", "{}", report.message);
+        let bad = revision(&t, "0.0.0-does-not-exist");
+        let started = std::time::Instant::now();
+        let report = deploy(
+            &t,
+            bad,
+            plan(StrategyKind::Canary, vec![PlanStep::Weight(50)]),
+            timing(),
+        )
+        .await;
+        assert_eq!(report.outcome, "failed", "{}", report.message);
+        assert!(
+            report.message.contains("ImagePullBackOff") || report.message.contains("ErrImagePull"),
+            "{}",
+            report.message
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "took {:?}",
+            started.elapsed()
+        );
+        let services: Api<Service> = Api::namespaced(client, ns);
+        let selector = services
+            .get(SVC)
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .selector
+            .unwrap();
+        assert_eq!(selector.get("dronectl.io/revision"), Some(&v1.id));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_promote_full_readiness() {
+    let c = fake().await;
+    scenarios::promote_full_readiness(c.kube_client(), NS).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_fail_fast_on_unpullable_image() {
+    let c = fake().await;
+    c.set_image_behavior("does-not-exist", Behavior::ImagePullBackOff);
+    scenarios::fail_fast_on_unpullable_image(c.kube_client(), NS).await;
+}
+
+/// The scenarios above against a real cluster (`DRONECTL_E2E_KUBECONFIG`; the images
+/// `registry.example.com/drone/drone-delivery/delivery:1.0.0` and `2.0.0` must be pullable,
+/// `0.0.0-does-not-exist` must not). Each runs in its own namespace, deleted afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_real_cluster_rollouts() {
+    let Some(path) = std::env::var_os("DRONECTL_E2E_KUBECONFIG") else {
+        eprintln!("skipped: DRONECTL_E2E_KUBECONFIG not set");
+        return;
+    };
+    let kubeconfig = kube::config::Kubeconfig::read_from(&path).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    let client = Client::try_from(config).unwrap();
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+        kube::Api::all(client.clone());
+    for name in ["promote-full", "fail-fast"] {
+        let ns = format!("dronectl-e2e-{name}-{}", std::process::id());
+        let object = serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap();
+        namespaces
+            .create(&Default::default(), &object)
+            .await
+            .unwrap();
+        match name {
+            "promote-full" => scenarios::promote_full_readiness(client.clone(), &ns).await,
+            _ => scenarios::fail_fast_on_unpullable_image(client.clone(), &ns).await,
+        }
+        let _ = namespaces.delete(&ns, &Default::default()).await;
+    }
+}
