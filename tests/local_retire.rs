@@ -165,6 +165,9 @@ fn retired_versions_are_removed_when_their_delay_ends() {
             .any(|l| l.trim_start().starts_with("warm") && l.contains(" until ")),
         "{text}"
     );
+    let out = app.run(&["ps"]);
+    assert_code(&out, 0);
+    assert!(stdout(&out).contains("(warm until "), "{}", stdout(&out));
     let out = app.run(&["-o", "json", "rollout", "status", "echo"]);
     let summary: serde_json::Value =
         serde_json::from_str(stdout(&out).lines().last().unwrap()).unwrap();

@@ -729,6 +729,9 @@ pub struct PsRow {
     pub state: String,
     /// Traffic share of the revision (services), in percent.
     pub weight: Option<u32>,
+    /// A retired revision (kept warm for an instant undo, or an aborted candidate): when
+    /// it is removed, in milliseconds since the Unix epoch.
+    pub retired_until_ms: Option<u64>,
 }
 
 /// What runs, by container; and the entry URL when the router runs.
@@ -745,6 +748,18 @@ pub async fn ps(app_dir: &Path, env: Option<&str>) -> anyhow::Result<(Option<Str
         Some(p) => p.admin.config().await.ok(),
         None => None,
     };
+    // Retired revisions and when they go, from the rollout records (nothing is created).
+    let state_dir = FileStore::default_dir(&names.app, &env);
+    let mut retired = std::collections::BTreeMap::new();
+    if state_dir.exists() {
+        use crate::rollout::StateStore as _;
+        let store = FileStore::new(&state_dir)?;
+        for service in manifest.manifest.services.keys() {
+            for r in store.load_record(service)?.retired {
+                retired.insert((service.clone(), r.revision.id), r.remove_after_ms);
+            }
+        }
+    }
     let mut rows = Vec::new();
     for c in docker
         .list_containers(Some(
@@ -765,7 +780,9 @@ pub async fn ps(app_dir: &Path, env: Option<&str>) -> anyhow::Result<(Option<Str
                 .get(&revision)
                 .map(|v| v.weight as u32)
         });
+        let retired_until_ms = retired.get(&(service.clone(), revision.clone())).copied();
         rows.push(PsRow {
+            retired_until_ms,
             container: container_name(c.names),
             kind: get(labels::KIND),
             name: if service.is_empty() {
