@@ -1,6 +1,7 @@
 //! Simulated controllers: Deployment (rolling update / recreate, revisions, conditions),
-//! ReplicaSet (pods), a kubelet (pod status by image behaviour, events, logs) and a trivial
-//! StatefulSet status writer. Tick-based, all under the store lock.
+//! ReplicaSet (pods), StatefulSet (ordinal pods, OrderedReady, rolling replacement from the
+//! highest ordinal, revisions) and a kubelet (pod status by image behaviour, events, logs,
+//! graceful termination). Tick-based, all under the store lock.
 
 use crate::store::{owned_by, State, WriteOpts};
 use crate::types::ResourceType;
@@ -16,18 +17,34 @@ use std::time::Instant;
 const REVISION: &str = "deployment.kubernetes.io/revision";
 const HASH_LABEL: &str = "pod-template-hash";
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Sim {
     pub tick_no: u64,
+    /// Ticks a pod stays `Terminating` (deletionTimestamp set) before it disappears.
+    pub termination_ticks: u64,
     pods: HashMap<String, PodSim>,
     deploys: HashMap<String, DeploySim>,
     /// (namespace, involved uid, reason, message) → (event name, tick of last emission)
     events: HashMap<(String, String, String, String), (String, u64)>,
 }
 
+impl Default for Sim {
+    fn default() -> Self {
+        Sim {
+            tick_no: 0,
+            termination_ticks: 5,
+            pods: HashMap::new(),
+            deploys: HashMap::new(),
+            events: HashMap::new(),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct PodSim {
     created_tick: u64,
+    /// The tick a graceful deletion began.
+    terminating_since: Option<u64>,
     ip: String,
     start_time: String,
     /// container name → (restart count it started with, startedAt, finishedAt of last run)
@@ -689,6 +706,10 @@ fn deployment_status(st: &mut State) {
         if unavailable > 0 {
             status["unavailableReplicas"] = json!(unavailable);
         }
+        let terminating = sum("terminatingReplicas");
+        if terminating > 0 {
+            status["terminatingReplicas"] = json!(terminating);
+        }
         if Some(&status) != old_status.as_ref() {
             let mut cur = d.clone();
             cur["status"] = status;
@@ -711,13 +732,44 @@ fn pod_ready(p: &Value) -> bool {
         })
 }
 
+/// Whether a graceful deletion of the pod has begun (`metadata.deletionTimestamp`).
+pub(crate) fn terminating(p: &Value) -> bool {
+    p.pointer("/metadata/deletionTimestamp").is_some()
+}
+
+/// Deletes a pod the way the API server does for a DELETE with the default grace period:
+/// `deletionTimestamp` = now + `terminationGracePeriodSeconds` (default 30) and
+/// `deletionGracePeriodSeconds`; the pod stays (`Terminating`) until the kubelet has
+/// stopped it ([`Sim::termination_ticks`] later), then it is removed.
+fn begin_termination(st: &mut State, pt: &ResourceType, pod: &Value) -> bool {
+    if terminating(pod) {
+        return false;
+    }
+    let grace = i64_at(pod, "spec.terminationGracePeriodSeconds").unwrap_or(30);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let mut cur = pod.clone();
+    let meta = util::obj_mut(&mut cur, "metadata");
+    meta.insert(
+        "deletionTimestamp".into(),
+        json!(util::format_unix(now + grace)),
+    );
+    meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
+    st.write_internal(pt, cur).is_some()
+}
+
 fn replicasets(st: &mut State) {
     let rst = ty(st, "apps", "replicasets");
     let pt = ty(st, "", "pods");
     for rs in st.list(&rst, None) {
         let ns = ns_of(&rs).to_string();
         let want = spec_replicas(&rs).max(0) as usize;
-        let mut pods = owned_list(st, &pt, &ns, uid_of(&rs));
+        // Like the real controller, only active pods count: a terminating pod is replaced.
+        let mut pods: Vec<Value> = owned_list(st, &pt, &ns, uid_of(&rs))
+            .into_iter()
+            .filter(|p| !terminating(p))
+            .collect();
         if pods.len() < want {
             let template = dotted(&rs, "spec.template").cloned().unwrap_or(json!({}));
             for _ in pods.len()..want {
@@ -764,10 +816,7 @@ fn replicasets(st: &mut State) {
             });
             let n = pods.len() - want;
             for p in pods.iter().take(n) {
-                if st
-                    .delete(&pt, &ns, name_of(p), None, None, false, false)
-                    .is_ok()
-                {
+                if begin_termination(st, &pt, p) {
                     let msg = format!("Deleted pod: {}", name_of(p));
                     event(
                         st,
@@ -789,15 +838,20 @@ fn replicaset_status(st: &mut State) {
     let rst = ty(st, "apps", "replicasets");
     let pt = ty(st, "", "pods");
     for rs in st.list(&rst, None) {
-        let pods = owned_list(st, &pt, ns_of(&rs), uid_of(&rs));
+        let (pods, gone): (Vec<Value>, Vec<Value>) = owned_list(st, &pt, ns_of(&rs), uid_of(&rs))
+            .into_iter()
+            .partition(|p| !terminating(p));
         let ready = pods.iter().filter(|p| pod_ready(p)).count();
-        let status = json!({
+        let mut status = json!({
             "replicas": pods.len(),
             "fullyLabeledReplicas": pods.len(),
             "readyReplicas": ready,
             "availableReplicas": ready,
             "observedGeneration": i64_at(&rs, "metadata.generation").unwrap_or(1),
         });
+        if !gone.is_empty() {
+            status["terminatingReplicas"] = json!(gone.len());
+        }
         if rs.get("status") != Some(&status) {
             let mut cur = rs.clone();
             cur["status"] = status;
@@ -834,6 +888,7 @@ fn kubelet(st: &mut State) {
                 uid.clone(),
                 PodSim {
                     created_tick: tick,
+                    terminating_since: None,
                     ip,
                     start_time: util::now_rfc3339(),
                     runs: HashMap::new(),
@@ -841,7 +896,18 @@ fn kubelet(st: &mut State) {
             );
         }
         let age = tick - st.sim.pods[&uid].created_tick;
-        simulate_pod(st, &pt, pod, age);
+        let dying = terminating(&pod);
+        if dying {
+            let limit = st.sim.termination_ticks;
+            let sim = st.sim.pods.get_mut(&uid).expect("pod sim");
+            let since = *sim.terminating_since.get_or_insert(tick);
+            if tick - since >= limit {
+                let (ns, name) = (ns_of(&pod).to_string(), name_of(&pod).to_string());
+                let _ = st.delete(&pt, &ns, &name, None, None, false, false);
+                continue;
+            }
+        }
+        simulate_pod(st, &pt, pod, age, dying);
     }
 }
 
@@ -854,7 +920,7 @@ struct CState {
     restarts: i64,
 }
 
-fn simulate_pod(st: &mut State, pt: &ResourceType, pod: Value, age: u64) {
+fn simulate_pod(st: &mut State, pt: &ResourceType, pod: Value, age: u64, dying: bool) {
     let uid = uid_of(&pod).to_string();
     let ns = ns_of(&pod).to_string();
     let pname = name_of(&pod).to_string();
@@ -1179,6 +1245,11 @@ fn simulate_pod(st: &mut State, pt: &ResourceType, pod: Value, age: u64) {
             }
             Behavior::Unschedulable => unreachable!("handled above"),
         };
+        // A terminating container got SIGTERM: its readiness probe fails from now on.
+        let cs = CState {
+            ready: cs.ready && !dying,
+            ..cs
+        };
         let mut s = json!({
             "name": cname,
             "image": image,
@@ -1264,37 +1335,201 @@ fn simulate_pod(st: &mut State, pt: &ResourceType, pod: Value, age: u64) {
 // ---------------------------------------------------------------------------
 // StatefulSets
 
+const STS_REVISION: &str = "controller-revision-hash";
+
+fn ordinal(sts: &str, pod: &Value) -> Option<i64> {
+    name_of(pod)
+        .strip_prefix(sts)
+        .and_then(|r| r.strip_prefix('-'))
+        .and_then(|n| n.parse().ok())
+}
+
+fn pod_revision(pod: &Value) -> &str {
+    pod.pointer("/metadata/labels")
+        .and_then(|l| l.get(STS_REVISION))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+fn sts_pod(s: &Value, ord: i64, revision: &str) -> Value {
+    let name = format!("{}-{ord}", name_of(s));
+    let template = dotted(s, "spec.template").cloned().unwrap_or(json!({}));
+    let mut labels = template
+        .pointer("/metadata/labels")
+        .cloned()
+        .unwrap_or(json!({}));
+    if let Some(l) = labels.as_object_mut() {
+        l.insert(STS_REVISION.into(), json!(revision));
+        l.insert("statefulset.kubernetes.io/pod-name".into(), json!(name));
+        l.insert(
+            "apps.kubernetes.io/pod-index".into(),
+            json!(ord.to_string()),
+        );
+    }
+    let mut spec = template.get("spec").cloned().unwrap_or(json!({}));
+    if let Some(sp) = spec.as_object_mut() {
+        sp.insert("hostname".into(), json!(name));
+        if let Some(svc) = str_at(s, "spec.serviceName") {
+            sp.insert("subdomain".into(), json!(svc));
+        }
+    }
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": ns_of(s),
+            "labels": labels,
+            "annotations": template.pointer("/metadata/annotations").cloned().unwrap_or(json!({})),
+            "ownerReferences": [{
+                "apiVersion": "apps/v1", "kind": "StatefulSet", "name": name_of(s), "uid": uid_of(s),
+                "controller": true, "blockOwnerDeletion": true,
+            }],
+        },
+        "spec": spec,
+    })
+}
+
+/// The StatefulSet controller with `podManagementPolicy: OrderedReady` (parallel is treated
+/// the same) and the `RollingUpdate` strategy: pods `<name>-<ordinal>` are created one at a
+/// time in order, each only once the ones before it are Running and Ready; surplus pods are
+/// removed from the highest ordinal down; after a template change the pods whose revision
+/// differs are replaced one at a time, highest ordinal first, each after the others are
+/// ready again. `currentRevision` becomes `updateRevision` only once every pod runs the
+/// update revision and is ready. `OnDelete` replaces nothing; `partition` is honoured.
 fn statefulsets(st: &mut State) {
     let sst = ty(st, "apps", "statefulsets");
+    let pt = ty(st, "", "pods");
     for s in st.list(&sst, None) {
-        let replicas = spec_replicas(&s);
-        let images: Vec<String> = s
-            .pointer("/spec/template/spec/containers")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|c| c.get("image").and_then(Value::as_str).map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let healthy = images
-            .iter()
-            .all(|i| matches!(behavior_for(&st.knobs, i), Behavior::Ready { .. }));
-        let ready = if healthy { replicas } else { 0 };
-        let rev = format!(
-            "{}-{}",
-            name_of(&s),
-            &stable_hash(&s.pointer("/spec/template").cloned().unwrap_or(json!({})))[..8]
+        let ns = ns_of(&s).to_string();
+        let sname = name_of(&s).to_string();
+        let replicas = spec_replicas(&s).max(0);
+        let update_rev = format!(
+            "{sname}-{}",
+            &stable_hash(&s.pointer("/spec/template").cloned().unwrap_or(json!({})))[..10]
         );
+        let current_rev = str_at(&s, "status.currentRevision")
+            .map(String::from)
+            .unwrap_or_else(|| update_rev.clone());
+        let on_delete = str_at(&s, "spec.updateStrategy.type") == Some("OnDelete");
+        let partition = i64_at(&s, "spec.updateStrategy.rollingUpdate.partition").unwrap_or(0);
+        let mut pods: Vec<(i64, Value)> = owned_list(st, &pt, &ns, uid_of(&s))
+            .into_iter()
+            .filter_map(|p| ordinal(&sname, &p).map(|o| (o, p)))
+            .collect();
+        pods.sort_by_key(|(o, _)| *o);
+        let healthy = |p: &Value| !terminating(p) && pod_ready(p);
+        // Scale up: the first missing ordinal, once every lower one is ready.
+        let mut acted = false;
+        for ord in 0..replicas {
+            match pods.iter().find(|(o, _)| *o == ord) {
+                Some((_, p)) if healthy(p) => continue,
+                Some(_) => {
+                    acted = true;
+                    break;
+                }
+                None => {
+                    let rev = if ord < partition {
+                        current_rev.as_str()
+                    } else {
+                        update_rev.as_str()
+                    };
+                    if let Some(p) = st.create_internal(&pt, sts_pod(&s, ord, rev)) {
+                        let msg = format!(
+                            "create Pod {} in StatefulSet {sname} successful",
+                            name_of(&p)
+                        );
+                        event(
+                            st,
+                            &s,
+                            None,
+                            "Normal",
+                            "SuccessfulCreate",
+                            &msg,
+                            "statefulset-controller",
+                            0,
+                        );
+                    }
+                    acted = true;
+                    break;
+                }
+            }
+        }
+        // Scale down: the highest surplus ordinal, once everything else is ready.
+        if !acted {
+            if let Some((_, p)) = pods.iter().rev().find(|(o, _)| *o >= replicas) {
+                if !terminating(p) && begin_termination(st, &pt, p) {
+                    let msg = format!(
+                        "delete Pod {} in StatefulSet {sname} successful",
+                        name_of(p)
+                    );
+                    event(
+                        st,
+                        &s,
+                        None,
+                        "Normal",
+                        "SuccessfulDelete",
+                        &msg,
+                        "statefulset-controller",
+                        0,
+                    );
+                }
+                acted = true;
+            }
+        }
+        // Rolling update: the highest ordinal not on the update revision.
+        if !acted && !on_delete && !pods.iter().any(|(_, p)| terminating(p)) {
+            if let Some((_, p)) = pods
+                .iter()
+                .rev()
+                .find(|(o, p)| *o < replicas && *o >= partition && pod_revision(p) != update_rev)
+            {
+                if begin_termination(st, &pt, p) {
+                    let msg = format!(
+                        "delete Pod {} in StatefulSet {sname} successful",
+                        name_of(p)
+                    );
+                    event(
+                        st,
+                        &s,
+                        None,
+                        "Normal",
+                        "SuccessfulDelete",
+                        &msg,
+                        "statefulset-controller",
+                        0,
+                    );
+                }
+            }
+        }
+        // Status, counted like the real controller.
+        let pods = owned_list(st, &pt, &ns, uid_of(&s));
+        let created = pods.len() as i64;
+        let ready = pods.iter().filter(|p| healthy(p)).count() as i64;
+        let live: Vec<&Value> = pods.iter().filter(|p| !terminating(p)).collect();
+        let current = live
+            .iter()
+            .filter(|p| pod_revision(p) == current_rev)
+            .count() as i64;
+        let updated = live
+            .iter()
+            .filter(|p| pod_revision(p) == update_rev)
+            .count() as i64;
+        let (current_rev, current) =
+            if updated == replicas && ready == replicas && created == replicas {
+                (update_rev.clone(), updated)
+            } else {
+                (current_rev, current)
+            };
         let status = json!({
             "observedGeneration": i64_at(&s, "metadata.generation").unwrap_or(1),
-            "replicas": replicas,
+            "replicas": created,
             "readyReplicas": ready,
-            "currentReplicas": replicas,
-            "updatedReplicas": replicas,
+            "currentReplicas": current,
+            "updatedReplicas": updated,
             "availableReplicas": ready,
-            "currentRevision": rev,
-            "updateRevision": rev,
+            "currentRevision": current_rev,
+            "updateRevision": update_rev,
             "collisionCount": 0,
         });
         if s.get("status") != Some(&status) {

@@ -56,8 +56,11 @@ pub enum Behavior {
 }
 
 impl Default for Behavior {
+    /// Ready 6 ticks after starting (about 350 ms at the default 50 ms tick), so that a
+    /// client which does not wait for readiness sees pods that are not ready yet, as on a
+    /// real cluster. Change it with [`FakeCluster::set_default_behavior`].
     fn default() -> Self {
-        Behavior::Ready { ready_after: 2 }
+        Behavior::Ready { ready_after: 6 }
     }
 }
 
@@ -328,6 +331,14 @@ impl FakeCluster {
     /// resourceVersion gets a `410 Expired` ERROR event, like a real server after compaction.
     pub fn set_watch_history_limit(&self, limit: usize) {
         self.shared.lock().knobs.history_limit = limit.max(1);
+    }
+
+    /// How many ticks a gracefully deleted pod stays `Terminating` (with
+    /// `metadata.deletionTimestamp`, not ready, not counted in ReplicaSet or StatefulSet
+    /// replicas) before it disappears (default 5). Pods are deleted gracefully when a
+    /// ReplicaSet or StatefulSet scales down or replaces them.
+    pub fn set_termination_ticks(&self, ticks: u64) {
+        self.shared.lock().sim.termination_ticks = ticks;
     }
 
     /// Delete a pod as if its node died (the ReplicaSet controller will replace it).

@@ -91,6 +91,10 @@ pub struct WaitArgs {
     /// Exit 0 instead of 5 when the rollout pauses for promotion
     #[arg(long, env = "DRONECTL_SUCCESS_ON_PAUSE")]
     pub success_on_pause: bool,
+    /// Return when the rollout ends instead of waiting out the scale-down delay to remove
+    /// the previous version (the next dronectl command for the service removes it)
+    #[arg(long, env = "DRONECTL_NO_WAIT_RETIRE")]
+    pub no_wait_retire: bool,
 }
 
 impl WaitArgs {
@@ -99,6 +103,19 @@ impl WaitArgs {
             progress_deadline: self.progress_deadline.0,
             ..Default::default()
         }
+    }
+
+    /// After a rollout ended: removes its retired revisions when their delay ends, unless
+    /// `--no-wait-retire` hands that to the next command.
+    async fn retire<P: Platform, S: StateStore>(
+        &self,
+        engine: &Engine<'_, P, S>,
+        report: &ops::DriveReport,
+    ) -> anyhow::Result<()> {
+        if self.no_wait_retire || !ops::retires_after(report) {
+            return Ok(());
+        }
+        ops::retire(engine, &report.service).await
     }
 }
 
@@ -351,14 +368,16 @@ async fn deploy_local(
         .map_err(|e| UsageError(e.to_string()))?,
     };
     let engine = target.engine(printer, args.wait.timing());
-    ops::deploy(
+    let report = ops::deploy(
         &engine,
         service,
         revision,
         plan,
         args.wait.timeout.map(|d| d.0),
     )
-    .await
+    .await?;
+    args.wait.retire(&engine, &report).await?;
+    Ok(report)
 }
 
 pub fn rollout(
@@ -480,6 +499,7 @@ async fn run_rollout<P: Platform, S: StateStore>(
             };
             let report =
                 ops::request(&engine, &a.service, request, a.wait.timeout.map(|d| d.0)).await?;
+            a.wait.retire(&engine, &report).await?;
             report_outcome(report, &a.wait, printer)
         }
         RolloutCommand::Abort(a) => {
@@ -492,6 +512,7 @@ async fn run_rollout<P: Platform, S: StateStore>(
                 a.wait.timeout.map(|d| d.0),
             )
             .await?;
+            a.wait.retire(&engine, &report).await?;
             let mut outcome = report_outcome(report, &a.wait, printer)?;
             // An abort that was asked for and happened is what the user wanted.
             if outcome.code == ExitCode::Aborted {
@@ -503,12 +524,14 @@ async fn run_rollout<P: Platform, S: StateStore>(
             check(&a.service)?;
             let engine = engine(a.wait.timing());
             let report = ops::undo(&engine, &a.service, a.to, a.wait.timeout.map(|d| d.0)).await?;
+            a.wait.retire(&engine, &report).await?;
             report_outcome(report, &a.wait, printer)
         }
         RolloutCommand::Resume(a) => {
             check(&a.service)?;
             let engine = engine(a.wait.timing());
             let report = ops::resume(&engine, &a.service, a.wait.timeout.map(|d| d.0)).await?;
+            a.wait.retire(&engine, &report).await?;
             report_outcome(report, &a.wait, printer)
         }
     }
@@ -593,6 +616,14 @@ fn deploy_kube(
             ),
         );
         let outcome = k8s::deploy(&target, &opts, printer).await?;
+        let engine = target.engine(printer, opts.timing);
+        futures_util::future::try_join_all(
+            outcome
+                .services
+                .iter()
+                .map(|r| args.wait.retire(&engine, r)),
+        )
+        .await?;
         if opts.dry_run.is_some() {
             for o in &outcome.objects {
                 printer.result_line("---");
@@ -632,10 +663,17 @@ fn print_status(view: &ops::StatusView, printer: &Printer) {
     }
     for (role, rev) in [("stable", &view.stable), ("candidate", &view.candidate)] {
         if let Some(r) = rev {
+            let traffic = if r.effective_weight == r.weight {
+                format!("{}% traffic", r.weight)
+            } else {
+                format!(
+                    "{}% traffic by replica ratio ({}% requested)",
+                    r.effective_weight, r.weight
+                )
+            };
             printer.result_line(&format!(
-                "  {role:<10} {} — {}% traffic, {}/{} ready{}",
+                "  {role:<10} {} — {traffic}, {}/{} ready{}",
                 r.revision.label(),
-                r.weight,
                 r.status.ready,
                 r.revision.replicas,
                 r.status
@@ -657,6 +695,19 @@ fn print_status(view: &ops::StatusView, printer: &Printer) {
         if !r.message.is_empty() {
             printer.result_line(&format!("  {}", r.message));
         }
+    }
+    for r in &view.retired {
+        printer.result_line(&format!(
+            "  {:<10} {} until {}{}",
+            if r.warm { "warm" } else { "removing" },
+            r.revision.label(),
+            ops::clock(r.until_ms),
+            if r.warm {
+                " (`rollout undo` switches back instantly)"
+            } else {
+                ""
+            }
+        ));
     }
     if view.driven {
         printer.result_line("  a dronectl process is driving this rollout now");

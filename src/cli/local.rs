@@ -150,8 +150,11 @@ pub fn ps(global: &GlobalArgs, cwd: &Path, printer: &Printer) -> anyhow::Result<
     ));
     for r in &rows {
         let weight = r.weight.map_or("-".to_string(), |w| format!("{w}%"));
+        let retired = r.retired_until_ms.map_or(String::new(), |ms| {
+            format!(" (warm until {})", dronectl::rollout::ops::clock(ms))
+        });
         printer.result_line(&format!(
-            "{:<16} {:<14} {:<24} {:<11} {:>7}  {:<34} {}",
+            "{:<16} {:<14} {:<24} {:<11} {:>7}  {:<34} {}{retired}",
             r.name, r.kind, r.version, r.revision, weight, r.container, r.state
         ));
     }

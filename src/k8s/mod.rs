@@ -7,9 +7,11 @@
 //! * this module: connecting (kubeconfig resolution as kubectl does it), deploying the whole
 //!   app in dependency order, and `diff`.
 
+mod cache;
 pub mod platform;
 pub mod render;
 pub mod store;
+pub mod wait;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -628,22 +630,7 @@ async fn wait_statefulset(
 ) -> anyhow::Result<()> {
     let api: Api<StatefulSet> =
         Api::namespaced(target.platform.client.clone(), &target.kenv.namespace);
-    let until = std::time::Instant::now() + deadline;
-    loop {
-        let sts = api.get(name).await?;
-        let want = sts.spec.replicas.unwrap_or(1);
-        let ready = sts.status.and_then(|s| s.ready_replicas).unwrap_or(0);
-        if ready >= want {
-            return Ok(());
-        }
-        if std::time::Instant::now() > until {
-            anyhow::bail!(
-                "infrastructure `{name}`: {ready} of {want} replicas ready after {}s",
-                deadline.as_secs()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait::statefulset(&api, "infrastructure", name, deadline).await
 }
 
 /// An API error as a person reads it: the server's message, its reason and HTTP code, and the
@@ -910,14 +897,13 @@ pub async fn diff(
         },
     );
     for (service, revision) in &revisions {
-        // Compare with the Deployment that runs the service now (whatever its name).
-        let live = target.platform.service_deployments(service).await?;
-        let name = live
-            .iter()
-            .find(|d| d.metadata.name.as_deref() == Some(service))
-            .or(live.first())
-            .and_then(|d| d.metadata.name.clone())
-            .unwrap_or_else(|| service.clone());
+        // Compare with the Deployment that serves the service now (whatever its name).
+        use crate::rollout::StateStore as _;
+        let stable = target.store.load_record(service)?.stable.map(|s| s.id);
+        let name = target
+            .platform
+            .serving_deployment(service, stable.as_deref())
+            .await?;
         objects.extend(render::revision_objects(
             &target.kenv,
             m,

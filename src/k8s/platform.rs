@@ -17,15 +17,20 @@
 //!   available replicas, old replicas gone) and fails fast on CrashLoopBackOff,
 //!   ImagePullBackOff, Unschedulable and ProgressDeadlineExceeded with the pod's events and
 //!   last log lines.
+//! * Waiting costs no requests: statuses are read from watches of the app's Deployments,
+//!   ReplicaSets and Pods (`cache`), except right after this process changed a Deployment
+//!   the watch has not caught up with (then from the API).
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Event as KubeEvent, Pod, Service};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, LogParams, Patch, PatchParams};
+use kube::runtime::watcher;
 use kube::Client;
 use serde_json::json;
 
+use super::cache::Cached;
 use super::render::{self, KubeEnv, Object, RollingParams};
 use super::store::is_status;
 use crate::manifest::{Manifest, Metric};
@@ -40,6 +45,25 @@ pub struct KubePlatform {
     pub manifest: std::sync::Arc<Manifest>,
     /// Take over fields other managers own (`--force-conflicts`) for shared objects.
     pub force_conflicts: bool,
+    /// The app's Deployments, ReplicaSets and Pods by watch, started on the first status.
+    watched: std::sync::Arc<tokio::sync::OnceCell<Watched>>,
+    /// The generation of each revision's Deployment as this process last applied it: a
+    /// cached Deployment older than that is stale and the API is asked instead.
+    applied: std::sync::Arc<std::sync::Mutex<BTreeMap<String, i64>>>,
+}
+
+/// What a waiting rollout reads: the app's objects, kept current by watches.
+struct Watched {
+    deployments: Cached<Deployment>,
+    replicasets: Cached<ReplicaSet>,
+    pods: Cached<Pod>,
+}
+
+fn labelled(meta: &kube::core::ObjectMeta, key: &str, value: &str) -> bool {
+    meta.labels
+        .as_ref()
+        .and_then(|l| l.get(key))
+        .is_some_and(|v| v == value)
 }
 
 const DEFAULT_ROLLING: RollingParams = RollingParams {
@@ -54,7 +78,85 @@ impl KubePlatform {
             kenv,
             manifest,
             force_conflicts: false,
+            watched: Default::default(),
+            applied: Default::default(),
         }
+    }
+
+    async fn watched(&self) -> &Watched {
+        self.watched
+            .get_or_init(|| async {
+                let config = watcher::Config::default().labels(&format!(
+                    "{}={}",
+                    render::PART_OF,
+                    self.kenv.app
+                ));
+                let ns = &self.kenv.namespace;
+                Watched {
+                    deployments: Cached::start(
+                        Api::namespaced(self.client.clone(), ns),
+                        config.clone(),
+                    ),
+                    replicasets: Cached::start(
+                        Api::namespaced(self.client.clone(), ns),
+                        config.clone(),
+                    ),
+                    pods: Cached::start(Api::namespaced(self.client.clone(), ns), config),
+                }
+            })
+            .await
+    }
+
+    /// The Deployment running `revision` for a status: from the watch when it is at least
+    /// as new as what this process applied, else from the API.
+    async fn lookup(
+        &self,
+        service: &str,
+        revision: &Revision,
+    ) -> anyhow::Result<Option<Deployment>> {
+        let applied = self
+            .applied
+            .lock()
+            .expect("lock")
+            .get(&revision.id)
+            .copied();
+        if let Some(all) = self.watched().await.deployments.objects().await {
+            let found = all.into_iter().find(|d| {
+                labelled(&d.metadata, render::NAME, service)
+                    && labelled(&d.metadata, render::PART_OF, &self.kenv.app)
+                    && labelled(&d.metadata, render::REVISION, &revision.id)
+            });
+            let fresh = match (&found, applied) {
+                (Some(d), Some(g)) => d.metadata.generation.unwrap_or(0) >= g,
+                (None, Some(_)) => false,
+                (_, None) => true,
+            };
+            if fresh {
+                return Ok(found.map(|d| (*d).clone()));
+            }
+        }
+        self.find(service, &revision.id).await
+    }
+
+    /// Pods of `revision`, from the watch (else the API).
+    async fn revision_pods(&self, service: &str, revision: &Revision) -> anyhow::Result<Vec<Pod>> {
+        if let Some(all) = self.watched().await.pods.objects().await {
+            return Ok(all
+                .into_iter()
+                .filter(|p| {
+                    labelled(&p.metadata, render::NAME, service)
+                        && labelled(&p.metadata, render::REVISION, &revision.id)
+                })
+                .map(|p| (*p).clone())
+                .collect());
+        }
+        let lp = ListParams::default().labels(&format!(
+            "{}={service},{}={}",
+            render::NAME,
+            render::REVISION,
+            revision.id
+        ));
+        Ok(self.pods().list(&lp).await?.items)
     }
 
     fn deployments(&self) -> Api<Deployment> {
@@ -177,7 +279,16 @@ impl KubePlatform {
             replicas,
             rolling,
         ) {
-            self.apply(&object, true, false).await?;
+            let is_deployment = matches!(object, Object::Deployment(_));
+            let applied = self.apply(&object, true, false).await?;
+            if is_deployment {
+                if let Some(g) = applied.metadata.generation {
+                    self.applied
+                        .lock()
+                        .expect("lock")
+                        .insert(revision.id.clone(), g);
+                }
+            }
         }
         Ok(())
     }
@@ -218,13 +329,7 @@ impl KubePlatform {
         revision: &Revision,
         deployment: &Deployment,
     ) -> anyhow::Result<Option<Failure>> {
-        let lp = ListParams::default().labels(&format!(
-            "{}={service},{}={}",
-            render::NAME,
-            render::REVISION,
-            revision.id
-        ));
-        let pods = self.pods().list(&lp).await?.items;
+        let pods = self.revision_pods(service, revision).await?;
         let mut found: Option<(String, String, String)> = None;
         'pods: for pod in &pods {
             let name = pod.metadata.name.clone().unwrap_or_default();
@@ -337,12 +442,77 @@ impl KubePlatform {
         }))
     }
 
+    /// Available pods of `revision` in `deployment`: the availableReplicas of the
+    /// deployment's ReplicaSets whose pod template is this revision's.
+    async fn revision_available(
+        &self,
+        service: &str,
+        revision: &Revision,
+        deployment: &Deployment,
+    ) -> anyhow::Result<u32> {
+        let rss: Vec<ReplicaSet> = match self.watched().await.replicasets.objects().await {
+            Some(all) => all
+                .into_iter()
+                .filter(|rs| {
+                    labelled(&rs.metadata, render::NAME, service)
+                        && labelled(&rs.metadata, render::REVISION, &revision.id)
+                })
+                .map(|rs| (*rs).clone())
+                .collect(),
+            None => {
+                let api: Api<ReplicaSet> =
+                    Api::namespaced(self.client.clone(), &self.kenv.namespace);
+                let lp = ListParams::default().labels(&format!(
+                    "{}={service},{}={}",
+                    render::NAME,
+                    render::REVISION,
+                    revision.id
+                ));
+                api.list(&lp).await?.items
+            }
+        };
+        let uid = deployment.metadata.uid.as_deref();
+        Ok(rss
+            .iter()
+            .filter(|rs| {
+                rs.metadata
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .any(|o| Some(o.uid.as_str()) == uid)
+            })
+            .map(|rs| {
+                rs.status
+                    .as_ref()
+                    .and_then(|s| s.available_replicas)
+                    .unwrap_or(0)
+                    .max(0) as u32
+            })
+            .sum())
+    }
+
     /// Replica counts for a split: nearest integer, at least one pod per side.
     pub fn split(total: u32, candidate_weight: u32) -> (u32, u32) {
         let total = total.max(1);
         let ideal = ((total * candidate_weight) as f64 / 100.0).round() as u32;
         let candidate = ideal.clamp(1, (total - 1).max(1));
         (candidate, total.saturating_sub(candidate).max(1))
+    }
+
+    /// Replica counts that give the first revision its weight by replica ratio (the
+    /// second one gets the rest).
+    fn ratio(weights: &Weights, revisions: &[&Revision]) -> Weights {
+        let mut out = Weights::new();
+        let Some((first, rest)) = revisions.split_first() else {
+            return out;
+        };
+        let total = revisions.iter().map(|r| r.replicas).max().unwrap_or(1);
+        let (c, s) = Self::split(total, weights.get(&first.id).copied().unwrap_or(0));
+        out.insert(first.id.clone(), c);
+        if let Some(second) = rest.first() {
+            out.insert(second.id.clone(), s);
+        }
+        out
     }
 
     async fn scale_to(
@@ -424,15 +594,17 @@ impl Platform for KubePlatform {
     }
 
     async fn status(&self, service: &str, revision: &Revision) -> anyhow::Result<RevisionStatus> {
-        let Some(d) = self.find(service, &revision.id).await? else {
+        let Some(d) = self.lookup(service, revision).await? else {
             return Ok(RevisionStatus::default());
         };
         let desired = d.spec.replicas.unwrap_or(1).max(0) as u32;
         let st = d.status.clone().unwrap_or_default();
         let observed = st.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0);
         let n = |v: Option<i32>| v.unwrap_or(0).max(0) as u32;
+        // The revision's own ReplicaSet(s): during a native rolling update the Deployment's
+        // availableReplicas still counts the old pods.
         let ready = if observed {
-            n(st.updated_replicas).min(n(st.available_replicas))
+            self.revision_available(service, revision, &d).await?
         } else {
             0
         };
@@ -521,14 +693,13 @@ impl Platform for KubePlatform {
             }
             None => {
                 // Replica ratio: every pod of the service behind the Service.
-                let (first, rest) = revisions
-                    .split_first()
-                    .ok_or_else(|| anyhow::anyhow!("no revision to route to"))?;
-                let total = revisions.iter().map(|r| r.replicas).max().unwrap_or(1);
-                let (c, s) = Self::split(total, weight(first));
-                let mut plan: Vec<(&Revision, u32)> = vec![(first, c)];
-                if let Some(second) = rest.first() {
-                    plan.push((second, s));
+                let counts = Self::ratio(weights, revisions);
+                let plan: Vec<(&Revision, u32)> = revisions
+                    .iter()
+                    .filter_map(|r| counts.get(&r.id).map(|n| (*r, *n)))
+                    .collect();
+                if plan.is_empty() {
+                    anyhow::bail!("no revision to route to");
                 }
                 let current = |r: &Revision| {
                     let r = r.id.clone();
@@ -554,6 +725,49 @@ impl Platform for KubePlatform {
             }
         }
         Ok(())
+    }
+
+    fn replicas_for(&self, service: &str, weights: &Weights, revisions: &[&Revision]) -> Weights {
+        let weight = |r: &Revision| weights.get(&r.id).copied().unwrap_or(0);
+        if self.public(service) {
+            // HTTPRoute weights: each revision with traffic runs in full.
+            return revisions
+                .iter()
+                .filter(|r| weight(r) > 0)
+                .map(|r| (r.id.clone(), r.replicas))
+                .collect();
+        }
+        match revisions.iter().find(|r| weight(r) >= 100) {
+            Some(r) => Weights::from([(r.id.clone(), r.replicas)]),
+            None => Self::ratio(weights, revisions)
+                .into_iter()
+                .filter(|(id, _)| weights.get(id).copied().unwrap_or(0) > 0)
+                .collect(),
+        }
+    }
+
+    fn effective_weights(
+        &self,
+        service: &str,
+        weights: &Weights,
+        revisions: &[&Revision],
+    ) -> (Weights, Option<String>) {
+        let weight = |r: &Revision| weights.get(&r.id).copied().unwrap_or(0);
+        if self.public(service) || revisions.iter().any(|r| weight(r) >= 100) {
+            return (weights.clone(), None);
+        }
+        let counts = Self::ratio(weights, revisions);
+        let total: u32 = counts.values().sum();
+        let effective = counts
+            .iter()
+            .map(|(id, n)| (id.clone(), (n * 100 + total / 2) / total.max(1)))
+            .collect();
+        let pods = revisions
+            .iter()
+            .filter_map(|r| counts.get(&r.id).map(|n| n.to_string()))
+            .collect::<Vec<_>>()
+            .join("+");
+        (effective, Some(format!("{pods} pods behind one Service")))
     }
 
     async fn snapshot(
@@ -638,7 +852,7 @@ impl Platform for KubePlatform {
         max_surge: u32,
         max_unavailable: u32,
     ) -> anyhow::Result<()> {
-        if self.find(service, &to.id).await?.is_some() {
+        if self.lookup(service, to).await?.is_some() {
             return Ok(());
         }
         let name = match self.find(service, &from.id).await? {
@@ -665,28 +879,35 @@ impl Platform for KubePlatform {
     }
 }
 
-/// The revision each service runs now, from the live Deployments (for `diff`).
-pub async fn live_images(platform: &KubePlatform) -> anyhow::Result<BTreeMap<String, String>> {
-    let mut out = BTreeMap::new();
-    for service in platform.manifest.services.keys() {
-        if let Some(d) = platform
-            .service_deployments(service)
-            .await?
-            .into_iter()
-            .next()
-        {
-            if let Some(image) = d
-                .spec
-                .template
-                .spec
-                .and_then(|p| p.containers.into_iter().next())
-                .and_then(|c| c.image)
-            {
-                out.insert(service.clone(), image);
-            }
+impl KubePlatform {
+    /// The name of the Deployment that serves `service` now, for `diff`: the one running
+    /// the stable revision (`stable`, from the rollout record) — during a scale-down delay
+    /// the previous version's Deployment is still there, often under the plain name —
+    /// else the one named `<svc>`, else any; `<svc>` when there is none.
+    pub async fn serving_deployment(
+        &self,
+        service: &str,
+        stable: Option<&str>,
+    ) -> anyhow::Result<String> {
+        let live = self.service_deployments(service).await?;
+        fn revision(d: &Deployment) -> Option<&str> {
+            d.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(render::REVISION))
+                .map(String::as_str)
         }
+        Ok(live
+            .iter()
+            .find(|d| stable.is_some() && revision(d) == stable)
+            .or_else(|| {
+                live.iter()
+                    .find(|d| d.metadata.name.as_deref() == Some(service))
+            })
+            .or(live.first())
+            .and_then(|d| d.metadata.name.clone())
+            .unwrap_or_else(|| service.to_string()))
     }
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -24,7 +24,10 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
 use kube::{Api, Client};
+
+use super::cache::Cached;
 
 use crate::rollout::state::{Checked, LockHeld, Request, RolloutState, ServiceRecord, StateStore};
 
@@ -76,6 +79,9 @@ pub struct KubeStore {
     client: Client,
     namespace: String,
     app: String,
+    /// Each service's requests ConfigMap by watch: a driver looks for requests every
+    /// poll, and only reads and takes them (two requests) when the watch shows some.
+    requests: std::sync::Arc<std::sync::Mutex<BTreeMap<String, std::sync::Arc<Cached<ConfigMap>>>>>,
 }
 
 /// A held lease; dropping it stops the renewal and releases the lease.
@@ -133,6 +139,7 @@ impl KubeStore {
             client,
             namespace: namespace.into(),
             app: app.into(),
+            requests: Default::default(),
         }
     }
 
@@ -301,17 +308,27 @@ impl KubeStore {
         let renew = {
             let (leases, name, holder) = (leases.clone(), name.clone(), holder.clone());
             tokio::spawn(async move {
+                // Renew from the lease last written (one request per renewal); re-read
+                // only when that fails (a conflict: someone else wrote it).
+                let mut last: Option<Lease> = None;
                 loop {
                     tokio::time::sleep(RENEW_EVERY).await;
-                    let Ok(mut lease) = leases.get(&name).await else {
-                        continue;
+                    let mut lease = match last.take() {
+                        Some(l) => l,
+                        None => match leases.get(&name).await {
+                            Ok(l) => l,
+                            Err(_) => continue,
+                        },
                     };
                     let spec = lease.spec.get_or_insert_with(Default::default);
                     if spec.holder_identity.as_deref() != Some(holder.as_str()) {
                         return;
                     }
                     spec.renew_time = Some(now_micro());
-                    let _ = leases.replace(&name, &PostParams::default(), &lease).await;
+                    last = leases
+                        .replace(&name, &PostParams::default(), &lease)
+                        .await
+                        .ok();
                 }
             })
         };
@@ -326,6 +343,25 @@ impl KubeStore {
     async fn take_async(&self, service: &str) -> anyhow::Result<Vec<Request>> {
         let api = self.config_maps();
         let name = Self::requests_name(service);
+        let watched = {
+            let mut all = self.requests.lock().expect("lock");
+            all.entry(service.to_string())
+                .or_insert_with(|| {
+                    std::sync::Arc::new(Cached::start(
+                        api.clone(),
+                        watcher::Config::default().fields(&format!("metadata.name={name}")),
+                    ))
+                })
+                .clone()
+        };
+        if let Some(seen) = watched.objects().await {
+            if seen
+                .iter()
+                .all(|cm| cm.data.as_ref().is_none_or(|d| d.is_empty()))
+            {
+                return Ok(vec![]);
+            }
+        }
         loop {
             let Some(mut cm) = api.get_opt(&name).await? else {
                 return Ok(vec![]);

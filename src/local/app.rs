@@ -921,6 +921,9 @@ pub struct PsRow {
     pub state: String,
     /// Traffic share of the revision (services), in percent.
     pub weight: Option<u32>,
+    /// A retired revision (kept warm for an instant undo, or an aborted candidate): when
+    /// it is removed, in milliseconds since the Unix epoch.
+    pub retired_until_ms: Option<u64>,
 }
 
 /// What runs, by container; and the entry URL when the router runs.
@@ -933,11 +936,23 @@ pub async fn ps(app_dir: &Path, env: Option<&str>) -> anyhow::Result<(Option<Str
     let docker = crate::docker::connect().await?;
     let filter = label_filter(&[(labels::APP, &names.app), (labels::ENV, &env)]);
     let ports = router::find(&docker, &names).await?;
-    let token = read_router_token(&FileStore::default_dir(&names.app, &env)?)?;
+    let state_dir = FileStore::default_dir(&names.app, &env)?;
+    let token = read_router_token(&state_dir)?;
     let config = match (&ports, token) {
         (Some(p), Some(token)) => p.admin(token).config().await.ok(),
         _ => None,
     };
+    // Retired revisions and when they go, from the rollout records (nothing is created).
+    let mut retired = std::collections::BTreeMap::new();
+    if state_dir.exists() {
+        use crate::rollout::StateStore as _;
+        let store = FileStore::new(&state_dir)?;
+        for service in manifest.manifest.services.keys() {
+            for r in store.load_record(service)?.retired {
+                retired.insert((service.clone(), r.revision.id), r.remove_after_ms);
+            }
+        }
+    }
     let mut rows = Vec::new();
     for c in docker
         .list_containers(Some(
@@ -958,7 +973,9 @@ pub async fn ps(app_dir: &Path, env: Option<&str>) -> anyhow::Result<(Option<Str
                 .get(&revision)
                 .map(|v| v.weight as u32)
         });
+        let retired_until_ms = retired.get(&(service.clone(), revision.clone())).copied();
         rows.push(PsRow {
+            retired_until_ms,
             container: container_name(c.names),
             kind: get(labels::KIND),
             name: if service.is_empty() {

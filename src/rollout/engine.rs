@@ -232,11 +232,41 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
             ),
             None => format!("first deploy of {}", state.candidate.label()),
         };
+        self.warn_nominal_weights(&state);
         // A stale request from an earlier rollout must not act on this one.
         self.store.take_requests(service)?;
         self.save(&mut state)?;
         self.emit(&state, RolloutWhat::Started, state.message.clone());
         Ok(Started::New(Box::new(state)))
+    }
+
+    /// Says which weight steps of the plan the platform can only approximate (a replica
+    /// ratio with few replicas), before anything moves.
+    fn warn_nominal_weights(&self, state: &RolloutState) {
+        if state.stable.is_none() || state.plan.kind == StrategyKind::Rolling {
+            return;
+        }
+        for step in &state.plan.steps {
+            let PlanStep::Weight(w) = step else { continue };
+            if *w == 0 || *w >= 100 {
+                continue;
+            }
+            let (weights, revisions) = Self::split(state, *w);
+            let (effective, how) =
+                self.platform
+                    .effective_weights(&state.service, &weights, &revisions);
+            let got = effective.get(&state.candidate.id).copied().unwrap_or(*w);
+            if let Some(how) = how {
+                if got.abs_diff(*w) >= 5 {
+                    self.reporter.event(Event::Hint {
+                        message: format!(
+                            "{}: weight {w}% cannot be approximated with {} replicas: the replica ratio gives {got}% ({how}); more replicas or a gateway (HTTPRoute weights) split it closer",
+                            state.service, state.candidate.replicas
+                        ),
+                    });
+                }
+            }
+        }
     }
 
     /// Continues the service's rollout until it ends, pauses for promotion, or `timeout`
@@ -310,6 +340,7 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
     fn promote(&self, state: &mut RolloutState, full: bool) -> anyhow::Result<()> {
         if full {
             state.step = state.plan.steps.len();
+            state.step_started_ms = now_ms();
             state.analysis = None;
             state.phase = Phase::Progressing;
             self.save(state)?;
@@ -451,16 +482,33 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
             return self.fail(state, failure).await;
         }
         let Some(step) = state.plan.steps.get(state.step).cloned() else {
+            if let Some(tick) = self.scale_for(state, 100).await? {
+                return Ok(tick);
+            }
             return self.complete(state).await;
         };
         let now = now_ms();
         match step {
             PlanStep::Weight(w) => {
                 let w = w.min(100);
+                if let Some(tick) = self.scale_for(state, w).await? {
+                    return Ok(tick);
+                }
                 self.route(state, w).await?;
                 state.step += 1;
                 state.step_started_ms = now;
-                state.message = format!("{}% of traffic on {}", w, state.candidate.label());
+                let (weights, revisions) = Self::split(state, w);
+                let (effective, how) =
+                    self.platform
+                        .effective_weights(&state.service, &weights, &revisions);
+                let got = effective.get(&state.candidate.id).copied().unwrap_or(w);
+                state.message = match how {
+                    Some(how) if got != w => format!(
+                        "{w}% of traffic requested on {}; the replica ratio gives it {got}% ({how})",
+                        state.candidate.label()
+                    ),
+                    _ => format!("{}% of traffic on {}", w, state.candidate.label()),
+                };
                 self.save(state)?;
                 self.emit(state, RolloutWhat::Traffic, state.message.clone());
                 Ok(Tick::Continue)
@@ -732,8 +780,8 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
         Ok(Tick::Wait(self.timing.poll))
     }
 
-    /// Sets the candidate's traffic share (the rest to stable).
-    async fn route(&self, state: &mut RolloutState, candidate_weight: u32) -> anyhow::Result<()> {
+    /// The split that gives the candidate `candidate_weight` (the rest to stable).
+    fn split(state: &RolloutState, candidate_weight: u32) -> (Weights, Vec<&Revision>) {
         let mut weights = Weights::new();
         let mut revisions = vec![&state.candidate];
         weights.insert(state.candidate.id.clone(), candidate_weight);
@@ -741,6 +789,71 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
             weights.insert(stable.id.clone(), 100 - candidate_weight);
             revisions.push(stable);
         }
+        (weights, revisions)
+    }
+
+    /// Before the candidate's share changes to `candidate_weight`: scales every revision
+    /// up to the replicas the platform needs for that split and waits until they are
+    /// ready (scale up, wait until ready, then give traffic — also for 100 % and
+    /// `promote --full`). `None` when traffic may move now; else what to do meanwhile.
+    async fn scale_for(
+        &self,
+        state: &mut RolloutState,
+        candidate_weight: u32,
+    ) -> anyhow::Result<Option<Tick>> {
+        let (weights, revisions) = Self::split(state, candidate_weight);
+        let needs = self
+            .platform
+            .replicas_for(&state.service, &weights, &revisions);
+        let mut waiting = None;
+        for revision in revisions {
+            let need = needs.get(&revision.id).copied().unwrap_or(0);
+            if need == 0 {
+                continue;
+            }
+            let mut status = self.platform.status(&state.service, revision).await?;
+            if status.desired < need {
+                self.platform.scale(&state.service, revision, need).await?;
+                status = self.platform.status(&state.service, revision).await?;
+            }
+            if revision.id == state.candidate.id {
+                if let Some(failure) = status.failure.clone() {
+                    return self.fail(state, failure).await.map(Some);
+                }
+            }
+            if status.ready < need && waiting.is_none() {
+                waiting = Some((revision.clone(), status.ready, need));
+            }
+        }
+        let Some((revision, ready, need)) = waiting else {
+            return Ok(None);
+        };
+        if let Some(failure) = self.past_deadline(
+            state,
+            format!(
+                "{ready} of {need} replicas of {} ready for {candidate_weight}% of traffic",
+                revision.label()
+            ),
+        ) {
+            return self
+                .abort(state, failure.message.clone(), Some(failure))
+                .await
+                .map(Some);
+        }
+        let message = format!(
+            "waiting for {}: {ready}/{need} ready before {candidate_weight}% of traffic goes to {}",
+            revision.label(),
+            state.candidate.label()
+        );
+        if self.report_scaling(state, message, (ready, need)) {
+            self.save(state)?;
+        }
+        Ok(Some(Tick::Wait(self.timing.poll)))
+    }
+
+    /// Sets the candidate's traffic share (the rest to stable).
+    async fn route(&self, state: &mut RolloutState, candidate_weight: u32) -> anyhow::Result<()> {
+        let (weights, revisions) = Self::split(state, candidate_weight);
         self.platform
             .set_traffic(&state.service, &weights, &revisions)
             .await?;
@@ -755,6 +868,13 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
         let mut record = self.store.load_record(&state.service)?;
         if let Some(old) = state.stable.clone() {
             let rolling = state.plan.kind == StrategyKind::Rolling;
+            if !rolling && state.plan.scale_down_delay > Duration::ZERO {
+                // Warm at full size (a canary split may have scaled it down), so that
+                // `rollout undo` is an instant switch back.
+                self.platform
+                    .scale(&state.service, &old, old.replicas)
+                    .await?;
+            }
             record
                 .retired
                 .retain(|r| r.revision.id != old.id && r.revision.id != state.candidate.id);

@@ -156,13 +156,89 @@ pub async fn undo<P: Platform, S: StateStore>(
     Ok(DriveReport::from_drive(service, outcome, state))
 }
 
+/// `HH:MM:SS UTC` of a time in milliseconds since the Unix epoch, for messages.
+pub fn clock(ms: u64) -> String {
+    let s = (ms / 1000) % 86_400;
+    format!("{:02}:{:02}:{:02} UTC", s / 3600, (s % 3600) / 60, s % 60)
+}
+
+/// Whether a command that ended with `report` waits for the service's retired revisions
+/// (only once its rollout has ended: completed, aborted or failed).
+pub fn retires_after(report: &DriveReport) -> bool {
+    matches!(report.outcome.as_str(), "completed" | "aborted" | "failed")
+}
+
+/// Waits until each retired revision of `service` (the previous version kept warm for an
+/// instant undo, an aborted candidate) is due and removes it, so that nothing outlives its
+/// delay even when no dronectl runs afterwards. The lock is not held while waiting: an
+/// `undo` or the next deploy may run meanwhile; whoever holds the lock when a revision is
+/// due removes it, and this wait ends when another process holds it. Interrupted, the
+/// removal time stays recorded and the next command for the service removes it.
+pub async fn retire<P: Platform, S: StateStore>(
+    engine: &Engine<'_, P, S>,
+    service: &str,
+) -> anyhow::Result<()> {
+    use crate::events::Event;
+    let mut told = std::collections::BTreeSet::new();
+    loop {
+        let record = engine.store.load_record(service)?;
+        let Some(next) = record.retired.iter().map(|r| r.remove_after_ms).min() else {
+            return Ok(());
+        };
+        for r in &record.retired {
+            if told.insert((r.revision.id.clone(), r.remove_after_ms)) {
+                let message = if r.warm {
+                    format!(
+                        "{service}: keeping {} warm until {} for instant undo (Ctrl-C or --no-wait-retire to hand off)",
+                        r.revision.label(),
+                        clock(r.remove_after_ms)
+                    )
+                } else {
+                    format!(
+                        "{service}: removing {} at {} (Ctrl-C or --no-wait-retire to hand off)",
+                        r.revision.label(),
+                        clock(r.remove_after_ms)
+                    )
+                };
+                engine.reporter.event(Event::Note {
+                    message,
+                    verbose: false,
+                });
+            }
+        }
+        let now = super::now_ms();
+        if next > now {
+            // Re-read now and then: another process may have changed the record.
+            tokio::time::sleep(Duration::from_millis((next - now).min(5_000))).await;
+            continue;
+        }
+        match engine.store.lock(service, &holder()) {
+            Ok(_lock) => engine.collect_garbage(service).await?,
+            Err(e) if e.is::<LockHeld>() => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A retired revision as `rollout status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RetiredView {
+    pub revision: Revision,
+    /// Still running (kept warm for an instant undo) rather than an aborted candidate.
+    pub warm: bool,
+    /// When it is removed (milliseconds since the Unix epoch).
+    pub until_ms: u64,
+}
+
 /// A revision and how its replicas are doing.
 #[derive(Debug, Clone, Serialize)]
 pub struct RevisionView {
     pub revision: Revision,
     pub status: RevisionStatus,
-    /// Traffic percentage.
+    /// Traffic percentage asked for.
     pub weight: u32,
+    /// Traffic percentage it really gets (a replica ratio may differ from `weight`).
+    pub effective_weight: u32,
 }
 
 /// Everything `rollout status` shows.
@@ -177,6 +253,8 @@ pub struct StatusView {
     pub candidate: Option<RevisionView>,
     /// Whether a process is driving the rollout now.
     pub driven: bool,
+    /// Revisions waiting for their delay to end before they are removed.
+    pub retired: Vec<RetiredView>,
 }
 
 impl StatusView {
@@ -219,6 +297,7 @@ pub async fn status<P: Platform, S: StateStore>(
             revision,
             status,
             weight,
+            effective_weight: weight,
         }
     };
     let (stable, candidate, phase, step) = match &rollout {
@@ -256,6 +335,17 @@ pub async fn status<P: Platform, S: StateStore>(
             None,
         ),
     };
+    let (mut stable, mut candidate) = (stable, candidate);
+    if let (Some(s), Some(c)) = (stable.as_mut(), candidate.as_mut()) {
+        let weights = super::Weights::from([
+            (c.revision.id.clone(), c.weight),
+            (s.revision.id.clone(), s.weight),
+        ]);
+        let (effective, _) =
+            platform.effective_weights(service, &weights, &[&c.revision, &s.revision]);
+        c.effective_weight = effective.get(&c.revision.id).copied().unwrap_or(c.weight);
+        s.effective_weight = effective.get(&s.revision.id).copied().unwrap_or(s.weight);
+    }
     Ok(StatusView {
         service: service.into(),
         rollout,
@@ -264,6 +354,15 @@ pub async fn status<P: Platform, S: StateStore>(
         stable,
         candidate,
         driven,
+        retired: record
+            .retired
+            .iter()
+            .map(|r| RetiredView {
+                revision: r.revision.clone(),
+                warm: r.warm,
+                until_ms: r.remove_after_ms,
+            })
+            .collect(),
     })
 }
 

@@ -146,6 +146,32 @@ pub trait Platform: Sync {
         baseline: &serde_json::Value,
     ) -> impl Future<Output = anyhow::Result<(Measurement, serde_json::Value)>> + Send;
 
+    /// Replicas each revision must have ready before it may take its share of `weights`
+    /// (revision id → replicas; revisions not listed need none). The engine scales a
+    /// revision up to this and waits until that many replicas are ready before it calls
+    /// [`Platform::set_traffic`], for every weight change including 100 %. The default: a
+    /// revision with traffic runs all its replicas (the traffic split is done by weight,
+    /// not by replica count).
+    fn replicas_for(&self, _service: &str, weights: &Weights, revisions: &[&Revision]) -> Weights {
+        revisions
+            .iter()
+            .filter(|r| weights.get(&r.id).copied().unwrap_or(0) > 0)
+            .map(|r| (r.id.clone(), r.replicas))
+            .collect()
+    }
+
+    /// The split traffic really gets for `weights` (revision id → percentage): the same
+    /// weights where the platform splits by weight, the replica ratio where it splits by
+    /// pod count (Kubernetes without a gateway), with what that split runs, for messages.
+    fn effective_weights(
+        &self,
+        _service: &str,
+        weights: &Weights,
+        _revisions: &[&Revision],
+    ) -> (Weights, Option<String>) {
+        (weights.clone(), None)
+    }
+
     /// Whether the platform replaces replicas itself during a rolling update (a Kubernetes
     /// Deployment's own strategy). The engine then calls [`Platform::roll`] instead of
     /// scaling each side, and waits until the candidate's `status` has every replica ready

@@ -31,6 +31,25 @@ struct FakeState {
     removed: Vec<String>,
     /// Measurements handed out in order; `NoData` when empty.
     measurements: Vec<Measurement>,
+    /// Split traffic by replica ratio (like Kubernetes without a gateway): `set_traffic`
+    /// scales each side to its share, and a share needs that many ready replicas.
+    ratio: bool,
+}
+
+/// Replica counts for a split by replica ratio (at least one pod per side).
+fn ratio_counts(weights: &Weights, revisions: &[&Revision]) -> Weights {
+    if let Some(full) = revisions.iter().find(|r| weights.get(&r.id) == Some(&100)) {
+        return Weights::from([(full.id.clone(), full.replicas)]);
+    }
+    let total = revisions.iter().map(|r| r.replicas).max().unwrap_or(1);
+    let first = revisions[0];
+    let c = ((total * weights[&first.id]) as f64 / 100.0).round() as u32;
+    let c = c.clamp(1, (total - 1).max(1));
+    let mut out = Weights::from([(first.id.clone(), c)]);
+    if let Some(second) = revisions.get(1) {
+        out.insert(second.id.clone(), total.saturating_sub(c).max(1));
+    }
+    out
 }
 
 impl Fake {
@@ -116,22 +135,61 @@ impl Platform for Fake {
         })
     }
 
+    fn replicas_for(&self, _service: &str, weights: &Weights, revisions: &[&Revision]) -> Weights {
+        if !self.inner.lock().unwrap().ratio {
+            return revisions
+                .iter()
+                .filter(|r| weights.get(&r.id).copied().unwrap_or(0) > 0)
+                .map(|r| (r.id.clone(), r.replicas))
+                .collect();
+        }
+        ratio_counts(weights, revisions)
+    }
+
     async fn set_traffic(
         &self,
         _service: &str,
         weights: &Weights,
-        _revisions: &[&Revision],
+        revisions: &[&Revision],
     ) -> anyhow::Result<()> {
+        let ratio = self.inner.lock().unwrap().ratio;
+        let counts = ratio.then(|| ratio_counts(weights, revisions));
         for (id, w) in weights {
             if *w > 0 {
                 assert!(
                     self.ready(id) > 0,
                     "traffic {w}% to {id}, which has no ready replica"
                 );
+                if let Some(need) = counts.as_ref().and_then(|c| c.get(id)) {
+                    assert!(
+                        self.ready(id) >= *need,
+                        "traffic {w}% to {id} with {} of the {need} replicas it needs ready",
+                        self.ready(id)
+                    );
+                }
             }
         }
         assert_eq!(weights.values().sum::<u32>(), 100, "{weights:?}");
         self.inner.lock().unwrap().weights.push(weights.clone());
+        // Replica ratio: each side is scaled to its share (the rest of a full switch stays).
+        if let Some(counts) = counts {
+            for r in revisions {
+                if let Some(n) = counts.get(&r.id) {
+                    if *n
+                        < self
+                            .inner
+                            .lock()
+                            .unwrap()
+                            .replicas
+                            .get(&r.id)
+                            .copied()
+                            .unwrap_or(0)
+                    {
+                        self.scale("api", r, *n).await?;
+                    }
+                }
+            }
+        }
         Ok(())
     }
 
@@ -601,4 +659,55 @@ async fn undo_switches_back_to_the_warm_revision() {
         history.iter().map(|h| h.number).collect::<Vec<_>>(),
         vec![1, 2, 3]
     );
+}
+
+#[tokio::test]
+async fn promote_full_after_a_replica_ratio_split_waits_until_the_candidate_is_ready() {
+    let s = Setup::new();
+    s.fake.inner.lock().unwrap().ratio = true;
+    let v1 = rev("api:1", 2);
+    let engine = s.engine();
+    engine
+        .start("api", v1.clone(), Plan::builtin(StrategyKind::Rolling))
+        .await
+        .unwrap();
+    assert_eq!(
+        engine.drive("api", None).await.unwrap().0,
+        DriveOutcome::Completed
+    );
+    let v2 = rev("api:2", 2);
+    engine
+        .start(
+            "api",
+            v2.clone(),
+            canary(vec![PlanStep::Weight(50), PlanStep::Pause(None)]),
+        )
+        .await
+        .unwrap();
+    let (outcome, _) = engine.drive("api", None).await.unwrap();
+    assert_eq!(outcome, DriveOutcome::Paused);
+    let replicas = |id: &str| s.fake.inner.lock().unwrap().replicas[id];
+    assert_eq!(
+        (replicas(&v1.id), replicas(&v2.id)),
+        (1, 1),
+        "50/50 by ratio"
+    );
+    // New replicas now take a while: the candidate must be ready at full size first.
+    s.fake.inner.lock().unwrap().ready_after = 4;
+    s.events.take();
+    s.store.post("api", Request::PromoteFull).unwrap();
+    let (outcome, state) = engine.drive("api", None).await.unwrap();
+    assert_eq!(outcome, DriveOutcome::Completed, "{}", state.message);
+    assert_eq!(s.fake.traffic_log().last().unwrap()[&v2.id], 100);
+    assert_eq!(s.fake.ready(&v2.id), 2);
+    assert_eq!(
+        replicas(&v1.id),
+        2,
+        "the old stable is kept warm at full size"
+    );
+    let waited = s.events.take().into_iter().any(|e| {
+        matches!(e, Event::Rollout(r) if r.what == RolloutWhat::Scaling
+            && r.message.contains("before 100% of traffic"))
+    });
+    assert!(waited, "the candidate was waited for before the switch");
 }

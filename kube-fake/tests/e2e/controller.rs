@@ -90,11 +90,18 @@ async fn rolling_update_completes_and_undo_reuses_old_replicaset() {
         rs1.metadata.owner_references.as_ref().unwrap()[0].uid,
         d.metadata.uid.clone().unwrap()
     );
-    let ps = pods
-        .list(&ListParams::default().labels("app=web"))
-        .await
-        .unwrap()
-        .items;
+    // Replaced pods stay Terminating for their grace period: wait until they are gone.
+    let ps = eventually("old pods gone", || async {
+        let ps = pods
+            .list(&ListParams::default().labels("app=web"))
+            .await
+            .unwrap()
+            .items;
+        ps.iter()
+            .all(|p| p.metadata.deletion_timestamp.is_none())
+            .then_some(ps)
+    })
+    .await;
     assert_eq!(ps.len(), 3);
     for p in &ps {
         let s = p.status.as_ref().unwrap();
@@ -134,11 +141,18 @@ async fn rolling_update_completes_and_undo_reuses_old_replicaset() {
         .find(|r| r.metadata.name == rs1.metadata.name)
         .unwrap();
     assert_eq!(old.spec.replicas, Some(0));
-    let ps = pods
-        .list(&ListParams::default().labels("app=web"))
-        .await
-        .unwrap()
-        .items;
+    // Replaced pods stay Terminating for their grace period: wait until they are gone.
+    let ps = eventually("old pods gone", || async {
+        let ps = pods
+            .list(&ListParams::default().labels("app=web"))
+            .await
+            .unwrap()
+            .items;
+        ps.iter()
+            .all(|p| p.metadata.deletion_timestamp.is_none())
+            .then_some(ps)
+    })
+    .await;
     assert_eq!(ps.len(), 3);
     assert!(ps
         .iter()
@@ -564,7 +578,7 @@ async fn manual_stepping_is_deterministic() {
             .available_replicas
             == Some(0)
     );
-    cluster.step(4);
+    cluster.step(8);
     let d = deps.get("web").await.unwrap();
     assert_eq!(
         progressing(&d),

@@ -6,6 +6,7 @@ mod controller;
 mod crud;
 mod fidelity;
 mod misc;
+mod rollout_fidelity;
 mod watch;
 
 use std::future::Future;

@@ -1,0 +1,189 @@
+//! Nothing outlives its delay on the local Docker engine: after a blue-green promotion the
+//! command waits out the scale-down delay and removes the previous version (no dronectl
+//! runs afterwards); with `--no-wait-retire` it hands off, `rollout status` shows what is
+//! warm and until when, and the next command removes it.
+//!
+//! The service is dronectl's own router image (it answers `/readyz` on port 9901), so no
+//! service has to be compiled. A unique app name and `down --volumes` keep runs apart.
+
+mod common;
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+struct App {
+    dir: tempfile::TempDir,
+    name: String,
+}
+
+impl App {
+    fn run(&self, args: &[&str]) -> Output {
+        dronectl()
+            .current_dir(self.dir.path())
+            .env("DRONECTL_STATE_DIR", self.dir.path().join("state"))
+            .args(args)
+            .output()
+            .expect("run dronectl")
+    }
+    fn manifest(&self, value: &str) {
+        let text = format!(
+            "app: {}
+services:
+  echo:
+    path: services/echo
+    template: rust-http
+    port: 9901
+    health: {{ liveness: /healthz, readiness: /readyz }}
+    replicas: 1
+    env: {{ V: \"{value}\" }}
+    routes: []
+    depends_on: []
+environments:
+  local: {{ target: docker }}
+strategies:
+  bg:
+    type: blue-green
+    steps:
+      - weight: 100
+    scale_down_delay: 3s
+",
+            self.name
+        );
+        std::fs::write(self.dir.path().join("dronectl.yaml"), text).unwrap();
+    }
+    /// The names of the service's containers.
+    fn containers(&self) -> Vec<String> {
+        let out = Command::new("docker")
+            .args([
+                "ps",
+                "-a",
+                "--format",
+                "{{.Names}}",
+                "--filter",
+                &format!("label=dev.dronectl.app={}", self.name),
+                "--filter",
+                "label=dev.dronectl.service=echo",
+            ])
+            .output()
+            .unwrap();
+        stdout(&out).lines().map(str::to_string).collect()
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        let out = self.run(&["down", "--volumes"]);
+        if !out.status.success() {
+            eprintln!("cleanup: dronectl down failed: {}", stderr(&out));
+        }
+    }
+}
+
+/// The router image the dronectl under test packs itself as (see `local::router`).
+fn router_image() -> (String, String) {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(env!("CARGO_BIN_EXE_dronectl")).unwrap();
+    let digest: String = Sha256::digest(&bytes)
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    (
+        "dronectl-router".into(),
+        format!("{}-{digest}", env!("CARGO_PKG_VERSION")),
+    )
+}
+
+#[test]
+fn retired_versions_are_removed_when_their_delay_ends() {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let app = App {
+        dir: tempfile::tempdir().unwrap(),
+        name: format!("rt{:x}{:x}", std::process::id() % 4096, nanos % 65536),
+    };
+    let (repo, tag) = router_image();
+    let image = format!("{repo}:{tag}");
+    let artifacts = app.dir.path().join("build.json");
+    std::fs::write(
+        &artifacts,
+        serde_json::json!([{"service": "echo", "image": repo, "tag": tag, "digest": ""}])
+            .to_string(),
+    )
+    .unwrap();
+    let artifacts = artifacts.to_str().unwrap();
+    app.manifest("1");
+    let out = app.run(&[
+        "up",
+        "--no-build",
+        "--artifacts",
+        artifacts,
+        "--timeout",
+        "2m",
+    ]);
+    assert_code(&out, 0);
+    assert_eq!(app.containers().len(), 1);
+
+    // A blue-green promotion: the command waits out the delay and removes v1 itself.
+    app.manifest("2");
+    let started = Instant::now();
+    let out = app.run(&["deploy", "echo", "--image", &image, "--strategy", "bg"]);
+    assert_code(&out, 0);
+    let err = stderr(&out);
+    assert!(
+        err.contains("warm until") && err.contains("--no-wait-retire to hand off"),
+        "{err}"
+    );
+    assert!(err.contains("removed"), "{err}");
+    assert!(started.elapsed() >= Duration::from_secs(3), "did not wait");
+    assert_eq!(app.containers().len(), 1, "the previous version is gone");
+
+    // Handed off: it stays warm, status says until when, the next command removes it.
+    app.manifest("3");
+    let started = Instant::now();
+    let out = app.run(&[
+        "deploy",
+        "echo",
+        "--image",
+        &image,
+        "--strategy",
+        "bg",
+        "--no-wait-retire",
+    ]);
+    assert_code(&out, 0);
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert_eq!(app.containers().len(), 2, "kept warm for an instant undo");
+    let out = app.run(&["rollout", "status", "echo"]);
+    assert_code(&out, 0);
+    let text = stdout(&out);
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("warm") && l.contains(" until ")),
+        "{text}"
+    );
+    let out = app.run(&["ps"]);
+    assert_code(&out, 0);
+    assert!(stdout(&out).contains("(warm until "), "{}", stdout(&out));
+    let out = app.run(&["-o", "json", "rollout", "status", "echo"]);
+    let summary: serde_json::Value =
+        serde_json::from_str(stdout(&out).lines().last().unwrap()).unwrap();
+    let until = summary["result"]["retired"][0]["until_ms"]
+        .as_u64()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(until.saturating_sub(now_ms()) + 200));
+    let out = app.run(&["deploy", "echo", "--image", &image, "--strategy", "bg"]);
+    assert_code(&out, 0);
+    assert!(stderr(&out).contains("removed"), "{}", stderr(&out));
+    assert_eq!(app.containers().len(), 1);
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
