@@ -671,6 +671,58 @@ async fn gateway_canary_sets_httproute_weights() {
     );
 }
 
+/// With a gateway too, a ready candidate without traffic is reachable as `<svc>-preview`, as
+/// the rollout's message says; the preview goes when the candidate has all the traffic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_candidate_without_traffic_has_its_preview_service() {
+    let c = fake().await;
+    c.register_resource(kube_fake::ResourceType::new(
+        "gateway.networking.k8s.io",
+        "v1",
+        "httproutes",
+        "HTTPRoute",
+        true,
+    ));
+    let t = target(c.kube_client(), "production", "default");
+    let reporter = Collect::default();
+    first(&t, &reporter).await;
+    let v2 = revision(&t, "2.0.0");
+    let report = deploy(
+        &t,
+        v2.clone(),
+        plan(
+            StrategyKind::Canary,
+            vec![PlanStep::Pause(None), PlanStep::Weight(100)],
+        ),
+        &reporter,
+    )
+    .await;
+    assert_eq!(report.outcome, "paused", "{}", report.message);
+    let preview = format!("{SVC}-preview");
+    assert!(
+        reporter
+            .take()
+            .iter()
+            .any(|e| format!("{e:?}").contains(&format!("preview at `{preview}`"))),
+        "the engine announces the preview"
+    );
+    let service = c
+        .get_json("", "v1", "services", "default", &preview)
+        .expect("the preview Service the message names exists");
+    assert_eq!(
+        service["spec"]["selector"][k8s::render::REVISION],
+        v2.id.as_str(),
+        "{service}"
+    );
+    let report = drive(&t, Some(Request::Promote), &reporter).await;
+    assert_eq!(report.outcome, "completed", "{}", report.message);
+    assert!(
+        c.get_json("", "v1", "services", "default", &preview)
+            .is_none(),
+        "no preview once the candidate has all the traffic"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whole_app_deploy_in_dependency_order() {
     let c = fake().await;

@@ -524,6 +524,27 @@ impl KubePlatform {
         self.scale(service, revision, replicas).await
     }
 
+    /// A candidate (the first revision) without traffic yet is reachable as `<svc>-preview`;
+    /// otherwise there is no preview Service.
+    async fn set_preview(
+        &self,
+        service: &str,
+        revisions: &[&Revision],
+        weight: &(dyn Fn(&Revision) -> u32 + Sync),
+    ) -> anyhow::Result<()> {
+        match revisions.first() {
+            Some(c)
+                if revisions.len() > 1
+                    && weight(c) == 0
+                    && self.find(service, &c.id).await?.is_some() =>
+            {
+                self.set_selector(service, &format!("{service}-preview"), Some(&c.id))
+                    .await
+            }
+            _ => self.drop_preview(service, None).await,
+        }
+    }
+
     /// Removes the preview Service (only when it points at `revision`, if given).
     async fn drop_preview(&self, service: &str, revision: Option<&str>) -> anyhow::Result<()> {
         let services: Api<Service> = Api::namespaced(self.client.clone(), &self.kenv.namespace);
@@ -645,6 +666,9 @@ impl Platform for KubePlatform {
                     self.set_selector(service, service, Some(&main.id)).await?;
                 }
             }
+            // As without a gateway: a candidate without traffic yet is reachable as
+            // `<svc>-preview` (the engine says so when the candidate is ready).
+            self.set_preview(service, revisions, &weight).await?;
             return Ok(());
         }
         match full {
@@ -678,18 +702,7 @@ impl Platform for KubePlatform {
                             .await?;
                     }
                 }
-                // A candidate without traffic yet is reachable as `<svc>-preview`.
-                match revisions.first() {
-                    Some(c)
-                        if c.id != r.id
-                            && weight(c) == 0
-                            && self.find(service, &c.id).await?.is_some() =>
-                    {
-                        self.set_selector(service, &format!("{service}-preview"), Some(&c.id))
-                            .await?;
-                    }
-                    _ => self.drop_preview(service, None).await?,
-                }
+                self.set_preview(service, revisions, &weight).await?;
             }
             None => {
                 // Replica ratio: every pod of the service behind the Service.
