@@ -334,3 +334,40 @@ fn registry_has_no_scheme_userinfo_traversal_or_whitespace() {
         assert!(!err.contains("s3cret"), "the password is shown: {err}");
     }
 }
+
+/// Without a gateway a Kubernetes canary splits by replica ratio: `validate` says which
+/// weights that only approximates (issue 15, bug 4), as hints that `--strict` does not fail.
+#[test]
+fn canary_weights_a_replica_ratio_cannot_give_are_named() {
+    let manifest = |replicas: u32| {
+        format!(
+            "app: shop
+services:
+  api:
+    path: services/api
+    replicas: {replicas}
+    strategy: canary
+environments:
+  staging: {{ target: kubernetes, namespace: shop }}
+strategies:
+  canary:
+    type: canary
+    steps:
+      - weight: 20
+      - pause: {{}}
+"
+        )
+    };
+    let tmp = app_with(&manifest(2));
+    let out = run(tmp.path(), &["validate", "--strict"]);
+    assert_code(&out, 0);
+    let err = stderr(&out);
+    assert!(
+        err.contains("dronectl.yaml:13:9: environment `staging`: `api` runs 2 replica(s), so weight 20% of strategy `canary` gives 50% by replica ratio (1+1 pods behind one Service)"),
+        "{err}"
+    );
+    let tmp = app_with(&manifest(10));
+    let out = run(tmp.path(), &["validate"]);
+    assert_code(&out, 0);
+    assert!(!stderr(&out).contains("replica ratio"), "{}", stderr(&out));
+}

@@ -73,6 +73,19 @@ pub fn run(
         .iter()
         .filter(|d| d.severity == Severity::Error)
         .count();
+    // What a Kubernetes environment without a gateway really gives a canary weight: facts
+    // about the environment, not faults of the manifest, so hints (not failed by --strict).
+    if errors == 0 {
+        for d in dronectl::k8s::weights::nominal_weights(&loaded.manifest) {
+            let at = d
+                .position
+                .map(|p| format!(":{}:{}", p.line, p.column))
+                .unwrap_or_default();
+            printer.event(Event::Hint {
+                message: format!("{}{at}: {}", display_path.display(), d.message),
+            });
+        }
+    }
     let warnings = diagnostics.len() - errors;
     let failed = errors > 0 || (args.strict && warnings > 0);
     let m = &loaded.manifest;

@@ -12,6 +12,7 @@ pub mod platform;
 pub mod render;
 pub mod store;
 pub mod wait;
+pub mod weights;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;

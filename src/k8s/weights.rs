@@ -1,0 +1,92 @@
+//! Which canary weights a Kubernetes environment without a gateway can only approximate.
+//!
+//! Without a gateway a canary splits traffic by replica ratio: every pod of both revisions is
+//! behind one Service. With few replicas a weight is far from what clients get (2 replicas:
+//! 20 % is one pod of two, ≈ 50 %). `validate` says so per environment, service and step,
+//! before anything is deployed; the engine says it again when a rollout starts.
+
+use crate::manifest::{
+    Diagnostic, Environment, EnvironmentTarget, Manifest, Position, Severity, Step, StrategyKind,
+};
+
+use super::KubePlatform;
+
+/// How far (in percentage points) the replica ratio may be from a weight before it is worth
+/// a warning.
+pub const TOLERANCE: u32 = 5;
+
+/// The split the replica ratio gives a canary `weight` with `replicas` pods:
+/// `(candidate pods, stable pods, candidate's effective percent)`.
+pub fn replica_split(replicas: u32, weight: u32) -> (u32, u32, u32) {
+    let (candidate, stable) = KubePlatform::split(replicas, weight);
+    let total = candidate + stable;
+    (candidate, stable, (candidate * 100 + total / 2) / total)
+}
+
+/// Warnings for every canary weight step that a Kubernetes environment without a gateway can
+/// only approximate by more than [`TOLERANCE`] points, at the step's position.
+pub fn nominal_weights(manifest: &Manifest) -> Vec<Diagnostic> {
+    let mut out = vec![];
+    for env_name in manifest.environments.keys() {
+        let Ok(env) = Environment::resolve(manifest, Some(env_name)) else {
+            continue;
+        };
+        let EnvironmentTarget::Kubernetes(settings) = &env.target else {
+            continue;
+        };
+        for (service, spec) in &env.manifest.services {
+            // With a gateway, public services get HTTPRoute weights: exact.
+            if settings.gateway.is_some() && !spec.value.routes.is_empty() {
+                continue;
+            }
+            let strategy = spec
+                .value
+                .strategy
+                .as_ref()
+                .map(|s| s.value.clone())
+                .or_else(|| env.strategy.clone());
+            let Some((name, strategy)) = strategy
+                .as_deref()
+                .and_then(|n| manifest.strategies.get_key_value(n))
+            else {
+                continue;
+            };
+            if strategy.value.kind != StrategyKind::Canary {
+                continue;
+            }
+            let replicas = spec.value.replicas;
+            for step in &strategy.value.steps {
+                let Step::Weight(w) = step.value else {
+                    continue;
+                };
+                if w == 0 || w >= 100 {
+                    continue;
+                }
+                let (c, s, got) = replica_split(replicas, w);
+                if got.abs_diff(w) >= TOLERANCE {
+                    out.push(Diagnostic {
+                        severity: Severity::Warning,
+                        field: format!("strategies.{name}.steps"),
+                        position: Position::from_location(step.referenced),
+                        message: format!(
+                            "environment `{env_name}`: `{service}` runs {replicas} replica(s), so weight {w}% of strategy `{name}` gives {got}% by replica ratio ({c}+{s} pods behind one Service); more replicas or a `gateway:` (HTTPRoute weights) split it closer"
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_replicas_cannot_give_twenty_percent() {
+        assert_eq!(replica_split(2, 20), (1, 1, 50));
+        assert_eq!(replica_split(10, 20), (2, 8, 20));
+        assert_eq!(replica_split(4, 50), (2, 2, 50));
+    }
+}
