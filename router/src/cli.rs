@@ -222,3 +222,105 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send {
         tracing::info!("shutdown signal received");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    /// The shape both entry points give the shared flags.
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn parse(argv: &[&str]) -> Result<Args, clap::Error> {
+        Cli::try_parse_from(std::iter::once("router").chain(argv.iter().copied())).map(|c| c.args)
+    }
+
+    #[test]
+    fn the_flags_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_become_router_options() {
+        let args = parse(&[
+            "--listen=127.0.0.1:1",
+            "--public-listen=127.0.0.1:2",
+            "--admin-listen=127.0.0.1:3",
+            "--upstream-timeout-ms=1500",
+            "--connect-timeout-ms=250",
+            "--max-body-bytes=1024",
+            "--drain-timeout-secs=7",
+            "--log-format=text",
+        ])
+        .unwrap();
+        assert_eq!(args.log_format, LogFormat::Text);
+        let opts = args.options().unwrap();
+        assert_eq!(opts.listen, "127.0.0.1:1".parse().unwrap());
+        assert_eq!(opts.public_listen, Some("127.0.0.1:2".parse().unwrap()));
+        assert_eq!(opts.admin_listen, "127.0.0.1:3".parse().unwrap());
+        assert_eq!(opts.upstream_timeout, Duration::from_millis(1500));
+        assert_eq!(opts.connect_timeout, Duration::from_millis(250));
+        assert_eq!(opts.max_body_bytes, 1024);
+        assert_eq!(opts.drain_timeout, Duration::from_secs(7));
+        assert!(opts.admin_token.is_none() && opts.initial_config.is_none());
+    }
+
+    #[test]
+    fn defaults_are_the_library_defaults() {
+        let opts = parse(&[]).unwrap().options().unwrap();
+        let lib = RouterOptions::default();
+        assert_eq!(
+            (
+                opts.listen,
+                opts.public_listen,
+                opts.admin_listen,
+                opts.upstream_timeout,
+                opts.connect_timeout,
+                opts.max_body_bytes,
+                opts.drain_timeout
+            ),
+            (
+                lib.listen,
+                lib.public_listen,
+                lib.admin_listen,
+                lib.upstream_timeout,
+                lib.connect_timeout,
+                lib.max_body_bytes,
+                lib.drain_timeout
+            )
+        );
+    }
+
+    #[test]
+    fn bad_values_are_usage_errors() {
+        assert!(parse(&["--bind-network", "172.20.0.1"]).is_err());
+        assert!(parse(&["--max-body-bytes", "-1"]).is_err());
+        assert!(parse(&["--log-format", "xml"]).is_err());
+
+        let bad_filter = parse(&["--log-level", "info,=x=y"]).unwrap();
+        let err = bad_filter.log_filter().unwrap_err();
+        assert!(err.is_usage(), "{err}");
+        assert!(err.to_string().contains("--log-level"), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no-token");
+        let args = parse(&["--admin-token-file", missing.to_str().unwrap()]).unwrap();
+        let err = args.options().unwrap_err();
+        assert!(err.is_usage(), "{err}");
+        let table = dir.path().join("table.json");
+        std::fs::write(&table, b"{\"services\": {\"Bad\": {}}}").unwrap();
+        let args = parse(&["--config", table.to_str().unwrap()]).unwrap();
+        let err = args.options().unwrap_err();
+        assert!(err.is_usage(), "{err}");
+    }
+
+    #[test]
+    fn a_given_log_level_wins_over_the_environment() {
+        let args = parse(&["--log-level", "debug"]).unwrap();
+        assert_eq!(args.log_filter().unwrap().to_string(), "debug");
+    }
+}
