@@ -1,6 +1,7 @@
-//! `dronectl-router`: the router as a standalone binary, for running it outside dronectl
-//! (benchmarks, other hosts). dronectl's local router container runs `dronectl router`
-//! instead; both parse the same [`dronectl_router::cli::Args`] and log the same way.
+//! `dronectl-router`: the router as a standalone binary, for running it outside dronectl.
+//! dronectl's local router container does not run this binary but `dronectl router` (its
+//! image is the dronectl binary); both are [`dronectl_router::cli`], so they take the same
+//! flags and environment variables, log the same way and exit with the same codes.
 
 use std::process::ExitCode;
 
