@@ -185,8 +185,7 @@ impl Args {
 /// runtime with I/O, time and signals enabled.
 pub async fn serve(opts: RouterOptions) -> Result<(), CliError> {
     let shutdown = shutdown_signal();
-    let router = crate::bind(opts).map_err(CliError::Serve)?;
-    router.serve(shutdown).await.map_err(CliError::Serve)?;
+    crate::run(opts, shutdown).await.map_err(CliError::Serve)?;
     tracing::info!("router stopped");
     Ok(())
 }
