@@ -318,7 +318,7 @@ mod tests {
     }
 
     #[test]
-    fn a_given_log_level_wins_over_the_environment() {
+    fn the_log_level_flag_is_the_filter() {
         let args = parse(&["--log-level", "debug"]).unwrap();
         assert_eq!(args.log_filter().unwrap().to_string(), "debug");
     }
