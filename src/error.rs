@@ -57,6 +57,14 @@ pub fn exit_code(err: &anyhow::Error) -> ExitCode {
         if let Some(e) = cause.downcast_ref::<ArtifactsError>() {
             return e.exit_code();
         }
+        // `dronectl router`: bad flags, token or config file → 2, as `dronectl-router` exits.
+        if let Some(e) = cause.downcast_ref::<dronectl_router::cli::CliError>() {
+            return if e.is_usage() {
+                ExitCode::Usage
+            } else {
+                ExitCode::Failed
+            };
+        }
     }
     ExitCode::Failed
 }

@@ -23,6 +23,7 @@ fn help_snapshots() {
         ("rollout_promote", vec!["rollout", "promote", "--help"]),
         ("render", vec!["render", "--help"]),
         ("ci_init", vec!["ci", "init", "--help"]),
+        ("router", vec!["router", "--help"]),
     ] {
         let out = run(tmp.path(), &args);
         assert_code(&out, 0);

@@ -24,6 +24,8 @@
 mod admin;
 pub mod auth;
 mod body;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod config;
 mod metrics;
 pub mod network;

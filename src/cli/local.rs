@@ -1,7 +1,6 @@
-//! `dronectl up`, `down`, `ps`, `logs` and the hidden `router` (the router's entry point
-//! inside its container).
+//! `dronectl up`, `down`, `ps`, `logs` and the hidden `router` (what the local target's
+//! router container runs).
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
@@ -56,29 +55,6 @@ pub struct LogsArgs {
     /// Lines of history per container
     #[arg(long, default_value_t = 100, env = "DRONECTL_TAIL")]
     pub tail: usize,
-}
-
-#[derive(Debug, Args)]
-pub struct RouterArgs {
-    /// Internal data address (Host routing, preview, version header)
-    #[arg(long, default_value = "0.0.0.0:8080", env = "ROUTER_LISTEN")]
-    pub listen: SocketAddr,
-    /// Public data address (public path routes only)
-    #[arg(long, env = "ROUTER_PUBLIC_LISTEN")]
-    pub public_listen: Option<SocketAddr>,
-    /// Admin API address
-    #[arg(long, default_value = "0.0.0.0:9901", env = "ROUTER_ADMIN_LISTEN")]
-    pub admin_listen: SocketAddr,
-    /// File holding the admin token (without it the admin API refuses every request)
-    #[arg(long, env = "ROUTER_ADMIN_TOKEN_FILE")]
-    pub admin_token_file: Option<PathBuf>,
-    /// Bind the admin API and the public address to this host's address on the network with
-    /// this gateway (GATEWAY/PREFIX, e.g. 172.20.0.1/16)
-    #[arg(long, env = "ROUTER_BIND_NETWORK")]
-    pub bind_network: Option<dronectl_router::BindNetwork>,
-    /// Routing table to start with (JSON)
-    #[arg(long, env = "ROUTER_CONFIG")]
-    pub config: Option<PathBuf>,
 }
 
 pub(crate) fn app_dir(global: &GlobalArgs, cwd: &Path) -> anyhow::Result<PathBuf> {
@@ -183,37 +159,11 @@ pub fn logs(
     Ok(Outcome::ok(json!({"name": args.name})))
 }
 
-pub fn router(args: RouterArgs) -> anyhow::Result<Outcome> {
-    let initial_config = match &args.config {
-        Some(path) => Some(dronectl_router::load_config_file(path)?),
-        None => None,
-    };
-    let admin_token = match &args.admin_token_file {
-        Some(path) => Some(dronectl_router::AdminToken::from_file(path)?),
-        None => None,
-    };
-    let mut opts = dronectl_router::RouterOptions {
-        listen: args.listen,
-        public_listen: args.public_listen,
-        admin_listen: args.admin_listen,
-        admin_token,
-        initial_config,
-        ..Default::default()
-    };
-    if let Some(network) = &args.bind_network {
-        opts.bind_host_facing(network, std::time::Duration::from_secs(5))?;
-    }
-    runtime()?.block_on(async {
-        let shutdown = async {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("SIGTERM handler");
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        };
-        dronectl_router::run(opts, shutdown).await
-    })?;
+/// `dronectl router`: the router's own command line (the same flags, environment
+/// variables and logs as the standalone `dronectl-router`), on dronectl's runtime.
+pub fn router(args: dronectl_router::cli::Args) -> anyhow::Result<Outcome> {
+    args.init_logging()?;
+    let opts = args.options()?;
+    runtime()?.block_on(dronectl_router::cli::serve(opts))?;
     Ok(Outcome::ok(serde_json::Value::Null))
 }

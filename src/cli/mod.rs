@@ -159,9 +159,9 @@ pub enum Command {
         after_help = "Examples:\n  dronectl changed --since origin/main\n  dronectl -o json changed --since HEAD~1"
     )]
     Changed(ci::ChangedArgs),
-    /// Run dronectl's traffic router (what the router container runs)
+    /// Run dronectl's traffic router (what the local router container runs)
     #[command(hide = true)]
-    Router(local::RouterArgs),
+    Router(dronectl_router::cli::Args),
     /// Print a shell completion script
     #[command(
         after_help = "Examples:\n  dronectl completions bash > /etc/bash_completion.d/dronectl\n  dronectl completions zsh > \"${fpath[1]}/_dronectl\"\n  dronectl completions fish > ~/.config/fish/completions/dronectl.fish"
