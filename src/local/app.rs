@@ -702,7 +702,6 @@ async fn ensure_router(
     let body = ContainerCreateBody {
         image: Some(setup.image.to_string()),
         cmd: Some(cmd),
-        env: Some(vec!["LOG_LEVEL=warn".into()]),
         labels: Some(base_labels(names, env, "router")),
         exposed_ports: Some(vec![
             format!("{ROUTER_PUBLIC_PORT}/tcp"),
