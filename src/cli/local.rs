@@ -225,7 +225,12 @@ pub fn logs(
         let logs = local::logs::Logs::open(opts).await?;
         printer.log_layout(LogLayout {
             names: logs.names().to_vec(),
-            width: logs.sources().iter().map(|s| s.label.len()).max().unwrap_or(0),
+            width: logs
+                .sources()
+                .iter()
+                .map(|s| s.label.len())
+                .max()
+                .unwrap_or(0),
             timestamps: args.timestamps,
             raw: args.raw,
         });

@@ -144,7 +144,11 @@ impl Printer {
         };
         layout.width = layout.width.max(log.label.len());
         let colour = LOG_COLOURS[index % LOG_COLOURS.len()].on_default();
-        let mut text = format!("{colour}{:<width$} |{colour:#} ", log.label, width = layout.width);
+        let mut text = format!(
+            "{colour}{:<width$} |{colour:#} ",
+            log.label,
+            width = layout.width
+        );
         if layout.timestamps {
             text.push_str(&format!("{DIM}{}{DIM:#} ", log.timestamp));
         }

@@ -244,16 +244,11 @@ impl Logs {
             reporter.event(Event::Log(log_event(source, &line)));
         };
 
-        let histories = futures_util::future::join_all(self.sources.iter().map(|s| {
-            read(
-                &self.docker,
-                &s.id,
-                tail,
-                since,
-                false,
-                mpsc::unbounded_channel().0,
-            )
-        }))
+        let histories = futures_util::future::join_all(
+            self.sources
+                .iter()
+                .map(|s| read(&self.docker, &s.id, tail, since, None)),
+        )
         .await;
         let mut last_seen: HashMap<String, Timestamp> = HashMap::new();
         let mut per_source = Vec::new();
@@ -363,7 +358,7 @@ fn follow(
 ) {
     let (docker, id, tx) = (docker.clone(), id.to_string(), tx.clone());
     tokio::spawn(async move {
-        let _ = read(&docker, &id, tail, from, true, tx.clone()).await;
+        let _ = read(&docker, &id, tail, from, Some(&tx)).await;
         let _ = tx.send(Followed::Ended(id));
     });
 }
@@ -382,22 +377,21 @@ pub struct LogLine {
     pub text: String,
 }
 
-/// Reads one container's logs with timestamps: returns them (history), or with `follow`
-/// sends them on `tx` as they come and returns when the stream ends. A container removed
-/// meanwhile has no lines.
+/// Reads one container's logs with timestamps: returns them (history), or, following
+/// (`follow` given), sends them on it as they come and returns when the stream ends. A
+/// container removed meanwhile has no lines.
 async fn read(
     docker: &Docker,
     id: &str,
     tail: Option<usize>,
     since: Option<Timestamp>,
-    follow: bool,
-    tx: mpsc::UnboundedSender<Followed>,
+    follow: Option<&mpsc::UnboundedSender<Followed>>,
 ) -> anyhow::Result<Vec<LogLine>> {
     let mut options = LogsOptionsBuilder::default()
         .stdout(true)
         .stderr(true)
         .timestamps(true)
-        .follow(follow)
+        .follow(follow.is_some())
         .tail(&tail.map_or("all".to_string(), |n| n.to_string()));
     if let Some(since) = since {
         // The engine takes whole seconds: read from the second before, drop the rest here.
@@ -429,12 +423,13 @@ async fn read(
                 stderr,
                 text: text.to_string(),
             };
-            if follow {
-                if tx.send(Followed::Line(id.to_string(), line)).is_err() {
-                    return Ok(lines);
+            match follow {
+                Some(tx) => {
+                    if tx.send(Followed::Line(id.to_string(), line)).is_err() {
+                        return Ok(lines);
+                    }
                 }
-            } else {
-                lines.push(line);
+                None => lines.push(line),
             }
         }
     }
@@ -572,7 +567,15 @@ const MESSAGE_KEYS: [&str; 2] = ["message", "msg"];
 const CORRELATION_KEYS: [&str; 2] = ["correlation_id", "correlationId"];
 /// Top-level keys not shown: the time is the engine's (`--timestamps` shows it), the
 /// target is the module path, the nested objects are read on their own.
-const HIDDEN_KEYS: [&str; 7] = ["timestamp", "time", "ts", "target", "fields", "span", "spans"];
+const HIDDEN_KEYS: [&str; 7] = [
+    "timestamp",
+    "time",
+    "ts",
+    "target",
+    "fields",
+    "span",
+    "spans",
+];
 
 /// Where a map sits in a record.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -631,8 +634,7 @@ impl Record {
                 if self.level.is_none() {
                     self.level = Some(scalar_text(value).to_uppercase());
                 }
-            } else if part != Part::Span && MESSAGE_KEYS.contains(&key) && self.message.is_none()
-            {
+            } else if part != Part::Span && MESSAGE_KEYS.contains(&key) && self.message.is_none() {
                 self.message = Some(scalar_text(value));
             } else if CORRELATION_KEYS.contains(&key) {
                 if self.correlation_id.is_none() {
@@ -659,7 +661,10 @@ fn scalar_text(value: &Value) -> String {
 /// A field's value for `key=value`: plain when it is one word, quoted otherwise.
 fn field_text(value: &Value) -> String {
     match value {
-        Value::String(s) if !s.is_empty() && !s.contains(|c: char| c.is_whitespace() || c == '"' || c == '=') => {
+        Value::String(s)
+            if !s.is_empty()
+                && !s.contains(|c: char| c.is_whitespace() || c == '"' || c == '=') =>
+        {
             s.clone()
         }
         other => other.to_string(),
@@ -805,7 +810,10 @@ mod tests {
         let (t, rest) = split_timestamp("2026-12-01T10:00:00.123456789Z hello world");
         assert_eq!(t, Some("2026-12-01T10:00:00.123456789Z".parse().unwrap()));
         assert_eq!(rest, "hello world");
-        assert_eq!(split_timestamp("no timestamp here"), (None, "no timestamp here"));
+        assert_eq!(
+            split_timestamp("no timestamp here"),
+            (None, "no timestamp here")
+        );
         let (t, rest) = split_timestamp("2026-12-01T10:00:01Z");
         assert!(t.is_some());
         assert_eq!(rest, "");
@@ -829,7 +837,14 @@ mod tests {
         let order: Vec<(usize, &str)> = merged.iter().map(|(i, l)| (*i, l.text.as_str())).collect();
         assert_eq!(
             order,
-            vec![(0, "a1"), (1, "b1"), (0, "a2"), (0, "a3"), (1, "b2"), (1, "b3")]
+            vec![
+                (0, "a1"),
+                (1, "b1"),
+                (0, "a2"),
+                (0, "a3"),
+                (1, "b2"),
+                (1, "b3")
+            ]
         );
     }
 
@@ -857,8 +872,17 @@ mod tests {
         let replicas = keys(&[("orders", "r1"), ("orders", "r1")]);
         assert_eq!(label("orders", Some("r1"), Some(2), &replicas), "orders.2");
         let revisions = keys(&[("orders", "r1"), ("orders", "r1"), ("orders", "r2")]);
-        assert_eq!(label("orders", Some("r1"), Some(2), &revisions), "orders@r1.2");
-        assert_eq!(label("orders", Some("r2"), Some(1), &revisions), "orders@r2");
-        assert_eq!(label("router", None, None, &[("router".into(), None)]), "router");
+        assert_eq!(
+            label("orders", Some("r1"), Some(2), &revisions),
+            "orders@r1.2"
+        );
+        assert_eq!(
+            label("orders", Some("r2"), Some(1), &revisions),
+            "orders@r2"
+        );
+        assert_eq!(
+            label("router", None, None, &[("router".into(), None)]),
+            "router"
+        );
     }
 }
