@@ -20,8 +20,8 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub enum Event {
     /// Progress of a rollout (see [`RolloutEvent`]).
     Rollout(RolloutEvent),
-    /// A log line of a container (`dronectl logs`).
-    Log { source: String, line: String },
+    /// A log line of a container (`dronectl logs`; see [`LogEvent`]).
+    Log(LogEvent),
     /// A step of the current command began (`Creating service ratings`).
     Started { action: String, subject: String },
     /// A file or directory was created, or would be with `--dry-run`.
@@ -181,4 +181,38 @@ pub struct RolloutEvent {
     /// Failure details: the reason and the last log lines.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub logs: Option<Vec<String>>,
+}
+
+/// One log line of one container of the app, with what dronectl could read from it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LogEvent {
+    /// Who wrote it: a service, an infrastructure entry, or `router`.
+    pub service: String,
+    /// `service`, `infrastructure` or `router`.
+    pub kind: String,
+    /// The container.
+    pub source: String,
+    /// The prefix people see: `orders`, `orders.2` (replica 2), `orders@r3.1` (replica 1 of
+    /// revision r3 while several revisions run).
+    pub label: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replica: Option<u32>,
+    /// When the engine received the line (RFC 3339, nanoseconds, UTC).
+    pub timestamp: String,
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    /// The line as the container wrote it.
+    pub line: String,
+    /// The line's level, message and correlation id, when it is a JSON log record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    /// The whole JSON object, when the line is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fields: Option<serde_json::Map<String, serde_json::Value>>,
 }

@@ -18,6 +18,7 @@ fn help_snapshots() {
         ("completions", vec!["completions", "--help"]),
         ("build", vec!["build", "--help"]),
         ("up", vec!["up", "--help"]),
+        ("logs", vec!["logs", "--help"]),
         ("deploy", vec!["deploy", "--help"]),
         ("rollout_status", vec!["rollout", "status", "--help"]),
         ("rollout_promote", vec!["rollout", "promote", "--help"]),

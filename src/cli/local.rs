@@ -9,7 +9,7 @@ use serde_json::json;
 use dronectl::local;
 use dronectl::manifest;
 
-use super::printer::Printer;
+use super::printer::{LogLayout, Printer};
 use super::{GlobalArgs, Outcome};
 
 pub const UP_EXAMPLES: &str = "Examples:\n  dronectl up\n  dronectl up --env local --timeout 5m\n  dronectl up --no-build --artifacts build.json\n\nBuilds what changed, then starts the network, infrastructure, every service (with its\nreplicas) and the router on the local Docker engine, waits until all are ready and prints\nthe entry URL. Running it again with nothing changed changes nothing.";
@@ -45,16 +45,54 @@ pub struct DownArgs {
     pub volumes: bool,
 }
 
+pub const LOGS_EXAMPLES: &str = "Examples:\n  dronectl logs\n  dronectl logs orders users -f\n  dronectl logs --grep 3f2b8c1e-0d7a-4c1b-9f4e-2a6d5b7c8e9f\n  dronectl logs orders --since 10m --timestamps\n  dronectl logs router --tail 20 --raw\n\nLines of every replica of every revision are interleaved by time, each prefixed with its\nservice (`orders.2` for replica 2, `orders@REV.1` while several revisions run). JSON log\nrecords read as `LEVEL message key=value … [correlation id]`; --raw shows them as written,\n-o json gives one `log` event per line with the parsed fields.";
+
 #[derive(Debug, Args)]
 pub struct LogsArgs {
-    /// Service, infrastructure entry, or `router`
-    pub name: String,
-    /// Keep streaming new lines
+    /// Services, infrastructure entries or `router` (none: every container of the app)
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+    /// Keep streaming new lines, and those of containers that start meanwhile (Ctrl-C stops)
     #[arg(short, long, env = "DRONECTL_FOLLOW")]
     pub follow: bool,
-    /// Lines of history per container
-    #[arg(long, default_value_t = 100, env = "DRONECTL_TAIL")]
-    pub tail: usize,
+    /// Lines of history per container, a number or `all` [default: 100; all with --since or
+    /// --grep]
+    #[arg(long, value_name = "N|all", env = "DRONECTL_TAIL")]
+    pub tail: Option<Tail>,
+    /// Only lines since then: a duration back from now (10m, 1h30m) or an RFC 3339 time
+    /// (2026-12-01T10:00:00Z)
+    #[arg(long, value_name = "DURATION|TIME", env = "DRONECTL_SINCE")]
+    pub since: Option<local::logs::Since>,
+    /// Only lines containing TEXT, as written (case-sensitive), e.g. a correlation id
+    #[arg(long, value_name = "TEXT", env = "DRONECTL_GREP")]
+    pub grep: Option<String>,
+    /// Show the time of each line (the engine's, UTC)
+    #[arg(short, long, env = "DRONECTL_TIMESTAMPS")]
+    pub timestamps: bool,
+    /// Show lines as written, without rendering JSON log records
+    #[arg(long, env = "DRONECTL_RAW")]
+    pub raw: bool,
+}
+
+/// `--tail`: a number of lines, or `all`.
+#[derive(Debug, Clone, Copy)]
+pub enum Tail {
+    All,
+    Lines(usize),
+}
+
+impl std::str::FromStr for Tail {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "all" => Ok(Tail::All),
+            n => n
+                .parse()
+                .map(Tail::Lines)
+                .map_err(|_| format!("invalid --tail `{text}`: write a number of lines or `all`")),
+        }
+    }
 }
 
 pub(crate) fn app_dir(global: &GlobalArgs, cwd: &Path) -> anyhow::Result<PathBuf> {
@@ -147,16 +185,40 @@ pub fn logs(
     cwd: &Path,
     printer: &Printer,
 ) -> anyhow::Result<Outcome> {
-    let dir = app_dir(global, cwd)?;
-    runtime()?.block_on(local::logs(
-        &dir,
-        global.env.as_deref(),
-        &args.name,
-        args.follow,
-        args.tail,
-        printer,
-    ))?;
-    Ok(Outcome::ok(json!({"name": args.name})))
+    let filtered = args.since.is_some() || args.grep.is_some();
+    let opts = local::logs::LogsOptions {
+        app_dir: app_dir(global, cwd)?,
+        env: global.env.clone(),
+        names: args.names,
+        follow: args.follow,
+        tail: match args.tail {
+            Some(Tail::All) => None,
+            Some(Tail::Lines(n)) => Some(n),
+            None if filtered => None,
+            None => Some(100),
+        },
+        since: args.since,
+        grep: args.grep,
+    };
+    let outcome = runtime()?.block_on(async {
+        let logs = local::logs::Logs::open(opts).await?;
+        printer.log_layout(LogLayout {
+            names: logs.names().to_vec(),
+            width: logs
+                .sources()
+                .iter()
+                .map(|s| s.label.len())
+                .max()
+                .unwrap_or(0),
+            timestamps: args.timestamps,
+            raw: args.raw,
+        });
+        let stop = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        logs.stream(printer, stop).await
+    })?;
+    Ok(Outcome::ok(serde_json::to_value(&outcome)?))
 }
 
 /// `dronectl router`: the router's own command line (the same flags, environment

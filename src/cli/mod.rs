@@ -134,10 +134,8 @@ pub enum Command {
     /// Show the app's containers, versions and traffic split
     #[command(after_help = "Examples:\n  dronectl ps\n  dronectl -o json ps")]
     Ps,
-    /// Show the logs of a service, an infrastructure entry or the router
-    #[command(
-        after_help = "Examples:\n  dronectl logs delivery\n  dronectl logs delivery -f\n  dronectl logs router --tail 20"
-    )]
+    /// Show the logs of the app's services, infrastructure and router as one stream
+    #[command(after_help = local::LOGS_EXAMPLES)]
     Logs(local::LogsArgs),
     /// Ship a new version of a service with a rolling, blue-green or canary rollout
     #[command(after_help = deploy::DEPLOY_EXAMPLES)]

@@ -36,7 +36,31 @@ pub struct Printer {
     lock: Mutex<()>,
     /// Progress lines (one per service) while a build runs on a terminal.
     bars: Mutex<Bars>,
+    /// How log lines look (`dronectl logs`).
+    logs: Mutex<LogLayout>,
 }
+
+/// The layout of log lines: `label | line`, the label padded to `width` and coloured per
+/// name (in the order of `names`, then as they appear).
+#[derive(Debug, Default)]
+pub struct LogLayout {
+    pub names: Vec<String>,
+    pub width: usize,
+    /// Show the engine's timestamp of each line.
+    pub timestamps: bool,
+    /// Show lines as written instead of rendering JSON records.
+    pub raw: bool,
+}
+
+/// Colours of log prefixes, as compose cycles them.
+const LOG_COLOURS: [AnsiColor; 6] = [
+    AnsiColor::Cyan,
+    AnsiColor::Yellow,
+    AnsiColor::Green,
+    AnsiColor::Magenta,
+    AnsiColor::Blue,
+    AnsiColor::BrightRed,
+];
 
 #[derive(Default)]
 struct Bars {
@@ -62,6 +86,7 @@ impl Printer {
             progress,
             lock: Mutex::new(()),
             bars: Mutex::new(Bars::default()),
+            logs: Mutex::new(LogLayout::default()),
         }
     }
 
@@ -99,6 +124,49 @@ impl Printer {
         }
         let _guard = self.lock.lock();
         anstream::println!("{text}");
+    }
+
+    /// Sets how log lines look.
+    pub fn log_layout(&self, layout: LogLayout) {
+        *self.logs.lock().expect("logs lock") = layout;
+    }
+
+    /// A log line: `label | LEVEL message key=value … [correlation id]` (a JSON record) or
+    /// `label | line` (anything else), the label coloured per name on a terminal.
+    fn log_line(&self, log: &dronectl::events::LogEvent) {
+        let mut layout = self.logs.lock().expect("logs lock");
+        let index = match layout.names.iter().position(|n| *n == log.service) {
+            Some(index) => index,
+            None => {
+                layout.names.push(log.service.clone());
+                layout.names.len() - 1
+            }
+        };
+        layout.width = layout.width.max(log.label.len());
+        let colour = LOG_COLOURS[index % LOG_COLOURS.len()].on_default();
+        let mut text = format!(
+            "{colour}{:<width$} |{colour:#} ",
+            log.label,
+            width = layout.width
+        );
+        if layout.timestamps {
+            text.push_str(&format!("{DIM}{}{DIM:#} ", log.timestamp));
+        }
+        let rendered = dronectl::local::logs::render(log);
+        match (&rendered.level, layout.raw) {
+            (Some(level), false) => {
+                let style = match level.as_str() {
+                    "ERROR" | "FATAL" | "CRITICAL" => ERROR,
+                    "WARN" | "WARNING" => WARNING,
+                    "DEBUG" | "TRACE" => DIM,
+                    _ => Style::new().bold(),
+                };
+                text.push_str(&format!("{style}{level:<5}{style:#} {}", rendered.text));
+            }
+            _ => text.push_str(&log.line),
+        }
+        drop(layout);
+        self.result_line(&text);
     }
 
     /// Ends every progress line (left as it is, so a failure shows where it stopped).
@@ -408,7 +476,7 @@ impl Reporter for Printer {
                 }
             }
             Event::Rollout(rollout) => self.rollout(&rollout),
-            Event::Log { source, line } => self.result_line(&format!("{source} | {line}")),
+            Event::Log(log) => self.log_line(&log),
             Event::BuildStep {
                 service,
                 stage,

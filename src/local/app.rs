@@ -1,4 +1,4 @@
-//! The app on the local target: `up`, `down`, `ps`, `logs`, and the set-up that `deploy`
+//! The app on the local target: `up`, `down`, `ps`, and the set-up that `deploy`
 //! and the rollout commands share.
 
 use std::collections::{BTreeMap, HashMap};
@@ -12,12 +12,10 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
-    ListVolumesOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    UploadToContainerOptionsBuilder,
+    ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use bollard::Docker;
 use dronectl_router::{AdminToken, BindNetwork};
-use futures_util::StreamExt;
 use serde::Serialize;
 
 use super::platform::{LocalPlatform, ServiceRuntime};
@@ -34,7 +32,7 @@ use crate::rollout::{ops, Engine, FileStore, Plan, Revision, Timing};
 
 /// Reads the manifest and resolves the Docker environment `env` (`local` by default); the
 /// manifest returned is the one that applies in that environment.
-fn read_environment(
+pub(crate) fn read_environment(
     app_dir: &Path,
     env: Option<&str>,
 ) -> anyhow::Result<(LoadedManifest, Environment)> {
@@ -992,84 +990,8 @@ pub async fn ps(app_dir: &Path, env: Option<&str>) -> anyhow::Result<(Option<Str
     Ok((ports.map(|p| format!("http://127.0.0.1:{}", p.entry)), rows))
 }
 
-/// Streams the logs of a service's containers (or an infrastructure entry's, or the
-/// router's) to the reporter, prefixed by container; follows when asked.
-pub async fn logs(
-    app_dir: &Path,
-    env: Option<&str>,
-    name: &str,
-    follow: bool,
-    tail: usize,
-    reporter: &dyn Reporter,
-) -> anyhow::Result<()> {
-    let (manifest, environment) = read_environment(app_dir, env)?;
-    let env = environment.name;
-    let names = Names {
-        app: manifest.manifest.app.value.clone(),
-    };
-    let m = &manifest.manifest;
-    if !m.services.contains_key(name) && !m.infrastructure.contains_key(name) && name != "router" {
-        bail!(UsageError(format!(
-            "no service or infrastructure `{name}` in dronectl.yaml"
-        )));
-    }
-    let docker = crate::docker::connect().await?;
-    let filter = if name == "router" {
-        label_filter(&[
-            (labels::APP, &names.app),
-            (labels::ENV, &env),
-            (labels::KIND, "router"),
-        ])
-    } else {
-        label_filter(&[
-            (labels::APP, &names.app),
-            (labels::ENV, &env),
-            (labels::SERVICE, name),
-        ])
-    };
-    let containers: Vec<String> = docker
-        .list_containers(Some(
-            ListContainersOptionsBuilder::default()
-                .all(true)
-                .filters(&filter)
-                .build(),
-        ))
-        .await?
-        .into_iter()
-        .map(|c| container_name(c.names))
-        .filter(|n| !n.is_empty())
-        .collect();
-    if containers.is_empty() {
-        bail!(UsageError(format!(
-            "`{name}` has no containers; is the app up?"
-        )));
-    }
-    let streams = containers.iter().map(|container| {
-        let options = LogsOptionsBuilder::default()
-            .stdout(true)
-            .stderr(true)
-            .follow(follow)
-            .tail(&tail.to_string())
-            .build();
-        docker
-            .logs(container, Some(options))
-            .map(move |chunk| (container.clone(), chunk))
-    });
-    let mut merged = futures_util::stream::select_all(streams.map(Box::pin));
-    while let Some((container, chunk)) = merged.next().await {
-        let chunk = chunk?;
-        for line in String::from_utf8_lossy(&chunk.into_bytes()).lines() {
-            reporter.event(Event::Log {
-                source: container.clone(),
-                line: line.to_string(),
-            });
-        }
-    }
-    Ok(())
-}
-
 /// A container's name from the engine's listing (`/name` → `name`; empty when absent).
-fn container_name(names: Option<Vec<String>>) -> String {
+pub(crate) fn container_name(names: Option<Vec<String>>) -> String {
     names
         .unwrap_or_default()
         .first()

@@ -19,6 +19,7 @@
 //!   container before it starts.
 
 pub mod app;
+pub mod logs;
 pub mod platform;
 pub mod router;
 

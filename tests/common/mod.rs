@@ -214,3 +214,27 @@ pub fn skip(test: &str, reason: &str) {
     std::fs::write(dir.join(test), format!("{test}: {reason}\n")).expect("record a skipped test");
     eprintln!("skipped: {reason}");
 }
+
+/// Asserts that every line of `text` (JSON Lines output) matches docs/events.schema.json
+/// (python's jsonschema).
+pub fn assert_events_match_schema(text: &str) {
+    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/events.schema.json");
+    let mut child = Command::new("python3")
+        .args(["-c", "import json,sys,jsonschema\nschema=json.load(open(sys.argv[1]))\nv=jsonschema.Draft7Validator(schema)\nbad=0\nfor n,line in enumerate(sys.stdin,1):\n  for e in v.iter_errors(json.loads(line)):\n    bad+=1; print(f'line {n}: {e.message}')\nsys.exit(1 if bad else 0)", schema.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 with jsonschema (scripts/prereqs.sh installs it)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write events");
+    let result = child.wait_with_output().expect("jsonschema");
+    assert!(
+        result.status.success(),
+        "events do not match the schema:\n{}\n{text}",
+        String::from_utf8_lossy(&result.stdout)
+    );
+}
