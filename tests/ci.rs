@@ -20,25 +20,7 @@ pub fn check_events(out: &std::process::Output) {
     let text = stdout(out);
     let lines: Vec<&str> = text.lines().collect();
     assert!(!lines.is_empty(), "no JSON output; stderr: {}", stderr(out));
-    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/events.schema.json");
-    let mut child = Command::new("python3")
-        .args(["-c", "import json,sys,jsonschema\nschema=json.load(open(sys.argv[1]))\nv=jsonschema.Draft7Validator(schema)\nbad=0\nfor n,line in enumerate(sys.stdin,1):\n  for e in v.iter_errors(json.loads(line)):\n    bad+=1; print(f'line {n}: {e.message}')\nsys.exit(1 if bad else 0)", schema.to_str().unwrap()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 with jsonschema (scripts/prereqs.sh installs it)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let result = child.wait_with_output().unwrap();
-    assert!(
-        result.status.success(),
-        "events do not match the schema:\n{}\n{text}",
-        String::from_utf8_lossy(&result.stdout)
-    );
+    assert_events_match_schema(&text);
     let summary: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
     assert_eq!(summary["event"], "summary", "the last line is the summary");
     assert_eq!(
