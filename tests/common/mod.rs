@@ -135,7 +135,19 @@ pub fn http(
     path: &str,
     headers: &[(&str, &str)],
 ) -> std::io::Result<Response> {
+    http_with_body(port, method, path, headers, None)
+}
+
+/// [`http`] with a JSON body.
+pub fn http_with_body(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> std::io::Result<Response> {
     let (method, path) = (method.to_string(), path.to_string());
+    let body = body.map(<[u8]>::to_vec);
     let headers: Vec<(String, String)> = headers
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -153,7 +165,7 @@ pub fn http(
             &format!("127.0.0.1:{port}"),
             &path,
             &headers,
-            None,
+            body.as_deref(),
             Duration::from_secs(20),
         ))?;
         Ok(Response {
