@@ -7,9 +7,17 @@ use super::plan::AnalysisPlan;
 use super::platform::Measurement;
 use crate::http;
 
-/// Parses an analysis URL: `http://` or `https://` with a host.
+/// Parses an analysis URL: `http://` or `https://` with a host, without credentials (they
+/// would show in every measurement's detail).
 pub fn parse_url(text: &str) -> Result<url::Url, String> {
     let url = url::Url::parse(text).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "a URL with credentials (`user:password@`) is refused: {}://…@{}",
+            url.scheme(),
+            url.host_str().unwrap_or_default()
+        ));
+    }
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
         return Err(format!("`{text}` is not an http:// or https:// URL"));
     }
@@ -131,6 +139,8 @@ mod tests {
         assert!(parse_url("https://svc").is_ok());
         assert!(parse_url("ftp://svc/x").is_err());
         assert!(parse_url("svc:8080").is_err());
+        let e = parse_url("https://admin:hunter2@prom:9090").unwrap_err();
+        assert!(!e.contains("hunter2") && e.contains("prom"), "{e}");
         assert_eq!(
             query_url("https://prom.example:9443/prefix/", "sum(x{a=\"b c\"}) & 1")
                 .unwrap()
