@@ -1264,3 +1264,172 @@ fn cli_errors_say_what_is_missing_and_read_like_messages() {
     );
     assert!(text.contains("ServiceAccount delivery"), "{text}");
 }
+
+/// A self-signed certificate for `localhost` made by the `openssl` command: (cert, key) files.
+fn self_signed_cert(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("the openssl command");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
+/// A Prometheus stand-in on a real TLS socket (127.0.0.1, its own runtime thread): every
+/// query answers the value 0; the request lines it saw are recorded.
+fn https_prometheus(
+    cert: &Path,
+    key: &Path,
+) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![CertificateDer::from_pem_file(cert).unwrap()],
+        PrivateKeyDer::from_pem_file(key).unwrap(),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let (s, _) = listener.accept().await.unwrap();
+                let (acceptor, record) = (acceptor.clone(), record.clone());
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(s).await else {
+                        return;
+                    };
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tls.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&head).to_string();
+                    record
+                        .lock()
+                        .unwrap()
+                        .push(head.lines().next().unwrap_or_default().to_string());
+                    let body = r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"0"]}]}}"#;
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = tls.write_all(reply.as_bytes()).await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+    });
+    (port, seen)
+}
+
+/// A canary checked by a Prometheus query over https: the `dronectl` binary trusts the
+/// server's (self-signed) certificate through `SSL_CERT_FILE`, the query reaches it
+/// encoded with the service and version substituted, and the rollout completes.
+#[test]
+fn prometheus_analysis_over_https() {
+    let cluster = FakeCluster::start_blocking();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed_cert(dir.path());
+    let (port, seen) = https_prometheus(&cert, &key);
+    let app = dir.path().join("app");
+    std::fs::create_dir(&app).unwrap();
+    std::fs::write(
+        app.join("dronectl.yaml"),
+        format!(
+            r#"app: shop
+services:
+  delivery:
+    path: services/delivery
+    template: rust-http
+    port: 8080
+    health: {{ liveness: /healthz, readiness: /readyz }}
+    replicas: 2
+    routes: [/api/deliveries]
+    strategy: checked
+environments:
+  staging: {{ target: kubernetes, context: staging, namespace: default, registry: registry.example.com/shop }}
+strategies:
+  checked:
+    type: canary
+    steps:
+      - weight: 50
+      - analysis: errors
+analyses:
+  errors:
+    metric: prometheus
+    query: 'sum(rate(http_requests_total{{service="{{{{service}}}}",version="{{{{version}}}}",status=~"5.."}}[1m]))'
+    address: https://localhost:{port}/prom
+    threshold: 0.01
+    interval: 1s
+    count: 1
+"#
+        ),
+    )
+    .unwrap();
+    let kubeconfig = dir.path().join("config");
+    cluster
+        .write_kubeconfig(&kubeconfig, "staging", "default")
+        .unwrap();
+    let run = |tag: &str| {
+        common::dronectl()
+            .env("KUBECONFIG", &kubeconfig)
+            .env("SSL_CERT_FILE", &cert)
+            .env("CI", "1")
+            .arg("-C")
+            .arg(&app)
+            .args(["deploy", "delivery", "--env", "staging", "--tag", tag])
+            .output()
+            .unwrap()
+    };
+    let out = run("1.0.0");
+    common::assert_code(&out, 0);
+    let out = run("2.0.0");
+    common::assert_code(&out, 0);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        vec!["GET /prom/api/v1/query?query=sum%28rate%28http_requests_total%7Bservice%3D%22delivery%22%2Cversion%3D%222.0.0%22%2Cstatus%3D%7E%225..%22%7D%5B1m%5D%29%29 HTTP/1.1".to_string()],
+        "{}{}",
+        common::stdout(&out),
+        common::stderr(&out)
+    );
+}

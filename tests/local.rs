@@ -11,8 +11,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -209,30 +208,11 @@ struct Load {
     failures: Arc<Mutex<Vec<String>>>,
 }
 
+/// `GET path` on 127.0.0.1:`port`: the status and the `x-dronectl-version` that served.
 fn get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw)?;
-    let status = raw
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("bad response {raw:?}")))?;
-    let version = raw
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("x-dronectl-version: ")
-                .or_else(|| l.strip_prefix("X-Dronectl-Version: "))
-        })
-        .unwrap_or_default()
-        .trim()
-        .to_string();
-    Ok((status, version))
+    let r = http(port, "GET", path, &[])?;
+    let version = r.header("x-dronectl-version").unwrap_or_default().trim();
+    Ok((r.status, version.to_string()))
 }
 
 impl Load {
@@ -362,32 +342,17 @@ fn entry_request(
     host: &str,
     headers: &[(&str, &str)],
 ) -> (u16, String, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: 0\r\n"
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let status = raw.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let version = raw
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("x-dronectl-version")
-                .then(|| v.trim().to_string())
-        })
-        .unwrap_or_default();
-    let body = raw
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
+    let headers: Vec<(&str, &str)> = [("Host", host)]
+        .into_iter()
+        .chain(headers.iter().copied())
+        .collect();
+    let r = http(port, method, path, &headers).unwrap();
+    let version = r
+        .header("x-dronectl-version")
+        .unwrap_or_default()
+        .trim()
         .to_string();
-    (status, version, body)
+    (r.status, version, r.body)
 }
 
 /// `docker inspect` of a container as JSON.
@@ -711,19 +676,16 @@ fn reference_app_on_the_local_engine() {
 
     // The app works: the original's validation request becomes a completed delivery.
     let body = r#"{"confirmationRequired":"None","deadline":"","dropOffLocation":"drop off","expedited":true,"ownerId":"myowner","packageInfo":{"packageId":"mypackage","size":"Small","tag":"mytag","weight":10},"pickupLocation":"my pickup","pickupTime":"2019-05-08T20:00:00.000Z"}"#;
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(s, "POST /api/deliveryrequests HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    assert!(raw.starts_with("HTTP/1.1 202"), "{raw}");
-    let location = raw
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .starts_with("location:")
-                .then(|| l[9..].trim().to_string())
-        })
-        .expect("Location");
+    let r = http_with_body(
+        port,
+        "POST",
+        "/api/deliveryrequests",
+        &[("Host", "x")],
+        Some(body.as_bytes()),
+    )
+    .unwrap();
+    assert_eq!(r.status, 202, "{}", r.body);
+    let location = r.header("location").expect("Location").to_string();
     let id = location.rsplit('/').next().unwrap().to_string();
     let stage = wait_for("the delivery to complete", Duration::from_secs(90), || {
         let r = http(port, "GET", &format!("/api/deliveries/public/{id}"), &[]).ok()?;

@@ -3,8 +3,8 @@
 //! runs afterwards); with `--no-wait-retire` it hands off, `rollout status` shows what is
 //! warm and until when, and the next command removes it.
 //!
-//! The service is dronectl's own router image (it answers `/readyz` on port 9901), so no
-//! service has to be compiled. A unique app name and `down --volumes` keep runs apart.
+//! The service is tests/fixtures/readyz.rs (compiled with rustc, packed `FROM scratch`), so
+//! no crate has to be built. A unique app name and `down --volumes` keep runs apart.
 
 mod common;
 
@@ -34,7 +34,7 @@ services:
   echo:
     path: services/echo
     template: rust-http
-    port: 9901
+    port: 8080
     health: {{ liveness: /healthz, readiness: /readyz }}
     replicas: 1
     env: {{ V: \"{value}\" }}
@@ -78,22 +78,41 @@ impl Drop for App {
         if !out.status.success() {
             eprintln!("cleanup: dronectl down failed: {}", stderr(&out));
         }
+        let _ = Command::new("docker")
+            .args(["rmi", "-f", &format!("{}-echo:1", self.name)])
+            .output();
     }
 }
 
-/// The router image the dronectl under test packs itself as (see `local::router`).
-fn router_image() -> (String, String) {
-    use sha2::{Digest, Sha256};
-    let bytes = std::fs::read(env!("CARGO_BIN_EXE_dronectl")).unwrap();
-    let digest: String = Sha256::digest(&bytes)
-        .iter()
-        .take(6)
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    (
-        "dronectl-router".into(),
-        format!("{}-{digest}", env!("CARGO_PKG_VERSION")),
-    )
+/// The service's image: tests/fixtures/readyz.rs as a static binary, `FROM scratch`
+/// (repository, tag).
+fn service_image(app: &App) -> (String, String) {
+    let exe = app.dir.path().join("readyz");
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let out = Command::new(rustc)
+        .args([
+            "-O",
+            "-C",
+            "target-feature=+crt-static",
+            "--target",
+            "x86_64-unknown-linux-gnu",
+            "-o",
+        ])
+        .arg(&exe)
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/readyz.rs"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let repo = format!("{}-echo", app.name);
+    let out = app.run(&[
+        "image",
+        "pack",
+        exe.to_str().unwrap(),
+        "--tag",
+        &format!("{repo}:1"),
+    ]);
+    assert_code(&out, 0);
+    (repo, "1".into())
 }
 
 #[test]
@@ -106,7 +125,7 @@ fn retired_versions_are_removed_when_their_delay_ends() {
         dir: tempfile::tempdir().unwrap(),
         name: format!("rt{:x}{:x}", std::process::id() % 4096, nanos % 65536),
     };
-    let (repo, tag) = router_image();
+    let (repo, tag) = service_image(&app);
     let image = format!("{repo}:{tag}");
     let artifacts = app.dir.path().join("build.json");
     std::fs::write(

@@ -7,32 +7,32 @@ use super::plan::AnalysisPlan;
 use super::platform::Measurement;
 use crate::http;
 
-/// Splits `http://host:port/path?query` into (`host:port`, `/path?query`).
-pub fn split_url(url: &str) -> Option<(String, String)> {
-    let rest = url.strip_prefix("http://")?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let authority = if authority.contains(':') {
-        authority.to_string()
-    } else {
-        format!("{authority}:80")
-    };
-    Some((authority, path.to_string()))
+/// Parses an analysis URL: `http://` or `https://` with a host, without credentials (they
+/// would show in every measurement's detail).
+pub fn parse_url(text: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(text).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "a URL with credentials (`user:password@`) is refused: {}://…@{}",
+            url.scheme(),
+            url.host_str().unwrap_or_default()
+        ));
+    }
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(format!("`{text}` is not an http:// or https:// URL"));
+    }
+    Ok(url)
 }
 
 /// GETs the analysis URL; passes when the status is the expected one (200 by default).
 pub async fn http_check(analysis: &AnalysisPlan) -> Measurement {
     let url = analysis.url.as_deref().unwrap_or_default();
     let expected = analysis.expect_status.unwrap_or(200);
-    let Some((addr, path)) = split_url(url) else {
-        return Measurement::Check {
-            ok: false,
-            detail: format!("`{url}` is not an http:// URL"),
-        };
+    let target = match parse_url(url) {
+        Ok(target) => target,
+        Err(detail) => return Measurement::Check { ok: false, detail },
     };
-    match http::get(&addr, &path, Duration::from_secs(10)).await {
+    match http::get_url(&target, Duration::from_secs(10)).await {
         Ok(r) => Measurement::Check {
             ok: r.status == expected,
             detail: format!("GET {url} answered {} (expected {expected})", r.status),
@@ -61,18 +61,16 @@ pub async fn prometheus_query(
         .unwrap_or_default()
         .replace("{{service}}", service)
         .replace("{{version}}", version);
-    let Some((addr, base)) = split_url(address) else {
-        return Measurement::Check {
-            ok: false,
-            detail: format!("prometheus address `{address}` is not an http:// URL"),
-        };
+    let url = match query_url(address, &query) {
+        Ok(url) => url,
+        Err(why) => {
+            return Measurement::Check {
+                ok: false,
+                detail: format!("prometheus address: {why}"),
+            }
+        }
     };
-    let path = format!(
-        "{}/api/v1/query?query={}",
-        base.trim_end_matches('/'),
-        url_encode(&query)
-    );
-    let response = match http::get(&addr, &path, Duration::from_secs(10)).await {
+    let response = match http::get_url(&url, Duration::from_secs(10)).await {
         Ok(r) if r.status == 200 => r,
         Ok(r) => {
             return Measurement::Check {
@@ -118,15 +116,14 @@ fn parse_prometheus(body: &[u8]) -> Result<Measurement, String> {
     }
 }
 
-fn url_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+/// `<address>/api/v1/query?query=<query>` (the address may carry a path prefix).
+fn query_url(address: &str, query: &str) -> Result<url::Url, String> {
+    let mut url = parse_url(address)?;
+    let path = format!("{}/api/v1/query", url.path().trim_end_matches('/'));
+    url.set_path(&path);
+    url.set_query(None);
+    url.query_pairs_mut().append_pair("query", query);
+    Ok(url)
 }
 
 #[cfg(test)]
@@ -136,12 +133,24 @@ mod tests {
     #[test]
     fn urls() {
         assert_eq!(
-            split_url("http://svc:8080/healthz"),
-            Some(("svc:8080".into(), "/healthz".into()))
+            parse_url("http://svc:8080/healthz").unwrap().as_str(),
+            "http://svc:8080/healthz"
         );
-        assert_eq!(split_url("http://svc"), Some(("svc:80".into(), "/".into())));
-        assert_eq!(split_url("https://svc"), None);
-        assert_eq!(url_encode("a b{c}"), "a%20b%7Bc%7D");
+        assert!(parse_url("https://svc").is_ok());
+        assert!(parse_url("ftp://svc/x").is_err());
+        assert!(parse_url("svc:8080").is_err());
+        let e = parse_url("https://admin:hunter2@prom:9090").unwrap_err();
+        assert!(!e.contains("hunter2") && e.contains("prom"), "{e}");
+        assert_eq!(
+            query_url("https://prom.example:9443/prefix/", "sum(x{a=\"b c\"}) & 1")
+                .unwrap()
+                .as_str(),
+            "https://prom.example:9443/prefix/api/v1/query?query=sum%28x%7Ba%3D%22b+c%22%7D%29+%26+1"
+        );
+        assert_eq!(
+            query_url("http://prometheus:9090", "up").unwrap().as_str(),
+            "http://prometheus:9090/api/v1/query?query=up"
+        );
     }
 
     #[test]

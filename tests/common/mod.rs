@@ -1,10 +1,8 @@
 //! Helpers shared by the integration tests: running the binary, making apps, comparing
-//! directory trees, and a minimal HTTP client over real sockets.
+//! directory trees, and an HTTP client over real sockets (dronectl's own, hyper).
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -111,7 +109,7 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A parsed HTTP/1.1 response.
+/// An HTTP response, its body as text.
 #[derive(Debug)]
 pub struct Response {
     pub status: u16,
@@ -128,66 +126,56 @@ impl Response {
     }
 }
 
-/// Sends one request over a new connection and reads the whole response.
+/// Sends one request to 127.0.0.1:`port` with dronectl's HTTP client (hyper) and reads the
+/// whole response, within 20 seconds. Blocking: the exchange runs on a runtime of its own
+/// thread, so async tests can call it too.
 pub fn http(
     port: u16,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
 ) -> std::io::Result<Response> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
-    let mut request =
-        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        request.push_str(&format!("{k}: {v}\r\n"));
-    }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes())?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other(format!("bad response: {text:?}")))?;
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("bad status line: {head:?}")))?;
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    let is_chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    let body = if is_chunked {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    Ok(Response {
-        status,
-        headers,
-        body,
-    })
+    http_with_body(port, method, path, headers, None)
 }
 
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if size == 0 || rest.len() < size {
-            break;
-        }
-        out.push_str(&rest[..size]);
-        body = rest[size..].trim_start_matches("\r\n");
-    }
-    out
+/// [`http`] with a JSON body.
+pub fn http_with_body(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> std::io::Result<Response> {
+    let (method, path) = (method.to_string(), path.to_string());
+    let body = body.map(<[u8]>::to_vec);
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    std::thread::spawn(move || {
+        let headers: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let r = runtime.block_on(dronectl::http::request_with_headers(
+            &method,
+            &format!("127.0.0.1:{port}"),
+            &path,
+            &headers,
+            body.as_deref(),
+            Duration::from_secs(20),
+        ))?;
+        Ok(Response {
+            status: r.status,
+            body: r.text(),
+            headers: r.headers,
+        })
+    })
+    .join()
+    .expect("the HTTP client thread")
 }
 
 /// Polls `f` until it returns `Some`, or panics after `timeout`.
@@ -218,6 +206,7 @@ pub fn skip(test: &str, reason: &str) {
 /// Asserts that every line of `text` (JSON Lines output) matches docs/events.schema.json
 /// (python's jsonschema).
 pub fn assert_events_match_schema(text: &str) {
+    use std::io::Write as _;
     let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/events.schema.json");
     let mut child = Command::new("python3")
         .args(["-c", "import json,sys,jsonschema\nschema=json.load(open(sys.argv[1]))\nv=jsonschema.Draft7Validator(schema)\nbad=0\nfor n,line in enumerate(sys.stdin,1):\n  for e in v.iter_errors(json.loads(line)):\n    bad+=1; print(f'line {n}: {e.message}')\nsys.exit(1 if bad else 0)", schema.to_str().unwrap()])
