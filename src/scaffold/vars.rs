@@ -3,22 +3,13 @@
 use std::collections::BTreeMap;
 
 use super::ScaffoldError;
+use crate::names;
 
-/// Characters that change how text displays or breaks lines without being visible:
-/// control characters (C0 including tab and newline, DEL, C1), bidirectional formatting
-/// characters (the Trojan Source set) and the Unicode line and paragraph separators.
+/// Characters refused in `--set` values and template paths: every control character (tab and
+/// newline included) and whatever the manifest refuses too ([`names::refused_char`]: the
+/// bidirectional formatting set, line and paragraph separators, the byte order mark).
 pub fn is_forbidden_char(c: char) -> bool {
-    c.is_control()
-        || matches!(
-            c,
-            '\u{061C}'
-                | '\u{200E}'
-                | '\u{200F}'
-                | '\u{202A}'..='\u{202E}'
-                | '\u{2066}'..='\u{2069}'
-                | '\u{2028}'
-                | '\u{2029}'
-        )
+    c.is_control() || names::refused_char(c).is_some()
 }
 
 /// What kind of forbidden character `c` is, for messages.
@@ -27,6 +18,8 @@ pub fn describe_forbidden(c: char) -> String {
         "a control character"
     } else if matches!(c, '\u{2028}' | '\u{2029}') {
         "a line separator"
+    } else if c == '\u{FEFF}' {
+        "a byte order mark"
     } else {
         "a bidirectional formatting character"
     };
@@ -35,15 +28,7 @@ pub fn describe_forbidden(c: char) -> String {
 
 /// `text` with every forbidden character written as `\u{…}`, safe to show on a terminal.
 pub fn printable(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if is_forbidden_char(c) {
-            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    names::shown(text).into_owned()
 }
 
 /// Parses repeated `--set key=value` flags.
