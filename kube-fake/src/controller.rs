@@ -1397,6 +1397,27 @@ fn sts_pod(s: &Value, ord: i64, revision: &str) -> Value {
 /// differs are replaced one at a time, highest ordinal first, each after the others are
 /// ready again. `currentRevision` becomes `updateRevision` only once every pod runs the
 /// update revision and is ready. `OnDelete` replaces nothing; `partition` is honoured.
+/// Starts the graceful deletion of a StatefulSet's pod, with the controller's event (nothing
+/// when it is terminating already).
+fn delete_stateful_pod(st: &mut State, pt: &ResourceType, set: &Value, sname: &str, pod: &Value) {
+    if begin_termination(st, pt, pod) {
+        let msg = format!(
+            "delete Pod {} in StatefulSet {sname} successful",
+            name_of(pod)
+        );
+        event(
+            st,
+            set,
+            None,
+            "Normal",
+            "SuccessfulDelete",
+            &msg,
+            "statefulset-controller",
+            0,
+        );
+    }
+}
+
 fn statefulsets(st: &mut State) {
     let sst = ty(st, "apps", "statefulsets");
     let pt = ty(st, "", "pods");
@@ -1458,22 +1479,7 @@ fn statefulsets(st: &mut State) {
         // Scale down: the highest surplus ordinal, once everything else is ready.
         if !acted {
             if let Some((_, p)) = pods.iter().rev().find(|(o, _)| *o >= replicas) {
-                if !terminating(p) && begin_termination(st, &pt, p) {
-                    let msg = format!(
-                        "delete Pod {} in StatefulSet {sname} successful",
-                        name_of(p)
-                    );
-                    event(
-                        st,
-                        &s,
-                        None,
-                        "Normal",
-                        "SuccessfulDelete",
-                        &msg,
-                        "statefulset-controller",
-                        0,
-                    );
-                }
+                delete_stateful_pod(st, &pt, &s, &sname, p);
                 acted = true;
             }
         }
@@ -1484,22 +1490,7 @@ fn statefulsets(st: &mut State) {
                 .rev()
                 .find(|(o, p)| *o < replicas && *o >= partition && pod_revision(p) != update_rev)
             {
-                if begin_termination(st, &pt, p) {
-                    let msg = format!(
-                        "delete Pod {} in StatefulSet {sname} successful",
-                        name_of(p)
-                    );
-                    event(
-                        st,
-                        &s,
-                        None,
-                        "Normal",
-                        "SuccessfulDelete",
-                        &msg,
-                        "statefulset-controller",
-                        0,
-                    );
-                }
+                delete_stateful_pod(st, &pt, &s, &sname, p);
             }
         }
         // Status, counted like the real controller.
