@@ -367,22 +367,7 @@ fn inspect(container: &str) -> serde_json::Value {
 
 /// The probe image (tests/fixtures/netprobe.rs as a static binary, `FROM scratch`).
 fn probe_image(app: &App) -> String {
-    let exe = app.dir.path().join("netprobe");
-    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let out = Command::new(rustc)
-        .args([
-            "-O",
-            "-C",
-            "target-feature=+crt-static",
-            "--target",
-            "x86_64-unknown-linux-gnu",
-            "-o",
-        ])
-        .arg(&exe)
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/netprobe.rs"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    let exe = static_fixture("netprobe", app.dir.path());
     let tag = format!("{}-netprobe:1", app.name);
     let out = app.run(&["image", "pack", exe.to_str().unwrap(), "--tag", &tag]);
     assert_code(&out, 0);

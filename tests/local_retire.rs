@@ -87,22 +87,7 @@ impl Drop for App {
 /// The service's image: tests/fixtures/readyz.rs as a static binary, `FROM scratch`
 /// (repository, tag).
 fn service_image(app: &App) -> (String, String) {
-    let exe = app.dir.path().join("readyz");
-    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let out = Command::new(rustc)
-        .args([
-            "-O",
-            "-C",
-            "target-feature=+crt-static",
-            "--target",
-            "x86_64-unknown-linux-gnu",
-            "-o",
-        ])
-        .arg(&exe)
-        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/readyz.rs"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    let exe = static_fixture("readyz", app.dir.path());
     let repo = format!("{}-echo", app.name);
     let out = app.run(&[
         "image",

@@ -227,3 +227,25 @@ pub fn assert_events_match_schema(text: &str) {
         String::from_utf8_lossy(&result.stdout)
     );
 }
+
+/// Compiles `tests/fixtures/<name>.rs` with rustc into a static binary in `dir` (for a
+/// `FROM scratch` image, packed with `dronectl image pack`); returns its path.
+pub fn static_fixture(name: &str, dir: &Path) -> PathBuf {
+    let exe = dir.join(name);
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let out = Command::new(rustc)
+        .args([
+            "-O",
+            "-C",
+            "target-feature=+crt-static",
+            "--target",
+            "x86_64-unknown-linux-gnu",
+            "-o",
+        ])
+        .arg(&exe)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{name}.rs")))
+        .output()
+        .expect("run rustc");
+    assert!(out.status.success(), "{}", stderr(&out));
+    exe
+}
