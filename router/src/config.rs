@@ -36,6 +36,11 @@ pub struct ServiceConfig {
     /// `/api/orders/...`, not `/api/ordersx`). Longest prefix wins across services.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<String>,
+    /// Host names the routes answer on: a request's `Host` (port stripped, compared without
+    /// case) must be one of them; `*.example.com` matches one label or more before
+    /// `.example.com`. Empty: any host. A route with hosts wins over the same prefix without.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
 }
 
 /// One version of a service.
@@ -83,6 +88,8 @@ pub enum ConfigError {
     Preview { service: String, preview: String },
     #[error("service {service:?}: route {route:?} must start with '/' and contain no '?', '#' or whitespace")]
     Route { service: String, route: String },
+    #[error("service {service:?}: host {host:?} is not a host name (letters, digits, '-' and '.', optionally starting with \"*.\")")]
+    Host { service: String, host: String },
     #[error("route {route:?} is claimed by both {first:?} and {second:?}")]
     DuplicateRoute {
         route: String,
@@ -106,7 +113,8 @@ impl RouterConfig {
 
     /// Checks every rule of the schema (see `docs/router.md`).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let mut routes: BTreeMap<String, &str> = BTreeMap::new();
+        // (route, host or "" for any host) → service.
+        let mut routes: BTreeMap<(String, String), &str> = BTreeMap::new();
         for (name, svc) in &self.services {
             if !is_dns_label(name) {
                 return Err(ConfigError::ServiceName(name.clone()));
@@ -158,6 +166,19 @@ impl RouterConfig {
                     });
                 }
             }
+            for h in &svc.hosts {
+                if !is_host(h) {
+                    return Err(ConfigError::Host {
+                        service: name.clone(),
+                        host: h.clone(),
+                    });
+                }
+            }
+            let hosts: Vec<String> = if svc.hosts.is_empty() {
+                vec![String::new()]
+            } else {
+                svc.hosts.iter().map(|h| h.to_ascii_lowercase()).collect()
+            };
             for r in &svc.routes {
                 if !is_route(r) {
                     return Err(ConfigError::Route {
@@ -166,14 +187,17 @@ impl RouterConfig {
                     });
                 }
                 let norm = normalize_route(r).to_string();
-                if let Some(first) = routes.get(&norm) {
-                    return Err(ConfigError::DuplicateRoute {
-                        route: r.clone(),
-                        first: (*first).to_string(),
-                        second: name.clone(),
-                    });
+                for host in &hosts {
+                    let key = (norm.clone(), host.clone());
+                    if let Some(first) = routes.get(&key) {
+                        return Err(ConfigError::DuplicateRoute {
+                            route: r.clone(),
+                            first: (*first).to_string(),
+                            second: name.clone(),
+                        });
+                    }
+                    routes.insert(key, name);
                 }
-                routes.insert(norm, name);
             }
         }
         Ok(())
@@ -198,6 +222,17 @@ fn is_dns_label(s: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
+}
+
+fn is_host(h: &str) -> bool {
+    let bare = h.strip_prefix("*.").unwrap_or(h);
+    !bare.is_empty()
+        && h.len() <= 253
+        && bare.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+        })
 }
 
 fn is_version_name(s: &str) -> bool {
@@ -282,12 +317,25 @@ mod tests {
                 "claimed by both",
             ),
             (r#"{"services":{"a":{"bogus":1}}}"#, "bogus"),
+            (
+                r#"{"services":{"a":{"routes":["/x"],"hosts":["a b"]}}}"#,
+                "host \"a b\"",
+            ),
+            (
+                r#"{"services":{"a":{"routes":["/x"],"hosts":["A.example"]},"b":{"routes":["/x"],"hosts":["a.example","b.example"]}}}"#,
+                "claimed by both",
+            ),
             (r#"{"services":"#, "invalid JSON"),
         ];
         for (json, needle) in cases {
             let err = cfg(json).unwrap_err().to_string();
             assert!(err.contains(needle), "{json}: {err}");
         }
+    }
+
+    #[test]
+    fn one_route_on_different_hosts_or_with_and_without_hosts() {
+        cfg(r#"{"services":{"a":{"routes":["/x"],"hosts":["a.example"]},"b":{"routes":["/x"],"hosts":["b.example"]},"c":{"routes":["/x"]}}}"#).unwrap();
     }
 
     #[test]

@@ -317,17 +317,16 @@ fn route<'t>(
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .or_else(|| uri.authority().map(|a| a.as_str()))
-        .filter(|_| listener == Listener::Internal);
-    if let Some(host) = host {
-        let name = strip_port(host);
-        let lower;
-        let name = if name.bytes().any(|c| c.is_ascii_uppercase()) {
+        .or_else(|| uri.authority().map(|a| a.as_str()));
+    let lower;
+    let name = match host.map(strip_port) {
+        Some(name) if name.bytes().any(|c| c.is_ascii_uppercase()) => {
             lower = name.to_ascii_lowercase();
-            lower.as_str()
-        } else {
-            name
-        };
+            Some(lower.as_str())
+        }
+        name => name,
+    };
+    if let Some(name) = name.filter(|_| listener == Listener::Internal) {
         if let Some(s) = table.by_host(name) {
             return Some((s, false));
         }
@@ -337,7 +336,7 @@ fn route<'t>(
             }
         }
     }
-    table.by_path(uri.path()).map(|s| (s, false))
+    table.by_path(name, uri.path()).map(|s| (s, false))
 }
 
 fn strip_port(host: &str) -> &str {
