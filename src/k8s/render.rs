@@ -28,7 +28,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
-    IngressServiceBackend, IngressSpec, NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer,
+    IngressServiceBackend, IngressSpec, IngressTLS, NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer,
     NetworkPolicyPort, NetworkPolicySpec, ServiceBackendPort,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
@@ -38,7 +38,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::core::{ApiResource, GroupVersionKind};
 use serde::{Deserialize, Serialize};
 
-use crate::manifest::{Environment, GatewayRef, Manifest};
+use crate::manifest::{Environment, GatewayRef, IngressSettings, Manifest};
 use crate::rollout::Revision;
 
 /// Label keys.
@@ -70,6 +70,8 @@ pub struct KubeEnv {
     pub namespace: String,
     pub registry: Option<String>,
     pub gateway: Option<GatewayRef>,
+    /// The Ingress class and TLS (environments without a gateway).
+    pub ingress: IngressSettings,
     /// The environment's default rollout strategy.
     pub strategy: Option<String>,
 }
@@ -99,6 +101,7 @@ impl KubeEnv {
                 .unwrap_or_else(|| "default".into()),
             registry: environment.registry.clone(),
             gateway: k.gateway,
+            ingress: k.ingress,
             strategy: environment.strategy.clone(),
         }
     }
@@ -224,6 +227,9 @@ pub struct HttpRoute {
 #[serde(rename_all = "camelCase")]
 pub struct HttpRouteSpec {
     pub parent_refs: Vec<ParentRef>,
+    /// The service's `hosts` (absent: every host the gateway's listener accepts).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hostnames: Vec<String>,
     pub rules: Vec<HttpRouteRule>,
 }
 
@@ -421,15 +427,19 @@ pub fn deployment(
             ..Default::default()
         });
     }
-    let probe = |path: &str, period: i32| Probe {
+    let timings = s.health.timings();
+    let seconds = |d: std::time::Duration| d.as_secs().clamp(1, i32::MAX as u64) as i32;
+    let probe = |path: &str, period: std::time::Duration| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_string()),
             port: IntOrString::String("http".into()),
             ..Default::default()
         }),
-        period_seconds: Some(period),
-        failure_threshold: Some(3),
-        timeout_seconds: Some(2),
+        period_seconds: Some(seconds(period)),
+        failure_threshold: Some(timings.retries.min(i32::MAX as u32) as i32),
+        timeout_seconds: Some(seconds(timings.timeout)),
+        initial_delay_seconds: (!timings.start_period.is_zero())
+            .then(|| timings.start_period.as_secs().min(i32::MAX as u64) as i32),
         ..Default::default()
     };
     let container = Container {
@@ -460,8 +470,8 @@ pub fn deployment(
             }),
             ..Default::default()
         }]),
-        readiness_probe: Some(probe(&s.health.readiness, 5)),
-        liveness_probe: Some(probe(&s.health.liveness, 10)),
+        readiness_probe: Some(probe(&s.health.readiness, timings.readiness_interval)),
+        liveness_probe: Some(probe(&s.health.liveness, timings.liveness_interval)),
         resources: Some(ResourceRequirements {
             requests: Some(BTreeMap::from([
                 (
@@ -730,6 +740,7 @@ pub fn http_route(
                 name: gateway.name.clone(),
                 namespace: gateway.namespace.clone(),
             }],
+            hostnames: s.hosts.iter().map(|h| h.value.clone()).collect(),
             rules: vec![HttpRouteRule {
                 matches: s
                     .routes
@@ -754,12 +765,19 @@ pub fn http_route(
     })
 }
 
+/// cert-manager's annotations: the Ingress names its issuer, cert-manager fills the Secret.
+pub const CERT_MANAGER_ISSUER: &str = "cert-manager.io/issuer";
+pub const CERT_MANAGER_CLUSTER_ISSUER: &str = "cert-manager.io/cluster-issuer";
+
+/// The Ingress of a service's public routes: one rule per host (one rule for any host when
+/// the service names none), the environment's class, and TLS for the hosts when the
+/// environment sets it (a Secret, or a cert-manager issuer annotation).
 fn ingress(kenv: &KubeEnv, manifest: &Manifest, service: &str) -> Option<Ingress> {
     let s = &manifest.services[service].value;
     if s.routes.is_empty() || kenv.gateway.is_some() {
         return None;
     }
-    let paths = s
+    let paths: Vec<HTTPIngressPath> = s
         .routes
         .iter()
         .map(|r| HTTPIngressPath {
@@ -777,13 +795,54 @@ fn ingress(kenv: &KubeEnv, manifest: &Manifest, service: &str) -> Option<Ingress
             },
         })
         .collect();
+    let hosts: Vec<String> = s.hosts.iter().map(|h| h.value.clone()).collect();
+    let rules = if hosts.is_empty() {
+        vec![IngressRule {
+            host: None,
+            http: Some(HTTPIngressRuleValue {
+                paths: paths.clone(),
+            }),
+        }]
+    } else {
+        hosts
+            .iter()
+            .map(|h| IngressRule {
+                host: Some(h.clone()),
+                http: Some(HTTPIngressRuleValue {
+                    paths: paths.clone(),
+                }),
+            })
+            .collect()
+    };
+    let mut metadata = meta(kenv, service, labels(kenv, service, "route", ""));
+    let tls = kenv.ingress.tls.as_ref().filter(|_| !hosts.is_empty());
+    if let Some(t) = tls {
+        let annotations: BTreeMap<String, String> = [
+            (CERT_MANAGER_ISSUER, &t.issuer),
+            (CERT_MANAGER_CLUSTER_ISSUER, &t.cluster_issuer),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| (k.to_string(), v.clone())))
+        .collect();
+        if !annotations.is_empty() {
+            metadata.annotations = Some(annotations);
+        }
+    }
     Some(Ingress {
-        metadata: meta(kenv, service, labels(kenv, service, "route", "")),
+        metadata,
         spec: Some(IngressSpec {
-            rules: Some(vec![IngressRule {
-                host: None,
-                http: Some(HTTPIngressRuleValue { paths }),
-            }]),
+            ingress_class_name: kenv.ingress.class.clone(),
+            rules: Some(rules),
+            tls: tls.map(|t| {
+                vec![IngressTLS {
+                    hosts: Some(hosts.clone()),
+                    secret_name: Some(
+                        t.secret
+                            .clone()
+                            .unwrap_or_else(|| format!("{service}-tls")),
+                    ),
+                }]
+            }),
             ..Default::default()
         }),
         ..Default::default()

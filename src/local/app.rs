@@ -101,20 +101,7 @@ impl LocalTarget {
             .services
             .iter()
             .map(|(name, s)| {
-                let runtime = ServiceRuntime {
-                    port: s.value.port,
-                    readiness: s.value.health.readiness.clone(),
-                    volume: s.value.volume.clone(),
-                    routes: s
-                        .value
-                        .routes
-                        .iter()
-                        .map(|r| {
-                            crate::manifest::normalize_route(&r.value)
-                                .unwrap_or_else(|_| r.value.clone())
-                        })
-                        .collect(),
-                };
+                let runtime = ServiceRuntime::new(&s.value);
                 (name.clone(), runtime)
             })
             .collect();

@@ -35,8 +35,44 @@ use crate::rollout::{
 pub struct ServiceRuntime {
     pub port: u16,
     pub readiness: String,
+    /// How long one readiness probe may take (`health.timeout`).
+    pub probe_timeout: Duration,
+    /// Grace after start before a never-ready replica fails its revision
+    /// (`health.start_period`, added to [`LocalPlatform::never_ready_after`]).
+    pub start_period: Duration,
     pub volume: Option<String>,
     pub routes: Vec<String>,
+    /// The `Host` names the public routes answer on (empty: any).
+    pub hosts: Vec<String>,
+}
+
+impl ServiceRuntime {
+    /// How a service of the (effective) manifest runs locally.
+    pub fn new(s: &crate::manifest::Service) -> ServiceRuntime {
+        let timings = s.health.timings();
+        ServiceRuntime {
+            port: s.port,
+            readiness: s.health.readiness.clone(),
+            probe_timeout: timings.timeout,
+            start_period: timings.start_period,
+            volume: s.volume.clone(),
+            routes: s
+                .routes
+                .iter()
+                .map(|r| {
+                    crate::manifest::normalize_route(&r.value).unwrap_or_else(|_| r.value.clone())
+                })
+                .collect(),
+            hosts: s.hosts.iter().map(|h| h.value.clone()).collect(),
+        }
+    }
+}
+
+/// One readiness probe: `GET path` on `addr` answers 200 within `timeout`.
+pub(crate) async fn probe(addr: &str, path: &str, timeout: Duration) -> bool {
+    http::get(addr, path, timeout)
+        .await
+        .is_ok_and(|r| r.status == 200)
 }
 
 /// The local Docker engine as a rollout platform.
@@ -150,9 +186,7 @@ impl LocalPlatform {
             return false;
         }
         let addr = format!("{ip}:{}", runtime.port);
-        http::get(&addr, &runtime.readiness, Duration::from_secs(2))
-            .await
-            .is_ok_and(|r| r.status == 200)
+        probe(&addr, &runtime.readiness, runtime.probe_timeout).await
     }
 
     /// `ip:port` of the ready replicas of a revision.
@@ -484,7 +518,9 @@ impl Platform for LocalPlatform {
                     .started_at
                     .as_deref()
                     .and_then(seconds_since)
-                    .is_some_and(|s| s > self.never_ready_after.as_secs())
+                    .is_some_and(|s| {
+                        s > (self.never_ready_after + runtime.start_period).as_secs()
+                    })
             {
                 let logs = self.tail_logs(&replica.name, 20).await;
                 status.failure = Some(Failure {
@@ -492,7 +528,7 @@ impl Platform for LocalPlatform {
                     message: format!(
                         "{} has run for over {}s without answering {} with 200",
                         replica.name,
-                        self.never_ready_after.as_secs(),
+                        (self.never_ready_after + runtime.start_period).as_secs(),
                         runtime.readiness
                     ),
                     logs,
@@ -513,6 +549,7 @@ impl Platform for LocalPlatform {
         revisions: &[&Revision],
     ) -> anyhow::Result<()> {
         let routes = self.runtime(service)?.routes.clone();
+        let hosts = self.runtime(service)?.hosts.clone();
         let mut versions = BTreeMap::new();
         for revision in revisions {
             let endpoints = self.ready_endpoints(service, &revision.id).await?;
@@ -532,6 +569,7 @@ impl Platform for LocalPlatform {
                 let entry = config.services.entry(service.to_string()).or_default();
                 entry.versions = versions.clone();
                 entry.routes = routes.clone();
+                entry.hosts = hosts.clone();
                 entry.preview = preview.clone();
             })
             .await?;

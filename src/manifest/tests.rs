@@ -28,7 +28,7 @@ infrastructure:
     command: ["redis-server", "--appendonly", "yes"]
 environments:
   local: { target: docker, strategy: rolling }
-  staging: { target: kubernetes, context: staging, namespace: drone, registry: registry.example.com/drone, strategy: canary }
+  staging: { target: kubernetes, context: staging, namespace: drone, registry: registry.example.com/drone, strategy: canary, ingress: { class: nginx, tls: { cluster_issuer: letsencrypt } }, services: { ingestion: { hosts: [api.drone.example] } } }
 strategies:
   rolling: { type: rolling, max_surge: 1, max_unavailable: "0" }
   canary:

@@ -65,6 +65,11 @@ pub struct Service {
     /// Public path prefixes the router sends to this service.
     #[serde(default, deserialize_with = "null_as_default")]
     pub routes: Vec<Spanned<String>>,
+    /// Host names the public routes answer on (`api.example.com`, `*.example.com`); empty:
+    /// any host. The Ingress rule's `host`, the HTTPRoute's `hostnames`, and on the local
+    /// target the `Host` headers the router's public port matches.
+    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<Spanned<String>>,
     /// Services and infrastructure this service calls; each gets an `<NAME>_URL` variable.
     #[serde(default, deserialize_with = "null_as_default")]
     pub depends_on: Vec<Spanned<String>>,
@@ -76,7 +81,9 @@ pub struct Service {
     pub strategy: Option<Spanned<String>>,
 }
 
-/// Probe paths.
+/// Probe paths and timings. The timings are named as in a compose `healthcheck`; on
+/// Kubernetes they are the probes' `periodSeconds`, `timeoutSeconds`, `failureThreshold` and
+/// `initialDelaySeconds`. Unset timings keep the defaults (see [`Health::timings`]).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Health {
@@ -84,6 +91,19 @@ pub struct Health {
     pub liveness: String,
     #[serde(default = "default_readiness")]
     pub readiness: String,
+    /// Time between two probes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Spanned<Duration>>,
+    /// How long one probe may take before it counts as failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Spanned<Duration>>,
+    /// Consecutive failed probes before a replica counts as unready (readiness) or is
+    /// restarted (liveness).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<Spanned<u32>>,
+    /// How long after start the probes wait (a slow-starting service's grace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_period: Option<Spanned<Duration>>,
 }
 
 impl Default for Health {
@@ -91,6 +111,46 @@ impl Default for Health {
         Health {
             liveness: default_liveness(),
             readiness: default_readiness(),
+            interval: None,
+            timeout: None,
+            retries: None,
+            start_period: None,
+        }
+    }
+}
+
+/// A service's probe timings with the defaults filled in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthTimings {
+    /// Readiness probe period (default 5 s).
+    pub readiness_interval: StdDuration,
+    /// Liveness probe period (default 10 s).
+    pub liveness_interval: StdDuration,
+    /// Default 2 s.
+    pub timeout: StdDuration,
+    /// Default 3.
+    pub retries: u32,
+    /// Default 0.
+    pub start_period: StdDuration,
+}
+
+impl Health {
+    /// The timings in effect: `interval` sets both probes' period (readiness every 5 s and
+    /// liveness every 10 s when unset).
+    pub fn timings(&self) -> HealthTimings {
+        let interval = self.interval.as_ref().map(|d| d.value.0);
+        HealthTimings {
+            readiness_interval: interval.unwrap_or(StdDuration::from_secs(5)),
+            liveness_interval: interval.unwrap_or(StdDuration::from_secs(10)),
+            timeout: self
+                .timeout
+                .as_ref()
+                .map_or(StdDuration::from_secs(2), |d| d.value.0),
+            retries: self.retries.as_ref().map_or(3, |r| r.value),
+            start_period: self
+                .start_period
+                .as_ref()
+                .map_or(StdDuration::ZERO, |d| d.value.0),
         }
     }
 }
@@ -165,6 +225,9 @@ pub struct EnvironmentSpec {
     /// Kubernetes: a Gateway API gateway for public routes and weighted canaries.
     #[serde(default)]
     pub gateway: Option<GatewayRef>,
+    /// Kubernetes: the Ingress class and TLS of the public routes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<Spanned<IngressSettings>>,
     /// The default rollout strategy in this environment.
     #[serde(default)]
     pub strategy: Option<Spanned<String>>,
@@ -183,6 +246,35 @@ pub struct GatewayRef {
     pub name: String,
     #[serde(default)]
     pub namespace: Option<String>,
+}
+
+/// An environment's public entry on Kubernetes (`environments.<E>.ingress`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct IngressSettings {
+    /// `spec.ingressClassName` of every Ingress (the cluster's default class when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
+    /// HTTPS for every public service's hosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Tls>,
+}
+
+/// Where the certificate comes from: an existing Secret (`secret`), or cert-manager, which
+/// fills the Secret when the Ingress carries its issuer annotation (`issuer` for a
+/// namespaced Issuer, `cluster_issuer` for a ClusterIssuer).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// The `kubernetes.io/tls` Secret (default with an issuer: `<service>-tls`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// `cert-manager.io/issuer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// `cert-manager.io/cluster-issuer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_issuer: Option<String>,
 }
 
 /// The kinds of rollout.

@@ -1,7 +1,7 @@
 //! Checks beyond what the types enforce: names, paths, and cross-references between
 //! entries (routes owned twice, unknown dependencies, undefined strategies and analyses).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::path::{Component, Path};
 
@@ -94,16 +94,11 @@ impl Findings {
 
 /// Checks a parsed manifest. Returns every finding, errors first, in document order.
 pub fn validate(manifest: &Manifest) -> Vec<Diagnostic> {
-    let mut out = Findings(Vec::new());
-    if let Err(e) = names::validate_label(&manifest.app.value) {
-        out.error("app".into(), Some(&manifest.app), e.to_string());
-    }
-    check_services(manifest, &mut out);
-    check_infrastructure(manifest, &mut out);
-    check_environments(manifest, &mut out);
-    check_strategies(manifest, &mut out);
-    let mut diagnostics = out.0;
+    let mut diagnostics = check_entries(manifest);
     diagnostics.extend(super::overrides::check(manifest));
+    let mut out = Findings(Vec::new());
+    check_public_entry(manifest, &mut out);
+    diagnostics.extend(out.0);
     diagnostics.sort_by_key(|d| {
         (
             d.severity == Severity::Warning,
@@ -113,8 +108,138 @@ pub fn validate(manifest: &Manifest) -> Vec<Diagnostic> {
     diagnostics
 }
 
+/// The checks of one manifest's entries as written (overrides not applied), unsorted.
+pub(super) fn check_entries(manifest: &Manifest) -> Vec<Diagnostic> {
+    let mut out = Findings(Vec::new());
+    if let Err(e) = names::validate_label(&manifest.app.value) {
+        out.error("app".into(), Some(&manifest.app), e.to_string());
+    }
+    check_services(manifest, &mut out);
+    check_infrastructure(manifest, &mut out);
+    check_environments(manifest, &mut out);
+    check_strategies(manifest, &mut out);
+    out.0
+}
+
+/// Each Kubernetes environment's public entry with its overrides applied: TLS needs every
+/// public service to name its hosts; publishing routes through an Ingress without TLS is
+/// plain HTTP (a warning). A gateway's listeners own TLS, so gateway environments are not
+/// judged here.
+fn check_public_entry(m: &Manifest, out: &mut Findings) {
+    for (name, env) in &m.environments {
+        let e = &env.value;
+        if e.target != Target::Kubernetes || e.gateway.is_some() {
+            continue;
+        }
+        let effective = super::effective(m, name);
+        let public: Vec<(&String, &super::Service)> = effective
+            .services
+            .iter()
+            .filter(|(_, s)| !s.value.routes.is_empty())
+            .map(|(n, s)| (n, &s.value))
+            .collect();
+        let tls = e.ingress.as_ref().filter(|i| i.value.tls.is_some());
+        match tls {
+            Some(ingress) => {
+                for (service, s) in &public {
+                    if s.hosts.is_empty() {
+                        out.error(
+                            format!("environments.{name}.ingress.tls"),
+                            Some(ingress),
+                            format!("TLS needs host names, and service `{service}` publishes routes without `hosts`: set `services.{service}.hosts` or `environments.{name}.services.{service}.hosts`"),
+                        );
+                    }
+                }
+            }
+            None if !public.is_empty() => {
+                let names: Vec<&str> = public.iter().map(|(n, _)| n.as_str()).collect();
+                out.warning(
+                    format!("environments.{name}"),
+                    Some(env),
+                    format!(
+                        "publishes the routes of {} over plain HTTP: set `ingress.tls` (a Secret, or a cert-manager issuer) and the services' `hosts`",
+                        names.join(", ")
+                    ),
+                );
+            }
+            None => {}
+        }
+    }
+}
+
+/// A host name a public route answers on: a lowercase DNS-1123 subdomain (at most 253
+/// characters), optionally `*.` followed by one, and not an IP address or `host:port`.
+pub fn check_host(host: &str) -> Result<(), String> {
+    let bare = host.strip_prefix("*.").unwrap_or(host);
+    if host.contains(':') || bare.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Err(format!(
+            "host `{host}` must be a DNS name without a port (an IP address or a port is not a host name)"
+        ));
+    }
+    let label_ok = |l: &str| {
+        let b = l.as_bytes();
+        !b.is_empty()
+            && b.len() <= 63
+            && b.iter()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+            && b[0] != b'-'
+            && b[b.len() - 1] != b'-'
+    };
+    if host.len() > 253 || !bare.split('.').all(label_ok) {
+        return Err(format!(
+            "host `{host}` is not a valid host name: lowercase letters, digits, `-` and `.` (labels of 1 to 63 characters, at most 253 in all), optionally starting with `*.`"
+        ));
+    }
+    Ok(())
+}
+
+/// A Kubernetes object name (DNS-1123 subdomain): a Secret, an IngressClass, an issuer.
+fn check_object_name(what: &str, name: &str) -> Result<(), String> {
+    if name.starts_with("*.") || check_host(name).is_err() {
+        return Err(format!(
+            "{what} `{name}` is not a Kubernetes object name: lowercase letters, digits, `-` and `.`, at most 253 characters"
+        ));
+    }
+    Ok(())
+}
+
+/// Probe timings map to whole seconds on Kubernetes; interval and timeout are at least 1 s.
+fn check_health_timings(field: &str, h: &super::Health, out: &mut Findings) {
+    for (key, value, min_one) in [
+        ("interval", &h.interval, true),
+        ("timeout", &h.timeout, true),
+        ("start_period", &h.start_period, false),
+    ] {
+        let Some(d) = value else { continue };
+        let ms = d.value.0.as_millis();
+        if ms % 1000 != 0 {
+            out.error(
+                format!("{field}.health.{key}"),
+                Some(d),
+                format!("`{}` is not a whole number of seconds (Kubernetes probes count seconds)", d.value),
+            );
+        } else if min_one && ms == 0 {
+            out.error(
+                format!("{field}.health.{key}"),
+                Some(d),
+                "must be at least 1s",
+            );
+        }
+    }
+    if let Some(r) = &h.retries {
+        if r.value == 0 {
+            out.error(
+                format!("{field}.health.retries"),
+                Some(r),
+                "must be at least 1",
+            );
+        }
+    }
+}
+
 fn check_services(m: &Manifest, out: &mut Findings) {
-    let mut route_owner: HashMap<String, &str> = HashMap::new();
+    // (route, host or "" for any host) → owner.
+    let mut route_owner: HashMap<(String, String), &str> = HashMap::new();
     let mut path_owner: HashMap<String, &str> = HashMap::new();
     for (name, service) in &m.services {
         let field = format!("services.{name}");
@@ -170,17 +295,51 @@ fn check_services(m: &Manifest, out: &mut Findings) {
                 false,
             );
         }
+        check_health_timings(&field, &s.health, out);
+        let mut hosts = BTreeSet::new();
+        for (i, host) in s.hosts.iter().enumerate() {
+            if let Err(why) = check_host(&host.value) {
+                out.error(format!("{field}.hosts[{i}]"), Some(host), why);
+            } else if !hosts.insert(host.value.as_str()) {
+                out.error(
+                    format!("{field}.hosts[{i}]"),
+                    Some(host),
+                    format!("host `{}` is listed twice", host.value),
+                );
+            }
+        }
+        if !s.hosts.is_empty() && s.routes.is_empty() {
+            out.warning(
+                format!("{field}.hosts"),
+                s.hosts.first(),
+                "hosts without routes have no effect: the service has no public route",
+            );
+        }
+        let route_hosts: Vec<&str> = if hosts.is_empty() {
+            vec![""]
+        } else {
+            hosts.iter().copied().collect()
+        };
         for (i, route) in s.routes.iter().enumerate() {
             match normalize_route(&route.value) {
                 Err(why) => out.error(format!("{field}.routes[{i}]"), Some(route), why),
                 Ok(normal) => {
-                    if let Some(other) = route_owner.insert(normal.clone(), name) {
-                        let why = if other == name {
-                            format!("route `{normal}` is listed twice")
-                        } else {
-                            format!("route `{normal}` is also owned by service `{other}`")
-                        };
-                        out.error(format!("{field}.routes[{i}]"), Some(route), why);
+                    for host in &route_hosts {
+                        let key = (normal.clone(), host.to_string());
+                        if let Some(other) = route_owner.insert(key, name) {
+                            let on = if host.is_empty() {
+                                String::new()
+                            } else {
+                                format!(" on host `{host}`")
+                            };
+                            let why = if other == name {
+                                format!("route `{normal}` is listed twice")
+                            } else {
+                                format!("route `{normal}`{on} is also owned by service `{other}`")
+                            };
+                            out.error(format!("{field}.routes[{i}]"), Some(route), why);
+                            break;
+                        }
                     }
                 }
             }
@@ -290,6 +449,7 @@ fn check_environments(m: &Manifest, out: &mut Findings) {
                 ("context", e.context.is_some()),
                 ("namespace", e.namespace.is_some()),
                 ("gateway", e.gateway.is_some()),
+                ("ingress", e.ingress.is_some()),
             ] {
                 if set {
                     out.warning(
@@ -334,6 +494,64 @@ fn check_environments(m: &Manifest, out: &mut Findings) {
         }
         if let Some(strategy) = &e.strategy {
             check_strategy_ref(m, format!("{field}.strategy"), strategy, out);
+        }
+        if let Some(ingress) = &e.ingress {
+            check_ingress(&field, e, ingress, out);
+        }
+    }
+}
+
+fn check_ingress(
+    field: &str,
+    e: &super::EnvironmentSpec,
+    ingress: &Spanned<super::IngressSettings>,
+    out: &mut Findings,
+) {
+    let i = &ingress.value;
+    if let Some(class) = &i.class {
+        if let Err(why) = check_object_name("ingress class", class) {
+            out.error(format!("{field}.ingress.class"), Some(ingress), why);
+        }
+    }
+    if let Some(tls) = &i.tls {
+        if tls.secret.is_none() && tls.issuer.is_none() && tls.cluster_issuer.is_none() {
+            out.error(
+                format!("{field}.ingress.tls"),
+                Some(ingress),
+                "TLS needs a certificate: `secret` (an existing kubernetes.io/tls Secret), or `issuer` / `cluster_issuer` (cert-manager fills the Secret)",
+            );
+        }
+        if tls.issuer.is_some() && tls.cluster_issuer.is_some() {
+            out.error(
+                format!("{field}.ingress.tls"),
+                Some(ingress),
+                "set `issuer` or `cluster_issuer`, not both",
+            );
+        }
+        for (key, value, what) in [
+            ("secret", &tls.secret, "secret"),
+            ("issuer", &tls.issuer, "issuer"),
+            ("cluster_issuer", &tls.cluster_issuer, "cluster issuer"),
+        ] {
+            if let Some(v) = value {
+                if let Err(why) = check_object_name(what, v) {
+                    out.error(format!("{field}.ingress.tls.{key}"), Some(ingress), why);
+                }
+            }
+        }
+    }
+    if e.target == Target::Kubernetes && e.gateway.is_some() {
+        for (key, set, why) in [
+            ("class", i.class.is_some(), "the gateway's own class decides which controller serves it"),
+            ("tls", i.tls.is_some(), "the gateway's listeners terminate TLS (the Gateway's `spec.listeners[].tls`), not the HTTPRoutes dronectl writes"),
+        ] {
+            if set {
+                out.warning(
+                    format!("{field}.ingress.{key}"),
+                    Some(ingress),
+                    format!("ignored in an environment with a gateway: {why}"),
+                );
+            }
         }
     }
 }
