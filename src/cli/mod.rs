@@ -115,7 +115,7 @@ pub enum Command {
     Validate(validate::ValidateArgs),
     /// Print the manifest as it applies in an environment (its overrides merged)
     #[command(after_help = config::EXAMPLES)]
-    Config,
+    Config(config::ConfigArgs),
     /// Compile services as static binaries and build their minimal images
     #[command(after_help = build::EXAMPLES)]
     Build(build::BuildArgs),
@@ -194,7 +194,7 @@ impl Command {
             Command::New(new::NewCommand::Service(_)) => "new service",
             Command::Templates(_) => "templates",
             Command::Validate(_) => "validate",
-            Command::Config => "config",
+            Command::Config(_) => "config",
             Command::Build(_) => "build",
             Command::Images(images::ImagesArgs { command: None }) => "images",
             Command::Images(_) => "images prune",
@@ -227,7 +227,7 @@ pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<Outcome> {
         Command::New(cmd) => new::run(cmd, &cli.global, &cwd, printer),
         Command::Templates(args) => new::templates(args, printer),
         Command::Validate(args) => validate::run(args, &cli.global, &cwd, printer),
-        Command::Config => config::run(&cli.global, &cwd, printer),
+        Command::Config(args) => config::run(args, &cli.global, &cwd, printer),
         Command::Build(args) => build::run(args, &cli.global, &cwd, printer),
         Command::Images(args) => images::run_images(args, &cli.global, &cwd, printer),
         Command::Image(cmd) => images::run_image(cmd, &cwd, printer),
