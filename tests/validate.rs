@@ -371,3 +371,71 @@ strategies:
     assert_code(&out, 0);
     assert!(!stderr(&out).contains("replica ratio"), "{}", stderr(&out));
 }
+
+/// A Kubernetes environment that publishes routes through an Ingress without TLS is plain
+/// HTTP: a warning (so `--strict` fails); with TLS and hosts it is quiet; a gateway
+/// environment leaves TLS to the gateway's listeners.
+#[test]
+fn publishing_routes_without_tls_is_a_warning() {
+    let manifest = "app: shop
+services:
+  api: { path: services/api, routes: [/api] }
+  worker: { path: services/worker }
+environments:
+  local: { target: docker }
+  staging: { target: kubernetes, namespace: shop }
+  prod:
+    target: kubernetes
+    ingress: { tls: { cluster_issuer: letsencrypt } }
+    services:
+      api: { hosts: [api.shop.example.com] }
+  edge: { target: kubernetes, gateway: { name: public } }
+";
+    let tmp = app_with(manifest);
+    let out = run(tmp.path(), &["--env", "staging", "validate"]);
+    assert_code(&out, 0);
+    let err = stderr(&out);
+    assert!(
+        err.contains("dronectl.yaml:7:12: warning: environments.staging: publishes the routes of api over plain HTTP: set `ingress.tls` (a Secret, or a cert-manager issuer) and the services' `hosts`"),
+        "{err}"
+    );
+    for quiet in ["environments.prod", "environments.edge", "environments.local"] {
+        assert!(!err.contains(quiet), "{quiet}: {err}");
+    }
+    assert_code(&run(tmp.path(), &["--env", "staging", "validate", "--strict"]), 2);
+
+    // -o json: the warning is a diagnostic event with its position.
+    let out = run(tmp.path(), &["-o", "json", "--env", "staging", "validate"]);
+    assert_code(&out, 0);
+    let warnings: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["event"] == "diagnostic" && e["diagnostic"]["severity"] == "warning")
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    let d = &warnings[0]["diagnostic"];
+    assert_eq!(d["field"], "environments.staging");
+    assert_eq!(d["position"]["line"], 7, "{d}");
+
+    // Not public in staging: nothing is published, nothing to warn about.
+    let private = manifest.replace(
+        "  staging: { target: kubernetes, namespace: shop }\n",
+        "  staging: { target: kubernetes, namespace: shop, services: { api: { public: false } } }\n",
+    );
+    let tmp = app_with(&private);
+    let out = run(tmp.path(), &["--env", "staging", "validate", "--strict"]);
+    assert_code(&out, 0);
+
+    // TLS in a gateway environment is the gateway's job: named as ignored.
+    let gateway_tls = manifest.replace(
+        "  edge: { target: kubernetes, gateway: { name: public } }\n",
+        "  edge: { target: kubernetes, gateway: { name: public }, ingress: { tls: { secret: x } } }\n",
+    );
+    let tmp = app_with(&gateway_tls);
+    let out = run(tmp.path(), &["validate"]);
+    assert!(
+        stderr(&out).contains("warning: environments.edge.ingress.tls: ignored in an environment with a gateway: the gateway's listeners terminate TLS"),
+        "{}",
+        stderr(&out)
+    );
+}
