@@ -678,4 +678,46 @@ mod tests {
             Measurement::Value(0.05)
         );
     }
+
+    /// A readiness endpoint that answers 200 after `delay`, on a real socket.
+    async fn slow_ready(delay: Duration) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    let _ = conn.read(&mut buf).await;
+                    tokio::time::sleep(delay).await;
+                    let _ = conn
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+                        .await;
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn the_probe_timeout_is_the_service_s_health_timeout() {
+        let addr = slow_ready(Duration::from_millis(1200)).await;
+        let service = |health: &str| {
+            let m = crate::manifest::parse(
+                std::path::Path::new("dronectl.yaml"),
+                &format!("app: shop\nservices:\n  api: {{ path: api, health: {health} }}\n"),
+            )
+            .unwrap();
+            ServiceRuntime::new(&m.services["api"].value)
+        };
+        // The default 2 s timeout waits for the slow answer; `timeout: 1s` does not.
+        let default = service("{}");
+        assert_eq!(default.probe_timeout, Duration::from_secs(2));
+        assert!(probe(&addr, &default.readiness, default.probe_timeout).await);
+        let short = service("{ timeout: 1s, start_period: 45s }");
+        assert_eq!(short.start_period, Duration::from_secs(45));
+        let started = std::time::Instant::now();
+        assert!(!probe(&addr, &short.readiness, short.probe_timeout).await);
+        assert!(started.elapsed() < Duration::from_millis(1150), "{:?}", started.elapsed());
+    }
 }
