@@ -421,6 +421,10 @@ pub fn deployment(
             ..Default::default()
         });
     }
+    if let Some((volume, mount)) = super::secret::volume(manifest, service) {
+        volumes.push(volume);
+        mounts.push(mount);
+    }
     let probe = |path: &str, period: i32| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_string()),
@@ -452,7 +456,10 @@ pub fn deployment(
                 value: Some(SHUTDOWN_DELAY_MS.to_string()),
                 ..Default::default()
             },
-        ]),
+        ]
+        .into_iter()
+        .chain(super::secret::env_vars(manifest, service))
+        .collect()),
         env_from: Some(vec![EnvFromSource {
             config_map_ref: Some(ConfigMapEnvSource {
                 name: config_map_name(service, revision),
@@ -506,6 +513,13 @@ pub fn deployment(
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
+                    // A new secret value rolls the pods like an environment change.
+                    annotations: (!revision.secrets.is_empty()).then(|| {
+                        BTreeMap::from([(
+                            super::secret::POD_SECRETS.to_string(),
+                            crate::secrets::digest(&revision.secrets),
+                        )])
+                    }),
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
