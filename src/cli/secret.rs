@@ -103,6 +103,7 @@ pub fn run(
                 .into());
             }
             let scope = scope(global, cwd, &args.kube)?;
+            ops::check_set(&scope, &args.service, &args.name)?;
             let source = input::stdin();
             if matches!(source, input::Source::Terminal(_)) {
                 printer.status(

@@ -100,6 +100,33 @@ fn local_location(store: &SecretStore, service: &str, name: &str) -> String {
         .to_string()
 }
 
+/// Checks, before a value is read, that `set` can store `service`'s secret `name` in the
+/// environment (declared, and not taken from an existing Kubernetes Secret).
+pub fn check_set(scope: &SecretScope, service: &str, name: &str) -> anyhow::Result<()> {
+    let environment = resolve(scope)?;
+    let m = &environment.manifest;
+    check_declared(m, &environment.name, service, name)?;
+    if environment.target_kind() == Target::Kubernetes {
+        check_not_external(m, &environment.name, service, name)?;
+    }
+    Ok(())
+}
+
+fn check_not_external(m: &Manifest, env: &str, service: &str, name: &str) -> anyhow::Result<()> {
+    if let Some(from) = declared(m, service)
+        .into_iter()
+        .find(|d| d.name() == name)
+        .and_then(|d| d.from())
+    {
+        return Err(UsageError(format!(
+            "`{name}` of service `{service}` comes from the existing Secret `{}` (key `{}`) in environment `{env}`; dronectl does not manage its value",
+            from.secret, from.key
+        ))
+        .into());
+    }
+    Ok(())
+}
+
 /// Stores `value` as `service`'s secret `name` in the environment.
 pub async fn set(
     scope: &SecretScope,
@@ -130,17 +157,7 @@ pub async fn set(
             })
         }
         Target::Kubernetes => {
-            if let Some(from) = declared(m, service)
-                .into_iter()
-                .find(|d| d.name() == name)
-                .and_then(|d| d.from())
-            {
-                return Err(UsageError(format!(
-                    "`{name}` of service `{service}` comes from the existing Secret `{}` (key `{}`) in environment `{}`; dronectl does not manage its value",
-                    from.secret, from.key, environment.name
-                ))
-                .into());
-            }
+            check_not_external(m, &environment.name, service, name)?;
             let target = KubeTarget::connect(&environment, &scope.connect).await?;
             let info = super::kube::set(
                 &target.platform.client,
