@@ -345,3 +345,246 @@ fn local_secret_reaches_only_the_container_file() {
     assert!(stderr(&out).contains(command), "{}", stderr(&out));
     assert_eq!(app.containers()[0].1, rev2, "the running revision is untouched");
 }
+
+/// The Kubernetes target against kube-fake, through the binary (`--kubeconfig`).
+#[test]
+fn kubernetes_secrets_are_referenced_never_copied() {
+    use base64::Engine as _;
+    let cluster = kube_fake::FakeCluster::start_blocking();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    cluster
+        .write_kubeconfig(&kubeconfig, "staging", "default")
+        .unwrap();
+    let kubeconfig = kubeconfig.to_str().unwrap().to_string();
+    std::fs::write(
+        dir.path().join("dronectl.yaml"),
+        "app: shop
+services:
+  api:
+    path: api
+    replicas: 1
+    env: { LOG_LEVEL: info }
+    secrets: [DB_PASSWORD, { name: SHOP_DB, env: true, from: { secret: shop-db, key: password } }]
+environments:
+  staging: { target: kubernetes, namespace: shop }
+",
+    )
+    .unwrap();
+    let transcript = RefCell::new(Vec::new());
+    let run = |args: &[&str], stdin: Option<&[u8]>| {
+        let mut cmd = dronectl();
+        cmd.current_dir(dir.path())
+            .env("DRONECTL_STATE_DIR", dir.path().join("state"))
+            .env("KUBECONFIG", &kubeconfig)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(bytes) = stdin {
+            input.write_all(bytes).unwrap();
+        }
+        drop(input);
+        let out = child.wait_with_output().unwrap();
+        transcript.borrow_mut().extend([&out.stdout[..], &out.stderr[..]].concat());
+        out
+    };
+    let get = |plural: &str, name: &str| {
+        let (group, version) = if plural == "deployments" { ("apps", "v1") } else { ("", "v1") };
+        cluster.get_json(group, version, plural, "shop", name)
+    };
+    let first = format!("k1-{}-Qv8", std::process::id());
+    let second = format!("k2-{}-Rb3", std::process::id());
+    let external = format!("ext-{}-Lm2", std::process::id());
+    let deploy = ["deploy", "--env", "staging", "--tag", "1.0.0", "--rolling", "--timeout", "60s"];
+
+    // Nothing set: deploy stops before applying anything, naming both secrets.
+    let out = run(&deploy, None);
+    assert_code(&out, 2);
+    let err = stderr(&out);
+    assert!(err.contains("dronectl secret set api DB_PASSWORD --env staging"), "{err}");
+    assert!(err.contains("`shop-db` has no key `password`"), "{err}");
+    assert!(
+        cluster
+            .all_objects()
+            .iter()
+            .all(|o| o["kind"] != "Deployment" && o["kind"] != "ConfigMap"),
+        "nothing applied"
+    );
+
+    // set: the Secret api-secrets, server-side applied by dronectl (namespace created).
+    let out = run(&["secret", "set", "api", "SHOP_DB", "--env", "staging"], Some(b"x"));
+    assert_code(&out, 2);
+    assert!(stderr(&out).contains("comes from the existing Secret `shop-db`"));
+    let out = run(
+        &["secret", "set", "api", "DB_PASSWORD", "--env", "staging"],
+        Some(format!("{first}\n").as_bytes()),
+    );
+    assert_code(&out, 0);
+    let secret = get("secrets", "api-secrets").expect("the managed Secret");
+    assert_eq!(secret["type"], "Opaque");
+    let data = secret["data"]["DB_PASSWORD"].as_str().unwrap();
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD.decode(data).unwrap(),
+        first.as_bytes()
+    );
+    let managers: Vec<(&str, &str)> = secret["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["manager"].as_str().unwrap(), m["operation"].as_str().unwrap()))
+        .collect();
+    assert_eq!(managers, [("dronectl", "Apply")]);
+    let versions: serde_json::Value = serde_json::from_str(
+        secret["metadata"]["annotations"]["dronectl.io/secret-versions"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(versions["DB_PASSWORD"]["version"].as_str().unwrap().len(), 32);
+
+    // An existing Secret, created elsewhere with stringData (kept as data, type Opaque).
+    cluster
+        .create_json(serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "shop-db", "namespace": "shop"},
+            "stringData": {"password": external},
+        }))
+        .unwrap();
+    let shop_db = get("secrets", "shop-db").unwrap();
+    assert_eq!(shop_db["type"], "Opaque");
+    assert!(shop_db.get("stringData").is_none());
+    assert_eq!(
+        shop_db["data"]["password"],
+        base64::engine::general_purpose::STANDARD.encode(&external)
+    );
+    // Invalid base64 is refused like the real server does.
+    assert!(cluster
+        .create_json(serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "bad", "namespace": "shop"},
+            "data": {"k": "not base64!"},
+        }))
+        .is_err());
+
+    let out = run(&["-o", "json", "secret", "list", "--env", "staging"], None);
+    assert_code(&out, 0);
+    let summary: serde_json::Value =
+        serde_json::from_str(stdout(&out).lines().last().unwrap()).unwrap();
+    let listed = summary["result"]["secrets"].as_array().unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().all(|s| s["set"] == true), "{listed:?}");
+    assert_eq!(listed[1]["location"], "Secret shop/shop-db key password");
+
+    // deploy: the pod template references both Secrets and carries a digest of versions.
+    let out = run(&deploy, None);
+    assert_code(&out, 0);
+    let pod_spec = |d: &serde_json::Value| d["spec"]["template"]["spec"].clone();
+    let deployment = get("deployments", "api").expect("Deployment api");
+    let spec = pod_spec(&deployment);
+    let volume = spec["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "secrets")
+        .expect("the secrets volume")
+        .clone();
+    let sources: Vec<&str> = volume["projected"]["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["secret"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(sources, ["api-secrets", "shop-db"]);
+    let container = &spec["containers"][0];
+    assert!(container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["mountPath"] == "/run/secrets" && m["readOnly"] == true));
+    let env_ref = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "SHOP_DB")
+        .expect("SHOP_DB variable")
+        .clone();
+    assert_eq!(
+        env_ref["valueFrom"]["secretKeyRef"],
+        serde_json::json!({"name": "shop-db", "key": "password", "optional": false})
+    );
+    let digest = |d: &serde_json::Value| {
+        d["spec"]["template"]["metadata"]["annotations"]["dronectl.io/secrets"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let digest1 = digest(&deployment);
+    let revision1 = deployment["spec"]["template"]["metadata"]["labels"]["dronectl.io/revision"].clone();
+
+    // A new value: a new revision, rolled out.
+    let out = run(
+        &["secret", "set", "api", "DB_PASSWORD", "--env", "staging"],
+        Some(second.as_bytes()),
+    );
+    assert_code(&out, 0);
+    let out = run(&deploy, None);
+    assert_code(&out, 0);
+    let deployment = get("deployments", "api").unwrap();
+    assert_ne!(digest(&deployment), digest1);
+    assert_ne!(
+        deployment["spec"]["template"]["metadata"]["labels"]["dronectl.io/revision"],
+        revision1
+    );
+
+    // render: references and a redacted Secret, offline.
+    let out = run(&["render", "--env", "staging", "--tag", "1.0.0"], None);
+    assert_code(&out, 0);
+    let yaml = stdout(&out);
+    assert!(yaml.contains("kind: Secret") && yaml.contains("DB_PASSWORD: <redacted>"), "{yaml}");
+    assert!(!yaml.contains("SHOP_DB: <redacted>"), "an existing Secret is not rendered");
+    let out = run(&["render", "--env", "staging", "--tag", "1.0.0", "--show-secrets"], None);
+    assert_code(&out, 0);
+    assert!(stdout(&out).contains(&format!("DB_PASSWORD: {second}")));
+    for args in [
+        &["-o", "json", "render", "--env", "staging", "--tag", "1.0.0"][..],
+        &["-o", "json", "rollout", "status", "api", "--env", "staging"],
+        &["-o", "json", "rollout", "history", "api", "--env", "staging"],
+        &["config", "--env", "staging"],
+        &["secret", "list", "--env", "staging"],
+    ] {
+        let out = run(args, None);
+        assert_code(&out, 0);
+    }
+
+    // No value anywhere but in the Secrets: ConfigMaps (environment, rollout state), the
+    // Deployment, events, and everything dronectl printed (but the --show-secrets render).
+    let shown = format!("DB_PASSWORD: {second}");
+    let printed = String::from_utf8_lossy(&transcript.borrow()).replace(&shown, "");
+    for value in [&first, &second, &external] {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(value);
+        for o in cluster.all_objects() {
+            if o["kind"] == "Secret" {
+                continue;
+            }
+            let text = o.to_string();
+            assert!(
+                !text.contains(value.as_str()) && !text.contains(&b64),
+                "the value leaked into {} {}",
+                o["kind"],
+                o["metadata"]["name"]
+            );
+        }
+        assert!(!printed.contains(value.as_str()) && !printed.contains(&b64), "printed");
+    }
+
+    // rm: the last key takes the Secret with it, and deploy stops again.
+    let out = run(&["secret", "rm", "api", "DB_PASSWORD", "--env", "staging"], None);
+    assert_code(&out, 0);
+    assert!(get("secrets", "api-secrets").is_none());
+    let out = run(&deploy, None);
+    assert_code(&out, 2);
+    assert!(stderr(&out).contains("dronectl secret set api DB_PASSWORD --env staging"));
+}

@@ -159,6 +159,8 @@ pub async fn set(
         Target::Kubernetes => {
             check_not_external(m, &environment.name, service, name)?;
             let target = KubeTarget::connect(&environment, &scope.connect).await?;
+            // The Secret comes before the first deploy: its namespace may not exist yet.
+            crate::k8s::ensure_namespace(&target, true, false).await?;
             let info = super::kube::set(
                 &target.platform.client,
                 &target.kenv,
