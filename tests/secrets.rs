@@ -237,7 +237,11 @@ fn local_secret_reaches_only_the_container_file() {
     // An undeclared name is refused before anything is read.
     let out = app.run_with_stdin(&["secret", "set", "echo", "OTHER"], b"x\n");
     assert_code(&out, 2);
-    assert!(stderr(&out).contains("does not declare"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("does not declare"),
+        "{}",
+        stderr(&out)
+    );
 
     // From a pipe: one trailing newline dropped.
     let out = app.run_with_stdin(
@@ -255,7 +259,14 @@ fn local_secret_reaches_only_the_container_file() {
     let out = app.run(&["validate", "--env", "local"]);
     assert_code(&out, 0);
 
-    let out = app.run(&["up", "--no-build", "--artifacts", artifacts, "--timeout", "2m"]);
+    let out = app.run(&[
+        "up",
+        "--no-build",
+        "--artifacts",
+        artifacts,
+        "--timeout",
+        "2m",
+    ]);
     assert_code(&out, 0);
     let running = app.containers();
     assert_eq!(running.len(), 1, "{running:?}");
@@ -280,7 +291,10 @@ fn local_secret_reaches_only_the_container_file() {
     let (container, rev2, secrets2) = running[0].clone();
     assert_ne!(rev1, rev2, "a new value makes a new revision");
     assert_ne!(secrets1, secrets2);
-    assert_eq!(read_secret_file(&container, "DB_PASSWORD").0, second.as_bytes());
+    assert_eq!(
+        read_secret_file(&container, "DB_PASSWORD").0,
+        second.as_bytes()
+    );
     // Nothing changed since: up keeps the revision.
     let out = app.run(&["-o", "json", "up", "--no-build", "--artifacts", artifacts]);
     assert_code(&out, 0);
@@ -308,7 +322,9 @@ fn local_secret_reaches_only_the_container_file() {
     let mut files = Vec::new();
     state_files(&app.state(), &mut files);
     assert!(
-        files.iter().any(|f| f.extension().is_some_and(|e| e == "json")),
+        files
+            .iter()
+            .any(|f| f.extension().is_some_and(|e| e == "json")),
         "rollout state files exist: {files:?}"
     );
     files.push(PathBuf::from(artifacts));
@@ -317,11 +333,17 @@ fn local_secret_reaches_only_the_container_file() {
         channels.push((f.display().to_string(), std::fs::read(&f).unwrap()));
     }
     let inspect = |args: &[&str]| Command::new("docker").args(args).output().unwrap().stdout;
-    channels.push(("image labels".into(), inspect(&["image", "inspect", &image])));
+    channels.push((
+        "image labels".into(),
+        inspect(&["image", "inspect", &image]),
+    ));
     for c in app.all_containers() {
         channels.push((format!("docker inspect {c}"), inspect(&["inspect", &c])));
         let logs = Command::new("docker").args(["logs", &c]).output().unwrap();
-        channels.push((format!("docker logs {c}"), [logs.stdout, logs.stderr].concat()));
+        channels.push((
+            format!("docker logs {c}"),
+            [logs.stdout, logs.stderr].concat(),
+        ));
     }
     use base64::Engine as _;
     for value in [&first, &second] {
@@ -343,7 +365,11 @@ fn local_secret_reaches_only_the_container_file() {
     let out = app.run(&["deploy", "echo", "--image", &image]);
     assert_code(&out, 2);
     assert!(stderr(&out).contains(command), "{}", stderr(&out));
-    assert_eq!(app.containers()[0].1, rev2, "the running revision is untouched");
+    assert_eq!(
+        app.containers()[0].1,
+        rev2,
+        "the running revision is untouched"
+    );
 }
 
 /// The Kubernetes target against kube-fake, through the binary (`--kubeconfig`).
@@ -388,23 +414,41 @@ environments:
         }
         drop(input);
         let out = child.wait_with_output().unwrap();
-        transcript.borrow_mut().extend([&out.stdout[..], &out.stderr[..]].concat());
+        transcript
+            .borrow_mut()
+            .extend([&out.stdout[..], &out.stderr[..]].concat());
         out
     };
     let get = |plural: &str, name: &str| {
-        let (group, version) = if plural == "deployments" { ("apps", "v1") } else { ("", "v1") };
+        let (group, version) = if plural == "deployments" {
+            ("apps", "v1")
+        } else {
+            ("", "v1")
+        };
         cluster.get_json(group, version, plural, "shop", name)
     };
     let first = format!("k1-{}-Qv8", std::process::id());
     let second = format!("k2-{}-Rb3", std::process::id());
     let external = format!("ext-{}-Lm2", std::process::id());
-    let deploy = ["deploy", "--env", "staging", "--tag", "1.0.0", "--rolling", "--timeout", "60s"];
+    let deploy = [
+        "deploy",
+        "--env",
+        "staging",
+        "--tag",
+        "1.0.0",
+        "--rolling",
+        "--timeout",
+        "60s",
+    ];
 
     // Nothing set: deploy stops before applying anything, naming both secrets.
     let out = run(&deploy, None);
     assert_code(&out, 2);
     let err = stderr(&out);
-    assert!(err.contains("dronectl secret set api DB_PASSWORD --env staging"), "{err}");
+    assert!(
+        err.contains("dronectl secret set api DB_PASSWORD --env staging"),
+        "{err}"
+    );
     assert!(err.contains("`shop-db` has no key `password`"), "{err}");
     assert!(
         cluster
@@ -415,7 +459,10 @@ environments:
     );
 
     // set: the Secret api-secrets, server-side applied by dronectl (namespace created).
-    let out = run(&["secret", "set", "api", "SHOP_DB", "--env", "staging"], Some(b"x"));
+    let out = run(
+        &["secret", "set", "api", "SHOP_DB", "--env", "staging"],
+        Some(b"x"),
+    );
     assert_code(&out, 2);
     assert!(stderr(&out).contains("comes from the existing Secret `shop-db`"));
     let out = run(
@@ -427,14 +474,21 @@ environments:
     assert_eq!(secret["type"], "Opaque");
     let data = secret["data"]["DB_PASSWORD"].as_str().unwrap();
     assert_eq!(
-        base64::engine::general_purpose::STANDARD.decode(data).unwrap(),
+        base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .unwrap(),
         first.as_bytes()
     );
     let managers: Vec<(&str, &str)> = secret["metadata"]["managedFields"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| (m["manager"].as_str().unwrap(), m["operation"].as_str().unwrap()))
+        .map(|m| {
+            (
+                m["manager"].as_str().unwrap(),
+                m["operation"].as_str().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(managers, [("dronectl", "Apply")]);
     let versions: serde_json::Value = serde_json::from_str(
@@ -443,7 +497,10 @@ environments:
             .unwrap(),
     )
     .unwrap();
-    assert_eq!(versions["DB_PASSWORD"]["version"].as_str().unwrap().len(), 32);
+    assert_eq!(
+        versions["DB_PASSWORD"]["version"].as_str().unwrap().len(),
+        32
+    );
 
     // An existing Secret, created elsewhere with stringData (kept as data, type Opaque).
     cluster
@@ -522,7 +579,8 @@ environments:
             .to_string()
     };
     let digest1 = digest(&deployment);
-    let revision1 = deployment["spec"]["template"]["metadata"]["labels"]["dronectl.io/revision"].clone();
+    let revision1 =
+        deployment["spec"]["template"]["metadata"]["labels"]["dronectl.io/revision"].clone();
 
     // A new value: a new revision, rolled out.
     let out = run(
@@ -543,15 +601,33 @@ environments:
     let out = run(&["render", "--env", "staging", "--tag", "1.0.0"], None);
     assert_code(&out, 0);
     let yaml = stdout(&out);
-    assert!(yaml.contains("kind: Secret") && yaml.contains("DB_PASSWORD: <redacted>"), "{yaml}");
-    assert!(!yaml.contains("SHOP_DB: <redacted>"), "an existing Secret is not rendered");
-    let out = run(&["render", "--env", "staging", "--tag", "1.0.0", "--show-secrets"], None);
+    assert!(
+        yaml.contains("kind: Secret") && yaml.contains("DB_PASSWORD: <redacted>"),
+        "{yaml}"
+    );
+    assert!(
+        !yaml.contains("SHOP_DB: <redacted>"),
+        "an existing Secret is not rendered"
+    );
+    let out = run(
+        &[
+            "render",
+            "--env",
+            "staging",
+            "--tag",
+            "1.0.0",
+            "--show-secrets",
+        ],
+        None,
+    );
     assert_code(&out, 0);
     assert!(stdout(&out).contains(&format!("DB_PASSWORD: {second}")));
     for args in [
         &["-o", "json", "render", "--env", "staging", "--tag", "1.0.0"][..],
         &["-o", "json", "rollout", "status", "api", "--env", "staging"],
-        &["-o", "json", "rollout", "history", "api", "--env", "staging"],
+        &[
+            "-o", "json", "rollout", "history", "api", "--env", "staging",
+        ],
         &["config", "--env", "staging"],
         &["secret", "list", "--env", "staging"],
     ] {
@@ -577,11 +653,17 @@ environments:
                 o["metadata"]["name"]
             );
         }
-        assert!(!printed.contains(value.as_str()) && !printed.contains(&b64), "printed");
+        assert!(
+            !printed.contains(value.as_str()) && !printed.contains(&b64),
+            "printed"
+        );
     }
 
     // rm: the last key takes the Secret with it, and deploy stops again.
-    let out = run(&["secret", "rm", "api", "DB_PASSWORD", "--env", "staging"], None);
+    let out = run(
+        &["secret", "rm", "api", "DB_PASSWORD", "--env", "staging"],
+        None,
+    );
     assert_code(&out, 0);
     assert!(get("secrets", "api-secrets").is_none());
     let out = run(&deploy, None);

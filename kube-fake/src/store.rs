@@ -687,11 +687,7 @@ fn secret_defaults(obj: &mut Value) {
         return;
     };
     if let Some(Value::Object(string_data)) = m.remove("stringData") {
-        if let Some(data) = m
-            .entry("data")
-            .or_insert_with(|| json!({}))
-            .as_object_mut()
-        {
+        if let Some(data) = m.entry("data").or_insert_with(|| json!({})).as_object_mut() {
             for (k, v) in string_data {
                 let text = v.as_str().unwrap_or_default().to_string();
                 data.insert(
@@ -707,7 +703,12 @@ fn secret_defaults(obj: &mut Value) {
 /// The Secret validation of the real API server: `data` values are base64 (else the body
 /// does not decode: 400), keys are `[-._a-zA-Z0-9]+`, at most 1 MiB in all, and `type` is
 /// immutable.
-fn secret_rules(rt: &ResourceType, name: &str, obj: &Value, old: Option<&Value>) -> Result<(), ApiError> {
+fn secret_rules(
+    rt: &ResourceType,
+    name: &str,
+    obj: &Value,
+    old: Option<&Value>,
+) -> Result<(), ApiError> {
     use base64::Engine as _;
     if !(rt.group.is_empty() && rt.plural == "secrets") {
         return Ok(());
@@ -725,7 +726,8 @@ fn secret_rules(rt: &ResourceType, name: &str, obj: &Value, old: Option<&Value>)
                 })?;
             let key_ok = !k.is_empty()
                 && k.len() <= 253
-                && k.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                && k.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
                 && k != "."
                 && k != "..";
             if !key_ok {
@@ -746,9 +748,18 @@ fn secret_rules(rt: &ResourceType, name: &str, obj: &Value, old: Option<&Value>)
         ));
     }
     if let Some(old) = old {
-        let ty = |o: &Value| o.get("type").and_then(Value::as_str).unwrap_or("Opaque").to_string();
+        let ty = |o: &Value| {
+            o.get("type")
+                .and_then(Value::as_str)
+                .unwrap_or("Opaque")
+                .to_string()
+        };
         if ty(old) != ty(obj) {
-            return Err(ApiError::invalid(rt, name, "type: Invalid value: field is immutable"));
+            return Err(ApiError::invalid(
+                rt,
+                name,
+                "type: Invalid value: field is immutable",
+            ));
         }
     }
     Ok(())

@@ -210,9 +210,7 @@ fn rendered_secrets(
     }
     Ok(services
         .into_iter()
-        .filter_map(|s| {
-            k8s::secret::rendered(kenv, m, s, args.show_secrets.then(|| &values[s]))
-        })
+        .filter_map(|s| k8s::secret::rendered(kenv, m, s, args.show_secrets.then(|| &values[s])))
         .collect())
 }
 

@@ -445,21 +445,23 @@ pub fn deployment(
             protocol: Some("TCP".into()),
             ..Default::default()
         }]),
-        env: Some(vec![
-            EnvVar {
-                name: "PORT".into(),
-                value: Some(s.port.to_string()),
-                ..Default::default()
-            },
-            EnvVar {
-                name: "SHUTDOWN_DELAY_MS".into(),
-                value: Some(SHUTDOWN_DELAY_MS.to_string()),
-                ..Default::default()
-            },
-        ]
-        .into_iter()
-        .chain(super::secret::env_vars(manifest, service))
-        .collect()),
+        env: Some(
+            vec![
+                EnvVar {
+                    name: "PORT".into(),
+                    value: Some(s.port.to_string()),
+                    ..Default::default()
+                },
+                EnvVar {
+                    name: "SHUTDOWN_DELAY_MS".into(),
+                    value: Some(SHUTDOWN_DELAY_MS.to_string()),
+                    ..Default::default()
+                },
+            ]
+            .into_iter()
+            .chain(super::secret::env_vars(manifest, service))
+            .collect(),
+        ),
         env_from: Some(vec![EnvFromSource {
             config_map_ref: Some(ConfigMapEnvSource {
                 name: config_map_name(service, revision),

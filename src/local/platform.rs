@@ -198,7 +198,10 @@ impl LocalPlatform {
         let secrets = self.secret_files(service, revision).await?;
         for name in &runtime.secret_env {
             if let Some((_, value)) = secrets.iter().find(|(n, _)| n == name) {
-                env.push(format!("{name}={}", String::from_utf8_lossy(value.expose())));
+                env.push(format!(
+                    "{name}={}",
+                    String::from_utf8_lossy(value.expose())
+                ));
             }
         }
         let mut labels = HashMap::from([
@@ -281,7 +284,9 @@ impl LocalPlatform {
                     bollard::body_full(bytes::Bytes::from(archive)),
                 )
                 .await
-                .with_context(|| format!("copying the secrets of {service} into container {name}"))?;
+                .with_context(|| {
+                    format!("copying the secrets of {service} into container {name}")
+                })?;
         }
         self.docker
             .start_container(&name, None)
@@ -485,7 +490,12 @@ fn secrets_archive(
     for (name, value) in secrets {
         let bytes = value.expose();
         let mode = if numeric { 0o400 } else { 0o444 };
-        let mut h = header(tar::EntryType::Regular, mode, bytes.len() as u64, (uid, gid));
+        let mut h = header(
+            tar::EntryType::Regular,
+            mode,
+            bytes.len() as u64,
+            (uid, gid),
+        );
         tar.append_data(&mut h, format!("{dir}/{name}"), bytes)?;
     }
     Ok(tar.into_inner()?)

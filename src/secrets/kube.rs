@@ -20,10 +20,13 @@ fn api(client: &Client, kenv: &KubeEnv) -> Api<Secret> {
 }
 
 async fn get(client: &Client, kenv: &KubeEnv, name: &str) -> anyhow::Result<Option<Secret>> {
-    api(client, kenv)
-        .get_opt(name)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot read Secret {}/{name}: {}", kenv.namespace, crate::k8s::describe_error(&e)))
+    api(client, kenv).get_opt(name).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read Secret {}/{name}: {}",
+            kenv.namespace,
+            crate::k8s::describe_error(&e)
+        )
+    })
 }
 
 async fn apply(client: &Client, kenv: &KubeEnv, s: &Secret) -> anyhow::Result<()> {
@@ -33,10 +36,20 @@ async fn apply(client: &Client, kenv: &KubeEnv, s: &Secret) -> anyhow::Result<()
     m.insert("apiVersion".into(), "v1".into());
     m.insert("kind".into(), "Secret".into());
     api(client, kenv)
-        .patch(&name, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(body))
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER),
+            &Patch::Apply(body),
+        )
         .await
         // The server's message, never the request body (it holds values).
-        .map_err(|e| anyhow::anyhow!("cannot apply Secret {}/{name}: {}", kenv.namespace, crate::k8s::describe_error(&e)))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot apply Secret {}/{name}: {}",
+                kenv.namespace,
+                crate::k8s::describe_error(&e)
+            )
+        })?;
     Ok(())
 }
 
@@ -62,7 +75,9 @@ pub async fn set(
         service: service.to_string(),
         name: name.to_string(),
         version: bytes.iter().map(|b| format!("{b:02x}")).collect(),
-        set_at: jiff::Timestamp::now().round(jiff::Unit::Second)?.to_string(),
+        set_at: jiff::Timestamp::now()
+            .round(jiff::Unit::Second)?
+            .to_string(),
     };
     data.insert(name.to_string(), ByteString(value.to_vec()));
     versions.insert(
@@ -73,7 +88,12 @@ pub async fn set(
         },
     );
     versions.retain(|k, _| data.contains_key(k));
-    apply(client, kenv, &secret::secret(kenv, service, data, &versions)).await?;
+    apply(
+        client,
+        kenv,
+        &secret::secret(kenv, service, data, &versions),
+    )
+    .await?;
     Ok(info)
 }
 
@@ -97,12 +117,23 @@ pub async fn remove(
         api(client, kenv)
             .delete(&secret_name, &DeleteParams::default())
             .await
-            .map_err(|e| anyhow::anyhow!("cannot delete Secret {}/{secret_name}: {}", kenv.namespace, crate::k8s::describe_error(&e)))?;
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot delete Secret {}/{secret_name}: {}",
+                    kenv.namespace,
+                    crate::k8s::describe_error(&e)
+                )
+            })?;
         return Ok(true);
     }
     let mut versions = secret::versions(&current);
     versions.retain(|k, _| data.contains_key(k));
-    apply(client, kenv, &secret::secret(kenv, service, data, &versions)).await?;
+    apply(
+        client,
+        kenv,
+        &secret::secret(kenv, service, data, &versions),
+    )
+    .await?;
     Ok(true)
 }
 
@@ -150,12 +181,18 @@ pub async fn status(
                 (Some(s), None) if set => match secret::versions(s).remove(&key) {
                     Some(v) => (Some(v.version), Some(v.set_at)),
                     None => (
-                        s.metadata.resource_version.clone().map(|rv| format!("rv:{rv}")),
+                        s.metadata
+                            .resource_version
+                            .clone()
+                            .map(|rv| format!("rv:{rv}")),
                         None,
                     ),
                 },
                 (Some(s), Some(_)) if set => (
-                    s.metadata.resource_version.clone().map(|rv| format!("rv:{rv}")),
+                    s.metadata
+                        .resource_version
+                        .clone()
+                        .map(|rv| format!("rv:{rv}")),
                     None,
                 ),
                 _ => (None, None),

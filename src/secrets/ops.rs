@@ -66,7 +66,10 @@ pub struct RemoveOutcome {
 
 fn resolve(scope: &SecretScope) -> anyhow::Result<Environment> {
     let loaded = LoadedManifest::read_valid(&scope.app_dir)?;
-    Ok(Environment::resolve(&loaded.manifest, scope.env.as_deref())?)
+    Ok(Environment::resolve(
+        &loaded.manifest,
+        scope.env.as_deref(),
+    )?)
 }
 
 /// The declaration of `service`'s secret `name`, or why there is none (exit 2).
@@ -161,14 +164,9 @@ pub async fn set(
             let target = KubeTarget::connect(&environment, &scope.connect).await?;
             // The Secret comes before the first deploy: its namespace may not exist yet.
             crate::k8s::ensure_namespace(&target, true, false).await?;
-            let info = super::kube::set(
-                &target.platform.client,
-                &target.kenv,
-                service,
-                name,
-                value,
-            )
-            .await?;
+            let info =
+                super::kube::set(&target.platform.client, &target.kenv, service, name, value)
+                    .await?;
             Ok(SetOutcome {
                 env: environment.name.clone(),
                 target: Target::Kubernetes,
@@ -239,8 +237,7 @@ pub async fn list(scope: &SecretScope, services: &[String]) -> anyhow::Result<Li
         }
         Target::Kubernetes => {
             let target = KubeTarget::connect(&environment, &scope.connect).await?;
-            for s in
-                super::kube::status(&target.platform.client, &target.kenv, m, services).await?
+            for s in super::kube::status(&target.platform.client, &target.kenv, m, services).await?
             {
                 secrets.push(Listed {
                     service: s.service,

@@ -121,7 +121,9 @@ impl SecretStore {
         if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
             return Err(DamagedSecret {
                 path,
-                problem: "is a symbolic link; dronectl does not follow links in its state directory".into(),
+                problem:
+                    "is a symbolic link; dronectl does not follow links in its state directory"
+                        .into(),
             }
             .into());
         }
@@ -132,7 +134,9 @@ impl SecretStore {
             service: service.to_string(),
             name: name.to_string(),
             version: bytes.iter().map(|b| format!("{b:02x}")).collect(),
-            set_at: jiff::Timestamp::now().round(jiff::Unit::Second)?.to_string(),
+            set_at: jiff::Timestamp::now()
+                .round(jiff::Unit::Second)?
+                .to_string(),
         };
         let record = Record {
             format: FORMAT,
@@ -166,7 +170,11 @@ impl SecretStore {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-                return Err(damaged("is a symbolic link; dronectl does not follow links in its state directory".into()).into())
+                return Err(damaged(
+                    "is a symbolic link; dronectl does not follow links in its state directory"
+                        .into(),
+                )
+                .into())
             }
             Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
         };
@@ -186,8 +194,8 @@ impl SecretStore {
         // Never let serde quote the document (it holds the value) in an error.
         let record: Record = serde_json::from_slice(&text)
             .map_err(|_| damaged("is not a secret record dronectl wrote".into()))?;
-        let version_ok = record.version.len() == 32
-            && record.version.chars().all(|c| c.is_ascii_hexdigit());
+        let version_ok =
+            record.version.len() == 32 && record.version.chars().all(|c| c.is_ascii_hexdigit());
         if record.format != FORMAT || !version_ok {
             return Err(damaged("has an unknown format or version".into()).into());
         }
@@ -296,7 +304,10 @@ mod tests {
         let file = tmp.path().join("s/api/A.json");
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
         let err = store.get("api", "A").unwrap_err().to_string();
-        assert!(err.contains("mode 0600") && !err.contains("s3cr3t"), "{err}");
+        assert!(
+            err.contains("mode 0600") && !err.contains("s3cr3t"),
+            "{err}"
+        );
         std::fs::remove_file(&file).unwrap();
         std::os::unix::fs::symlink(tmp.path().join("elsewhere"), &file).unwrap();
         let err = store.get("api", "A").unwrap_err().to_string();
