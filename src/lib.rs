@@ -19,3 +19,4 @@ pub mod manifest;
 pub mod names;
 pub mod rollout;
 pub mod scaffold;
+pub mod secrets;

@@ -23,6 +23,9 @@ fn help_snapshots() {
         ("rollout_status", vec!["rollout", "status", "--help"]),
         ("rollout_promote", vec!["rollout", "promote", "--help"]),
         ("render", vec!["render", "--help"]),
+        ("secret", vec!["secret", "--help"]),
+        ("secret_set", vec!["secret", "set", "--help"]),
+        ("secret_list", vec!["secret", "list", "--help"]),
         ("ci_init", vec!["ci", "init", "--help"]),
         ("router", vec!["router", "--help"]),
     ] {

@@ -292,6 +292,7 @@ impl State {
             obj.as_object_mut().expect("object").remove("status");
         }
         self.apply_defaults(rt, &mut obj, None);
+        secret_rules(rt, &name, &obj, None)?;
         let mut obj = typed::normalize(&obj);
         if let Some(m) = &opts.manager {
             patch::record_update(None, &mut obj, m, &rt.api_version(), "", rt.keyed_lists);
@@ -402,6 +403,7 @@ impl State {
                 util::obj_mut(&mut new, "metadata").insert("generation".into(), json!(g));
             }
         }
+        secret_rules(rt, &name, &new, Some(old))?;
         let mut new = typed::normalize(&new);
         if !managed_done {
             if let Some(m) = &opts.manager {
@@ -666,6 +668,7 @@ impl State {
                     obj["status"] = json!({"loadBalancer": {}});
                 }
             }
+            ("", "secrets") => secret_defaults(obj),
             _ => {}
         }
     }
@@ -673,6 +676,93 @@ impl State {
     pub fn pod_ip(&mut self) -> String {
         self.alloc_ip("10.244")
     }
+}
+
+/// What the real API server does to a Secret on the way in: `stringData` (write-only) is
+/// merged into `data` (base64) and dropped, winning over a key of the same name; `type`
+/// defaults to `Opaque`.
+fn secret_defaults(obj: &mut Value) {
+    use base64::Engine as _;
+    let Some(m) = obj.as_object_mut() else {
+        return;
+    };
+    if let Some(Value::Object(string_data)) = m.remove("stringData") {
+        if let Some(data) = m.entry("data").or_insert_with(|| json!({})).as_object_mut() {
+            for (k, v) in string_data {
+                let text = v.as_str().unwrap_or_default().to_string();
+                data.insert(
+                    k,
+                    Value::String(base64::engine::general_purpose::STANDARD.encode(text)),
+                );
+            }
+        }
+    }
+    m.entry("type").or_insert(json!("Opaque"));
+}
+
+/// The Secret validation of the real API server: `data` values are base64 (else the body
+/// does not decode: 400), keys are `[-._a-zA-Z0-9]+`, at most 1 MiB in all, and `type` is
+/// immutable.
+fn secret_rules(
+    rt: &ResourceType,
+    name: &str,
+    obj: &Value,
+    old: Option<&Value>,
+) -> Result<(), ApiError> {
+    use base64::Engine as _;
+    if !(rt.group.is_empty() && rt.plural == "secrets") {
+        return Ok(());
+    }
+    let mut total = 0usize;
+    if let Some(data) = obj.get("data").and_then(Value::as_object) {
+        for (k, v) in data {
+            let bytes = v
+                .as_str()
+                .and_then(|t| base64::engine::general_purpose::STANDARD.decode(t).ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "Secret in version \"v1\" cannot be handled as a Secret: illegal base64 data in data[{k:?}]"
+                    ))
+                })?;
+            let key_ok = !k.is_empty()
+                && k.len() <= 253
+                && k.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                && k != "."
+                && k != "..";
+            if !key_ok {
+                return Err(ApiError::invalid(
+                    rt,
+                    name,
+                    format!("data[{k}]: Invalid value: \"{k}\": a valid config key must consist of alphanumeric characters, '-', '_' or '.'"),
+                ));
+            }
+            total += bytes.len();
+        }
+    }
+    if total > 1 << 20 {
+        return Err(ApiError::invalid(
+            rt,
+            name,
+            "data: Too long: must have at most 1048576 bytes",
+        ));
+    }
+    if let Some(old) = old {
+        let ty = |o: &Value| {
+            o.get("type")
+                .and_then(Value::as_str)
+                .unwrap_or("Opaque")
+                .to_string()
+        };
+        if ty(old) != ty(obj) {
+            return Err(ApiError::invalid(
+                rt,
+                name,
+                "type: Invalid value: field is immutable",
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn default_pod_spec(spec: &mut Map<String, Value>) {

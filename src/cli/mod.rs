@@ -11,6 +11,7 @@ mod kube;
 mod local;
 mod new;
 pub mod printer;
+mod secret;
 mod validate;
 
 use std::path::PathBuf;
@@ -143,6 +144,9 @@ pub enum Command {
     /// Watch and steer a service's rollout
     #[command(subcommand)]
     Rollout(deploy::RolloutCommand),
+    /// Set, list and remove the values of the services' secrets
+    #[command(subcommand)]
+    Secret(secret::SecretCommand),
     /// Print the Kubernetes objects of the app (or of some services) as YAML
     #[command(after_help = kube::RENDER_EXAMPLES)]
     Render(kube::RenderArgs),
@@ -210,6 +214,7 @@ impl Command {
             Command::Rollout(deploy::RolloutCommand::Undo(_)) => "rollout undo",
             Command::Rollout(deploy::RolloutCommand::History(_)) => "rollout history",
             Command::Rollout(deploy::RolloutCommand::Resume(_)) => "rollout resume",
+            Command::Secret(cmd) => cmd.name(),
             Command::Render(_) => "render",
             Command::Diff(_) => "diff",
             Command::Router(_) => "router",
@@ -237,6 +242,7 @@ pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<Outcome> {
         Command::Logs(args) => local::logs(args, &cli.global, &cwd, printer),
         Command::Deploy(args) => deploy::deploy(args, &cli.global, &cwd, printer),
         Command::Rollout(cmd) => deploy::rollout(cmd, &cli.global, &cwd, printer),
+        Command::Secret(cmd) => secret::run(cmd, &cli.global, &cwd, printer),
         Command::Render(args) => kube::render(args, &cli.global, &cwd, printer),
         Command::Diff(args) => kube::diff(args, &cli.global, &cwd, printer),
         Command::Router(args) => local::router(args),

@@ -427,6 +427,10 @@ pub fn deployment(
             ..Default::default()
         });
     }
+    if let Some((volume, mount)) = super::secret::volume(manifest, service) {
+        volumes.push(volume);
+        mounts.push(mount);
+    }
     let timings = s.health.timings();
     let seconds = |d: std::time::Duration| d.as_secs().clamp(1, i32::MAX as u64) as i32;
     let probe = |path: &str, period: std::time::Duration| Probe {
@@ -451,18 +455,23 @@ pub fn deployment(
             protocol: Some("TCP".into()),
             ..Default::default()
         }]),
-        env: Some(vec![
-            EnvVar {
-                name: "PORT".into(),
-                value: Some(s.port.to_string()),
-                ..Default::default()
-            },
-            EnvVar {
-                name: "SHUTDOWN_DELAY_MS".into(),
-                value: Some(SHUTDOWN_DELAY_MS.to_string()),
-                ..Default::default()
-            },
-        ]),
+        env: Some(
+            vec![
+                EnvVar {
+                    name: "PORT".into(),
+                    value: Some(s.port.to_string()),
+                    ..Default::default()
+                },
+                EnvVar {
+                    name: "SHUTDOWN_DELAY_MS".into(),
+                    value: Some(SHUTDOWN_DELAY_MS.to_string()),
+                    ..Default::default()
+                },
+            ]
+            .into_iter()
+            .chain(super::secret::env_vars(manifest, service))
+            .collect(),
+        ),
         env_from: Some(vec![EnvFromSource {
             config_map_ref: Some(ConfigMapEnvSource {
                 name: config_map_name(service, revision),
@@ -516,6 +525,13 @@ pub fn deployment(
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
+                    // A new secret value rolls the pods like an environment change.
+                    annotations: (!revision.secrets.is_empty()).then(|| {
+                        BTreeMap::from([(
+                            super::secret::POD_SECRETS.to_string(),
+                            crate::secrets::digest(&revision.secrets),
+                        )])
+                    }),
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {

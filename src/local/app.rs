@@ -106,7 +106,8 @@ impl LocalTarget {
             })
             .collect();
         let store = FileStore::new(FileStore::default_dir(&names.app, &env)?)?;
-        let platform = LocalPlatform::new(docker, names.clone(), &env, admin, services);
+        let mut platform = LocalPlatform::new(docker, names.clone(), &env, admin, services);
+        platform.secrets = Some(crate::secrets::SecretStore::open(&names.app, &env)?);
         Ok(LocalTarget {
             manifest,
             env,
@@ -157,12 +158,18 @@ impl LocalTarget {
         let id = inspect
             .id
             .with_context(|| format!("the engine reported no id for {image}"))?;
+        // Secrets by version: a value set again makes a new revision (and a rollout).
+        let store = crate::secrets::SecretStore::open(&self.names.app, &self.env)?;
+        let versions =
+            crate::secrets::local_versions(&store, &self.manifest.manifest, &self.env, service)?
+                .map_err(crate::secrets::MissingSecrets)?;
         Ok(Revision::new(
             &id,
             version,
             s.value.replicas,
             service_env(&self.manifest.manifest, service),
-        ))
+        )
+        .with_secrets(versions))
     }
 }
 
@@ -212,6 +219,13 @@ pub async fn up(opts: &UpOptions, reporter: &dyn Reporter) -> anyhow::Result<UpO
     };
     // The state directory must be usable before anything is started.
     FileStore::new(FileStore::default_dir(&names.app, &env)?)?;
+    // Every declared secret needs a value before anything is built or started.
+    crate::secrets::check_local(
+        &crate::secrets::SecretStore::open(&names.app, &env)?,
+        m,
+        &env,
+        &[],
+    )?;
 
     // Images first: nothing is touched when a service does not compile.
     let images = service_images(opts, reporter).await?;

@@ -44,6 +44,8 @@ pub struct ServiceRuntime {
     pub routes: Vec<String>,
     /// The `Host` names the public routes answer on (empty: any).
     pub hosts: Vec<String>,
+    /// Secrets also given as environment variables (`env: true`).
+    pub secret_env: Vec<String>,
 }
 
 impl ServiceRuntime {
@@ -64,6 +66,12 @@ impl ServiceRuntime {
                 })
                 .collect(),
             hosts: s.hosts.iter().map(|h| h.value.clone()).collect(),
+            secret_env: s
+                .secrets
+                .iter()
+                .filter(|d| d.value.env())
+                .map(|d| d.value.name().to_string())
+                .collect(),
         }
     }
 }
@@ -88,6 +96,8 @@ pub struct LocalPlatform {
     pub stop_timeout: Duration,
     /// Failures found while scaling (an image that is not there), by revision id.
     failures: Mutex<HashMap<String, Failure>>,
+    /// Where the values of the services' secrets are (`None`: services have none).
+    pub secrets: Option<crate::secrets::SecretStore>,
 }
 
 /// One replica container as seen by the engine.
@@ -121,6 +131,7 @@ impl LocalPlatform {
             never_ready_after: Duration::from_secs(30),
             stop_timeout: Duration::from_secs(30),
             failures: Mutex::new(HashMap::new()),
+            secrets: None,
         }
     }
 
@@ -224,7 +235,16 @@ impl LocalPlatform {
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         env.push(format!("PORT={}", runtime.port));
-        let labels = HashMap::from([
+        let secrets = self.secret_files(service, revision).await?;
+        for name in &runtime.secret_env {
+            if let Some((_, value)) = secrets.iter().find(|(n, _)| n == name) {
+                env.push(format!(
+                    "{name}={}",
+                    String::from_utf8_lossy(value.expose())
+                ));
+            }
+        }
+        let mut labels = HashMap::from([
             (labels::APP.to_string(), self.names.app.clone()),
             (labels::ENV.to_string(), self.env.clone()),
             (labels::KIND.to_string(), "service".to_string()),
@@ -233,6 +253,12 @@ impl LocalPlatform {
             (labels::VERSION.to_string(), revision.version.clone()),
             (labels::REPLICA.to_string(), index.to_string()),
         ]);
+        if !revision.secrets.is_empty() {
+            labels.insert(
+                labels::SECRETS.to_string(),
+                crate::secrets::digest(&revision.secrets),
+            );
+        }
         let binds = runtime
             .volume
             .as_ref()
@@ -283,12 +309,77 @@ impl LocalPlatform {
                 return Err(anyhow::Error::from(e).context(format!("creating container {name}")))
             }
         }
+        if !secrets.is_empty() {
+            // Before start, every time: the files are in the container's own layer, never
+            // in its configuration (`docker inspect` shows no value).
+            let archive = secrets_archive(&secrets, self.image_user(&revision.image).await)?;
+            self.docker
+                .upload_to_container(
+                    &name,
+                    Some(
+                        bollard::query_parameters::UploadToContainerOptionsBuilder::default()
+                            .path("/")
+                            .build(),
+                    ),
+                    bollard::body_full(bytes::Bytes::from(archive)),
+                )
+                .await
+                .with_context(|| {
+                    format!("copying the secrets of {service} into container {name}")
+                })?;
+        }
         self.docker
             .start_container(&name, None)
             .await
             .or_else(ignore_not_modified)
             .with_context(|| format!("starting container {name}"))?;
         Ok(())
+    }
+
+    /// The values of the secrets `revision` runs with, from the store (the current value of
+    /// each: an older revision brought back by `undo` gets the value set last).
+    async fn secret_files(
+        &self,
+        service: &str,
+        revision: &Revision,
+    ) -> anyhow::Result<Vec<(String, crate::secrets::SecretValue)>> {
+        if revision.secrets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let store = self
+            .secrets
+            .as_ref()
+            .context("no secret store for the local target")?;
+        let mut out = Vec::new();
+        let mut missing = Vec::new();
+        for name in revision.secrets.keys() {
+            match store.get(service, name)? {
+                Some(v) => out.push((name.clone(), v)),
+                None => missing.push(crate::secrets::Missing {
+                    service: service.to_string(),
+                    name: name.clone(),
+                    env: self.env.clone(),
+                    detail: None,
+                }),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(crate::secrets::MissingSecrets(missing).into());
+        }
+        Ok(out)
+    }
+
+    /// The numeric `uid:gid` an image runs as (`0:0` for root or a user given by name).
+    async fn image_user(&self, image: &str) -> (u64, u64, bool) {
+        let user = self
+            .docker
+            .inspect_image(image)
+            .await
+            .ok()
+            .and_then(|i| i.config)
+            .and_then(|c| c.user)
+            .unwrap_or_default();
+        parse_user(&user)
     }
 
     /// Takes replicas out of the router, waits for their requests, then stops them.
@@ -399,6 +490,55 @@ pub(crate) async fn tail_logs(docker: &Docker, container: &str, lines: usize) ->
     }
     let keep = out.len().saturating_sub(lines);
     out.split_off(keep)
+}
+
+/// `uid[:gid]` of an image's `USER`: numeric ids, and whether they were numeric (a user
+/// named in the image cannot be resolved without its `/etc/passwd`).
+fn parse_user(user: &str) -> (u64, u64, bool) {
+    if user.is_empty() {
+        return (0, 0, true);
+    }
+    let (uid, gid) = user.split_once(':').unwrap_or((user, user));
+    match (uid.parse(), gid.parse()) {
+        (Ok(u), Ok(g)) => (u, g, true),
+        (Ok(u), Err(_)) => (u, u, true),
+        _ => (0, 0, false),
+    }
+}
+
+/// A tar archive with one file per secret at `/run/secrets/<NAME>`, owned by the image's
+/// user and readable by it only (mode 0400; 0444 when the user is named, not numbered).
+fn secrets_archive(
+    secrets: &[(String, crate::secrets::SecretValue)],
+    (uid, gid, numeric): (u64, u64, bool),
+) -> anyhow::Result<Vec<u8>> {
+    let mut tar = tar::Builder::new(Vec::new());
+    let header = |kind: tar::EntryType, mode: u32, size: u64, owner: (u64, u64)| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_uid(owner.0);
+        h.set_gid(owner.1);
+        h.set_size(size);
+        h
+    };
+    let dir = crate::secrets::MOUNT_DIR.trim_start_matches('/');
+    let mut run = header(tar::EntryType::Directory, 0o755, 0, (0, 0));
+    tar.append_data(&mut run, "run", std::io::empty())?;
+    let mut h = header(tar::EntryType::Directory, 0o755, 0, (0, 0));
+    tar.append_data(&mut h, dir, std::io::empty())?;
+    for (name, value) in secrets {
+        let bytes = value.expose();
+        let mode = if numeric { 0o400 } else { 0o444 };
+        let mut h = header(
+            tar::EntryType::Regular,
+            mode,
+            bytes.len() as u64,
+            (uid, gid),
+        );
+        tar.append_data(&mut h, format!("{dir}/{name}"), bytes)?;
+    }
+    Ok(tar.into_inner()?)
 }
 
 fn ignore_not_modified(e: bollard::errors::Error) -> Result<(), bollard::errors::Error> {

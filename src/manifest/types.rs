@@ -79,6 +79,86 @@ pub struct Service {
     /// The default rollout strategy for this service.
     #[serde(default)]
     pub strategy: Option<Spanned<String>>,
+    /// Secrets the service reads, by name; values are set with `dronectl secret set`, never
+    /// written here (see `docs/manifest.md#secrets`).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub secrets: Vec<Spanned<SecretDecl>>,
+}
+
+/// A secret a service reads: `DB_PASSWORD`, or
+/// `{ name: DB_PASSWORD, env: true, from: { secret: shop-db, key: password } }`.
+///
+/// The value reaches the container as the file `/run/secrets/<name>`; `env: true` also sets
+/// the variable `<name>` (visible to anyone who can inspect the container). `from` names an
+/// existing Kubernetes Secret and key instead of the one dronectl manages (Kubernetes
+/// environments only; locally the value is always the one set with `dronectl secret set`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum SecretDecl {
+    Name(String),
+    Full(SecretSpec),
+}
+
+/// The long form of a [`SecretDecl`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSpec {
+    pub name: String,
+    /// Also give the value as the environment variable `name`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub env: bool,
+    /// An existing Kubernetes Secret holding the value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<SecretSource>,
+}
+
+/// An existing Kubernetes Secret and the key in it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSource {
+    pub secret: String,
+    pub key: String,
+}
+
+impl SecretDecl {
+    /// The secret's name: the file under `/run/secrets/` and the key dronectl stores it as.
+    pub fn name(&self) -> &str {
+        match self {
+            SecretDecl::Name(n) => n,
+            SecretDecl::Full(s) => &s.name,
+        }
+    }
+    /// Whether the value is also an environment variable.
+    pub fn env(&self) -> bool {
+        matches!(self, SecretDecl::Full(s) if s.env)
+    }
+    /// The existing Kubernetes Secret it comes from, if any.
+    pub fn from(&self) -> Option<&SecretSource> {
+        match self {
+            SecretDecl::Full(s) => s.from.as_ref(),
+            SecretDecl::Name(_) => None,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretDecl {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct DeclVisitor;
+        impl<'de> Visitor<'de> for DeclVisitor {
+            type Value = SecretDecl;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a secret name, or a map with `name` and optional `env`, `from`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<SecretDecl, E> {
+                Ok(SecretDecl::Name(v.to_string()))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<SecretDecl, A::Error> {
+                SecretSpec::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(SecretDecl::Full)
+            }
+        }
+        deserializer.deserialize_any(DeclVisitor)
+    }
 }
 
 /// Probe paths and timings. The timings are named as in a compose `healthcheck`; on

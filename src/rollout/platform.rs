@@ -25,6 +25,10 @@ pub struct Revision {
     pub replicas: u32,
     /// Environment variables (including the dependency URLs).
     pub env: BTreeMap<String, String>,
+    /// The versions of the service's secrets (`NAME` → random version id; never a value):
+    /// a value set again is a new revision.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
 }
 
 impl Revision {
@@ -35,30 +39,56 @@ impl Revision {
         replicas: u32,
         env: BTreeMap<String, String>,
     ) -> Revision {
-        use sha2::{Digest, Sha256};
-        let mut hash = Sha256::new();
-        hash.update(image.as_bytes());
-        for (k, v) in &env {
-            hash.update([0]);
-            hash.update(k.as_bytes());
-            hash.update([0]);
-            hash.update(v.as_bytes());
-        }
-        let digest = hash.finalize();
-        let id: String = digest.iter().take(5).map(|b| format!("{b:02x}")).collect();
         Revision {
-            id,
+            id: content_id(image, &env, &BTreeMap::new()),
             image: image.to_string(),
             version: version.to_string(),
             replicas,
             env,
+            secrets: BTreeMap::new(),
         }
+    }
+
+    /// The revision with these secret versions (its id changes with them).
+    pub fn with_secrets(mut self, secrets: BTreeMap<String, String>) -> Revision {
+        self.id = content_id(&self.image, &self.env, &secrets);
+        self.secrets = secrets;
+        self
     }
 
     /// `version (id)`, for messages.
     pub fn label(&self) -> String {
         format!("{} ({})", self.version, self.id)
     }
+}
+
+/// A revision's id: a short hash of its image, environment and secret versions (without
+/// secrets it is what it was before secrets existed, so recorded ids stay valid).
+fn content_id(
+    image: &str,
+    env: &BTreeMap<String, String>,
+    secrets: &BTreeMap<String, String>,
+) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    hash.update(image.as_bytes());
+    for (k, v) in env {
+        hash.update([0]);
+        hash.update(k.as_bytes());
+        hash.update([0]);
+        hash.update(v.as_bytes());
+    }
+    if !secrets.is_empty() {
+        hash.update([1]);
+        for (k, v) in secrets {
+            hash.update([0]);
+            hash.update(k.as_bytes());
+            hash.update([0]);
+            hash.update(v.as_bytes());
+        }
+    }
+    let digest = hash.finalize();
+    digest.iter().take(5).map(|b| format!("{b:02x}")).collect()
 }
 
 /// Why a revision cannot become ready: reported at once, not after a deadline.

@@ -648,7 +648,8 @@ fn check_revision(revision: &Revision, what: &str) -> Result<(), String> {
         &revision.version,
         revision.replicas,
         revision.env.clone(),
-    );
+    )
+    .with_secrets(revision.secrets.clone());
     if revision.id != expected.id {
         return Err(format!(
             "{what} revision `{}` does not match its content (image `{}`)",
