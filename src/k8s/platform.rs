@@ -9,8 +9,10 @@
 //!   place.
 //! * Traffic without a gateway: the Service `<svc>` selects one revision's pods when that
 //!   revision has all the traffic (blue-green switch, instant undo), else every pod of the
-//!   service with the replica counts set to the weights (nearest integer, at least one pod
-//!   per side). A candidate without traffic is reachable as `<svc>-preview`.
+//!   service with the replica counts set to the weights (`rollout::replicas`: nearest
+//!   split, at least one pod per side, the total scaled up by the plan's `max_surge`; with
+//!   an autoscaler the stable keeps its live count). A candidate without traffic is
+//!   reachable as `<svc>-preview`.
 //! * Traffic with a gateway: a Service `<svc>-<revision>` per revision, and the HTTPRoute's
 //!   backend weights; in-cluster callers follow the revision with the most weight.
 //! * Waiting has `kubectl rollout status` semantics (observed generation, updated and
@@ -35,6 +37,7 @@ use super::render::{self, KubeEnv, Object, RollingParams};
 use super::store::is_status;
 use crate::manifest::{Manifest, Metric};
 use crate::rollout::platform::{Failure, Measurement, Platform, Revision, RevisionStatus, Weights};
+use crate::rollout::replicas::ratio_counts;
 use crate::rollout::AnalysisPlan;
 
 /// Kubernetes as a place services run.
@@ -491,30 +494,6 @@ impl KubePlatform {
             .sum())
     }
 
-    /// Replica counts for a split: nearest integer, at least one pod per side.
-    pub fn split(total: u32, candidate_weight: u32) -> (u32, u32) {
-        let total = total.max(1);
-        let ideal = ((total * candidate_weight) as f64 / 100.0).round() as u32;
-        let candidate = ideal.clamp(1, (total - 1).max(1));
-        (candidate, total.saturating_sub(candidate).max(1))
-    }
-
-    /// Replica counts that give the first revision its weight by replica ratio (the
-    /// second one gets the rest).
-    fn ratio(weights: &Weights, revisions: &[&Revision]) -> Weights {
-        let mut out = Weights::new();
-        let Some((first, rest)) = revisions.split_first() else {
-            return out;
-        };
-        let total = revisions.iter().map(|r| r.replicas).max().unwrap_or(1);
-        let (c, s) = Self::split(total, weights.get(&first.id).copied().unwrap_or(0));
-        out.insert(first.id.clone(), c);
-        if let Some(second) = rest.first() {
-            out.insert(second.id.clone(), s);
-        }
-        out
-    }
-
     async fn scale_to(
         &self,
         service: &str,
@@ -647,6 +626,7 @@ impl Platform for KubePlatform {
         service: &str,
         weights: &Weights,
         revisions: &[&Revision],
+        max_surge: u32,
     ) -> anyhow::Result<()> {
         let weight = |r: &Revision| weights.get(&r.id).copied().unwrap_or(0);
         let full = revisions.iter().find(|r| weight(r) >= 100).copied();
@@ -706,7 +686,7 @@ impl Platform for KubePlatform {
             }
             None => {
                 // Replica ratio: every pod of the service behind the Service.
-                let counts = Self::ratio(weights, revisions);
+                let counts = ratio_counts(weights, revisions, max_surge);
                 let plan: Vec<(&Revision, u32)> = revisions
                     .iter()
                     .filter_map(|r| counts.get(&r.id).map(|n| (*r, *n)))
@@ -740,7 +720,13 @@ impl Platform for KubePlatform {
         Ok(())
     }
 
-    fn replicas_for(&self, service: &str, weights: &Weights, revisions: &[&Revision]) -> Weights {
+    fn replicas_for(
+        &self,
+        service: &str,
+        weights: &Weights,
+        revisions: &[&Revision],
+        max_surge: u32,
+    ) -> Weights {
         let weight = |r: &Revision| weights.get(&r.id).copied().unwrap_or(0);
         if self.public(service) {
             // HTTPRoute weights: each revision with traffic runs in full.
@@ -752,7 +738,7 @@ impl Platform for KubePlatform {
         }
         match revisions.iter().find(|r| weight(r) >= 100) {
             Some(r) => Weights::from([(r.id.clone(), r.replicas)]),
-            None => Self::ratio(weights, revisions)
+            None => ratio_counts(weights, revisions, max_surge)
                 .into_iter()
                 .filter(|(id, _)| weights.get(id).copied().unwrap_or(0) > 0)
                 .collect(),
@@ -764,12 +750,13 @@ impl Platform for KubePlatform {
         service: &str,
         weights: &Weights,
         revisions: &[&Revision],
+        max_surge: u32,
     ) -> (Weights, Option<String>) {
         let weight = |r: &Revision| weights.get(&r.id).copied().unwrap_or(0);
         if self.public(service) || revisions.iter().any(|r| weight(r) >= 100) {
             return (weights.clone(), None);
         }
-        let counts = Self::ratio(weights, revisions);
+        let counts = ratio_counts(weights, revisions, max_surge);
         let total: u32 = counts.values().sum();
         let effective = counts
             .iter()
@@ -926,16 +913,6 @@ impl KubePlatform {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn replica_split_is_nearest_with_one_pod_each_side() {
-        assert_eq!(KubePlatform::split(2, 50), (1, 1));
-        assert_eq!(KubePlatform::split(2, 20), (1, 1));
-        assert_eq!(KubePlatform::split(10, 20), (2, 8));
-        assert_eq!(KubePlatform::split(10, 95), (9, 1));
-        assert_eq!(KubePlatform::split(4, 30), (1, 3));
-        assert_eq!(KubePlatform::split(1, 50), (1, 1));
-    }
 
     fn analysis(metric: Metric, address: Option<&str>) -> AnalysisPlan {
         AnalysisPlan {

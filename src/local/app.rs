@@ -302,7 +302,7 @@ pub async fn up(opts: &UpOptions, reporter: &dyn Reporter) -> anyhow::Result<UpO
                 weights.insert(revision.id.clone(), 100);
                 target
                     .platform
-                    .set_traffic(service, &weights, &[&revision])
+                    .set_traffic(service, &weights, &[&revision], 0)
                     .await?;
             }
             Ok::<_, anyhow::Error>((service.clone(), revision, report))

@@ -511,6 +511,7 @@ impl Platform for LocalPlatform {
         service: &str,
         weights: &Weights,
         revisions: &[&Revision],
+        _max_surge: u32,
     ) -> anyhow::Result<()> {
         let routes = self.runtime(service)?.routes.clone();
         let mut versions = BTreeMap::new();
