@@ -8,6 +8,7 @@
 //!   app in dependency order, and `diff`.
 
 mod cache;
+pub mod hpa;
 pub mod platform;
 pub mod render;
 pub mod store;
@@ -32,6 +33,8 @@ use crate::manifest::{Environment, Manifest, StrategyKind};
 use crate::rollout::ops::{self, DriveReport};
 use crate::rollout::{Engine, Plan, Revision, Timing};
 pub use platform::KubePlatform;
+
+use crate::rollout::replicas::Bounds;
 pub use render::{KubeEnv, Object, RollingParams};
 pub use store::KubeStore;
 
@@ -229,7 +232,8 @@ impl KubeTarget {
             version,
             s.value.replicas,
             render::service_env(&self.manifest, service),
-        ))
+        )
+        .autoscaled(Bounds::of(s.value.autoscale.as_ref())))
     }
 }
 
@@ -282,7 +286,8 @@ impl Images {
                     &version,
                     s.value.replicas,
                     render::service_env(manifest, name),
-                ),
+                )
+                .autoscaled(Bounds::of(s.value.autoscale.as_ref())),
             );
         }
         Ok(out)

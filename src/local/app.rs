@@ -170,10 +170,16 @@ impl LocalTarget {
         let id = inspect
             .id
             .with_context(|| format!("the engine reported no id for {image}"))?;
+        // The local target has no autoscaler: an autoscaled service runs its `min`.
+        let replicas = s
+            .value
+            .autoscale
+            .as_ref()
+            .map_or(s.value.replicas, |a| a.min.value);
         Ok(Revision::new(
             &id,
             version,
-            s.value.replicas,
+            replicas,
             service_env(&self.manifest.manifest, service),
         ))
     }

@@ -21,6 +21,14 @@ pub struct Bounds {
 }
 
 impl Bounds {
+    /// The bounds a service's `autoscale:` gives, if any.
+    pub fn of(autoscale: Option<&crate::manifest::Autoscale>) -> Option<Bounds> {
+        autoscale.map(|a| Bounds {
+            min: a.min.value,
+            max: a.max.value,
+        })
+    }
+
     /// `replicas` kept within the bounds (0, nothing running, becomes `min`).
     pub fn clamp(self, replicas: u32) -> u32 {
         replicas.clamp(self.min.max(1), self.max.max(self.min).max(1))
