@@ -282,3 +282,76 @@ async fn kube_fake_validates_hpas_like_the_real_server() {
         .flat_map(|g| g.recommended_resources())
         .any(|(r, _)| r.kind == "HorizontalPodAutoscaler" && r.version == "v2"));
 }
+
+#[test]
+fn an_autoscaled_service_renders_an_hpa_and_a_deployment_without_a_count() {
+    let text = std::fs::read_to_string(APP).unwrap().replacen(
+        "    routes: [/api/deliveries/public]",
+        "    autoscale: { min: 2, max: 6, cpu: 70, memory: 80 }\n    routes: [/api/deliveries/public]",
+        1,
+    );
+    let m = dronectl::manifest::parse(Path::new("dronectl.yaml"), &text).unwrap();
+    let kenv = KubeEnv::from_manifest(&m, "staging", None).unwrap();
+    let images = dronectl::k8s::Images {
+        tag: Some("1.4.0-abc1234".into()),
+        ..Default::default()
+    };
+    let services = vec![SVC.to_string()];
+    let revisions = images.revisions(&kenv, &m, &services).unwrap();
+    let objects = dronectl::k8s::render::render_app(
+        &kenv,
+        &m,
+        &services,
+        &revisions,
+        dronectl::k8s::RollingParams {
+            max_surge: 1,
+            max_unavailable: 0,
+        },
+    );
+    let deployment = objects
+        .iter()
+        .find(|o| o.kind() == "Deployment")
+        .unwrap()
+        .to_value();
+    assert!(deployment["spec"].get("replicas").is_none());
+    let shown: Vec<_> = objects
+        .into_iter()
+        .filter(|o| o.kind() == "HorizontalPodAutoscaler")
+        .collect();
+    assert_eq!(shown.len(), 1);
+    insta::assert_snapshot!(
+        "autoscaled_delivery_hpa",
+        dronectl::k8s::render::to_yaml(&shown).unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_that_becomes_autoscaled_keeps_its_running_count() {
+    Box::pin(becomes_autoscaled()).await;
+}
+
+async fn becomes_autoscaled() {
+    let c = fake().await;
+    // Without autoscale dronectl's apply owns `.spec.replicas` (2).
+    let plain = target(c.kube_client(), None);
+    let v1 = revision(&plain, "1.0.0");
+    let report = deploy(&plain, v1.clone(), Plan::builtin(StrategyKind::Rolling)).await;
+    assert_eq!(report.outcome, "completed", "{}", report.message);
+    let d = deployment_of(&c, &v1.id);
+    assert_eq!(d["spec"]["replicas"], 2);
+    assert!(replicas_owners(&d).contains(&"dronectl/Apply".to_string()));
+    // Now autoscaled from 1: the next apply leaves the count out. Had the field stayed
+    // dronectl's alone, the server would drop it and default it to 1.
+    let scaled = target(c.kube_client(), Some("{ min: 1, max: 4 }"));
+    let v2 = revision(&scaled, "2.0.0");
+    let report = deploy(&scaled, v2.clone(), Plan::builtin(StrategyKind::Rolling)).await;
+    assert_eq!(report.outcome, "completed", "{}", report.message);
+    let d = deployment_of(&c, &v2.id);
+    assert_eq!(d["spec"]["replicas"], 2, "{:?}", replicas_owners(&d));
+    let owners = replicas_owners(&d);
+    assert!(
+        !owners.contains(&"dronectl/Apply".to_string())
+            && owners.contains(&"dronectl-replicas/Apply".to_string()),
+        "{owners:?}"
+    );
+}
