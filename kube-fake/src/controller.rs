@@ -26,6 +26,9 @@ pub(crate) struct Sim {
     deploys: HashMap<String, DeploySim>,
     /// (namespace, involved uid, reason, message) → (event name, tick of last emission)
     events: HashMap<(String, String, String, String), (String, u64)>,
+    /// What the metrics would make each HorizontalPodAutoscaler ("ns/name") want, set by a
+    /// test ([`crate::FakeCluster::set_autoscaler_recommendation`]); no metrics are invented.
+    pub hpa_recommendations: HashMap<String, i64>,
 }
 
 impl Default for Sim {
@@ -36,6 +39,7 @@ impl Default for Sim {
             pods: HashMap::new(),
             deploys: HashMap::new(),
             events: HashMap::new(),
+            hpa_recommendations: HashMap::new(),
         }
     }
 }
@@ -126,6 +130,65 @@ pub(crate) fn tick_once(st: &mut State) {
     replicaset_status(st);
     deployment_status(st);
     statefulsets(st);
+    autoscalers(st);
+}
+
+// ---------------------------------------------------------------------------
+// HorizontalPodAutoscalers
+
+/// The HPA controller's decisions that need no metrics, as in `reconcileAutoscaler`: a
+/// target scaled to 0 disables autoscaling; above `maxReplicas` → max, below `minReplicas`
+/// → min; otherwise the recommendation a test set (what metrics would say), clamped to the
+/// bounds, or no change. The target's `spec.replicas` is written through the `scale`
+/// subresource as `kube-controller-manager` (an Update, so managedFields give it
+/// `.spec.replicas`), and the HPA's status says what it did.
+fn autoscalers(st: &mut State) {
+    let ht = ty(st, "autoscaling", "horizontalpodautoscalers");
+    let dt = ty(st, "apps", "deployments");
+    for hpa in st.list(&ht, None) {
+        let ns = ns_of(&hpa).to_string();
+        let name = name_of(&hpa).to_string();
+        if str_at(&hpa, "spec.scaleTargetRef.kind") != Some("Deployment") {
+            continue;
+        }
+        let target = str_at(&hpa, "spec.scaleTargetRef.name")
+            .unwrap_or("")
+            .to_string();
+        let min = i64_at(&hpa, "spec.minReplicas").unwrap_or(1);
+        let max = i64_at(&hpa, "spec.maxReplicas").unwrap_or(min);
+        let Some(d) = st.get(&dt, &ns, &target).cloned() else {
+            continue;
+        };
+        let current = spec_replicas(&d);
+        if current == 0 {
+            continue;
+        }
+        let wanted = st
+            .sim
+            .hpa_recommendations
+            .get(&format!("{ns}/{name}"))
+            .copied()
+            .unwrap_or(current);
+        let desired = wanted.clamp(min, max.max(min));
+        if desired != current {
+            let mut new = d.clone();
+            util::obj_mut(&mut new, "spec").insert("replicas".into(), json!(desired));
+            let opts = WriteOpts {
+                manager: Some("kube-controller-manager".into()),
+                dry_run: false,
+                preset_managed: false,
+            };
+            let _ = st.update(&dt, &d, new, "scale", &opts, false);
+        }
+        let mut cur = hpa.clone();
+        let status = util::obj_mut(&mut cur, "status");
+        status.insert("currentReplicas".into(), json!(current));
+        status.insert("desiredReplicas".into(), json!(desired));
+        if desired != current {
+            status.insert("lastScaleTime".into(), json!(util::now_rfc3339()));
+        }
+        st.write_internal(&ht, cur);
+    }
 }
 
 // ---------------------------------------------------------------------------

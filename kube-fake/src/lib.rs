@@ -315,6 +315,18 @@ impl FakeCluster {
         st.knobs.logs.push((image_substring.to_string(), lines));
     }
 
+    /// What the metrics would make the HorizontalPodAutoscaler `namespace/name` recommend:
+    /// the simulated HPA controller scales its target there (clamped to min/max, through the
+    /// `scale` subresource as `kube-controller-manager`) on its next tick. Without a
+    /// recommendation it only enforces the bounds, as the real one does without metrics.
+    pub fn set_autoscaler_recommendation(&self, namespace: &str, name: &str, replicas: i64) {
+        self.shared
+            .lock()
+            .sim
+            .hpa_recommendations
+            .insert(format!("{namespace}/{name}"), replicas);
+    }
+
     /// Multiply every Deployment's `progressDeadlineSeconds` by `scale` (e.g. `0.01` turns the
     /// default 600 s into 6 s) so `ProgressDeadlineExceeded` can be reached in a test.
     pub fn set_progress_deadline_scale(&self, scale: f64) {

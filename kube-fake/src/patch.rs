@@ -459,12 +459,11 @@ pub(crate) fn server_side_apply(
     // Conflicts: leaves owned by someone else whose live value differs from the applied value.
     let mut conflicts: Vec<(ManagerEntry, FieldPath)> = vec![];
     for e in entries.iter() {
-        if e.manager == manager && e.operation == "Apply" {
+        if e.manager == manager && e.operation == "Apply" && e.subresource == subresource {
             continue;
         }
-        if e.subresource != subresource {
-            continue;
-        }
+        // Managers of other subresources conflict too: `.spec.replicas` set through
+        // `/scale` (an autoscaler, `kubectl scale`) is theirs until someone takes it.
         for p in e.set.intersection(&applied_set) {
             if p.last().is_some_and(|t| t.starts_with("k:")) {
                 continue;

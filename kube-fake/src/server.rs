@@ -725,7 +725,7 @@ fn replace(
             .cloned()
             .unwrap_or(json!(0));
         util::obj_mut(&mut new, "spec").insert("replicas".into(), replicas);
-        let stored = st.update(rt, &old, new, "", &opts, false)?;
+        let stored = st.update(rt, &old, new, "scale", &opts, false)?;
         return Ok(to_scale(&stored));
     }
     st.update(rt, &old, body, sub, &opts, false)
@@ -893,9 +893,10 @@ fn patch_object(
                 .cloned()
                 .unwrap_or(json!(0));
             util::obj_mut(&mut new, "spec").insert("replicas".into(), replicas);
+            // Recorded as the real server does: an Update through the `scale` subresource.
             return (
                 200,
-                st.update(rt, &old, new, "", &opts, false)
+                st.update(rt, &old, new, "scale", &opts, false)
                     .map(|v| to_scale(&v)),
             );
         }

@@ -293,6 +293,7 @@ impl State {
         }
         self.apply_defaults(rt, &mut obj, None);
         secret_rules(rt, &name, &obj, None)?;
+        validate_object(rt, &name, &obj)?;
         let mut obj = typed::normalize(&obj);
         if let Some(m) = &opts.manager {
             patch::record_update(None, &mut obj, m, &rt.api_version(), "", rt.keyed_lists);
@@ -396,6 +397,7 @@ impl State {
                 }
             }
             self.apply_defaults(rt, &mut new, Some(old));
+            validate_object(rt, &name, &new)?;
             // Compared before the empty lists go, as the real strategies compare the decoded
             // objects: `ingress: []` (an empty slice) differs from no ingress (nil) there.
             if rt.has_generation() && spec_of(old) != spec_of(&new) {
@@ -801,6 +803,46 @@ fn default_pod_spec(spec: &mut Map<String, Value>) {
             }
         }
     }
+}
+
+/// The registry strategies' semantic checks dronectl can run into (the real server's
+/// `ValidateHorizontalPodAutoscaler`): `minReplicas` at least 1 (scale-to-zero is behind
+/// a feature gate), `maxReplicas` at least 1 and at least `minReplicas`, a target name.
+fn validate_object(rt: &ResourceType, name: &str, obj: &Value) -> Result<(), ApiError> {
+    if (rt.group.as_str(), rt.plural.as_str()) != ("autoscaling", "horizontalpodautoscalers") {
+        return Ok(());
+    }
+    let mut errors = vec![];
+    let min = util::i64_at(obj, "spec.minReplicas");
+    let max = util::i64_at(obj, "spec.maxReplicas").unwrap_or(0);
+    if let Some(min) = min.filter(|m| *m < 1) {
+        errors.push(format!(
+            "spec.minReplicas: Invalid value: {min}: must be greater than or equal to 1"
+        ));
+    }
+    if max < 1 {
+        errors.push(format!(
+            "spec.maxReplicas: Invalid value: {max}: must be greater than or equal to 1"
+        ));
+    } else if max < min.unwrap_or(1) {
+        errors.push(format!(
+            "spec.maxReplicas: Invalid value: {max}: must be greater than or equal to `minReplicas`"
+        ));
+    }
+    for f in ["kind", "name"] {
+        if util::str_at(obj, &format!("spec.scaleTargetRef.{f}")).is_none_or(str::is_empty) {
+            errors.push(format!("spec.scaleTargetRef.{f}: Required value"));
+        }
+    }
+    if errors.is_empty() {
+        return Ok(());
+    }
+    let msg = if errors.len() == 1 {
+        errors.remove(0)
+    } else {
+        format!("[{}]", errors.join(", "))
+    };
+    Err(ApiError::invalid(rt, name, msg))
 }
 
 fn validate_name(rt: &ResourceType, name: &str) -> Result<(), ApiError> {

@@ -8,6 +8,7 @@
 //!   app in dependency order, and `diff`.
 
 mod cache;
+pub mod hpa;
 pub mod platform;
 pub mod render;
 pub mod secret;
@@ -33,6 +34,8 @@ use crate::manifest::{Environment, Manifest, StrategyKind};
 use crate::rollout::ops::{self, DriveReport};
 use crate::rollout::{Engine, Plan, Revision, Timing};
 pub use platform::KubePlatform;
+
+use crate::rollout::replicas::Bounds;
 pub use render::{KubeEnv, Object, RollingParams};
 pub use store::KubeStore;
 
@@ -230,7 +233,8 @@ impl KubeTarget {
             version,
             s.value.replicas,
             render::service_env(&self.manifest, service),
-        ))
+        )
+        .autoscaled(Bounds::of(s.value.autoscale.as_ref())))
     }
 }
 
@@ -283,7 +287,8 @@ impl Images {
                     &version,
                     s.value.replicas,
                     render::service_env(manifest, name),
-                ),
+                )
+                .autoscaled(Bounds::of(s.value.autoscale.as_ref())),
             );
         }
         Ok(out)

@@ -9,8 +9,10 @@
 //!   place.
 //! * Traffic without a gateway: the Service `<svc>` selects one revision's pods when that
 //!   revision has all the traffic (blue-green switch, instant undo), else every pod of the
-//!   service with the replica counts set to the weights (nearest integer, at least one pod
-//!   per side). A candidate without traffic is reachable as `<svc>-preview`.
+//!   service with the replica counts set to the weights (`rollout::replicas`: nearest
+//!   split, at least one pod per side, the total scaled up by the plan's `max_surge`; with
+//!   an autoscaler the stable keeps its live count). A candidate without traffic is
+//!   reachable as `<svc>-preview`.
 //! * Traffic with a gateway: a Service `<svc>-<revision>` per revision, and the HTTPRoute's
 //!   backend weights; in-cluster callers follow the revision with the most weight.
 //! * Waiting has `kubectl rollout status` semantics (observed generation, updated and
@@ -23,7 +25,9 @@
 
 use std::collections::BTreeMap;
 
+use anyhow::Context as _;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Event as KubeEvent, Pod, Service};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, LogParams, Patch, PatchParams};
 use kube::runtime::watcher;
@@ -35,6 +39,7 @@ use super::render::{self, KubeEnv, Object, RollingParams};
 use super::store::is_status;
 use crate::manifest::{Manifest, Metric};
 use crate::rollout::platform::{Failure, Measurement, Platform, Revision, RevisionStatus, Weights};
+use crate::rollout::replicas::ratio_counts;
 use crate::rollout::AnalysisPlan;
 
 /// Kubernetes as a place services run.
@@ -65,6 +70,10 @@ fn labelled(meta: &kube::core::ObjectMeta, key: &str, value: &str) -> bool {
         .and_then(|l| l.get(key))
         .is_some_and(|v| v == value)
 }
+
+/// The field manager that holds `.spec.replicas` of a Deployment that became autoscaled,
+/// until the HPA (or `dronectl scale`) sets it.
+pub const REPLICAS_MANAGER: &str = "dronectl-replicas";
 
 const DEFAULT_ROLLING: RollingParams = RollingParams {
     max_surge: 1,
@@ -207,6 +216,10 @@ impl KubePlatform {
     /// PodDisruptionBudget, NetworkPolicy, route).
     pub async fn prepare(&self, service: &str) -> anyhow::Result<()> {
         for object in render::service_objects(&self.kenv, &self.manifest, service) {
+            // The autoscaler's target belongs to the rollout: kept where it is.
+            if matches!(object, Object::HorizontalPodAutoscaler(_)) {
+                continue;
+            }
             // The Service's selector and the route's weights belong to the rollout: only
             // create them here, never move traffic.
             if matches!(object, Object::Service(_) | Object::HttpRoute(_))
@@ -216,6 +229,108 @@ impl KubePlatform {
             }
             self.apply(&object, self.force_conflicts, false).await?;
         }
+        self.sync_hpa(service, None).await
+    }
+
+    fn hpas(&self) -> Api<HorizontalPodAutoscaler> {
+        Api::namespaced(self.client.clone(), &self.kenv.namespace)
+    }
+
+    /// Applies the service's HorizontalPodAutoscaler (bounds and targets from the manifest)
+    /// scaling `target`, else the Deployment it scales now, else the one serving the
+    /// service; deletes it when the service is no longer autoscaled.
+    pub async fn sync_hpa(&self, service: &str, target: Option<&str>) -> anyhow::Result<()> {
+        let live = self.hpas().get_opt(service).await?;
+        let target = match (target, &live) {
+            (Some(t), _) => t.to_string(),
+            (None, Some(h)) => super::hpa::target(h).to_string(),
+            (None, None) => self.serving_deployment(service, None).await?,
+        };
+        match super::hpa::hpa(&self.kenv, &self.manifest, service, &target) {
+            Some(h) => {
+                self.apply(&Object::HorizontalPodAutoscaler(Box::new(h)), true, false)
+                    .await?;
+            }
+            None if live.as_ref().is_some_and(|h| {
+                labelled(&h.metadata, render::MANAGED_BY, "dronectl")
+                    && labelled(&h.metadata, render::PART_OF, &self.kenv.app)
+            }) =>
+            {
+                delete_ok(self.hpas().delete(service, &DeleteParams::default()).await)?;
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// Sets the replicas of the Deployment `name` through its `scale` subresource (an
+    /// Update of `.spec.replicas` only, as `kubectl scale` and the HPA do), for autoscaled
+    /// revisions whose applied Deployment has no count.
+    async fn set_scale(
+        &self,
+        name: &str,
+        revision: &Revision,
+        replicas: u32,
+    ) -> anyhow::Result<()> {
+        let params = PatchParams {
+            field_manager: Some(render::FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        self.deployments()
+            .patch_scale(
+                name,
+                &params,
+                &Patch::Merge(json!({ "spec": { "replicas": replicas } })),
+            )
+            .await
+            .with_context(|| format!("cannot scale Deployment {name} to {replicas}"))?;
+        // Scaling bumps the Deployment's generation: a cached status older than that is stale.
+        if let Some(d) = self.deployments().get_opt(name).await? {
+            if let Some(g) = d.metadata.generation {
+                self.applied
+                    .lock()
+                    .expect("lock")
+                    .insert(revision.id.clone(), g);
+            }
+        }
+        Ok(())
+    }
+
+    /// Before dronectl's apply stops carrying `.spec.replicas` (the service became
+    /// autoscaled), hands the field to a separate manager at its live value: a field the
+    /// applier alone owned and no longer applies is removed by the server (and defaulted to
+    /// 1), which would reset what ran. The Kubernetes docs' "transferring ownership" recipe.
+    async fn hand_over_replicas(&self, name: &str) -> anyhow::Result<()> {
+        let Some(d) = self.deployments().get_opt(name).await? else {
+            return Ok(());
+        };
+        let owned = d.metadata.managed_fields.iter().flatten().any(|m| {
+            m.manager.as_deref() == Some(render::FIELD_MANAGER)
+                && m.operation.as_deref() == Some("Apply")
+                && m.subresource.as_deref().unwrap_or("").is_empty()
+                && m.fields_v1
+                    .as_ref()
+                    .and_then(|f| f.0.get("f:spec"))
+                    .and_then(|s| s.get("f:replicas"))
+                    .is_some()
+        });
+        let Some(replicas) = d.spec.replicas.filter(|_| owned) else {
+            return Ok(());
+        };
+        let patch = json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": { "name": name },
+            "spec": { "replicas": replicas },
+        });
+        self.deployments()
+            .patch(
+                name,
+                &PatchParams::apply(REPLICAS_MANAGER).force(),
+                &Patch::Apply(patch),
+            )
+            .await
+            .with_context(|| format!("cannot hand the replicas of Deployment {name} over"))?;
         Ok(())
     }
 
@@ -270,6 +385,9 @@ impl KubePlatform {
         replicas: u32,
         rolling: RollingParams,
     ) -> anyhow::Result<()> {
+        if revision.autoscale.is_some() {
+            self.hand_over_replicas(name).await?;
+        }
         for object in render::revision_objects(
             &self.kenv,
             &self.manifest,
@@ -491,30 +609,6 @@ impl KubePlatform {
             .sum())
     }
 
-    /// Replica counts for a split: nearest integer, at least one pod per side.
-    pub fn split(total: u32, candidate_weight: u32) -> (u32, u32) {
-        let total = total.max(1);
-        let ideal = ((total * candidate_weight) as f64 / 100.0).round() as u32;
-        let candidate = ideal.clamp(1, (total - 1).max(1));
-        (candidate, total.saturating_sub(candidate).max(1))
-    }
-
-    /// Replica counts that give the first revision its weight by replica ratio (the
-    /// second one gets the rest).
-    fn ratio(weights: &Weights, revisions: &[&Revision]) -> Weights {
-        let mut out = Weights::new();
-        let Some((first, rest)) = revisions.split_first() else {
-            return out;
-        };
-        let total = revisions.iter().map(|r| r.replicas).max().unwrap_or(1);
-        let (c, s) = Self::split(total, weights.get(&first.id).copied().unwrap_or(0));
-        out.insert(first.id.clone(), c);
-        if let Some(second) = rest.first() {
-            out.insert(second.id.clone(), s);
-        }
-        out
-    }
-
     async fn scale_to(
         &self,
         service: &str,
@@ -602,6 +696,9 @@ impl Platform for KubePlatform {
                     return Ok(());
                 }
                 let name = d.metadata.name.clone().unwrap_or_default();
+                if revision.autoscale.is_some() {
+                    return self.set_scale(&name, revision, replicas).await;
+                }
                 self.run(service, &name, revision, replicas, DEFAULT_ROLLING)
                     .await
             }
@@ -609,7 +706,12 @@ impl Platform for KubePlatform {
             None => {
                 let name = self.free_name(service, revision).await?;
                 self.run(service, &name, revision, replicas, DEFAULT_ROLLING)
-                    .await
+                    .await?;
+                if revision.autoscale.is_some() {
+                    // Applied without a count (the server's default is 1): set it.
+                    self.set_scale(&name, revision, replicas).await?;
+                }
+                Ok(())
             }
         }
     }
@@ -647,6 +749,7 @@ impl Platform for KubePlatform {
         service: &str,
         weights: &Weights,
         revisions: &[&Revision],
+        max_surge: u32,
     ) -> anyhow::Result<()> {
         let weight = |r: &Revision| weights.get(&r.id).copied().unwrap_or(0);
         let full = revisions.iter().find(|r| weight(r) >= 100).copied();
@@ -662,8 +765,12 @@ impl Platform for KubePlatform {
             }
             self.set_route(service, &backends).await?;
             if let Some(main) = revisions.iter().max_by_key(|r| weight(r)) {
-                if self.find(service, &main.id).await?.is_some() {
+                if let Some(d) = self.find(service, &main.id).await? {
                     self.set_selector(service, service, Some(&main.id)).await?;
+                    if weight(main) >= 100 {
+                        let name = d.metadata.name.clone().unwrap_or_default();
+                        self.sync_hpa(service, Some(&name)).await?;
+                    }
                 }
             }
             // As without a gateway: a candidate without traffic yet is reachable as
@@ -680,6 +787,9 @@ impl Platform for KubePlatform {
                             self.scale_to(service, r, r.replicas).await?;
                         }
                         self.set_selector(service, service, Some(&r.id)).await?;
+                        // The autoscaler follows the revision with all the traffic.
+                        let name = d.metadata.name.clone().unwrap_or_default();
+                        self.sync_hpa(service, Some(&name)).await?;
                     }
                     None => {
                         // A native rolling update being aborted: roll the Deployment back.
@@ -706,7 +816,7 @@ impl Platform for KubePlatform {
             }
             None => {
                 // Replica ratio: every pod of the service behind the Service.
-                let counts = Self::ratio(weights, revisions);
+                let counts = ratio_counts(weights, revisions, max_surge);
                 let plan: Vec<(&Revision, u32)> = revisions
                     .iter()
                     .filter_map(|r| counts.get(&r.id).map(|n| (*r, *n)))
@@ -740,7 +850,13 @@ impl Platform for KubePlatform {
         Ok(())
     }
 
-    fn replicas_for(&self, service: &str, weights: &Weights, revisions: &[&Revision]) -> Weights {
+    fn replicas_for(
+        &self,
+        service: &str,
+        weights: &Weights,
+        revisions: &[&Revision],
+        max_surge: u32,
+    ) -> Weights {
         let weight = |r: &Revision| weights.get(&r.id).copied().unwrap_or(0);
         if self.public(service) {
             // HTTPRoute weights: each revision with traffic runs in full.
@@ -752,7 +868,7 @@ impl Platform for KubePlatform {
         }
         match revisions.iter().find(|r| weight(r) >= 100) {
             Some(r) => Weights::from([(r.id.clone(), r.replicas)]),
-            None => Self::ratio(weights, revisions)
+            None => ratio_counts(weights, revisions, max_surge)
                 .into_iter()
                 .filter(|(id, _)| weights.get(id).copied().unwrap_or(0) > 0)
                 .collect(),
@@ -764,12 +880,13 @@ impl Platform for KubePlatform {
         service: &str,
         weights: &Weights,
         revisions: &[&Revision],
+        max_surge: u32,
     ) -> (Weights, Option<String>) {
         let weight = |r: &Revision| weights.get(&r.id).copied().unwrap_or(0);
         if self.public(service) || revisions.iter().any(|r| weight(r) >= 100) {
             return (weights.clone(), None);
         }
-        let counts = Self::ratio(weights, revisions);
+        let counts = ratio_counts(weights, revisions, max_surge);
         let total: u32 = counts.values().sum();
         let effective = counts
             .iter()
@@ -926,16 +1043,6 @@ impl KubePlatform {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn replica_split_is_nearest_with_one_pod_each_side() {
-        assert_eq!(KubePlatform::split(2, 50), (1, 1));
-        assert_eq!(KubePlatform::split(2, 20), (1, 1));
-        assert_eq!(KubePlatform::split(10, 20), (2, 8));
-        assert_eq!(KubePlatform::split(10, 95), (9, 1));
-        assert_eq!(KubePlatform::split(4, 30), (1, 3));
-        assert_eq!(KubePlatform::split(1, 50), (1, 1));
-    }
 
     fn analysis(metric: Metric, address: Option<&str>) -> AnalysisPlan {
         AnalysisPlan {

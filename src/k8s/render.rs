@@ -9,6 +9,8 @@
 //!   config change is a new revision and rolls out), a ServiceAccount, a
 //!   PodDisruptionBudget, a NetworkPolicy admitting only its declared callers, and an
 //!   HTTPRoute (when the environment names a gateway) or an Ingress for its public routes;
+//! * an autoscaled service also gets a HorizontalPodAutoscaler `svc` for its live
+//!   Deployment, which then has no `spec.replicas` (the HPA owns it, see `hpa.rs`);
 //! * infrastructure gets a StatefulSet with a volumeClaimTemplate and a headless Service;
 //! * every object carries `app.kubernetes.io/{name,instance,version,component,part-of}` and
 //!   `app.kubernetes.io/managed-by: dronectl`; pods also carry `dronectl.io/revision`.
@@ -19,6 +21,7 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment, StatefulSet,
     StatefulSetSpec,
 };
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EnvFromSource, EnvVar,
     HTTPGetAction, PersistentVolumeClaim, PersistentVolumeClaimSpec,
@@ -133,6 +136,7 @@ pub enum Object {
     Ingress(Box<Ingress>),
     PersistentVolumeClaim(Box<PersistentVolumeClaim>),
     HttpRoute(Box<HttpRoute>),
+    HorizontalPodAutoscaler(Box<HorizontalPodAutoscaler>),
 }
 
 impl Object {
@@ -148,6 +152,7 @@ impl Object {
             Object::Ingress(_) => "Ingress",
             Object::PersistentVolumeClaim(_) => "PersistentVolumeClaim",
             Object::HttpRoute(_) => "HTTPRoute",
+            Object::HorizontalPodAutoscaler(_) => "HorizontalPodAutoscaler",
         }
     }
 
@@ -163,6 +168,7 @@ impl Object {
             Object::Ingress(o) => &o.metadata,
             Object::PersistentVolumeClaim(o) => &o.metadata,
             Object::HttpRoute(o) => &o.metadata,
+            Object::HorizontalPodAutoscaler(o) => &o.metadata,
         }
     }
 
@@ -183,6 +189,9 @@ impl Object {
             Object::Ingress(_) => ApiResource::erase::<Ingress>(&()),
             Object::PersistentVolumeClaim(_) => ApiResource::erase::<PersistentVolumeClaim>(&()),
             Object::HttpRoute(_) => http_route_resource(),
+            Object::HorizontalPodAutoscaler(_) => {
+                ApiResource::erase::<HorizontalPodAutoscaler>(&())
+            }
         }
     }
 
@@ -208,6 +217,9 @@ impl Object {
                 Object::PersistentVolumeClaim(serde_json::from_value(value)?)
             }
             Object::HttpRoute(_) => Object::HttpRoute(serde_json::from_value(value)?),
+            Object::HorizontalPodAutoscaler(_) => {
+                Object::HorizontalPodAutoscaler(serde_json::from_value(value)?)
+            }
         })
     }
 }
@@ -508,7 +520,8 @@ pub fn deployment(
     Deployment {
         metadata: meta(kenv, name, dep_labels),
         spec: DeploymentSpec {
-            replicas: Some(replicas as i32),
+            // An autoscaled Deployment's count is the HPA's: not applied (see `hpa.rs`).
+            replicas: revision.autoscale.is_none().then_some(replicas as i32),
             selector: LabelSelector {
                 match_labels: Some(selector),
                 ..Default::default()
@@ -909,6 +922,10 @@ pub fn service_objects(kenv: &KubeEnv, manifest: &Manifest, name: &str) -> Vec<O
     }
     if let Some(i) = ingress(kenv, manifest, name) {
         objects.push(Object::Ingress(Box::new(i)));
+    }
+    // Shown scaling the Deployment `<svc>`; a deploy keeps it on the live revision's.
+    if let Some(h) = super::hpa::hpa(kenv, manifest, name, name) {
+        objects.push(Object::HorizontalPodAutoscaler(Box::new(h)));
     }
     objects
 }

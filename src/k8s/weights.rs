@@ -9,7 +9,8 @@ use crate::manifest::{
     Diagnostic, Environment, EnvironmentTarget, Manifest, Position, Severity, Step, StrategyKind,
 };
 
-use super::KubePlatform;
+use crate::rollout::replicas;
+use crate::rollout::Plan;
 
 /// How far (in percentage points) the replica ratio may be from a weight before it is worth
 /// a warning.
@@ -17,10 +18,14 @@ pub const TOLERANCE: u32 = 5;
 
 /// The split the replica ratio gives a canary `weight` with `replicas` pods:
 /// `(candidate pods, stable pods, candidate's effective percent)`.
-pub fn replica_split(replicas: u32, weight: u32) -> (u32, u32, u32) {
-    let (candidate, stable) = KubePlatform::split(replicas, weight);
-    let total = candidate + stable;
-    (candidate, stable, (candidate * 100 + total / 2) / total)
+/// `max_surge` extra pods may be added to get closer (the strategy's `max_surge`).
+pub fn replica_split(replicas: u32, weight: u32, max_surge: u32) -> (u32, u32, u32) {
+    let (candidate, stable) = replicas::canary_counts(replicas, weight, max_surge);
+    (
+        candidate,
+        stable,
+        replicas::effective_percent(candidate, stable),
+    )
 }
 
 /// Warnings for every canary weight step that a Kubernetes environment without a gateway can
@@ -54,7 +59,12 @@ pub fn nominal_weights(manifest: &Manifest) -> Vec<Diagnostic> {
             if strategy.value.kind != StrategyKind::Canary {
                 continue;
             }
+            // An autoscaled stable keeps its count: the canary is sized to the weight.
+            if spec.value.autoscale.is_some() {
+                continue;
+            }
             let replicas = spec.value.replicas;
+            let surge = Plan::from_manifest(manifest, name, replicas).map_or(0, |p| p.max_surge);
             for step in &strategy.value.steps {
                 let Step::Weight(w) = step.value else {
                     continue;
@@ -62,14 +72,14 @@ pub fn nominal_weights(manifest: &Manifest) -> Vec<Diagnostic> {
                 if w == 0 || w >= 100 {
                     continue;
                 }
-                let (c, s, got) = replica_split(replicas, w);
+                let (c, s, got) = replica_split(replicas, w, surge);
                 if got.abs_diff(w) >= TOLERANCE {
                     out.push(Diagnostic {
                         severity: Severity::Warning,
                         field: format!("strategies.{name}.steps"),
                         position: Position::from_location(step.referenced),
                         message: format!(
-                            "environment `{env_name}`: `{service}` runs {replicas} replica(s), so weight {w}% of strategy `{name}` gives {got}% by replica ratio ({c}+{s} pods behind one Service); more replicas or a `gateway:` (HTTPRoute weights) split it closer"
+                            "environment `{env_name}`: `{service}` runs {replicas} replica(s), so weight {w}% of strategy `{name}` gives {got}% by replica ratio ({c}+{s} pods behind one Service); more replicas, the strategy's `max_surge` (extra pods during the canary) or a `gateway:` (HTTPRoute weights) split it closer"
                         ),
                     });
                 }
@@ -85,8 +95,10 @@ mod tests {
 
     #[test]
     fn two_replicas_cannot_give_twenty_percent() {
-        assert_eq!(replica_split(2, 20), (1, 1, 50));
-        assert_eq!(replica_split(10, 20), (2, 8, 20));
-        assert_eq!(replica_split(4, 50), (2, 2, 50));
+        assert_eq!(replica_split(2, 20, 0), (1, 1, 50));
+        assert_eq!(replica_split(10, 20, 0), (2, 8, 20));
+        assert_eq!(replica_split(4, 50, 0), (2, 2, 50));
+        // With a surge of 3 the total grows to 5: 4 stable + 1 canary.
+        assert_eq!(replica_split(2, 20, 3), (1, 4, 20));
     }
 }

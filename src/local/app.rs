@@ -163,10 +163,16 @@ impl LocalTarget {
         let versions =
             crate::secrets::local_versions(&store, &self.manifest.manifest, &self.env, service)?
                 .map_err(crate::secrets::MissingSecrets)?;
+        // The local target has no autoscaler: an autoscaled service runs its `min`.
+        let replicas = s
+            .value
+            .autoscale
+            .as_ref()
+            .map_or(s.value.replicas, |a| a.min.value);
         Ok(Revision::new(
             &id,
             version,
-            s.value.replicas,
+            replicas,
             service_env(&self.manifest.manifest, service),
         )
         .with_secrets(versions))
@@ -303,7 +309,7 @@ pub async fn up(opts: &UpOptions, reporter: &dyn Reporter) -> anyhow::Result<UpO
                 weights.insert(revision.id.clone(), 100);
                 target
                     .platform
-                    .set_traffic(service, &weights, &[&revision])
+                    .set_traffic(service, &weights, &[&revision], 0)
                     .await?;
             }
             Ok::<_, anyhow::Error>((service.clone(), revision, report))

@@ -687,6 +687,7 @@ impl Platform for LocalPlatform {
         service: &str,
         weights: &Weights,
         revisions: &[&Revision],
+        _max_surge: u32,
     ) -> anyhow::Result<()> {
         let routes = self.runtime(service)?.routes.clone();
         let hosts = self.runtime(service)?.hosts.clone();

@@ -6,6 +6,9 @@
 //! it; scalars (`replicas`, each `health` timing) and lists (`routes`, `hosts`, `command`) are
 //! replaced as a whole. `public: false` takes a service's routes and hosts away in that
 //! environment: it has no public entry there (no Ingress or HTTPRoute, no router route).
+//! `autoscale` is a map too: `min`, `max`, `cpu` and `memory` are merged one by one
+//! (`cpu: null` drops that target), `autoscale: null` turns autoscaling off, and an
+//! environment that adds autoscaling to a service without it must give `min` and `max`.
 //! Overrides are as strict as the rest of the manifest: an unknown field is a parse error,
 //! an unknown service or infrastructure entry a validation error, both with their position.
 
@@ -16,8 +19,8 @@ use serde_saphyr::Spanned;
 use super::types::null_as_default;
 use super::validate::suggest;
 use super::{
-    Diagnostic, Duration, Health, Manifest, Position, ResourceSpec, Resources, ScalarString,
-    Severity,
+    Autoscale, Diagnostic, Duration, Health, Manifest, Position, ResourceSpec, Resources,
+    ScalarString, Severity,
 };
 
 /// What an environment may change in a service.
@@ -45,6 +48,23 @@ pub struct ServiceOverride {
     /// Replaces probe paths and timings, each one that is written.
     #[serde(default)]
     pub health: Option<HealthOverride>,
+    /// Merged into the autoscaling bounds and targets, key by key; null turns it off.
+    #[serde(default, deserialize_with = "present")]
+    pub autoscale: Option<Option<Spanned<AutoscaleOverride>>>,
+}
+
+/// Autoscaling keys to merge: absent keeps the base value; a null target removes it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoscaleOverride {
+    #[serde(default)]
+    pub min: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub max: Option<Spanned<u32>>,
+    #[serde(default, deserialize_with = "present")]
+    pub cpu: Option<Option<Spanned<u32>>>,
+    #[serde(default, deserialize_with = "present")]
+    pub memory: Option<Option<Spanned<u32>>>,
 }
 
 /// Probe paths and timings to replace (absent keeps the base value).
@@ -141,6 +161,9 @@ pub fn effective(manifest: &Manifest, env: &str) -> Manifest {
                 base.routes.clear();
                 base.hosts.clear();
             }
+            if let Some(autoscale) = o.autoscale {
+                base.autoscale = merge_autoscale(base.autoscale.take(), autoscale);
+            }
         }
     }
     for (name, o) in infrastructure {
@@ -193,6 +216,37 @@ fn merge_health(base: &mut Health, over: HealthOverride) {
     }
 }
 
+/// The merged autoscaling settings: `None` when the override turns it off, or adds it
+/// without both bounds (`check` reports that).
+fn merge_autoscale(
+    base: Option<Autoscale>,
+    over: Option<Spanned<AutoscaleOverride>>,
+) -> Option<Autoscale> {
+    let over = over?.value;
+    let mut merged = match base {
+        Some(b) => b,
+        None => Autoscale {
+            min: over.min.clone()?,
+            max: over.max.clone()?,
+            cpu: None,
+            memory: None,
+        },
+    };
+    if let Some(min) = over.min {
+        merged.min = min;
+    }
+    if let Some(max) = over.max {
+        merged.max = max;
+    }
+    if let Some(cpu) = over.cpu {
+        merged.cpu = cpu;
+    }
+    if let Some(memory) = over.memory {
+        merged.memory = memory;
+    }
+    Some(merged)
+}
+
 fn merge_resources(base: &mut Resources, over: ResourcesOverride) {
     for (spec, o) in [
         (&mut base.requests, over.requests),
@@ -234,6 +288,17 @@ pub(super) fn check(manifest: &Manifest) -> Vec<Diagnostic> {
     };
     for (env, spec) in &manifest.environments {
         for (name, o) in &spec.value.services {
+            if let (Some(base), Some(Some(a))) = (manifest.services.get(name), &o.value.autoscale) {
+                if base.value.autoscale.is_none()
+                    && (a.value.min.is_none() || a.value.max.is_none())
+                {
+                    out.push(error(
+                        format!("environments.{env}.services.{name}.autoscale"),
+                        a.referenced,
+                        format!("`{name}` has no `autoscale` in `services`, so this environment must give both `min` and `max`"),
+                    ));
+                }
+            }
             if !manifest.services.contains_key(name) {
                 out.push(error(
                     format!("environments.{env}.services.{name}"),
@@ -550,5 +615,78 @@ environments:
             };
             assert_eq!(*position, Some(Position { line, column }), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn autoscale_merges_key_by_key_and_null_turns_it_off() {
+        let m = parse(
+            Path::new("dronectl.yaml"),
+            "app: shop
+services:
+  api: { path: api, autoscale: { min: 2, max: 6, cpu: 70 } }
+  web: { path: web }
+environments:
+  staging:
+    target: kubernetes
+    services:
+      api: { autoscale: { max: 10, cpu: null, memory: 80 } }
+      web: { autoscale: { min: 3, max: 4 } }
+  local:
+    target: docker
+    services:
+      api: { autoscale: null }
+",
+        )
+        .unwrap();
+        assert_eq!(validate(&m), vec![]);
+        let e = super::effective(&m, "staging");
+        let a = e.services["api"].value.autoscale.as_ref().unwrap();
+        assert_eq!((a.min.value, a.max.value), (2, 10));
+        assert_eq!(a.targets(), (None, Some(80)));
+        let w = e.services["web"].value.autoscale.as_ref().unwrap();
+        assert_eq!((w.min.value, w.max.value), (3, 4));
+        assert_eq!(w.targets(), (Some(80), None));
+        assert!(super::effective(&m, "local").services["api"]
+            .value
+            .autoscale
+            .is_none());
+    }
+
+    #[test]
+    fn autoscale_bad_bounds_and_targets_are_errors_at_their_position() {
+        let m = parse(
+            Path::new("dronectl.yaml"),
+            "app: shop
+services:
+  api: { path: api, autoscale: { min: 0, max: 6, cpu: 0 } }
+  web: { path: web, autoscale: { min: 5, max: 2, memory: 101 } }
+  pay: { path: pay }
+environments:
+  staging:
+    target: kubernetes
+    services:
+      pay: { autoscale: { max: 3 } }
+      api: { autoscale: { min: 7, cpu: 50 } }
+",
+        )
+        .unwrap();
+        let found: Vec<String> = validate(&m).iter().map(|d| d.to_string()).collect();
+        assert_eq!(found, [
+            "3:39: error: services.api.autoscale.min: min must be at least 1 (an autoscaler cannot scale to zero)",
+            "3:55: error: services.api.autoscale.cpu: cpu target 0% must be between 1 and 100 (percent of the cpu request)",
+            "4:47: error: services.web.autoscale.max: max (2) must be at least min (5)",
+            "4:58: error: services.web.autoscale.memory: memory target 101% must be between 1 and 100 (percent of the memory request)",
+            "10:25: error: environments.staging.services.pay.autoscale: `pay` has no `autoscale` in `services`, so this environment must give both `min` and `max`",
+            "11:32: error: environments.staging.services.api.autoscale.min: max (6) must be at least min (7)",
+        ]);
+        let err = parse(
+            Path::new("dronectl.yaml"),
+            "app: shop\nservices:\n  api: { path: api, autoscale: { min: -1, max: 2 } }\n",
+        )
+        .unwrap_err();
+        let ManifestError::Parse { position, .. } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(position.map(|p| p.line), Some(3), "{err}");
     }
 }

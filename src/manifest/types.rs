@@ -83,6 +83,43 @@ pub struct Service {
     /// written here (see `docs/manifest.md#secrets`).
     #[serde(default, deserialize_with = "null_as_default")]
     pub secrets: Vec<Spanned<SecretDecl>>,
+    /// Scale with load between `min` and `max` replicas (a HorizontalPodAutoscaler on
+    /// Kubernetes; fixed at `min` on the local target). `replicas` is then ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscale: Option<Autoscale>,
+}
+
+/// `autoscale: { min, max, cpu: 70 [, memory: 80] }`: replica bounds and target
+/// utilisations in percent of the requests. Neither target given means `cpu: 80`, the
+/// HorizontalPodAutoscaler's own default.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Autoscale {
+    /// The fewest replicas (at least 1).
+    pub min: Spanned<u32>,
+    /// The most replicas (at least `min`).
+    pub max: Spanned<u32>,
+    /// Target average CPU utilisation, percent of the CPU request (1–100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<Spanned<u32>>,
+    /// Target average memory utilisation, percent of the memory request (1–100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Spanned<u32>>,
+}
+
+impl Autoscale {
+    /// The default CPU target when neither `cpu` nor `memory` is written.
+    pub const DEFAULT_CPU: u32 = 80;
+
+    /// `(cpu, memory)` targets in percent, with the default applied.
+    pub fn targets(&self) -> (Option<u32>, Option<u32>) {
+        let cpu = self.cpu.as_ref().map(|c| c.value);
+        let memory = self.memory.as_ref().map(|m| m.value);
+        match (cpu, memory) {
+            (None, None) => (Some(Self::DEFAULT_CPU), None),
+            other => other,
+        }
+    }
 }
 
 /// A secret a service reads: `DB_PASSWORD`, or
@@ -389,7 +426,10 @@ pub struct Strategy {
     /// switch); a pause before the switch keeps the new version on preview until promoted.
     #[serde(default, deserialize_with = "null_as_default")]
     pub steps: Vec<Spanned<Step>>,
-    /// Rolling: how many extra replicas may exist during the update (`1` or `25%`).
+    /// How many extra replicas may exist during the update (`1` or `25%`). Rolling:
+    /// during the replacement (default 1). Canary without a gateway: how many replicas
+    /// beyond the service's count the replica-ratio split may add to approximate a weight
+    /// (default 0), see `rollout::replicas`.
     #[serde(default)]
     pub max_surge: Option<ScalarString>,
     /// Rolling: how many replicas may be unavailable during the update.

@@ -380,8 +380,54 @@ fn check_services(m: &Manifest, out: &mut Findings) {
         if let Some(strategy) = &s.strategy {
             check_strategy_ref(m, format!("{field}.strategy"), strategy, out);
         }
+        if let Some(a) = &s.autoscale {
+            check_autoscale(&format!("{field}.autoscale"), a, out);
+        }
     }
     check_cycles(m, out);
+}
+
+/// `min` at least 1 and at most `max` (the HorizontalPodAutoscaler's own rules), targets
+/// between 1 and 100 percent.
+fn check_autoscale(field: &str, a: &super::Autoscale, out: &mut Findings) {
+    if a.min.value < 1 {
+        out.error(
+            format!("{field}.min"),
+            Some(&a.min),
+            "min must be at least 1 (an autoscaler cannot scale to zero)",
+        );
+    }
+    if a.min.value > a.max.value {
+        // At the later of the two: the one an environment's override wrote.
+        let at = |s: &Spanned<u32>| (s.referenced.line(), s.referenced.column());
+        let (key, later) = if at(&a.min) > at(&a.max) {
+            ("min", &a.min)
+        } else {
+            ("max", &a.max)
+        };
+        out.error(
+            format!("{field}.{key}"),
+            Some(later),
+            format!(
+                "max ({}) must be at least min ({})",
+                a.max.value, a.min.value
+            ),
+        );
+    }
+    for (key, target) in [("cpu", &a.cpu), ("memory", &a.memory)] {
+        if let Some(t) = target {
+            if t.value == 0 || t.value > 100 {
+                out.error(
+                    format!("{field}.{key}"),
+                    Some(t),
+                    format!(
+                        "{key} target {}% must be between 1 and 100 (percent of the {key} request)",
+                        t.value
+                    ),
+                );
+            }
+        }
+    }
 }
 
 fn check_infrastructure(m: &Manifest, out: &mut Findings) {

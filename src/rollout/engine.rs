@@ -223,6 +223,7 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
             finished_ms: None,
             message: String::new(),
         };
+        self.follow_autoscaler(&mut state).await?;
         state.message = match &state.stable {
             Some(stable) => format!(
                 "{} rollout from {} to {}",
@@ -252,9 +253,12 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
                 continue;
             }
             let (weights, revisions) = Self::split(state, *w);
-            let (effective, how) =
-                self.platform
-                    .effective_weights(&state.service, &weights, &revisions);
+            let (effective, how) = self.platform.effective_weights(
+                &state.service,
+                &weights,
+                &revisions,
+                state.plan.max_surge,
+            );
             let got = effective.get(&state.candidate.id).copied().unwrap_or(*w);
             if let Some(how) = how {
                 if got.abs_diff(*w) >= 5 {
@@ -457,6 +461,8 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
 
     async fn advance_steps(&self, state: &mut RolloutState) -> anyhow::Result<Tick> {
         if !state.candidate_ready {
+            // Blue-green and canary bring the candidate up at the stable's current count.
+            self.follow_autoscaler(state).await?;
             if let Some(tick) = self.bring_up(state, state.candidate.replicas).await? {
                 return Ok(tick);
             }
@@ -498,9 +504,12 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
                 state.step += 1;
                 state.step_started_ms = now;
                 let (weights, revisions) = Self::split(state, w);
-                let (effective, how) =
-                    self.platform
-                        .effective_weights(&state.service, &weights, &revisions);
+                let (effective, how) = self.platform.effective_weights(
+                    &state.service,
+                    &weights,
+                    &revisions,
+                    state.plan.max_surge,
+                );
                 let got = effective.get(&state.candidate.id).copied().unwrap_or(w);
                 state.message = match how {
                     Some(how) if got != w => format!(
@@ -801,10 +810,11 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
         state: &mut RolloutState,
         candidate_weight: u32,
     ) -> anyhow::Result<Option<Tick>> {
+        self.follow_autoscaler(state).await?;
         let (weights, revisions) = Self::split(state, candidate_weight);
-        let needs = self
-            .platform
-            .replicas_for(&state.service, &weights, &revisions);
+        let needs =
+            self.platform
+                .replicas_for(&state.service, &weights, &revisions, state.plan.max_surge);
         let mut waiting = None;
         for revision in revisions {
             let need = needs.get(&revision.id).copied().unwrap_or(0);
@@ -851,11 +861,34 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
         Ok(Some(Tick::Wait(self.timing.poll)))
     }
 
+    /// With an autoscaler (the candidate is autoscaled), the stable revision's live count
+    /// is what the HorizontalPodAutoscaler chose: the stable's `replicas` follow it (the
+    /// rollout never scales the stable below it), and so does the candidate's full size,
+    /// within the candidate's bounds. Read before every scaling decision.
+    async fn follow_autoscaler(&self, state: &mut RolloutState) -> anyhow::Result<()> {
+        let Some(bounds) = state.candidate.autoscale else {
+            return Ok(());
+        };
+        let Some(stable) = state.stable.as_mut() else {
+            return Ok(());
+        };
+        // A rolling update the engine performs scales the stable down itself.
+        if state.rolling.is_some() {
+            return Ok(());
+        }
+        let live = self.platform.status(&state.service, stable).await?.desired;
+        if live > 0 {
+            stable.replicas = live;
+        }
+        state.candidate.replicas = bounds.clamp(stable.replicas);
+        Ok(())
+    }
+
     /// Sets the candidate's traffic share (the rest to stable).
     async fn route(&self, state: &mut RolloutState, candidate_weight: u32) -> anyhow::Result<()> {
         let (weights, revisions) = Self::split(state, candidate_weight);
         self.platform
-            .set_traffic(&state.service, &weights, &revisions)
+            .set_traffic(&state.service, &weights, &revisions, state.plan.max_surge)
             .await?;
         state.weight = candidate_weight;
         Ok(())
@@ -939,7 +972,12 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
             weights.insert(stable.id.clone(), 100);
             weights.insert(state.candidate.id.clone(), 0);
             self.platform
-                .set_traffic(&state.service, &weights, &[&stable, &state.candidate])
+                .set_traffic(
+                    &state.service,
+                    &weights,
+                    &[&stable, &state.candidate],
+                    state.plan.max_surge,
+                )
                 .await?;
         }
         state.weight = 0;

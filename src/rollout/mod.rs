@@ -11,6 +11,7 @@ pub mod engine;
 pub mod ops;
 pub mod plan;
 pub mod platform;
+pub mod replicas;
 pub mod state;
 
 #[cfg(test)]

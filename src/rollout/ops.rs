@@ -341,8 +341,9 @@ pub async fn status<P: Platform, S: StateStore>(
             (c.revision.id.clone(), c.weight),
             (s.revision.id.clone(), s.weight),
         ]);
+        let surge = rollout.as_ref().map_or(0, |r| r.plan.max_surge);
         let (effective, _) =
-            platform.effective_weights(service, &weights, &[&c.revision, &s.revision]);
+            platform.effective_weights(service, &weights, &[&c.revision, &s.revision], surge);
         c.effective_weight = effective.get(&c.revision.id).copied().unwrap_or(c.weight);
         s.effective_weight = effective.get(&s.revision.id).copied().unwrap_or(s.weight);
     }

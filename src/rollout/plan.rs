@@ -57,7 +57,8 @@ pub struct Plan {
     pub name: String,
     pub kind: StrategyKind,
     pub steps: Vec<PlanStep>,
-    /// Rolling: extra replicas allowed during the update.
+    /// Extra replicas allowed during the update: rolling, while replicas are replaced;
+    /// canary without a gateway, to approximate a weight by replica ratio (0 by default).
     pub max_surge: u32,
     /// Rolling: replicas that may be unavailable during the update.
     pub max_unavailable: u32,
@@ -97,7 +98,7 @@ impl Plan {
             name: kind.to_string(),
             kind,
             steps,
-            max_surge: 1,
+            max_surge: if kind == StrategyKind::Canary { 0 } else { 1 },
             max_unavailable: 0,
             scale_down_delay: DEFAULT_SCALE_DOWN_DELAY,
             analyses: BTreeMap::new(),
@@ -153,10 +154,14 @@ impl Plan {
             name: name.to_string(),
             kind: strategy.kind,
             steps,
-            max_surge: strategy
-                .max_surge
-                .as_ref()
-                .map_or(1, |v| count_or_percent(&v.0, replicas, true)),
+            max_surge: strategy.max_surge.as_ref().map_or(
+                if strategy.kind == StrategyKind::Canary {
+                    0
+                } else {
+                    1
+                },
+                |v| count_or_percent(&v.0, replicas, true),
+            ),
             max_unavailable: strategy
                 .max_unavailable
                 .as_ref()

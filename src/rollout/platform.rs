@@ -29,6 +29,10 @@ pub struct Revision {
     /// a value set again is a new revision.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secrets: BTreeMap<String, String>,
+    /// Set when an autoscaler owns the replica count (`autoscale:`): `replicas` is then
+    /// the count the revision was last seen with, within these bounds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscale: Option<super::replicas::Bounds>,
 }
 
 impl Revision {
@@ -46,6 +50,7 @@ impl Revision {
             replicas,
             env,
             secrets: BTreeMap::new(),
+            autoscale: None,
         }
     }
 
@@ -53,6 +58,16 @@ impl Revision {
     pub fn with_secrets(mut self, secrets: BTreeMap<String, String>) -> Revision {
         self.id = content_id(&self.image, &self.env, &secrets);
         self.secrets = secrets;
+        self
+    }
+
+    /// The same revision, autoscaled within `bounds` (not part of the id: the bounds live
+    /// in the autoscaler, not in the pods). `replicas` starts at `min`.
+    pub fn autoscaled(mut self, bounds: Option<super::replicas::Bounds>) -> Revision {
+        if let Some(b) = bounds {
+            self.replicas = b.clamp(self.replicas.max(b.min));
+        }
+        self.autoscale = bounds;
         self
     }
 
@@ -151,11 +166,14 @@ pub trait Platform: Sync {
     ) -> impl Future<Output = anyhow::Result<RevisionStatus>> + Send;
 
     /// Splits the service's traffic between revisions. Only ready replicas receive any.
+    /// `max_surge` is the plan's: how many pods beyond the service's count a split by
+    /// replica ratio may add ([`super::replicas`]); platforms that split by weight ignore it.
     fn set_traffic(
         &self,
         service: &str,
         weights: &Weights,
         revisions: &[&Revision],
+        max_surge: u32,
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
 
     /// A snapshot of the counters analyses are computed from (opaque to the engine, which
@@ -182,7 +200,13 @@ pub trait Platform: Sync {
     /// [`Platform::set_traffic`], for every weight change including 100 %. The default: a
     /// revision with traffic runs all its replicas (the traffic split is done by weight,
     /// not by replica count).
-    fn replicas_for(&self, _service: &str, weights: &Weights, revisions: &[&Revision]) -> Weights {
+    fn replicas_for(
+        &self,
+        _service: &str,
+        weights: &Weights,
+        revisions: &[&Revision],
+        _max_surge: u32,
+    ) -> Weights {
         revisions
             .iter()
             .filter(|r| weights.get(&r.id).copied().unwrap_or(0) > 0)
@@ -198,6 +222,7 @@ pub trait Platform: Sync {
         _service: &str,
         weights: &Weights,
         _revisions: &[&Revision],
+        _max_surge: u32,
     ) -> (Weights, Option<String>) {
         (weights.clone(), None)
     }

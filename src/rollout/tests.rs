@@ -34,22 +34,17 @@ struct FakeState {
     /// Split traffic by replica ratio (like Kubernetes without a gateway): `set_traffic`
     /// scales each side to its share, and a share needs that many ready replicas.
     ratio: bool,
+    /// A simulated HorizontalPodAutoscaler: the revision it scales (it follows the revision
+    /// with all the traffic, as on Kubernetes) and the count it chose. The engine must never
+    /// change that revision's count while it is the autoscaler's.
+    hpa: Option<(String, u32)>,
+    /// Every `scale` call: (revision id, replicas).
+    scaled: Vec<(String, u32)>,
 }
 
-/// Replica counts for a split by replica ratio (at least one pod per side).
-fn ratio_counts(weights: &Weights, revisions: &[&Revision]) -> Weights {
-    if let Some(full) = revisions.iter().find(|r| weights.get(&r.id) == Some(&100)) {
-        return Weights::from([(full.id.clone(), full.replicas)]);
-    }
-    let total = revisions.iter().map(|r| r.replicas).max().unwrap_or(1);
-    let first = revisions[0];
-    let c = ((total * weights[&first.id]) as f64 / 100.0).round() as u32;
-    let c = c.clamp(1, (total - 1).max(1));
-    let mut out = Weights::from([(first.id.clone(), c)]);
-    if let Some(second) = revisions.get(1) {
-        out.insert(second.id.clone(), total.saturating_sub(c).max(1));
-    }
-    out
+/// Replica counts for a split by replica ratio: the platforms' own function.
+fn ratio_counts(weights: &Weights, revisions: &[&Revision], max_surge: u32) -> Weights {
+    super::replicas::ratio_counts(weights, revisions, max_surge)
 }
 
 impl Fake {
@@ -61,6 +56,14 @@ impl Fake {
             .get(id)
             .copied()
             .unwrap_or(0)
+    }
+    /// The autoscaler scales its revision to `count` (ready at once).
+    fn autoscaler_scales(&self, count: u32) {
+        let mut s = self.inner.lock().unwrap();
+        let (target, _) = s.hpa.clone().expect("an autoscaler");
+        s.replicas.insert(target.clone(), count);
+        s.ready.insert(target.clone(), count);
+        s.hpa = Some((target, count));
     }
     fn traffic_log(&self) -> Vec<Weights> {
         self.inner.lock().unwrap().weights.clone()
@@ -75,6 +78,15 @@ impl Platform for Fake {
         replicas: u32,
     ) -> anyhow::Result<()> {
         let mut s = self.inner.lock().unwrap();
+        if let Some((target, count)) = &s.hpa {
+            let current = s.replicas.get(&revision.id).copied().unwrap_or(0);
+            assert!(
+                target != &revision.id || replicas == *count || replicas == current,
+                "scaled {} to {replicas}, fighting the autoscaler's {count}",
+                revision.id
+            );
+        }
+        s.scaled.push((revision.id.clone(), replicas));
         let last = s.weights.last().cloned().unwrap_or_default();
         // Scaling a revision to zero while it still has traffic breaks the invariant.
         if replicas == 0 {
@@ -135,7 +147,13 @@ impl Platform for Fake {
         })
     }
 
-    fn replicas_for(&self, _service: &str, weights: &Weights, revisions: &[&Revision]) -> Weights {
+    fn replicas_for(
+        &self,
+        _service: &str,
+        weights: &Weights,
+        revisions: &[&Revision],
+        max_surge: u32,
+    ) -> Weights {
         if !self.inner.lock().unwrap().ratio {
             return revisions
                 .iter()
@@ -143,7 +161,7 @@ impl Platform for Fake {
                 .map(|r| (r.id.clone(), r.replicas))
                 .collect();
         }
-        ratio_counts(weights, revisions)
+        ratio_counts(weights, revisions, max_surge)
     }
 
     async fn set_traffic(
@@ -151,9 +169,10 @@ impl Platform for Fake {
         _service: &str,
         weights: &Weights,
         revisions: &[&Revision],
+        max_surge: u32,
     ) -> anyhow::Result<()> {
         let ratio = self.inner.lock().unwrap().ratio;
-        let counts = ratio.then(|| ratio_counts(weights, revisions));
+        let counts = ratio.then(|| ratio_counts(weights, revisions, max_surge));
         for (id, w) in weights {
             if *w > 0 {
                 assert!(
@@ -170,7 +189,17 @@ impl Platform for Fake {
             }
         }
         assert_eq!(weights.values().sum::<u32>(), 100, "{weights:?}");
-        self.inner.lock().unwrap().weights.push(weights.clone());
+        {
+            let mut s = self.inner.lock().unwrap();
+            s.weights.push(weights.clone());
+            // The autoscaler follows the revision with all the traffic.
+            if let Some(full) = weights.iter().find(|(_, w)| **w == 100).map(|(id, _)| id) {
+                let count = s.replicas.get(full).copied().unwrap_or(0);
+                if let Some(hpa) = s.hpa.as_mut() {
+                    *hpa = (full.clone(), count);
+                }
+            }
+        }
         // Replica ratio: each side is scaled to its share (the rest of a full switch stays).
         if let Some(counts) = counts {
             for r in revisions {
@@ -710,4 +739,191 @@ async fn promote_full_after_a_replica_ratio_split_waits_until_the_candidate_is_r
             && r.message.contains("before 100% of traffic"))
     });
     assert!(waited, "the candidate was waited for before the switch");
+}
+
+fn autoscaled(image: &str, min: u32, max: u32) -> Revision {
+    rev(image, min).autoscaled(Some(super::replicas::Bounds { min, max }))
+}
+
+/// Deploys `v1` (autoscaled, by ratio) and lets the autoscaler take it to `live` replicas.
+async fn autoscaled_stable(s: &Setup, v1: &Revision, live: u32) {
+    {
+        let mut f = s.fake.inner.lock().unwrap();
+        f.ratio = true;
+        f.hpa = Some((String::new(), 0));
+    }
+    let engine = s.engine();
+    engine
+        .start("api", v1.clone(), Plan::builtin(StrategyKind::Rolling))
+        .await
+        .unwrap();
+    assert_eq!(
+        engine.drive("api", None).await.unwrap().0,
+        DriveOutcome::Completed
+    );
+    assert_eq!(s.fake.inner.lock().unwrap().hpa, Some((v1.id.clone(), 2)));
+    s.fake.autoscaler_scales(live);
+    s.fake.inner.lock().unwrap().scaled.clear();
+}
+
+#[tokio::test]
+async fn with_an_autoscaler_the_canary_is_sized_from_the_stables_live_count() {
+    let s = Setup::new();
+    let v1 = autoscaled("api:1", 2, 10);
+    autoscaled_stable(&s, &v1, 4).await;
+    let v2 = autoscaled("api:2", 2, 10);
+    let engine = s.engine();
+    engine
+        .start(
+            "api",
+            v2.clone(),
+            canary(vec![
+                PlanStep::Weight(20),
+                PlanStep::Pause(None),
+                PlanStep::Weight(50),
+                PlanStep::Pause(None),
+            ]),
+        )
+        .await
+        .unwrap();
+    let (outcome, state) = engine.drive("api", None).await.unwrap();
+    assert_eq!(outcome, DriveOutcome::Paused);
+    let replicas = |id: &str| s.fake.inner.lock().unwrap().replicas[id];
+    // The stable keeps the autoscaler's 4 pods; one canary pod is 20 %.
+    assert_eq!((replicas(&v2.id), replicas(&v1.id)), (1, 4));
+    assert_eq!(state.stable.as_ref().unwrap().replicas, 4);
+    // The autoscaler adds stable pods meanwhile: the next weight is sized from 6.
+    s.fake.autoscaler_scales(6);
+    s.store.post("api", Request::Promote).unwrap();
+    let (outcome, _) = engine.drive("api", None).await.unwrap();
+    assert_eq!(outcome, DriveOutcome::Paused);
+    assert_eq!((replicas(&v2.id), replicas(&v1.id)), (6, 6));
+    s.store.post("api", Request::Promote).unwrap();
+    let (outcome, state) = engine.drive("api", None).await.unwrap();
+    assert_eq!(outcome, DriveOutcome::Completed, "{}", state.message);
+    // The new stable runs at the live count and the autoscaler moved to it.
+    assert_eq!(replicas(&v2.id), 6);
+    assert_eq!(state.candidate.replicas, 6);
+    assert_eq!(s.fake.inner.lock().unwrap().hpa, Some((v2.id.clone(), 6)));
+    // The old stable was only scaled once, after the switch: kept warm at its live size.
+    let scaled = s.fake.inner.lock().unwrap().scaled.clone();
+    let old: Vec<u32> = scaled
+        .iter()
+        .filter(|(id, _)| id == &v1.id)
+        .map(|(_, n)| *n)
+        .collect();
+    assert_eq!(old, [6], "{scaled:?}");
+}
+
+#[tokio::test]
+async fn with_an_autoscaler_blue_green_brings_the_candidate_up_at_the_current_count() {
+    let s = Setup::new();
+    let v1 = autoscaled("api:1", 2, 10);
+    autoscaled_stable(&s, &v1, 5).await;
+    s.fake.inner.lock().unwrap().ready_after = 3;
+    let v2 = autoscaled("api:2", 2, 10);
+    let engine = s.engine();
+    let mut plan = Plan::builtin(StrategyKind::BlueGreen);
+    plan.scale_down_delay = Duration::from_millis(100);
+    engine.start("api", v2.clone(), plan).await.unwrap();
+    let (outcome, state) = engine.drive("api", None).await.unwrap();
+    assert_eq!(outcome, DriveOutcome::Completed, "{}", state.message);
+    let f = s.fake.inner.lock().unwrap();
+    // Scaled once, to the live count, before any traffic; then the switch.
+    assert_eq!(
+        f.scaled
+            .iter()
+            .filter(|(id, _)| id == &v2.id)
+            .map(|(_, n)| *n)
+            .collect::<Vec<_>>()[0],
+        5
+    );
+    assert_eq!(f.replicas[&v2.id], 5);
+    assert_eq!(f.hpa, Some((v2.id.clone(), 5)));
+    // The previous stable stays warm at the size the autoscaler had given it.
+    assert_eq!(f.replicas[&v1.id], 5);
+}
+
+#[tokio::test]
+async fn with_an_autoscaler_an_abort_leaves_the_stable_as_the_autoscaler_set_it() {
+    let s = Setup::new();
+    let v1 = autoscaled("api:1", 2, 10);
+    autoscaled_stable(&s, &v1, 3).await;
+    let v2 = autoscaled("api:2", 2, 10);
+    let engine = s.engine();
+    engine
+        .start(
+            "api",
+            v2.clone(),
+            canary(vec![PlanStep::Weight(50), PlanStep::Pause(None)]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        engine.drive("api", None).await.unwrap().0,
+        DriveOutcome::Paused
+    );
+    s.store.post("api", Request::Abort).unwrap();
+    let (outcome, _) = engine.drive("api", None).await.unwrap();
+    assert_eq!(outcome, DriveOutcome::Aborted);
+    let f = s.fake.inner.lock().unwrap();
+    assert_eq!(f.replicas[&v1.id], 3);
+    assert_eq!(f.hpa, Some((v1.id.clone(), 3)));
+    // Traffic went back before the candidate was scaled down.
+    assert_eq!(f.weights.last().unwrap()[&v1.id], 100);
+    assert_eq!(f.replicas[&v2.id], 0);
+}
+
+#[tokio::test]
+async fn max_surge_scales_the_total_up_so_the_ratio_matches_the_weight() {
+    let s = Setup::new();
+    s.fake.inner.lock().unwrap().ratio = true;
+    let v1 = rev("api:1", 2);
+    let engine = s.engine();
+    engine
+        .start("api", v1.clone(), Plan::builtin(StrategyKind::Rolling))
+        .await
+        .unwrap();
+    engine.drive("api", None).await.unwrap();
+    s.fake.inner.lock().unwrap().ready_after = 2;
+    let v2 = rev("api:2", 2);
+    let mut plan = canary(vec![PlanStep::Weight(20), PlanStep::Pause(None)]);
+    plan.max_surge = 3;
+    s.events.take();
+    engine.start("api", v2.clone(), plan).await.unwrap();
+    let (outcome, state) = engine.drive("api", None).await.unwrap();
+    assert_eq!(outcome, DriveOutcome::Paused);
+    let replicas = |id: &str| s.fake.inner.lock().unwrap().replicas[id];
+    // 4 stable + 1 canary: 20 % by ratio, both ready before the traffic moved (the fake
+    // asserts that on every set_traffic).
+    assert_eq!((replicas(&v2.id), replicas(&v1.id)), (1, 4));
+    assert_eq!(state.weight, 20);
+    let hints: Vec<String> = s
+        .events
+        .take()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Hint { message } => Some(message),
+            _ => None,
+        })
+        .collect();
+    assert!(hints.is_empty(), "20 % can be approximated: {hints:?}");
+    // Without the surge the same split is 1 + 1 and the engine says so.
+    let s2 = Setup::new();
+    s2.fake.inner.lock().unwrap().ratio = true;
+    let e2 = s2.engine();
+    e2.start("api", v1.clone(), Plan::builtin(StrategyKind::Rolling))
+        .await
+        .unwrap();
+    e2.drive("api", None).await.unwrap();
+    e2.start(
+        "api",
+        v2.clone(),
+        canary(vec![PlanStep::Weight(20), PlanStep::Pause(None)]),
+    )
+    .await
+    .unwrap();
+    e2.drive("api", None).await.unwrap();
+    let r2 = |id: &str| s2.fake.inner.lock().unwrap().replicas[id];
+    assert_eq!((r2(&v2.id), r2(&v1.id)), (1, 1));
 }

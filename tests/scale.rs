@@ -1,0 +1,357 @@
+//! Replica counts on Kubernetes (kube-fake): the HorizontalPodAutoscaler of an autoscaled
+//! service, the rollout moving it to the revision that becomes stable, server-side apply
+//! that never resets what the autoscaler set, and canary splits from the live count.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use kube::Client;
+use kube_fake::FakeCluster;
+use serde_json::Value;
+
+use dronectl::events::Collect;
+use dronectl::k8s::{KubeEnv, KubeTarget};
+use dronectl::manifest::StrategyKind;
+use dronectl::rollout::ops::{self, DriveReport};
+use dronectl::rollout::{Plan, PlanStep, Request, Revision, Timing};
+
+const APP: &str = "tests/fixtures/kube-app/dronectl.yaml";
+const SVC: &str = "delivery";
+const NS: &str = "default";
+
+/// The fixture app, with `autoscale` for `delivery` when given.
+fn target(client: Client, autoscale: Option<&str>) -> KubeTarget {
+    let mut text = std::fs::read_to_string(APP).unwrap();
+    if let Some(a) = autoscale {
+        text = text.replacen(
+            "    routes: [/api/deliveries/public]",
+            &format!("    autoscale: {a}\n    routes: [/api/deliveries/public]"),
+            1,
+        );
+    }
+    let manifest = dronectl::manifest::parse(Path::new("dronectl.yaml"), &text).unwrap();
+    assert!(dronectl::manifest::validate(&manifest)
+        .iter()
+        .all(|d| d.severity != dronectl::manifest::Severity::Error));
+    let kenv = KubeEnv::from_manifest(&manifest, "staging", Some(NS)).unwrap();
+    KubeTarget::with_client(manifest, kenv, client)
+}
+
+fn timing() -> Timing {
+    Timing {
+        poll: Duration::from_millis(50),
+        progress_deadline: Duration::from_secs(30),
+        abort_delay: Duration::from_millis(100),
+    }
+}
+
+fn revision(t: &KubeTarget, tag: &str) -> Revision {
+    let image = t.kenv.image(SVC, tag, None);
+    t.revision(SVC, &image, tag).unwrap()
+}
+
+fn plan(kind: StrategyKind, steps: Vec<PlanStep>) -> Plan {
+    let mut p = Plan::builtin(kind);
+    p.steps = steps;
+    p.scale_down_delay = Duration::from_secs(60);
+    p
+}
+
+async fn deploy(t: &KubeTarget, rev: Revision, plan: Plan) -> DriveReport {
+    t.platform.prepare(SVC).await.unwrap();
+    let reporter = Collect::default();
+    let engine = t.engine(&reporter, timing());
+    // Boxed: the whole rollout's future is large for a debug build's test-thread stack.
+    Box::pin(ops::deploy(
+        &engine,
+        SVC,
+        rev,
+        plan,
+        Some(Duration::from_secs(60)),
+    ))
+    .await
+    .unwrap()
+}
+
+async fn fake() -> FakeCluster {
+    let cluster = FakeCluster::start().await;
+    cluster.set_tick(Duration::from_millis(20));
+    cluster
+}
+
+fn deployment_of(c: &FakeCluster, id: &str) -> Value {
+    c.list_json("apps", "v1", "deployments", Some(NS))
+        .into_iter()
+        .find(|d| d["metadata"]["labels"]["dronectl.io/revision"] == id)
+        .unwrap_or_else(|| panic!("no Deployment runs {id}"))
+}
+
+fn hpa(c: &FakeCluster) -> Value {
+    c.get_json("autoscaling", "v2", "horizontalpodautoscalers", NS, SVC)
+        .expect("the HorizontalPodAutoscaler")
+}
+
+/// Managers owning `.spec.replicas` of a Deployment.
+fn replicas_owners(d: &Value) -> Vec<String> {
+    d["metadata"]["managedFields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["fieldsV1"]["f:spec"].get("f:replicas").is_some())
+        .map(|m| {
+            format!(
+                "{}/{}{}",
+                m["manager"].as_str().unwrap_or(""),
+                m["operation"].as_str().unwrap_or(""),
+                m["subresource"]
+                    .as_str()
+                    .map(|s| format!("/{s}"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+async fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !ok() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hpa_targets_the_stable_and_a_redeploy_keeps_the_count_it_set() {
+    Box::pin(hpa_targets_the_stable()).await;
+}
+
+async fn hpa_targets_the_stable() {
+    let c = fake().await;
+    let t = target(c.kube_client(), Some("{ min: 2, max: 6, cpu: 70 }"));
+    let v1 = revision(&t, "1.0.0");
+    let report = deploy(&t, v1.clone(), Plan::builtin(StrategyKind::Rolling)).await;
+    assert_eq!(report.outcome, "completed", "{}", report.message);
+    let h = hpa(&c);
+    assert_eq!(h["spec"]["scaleTargetRef"]["name"], SVC);
+    assert_eq!(h["spec"]["scaleTargetRef"]["kind"], "Deployment");
+    assert_eq!(
+        (
+            h["spec"]["minReplicas"].clone(),
+            h["spec"]["maxReplicas"].clone()
+        ),
+        (2.into(), 6.into())
+    );
+    assert_eq!(
+        h["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+        70
+    );
+    let d = deployment_of(&c, &v1.id);
+    assert_eq!(d["spec"]["replicas"], 2);
+    // dronectl's apply does not own the count; it was set through /scale.
+    assert!(
+        !replicas_owners(&d).contains(&"dronectl/Apply".to_string()),
+        "{:?}",
+        replicas_owners(&d)
+    );
+
+    // The autoscaler scales the stable to 5.
+    c.set_autoscaler_recommendation(NS, SVC, 5);
+    wait_for("the HPA to scale to 5", || {
+        deployment_of(&c, &v1.id)["spec"]["replicas"] == 5
+    })
+    .await;
+    let d = deployment_of(&c, &v1.id);
+    assert!(
+        replicas_owners(&d).contains(&"kube-controller-manager/Update/scale".to_string()),
+        "{:?}",
+        replicas_owners(&d)
+    );
+
+    // A new revision rolled natively into the same Deployment keeps the 5 pods.
+    let v2 = revision(&t, "2.0.0");
+    assert_eq!(v2.autoscale.map(|b| (b.min, b.max)), Some((2, 6)));
+    let report = deploy(&t, v2.clone(), Plan::builtin(StrategyKind::Rolling)).await;
+    assert_eq!(report.outcome, "completed", "{}", report.message);
+    let d = deployment_of(&c, &v2.id);
+    assert_eq!(d["metadata"]["name"], SVC);
+    assert_eq!(
+        d["spec"]["replicas"], 5,
+        "the apply did not reset the HPA's count"
+    );
+    assert_eq!(hpa(&c)["spec"]["scaleTargetRef"]["name"], SVC);
+    // Preparing again (an unchanged deploy) leaves target and count alone.
+    t.platform.prepare(SVC).await.unwrap();
+    assert_eq!(deployment_of(&c, &v2.id)["spec"]["replicas"], 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_is_sized_from_the_live_count_and_the_hpa_moves_to_the_new_stable() {
+    let c = fake().await;
+    let t = target(c.kube_client(), Some("{ min: 2, max: 8 }"));
+    let v1 = revision(&t, "1.0.0");
+    let report = deploy(&t, v1.clone(), Plan::builtin(StrategyKind::Rolling)).await;
+    assert_eq!(report.outcome, "completed", "{}", report.message);
+    c.set_autoscaler_recommendation(NS, SVC, 4);
+    wait_for("the HPA to scale to 4", || {
+        deployment_of(&c, &v1.id)["spec"]["replicas"] == 4
+    })
+    .await;
+
+    let v2 = revision(&t, "2.0.0");
+    let steps = vec![PlanStep::Weight(20), PlanStep::Pause(None)];
+    let report = deploy(&t, v2.clone(), plan(StrategyKind::Canary, steps)).await;
+    assert_eq!(report.outcome, "paused", "{}", report.message);
+    // The stable keeps the autoscaler's 4; one canary pod is 20 % of 5.
+    assert_eq!(deployment_of(&c, &v1.id)["spec"]["replicas"], 4);
+    assert_eq!(deployment_of(&c, &v2.id)["spec"]["replicas"], 1);
+    assert_eq!(hpa(&c)["spec"]["scaleTargetRef"]["name"], SVC);
+
+    let reporter = Collect::default();
+    let engine = t.engine(&reporter, timing());
+    let report = ops::request(
+        &engine,
+        SVC,
+        Request::PromoteFull,
+        Some(Duration::from_secs(60)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.outcome, "completed", "{}", report.message);
+    let d2 = deployment_of(&c, &v2.id);
+    let name = d2["metadata"]["name"].as_str().unwrap().to_string();
+    assert_ne!(name, SVC, "the candidate runs beside the old stable");
+    assert_eq!(
+        d2["spec"]["replicas"], 4,
+        "the new stable runs at the live count"
+    );
+    assert_eq!(hpa(&c)["spec"]["scaleTargetRef"]["name"], name.as_str());
+    // The old stable stays warm at the count the autoscaler had given it.
+    assert_eq!(deployment_of(&c, &v1.id)["spec"]["replicas"], 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_fake_validates_hpas_like_the_real_server() {
+    let c = fake().await;
+    let client = c.kube_client();
+    let api: kube::Api<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler> =
+        kube::Api::namespaced(client, NS);
+    for (min, max, message) in [
+        (
+            0,
+            3,
+            "spec.minReplicas: Invalid value: 0: must be greater than or equal to 1",
+        ),
+        (
+            4,
+            2,
+            "spec.maxReplicas: Invalid value: 2: must be greater than or equal to `minReplicas`",
+        ),
+    ] {
+        let body: k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler =
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "autoscaling/v2",
+                "kind": "HorizontalPodAutoscaler",
+                "metadata": { "name": "bad" },
+                "spec": {
+                    "scaleTargetRef": { "apiVersion": "apps/v1", "kind": "Deployment", "name": "x" },
+                    "minReplicas": min,
+                    "maxReplicas": max,
+                }
+            }))
+            .unwrap();
+        let err = api
+            .create(&Default::default(), &body)
+            .await
+            .expect_err("refused");
+        let kube::Error::Api(s) = err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(s.code, 422);
+        assert!(s.message.contains(message), "{}", s.message);
+    }
+    // Discovery lists the kind.
+    let discovery = kube::Discovery::new(c.kube_client())
+        .filter(&["autoscaling"])
+        .run()
+        .await
+        .unwrap();
+    assert!(discovery
+        .groups()
+        .flat_map(|g| g.recommended_resources())
+        .any(|(r, _)| r.kind == "HorizontalPodAutoscaler" && r.version == "v2"));
+}
+
+#[test]
+fn an_autoscaled_service_renders_an_hpa_and_a_deployment_without_a_count() {
+    let text = std::fs::read_to_string(APP).unwrap().replacen(
+        "    routes: [/api/deliveries/public]",
+        "    autoscale: { min: 2, max: 6, cpu: 70, memory: 80 }\n    routes: [/api/deliveries/public]",
+        1,
+    );
+    let m = dronectl::manifest::parse(Path::new("dronectl.yaml"), &text).unwrap();
+    let kenv = KubeEnv::from_manifest(&m, "staging", None).unwrap();
+    let images = dronectl::k8s::Images {
+        tag: Some("1.4.0-abc1234".into()),
+        ..Default::default()
+    };
+    let services = vec![SVC.to_string()];
+    let revisions = images.revisions(&kenv, &m, &services).unwrap();
+    let objects = dronectl::k8s::render::render_app(
+        &kenv,
+        &m,
+        &services,
+        &revisions,
+        dronectl::k8s::RollingParams {
+            max_surge: 1,
+            max_unavailable: 0,
+        },
+    );
+    let deployment = objects
+        .iter()
+        .find(|o| o.kind() == "Deployment")
+        .unwrap()
+        .to_value();
+    assert!(deployment["spec"].get("replicas").is_none());
+    let shown: Vec<_> = objects
+        .into_iter()
+        .filter(|o| o.kind() == "HorizontalPodAutoscaler")
+        .collect();
+    assert_eq!(shown.len(), 1);
+    insta::assert_snapshot!(
+        "autoscaled_delivery_hpa",
+        dronectl::k8s::render::to_yaml(&shown).unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_that_becomes_autoscaled_keeps_its_running_count() {
+    Box::pin(becomes_autoscaled()).await;
+}
+
+async fn becomes_autoscaled() {
+    let c = fake().await;
+    // Without autoscale dronectl's apply owns `.spec.replicas` (2).
+    let plain = target(c.kube_client(), None);
+    let v1 = revision(&plain, "1.0.0");
+    let report = deploy(&plain, v1.clone(), Plan::builtin(StrategyKind::Rolling)).await;
+    assert_eq!(report.outcome, "completed", "{}", report.message);
+    let d = deployment_of(&c, &v1.id);
+    assert_eq!(d["spec"]["replicas"], 2);
+    assert!(replicas_owners(&d).contains(&"dronectl/Apply".to_string()));
+    // Now autoscaled from 1: the next apply leaves the count out. Had the field stayed
+    // dronectl's alone, the server would drop it and default it to 1.
+    let scaled = target(c.kube_client(), Some("{ min: 1, max: 4 }"));
+    let v2 = revision(&scaled, "2.0.0");
+    let report = deploy(&scaled, v2.clone(), Plan::builtin(StrategyKind::Rolling)).await;
+    assert_eq!(report.outcome, "completed", "{}", report.message);
+    let d = deployment_of(&c, &v2.id);
+    assert_eq!(d["spec"]["replicas"], 2, "{:?}", replicas_owners(&d));
+    let owners = replicas_owners(&d);
+    assert!(
+        !owners.contains(&"dronectl/Apply".to_string())
+            && owners.contains(&"dronectl-replicas/Apply".to_string()),
+        "{owners:?}"
+    );
+}
