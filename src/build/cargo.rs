@@ -71,9 +71,11 @@ pub fn build(
         .args(["--target", TARGET])
         .arg("--message-format=json");
     if profile == Profile::Dev {
-        // No debug info: smaller binaries link and load into the image faster.
+        // No debug info (not even the standard library's): a binary a third of the size
+        // links, hashes and loads into the engine faster.
         command
             .env("CARGO_PROFILE_DEV_DEBUG", "0")
+            .env("CARGO_PROFILE_DEV_STRIP", "debuginfo")
             .env("CARGO_PROFILE_DEV_INCREMENTAL", "true");
     }
     for unit in units {

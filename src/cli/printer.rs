@@ -206,6 +206,11 @@ impl Printer {
         if show {
             let text = match d.what {
                 W::Changed => format!("{services}: {}", d.message),
+                W::Stopped => d
+                    .message
+                    .strip_prefix("stopped ")
+                    .unwrap_or(&d.message)
+                    .to_string(),
                 _ => d.message.clone(),
             };
             if failure {

@@ -177,7 +177,9 @@ pub async fn run(
         target: &target,
         inputs,
         reporter,
+        locks: std::sync::Mutex::new(BTreeMap::new()),
     };
+    session.remember_locks();
     let main = async {
         let result = session
             .run(&mut watcher, &mut changes, &mut stop, &mut outcome)
@@ -236,9 +238,29 @@ struct Session<'a> {
     target: &'a LocalTarget,
     inputs: Inputs,
     reporter: &'a dyn Reporter,
+    /// The workspaces' `Cargo.lock` as the last build left them: cargo writing it is not
+    /// a change to rebuild for.
+    locks: std::sync::Mutex<BTreeMap<PathBuf, Option<Vec<u8>>>>,
 }
 
 impl Session<'_> {
+    fn remember_locks(&self) {
+        let mut locks = self.locks.lock().expect("locks");
+        for s in self.inputs.services() {
+            let lock = s.workspace.join("Cargo.lock");
+            let text = std::fs::read(&lock).ok();
+            locks.insert(lock, text);
+        }
+    }
+
+    /// Whether `path` is a `Cargo.lock` exactly as the last build left it.
+    fn own_write(&self, path: &Path) -> bool {
+        let locks = self.locks.lock().expect("locks");
+        locks
+            .get(path)
+            .is_some_and(|kept| *kept == std::fs::read(path).ok())
+    }
+
     async fn run(
         &self,
         watcher: &mut Watcher,
@@ -264,7 +286,7 @@ impl Session<'_> {
                 _ = stop.as_mut() => break,
                 Some(event) = events.recv() => self.reporter.event(event),
                 Some(message) = changes.recv() => {
-                    let paths = match message {
+                    let mut paths = match message {
                         Ok(paths) => paths,
                         Err(e) => {
                             self.reporter.event(Event::Note { message: format!("watching: {e}"), verbose: false });
@@ -272,6 +294,7 @@ impl Session<'_> {
                         }
                     };
                     self.check_dirs(watcher, &mut missing, &mut pending);
+                    paths.retain(|p| !self.own_write(p));
                     let batch = watch::sort(&self.inputs, paths, &self.manifest_path);
                     if batch.manifest {
                         self.reporter.event(Event::Note {
@@ -304,6 +327,7 @@ impl Session<'_> {
                         self.reporter.event(event);
                     }
                     let result = result.map_err(|e| anyhow::anyhow!("the build thread failed: {e}"))?;
+                    self.remember_locks();
                     self.finished(build, result, &pending, outcome).await?;
                 }
                 _ = settle, if running.is_none() && settle_until.is_some() => {
@@ -424,7 +448,7 @@ impl Session<'_> {
                 DevWhat::BuildFinished,
                 build.services.clone(),
                 format!(
-                    "built {} ({} compiled) in {:.1}s",
+                    "{} ({} compiled) in {:.1}s",
                     build.services.join(", "),
                     built.rebuilt(),
                     elapsed as f64 / 1000.0
