@@ -14,6 +14,7 @@
 #
 #   scripts/bench-dev.sh                  # both apps
 #   SKIP_REFERENCE=1 scripts/bench-dev.sh # the generated app only
+#   SKIP_GENERATED=1 scripts/bench-dev.sh # the reference app only
 #
 # Needs: docker, curl, python3; the reference app needs the redis image
 # (scripts/infra-images.sh). Everything it creates has a unique name and is removed at the end.
@@ -29,7 +30,7 @@ OUT="${OUT:-$CARGO_TARGET_DIR/bench-dev}"
 mkdir -p "$OUT"
 export DRONECTL OUT ROOT="$root"
 export ITERATIONS="${ITERATIONS:-10}" ALT_ITERATIONS="${ALT_ITERATIONS:-3}"
-export SKIP_REFERENCE="${SKIP_REFERENCE:-}"
+export SKIP_REFERENCE="${SKIP_REFERENCE:-}" SKIP_GENERATED="${SKIP_GENERATED:-}"
 
 exec python3 - <<'PY'
 import json, os, re, shutil, signal, statistics, subprocess, sys, tempfile, threading, time, urllib.request
@@ -284,30 +285,34 @@ def fmt(rows, keys):
 try:
     load = open("/proc/loadavg").read().split()[:3]
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    gen_dev, gen_bd, gen_plain = generated()
+    gen_dev = gen_bd = gen_plain = None
+    if not os.environ.get("SKIP_GENERATED"):
+        gen_dev, gen_bd, gen_plain = generated()
     ref_dev = None if os.environ.get("SKIP_REFERENCE") else reference()
     json.dump(dict(generated_dev=gen_dev, generated_build_deploy=gen_bd, generated_plain=gen_plain,
                    reference_dev=ref_dev), open(os.path.join(OUT, "results.json"), "w"), indent=1)
     end_load = open("/proc/loadavg").read().split()[:3]
-    dm, dx = summary(gen_dev)
-    bm, bx = summary(gen_bd)
-    pm, px = summary(gen_plain)
     print(f"Run {started}, load average {' '.join(load)} at the start, {' '.join(end_load)} at the end.\n")
     print("| loop (edit → first response of the new version) | runs | median | max | vs dev |")
     print("|---|---|---|---|---|")
-    print(f"| `dronectl dev`, generated rust-http service | {len(gen_dev)} | {dm:.2f} s | {dx:.2f} s | 1× |")
+    keys = ["watch", "settle", "build", "compile", "image", "swap_to_served"]
+    if gen_dev:
+        dm, dx = summary(gen_dev)
+        bm, bx = summary(gen_bd)
+        pm, px = summary(gen_plain)
+        print(f"| `dronectl dev`, generated rust-http service | {len(gen_dev)} | {dm:.2f} s | {dx:.2f} s | 1× |")
+        print(f"| `dronectl build` + `deploy --rolling`, generated service | {len(gen_bd)} | {bm:.2f} s | {bx:.2f} s | {bm / dm:.1f}× slower |")
+        print(f"| `cargo build --release` + `docker build` + container replace, generated service | {len(gen_plain)} | {pm:.2f} s | {px:.2f} s | {pm / dm:.1f}× slower |")
     if ref_dev:
         rm, rx = summary(ref_dev)
         print(f"| `dronectl dev`, reference app `ingestion` | {len(ref_dev)} | {rm:.2f} s | {rx:.2f} s | — |")
-    print(f"| `dronectl build` + `deploy --rolling`, generated service | {len(gen_bd)} | {bm:.2f} s | {bx:.2f} s | {bm / dm:.1f}× slower |")
-    print(f"| `cargo build --release` + `docker build` + container replace, generated service | {len(gen_plain)} | {pm:.2f} s | {px:.2f} s | {pm / dm:.1f}× slower |")
     print()
-    keys = ["watch", "settle", "build", "compile", "image", "swap_to_served"]
-    print(f"Where the time goes (medians, s) — generated: {fmt(gen_dev, keys)}")
+    if gen_dev:
+        print(f"Where the time goes (medians, s) — generated: {fmt(gen_dev, keys)}")
+        print(f"build + deploy (medians, s): {fmt(gen_bd, ['build', 'deploy'])}")
+        print(f"plain (medians, s): {fmt(gen_plain, ['compile', 'image', 'replace'])}")
     if ref_dev:
         print(f"Where the time goes (medians, s) — reference ingestion: {fmt(ref_dev, keys)}")
-    print(f"build + deploy (medians, s): {fmt(gen_bd, ['build', 'deploy'])}")
-    print(f"plain (medians, s): {fmt(gen_plain, ['compile', 'image', 'replace'])}")
 finally:
     for c in reversed(cleanups):
         try:

@@ -21,7 +21,7 @@ pub struct DevArgs {
     /// Do not stream the services' logs
     #[arg(long, env = "DRONECTL_NO_LOGS")]
     pub no_logs: bool,
-    /// Remove the app (as `down`) when the loop stops, instead of leaving it running
+    /// Remove the app (as `down`, volumes kept) when the loop stops, instead of leaving it running
     #[arg(long, env = "DRONECTL_DOWN_ON_EXIT")]
     pub down_on_exit: bool,
     /// Quiet time after the last save before a build starts (a burst of saves is one build)

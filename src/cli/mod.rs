@@ -135,7 +135,7 @@ pub enum Command {
     /// Show the app's containers, versions and traffic split
     #[command(after_help = "Examples:\n  dronectl ps\n  dronectl -o json ps")]
     Ps,
-    /// Watch the sources, rebuild what changed, swap it in with no failed request, show the logs
+    /// Watch and rebuild each saved change, swap it in with no failed request
     #[command(after_help = dev::EXAMPLES)]
     Dev(dev::DevArgs),
     /// Show the logs of the app's services, infrastructure and router as one stream
