@@ -209,10 +209,8 @@ impl Watcher {
         for (path, mode) in inputs.roots() {
             let exists = path.is_dir();
             match (self.watched.contains_key(&path), exists) {
-                (false, true) => {
-                    if self.debouncer.watch(&path, mode).is_ok() {
-                        self.watched.insert(path, mode);
-                    }
+                (false, true) if self.debouncer.watch(&path, mode).is_ok() => {
+                    self.watched.insert(path, mode);
                 }
                 (true, false) => {
                     let _ = self.debouncer.unwatch(&path);
