@@ -19,6 +19,7 @@ fn help_snapshots() {
         ("build", vec!["build", "--help"]),
         ("up", vec!["up", "--help"]),
         ("logs", vec!["logs", "--help"]),
+        ("dev", vec!["dev", "--help"]),
         ("deploy", vec!["deploy", "--help"]),
         ("rollout_status", vec!["rollout", "status", "--help"]),
         ("rollout_promote", vec!["rollout", "promote", "--help"]),

@@ -6,6 +6,7 @@ mod build;
 mod ci;
 mod config;
 mod deploy;
+mod dev;
 mod images;
 mod kube;
 mod local;
@@ -135,6 +136,9 @@ pub enum Command {
     /// Show the app's containers, versions and traffic split
     #[command(after_help = "Examples:\n  dronectl ps\n  dronectl -o json ps")]
     Ps,
+    /// Watch and rebuild each saved change, swap it in with no failed request
+    #[command(after_help = dev::EXAMPLES)]
+    Dev(dev::DevArgs),
     /// Show the logs of the app's services, infrastructure and router as one stream
     #[command(after_help = local::LOGS_EXAMPLES)]
     Logs(local::LogsArgs),
@@ -207,6 +211,7 @@ impl Command {
             Command::Down(_) => "down",
             Command::Ps => "ps",
             Command::Logs(_) => "logs",
+            Command::Dev(_) => "dev",
             Command::Deploy(_) => "deploy",
             Command::Rollout(deploy::RolloutCommand::Status(_)) => "rollout status",
             Command::Rollout(deploy::RolloutCommand::Promote(_)) => "rollout promote",
@@ -240,6 +245,7 @@ pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<Outcome> {
         Command::Down(args) => local::down(args, &cli.global, &cwd, printer),
         Command::Ps => local::ps(&cli.global, &cwd, printer),
         Command::Logs(args) => local::logs(args, &cli.global, &cwd, printer),
+        Command::Dev(args) => dev::run(args, &cli.global, &cwd, printer),
         Command::Deploy(args) => deploy::deploy(args, &cli.global, &cwd, printer),
         Command::Rollout(cmd) => deploy::rollout(cmd, &cli.global, &cwd, printer),
         Command::Secret(cmd) => secret::run(cmd, &cli.global, &cwd, printer),

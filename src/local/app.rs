@@ -190,6 +190,8 @@ pub struct UpOptions {
     pub artifacts: Option<PathBuf>,
     pub timing: Timing,
     pub timeout: Option<Duration>,
+    /// The cargo profile of the images `up` builds (`dronectl dev` builds for loop speed).
+    pub profile: crate::build::Profile,
 }
 
 /// A service as `up` left it.
@@ -362,6 +364,7 @@ async fn service_images(
     }
     let options = crate::build::BuildOptions {
         app_dir: opts.app_dir.clone(),
+        profile: opts.profile,
         ..Default::default()
     };
     if !opts.build {
