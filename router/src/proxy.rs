@@ -56,11 +56,9 @@ pub(crate) struct Peer {
 
 impl Peer {
     pub(crate) fn new(ip: IpAddr, listener: Listener) -> Peer {
-        let ip_value = HeaderValue::from_str(&ip.to_string()).expect("an IP address is a valid header value");
-        Peer {
-            ip_value,
-            listener,
-        }
+        let ip_value =
+            HeaderValue::from_str(&ip.to_string()).expect("an IP address is a valid header value");
+        Peer { ip_value, listener }
     }
 }
 
@@ -179,7 +177,9 @@ pub(crate) async fn handle(
         parts.headers.insert(header::HOST, h);
     }
     if let Some((proto, _)) = &client_upgrade {
-        parts.headers.insert(header::CONNECTION, UPGRADE_TOKEN.clone());
+        parts
+            .headers
+            .insert(header::CONNECTION, UPGRADE_TOKEN.clone());
         parts.headers.insert(header::UPGRADE, proto.clone());
     }
     let correlation = match parts.headers.get(&X_CORRELATION) {
@@ -268,8 +268,7 @@ pub(crate) async fn handle(
                 if let (Some((proto, upstream)), Some((_, client))) =
                     (upstream_upgrade, client_upgrade.take())
                 {
-                    rp.headers
-                        .insert(header::CONNECTION, UPGRADE_TOKEN.clone());
+                    rp.headers.insert(header::CONNECTION, UPGRADE_TOKEN.clone());
                     if let Some(p) = proto {
                         rp.headers.insert(header::UPGRADE, p);
                     }
@@ -608,7 +607,10 @@ mod tests {
     #[test]
     fn forwarded_for_appends() {
         let mut h = HeaderMap::new();
-        append_forwarded_for(&mut h, &Peer::new("10.0.0.1".parse().unwrap(), Listener::Internal).ip_value);
+        append_forwarded_for(
+            &mut h,
+            &Peer::new("10.0.0.1".parse().unwrap(), Listener::Internal).ip_value,
+        );
         append_forwarded_for(&mut h, &HeaderValue::from_static("10.0.0.2"));
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 10.0.0.2");
     }
@@ -618,7 +620,10 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         assert_eq!(upgrade_protocol(&h), None);
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
         assert_eq!(upgrade_protocol(&h).unwrap(), "websocket");
         h.remove(header::UPGRADE);
         assert_eq!(upgrade_protocol(&h), None);

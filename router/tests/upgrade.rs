@@ -105,8 +105,14 @@ async fn websocket_echo_survives_a_weight_change_of_another_service() {
     let r = send(&c, "GET", &router.url("/"), &[("host", "orders")], "").await;
     assert_eq!(r.header("x-upstream"), Some("a2"), "the new weights apply");
     echo(&mut ws, "after the weight change").await;
-    ws.send(Message::binary(vec![0u8, 1, 2, 255])).await.unwrap();
-    let back = tokio::time::timeout(T, ws.next()).await.unwrap().unwrap().unwrap();
+    ws.send(Message::binary(vec![0u8, 1, 2, 255]))
+        .await
+        .unwrap();
+    let back = tokio::time::timeout(T, ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(back, Message::binary(vec![0u8, 1, 2, 255]));
 
     // Counted for its version (status 101), and in flight on its endpoint while open.
@@ -137,9 +143,7 @@ async fn websocket_echo_survives_a_weight_change_of_another_service() {
 async fn upgraded_connection_to_a_removed_endpoint_closes_after_the_grace_period() {
     let (echo_addr, _echo) = ws_echo().await;
     let (other, _other) = ws_echo().await;
-    let chat = |ep: String| {
-        json!({"services": {"chat": {"versions": {"v1": {"weight": 100, "endpoints": [ep]}}}}})
-    };
+    let chat = |ep: String| json!({"services": {"chat": {"versions": {"v1": {"weight": 100, "endpoints": [ep]}}}}});
     let grace = Duration::from_millis(800);
     let mut opts = TestRouter::opts();
     opts.initial_config = Some(table(1, chat(echo_addr.to_string())));
@@ -150,7 +154,10 @@ async fn upgraded_connection_to_a_removed_endpoint_closes_after_the_grace_period
 
     // The endpoint leaves the table (its replacement takes new connections at once); the
     // open connection keeps working during the grace period, then the router closes it.
-    router.handle.apply(table(2, chat(other.to_string()))).unwrap();
+    router
+        .handle
+        .apply(table(2, chat(other.to_string())))
+        .unwrap();
     let removed_at = Instant::now();
     echo(&mut ws, "within the grace period").await;
     let (mut fresh, _) = connect(&router, "chat").await;
@@ -234,11 +241,17 @@ async fn server_sent_events_stream_without_buffering() {
     let req = http::Request::get(router.url("/events"))
         .body(http_body_util::Full::new(Bytes::new()))
         .unwrap();
-    let resp = tokio::time::timeout(T, c.request(req)).await.unwrap().unwrap();
+    let resp = tokio::time::timeout(T, c.request(req))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     assert_eq!(resp.headers()["x-dronectl-version"], "v1");
-    let events = tokio::time::timeout(T, streams.recv()).await.unwrap().unwrap();
+    let events = tokio::time::timeout(T, streams.recv())
+        .await
+        .unwrap()
+        .unwrap();
     let mut body = resp.into_body();
     // Each event reaches the client before the upstream writes the next one.
     let mut seen = String::new();
@@ -257,7 +270,10 @@ async fn server_sent_events_stream_without_buffering() {
         }
     }
     drop(events);
-    let rest = tokio::time::timeout(T, body.collect()).await.unwrap().unwrap();
+    let rest = tokio::time::timeout(T, body.collect())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(rest.to_bytes().is_empty());
     assert_eq!(seen.matches("data: event").count(), 3);
     let v1 = router.handle.stats().version("feed", "v1").unwrap().clone();
