@@ -214,8 +214,9 @@ impl Metrics {
         let mut reg = self.reg.lock().unwrap_or_else(|e| e.into_inner());
         reg.endpoints.retain(|addr, st| {
             let kept = keep(addr);
+            let removed = !kept;
             st.removed
-                .send_if_modified(|r| std::mem::replace(r, !kept) != !kept);
+                .send_if_modified(|r| std::mem::replace(r, removed) != removed);
             kept || st.in_flight.load(Relaxed) > 0 || Arc::strong_count(st) > 1
         });
     }
