@@ -146,6 +146,13 @@ impl RespBody {
         }
     }
 
+    pub(crate) fn empty() -> Self {
+        RespBody {
+            kind: RespKind::Full(None),
+            guard: None,
+        }
+    }
+
     pub(crate) fn upstream(body: Incoming, guard: InFlightGuard) -> Self {
         let done = body.is_end_stream();
         RespBody {

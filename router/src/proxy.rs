@@ -10,19 +10,21 @@ use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
-use tracing::{debug, warn};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tracing::{debug, info, warn};
 
 use crate::body::{BodySlot, ReqBody, RespBody};
 use crate::metrics::{ErrorKind, InFlightGuard};
 use crate::table::{ServiceEntry, Table, Target};
-use crate::Inner;
+use crate::Worker;
 
 /// Request header forcing a version; response header naming the version that served.
 pub const VERSION_HEADER: &str = "x-dronectl-version";
@@ -43,6 +45,23 @@ pub(crate) enum Listener {
 
 const MAX_ATTEMPTS: usize = 4;
 
+/// The client side of one accepted connection, computed once per connection rather than
+/// per request.
+#[derive(Clone)]
+pub(crate) struct Peer {
+    /// The client's IP address as a header value, for `X-Forwarded-For`.
+    ip_value: HeaderValue,
+    listener: Listener,
+}
+
+impl Peer {
+    pub(crate) fn new(ip: IpAddr, listener: Listener) -> Peer {
+        let ip_value =
+            HeaderValue::from_str(&ip.to_string()).expect("an IP address is a valid header value");
+        Peer { ip_value, listener }
+    }
+}
+
 static X_VERSION: HeaderName = HeaderName::from_static(VERSION_HEADER);
 static X_CORRELATION: HeaderName = HeaderName::from_static(CORRELATION_HEADER);
 static X_TOKEN: HeaderName = HeaderName::from_static(TOKEN_HEADER);
@@ -51,12 +70,13 @@ static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 pub(crate) async fn handle(
-    inner: Arc<Inner>,
+    worker: Arc<Worker>,
     req: Request<Incoming>,
-    remote: IpAddr,
-    listener: Listener,
+    peer: Peer,
 ) -> Result<Response<RespBody>, Infallible> {
     let start = Instant::now();
+    let inner = &worker.inner;
+    let listener = peer.listener;
     let (mut parts, body) = req.into_parts();
 
     // 0. The path is routed (and forwarded) in its normal form, or refused.
@@ -138,7 +158,12 @@ pub(crate) async fn handle(
         Some(BodySlot::new(body, inner.max_body_bytes))
     };
 
-    // 4. Upstream request head.
+    // 4. Upstream request head. An upgrade (WebSocket or any other `Connection: Upgrade`,
+    // HTTP/1.1 only) keeps its `Connection` and `Upgrade` headers and the client's side of
+    // the connection for the tunnel.
+    let mut client_upgrade = upgrade_protocol(&parts.headers)
+        .filter(|_| parts.version == Version::HTTP_11)
+        .and_then(|proto| Some((proto, parts.extensions.remove::<OnUpgrade>()?)));
     let host = if parts.headers.contains_key(header::HOST) {
         None
     } else {
@@ -151,6 +176,12 @@ pub(crate) async fn handle(
     if let Some(h) = host {
         parts.headers.insert(header::HOST, h);
     }
+    if let Some((proto, _)) = &client_upgrade {
+        parts
+            .headers
+            .insert(header::CONNECTION, UPGRADE_TOKEN.clone());
+        parts.headers.insert(header::UPGRADE, proto.clone());
+    }
     let correlation = match parts.headers.get(&X_CORRELATION) {
         Some(v) => v.clone(),
         None => {
@@ -159,7 +190,7 @@ pub(crate) async fn handle(
             id
         }
     };
-    append_forwarded_for(&mut parts.headers, remote);
+    append_forwarded_for(&mut parts.headers, &peer.ip_value);
     let pq = parts
         .uri
         .path_and_query()
@@ -201,9 +232,17 @@ pub(crate) async fn handle(
         };
 
         let guard = InFlightGuard::new(&ep.state);
-        let res = tokio::time::timeout(inner.upstream_timeout, inner.client.request(ureq)).await;
+        let res = tokio::time::timeout(inner.upstream_timeout, worker.client.request(ureq)).await;
         let (kind, err) = match res {
-            Ok(Ok(resp)) => {
+            Ok(Ok(mut resp)) => {
+                let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+                let upstream_upgrade = match &client_upgrade {
+                    Some(_) if switched => Some((
+                        resp.headers().get(header::UPGRADE).cloned(),
+                        hyper::upgrade::on(&mut resp),
+                    )),
+                    _ => None,
+                };
                 let (mut rp, rb) = resp.into_parts();
                 strip_hop_by_hop(&mut rp.headers);
                 rp.headers.insert(X_VERSION.clone(), ver.header.clone());
@@ -226,6 +265,17 @@ pub(crate) async fn handle(
                     correlation_id = correlation.to_str().unwrap_or(""),
                     "request"
                 );
+                if let (Some((proto, upstream)), Some((_, client))) =
+                    (upstream_upgrade, client_upgrade.take())
+                {
+                    rp.headers.insert(header::CONNECTION, UPGRADE_TOKEN.clone());
+                    if let Some(p) = proto {
+                        rp.headers.insert(header::UPGRADE, p);
+                    }
+                    drop(rb);
+                    tokio::spawn(tunnel(client, upstream, guard, inner.upgrade_grace));
+                    return Ok(Response::from_parts(rp, RespBody::empty()));
+                }
                 return Ok(Response::from_parts(rp, RespBody::upstream(rb, guard)));
             }
             Ok(Err(e)) => (classify(&e), e.to_string() + &source_chain(&e)),
@@ -378,14 +428,74 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
-fn append_forwarded_for(h: &mut HeaderMap, remote: IpAddr) {
-    let ip = remote.to_string();
+fn append_forwarded_for(h: &mut HeaderMap, remote: &HeaderValue) {
     let value = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
-        _ => ip,
+        Some(prev) if !prev.is_empty() => {
+            match HeaderValue::from_str(&format!("{prev}, {}", remote.to_str().unwrap_or(""))) {
+                Ok(v) => v,
+                Err(_) => return,
+            }
+        }
+        _ => remote.clone(),
     };
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        h.insert(X_FORWARDED_FOR.clone(), v);
+    h.insert(X_FORWARDED_FOR.clone(), value);
+}
+
+static UPGRADE_TOKEN: HeaderValue = HeaderValue::from_static("upgrade");
+
+/// The protocol a request asks to switch to: its `Upgrade` header when `Connection` names
+/// the `upgrade` token.
+fn upgrade_protocol(h: &HeaderMap) -> Option<HeaderValue> {
+    let asks = h.get_all(header::CONNECTION).iter().any(|v| {
+        v.to_str().is_ok_and(|s| {
+            s.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        })
+    });
+    asks.then(|| h.get(header::UPGRADE).cloned()).flatten()
+}
+
+/// Copies both ways between the client's and the endpoint's upgraded connections until
+/// either side closes, or until the endpoint has been out of the routing table for `grace`.
+/// The endpoint's in-flight guard is held all along (`GET /endpoints` shows the tunnel).
+async fn tunnel(client: OnUpgrade, upstream: OnUpgrade, guard: InFlightGuard, grace: Duration) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(both) => both,
+        Err(e) => {
+            debug!(error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+    let removed = guard.0.removed();
+    tokio::select! {
+        res = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+            if let Err(e) = res {
+                debug!(error = %e, "upgraded connection ended with an error");
+            }
+        }
+        _ = removed_for(removed, grace) => {
+            info!(grace_ms = grace.as_millis() as u64, "closing an upgraded connection: its endpoint left the routing table");
+        }
+    }
+    drop(guard);
+}
+
+/// Completes once the endpoint has been out of the routing table for `grace` without
+/// coming back.
+async fn removed_for(mut removed: tokio::sync::watch::Receiver<bool>, grace: Duration) {
+    loop {
+        let closed = removed.wait_for(|r| *r).await.is_err();
+        if closed {
+            return std::future::pending().await;
+        }
+        let closed = tokio::select! {
+            _ = tokio::time::sleep(grace) => return,
+            back = removed.wait_for(|r| !*r) => back.is_err(),
+        };
+        if closed {
+            return std::future::pending().await;
+        }
     }
 }
 
@@ -496,8 +606,25 @@ mod tests {
     #[test]
     fn forwarded_for_appends() {
         let mut h = HeaderMap::new();
-        append_forwarded_for(&mut h, "10.0.0.1".parse().unwrap());
-        append_forwarded_for(&mut h, "10.0.0.2".parse().unwrap());
+        append_forwarded_for(
+            &mut h,
+            &Peer::new("10.0.0.1".parse().unwrap(), Listener::Internal).ip_value,
+        );
+        append_forwarded_for(&mut h, &HeaderValue::from_static("10.0.0.2"));
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 10.0.0.2");
+    }
+
+    #[test]
+    fn upgrade_needs_the_connection_token() {
+        let mut h = HeaderMap::new();
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert_eq!(upgrade_protocol(&h), None);
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
+        assert_eq!(upgrade_protocol(&h).unwrap(), "websocket");
+        h.remove(header::UPGRADE);
+        assert_eq!(upgrade_protocol(&h), None);
     }
 }
