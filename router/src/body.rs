@@ -42,11 +42,7 @@ pub(crate) struct BodySlot {
 
 impl BodySlot {
     /// Parks `body`; with a `tee`, copies it there as it streams to the upstream.
-    pub(crate) fn with_tee(
-        body: Incoming,
-        max: u64,
-        tee: Option<crate::mirror::Tee>,
-    ) -> Arc<Self> {
+    pub(crate) fn with_tee(body: Incoming, max: u64, tee: Option<crate::mirror::Tee>) -> Arc<Self> {
         Arc::new(BodySlot {
             hint: body.size_hint(),
             body: Mutex::new(Some(body)),

@@ -88,7 +88,7 @@ pub const MAX_REGEX_LEN: usize = 1024;
 pub(crate) const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
 /// Compiles a rule's regex, anchored to the whole value.
-pub(crate) fn compile_regex(src: &str) -> Result<regex::Regex, String> {
+pub fn compile_regex(src: &str) -> Result<regex::Regex, String> {
     if src.len() > MAX_REGEX_LEN {
         return Err(format!("longer than {MAX_REGEX_LEN} bytes"));
     }
@@ -149,7 +149,9 @@ pub enum ConfigError {
         first: String,
         second: String,
     },
-    #[error("service {service:?}: {what} names version {version:?}, which is not one of its versions")]
+    #[error(
+        "service {service:?}: {what} names version {version:?}, which is not one of its versions"
+    )]
     ControlVersion {
         service: String,
         what: &'static str,
@@ -317,12 +319,11 @@ fn validate_controls(name: &str, svc: &ServiceConfig) -> Result<(), ConfigError>
 }
 
 /// A cookie name is an RFC 6265 token.
-pub(crate) fn is_cookie_name(s: &str) -> bool {
+pub fn is_cookie_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 256
-        && s.bytes().all(|c| {
-            c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
-        })
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
 }
 
 /// `/api/orders/` and `/api/orders` are the same prefix; `/` stays `/`.

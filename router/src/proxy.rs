@@ -174,7 +174,13 @@ pub(crate) async fn handle(
     let may_retry = svc.endpoint_count() > 1;
     if let Some(job) = mirror {
         let headers = parts.headers.clone();
-        job.spawn(inner.clone(), svc.clone(), parts.method.clone(), pq.clone(), headers);
+        job.spawn(
+            inner.clone(),
+            svc.clone(),
+            parts.method.clone(),
+            pq.clone(),
+            headers,
+        );
     }
 
     // 5. Attempts.

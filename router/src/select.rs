@@ -219,13 +219,15 @@ impl Controls {
 
 impl Rule {
     fn matches(&self, headers: &HeaderMap) -> bool {
-        self.headers
-            .iter()
-            .all(|(name, m)| headers.get_all(name).iter().any(|v| m.matches(v.as_bytes())))
-            && self
-                .cookies
+        self.headers.iter().all(|(name, m)| {
+            headers
+                .get_all(name)
                 .iter()
-                .all(|(name, m)| cookie(headers, name).is_some_and(|v| m.matches(v)))
+                .any(|v| m.matches(v.as_bytes()))
+        }) && self
+            .cookies
+            .iter()
+            .all(|(name, m)| cookie(headers, name).is_some_and(|v| m.matches(v)))
     }
 }
 
@@ -288,7 +290,8 @@ mod tests {
 
     #[test]
     fn exact_header_sends_every_match_and_nothing_else() {
-        let t = table(r#","matches":[{"version":"v2","headers":[{"name":"x-beta","exact":"true"}]}]"#);
+        let t =
+            table(r#","matches":[{"version":"v2","headers":[{"name":"x-beta","exact":"true"}]}]"#);
         let beta = headers(&[("x-beta", "true")]);
         let other = headers(&[("x-beta", "TRUE")]);
         let mut v2_unmatched = 0;
@@ -321,12 +324,17 @@ mod tests {
         assert!(!m(&[("x-user", "mallory@corp"), ("x-team", "qa")]));
         assert!(!m(&[("x-user", "bob@corp")]));
         // Any of several values of a repeated header may match.
-        assert!(m(&[("x-user", "carol"), ("x-user", "bob@corp"), ("x-team", "qa")]));
+        assert!(m(&[
+            ("x-user", "carol"),
+            ("x-user", "bob@corp"),
+            ("x-team", "qa")
+        ]));
     }
 
     #[test]
     fn cookie_match_reads_every_cookie_header() {
-        let t = table(r#","matches":[{"version":"v2","cookies":[{"name":"beta","regex":"1|yes"}]}]"#);
+        let t =
+            table(r#","matches":[{"version":"v2","cookies":[{"name":"beta","regex":"1|yes"}]}]"#);
         let s = t.by_host("a").unwrap();
         let m = |pairs: &[(&str, &str)]| {
             let c = choose(s, &headers(pairs), None, false);
@@ -401,7 +409,10 @@ mod tests {
     fn sticky_cookie_pins_a_session_while_its_version_has_weight() {
         let t = table(r#","sticky":true"#);
         let first = pick(&t, &HeaderMap::new());
-        let set = first.set_cookie.clone().expect("a new session gets a cookie");
+        let set = first
+            .set_cookie
+            .clone()
+            .expect("a new session gets a cookie");
         let set = set.to_str().unwrap();
         assert!(set.starts_with("dronectl-a="), "{set}");
         assert!(set.contains("HttpOnly") && set.contains("Path=/"), "{set}");
