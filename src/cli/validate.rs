@@ -57,7 +57,11 @@ pub fn run(
         Some(name) => Some(Environment::resolve(&loaded.manifest, Some(name))?.name),
         None => None,
     };
-    let diagnostics = manifest::validate(&loaded.manifest);
+    let mut diagnostics = manifest::validate(&loaded.manifest);
+    // Traffic controls a Kubernetes environment cannot carry (no gateway): errors.
+    if !diagnostics.iter().any(|d| d.severity == Severity::Error) {
+        diagnostics.extend(dronectl::k8s::weights::traffic_controls(&loaded.manifest));
+    }
     let display_path = loaded
         .path
         .strip_prefix(cwd)
