@@ -977,19 +977,25 @@ fn header_match_then_mirror_then_weights_under_load() {
     assert_ne!(candidate, stable);
     let path = "/api/deliveries/public/00000000-0000-4000-8000-000000000000";
     for _ in 0..25 {
-        let (status, version, _) =
-            entry_request(port, "GET", path, "x", &[("x-beta", "true")]);
+        let (status, version, _) = entry_request(port, "GET", path, "x", &[("x-beta", "true")]);
         assert_eq!((status, version.as_str()), (404, candidate.as_str()));
-        let (status, version, _) =
-            entry_request(port, "GET", path, "x", &[("x-beta", "yes")]);
+        let (status, version, _) = entry_request(port, "GET", path, "x", &[("x-beta", "yes")]);
         assert_eq!((status, version.as_str()), (404, stable.as_str()));
     }
     // The analysis passed on shadow traffic: the load never saw the candidate.
     let (log, failures) = load.finish();
-    assert!(failures.is_empty(), "{:?}", &failures[..failures.len().min(10)]);
+    assert!(
+        failures.is_empty(),
+        "{:?}",
+        &failures[..failures.len().min(10)]
+    );
     assert!(log.len() > 50, "the load generator ran");
     let seen: Vec<_> = log.iter().filter(|(_, _, v)| *v != stable).collect();
-    assert!(seen.is_empty(), "{} load requests reached the candidate", seen.len());
+    assert!(
+        seen.is_empty(),
+        "{} load requests reached the candidate",
+        seen.len()
+    );
 
     // Then weights, sticky: a session keeps its version; the rollout completes.
     let load = Load::start(port, 4);
