@@ -457,3 +457,51 @@ fn health_timings_become_the_probes_timings() {
         ((Some(5), Some(2), Some(3), None), (Some(10), Some(2), Some(3), None))
     );
 }
+
+/// A rollout's traffic controls on a gateway (issue 18): one rule per match (headers exact
+/// or regex, cookies as a regex on `Cookie`) to the candidate only, and a `RequestMirror`
+/// filter with `percent` on the weighted rule.
+#[test]
+fn http_route_with_matches_and_mirror() {
+    use dronectl::rollout::{MatchValue, TrafficMatch};
+    let m = manifest();
+    let kenv = KubeEnv::from_manifest(&m, "production", None).unwrap();
+    let controls = render::RouteControls {
+        candidate: "ingestion-b2c3d4e5f6".into(),
+        matches: vec![
+            TrafficMatch {
+                headers: vec![
+                    ("x-beta".into(), MatchValue::Exact("true".into())),
+                    ("x-user".into(), MatchValue::Regex("[a-z]+@corp".into())),
+                ],
+                cookies: vec![],
+            },
+            TrafficMatch {
+                headers: vec![],
+                cookies: vec![("group".into(), MatchValue::Exact("qa.1".into()))],
+            },
+        ],
+        mirror: 20,
+    };
+    let route = render::http_route_with(
+        &kenv,
+        &m,
+        "ingestion",
+        &[
+            ("ingestion-a1b2c3d4e5".into(), 90),
+            ("ingestion-b2c3d4e5f6".into(), 10),
+        ],
+        &controls,
+    )
+    .unwrap();
+    let yaml = render::to_yaml(&[Object::HttpRoute(Box::new(route.clone()))]).unwrap();
+    insta::assert_snapshot!("ingestion_http_route_matches_mirror", yaml);
+    // The cookie regex holds whether the gateway matches the whole value or searches it.
+    let cookie = &route.spec.rules[1].matches[0].headers[0];
+    assert_eq!(cookie.name, "Cookie");
+    assert_eq!(cookie.value, r"^(.*;\s*)?group=qa\.1(;.*)?$");
+    // Without controls: the plain weighted rule, as before.
+    let plain = render::http_route(&kenv, &m, "ingestion", &[("ingestion".into(), 100)]).unwrap();
+    assert_eq!(plain.spec.rules.len(), 1);
+    assert!(plain.spec.rules[0].filters.is_empty());
+}

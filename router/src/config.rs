@@ -41,6 +41,66 @@ pub struct ServiceConfig {
     /// `.example.com`. Empty: any host. A route with hosts wins over the same prefix without.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
+    /// Traffic controls beside the weights (see `docs/router.md`): requests matching any
+    /// rule go to the rule's version whatever the weights (first matching rule wins; a rule
+    /// whose version has no endpoints is skipped).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<MatchRule>,
+    /// Shadow traffic: a copy of this share of the requests served by other versions goes
+    /// to `version`; its responses are discarded and counted in its stats only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<Mirror>,
+    /// Session affinity: a request picked by weight gets a cookie naming its version, and
+    /// later requests with that cookie stay on it while it has weight and endpoints.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sticky: bool,
+}
+
+/// Requests carrying every listed header and cookie (all must match) go to `version`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchRule {
+    pub version: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<ValueMatch>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cookies: Vec<ValueMatch>,
+}
+
+/// One header or cookie condition: the name and either an exact value or a regex the
+/// whole value must match (anchored).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValueMatch {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+}
+
+/// Mirroring: `percent` of the requests other versions serve are copied to `version`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mirror {
+    pub version: String,
+    pub percent: u8,
+}
+
+/// Longest regex source a match rule may carry.
+pub const MAX_REGEX_LEN: usize = 1024;
+/// Compiled-size bound of one regex (the `regex` crate's limit; matching is linear-time).
+pub(crate) const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// Compiles a rule's regex, anchored to the whole value.
+pub fn compile_regex(src: &str) -> Result<regex::Regex, String> {
+    if src.len() > MAX_REGEX_LEN {
+        return Err(format!("longer than {MAX_REGEX_LEN} bytes"));
+    }
+    regex::RegexBuilder::new(&format!("^(?:{src})$"))
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(|e| e.to_string())
 }
 
 /// One version of a service.
@@ -96,6 +156,22 @@ pub enum ConfigError {
         first: String,
         second: String,
     },
+    #[error(
+        "service {service:?}: {what} names version {version:?}, which is not one of its versions"
+    )]
+    ControlVersion {
+        service: String,
+        what: &'static str,
+        version: String,
+    },
+    #[error("service {service:?}: match rule {index}: {problem}")]
+    Match {
+        service: String,
+        index: usize,
+        problem: String,
+    },
+    #[error("service {service:?}: mirror percent {percent} is above 100")]
+    MirrorPercent { service: String, percent: u8 },
     #[error("stale generation {got}: generation {current} is already applied")]
     StaleGeneration { got: u64, current: u64 },
     #[error("generation is required: compare-and-set needs the applied generation + 1 ({})", current + 1)]
@@ -179,6 +255,7 @@ impl RouterConfig {
             } else {
                 svc.hosts.iter().map(|h| h.to_ascii_lowercase()).collect()
             };
+            validate_controls(name, svc)?;
             for r in &svc.routes {
                 if !is_route(r) {
                     return Err(ConfigError::Route {
@@ -202,6 +279,75 @@ impl RouterConfig {
         }
         Ok(())
     }
+}
+
+fn validate_controls(name: &str, svc: &ServiceConfig) -> Result<(), ConfigError> {
+    for (index, rule) in svc.matches.iter().enumerate() {
+        if !svc.versions.contains_key(&rule.version) {
+            return Err(ConfigError::ControlVersion {
+                service: name.to_string(),
+                what: "a match rule",
+                version: rule.version.clone(),
+            });
+        }
+        let bad = |problem: String| ConfigError::Match {
+            service: name.to_string(),
+            index,
+            problem,
+        };
+        if rule.headers.is_empty() && rule.cookies.is_empty() {
+            return Err(bad("it needs at least one header or cookie".into()));
+        }
+        for (kind, list) in [("header", &rule.headers), ("cookie", &rule.cookies)] {
+            for m in list {
+                let name_ok = if kind == "header" {
+                    http::HeaderName::from_bytes(m.name.as_bytes()).is_ok()
+                } else {
+                    is_cookie_name(&m.name)
+                };
+                if !name_ok {
+                    return Err(bad(format!("{kind} name {:?} is invalid", m.name)));
+                }
+                match (&m.exact, &m.regex) {
+                    (Some(_), None) => {}
+                    (None, Some(r)) => {
+                        compile_regex(r)
+                            .map_err(|e| bad(format!("{kind} {:?}: regex: {e}", m.name)))?;
+                    }
+                    _ => {
+                        return Err(bad(format!(
+                            "{kind} {:?} needs exactly one of `exact` and `regex`",
+                            m.name
+                        )))
+                    }
+                }
+            }
+        }
+    }
+    if let Some(m) = &svc.mirror {
+        if !svc.versions.contains_key(&m.version) {
+            return Err(ConfigError::ControlVersion {
+                service: name.to_string(),
+                what: "the mirror",
+                version: m.version.clone(),
+            });
+        }
+        if m.percent > 100 {
+            return Err(ConfigError::MirrorPercent {
+                service: name.to_string(),
+                percent: m.percent,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A cookie name is an RFC 6265 token.
+pub fn is_cookie_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 256
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
 }
 
 /// `/api/orders/` and `/api/orders` are the same prefix; `/` stays `/`.
@@ -324,6 +470,34 @@ mod tests {
             (
                 r#"{"services":{"a":{"routes":["/x"],"hosts":["A.example"]},"b":{"routes":["/x"],"hosts":["a.example","b.example"]}}}"#,
                 "claimed by both",
+            ),
+            (
+                r#"{"services":{"a":{"matches":[{"version":"v9","headers":[{"name":"x","exact":"1"}]}]}}}"#,
+                "a match rule names version \"v9\"",
+            ),
+            (
+                r#"{"services":{"a":{"versions":{"v1":{"weight":0}},"matches":[{"version":"v1"}]}}}"#,
+                "at least one header or cookie",
+            ),
+            (
+                r#"{"services":{"a":{"versions":{"v1":{"weight":0}},"matches":[{"version":"v1","headers":[{"name":"x","exact":"1","regex":"1"}]}]}}}"#,
+                "exactly one of",
+            ),
+            (
+                r#"{"services":{"a":{"versions":{"v1":{"weight":0}},"matches":[{"version":"v1","headers":[{"name":"x","regex":"("}]}]}}}"#,
+                "regex",
+            ),
+            (
+                r#"{"services":{"a":{"versions":{"v1":{"weight":0}},"matches":[{"version":"v1","cookies":[{"name":"a;b","exact":"1"}]}]}}}"#,
+                "cookie name",
+            ),
+            (
+                r#"{"services":{"a":{"versions":{"v1":{"weight":0}},"mirror":{"version":"v1","percent":101}}}}"#,
+                "above 100",
+            ),
+            (
+                r#"{"services":{"a":{"mirror":{"version":"v2","percent":1}}}}"#,
+                "the mirror names",
             ),
             (r#"{"services":"#, "invalid JSON"),
         ];

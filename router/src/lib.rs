@@ -28,9 +28,11 @@ mod body;
 pub mod cli;
 pub mod config;
 mod metrics;
+mod mirror;
 pub mod network;
 mod path;
 mod proxy;
+pub mod select;
 pub mod stats;
 mod table;
 
@@ -51,7 +53,9 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tracing::{debug, info, warn};
 
 pub use auth::{AdminToken, TokenError};
-pub use config::{ConfigError, RouterConfig, ServiceConfig, VersionConfig};
+pub use config::{
+    ConfigError, MatchRule, Mirror, RouterConfig, ServiceConfig, ValueMatch, VersionConfig,
+};
 pub use metrics::EndpointInfo;
 pub use network::{BindNetwork, BindNetworkError};
 pub use proxy::{CORRELATION_HEADER, TOKEN_HEADER, VERSION_HEADER};
@@ -179,6 +183,8 @@ pub(crate) struct Inner {
     pub(crate) max_body_bytes: u64,
     pub(crate) draining: AtomicBool,
     pub(crate) admin_token: Option<AdminToken>,
+    /// Mirrored requests in flight (bounded: see `mirror.rs`).
+    pub(crate) mirrors: mirror::Limiter,
     apply_lock: Mutex<()>,
 }
 
@@ -313,6 +319,7 @@ pub fn bind(opts: RouterOptions) -> Result<Router, RouterError> {
         max_body_bytes: opts.max_body_bytes,
         draining: AtomicBool::new(false),
         admin_token: opts.admin_token,
+        mirrors: mirror::Limiter::default(),
         apply_lock: Mutex::new(()),
     });
     if let Some(mut cfg) = opts.initial_config {

@@ -70,6 +70,10 @@ pub(crate) struct VersionMetrics {
     other_codes: AtomicU64,
     errors: [AtomicU64; 4],
     pub(crate) latency: AtomicHistogram,
+    /// Mirrored copies answered (also counted in the codes and latency above).
+    pub(crate) mirrored: AtomicU64,
+    /// Copies not sent: body above the mirror bound, or too many mirrors in flight.
+    pub(crate) mirror_skipped: AtomicU64,
 }
 
 impl VersionMetrics {
@@ -79,6 +83,8 @@ impl VersionMetrics {
             other_codes: AtomicU64::new(0),
             errors: std::array::from_fn(|_| AtomicU64::new(0)),
             latency: AtomicHistogram::new(),
+            mirrored: AtomicU64::new(0),
+            mirror_skipped: AtomicU64::new(0),
         }
     }
 
@@ -112,6 +118,8 @@ impl VersionMetrics {
             errors_5xx,
             upstream_errors: self.errors.iter().map(|e| e.load(Relaxed)).sum(),
             latency: self.latency.snapshot(),
+            mirrored: self.mirrored.load(Relaxed),
+            mirror_skipped: self.mirror_skipped.load(Relaxed),
         }
     }
 }

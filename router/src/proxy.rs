@@ -118,11 +118,8 @@ pub(crate) async fn handle(
         .get(&X_VERSION)
         .filter(|_| token_ok)
         .and_then(|v| svc.version_by_name(v.as_bytes()));
-    let (version, weighted) = match (forced, preview) {
-        (Some(v), _) => (Some(v), false),
-        (None, true) => (svc.preview, false),
-        (None, false) => (svc.pick_weighted(), true),
-    };
+    let choice = crate::select::choose(&svc, &parts.headers, forced, preview);
+    let (version, weighted) = (choice.version, choice.weighted);
     let Some(first) = version.and_then(|v| svc.first_target(v)) else {
         svc.unroutable.fetch_add(1, Relaxed);
         let msg = match (version, preview) {
@@ -152,10 +149,15 @@ pub(crate) async fn handle(
             "request body too large",
         ));
     }
+    let (mirror, tee) = match choice.mirror {
+        Some(m) => crate::mirror::prepare(&inner, &svc, m, &parts.headers, !body.is_end_stream())
+            .map_or((None, None), |(job, tee)| (Some(job), tee)),
+        None => (None, None),
+    };
     let slot = if body.is_end_stream() {
         None
     } else {
-        Some(BodySlot::new(body, inner.max_body_bytes))
+        Some(BodySlot::with_tee(body, inner.max_body_bytes, tee))
     };
 
     // 4. Upstream request head. An upgrade (WebSocket or any other `Connection: Upgrade`,
@@ -201,6 +203,17 @@ pub(crate) async fn handle(
         Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
     );
     let may_retry = svc.endpoint_count() > 1;
+    if let Some(job) = mirror {
+        let headers = parts.headers.clone();
+        job.spawn(
+            inner.clone(),
+            worker.client.clone(),
+            svc.clone(),
+            parts.method.clone(),
+            pq.clone(),
+            headers,
+        );
+    }
 
     // 5. Attempts.
     let mut tried: [Target; MAX_ATTEMPTS] = [(usize::MAX, usize::MAX); MAX_ATTEMPTS];
@@ -246,6 +259,9 @@ pub(crate) async fn handle(
                 let (mut rp, rb) = resp.into_parts();
                 strip_hop_by_hop(&mut rp.headers);
                 rp.headers.insert(X_VERSION.clone(), ver.header.clone());
+                if let Some(cookie) = &choice.set_cookie {
+                    rp.headers.append(header::SET_COOKIE, cookie.clone());
+                }
                 if !rp.headers.contains_key(&X_CORRELATION) {
                     rp.headers
                         .insert(X_CORRELATION.clone(), correlation.clone());

@@ -30,6 +30,8 @@ pub(crate) struct ServiceEntry {
     cursor: AtomicU64,
     pub(crate) preview: Option<usize>,
     pub(crate) unroutable: Arc<AtomicU64>,
+    /// Match rules, mirroring, sticky sessions (`None` without any: see `select.rs`).
+    pub(crate) controls: Option<Box<crate::select::Controls>>,
 }
 
 pub(crate) struct VersionEntry {
@@ -118,7 +120,9 @@ impl Table {
                 });
             }
             let weights: Vec<u32> = versions.iter().map(|v| u32::from(v.weight)).collect();
+            let controls = crate::select::compile(name, svc, &versions);
             let entry = Arc::new(ServiceEntry {
+                controls,
                 name: name.clone(),
                 schedule: smooth_wrr_schedule(&weights),
                 cursor: AtomicU64::new(0),

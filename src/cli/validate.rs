@@ -59,6 +59,10 @@ pub fn run(
     };
     let env = environment.as_ref().map(|e| e.name.clone());
     let mut diagnostics = manifest::validate(&loaded.manifest);
+    // Traffic controls a Kubernetes environment cannot carry (no gateway): errors.
+    if !diagnostics.iter().any(|d| d.severity == Severity::Error) {
+        diagnostics.extend(dronectl::k8s::weights::traffic_controls(&loaded.manifest));
+    }
     // Where values are known without a cluster (a local environment), every declared
     // secret must have one.
     if let Some(environment) = &environment {

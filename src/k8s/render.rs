@@ -257,6 +257,9 @@ pub struct ParentRef {
 #[serde(rename_all = "camelCase")]
 pub struct HttpRouteRule {
     pub matches: Vec<HttpRouteMatch>,
+    /// `RequestMirror` (a rollout's `mirror` step).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<HttpRouteFilter>,
     pub backend_refs: Vec<BackendRef>,
 }
 
@@ -264,6 +267,54 @@ pub struct HttpRouteRule {
 #[serde(rename_all = "camelCase")]
 pub struct HttpRouteMatch {
     pub path: HttpPathMatch,
+    /// Header conditions (a rollout's `match` step; cookies as a regex on `Cookie`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HttpHeaderMatch>,
+}
+
+/// `HTTPHeaderMatch`: `type` is `Exact` or `RegularExpression`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpHeaderMatch {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub name: String,
+    pub value: String,
+}
+
+/// `HTTPRouteFilter` of type `RequestMirror` (the only filter dronectl writes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRouteFilter {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub request_mirror: RequestMirror,
+}
+
+/// `HTTPRequestMirrorFilter`: the backend and the share of requests (`percent`, Gateway
+/// API v1.3 standard channel; older gateways mirror every request).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestMirror {
+    pub backend_ref: MirrorBackendRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MirrorBackendRef {
+    pub name: String,
+    pub port: u16,
+}
+
+/// A rollout's traffic controls as an HTTPRoute carries them: requests matching any of
+/// `matches` go to the `candidate` Service; `mirror` percent of the rest is copied to it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RouteControls {
+    pub candidate: String,
+    pub matches: Vec<crate::rollout::TrafficMatch>,
+    pub mirror: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -755,6 +806,65 @@ pub fn http_route(
     service: &str,
     backends: &[(String, u32)],
 ) -> Option<HttpRoute> {
+    http_route_with(kenv, manifest, service, backends, &RouteControls::default())
+}
+
+/// The header conditions of a match: headers as given, cookies as an anchored regular
+/// expression on the `Cookie` header (`(.*;\s*)?name=value(;.*)?`), which holds whether the
+/// gateway matches the whole value or searches it.
+pub fn header_matches(m: &crate::rollout::TrafficMatch) -> Vec<HttpHeaderMatch> {
+    use crate::rollout::MatchValue;
+    let mut out: Vec<HttpHeaderMatch> = m
+        .headers
+        .iter()
+        .map(|(name, v)| match v {
+            MatchValue::Exact(e) => HttpHeaderMatch {
+                type_: "Exact".into(),
+                name: name.clone(),
+                value: e.clone(),
+            },
+            MatchValue::Regex(r) => HttpHeaderMatch {
+                type_: "RegularExpression".into(),
+                name: name.clone(),
+                value: format!("^(?:{r})$"),
+            },
+        })
+        .collect();
+    for (name, v) in &m.cookies {
+        let value = match v {
+            MatchValue::Exact(e) => regex_escape(e),
+            MatchValue::Regex(r) => format!("(?:{r})"),
+        };
+        out.push(HttpHeaderMatch {
+            type_: "RegularExpression".into(),
+            name: "Cookie".into(),
+            value: format!("^(.*;\\s*)?{}={value}(;.*)?$", regex_escape(name)),
+        });
+    }
+    out
+}
+
+fn regex_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$#&-~".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// [`http_route`] with a rollout's controls: one rule per match (all its conditions on
+/// every public path, to the candidate only: a rule with header matches takes precedence
+/// over the plain one), and the weighted rule with a `RequestMirror` filter.
+pub fn http_route_with(
+    kenv: &KubeEnv,
+    manifest: &Manifest,
+    service: &str,
+    backends: &[(String, u32)],
+    controls: &RouteControls,
+) -> Option<HttpRoute> {
     let gateway = kenv.gateway.as_ref()?;
     let s = &manifest.services[service].value;
     if s.routes.is_empty() {
@@ -770,26 +880,63 @@ pub fn http_route(
                 namespace: gateway.namespace.clone(),
             }],
             hostnames: s.hosts.iter().map(|h| h.value.clone()).collect(),
-            rules: vec![HttpRouteRule {
-                matches: s
-                    .routes
-                    .iter()
-                    .map(|r| HttpRouteMatch {
-                        path: HttpPathMatch {
-                            type_: "PathPrefix".into(),
-                            value: r.value.clone(),
-                        },
-                    })
-                    .collect(),
-                backend_refs: backends
-                    .iter()
-                    .map(|(name, weight)| BackendRef {
-                        name: name.clone(),
+            rules: controls
+                .matches
+                .iter()
+                .map(|m| HttpRouteRule {
+                    matches: s
+                        .routes
+                        .iter()
+                        .map(|r| HttpRouteMatch {
+                            path: HttpPathMatch {
+                                type_: "PathPrefix".into(),
+                                value: r.value.clone(),
+                            },
+                            headers: header_matches(m),
+                        })
+                        .collect(),
+                    filters: vec![],
+                    backend_refs: vec![BackendRef {
+                        name: controls.candidate.clone(),
                         port: s.port,
-                        weight: *weight,
-                    })
-                    .collect(),
-            }],
+                        weight: 1,
+                    }],
+                })
+                .chain(std::iter::once(HttpRouteRule {
+                    matches: s
+                        .routes
+                        .iter()
+                        .map(|r| HttpRouteMatch {
+                            path: HttpPathMatch {
+                                type_: "PathPrefix".into(),
+                                value: r.value.clone(),
+                            },
+                            headers: vec![],
+                        })
+                        .collect(),
+                    filters: (controls.mirror > 0)
+                        .then(|| HttpRouteFilter {
+                            type_: "RequestMirror".into(),
+                            request_mirror: RequestMirror {
+                                backend_ref: MirrorBackendRef {
+                                    name: controls.candidate.clone(),
+                                    port: s.port,
+                                },
+                                percent: Some(controls.mirror.min(100)),
+                            },
+                        })
+                        .into_iter()
+                        .collect(),
+                    backend_refs: backends
+                        .iter()
+                        .map(|(name, weight)| BackendRef {
+                            name: name.clone(),
+                            port: s.port,
+                            weight: *weight,
+                        })
+                        .collect(),
+                }))
+                .collect(),
         },
     })
 }

@@ -26,6 +26,7 @@ use super::router::RouterAdmin;
 use super::{label_filter, labels, Names};
 use crate::http;
 use crate::manifest::Metric;
+use crate::rollout::platform::{MatchValue, Traffic};
 use crate::rollout::{
     AnalysisPlan, Failure, Measurement, Platform, Revision, RevisionStatus, Weights,
 };
@@ -689,6 +690,19 @@ impl Platform for LocalPlatform {
         revisions: &[&Revision],
         _max_surge: u32,
     ) -> anyhow::Result<()> {
+        // Weights alone: any match rules, mirror or sticky sessions of a rollout end here.
+        self.set_routing(service, &Traffic::weights(weights.clone()), revisions, 0)
+            .await
+    }
+
+    async fn set_routing(
+        &self,
+        service: &str,
+        traffic: &Traffic,
+        revisions: &[&Revision],
+        _max_surge: u32,
+    ) -> anyhow::Result<()> {
+        let weights = &traffic.weights;
         let routes = self.runtime(service)?.routes.clone();
         let hosts = self.runtime(service)?.hosts.clone();
         let mut versions = BTreeMap::new();
@@ -705,6 +719,7 @@ impl Platform for LocalPlatform {
             .first()
             .filter(|r| weights.get(&r.id).copied().unwrap_or(0) == 0)
             .map(|r| r.id.clone());
+        let controls = router_controls(traffic);
         self.router
             .update(|config| {
                 let entry = config.services.entry(service.to_string()).or_default();
@@ -712,6 +727,7 @@ impl Platform for LocalPlatform {
                 entry.routes = routes.clone();
                 entry.hosts = hosts.clone();
                 entry.preview = preview.clone();
+                (entry.matches, entry.mirror, entry.sticky) = controls.clone();
             })
             .await?;
         Ok(())
@@ -770,12 +786,59 @@ impl Platform for LocalPlatform {
                     if entry.preview.as_deref() == Some(revision.id.as_str()) {
                         entry.preview = None;
                     }
+                    entry.matches.retain(|m| m.version != revision.id);
+                    if entry
+                        .mirror
+                        .as_ref()
+                        .is_some_and(|m| m.version == revision.id)
+                    {
+                        entry.mirror = None;
+                    }
                 }
             })
             .await?;
         self.failures.lock().expect("failures").remove(&revision.id);
         Ok(())
     }
+}
+
+/// The router's form of a rollout's traffic controls: (match rules, mirror, sticky).
+pub fn router_controls(
+    traffic: &Traffic,
+) -> (
+    Vec<dronectl_router::MatchRule>,
+    Option<dronectl_router::Mirror>,
+    bool,
+) {
+    let conditions = |list: &[(String, MatchValue)]| {
+        list.iter()
+            .map(|(name, v)| {
+                let (exact, regex) = match v {
+                    MatchValue::Exact(e) => (Some(e.clone()), None),
+                    MatchValue::Regex(r) => (None, Some(r.clone())),
+                };
+                dronectl_router::ValueMatch {
+                    name: name.clone(),
+                    exact,
+                    regex,
+                }
+            })
+            .collect()
+    };
+    let matches = traffic
+        .matches
+        .iter()
+        .map(|m| dronectl_router::MatchRule {
+            version: traffic.candidate.clone(),
+            headers: conditions(&m.headers),
+            cookies: conditions(&m.cookies),
+        })
+        .collect();
+    let mirror = (traffic.mirror > 0).then(|| dronectl_router::Mirror {
+        version: traffic.candidate.clone(),
+        percent: traffic.mirror.min(100) as u8,
+    });
+    (matches, mirror, traffic.sticky)
 }
 
 /// Error rate or a latency percentile of the router's counters for one interval.

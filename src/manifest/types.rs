@@ -4,6 +4,7 @@
 //! rather than a silently ignored setting. Values that later checks need to point at
 //! (names that refer to other entries, routes) are kept `Spanned`.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration as StdDuration;
 
@@ -404,6 +405,9 @@ pub enum StrategyKind {
     Canary,
     /// Bring the new version up beside the old one, then switch all traffic at once.
     BlueGreen,
+    /// A/B test: `match` steps decide who reaches the new version, weights do not (it has
+    /// none until full promotion).
+    Ab,
 }
 
 impl fmt::Display for StrategyKind {
@@ -412,6 +416,7 @@ impl fmt::Display for StrategyKind {
             StrategyKind::Rolling => "rolling",
             StrategyKind::Canary => "canary",
             StrategyKind::BlueGreen => "blue-green",
+            StrategyKind::Ab => "ab",
         })
     }
 }
@@ -438,6 +443,10 @@ pub struct Strategy {
     /// Blue-green and canary: how long the old version stays warm after the switch.
     #[serde(default)]
     pub scale_down_delay: Option<Spanned<Duration>>,
+    /// Canary and A/B: sticky sessions while the rollout runs (the router sets a cookie, so
+    /// a user stays on one version; weight changes move only new sessions).
+    #[serde(default)]
+    pub sticky: bool,
 }
 
 /// One step of a canary or blue-green rollout.
@@ -450,6 +459,37 @@ pub enum Step {
     Pause(Pause),
     /// Run the named analysis; failure aborts and rolls back.
     Analysis(String),
+    /// From now on, requests matching these headers and cookies (all of them) go to the
+    /// new version whatever the weights. Several `match` steps add alternatives.
+    Match(MatchStep),
+    /// Copy this percentage of the requests the old version serves to the new one (shadow
+    /// traffic: its responses are discarded, its errors and latency measured). `0` stops.
+    Mirror(u32),
+}
+
+/// A `match` step: header and cookie conditions, each an exact value or `{ regex: ... }`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MatchStep {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub header: BTreeMap<String, MatchValue>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cookie: BTreeMap<String, MatchValue>,
+}
+
+/// A header or cookie condition: `"true"` (exact) or `{ regex: "beta-.*" }` (the whole value).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum MatchValue {
+    Exact(ScalarString),
+    Regex(RegexValue),
+}
+
+/// `{ regex: ... }`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RegexValue {
+    pub regex: String,
 }
 
 /// A pause step.

@@ -603,6 +603,60 @@ fn check_ingress(
     }
 }
 
+/// A `match` step: at least one condition; valid header and cookie names, values, regexes.
+fn check_match_step<T>(
+    field: &str,
+    step: &Spanned<T>,
+    ms: &crate::manifest::MatchStep,
+    out: &mut Findings,
+) {
+    if ms.header.is_empty() && ms.cookie.is_empty() {
+        out.error(
+            field.to_string(),
+            Some(step),
+            "a `match` step needs a `header` or a `cookie` to match",
+        );
+    }
+    for (kind, list) in [("header", &ms.header), ("cookie", &ms.cookie)] {
+        for (name, value) in list {
+            let name_ok = if kind == "header" {
+                http::HeaderName::from_bytes(name.as_bytes()).is_ok()
+            } else {
+                dronectl_router::config::is_cookie_name(name)
+            };
+            if !name_ok {
+                out.error(
+                    format!("{field}.match.{kind}"),
+                    Some(step),
+                    format!("`{}` is not a valid {kind} name", name.escape_debug()),
+                );
+            }
+            match value {
+                crate::manifest::MatchValue::Exact(v) => {
+                    if http::HeaderValue::from_str(&v.0).is_err()
+                        || v.0.contains(';') && kind == "cookie"
+                    {
+                        out.error(
+                            format!("{field}.match.{kind}.{name}"),
+                            Some(step),
+                            format!("`{}` cannot be a {kind} value", v.0.escape_debug()),
+                        );
+                    }
+                }
+                crate::manifest::MatchValue::Regex(r) => {
+                    if let Err(e) = dronectl_router::config::compile_regex(&r.regex) {
+                        out.error(
+                            format!("{field}.match.{kind}.{name}.regex"),
+                            Some(step),
+                            format!("invalid regex: {}", e.lines().last().unwrap_or_default()),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn check_strategies(m: &Manifest, out: &mut Findings) {
     for (name, strategy) in &m.strategies {
         let field = format!("strategies.{name}");
@@ -631,6 +685,20 @@ fn check_strategies(m: &Manifest, out: &mut Findings) {
                         if w != 0 && w != 100 {
                             out.error(format!("{field}.steps[{i}]"), Some(step), format!("a blue-green switches all traffic at once: weight must be 0 or 100, not {w}"));
                         }
+                    }
+                }
+            }
+            StrategyKind::Ab => {
+                if !s.steps.iter().any(|st| matches!(st.value, Step::Match(_))) {
+                    out.error(
+                        format!("{field}.steps"),
+                        Some(strategy),
+                        "an A/B strategy needs a `match` step: the match decides who sees the new version",
+                    );
+                }
+                for (i, step) in s.steps.iter().enumerate() {
+                    if let Step::Weight(_) = step.value {
+                        out.error(format!("{field}.steps[{i}]"), Some(step), "an A/B strategy has no `weight` steps: a match decides, not weight (use `type: canary` to combine them)");
                     }
                 }
             }
@@ -681,7 +749,36 @@ fn check_strategies(m: &Manifest, out: &mut Findings) {
                     check_analysis_ref(m, format!("{field}.steps[{i}]"), step, a, out)
                 }
                 Step::Pause(_) => {}
+                Step::Match(ms) => check_match_step(&format!("{field}.steps[{i}]"), step, ms, out),
+                Step::Mirror(p) if *p > 100 => out.error(
+                    format!("{field}.steps[{i}]"),
+                    Some(step),
+                    format!("mirror {p} is over 100 (a percentage of requests)"),
+                ),
+                Step::Mirror(_) => {}
             }
+            if matches!(step.value, Step::Match(_) | Step::Mirror(_))
+                && !matches!(s.kind, StrategyKind::Canary | StrategyKind::Ab)
+            {
+                out.error(
+                    format!("{field}.steps[{i}]"),
+                    Some(step),
+                    format!(
+                        "`match` and `mirror` steps apply to canary and ab strategies, not {}",
+                        s.kind
+                    ),
+                );
+            }
+        }
+        if s.sticky && !matches!(s.kind, StrategyKind::Canary | StrategyKind::Ab) {
+            out.error(
+                format!("{field}.sticky"),
+                Some(strategy),
+                format!(
+                    "`sticky` applies to canary and ab strategies, not {}",
+                    s.kind
+                ),
+            );
         }
     }
     for (name, analysis) in &m.analyses {

@@ -694,6 +694,14 @@ impl RolloutState {
                 PlanStep::Weight(w) if *w > 100 => {
                     return Err(format!("step {} sets weight {w}% (at most 100%)", i + 1))
                 }
+                PlanStep::Mirror(p) if *p > 100 => {
+                    return Err(format!("step {} mirrors {p}% (at most 100%)", i + 1))
+                }
+                PlanStep::Match(m) => {
+                    if let Err(e) = check_match(m) {
+                        return Err(format!("step {}: {e}", i + 1));
+                    }
+                }
                 PlanStep::Analysis(a) if !self.plan.analyses.contains_key(a) => {
                     return Err(format!(
                         "step {} runs analysis `{}`, which the plan does not define",
@@ -802,6 +810,38 @@ impl ServiceRecord {
         }
         Ok(())
     }
+}
+
+/// A stored match step: conditions the router would accept.
+fn check_match(m: &super::platform::TrafficMatch) -> Result<(), String> {
+    use super::platform::MatchValue;
+    if m.headers.is_empty() && m.cookies.is_empty() {
+        return Err("a match without conditions".into());
+    }
+    for (kind, list) in [("header", &m.headers), ("cookie", &m.cookies)] {
+        for (name, value) in list {
+            let name_ok = if kind == "header" {
+                http::HeaderName::from_bytes(name.as_bytes()).is_ok()
+            } else {
+                dronectl_router::config::is_cookie_name(name)
+            };
+            if !name_ok {
+                return Err(format!("invalid {kind} name `{}`", name.escape_debug()));
+            }
+            match value {
+                MatchValue::Exact(v) if http::HeaderValue::from_str(v).is_err() => {
+                    return Err(format!("invalid {kind} value `{}`", v.escape_debug()))
+                }
+                MatchValue::Regex(r) => {
+                    dronectl_router::config::compile_regex(r).map_err(|e| {
+                        format!("{kind} `{}`: invalid regex: {e}", name.escape_debug())
+                    })?;
+                }
+                MatchValue::Exact(_) => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
