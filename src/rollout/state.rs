@@ -660,6 +660,23 @@ fn check_revision(revision: &Revision, what: &str) -> Result<(), String> {
     if revision.image.is_empty() {
         return Err(format!("{what} revision `{}` has no image", revision.id));
     }
+    // Secret versions are names and random ids (or `rv:<resourceVersion>`), never values.
+    for (name, version) in &revision.secrets {
+        let name_ok = !name.is_empty()
+            && name.len() <= 128
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        let version_ok = !version.is_empty()
+            && version.len() <= 64
+            && version
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == ':' || c == '-');
+        if !name_ok || !version_ok {
+            return Err(format!(
+                "{what} revision `{}` has a malformed secret version",
+                revision.id
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -979,6 +996,33 @@ mod tests {
             text.contains("not valid state") && text.contains("api.rollout.json"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn secret_versions_are_part_of_the_revision_and_checked() {
+        let plain = revision("api:1");
+        let with = plain
+            .clone()
+            .with_secrets(std::collections::BTreeMap::from([(
+                "DB_PASSWORD".to_string(),
+                "0".repeat(32),
+            )]));
+        assert_ne!(plain.id, with.id);
+        assert_eq!(check_revision(&with, "stable"), Ok(()));
+        // Without secrets the id is what it always was (recorded revisions stay valid).
+        assert_eq!(
+            plain.id,
+            Revision::new("api:1", "1.0.0", 2, Default::default()).id
+        );
+        let mut swapped = with.clone();
+        swapped.secrets.insert("DB_PASSWORD".into(), "1".repeat(32));
+        assert!(check_revision(&swapped, "stable").is_err());
+        let mut odd = plain.clone();
+        odd.secrets.insert("A".into(), "hunter 2".into());
+        odd = odd.clone().with_secrets(odd.secrets.clone());
+        assert!(check_revision(&odd, "stable")
+            .unwrap_err()
+            .contains("malformed secret version"));
     }
 
     #[test]
