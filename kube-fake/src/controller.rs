@@ -793,8 +793,11 @@ fn garbage_collector(st: &mut State) {
             let uids = refs
                 .iter()
                 .map(|r| r.get("uid").and_then(Value::as_str).unwrap_or(""));
-            let all_gone = !refs.is_empty() && uids.clone().all(|u| owners.get(u).copied().unwrap_or(true));
-            let waited_for = uids.clone().any(|u| owners.get(u).copied().unwrap_or(false));
+            let all_gone =
+                !refs.is_empty() && uids.clone().all(|u| owners.get(u).copied().unwrap_or(true));
+            let waited_for = uids
+                .clone()
+                .any(|u| owners.get(u).copied().unwrap_or(false));
             all_gone.then(|| (k.clone(), waited_for))
         })
         .collect();
@@ -804,7 +807,11 @@ fn garbage_collector(st: &mut State) {
         };
         // Like the real collector: a dependent that an owner waits for and that has
         // dependents of its own is deleted in the foreground too, so the chain holds.
-        let policy = if waited_for { "Foreground" } else { "Background" };
+        let policy = if waited_for {
+            "Foreground"
+        } else {
+            "Background"
+        };
         let _ = st.delete_api(&t, &k.2, &k.3, None, None, policy, None, false);
     }
     let waiting: Vec<(crate::store::ObjKey, Value)> = st

@@ -1025,7 +1025,9 @@ fn delete_collection(sh: &Arc<Shared>, ctx: &Ctx, rt: &ResourceType, ns: Option<
     let mut deleted = vec![];
     for v in victims {
         let (vns, vname) = (util::ns_of(&v).to_string(), util::name_of(&v).to_string());
-        if let Ok((d, _)) = st.delete_api(rt, &vns, &vname, None, None, &o.policy, o.grace, o.dry_run) {
+        if let Ok((d, _)) =
+            st.delete_api(rt, &vns, &vname, None, None, &o.policy, o.grace, o.dry_run)
+        {
             deleted.push(d);
         }
     }

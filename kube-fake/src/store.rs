@@ -587,7 +587,10 @@ impl State {
         let is_pod = rt.group.is_empty() && rt.plural == "pods";
         let uid = util::uid_of(&old).to_string();
         let has_dependents = self.objects.values().any(|v| owned_by(v, &uid));
-        if policy == "Foreground" && has_dependents && !finalizers.contains(&json!("foregroundDeletion")) {
+        if policy == "Foreground"
+            && has_dependents
+            && !finalizers.contains(&json!("foregroundDeletion"))
+        {
             finalizers.push(json!("foregroundDeletion"));
         }
         let already = old.pointer("/metadata/deletionTimestamp").is_some();
@@ -601,13 +604,24 @@ impl State {
                 0
             } else {
                 grace
-                    .or_else(|| util::dotted(&old, "spec.terminationGracePeriodSeconds").and_then(Value::as_i64))
+                    .or_else(|| {
+                        util::dotted(&old, "spec.terminationGracePeriodSeconds")
+                            .and_then(Value::as_i64)
+                    })
                     .unwrap_or(30)
                     .max(0)
             }
         });
         if finalizers.is_empty() && pod_grace.unwrap_or(0) == 0 {
-            let gone = self.delete(rt, ns, name, precondition_rv, precondition_uid, orphan, dry_run)?;
+            let gone = self.delete(
+                rt,
+                ns,
+                name,
+                precondition_rv,
+                precondition_uid,
+                orphan,
+                dry_run,
+            )?;
             return Ok((gone, true));
         }
         if let Some(rv) = precondition_rv {
@@ -629,7 +643,10 @@ impl State {
             .map_or(0, |d| d.as_secs() as i64);
         let mut cur = old.clone();
         let meta = util::obj_mut(&mut cur, "metadata");
-        meta.insert("deletionTimestamp".into(), json!(util::format_unix(now + grace)));
+        meta.insert(
+            "deletionTimestamp".into(),
+            json!(util::format_unix(now + grace)),
+        );
         meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
         if !finalizers.is_empty() {
             meta.insert("finalizers".into(), Value::Array(finalizers));
@@ -642,8 +659,14 @@ impl State {
                 .map(|(k, _)| k.clone())
                 .collect();
             for k in dependents {
-                if let (Some(t), Some(mut v)) = (self.type_by_plural(&k.0, &k.1), self.objects.get(&k).cloned()) {
-                    if let Some(refs) = v["metadata"].get_mut("ownerReferences").and_then(Value::as_array_mut) {
+                if let (Some(t), Some(mut v)) = (
+                    self.type_by_plural(&k.0, &k.1),
+                    self.objects.get(&k).cloned(),
+                ) {
+                    if let Some(refs) = v["metadata"]
+                        .get_mut("ownerReferences")
+                        .and_then(Value::as_array_mut)
+                    {
                         refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(uid.as_str()));
                     }
                     self.commit(&t, v);

@@ -479,7 +479,13 @@ async fn deleting_a_pod_is_graceful_unless_the_grace_period_is_zero() {
     .unwrap();
     pods.create(&PostParams::default(), &pod).await.unwrap();
     eventually("scheduled", || async {
-        pods.get("p").await.unwrap().spec.unwrap().node_name.map(|_| ())
+        pods.get("p")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .node_name
+            .map(|_| ())
     })
     .await;
     let answered = pods.delete("p", &DeleteParams::default()).await.unwrap();
@@ -487,15 +493,35 @@ async fn deleting_a_pod_is_graceful_unless_the_grace_period_is_zero() {
     assert!(terminating.metadata.deletion_timestamp.is_some());
     assert_eq!(terminating.metadata.deletion_grace_period_seconds, Some(20));
     let still = pods.get("p").await.unwrap();
-    assert_eq!(still.metadata.deletion_timestamp, terminating.metadata.deletion_timestamp);
+    assert_eq!(
+        still.metadata.deletion_timestamp,
+        terminating.metadata.deletion_timestamp
+    );
     // A second DELETE changes nothing.
-    let again = pods.delete("p", &DeleteParams::default()).await.unwrap().left().unwrap();
-    assert_eq!(again.metadata.resource_version, still.metadata.resource_version);
-    eventually("gone", || async { pods.get_opt("p").await.unwrap().is_none().then_some(()) }).await;
+    let again = pods
+        .delete("p", &DeleteParams::default())
+        .await
+        .unwrap()
+        .left()
+        .unwrap();
+    assert_eq!(
+        again.metadata.resource_version,
+        still.metadata.resource_version
+    );
+    eventually("gone", || async {
+        pods.get_opt("p").await.unwrap().is_none().then_some(())
+    })
+    .await;
 
     pods.create(&PostParams::default(), &pod).await.unwrap();
     eventually("scheduled", || async {
-        pods.get("p").await.unwrap().spec.unwrap().node_name.map(|_| ())
+        pods.get("p")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .node_name
+            .map(|_| ())
     })
     .await;
     let now = DeleteParams {
@@ -517,13 +543,17 @@ async fn finalizers_and_foreground_deletion_keep_the_object_until_done() {
     c.metadata.finalizers = Some(vec!["example.com/hold".into()]);
     cms.create(&PostParams::default(), &c).await.unwrap();
     let answered = cms.delete("held", &DeleteParams::default()).await.unwrap();
-    let held = answered.left().expect("the object while finalizers hold it");
+    let held = answered
+        .left()
+        .expect("the object while finalizers hold it");
     assert!(held.metadata.deletion_timestamp.is_some());
     assert_eq!(held.metadata.deletion_grace_period_seconds, Some(0));
     let mut cur = cms.get("held").await.unwrap();
     assert!(cur.metadata.deletion_timestamp.is_some());
     cur.metadata.finalizers = None;
-    cms.replace("held", &PostParams::default(), &cur).await.unwrap();
+    cms.replace("held", &PostParams::default(), &cur)
+        .await
+        .unwrap();
     assert!(cms.get_opt("held").await.unwrap().is_none());
 
     let deps: Api<Deployment> = Api::default_namespaced(client.clone());
@@ -535,15 +565,24 @@ async fn finalizers_and_foreground_deletion_keep_the_object_until_done() {
         (rss.list(&ListParams::default()).await.unwrap().items.len() == 1).then_some(())
     })
     .await;
-    let answered = deps.delete("fg", &DeleteParams::foreground()).await.unwrap();
-    let owner = answered.left().expect("the Deployment while its dependents go");
+    let answered = deps
+        .delete("fg", &DeleteParams::foreground())
+        .await
+        .unwrap();
+    let owner = answered
+        .left()
+        .expect("the Deployment while its dependents go");
     assert_eq!(
         owner.metadata.finalizers,
         Some(vec!["foregroundDeletion".to_string()])
     );
     assert!(deps.get_opt("fg").await.unwrap().is_some());
     eventually("dependents and owner gone", || async {
-        (rss.list(&ListParams::default()).await.unwrap().items.is_empty()
+        (rss.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
             && deps.get_opt("fg").await.unwrap().is_none())
         .then_some(())
     })
