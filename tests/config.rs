@@ -282,21 +282,34 @@ environments:
     // The printed manifest is valid as it stands and prints the same.
     let again = app_with(&yaml);
     assert_code(&run(again.path(), &["validate", "--strict"]), 0);
-    assert_eq!(stdout(&run(again.path(), &["--env", "prod", "config"])), yaml);
+    assert_eq!(
+        stdout(&run(again.path(), &["--env", "prod", "config"])),
+        yaml
+    );
 
     let out = run(tmp.path(), &["--env", "prod", "config", "--format", "json"]);
     assert_code(&out, 0);
     let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
-    assert_eq!(doc["services"]["api"]["hosts"], serde_json::json!(["api.shop.example.com"]));
+    assert_eq!(
+        doc["services"]["api"]["hosts"],
+        serde_json::json!(["api.shop.example.com"])
+    );
     assert_eq!(doc["services"]["api"]["health"]["retries"], 5);
     assert_eq!(doc["services"]["web"]["routes"], serde_json::json!([]));
-    assert_eq!(doc["environments"]["prod"]["ingress"]["tls"]["cluster_issuer"], "letsencrypt");
+    assert_eq!(
+        doc["environments"]["prod"]["ingress"]["tls"]["cluster_issuer"],
+        "letsencrypt"
+    );
     // -o json: one summary event with the same document, whatever --format says.
     for format in ["yaml", "json"] {
-        let out = run(tmp.path(), &["-o", "json", "--env", "prod", "config", "--format", format]);
+        let out = run(
+            tmp.path(),
+            &["-o", "json", "--env", "prod", "config", "--format", format],
+        );
         assert_code(&out, 0);
         let text = stdout(&out);
-        let summary: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        let summary: serde_json::Value =
+            serde_json::from_str(text.lines().last().unwrap()).unwrap();
         assert_eq!(summary["result"]["manifest"], doc, "{format}");
     }
     // The local environment: no hosts, the base timings.
@@ -304,7 +317,10 @@ environments:
     let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert!(doc["services"]["api"].get("hosts").is_none(), "{doc}");
     assert_eq!(doc["services"]["api"]["health"]["interval"], "10s");
-    assert!(doc["services"]["api"]["health"].get("timeout").is_none(), "{doc}");
+    assert!(
+        doc["services"]["api"]["health"].get("timeout").is_none(),
+        "{doc}"
+    );
 }
 
 #[test]
@@ -333,7 +349,10 @@ environments:
             stderr(&out)
         );
     }
-    let no_hosts = manifest.replace("      api: { hosts: [\"shop.example.com:443\"] }\n", "      api: { replicas: 2 }\n");
+    let no_hosts = manifest.replace(
+        "      api: { hosts: [\"shop.example.com:443\"] }\n",
+        "      api: { replicas: 2 }\n",
+    );
     let tmp = app_with(&no_hosts);
     let out = run(tmp.path(), &["--env", "prod", "render", "--tag", "1"]);
     assert_code(&out, 2);

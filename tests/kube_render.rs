@@ -431,7 +431,9 @@ fn health_timings_become_the_probes_timings() {
         .into_iter()
         .find(|o| o.kind() == "Deployment" && o.name() == service)
         .unwrap();
-        let Object::Deployment(d) = o else { unreachable!() };
+        let Object::Deployment(d) = o else {
+            unreachable!()
+        };
         let c = d.spec.template.spec.unwrap().containers.remove(0);
         let t = |p: Option<k8s_openapi::api::core::v1::Probe>| {
             let p = p.unwrap();
@@ -454,7 +456,10 @@ fn health_timings_become_the_probes_timings() {
     // Unset timings: readiness every 5 s, liveness every 10 s, 2 s timeout, 3 failures.
     assert_eq!(
         probes("web"),
-        ((Some(5), Some(2), Some(3), None), (Some(10), Some(2), Some(3), None))
+        (
+            (Some(5), Some(2), Some(3), None),
+            (Some(10), Some(2), Some(3), None)
+        )
     );
 }
 

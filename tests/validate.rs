@@ -399,10 +399,17 @@ environments:
         err.contains("dronectl.yaml:7:12: warning: environments.staging: publishes the routes of api over plain HTTP: set `ingress.tls` (a Secret, or a cert-manager issuer) and the services' `hosts`"),
         "{err}"
     );
-    for quiet in ["environments.prod", "environments.edge", "environments.local"] {
+    for quiet in [
+        "environments.prod",
+        "environments.edge",
+        "environments.local",
+    ] {
         assert!(!err.contains(quiet), "{quiet}: {err}");
     }
-    assert_code(&run(tmp.path(), &["--env", "staging", "validate", "--strict"]), 2);
+    assert_code(
+        &run(tmp.path(), &["--env", "staging", "validate", "--strict"]),
+        2,
+    );
 
     // -o json: the warning is a diagnostic event with its position.
     let out = run(tmp.path(), &["-o", "json", "--env", "staging", "validate"]);

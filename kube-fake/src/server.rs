@@ -937,20 +937,28 @@ fn to_scale(obj: &Value) -> Value {
 struct DeleteOptions {
     rv: Option<String>,
     uid: Option<String>,
-    orphan: bool,
+    /// `Background` (the default), `Foreground` or `Orphan`.
+    policy: String,
+    /// `gracePeriodSeconds` (pods: the spec's `terminationGracePeriodSeconds` when absent).
+    grace: Option<i64>,
     dry_run: bool,
 }
 
 fn delete_options(ctx: &Ctx) -> DeleteOptions {
     let body: Value = serde_json::from_slice(ctx.body).unwrap_or(Value::Null);
-    let policy = body
+    let mut policy = body
         .get("propagationPolicy")
         .and_then(Value::as_str)
         .or(ctx.q("propagationPolicy"))
         .unwrap_or("Background")
         .to_string();
-    let orphan =
-        policy == "Orphan" || body.get("orphanDependents").and_then(Value::as_bool) == Some(true);
+    if body.get("orphanDependents").and_then(Value::as_bool) == Some(true) {
+        policy = "Orphan".into();
+    }
+    let grace = body
+        .get("gracePeriodSeconds")
+        .and_then(Value::as_i64)
+        .or_else(|| ctx.q("gracePeriodSeconds").and_then(|g| g.parse().ok()));
     let dry_run = ctx.dry_run()
         || body
             .get("dryRun")
@@ -965,25 +973,31 @@ fn delete_options(ctx: &Ctx) -> DeleteOptions {
             .pointer("/preconditions/uid")
             .and_then(Value::as_str)
             .map(String::from),
-        orphan,
+        policy,
+        grace,
         dry_run,
     }
 }
 
+/// A DELETE answers the object while it is still there (a pod in its grace period, an object
+/// waiting for finalizers), and for pods always; otherwise a `Success` Status.
 fn delete(sh: &Arc<Shared>, ctx: &Ctx, rt: &ResourceType, ns: &str, name: &str) -> Response {
     let o = delete_options(ctx);
-    let r = sh.lock().delete(
+    let r = sh.lock().delete_api(
         rt,
         ns,
         name,
         o.rv.as_deref(),
         o.uid.as_deref(),
-        o.orphan,
+        &o.policy,
+        o.grace,
         o.dry_run,
     );
     match r {
-        Ok(obj) if rt.group.is_empty() && rt.plural == "pods" => json_response(200, &obj),
-        Ok(obj) => json_response(
+        Ok((obj, gone)) if !gone || (rt.group.is_empty() && rt.plural == "pods") => {
+            json_response(200, &obj)
+        }
+        Ok((obj, _)) => json_response(
             200,
             &json!({
                 "kind": "Status",
@@ -1012,7 +1026,9 @@ fn delete_collection(sh: &Arc<Shared>, ctx: &Ctx, rt: &ResourceType, ns: Option<
     let mut deleted = vec![];
     for v in victims {
         let (vns, vname) = (util::ns_of(&v).to_string(), util::name_of(&v).to_string());
-        if let Ok(d) = st.delete(rt, &vns, &vname, None, None, o.orphan, o.dry_run) {
+        if let Ok((d, _)) =
+            st.delete_api(rt, &vns, &vname, None, None, &o.policy, o.grace, o.dry_run)
+        {
             deleted.push(d);
         }
     }

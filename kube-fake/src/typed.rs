@@ -283,7 +283,9 @@ fn go_struct_defaults(obj: &mut Value) {
     let mut at = obj;
     for key in path.iter() {
         let Value::Object(m) = at else { return };
-        let slot = m.entry(key.to_string()).or_insert_with(|| Value::Object(Map::new()));
+        let slot = m
+            .entry(key.to_string())
+            .or_insert_with(|| Value::Object(Map::new()));
         if slot.is_null() {
             *slot = Value::Object(Map::new());
         }

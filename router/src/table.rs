@@ -347,12 +347,24 @@ mod tests {
             "only":{"routes":["/only"],"hosts":["only.example"]}}}"#,
         );
         let name = |h: Option<&str>, p: &str| t.by_path(h, p).map(|s| s.name.clone());
-        assert_eq!(name(Some("shop.example.com"), "/api/x").as_deref(), Some("shop"));
-        assert_eq!(name(Some("other.example"), "/api/x").as_deref(), Some("any"));
+        assert_eq!(
+            name(Some("shop.example.com"), "/api/x").as_deref(),
+            Some("shop")
+        );
+        assert_eq!(
+            name(Some("other.example"), "/api/x").as_deref(),
+            Some("any")
+        );
         assert_eq!(name(None, "/api").as_deref(), Some("any"));
-        assert_eq!(name(Some("eu.admin.example.com"), "/api/admin").as_deref(), Some("admin"));
+        assert_eq!(
+            name(Some("eu.admin.example.com"), "/api/admin").as_deref(),
+            Some("admin")
+        );
         // A wildcard needs a label before its suffix; then the any-host route answers.
-        assert_eq!(name(Some("admin.example.com"), "/api/admin").as_deref(), Some("any"));
+        assert_eq!(
+            name(Some("admin.example.com"), "/api/admin").as_deref(),
+            Some("any")
+        );
         assert_eq!(name(Some("only.example"), "/only").as_deref(), Some("only"));
         assert_eq!(name(Some("only.example.evil"), "/only"), None);
         assert_eq!(name(None, "/only"), None);

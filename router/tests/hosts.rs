@@ -31,7 +31,12 @@ async fn routes_with_hosts_match_the_host_header_only() {
         assert_eq!(body("eu.shop.example.com").await.body, "shop");
         assert_eq!(body("admin.example.com:80").await.body, "admin");
         // Another host (or a look-alike) matches no route.
-        for host in ["localhost", "example.com", "shop.example.com.evil", "127.0.0.1:1"] {
+        for host in [
+            "localhost",
+            "example.com",
+            "shop.example.com.evil",
+            "127.0.0.1:1",
+        ] {
             let res = body(host).await;
             assert_eq!(res.status, 404, "{host}: {}", res.body);
             assert_eq!(res.json(), json!({"error": "no route"}));
@@ -52,8 +57,14 @@ async fn routes_with_hosts_match_the_host_header_only() {
     .await;
     assert_eq!(res.status, 200, "{}", res.body);
     let url = r.public_url("/api/x");
-    assert_eq!(get(&c, &url, &[("host", "shop.example.com")]).await.body, "shop");
-    assert_eq!(get(&c, &url, &[("host", "localhost:9000")]).await.body, "any");
+    assert_eq!(
+        get(&c, &url, &[("host", "shop.example.com")]).await.body,
+        "shop"
+    );
+    assert_eq!(
+        get(&c, &url, &[("host", "localhost:9000")]).await.body,
+        "any"
+    );
     r.stop().await;
     assert_eq!(any.hits(), 1);
 }

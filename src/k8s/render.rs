@@ -31,8 +31,8 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
-    IngressServiceBackend, IngressSpec, IngressTLS, NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer,
-    NetworkPolicyPort, NetworkPolicySpec, ServiceBackendPort,
+    IngressServiceBackend, IngressSpec, IngressTLS, NetworkPolicy, NetworkPolicyIngressRule,
+    NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec, ServiceBackendPort,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -1012,11 +1012,7 @@ fn ingress(kenv: &KubeEnv, manifest: &Manifest, service: &str) -> Option<Ingress
             tls: tls.map(|t| {
                 vec![IngressTLS {
                     hosts: Some(hosts.clone()),
-                    secret_name: Some(
-                        t.secret
-                            .clone()
-                            .unwrap_or_else(|| format!("{service}-tls")),
-                    ),
+                    secret_name: Some(t.secret.clone().unwrap_or_else(|| format!("{service}-tls"))),
                 }]
             }),
             ..Default::default()

@@ -659,9 +659,7 @@ impl Platform for LocalPlatform {
                     .started_at
                     .as_deref()
                     .and_then(seconds_since)
-                    .is_some_and(|s| {
-                        s > (self.never_ready_after + runtime.start_period).as_secs()
-                    })
+                    .is_some_and(|s| s > (self.never_ready_after + runtime.start_period).as_secs())
             {
                 let logs = self.tail_logs(&replica.name, 20).await;
                 status.failure = Some(Failure {
@@ -895,7 +893,9 @@ mod tests {
                     let _ = conn.read(&mut buf).await;
                     tokio::time::sleep(delay).await;
                     let _ = conn
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                        )
                         .await;
                 });
             }
@@ -922,6 +922,10 @@ mod tests {
         assert_eq!(short.start_period, Duration::from_secs(45));
         let started = std::time::Instant::now();
         assert!(!probe(&addr, &short.readiness, short.probe_timeout).await);
-        assert!(started.elapsed() < Duration::from_millis(1150), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_millis(1150),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }

@@ -131,7 +131,11 @@ impl Environment {
                 context: e.context.clone(),
                 namespace: e.namespace.clone(),
                 gateway: e.gateway.clone(),
-                ingress: e.ingress.as_ref().map(|i| i.value.clone()).unwrap_or_default(),
+                ingress: e
+                    .ingress
+                    .as_ref()
+                    .map(|i| i.value.clone())
+                    .unwrap_or_default(),
             }),
         };
         Ok(Environment {

@@ -550,7 +550,12 @@ environments:
         assert_eq!(base.routes.len(), 1);
         let t = base.health.timings();
         assert_eq!(
-            (t.readiness_interval, t.liveness_interval, t.timeout, t.retries),
+            (
+                t.readiness_interval,
+                t.liveness_interval,
+                t.timeout,
+                t.retries
+            ),
             (secs(5), secs(10), secs(2), 3)
         );
     }
@@ -600,9 +605,17 @@ environments:
     #[test]
     fn unknown_fields_in_hosts_tls_and_health_are_parse_errors() {
         for (text, line, column) in [
-            ("    ingress: { tls: { secret: s, issuer_kind: x } }\n", 15, 34),
+            (
+                "    ingress: { tls: { secret: s, issuer_kind: x } }\n",
+                15,
+                34,
+            ),
             ("    ingress: { klass: nginx }\n", 15, 16),
-            ("    services:\n      api: { health: { period: 5s } }\n", 16, 24),
+            (
+                "    services:\n      api: { health: { period: 5s } }\n",
+                16,
+                24,
+            ),
             ("    services:\n      api: { public: maybe }\n", 16, 22),
         ] {
             let err = parse(

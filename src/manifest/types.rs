@@ -69,7 +69,11 @@ pub struct Service {
     /// Host names the public routes answer on (`api.example.com`, `*.example.com`); empty:
     /// any host. The Ingress rule's `host`, the HTTPRoute's `hostnames`, and on the local
     /// target the `Host` headers the router's public port matches.
-    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub hosts: Vec<Spanned<String>>,
     /// Services and infrastructure this service calls; each gets an `<NAME>_URL` variable.
     #[serde(default, deserialize_with = "null_as_default")]

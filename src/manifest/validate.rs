@@ -216,7 +216,10 @@ fn check_health_timings(field: &str, h: &super::Health, out: &mut Findings) {
             out.error(
                 format!("{field}.health.{key}"),
                 Some(d),
-                format!("`{}` is not a whole number of seconds (Kubernetes probes count seconds)", d.value),
+                format!(
+                    "`{}` is not a whole number of seconds (Kubernetes probes count seconds)",
+                    d.value
+                ),
             );
         } else if min_one && ms == 0 {
             out.error(

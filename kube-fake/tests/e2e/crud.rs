@@ -312,18 +312,37 @@ async fn deleting_a_deployment_cascades_to_replicasets_and_pods() {
     deps.delete("web", &DeleteParams::background())
         .await
         .unwrap();
+    // The garbage collector is asynchronous, as on a real cluster: the ReplicaSet outlives
+    // its Deployment for a moment, then its pods terminate gracefully, then they are gone.
+    assert_eq!(
+        rss.list(&ListParams::default()).await.unwrap().items.len(),
+        1
+    );
+    eventually("pods terminating", || async {
+        let items = pods.list(&ListParams::default()).await.unwrap().items;
+        (items.len() == 2
+            && items.iter().all(|p| {
+                p.metadata.deletion_timestamp.is_some()
+                    && p.metadata.deletion_grace_period_seconds == Some(30)
+            }))
+        .then_some(())
+    })
+    .await;
     assert!(rss
         .list(&ListParams::default())
         .await
         .unwrap()
         .items
         .is_empty());
-    assert!(pods
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .is_empty());
+    eventually("pods gone", || async {
+        pods.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+            .then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -443,4 +462,129 @@ async fn request_log_counts_requests() {
         "{}",
         reqs[2].query
     );
+}
+
+/// DELETE of a running pod is graceful (deletionTimestamp = now + grace,
+/// deletionGracePeriodSeconds; the pod answers GET as Terminating until the kubelet has
+/// stopped it); `gracePeriodSeconds: 0` deletes at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_pod_is_graceful_unless_the_grace_period_is_zero() {
+    let cluster = FakeCluster::start().await;
+    cluster.set_termination_ticks(10);
+    let client = cluster.kube_client();
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    let pod: Pod = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "p"},
+        "spec": {"terminationGracePeriodSeconds": 20, "containers": [{"name": "app", "image": "web:1"}]}}))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    eventually("scheduled", || async {
+        pods.get("p")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .node_name
+            .map(|_| ())
+    })
+    .await;
+    let answered = pods.delete("p", &DeleteParams::default()).await.unwrap();
+    let terminating = answered.left().expect("the pod, not a Status");
+    assert!(terminating.metadata.deletion_timestamp.is_some());
+    assert_eq!(terminating.metadata.deletion_grace_period_seconds, Some(20));
+    let still = pods.get("p").await.unwrap();
+    assert_eq!(
+        still.metadata.deletion_timestamp,
+        terminating.metadata.deletion_timestamp
+    );
+    // A second DELETE changes nothing.
+    let again = pods
+        .delete("p", &DeleteParams::default())
+        .await
+        .unwrap()
+        .left()
+        .unwrap();
+    assert_eq!(
+        again.metadata.resource_version,
+        still.metadata.resource_version
+    );
+    eventually("gone", || async {
+        pods.get_opt("p").await.unwrap().is_none().then_some(())
+    })
+    .await;
+
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    eventually("scheduled", || async {
+        pods.get("p")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .node_name
+            .map(|_| ())
+    })
+    .await;
+    let now = DeleteParams {
+        grace_period_seconds: Some(0),
+        ..Default::default()
+    };
+    pods.delete("p", &now).await.unwrap();
+    assert!(pods.get_opt("p").await.unwrap().is_none());
+}
+
+/// An object with finalizers stays (deletionTimestamp set) until an update removes the last
+/// one; a Foreground deletion keeps the owner until its dependents are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finalizers_and_foreground_deletion_keep_the_object_until_done() {
+    let cluster = FakeCluster::start().await;
+    let client = cluster.kube_client();
+    let cms: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    let mut c = cm("held", &[], &[("a", "1")]);
+    c.metadata.finalizers = Some(vec!["example.com/hold".into()]);
+    cms.create(&PostParams::default(), &c).await.unwrap();
+    let answered = cms.delete("held", &DeleteParams::default()).await.unwrap();
+    let held = answered
+        .left()
+        .expect("the object while finalizers hold it");
+    assert!(held.metadata.deletion_timestamp.is_some());
+    assert_eq!(held.metadata.deletion_grace_period_seconds, Some(0));
+    let mut cur = cms.get("held").await.unwrap();
+    assert!(cur.metadata.deletion_timestamp.is_some());
+    cur.metadata.finalizers = None;
+    cms.replace("held", &PostParams::default(), &cur)
+        .await
+        .unwrap();
+    assert!(cms.get_opt("held").await.unwrap().is_none());
+
+    let deps: Api<Deployment> = Api::default_namespaced(client.clone());
+    let rss: Api<ReplicaSet> = Api::default_namespaced(client.clone());
+    deps.create(&PostParams::default(), &deployment("fg", "web:1", 1))
+        .await
+        .unwrap();
+    eventually("a ReplicaSet", || async {
+        (rss.list(&ListParams::default()).await.unwrap().items.len() == 1).then_some(())
+    })
+    .await;
+    let answered = deps
+        .delete("fg", &DeleteParams::foreground())
+        .await
+        .unwrap();
+    let owner = answered
+        .left()
+        .expect("the Deployment while its dependents go");
+    assert_eq!(
+        owner.metadata.finalizers,
+        Some(vec!["foregroundDeletion".to_string()])
+    );
+    assert!(deps.get_opt("fg").await.unwrap().is_some());
+    eventually("dependents and owner gone", || async {
+        (rss.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+            && deps.get_opt("fg").await.unwrap().is_none())
+        .then_some(())
+    })
+    .await;
 }

@@ -339,7 +339,12 @@ async fn user_agent_is_recorded() {
 }
 
 /// One raw HTTP/1.1 request with a JSON body: (status code, the `Warning` headers, body).
-fn raw_send(cluster: &FakeCluster, method: &str, path: &str, body: &Value) -> (u16, Vec<String>, String) {
+fn raw_send(
+    cluster: &FakeCluster,
+    method: &str,
+    path: &str,
+    body: &Value,
+) -> (u16, Vec<String>, String) {
     let body = body.to_string();
     let mut s = std::net::TcpStream::connect(cluster.addr()).unwrap();
     write!(
@@ -354,7 +359,10 @@ fn raw_send(cluster: &FakeCluster, method: &str, path: &str, body: &Value) -> (u
     let code = head.split(' ').nth(1).unwrap().parse().unwrap();
     let warnings = head
         .lines()
-        .filter_map(|l| l.split_once(": ").filter(|(k, _)| k.eq_ignore_ascii_case("warning")))
+        .filter_map(|l| {
+            l.split_once(": ")
+                .filter(|(k, _)| k.eq_ignore_ascii_case("warning"))
+        })
         .map(|(_, v)| v.to_string())
         .collect();
     (code, warnings, rest.to_string())
@@ -371,8 +379,20 @@ async fn unknown_fields_are_warned_about_in_warning_headers() {
             "data": {"a": "1"}, "colour": "red", "metadata2": {"x": 1}})
     };
     for (query, expected) in [
-        ("", vec![r#"299 - "unknown field \"colour\"""#, r#"299 - "unknown field \"metadata2\"""#]),
-        ("?fieldValidation=Warn", vec![r#"299 - "unknown field \"colour\"""#, r#"299 - "unknown field \"metadata2\"""#]),
+        (
+            "",
+            vec![
+                r#"299 - "unknown field \"colour\"""#,
+                r#"299 - "unknown field \"metadata2\"""#,
+            ],
+        ),
+        (
+            "?fieldValidation=Warn",
+            vec![
+                r#"299 - "unknown field \"colour\"""#,
+                r#"299 - "unknown field \"metadata2\"""#,
+            ],
+        ),
         ("?fieldValidation=Ignore", vec![]),
     ] {
         let name = format!("c{}", query.len());
@@ -384,17 +404,29 @@ async fn unknown_fields_are_warned_about_in_warning_headers() {
         );
         assert_eq!(code, 201, "{query}: {body}");
         assert_eq!(warnings, expected, "{query}");
-        let stored = cluster.get_json("", "v1", "configmaps", "default", &name).unwrap();
+        let stored = cluster
+            .get_json("", "v1", "configmaps", "default", &name)
+            .unwrap();
         assert!(stored.get("colour").is_none(), "{stored}");
     }
     // A nested unknown field on an update is named by its path; a clean body warns nothing.
     let mut update = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c0", "labels": {"a": "b"}, "colour": "x"}, "data": {"a": "2"}});
-    let (code, warnings, body) = raw_send(&cluster, "PUT", "/api/v1/namespaces/default/configmaps/c0", &update);
+    let (code, warnings, body) = raw_send(
+        &cluster,
+        "PUT",
+        "/api/v1/namespaces/default/configmaps/c0",
+        &update,
+    );
     assert_eq!(code, 200, "{body}");
     assert_eq!(warnings, [r#"299 - "unknown field \"metadata.colour\"""#]);
     update["metadata"].as_object_mut().unwrap().remove("colour");
     update["data"]["a"] = json!("3");
-    let (code, warnings, _) = raw_send(&cluster, "PUT", "/api/v1/namespaces/default/configmaps/c0", &update);
+    let (code, warnings, _) = raw_send(
+        &cluster,
+        "PUT",
+        "/api/v1/namespaces/default/configmaps/c0",
+        &update,
+    );
     assert_eq!((code, warnings.len()), (200, 0));
 }
 
@@ -415,7 +447,16 @@ async fn a_network_policy_without_pod_selector_is_stored_with_an_empty_one() {
     let got = typed.get("deny-all").await.unwrap();
     assert_eq!(got.spec.unwrap().pod_selector, Some(Default::default()));
     let stored = cluster
-        .get_json("networking.k8s.io", "v1", "networkpolicies", "default", "deny-all")
+        .get_json(
+            "networking.k8s.io",
+            "v1",
+            "networkpolicies",
+            "default",
+            "deny-all",
+        )
         .unwrap();
-    assert_eq!(stored["spec"], json!({"podSelector": {}, "policyTypes": ["Ingress"]}));
+    assert_eq!(
+        stored["spec"],
+        json!({"podSelector": {}, "policyTypes": ["Ingress"]})
+    );
 }
