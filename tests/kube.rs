@@ -671,6 +671,94 @@ async fn gateway_canary_sets_httproute_weights() {
     );
 }
 
+/// Issue 18 on a gateway: a `match` step adds an HTTPRoute rule with the header condition to
+/// the candidate's Service only, a `mirror` step a `RequestMirror` filter with `percent` (both
+/// accepted by kube-fake's CRD validation); full promotion writes the plain route again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_canary_carries_matches_and_mirror_in_the_httproute() {
+    use dronectl::rollout::{MatchValue, TrafficMatch};
+    let c = fake().await;
+    c.register_resource(kube_fake::ResourceType::new(
+        "gateway.networking.k8s.io",
+        "v1",
+        "httproutes",
+        "HTTPRoute",
+        true,
+    ));
+    let t = target(c.kube_client(), "production", "default");
+    let reporter = Collect::default();
+    first(&t, &reporter).await;
+    let v2 = revision(&t, "2.0.0");
+    let beta = TrafficMatch {
+        headers: vec![("x-beta".into(), MatchValue::Exact("true".into()))],
+        cookies: vec![("group".into(), MatchValue::Regex("qa-[0-9]+".into()))],
+    };
+    let report = deploy(
+        &t,
+        v2.clone(),
+        plan(
+            StrategyKind::Canary,
+            vec![
+                PlanStep::Match(beta),
+                PlanStep::Mirror(25),
+                PlanStep::Pause(None),
+                PlanStep::Weight(30),
+            ],
+        ),
+        &reporter,
+    )
+    .await;
+    assert_eq!(report.outcome, "paused", "{}", report.message);
+    let route = c
+        .get_json(
+            "gateway.networking.k8s.io",
+            "v1",
+            "httproutes",
+            "default",
+            SVC,
+        )
+        .unwrap();
+    let rules = route["spec"]["rules"].as_array().unwrap();
+    assert_eq!(rules.len(), 2, "{route}");
+    let candidate = format!("{SVC}-{}", v2.id);
+    assert_eq!(
+        rules[0]["backendRefs"].as_array().unwrap().len(),
+        1,
+        "{route}"
+    );
+    assert_eq!(rules[0]["backendRefs"][0]["name"], candidate.as_str());
+    let headers = &rules[0]["matches"][0]["headers"];
+    assert_eq!(headers[0]["type"], "Exact", "{route}");
+    assert_eq!(headers[0]["name"], "x-beta");
+    assert_eq!(headers[1]["name"], "Cookie");
+    assert_eq!(headers[1]["type"], "RegularExpression");
+    let mirror = &rules[1]["filters"][0];
+    assert_eq!(mirror["type"], "RequestMirror", "{route}");
+    assert_eq!(mirror["requestMirror"]["percent"], 25);
+    assert_eq!(
+        mirror["requestMirror"]["backendRef"]["name"],
+        candidate.as_str()
+    );
+    // The candidate's own Service exists (it is a backend before it has weight).
+    assert!(c
+        .get_json("", "v1", "services", "default", &candidate)
+        .is_some());
+    let report = drive(&t, Some(Request::Promote), &reporter).await;
+    assert_eq!(report.outcome, "completed", "{}", report.message);
+    let route = c
+        .get_json(
+            "gateway.networking.k8s.io",
+            "v1",
+            "httproutes",
+            "default",
+            SVC,
+        )
+        .unwrap();
+    let rules = route["spec"]["rules"].as_array().unwrap();
+    assert_eq!(rules.len(), 1, "{route}");
+    assert!(rules[0].get("filters").is_none(), "{route}");
+}
+
 /// With a gateway too, a ready candidate without traffic is reachable as `<svc>-preview`, as
 /// the rollout's message says; the preview goes when the candidate has all the traffic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
