@@ -227,18 +227,18 @@ impl Dedicated {
         addr: &str,
         connect_timeout: Duration,
     ) -> Result<(http1::SendRequest<ReqBody>, ConnFuture), UpstreamError> {
-        let stream = match tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect(addr))
-            .await
-        {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(UpstreamError::Connect(e)),
-            Err(_) => {
-                return Err(UpstreamError::Connect(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "connect timeout",
-                )))
-            }
-        };
+        let stream =
+            match tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect(addr)).await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return Err(UpstreamError::Connect(e)),
+                Err(_) => {
+                    return Err(UpstreamError::Connect(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "connect timeout",
+                    )))
+                }
+            };
         let _ = stream.set_nodelay(true);
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
