@@ -35,6 +35,7 @@ mod proxy;
 pub mod select;
 pub mod stats;
 mod table;
+mod upstream;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -177,7 +178,7 @@ pub fn load_config_file(path: &Path) -> Result<RouterConfig, RouterError> {
 pub(crate) struct Inner {
     pub(crate) table: ArcSwap<Table>,
     pub(crate) metrics: Metrics,
-    connect_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
     pub(crate) upstream_timeout: Duration,
     pub(crate) upgrade_grace: Duration,
     pub(crate) max_body_bytes: u64,
@@ -513,15 +514,21 @@ async fn worker_loop(
         };
         let worker = worker.clone();
         let peer = proxy::Peer::new(remote.ip(), listener);
+        let dedicated = peer.dedicated.clone();
         let svc = service_fn(move |req| proxy::handle(worker.clone(), req, peer.clone()));
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), svc)
             .into_owned();
         let conn = graceful.watch(conn);
+        // The connection's own upstream connection is driven in this same task.
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                debug!(error = %e, "client connection ended with an error");
+            tokio::select! {
+                res = conn => if let Err(e) = res {
+                    debug!(error = %e, "client connection ended with an error");
+                },
+                _ = dedicated.drive() => {}
             }
+            dedicated.clear();
         });
     }
     tokio::select! {

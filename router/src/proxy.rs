@@ -24,6 +24,7 @@ use tracing::{debug, info, warn};
 use crate::body::{BodySlot, ReqBody, RespBody};
 use crate::metrics::{ErrorKind, InFlightGuard};
 use crate::table::{ServiceEntry, Table, Target};
+use crate::upstream::{Dedicated, UpstreamError};
 use crate::Worker;
 
 /// Request header forcing a version; response header naming the version that served.
@@ -52,13 +53,19 @@ pub(crate) struct Peer {
     /// The client's IP address as a header value, for `X-Forwarded-For`.
     ip_value: HeaderValue,
     listener: Listener,
+    /// The connection's own upstream connection (see [`crate::upstream`]).
+    pub(crate) dedicated: Dedicated,
 }
 
 impl Peer {
     pub(crate) fn new(ip: IpAddr, listener: Listener) -> Peer {
         let ip_value =
             HeaderValue::from_str(&ip.to_string()).expect("an IP address is a valid header value");
-        Peer { ip_value, listener }
+        Peer {
+            ip_value,
+            listener,
+            dedicated: Dedicated::default(),
+        }
     }
 }
 
@@ -214,6 +221,7 @@ pub(crate) async fn handle(
             headers,
         );
     }
+    let dedicated_ok = client_upgrade.is_none() && parts.version <= Version::HTTP_11;
 
     // 5. Attempts.
     let mut tried: [Target; MAX_ATTEMPTS] = [(usize::MAX, usize::MAX); MAX_ATTEMPTS];
@@ -225,27 +233,54 @@ pub(crate) async fn handle(
         let ver = &svc.versions[target.0];
         let ep = &ver.endpoints[target.1];
 
-        let mut uparts = http::uri::Parts::default();
-        uparts.scheme = Some(Scheme::HTTP);
-        uparts.authority = Some(ep.authority.clone());
-        uparts.path_and_query = Some(pq.clone());
-        let uri = Uri::from_parts(uparts).expect("scheme, authority and path are set");
         let body = match &slot {
             None => ReqBody::Empty,
             Some(s) => ReqBody::shared(s),
         };
         let mut ureq = Request::new(body);
         *ureq.method_mut() = parts.method.clone();
-        *ureq.uri_mut() = uri;
+        *ureq.uri_mut() = Uri::from(pq.clone());
         *ureq.version_mut() = Version::HTTP_11;
         *ureq.headers_mut() = if may_retry && n < MAX_ATTEMPTS {
             parts.headers.clone()
         } else {
             std::mem::take(&mut parts.headers)
         };
+        if !ureq.headers().contains_key(header::HOST) {
+            if let Ok(h) = HeaderValue::from_str(ep.authority.as_str()) {
+                ureq.headers_mut().insert(header::HOST, h);
+            }
+        }
 
         let guard = InFlightGuard::new(&ep.state);
-        let res = tokio::time::timeout(inner.upstream_timeout, worker.client.request(ureq)).await;
+        let attempt = async {
+            // HTTP/1 downstream, no upgrade: the connection's own upstream connection when
+            // it can take the request, else the pool.
+            let ureq = if dedicated_ok {
+                match peer
+                    .dedicated
+                    .send(&ep.addr, inner.connect_timeout, ureq)
+                    .await
+                {
+                    Ok(res) => return res,
+                    Err(back) => back,
+                }
+            } else {
+                ureq
+            };
+            let (mut rparts, rbody) = ureq.into_parts();
+            let mut uparts = http::uri::Parts::default();
+            uparts.scheme = Some(Scheme::HTTP);
+            uparts.authority = Some(ep.authority.clone());
+            uparts.path_and_query = Some(pq.clone());
+            rparts.uri = Uri::from_parts(uparts).expect("scheme, authority and path are set");
+            worker
+                .client
+                .request(Request::from_parts(rparts, rbody))
+                .await
+                .map_err(UpstreamError::Pooled)
+        };
+        let res = tokio::time::timeout(inner.upstream_timeout, attempt).await;
         let (kind, err) = match res {
             Ok(Ok(mut resp)) => {
                 let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -294,7 +329,7 @@ pub(crate) async fn handle(
                 }
                 return Ok(Response::from_parts(rp, RespBody::upstream(rb, guard)));
             }
-            Ok(Err(e)) => (classify(&e), e.to_string() + &source_chain(&e)),
+            Ok(Err(e)) => (e.kind(), e.message()),
             Err(_) => (ErrorKind::Timeout, "upstream timeout".to_string()),
         };
         drop(guard);
@@ -532,45 +567,6 @@ pub(crate) fn new_correlation_id() -> HeaderValue {
         j += 1;
     }
     HeaderValue::from_bytes(&out).expect("hex and dashes are valid header bytes")
-}
-
-fn classify(e: &hyper_util::client::legacy::Error) -> ErrorKind {
-    if e.is_connect() {
-        return ErrorKind::Connect;
-    }
-    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(s) = src {
-        if let Some(h) = s.downcast_ref::<hyper::Error>() {
-            if h.is_canceled() || h.is_closed() || h.is_incomplete_message() {
-                return ErrorKind::Reset;
-            }
-            if h.is_user() || h.is_body_write_aborted() {
-                return ErrorKind::Other;
-            }
-        }
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind as K;
-            if matches!(
-                io.kind(),
-                K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof
-            ) {
-                return ErrorKind::Reset;
-            }
-        }
-        src = s.source();
-    }
-    ErrorKind::Other
-}
-
-fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut out = String::new();
-    let mut src = e.source();
-    while let Some(s) = src {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        src = s.source();
-    }
-    out
 }
 
 pub(crate) fn json_error(status: StatusCode, msg: &str) -> Response<RespBody> {

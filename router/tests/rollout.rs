@@ -303,3 +303,75 @@ async fn connection_closed_after_send_retries_only_idempotent_requests() {
     assert_eq!(v.errors_5xx, post_failures);
     r.stop().await;
 }
+
+/// A raw HTTP/1.1 upstream that answers every request with 200 `ok`, closes the connection
+/// after `close_after` responses, and counts the connections it accepted.
+async fn closing_upstream(
+    close_after: usize,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut served = 0;
+                let mut chunk = [0u8; 4096];
+                while served < close_after {
+                    let Ok(n) = s.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        served += 1;
+                        let last = served >= close_after;
+                        let resp = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n{}\r\nok",
+                            if last { "connection: close\r\n" } else { "" }
+                        );
+                        if s.write_all(resp.as_bytes()).await.is_err() || last {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_closing_its_connections_costs_no_request() {
+    use std::sync::atomic::Ordering;
+    // Closes after every response: each request of one client connection needs a fresh
+    // upstream connection (the connection's own one is replaced, never reused closed).
+    let (ep, accepted) = closing_upstream(1).await;
+    let r = TestRouter::start(json!({"services": {"s": svc(&[("v1", 100, vec![ep])])}})).await;
+    let c = client();
+    for _ in 0..5 {
+        let res = get(&c, &r.url("/x"), &[("host", "s")]).await;
+        assert_eq!((res.status, res.body.as_str()), (200, "ok"));
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 5);
+    // Keeps connections for two responses, and the client pauses in between: the idle
+    // upstream close is noticed and the next request still succeeds.
+    let (ep2, accepted2) = closing_upstream(2).await;
+    let cfg = json!({"generation": 2, "services": {"s": svc(&[("v1", 100, vec![ep2])])}});
+    assert_eq!(put_config(&c, &r, &cfg).await.status, 200);
+    for _ in 0..6 {
+        let res = get(&c, &r.url("/x"), &[("host", "s")]).await;
+        assert_eq!((res.status, res.body.as_str()), (200, "ok"));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(accepted2.load(Ordering::SeqCst) >= 3);
+    r.stop().await;
+}
