@@ -35,6 +35,15 @@ export SKIP_REFERENCE="${SKIP_REFERENCE:-}" SKIP_GENERATED="${SKIP_GENERATED:-}"
 exec python3 - <<'PY'
 import json, os, re, shutil, signal, statistics, subprocess, sys, tempfile, threading, time, urllib.request
 
+# Ctrl-C or a TERM (also when started in the background, where SIGINT is ignored) still
+# runs the clean-up at the end.
+def _interrupt(*_):
+    raise KeyboardInterrupt
+
+
+signal.signal(signal.SIGINT, _interrupt)
+signal.signal(signal.SIGTERM, _interrupt)
+
 DRONECTL = os.environ["DRONECTL"]
 OUT = os.environ["OUT"]
 ROOT = os.environ["ROOT"]
