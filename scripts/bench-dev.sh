@@ -15,6 +15,12 @@
 #   scripts/bench-dev.sh                  # both apps
 #   SKIP_REFERENCE=1 scripts/bench-dev.sh # the generated app only
 #   SKIP_GENERATED=1 scripts/bench-dev.sh # the reference app only
+#   SKIP_BUILD_DEPLOY=1 / SKIP_PLAIN=1     # leave out an alternative (ALT_ITERATIONS=0: both)
+#
+# CPU time (user+sys, s) is reported beside wall time: for `dronectl dev` that of the dev
+# process and its children (cargo, rustc, the linker) per iteration, from /proc; for the
+# plain alternative that of `cargo build` and the docker CLI. The Docker daemon's own CPU
+# (image import, container start) is in neither.
 #
 # Needs: docker, curl, python3; the reference app needs the redis image
 # (scripts/infra-images.sh). Everything it creates has a unique name and is removed at the end.
@@ -31,9 +37,19 @@ mkdir -p "$OUT"
 export DRONECTL OUT ROOT="$root"
 export ITERATIONS="${ITERATIONS:-10}" ALT_ITERATIONS="${ALT_ITERATIONS:-3}"
 export SKIP_REFERENCE="${SKIP_REFERENCE:-}" SKIP_GENERATED="${SKIP_GENERATED:-}"
+export SKIP_BUILD_DEPLOY="${SKIP_BUILD_DEPLOY:-}" SKIP_PLAIN="${SKIP_PLAIN:-}"
 
 exec python3 - <<'PY'
-import json, os, re, shutil, signal, statistics, subprocess, sys, tempfile, threading, time, urllib.request
+import json, os, re, resource, shutil, signal, statistics, subprocess, sys, tempfile, threading, time, urllib.request
+
+# Ctrl-C or a TERM (also when started in the background, where SIGINT is ignored) still
+# runs the clean-up at the end.
+def _interrupt(*_):
+    raise KeyboardInterrupt
+
+
+signal.signal(signal.SIGINT, _interrupt)
+signal.signal(signal.SIGTERM, _interrupt)
 
 DRONECTL = os.environ["DRONECTL"]
 OUT = os.environ["OUT"]
@@ -76,6 +92,20 @@ def wait_served(url, marker, timeout=900):
             return time.time()
         time.sleep(0.02)
     raise SystemExit(f"{url} never served {marker!r}")
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu(pid):
+    """User+sys CPU seconds of `pid` and its waited-for children (cargo, rustc, ld)."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return sum(int(fields[i]) for i in (11, 12, 13, 14)) / TICK
+
+
+def children_cpu():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def edit(path, old, new):
@@ -140,10 +170,12 @@ def bench_dev(app_dir, service, url_path, path, make_old_new, label):
     for i in range(1, N + 1):
         old, new, marker = make_old_new(i)
         mark = len(dev.events)
+        cpu0 = proc_cpu(dev.proc.pid)
         t0 = time.time()
         edit(path, old, new)
         served = wait_served(url, marker)
         _, (t_live, _) = dev.wait(dev_what("live"), since=mark)
+        cpu = proc_cpu(dev.proc.pid) - cpu0
         ev = dev.events[mark:]
 
         def first(pred):
@@ -160,11 +192,12 @@ def bench_dev(app_dir, service, url_path, path, make_old_new, label):
                    settle=(t_build or t0) - (t_changed or t0),
                    build=(t_built or t0) - (t_build or t0),
                    compile=(compile_ms or 0) / 1000, image=(image_ms or 0) / 1000,
-                   swap_to_served=served - (t_built or t0), swap_to_live=t_live - (t_built or t0))
+                   swap_to_served=served - (t_built or t0), swap_to_live=t_live - (t_built or t0),
+                   cpu=cpu)
         rows.append(row)
         log(f"{label} #{i}: {row['total']:.2f}s (watch {row['watch']:.2f}, settle {row['settle']:.2f}, "
             f"build {row['build']:.2f} = compile {row['compile']:.2f} + image {row['image']:.2f} + rest, "
-            f"swap→served {row['swap_to_served']:.2f})")
+            f"swap→served {row['swap_to_served']:.2f}; CPU {cpu:.2f}s)")
         time.sleep(0.5)
     dev.stop()
     return rows, url
@@ -198,12 +231,14 @@ def bench_plain(app_dir, service, path, make_old_new, label):
     rows = []
     for i in range(0, ALT_N + 1):  # iteration 0 warms the release build up, not counted
         old, new, marker = make_old_new(200 + i)
+        cpu0 = children_cpu()
         t0 = time.time()
         edit(path, old, new)
         subprocess.run(
             ["cargo", "build", "-q", "--release", "--target", "x86_64-unknown-linux-gnu", "-p", service],
             cwd=app_dir, env=dict(env, RUSTFLAGS="-C target-feature=+crt-static"), check=True)
         t_compiled = time.time()
+        cpu_compile = children_cpu() - cpu0
         shutil.copy(os.path.join(target, "x86_64-unknown-linux-gnu/release", service), os.path.join(ctx, "app"))
         with open(os.path.join(ctx, "Dockerfile"), "w") as f:
             f.write("FROM scratch\nCOPY app /app\nUSER 10001\nENV PORT=8080\nENTRYPOINT [\"/app\"]\n")
@@ -216,8 +251,10 @@ def bench_plain(app_dir, service, path, make_old_new, label):
         if i == 0:
             continue
         rows.append(dict(iteration=i, total=served - t0, compile=t_compiled - t0,
-                         image=t_image - t_compiled, replace=served - t_image))
-        log(f"{label} plain #{i}: {served - t0:.2f}s (compile {t_compiled - t0:.2f}, image {t_image - t_compiled:.2f})")
+                         image=t_image - t_compiled, replace=served - t_image,
+                         cpu_compile=cpu_compile, cpu=children_cpu() - cpu0))
+        log(f"{label} plain #{i}: {served - t0:.2f}s (compile {t_compiled - t0:.2f}, image {t_image - t_compiled:.2f}, "
+            f"replace {served - t_image:.2f}; CPU of cargo {cpu_compile:.2f}s)")
     return rows
 
 
@@ -242,8 +279,10 @@ def generated():
         return old, new, new
 
     dev_rows, url = bench_dev(app, "greeter", "/api/greeter", api, change, "generated")
-    bd_rows = bench_build_deploy(app, "greeter", url, api, change, "generated")
-    plain_rows = bench_plain(app, "greeter", api, change, "generated")
+    bd_rows = [] if os.environ.get("SKIP_BUILD_DEPLOY") else \
+        bench_build_deploy(app, "greeter", url, api, change, "generated")
+    plain_rows = [] if os.environ.get("SKIP_PLAIN") else \
+        bench_plain(app, "greeter", api, change, "generated")
     return dev_rows, bd_rows, plain_rows
 
 
@@ -295,22 +334,26 @@ try:
     print(f"Run {started}, load average {' '.join(load)} at the start, {' '.join(end_load)} at the end.\n")
     print("| loop (edit → first response of the new version) | runs | median | max | vs dev |")
     print("|---|---|---|---|---|")
-    keys = ["watch", "settle", "build", "compile", "image", "swap_to_served"]
+    keys = ["watch", "settle", "build", "compile", "image", "swap_to_served", "cpu"]
     if gen_dev:
         dm, dx = summary(gen_dev)
-        bm, bx = summary(gen_bd)
-        pm, px = summary(gen_plain)
         print(f"| `dronectl dev`, generated rust-http service | {len(gen_dev)} | {dm:.2f} s | {dx:.2f} s | 1× |")
-        print(f"| `dronectl build` + `deploy --rolling`, generated service | {len(gen_bd)} | {bm:.2f} s | {bx:.2f} s | {bm / dm:.1f}× slower |")
-        print(f"| `cargo build --release` + `docker build` + container replace, generated service | {len(gen_plain)} | {pm:.2f} s | {px:.2f} s | {pm / dm:.1f}× slower |")
+        if gen_bd:
+            bm, bx = summary(gen_bd)
+            print(f"| `dronectl build` + `deploy --rolling`, generated service | {len(gen_bd)} | {bm:.2f} s | {bx:.2f} s | {bm / dm:.1f}× slower |")
+        if gen_plain:
+            pm, px = summary(gen_plain)
+            print(f"| `cargo build --release` + `docker build` + container replace, generated service | {len(gen_plain)} | {pm:.2f} s | {px:.2f} s | {pm / dm:.1f}× slower |")
     if ref_dev:
         rm, rx = summary(ref_dev)
         print(f"| `dronectl dev`, reference app `ingestion` | {len(ref_dev)} | {rm:.2f} s | {rx:.2f} s | — |")
     print()
     if gen_dev:
         print(f"Where the time goes (medians, s) — generated: {fmt(gen_dev, keys)}")
-        print(f"build + deploy (medians, s): {fmt(gen_bd, ['build', 'deploy'])}")
-        print(f"plain (medians, s): {fmt(gen_plain, ['compile', 'image', 'replace'])}")
+        if gen_bd:
+            print(f"build + deploy (medians, s): {fmt(gen_bd, ['build', 'deploy'])}")
+        if gen_plain:
+            print(f"plain (medians, s): {fmt(gen_plain, ['compile', 'image', 'replace', 'cpu_compile', 'cpu'])}")
     if ref_dev:
         print(f"Where the time goes (medians, s) — reference ingestion: {fmt(ref_dev, keys)}")
 finally:
