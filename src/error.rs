@@ -40,7 +40,10 @@ pub struct UsageError(pub String);
 /// The exit code for an error returned by any dronectl operation.
 pub fn exit_code(err: &anyhow::Error) -> ExitCode {
     for cause in err.chain() {
-        if cause.is::<UsageError>() || cause.is::<ManifestError>() || cause.is::<EnvironmentError>()
+        if cause.is::<UsageError>()
+            || cause.is::<ManifestError>()
+            || cause.is::<EnvironmentError>()
+            || cause.is::<crate::secrets::MissingSecrets>()
         {
             return ExitCode::Usage;
         }

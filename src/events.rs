@@ -22,6 +22,8 @@ pub enum Event {
     Rollout(RolloutEvent),
     /// A log line of a container (`dronectl logs`; see [`LogEvent`]).
     Log(LogEvent),
+    /// What the edit loop of `dronectl dev` is doing (see [`DevEvent`]).
+    Dev(DevEvent),
     /// A step of the current command began (`Creating service ratings`).
     Started { action: String, subject: String },
     /// A file or directory was created, or would be with `--dry-run`.
@@ -215,4 +217,76 @@ pub struct LogEvent {
     /// The whole JSON object, when the line is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fields: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// What happened in `dronectl dev`'s edit loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DevWhat {
+    /// The app is up and the loop watches the sources (`message` holds the entry URL).
+    Watching,
+    /// Source files of `services` changed (`paths`, relative to the app).
+    Changed,
+    /// A build of `services` began.
+    BuildStarted,
+    /// The build of `services` finished (`elapsed_ms`).
+    BuildFinished,
+    /// The build failed (a compile error: the compiler's messages came as
+    /// `compiler_message` events); the running versions keep serving.
+    BuildFailed,
+    /// The new revision of a service is being swapped in.
+    Swapping,
+    /// A service serves its new revision (`version`, `revision`, `elapsed_ms` since the change).
+    Live,
+    /// The change produced the revision that already runs: nothing to swap.
+    Unchanged,
+    /// The new revision failed (crash loop, never ready) and traffic stayed on or went back
+    /// to the old one; `logs` holds its last log lines.
+    RolledBack,
+    /// A service's directory disappeared (deleted or renamed): it is no longer watched until
+    /// it comes back; the loop goes on for the others.
+    Missing,
+    /// A missing service directory is back and watched again.
+    Restored,
+    /// The loop stopped; `message` says what was left running.
+    Stopped,
+}
+
+/// One step of the `dronectl dev` loop.
+#[derive(Debug, Clone, Serialize)]
+pub struct DevEvent {
+    pub what: DevWhat,
+    /// The services concerned (empty for the loop as a whole).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<String>,
+    pub message: String,
+    /// Changed files, relative to the app directory.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// Duration of the step (build), or since the change was seen (`live`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub elapsed_ms: Option<u64>,
+    /// The failed revision's last log lines (`rolled_back`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logs: Option<Vec<String>>,
+}
+
+impl DevEvent {
+    /// An event with only `what`, `services` and `message` set.
+    pub fn new(what: DevWhat, services: Vec<String>, message: impl Into<String>) -> DevEvent {
+        DevEvent {
+            what,
+            services,
+            message: message.into(),
+            paths: Vec::new(),
+            version: None,
+            revision: None,
+            elapsed_ms: None,
+            logs: None,
+        }
+    }
 }

@@ -9,6 +9,7 @@
 
 pub mod build;
 pub mod ci;
+pub mod dev;
 pub mod docker;
 pub mod error;
 pub mod events;
@@ -19,3 +20,4 @@ pub mod manifest;
 pub mod names;
 pub mod rollout;
 pub mod scaffold;
+pub mod secrets;

@@ -249,3 +249,106 @@ fn reference_app_scales_up_in_staging_only() {
         [3, 3, 3, 2].map(serde_json::Value::from)
     );
 }
+
+#[test]
+fn config_prints_hosts_tls_and_health_timings_as_yaml_or_json() {
+    let manifest = "app: shop
+services:
+  api:
+    path: services/api
+    routes: [/api]
+    health: { interval: 10s }
+  web: { path: services/web, routes: [/] }
+environments:
+  local: { target: docker }
+  prod:
+    target: kubernetes
+    ingress: { class: nginx, tls: { cluster_issuer: letsencrypt } }
+    services:
+      api: { hosts: [api.shop.example.com], health: { timeout: 3s, retries: 5 } }
+      web: { public: false }
+";
+    let tmp = app_with(manifest);
+    let out = run(tmp.path(), &["--env", "prod", "config"]);
+    assert_code(&out, 0);
+    let yaml = stdout(&out);
+    for expected in [
+        "    health:\n      liveness: /healthz\n      readiness: /readyz\n      interval: 10s\n      timeout: 3s\n      retries: 5\n",
+        "    routes:\n    - /api\n    hosts:\n    - api.shop.example.com\n",
+        "    ingress:\n      class: nginx\n      tls:\n        cluster_issuer: letsencrypt\n",
+    ] {
+        assert!(yaml.contains(expected), "missing {expected:?} in:\n{yaml}");
+    }
+    // The printed manifest is valid as it stands and prints the same.
+    let again = app_with(&yaml);
+    assert_code(&run(again.path(), &["validate", "--strict"]), 0);
+    assert_eq!(stdout(&run(again.path(), &["--env", "prod", "config"])), yaml);
+
+    let out = run(tmp.path(), &["--env", "prod", "config", "--format", "json"]);
+    assert_code(&out, 0);
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(doc["services"]["api"]["hosts"], serde_json::json!(["api.shop.example.com"]));
+    assert_eq!(doc["services"]["api"]["health"]["retries"], 5);
+    assert_eq!(doc["services"]["web"]["routes"], serde_json::json!([]));
+    assert_eq!(doc["environments"]["prod"]["ingress"]["tls"]["cluster_issuer"], "letsencrypt");
+    // -o json: one summary event with the same document, whatever --format says.
+    for format in ["yaml", "json"] {
+        let out = run(tmp.path(), &["-o", "json", "--env", "prod", "config", "--format", format]);
+        assert_code(&out, 0);
+        let text = stdout(&out);
+        let summary: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        assert_eq!(summary["result"]["manifest"], doc, "{format}");
+    }
+    // The local environment: no hosts, the base timings.
+    let out = run(tmp.path(), &["config", "--format", "json"]);
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert!(doc["services"]["api"].get("hosts").is_none(), "{doc}");
+    assert_eq!(doc["services"]["api"]["health"]["interval"], "10s");
+    assert!(doc["services"]["api"]["health"].get("timeout").is_none(), "{doc}");
+}
+
+#[test]
+fn bad_hosts_and_tls_stop_config_render_and_validate_with_positions() {
+    let manifest = "app: shop
+services:
+  api: { path: services/api, routes: [/api] }
+environments:
+  prod:
+    target: kubernetes
+    ingress: { tls: { secret: shop-tls } }
+    services:
+      api: { hosts: [\"shop.example.com:443\"] }
+";
+    let tmp = app_with(manifest);
+    for args in [
+        &["validate"][..],
+        &["--env", "prod", "config"],
+        &["--env", "prod", "render", "--tag", "1"],
+    ] {
+        let out = run(tmp.path(), args);
+        assert_code(&out, 2);
+        assert!(
+            stderr(&out).contains("9:22: error: environments.prod.services.api.hosts[0]: host `shop.example.com:443` must be a DNS name without a port"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    let no_hosts = manifest.replace("      api: { hosts: [\"shop.example.com:443\"] }\n", "      api: { replicas: 2 }\n");
+    let tmp = app_with(&no_hosts);
+    let out = run(tmp.path(), &["--env", "prod", "render", "--tag", "1"]);
+    assert_code(&out, 2);
+    assert!(
+        stderr(&out).contains("7:14: error: environments.prod.ingress.tls: TLS needs host names, and service `api` publishes routes without `hosts`"),
+        "{}",
+        stderr(&out)
+    );
+    let unknown = manifest.replace("secret: shop-tls", "secretName: shop-tls");
+    let tmp = app_with(&unknown);
+    let out = run(tmp.path(), &["--env", "prod", "config"]);
+    assert_code(&out, 2);
+    assert!(
+        stderr(&out).contains("dronectl.yaml:7:23: unknown field `secretName`"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -315,3 +315,193 @@ fn every_workload_container_has_readiness_and_liveness_probes() {
         }
     }
 }
+
+/// An app with hosts, TLS and an ingress class per environment (issue 14, public entry).
+const PUBLIC_ENTRY: &str = "app: shop
+services:
+  api:
+    path: services/api
+    routes: [/api]
+    hosts: [api.shop.example.com]
+    health: { interval: 15s, timeout: 4s, retries: 6, start_period: 20s }
+  web:
+    path: services/web
+    routes: [/]
+  admin:
+    path: services/admin
+    routes: [/admin]
+environments:
+  staging:
+    target: kubernetes
+    namespace: shop
+    ingress: { class: nginx, tls: { cluster_issuer: letsencrypt } }
+    services:
+      api: { hosts: [api.staging.shop.example.com] }
+      web: { hosts: [staging.shop.example.com, www.staging.shop.example.com] }
+      admin: { public: false }
+  secret:
+    target: kubernetes
+    namespace: shop
+    ingress: { tls: { secret: shop-wildcard-tls } }
+    services:
+      web: { hosts: [\"*.shop.example.com\"] }
+      admin: { hosts: [admin.shop.example.com] }
+  gateway:
+    target: kubernetes
+    namespace: shop
+    gateway: { name: public, namespace: gateways }
+";
+
+fn public_entry_routes(env: &str) -> String {
+    let m = dronectl::manifest::parse(Path::new("dronectl.yaml"), PUBLIC_ENTRY).unwrap();
+    let errors: Vec<_> = dronectl::manifest::validate(&m)
+        .into_iter()
+        .filter(|d| d.severity == dronectl::manifest::Severity::Error)
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    let environment = dronectl::manifest::Environment::resolve(&m, Some(env)).unwrap();
+    let kenv = KubeEnv::new(&environment, None);
+    let m = environment.manifest;
+    let images = Images {
+        tag: Some("1.0.0".into()),
+        ..Default::default()
+    };
+    let revisions = images.revisions(&kenv, &m, &[]).unwrap();
+    let objects: Vec<Object> = render::render_app(
+        &kenv,
+        &m,
+        &[],
+        &revisions,
+        RollingParams {
+            max_surge: 1,
+            max_unavailable: 0,
+        },
+    )
+    .into_iter()
+    .filter(|o| matches!(o.kind(), "Ingress" | "HTTPRoute"))
+    .collect();
+    render::to_yaml(&objects).unwrap()
+}
+
+#[test]
+fn ingress_carries_hosts_class_and_cert_manager_tls() {
+    let yaml = public_entry_routes("staging");
+    // `admin` is not public in staging: no Ingress at all.
+    assert!(!yaml.contains("name: admin"), "{yaml}");
+    insta::assert_snapshot!("public_entry_staging_ingress", yaml);
+}
+
+#[test]
+fn ingress_tls_from_an_existing_secret_and_hosts_from_the_base_entry() {
+    let yaml = public_entry_routes("secret");
+    assert!(!yaml.contains("cert-manager.io"), "{yaml}");
+    assert!(!yaml.contains("ingressClassName"), "{yaml}");
+    insta::assert_snapshot!("public_entry_secret_ingress", yaml);
+}
+
+#[test]
+fn http_route_carries_hostnames_and_no_tls() {
+    let yaml = public_entry_routes("gateway");
+    assert!(!yaml.contains("tls"), "{yaml}");
+    insta::assert_snapshot!("public_entry_gateway_httproute", yaml);
+}
+
+#[test]
+fn health_timings_become_the_probes_timings() {
+    let m = dronectl::manifest::parse(Path::new("dronectl.yaml"), PUBLIC_ENTRY).unwrap();
+    let environment = dronectl::manifest::Environment::resolve(&m, Some("staging")).unwrap();
+    let kenv = KubeEnv::new(&environment, None);
+    let m = environment.manifest;
+    let images = Images {
+        tag: Some("1.0.0".into()),
+        ..Default::default()
+    };
+    let revisions = images.revisions(&kenv, &m, &[]).unwrap();
+    let probes = |service: &str| {
+        let o = render::render_app(
+            &kenv,
+            &m,
+            &[],
+            &revisions,
+            RollingParams {
+                max_surge: 1,
+                max_unavailable: 0,
+            },
+        )
+        .into_iter()
+        .find(|o| o.kind() == "Deployment" && o.name() == service)
+        .unwrap();
+        let Object::Deployment(d) = o else { unreachable!() };
+        let c = d.spec.template.spec.unwrap().containers.remove(0);
+        let t = |p: Option<k8s_openapi::api::core::v1::Probe>| {
+            let p = p.unwrap();
+            (
+                p.period_seconds,
+                p.timeout_seconds,
+                p.failure_threshold,
+                p.initial_delay_seconds,
+            )
+        };
+        (t(c.readiness_probe), t(c.liveness_probe))
+    };
+    assert_eq!(
+        probes("api"),
+        (
+            (Some(15), Some(4), Some(6), Some(20)),
+            (Some(15), Some(4), Some(6), Some(20))
+        )
+    );
+    // Unset timings: readiness every 5 s, liveness every 10 s, 2 s timeout, 3 failures.
+    assert_eq!(
+        probes("web"),
+        ((Some(5), Some(2), Some(3), None), (Some(10), Some(2), Some(3), None))
+    );
+}
+
+/// A rollout's traffic controls on a gateway (issue 18): one rule per match (headers exact
+/// or regex, cookies as a regex on `Cookie`) to the candidate only, and a `RequestMirror`
+/// filter with `percent` on the weighted rule.
+#[test]
+fn http_route_with_matches_and_mirror() {
+    use dronectl::rollout::{MatchValue, TrafficMatch};
+    let m = manifest();
+    let kenv = KubeEnv::from_manifest(&m, "production", None).unwrap();
+    let controls = render::RouteControls {
+        candidate: "ingestion-b2c3d4e5f6".into(),
+        matches: vec![
+            TrafficMatch {
+                headers: vec![
+                    ("x-beta".into(), MatchValue::Exact("true".into())),
+                    ("x-user".into(), MatchValue::Regex("[a-z]+@corp".into())),
+                ],
+                cookies: vec![],
+            },
+            TrafficMatch {
+                headers: vec![],
+                cookies: vec![("group".into(), MatchValue::Exact("qa.1".into()))],
+            },
+        ],
+        mirror: 20,
+    };
+    let route = render::http_route_with(
+        &kenv,
+        &m,
+        "ingestion",
+        &[
+            ("ingestion-a1b2c3d4e5".into(), 90),
+            ("ingestion-b2c3d4e5f6".into(), 10),
+        ],
+        &controls,
+    )
+    .unwrap();
+    let yaml = render::to_yaml(&[Object::HttpRoute(Box::new(route.clone()))]).unwrap();
+    insta::assert_snapshot!("ingestion_http_route_matches_mirror", yaml);
+    // The cookie regex holds whether the gateway matches the whole value or searches it.
+    let cookie = &route.spec.rules[1].matches[0].headers[0];
+    assert_eq!(cookie.name, "Cookie");
+    assert_eq!(cookie.value, r"^(.*;\s*)?group=qa\.1(;.*)?$");
+    // Without controls: the plain weighted rule, as before.
+    let plain = render::http_route(&kenv, &m, "ingestion", &[("ingestion".into(), 100)]).unwrap();
+    assert_eq!(plain.spec.rules.len(), 1);
+    assert!(plain.spec.rules[0].filters.is_empty());
+}

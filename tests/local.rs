@@ -184,6 +184,17 @@ strategies:
       - weight: 30
       - pause: {{ duration: 12s }}
       - weight: 60
+  beta-first:
+    type: canary
+    sticky: true
+    steps:
+      - match: {{ header: {{ x-beta: \"true\" }} }}
+      - mirror: 50
+      - analysis: errors
+      - pause: {{}}
+      - weight: 40
+      - pause: {{ duration: 1s }}
+    scale_down_delay: 2s
 analyses:
   errors: {{ metric: error-rate, threshold: 0.05, interval: 2s, count: 2 }}
 "
@@ -918,4 +929,86 @@ fn reference_app_on_the_local_engine() {
         !stdout(&volumes).trim().is_empty(),
         "volumes are kept without --volumes"
     );
+}
+
+/// Issue 18: a rollout of `delivery` under load with a header-match step, then mirroring
+/// (whose shadow traffic alone lets the analysis pass while the candidate has no weight),
+/// then weights, with 0 failed requests. During the pause, every request with the header
+/// reaches the candidate and none without it does.
+#[test]
+fn header_match_then_mirror_then_weights_under_load() {
+    let app = app();
+    let artifacts = app.artifacts.to_str().unwrap().to_string();
+    let out = app.run(&[
+        "up",
+        "--no-build",
+        "--artifacts",
+        &artifacts,
+        "--timeout",
+        "5m",
+    ]);
+    assert_code(&out, 0);
+    let port = entry_port(&app);
+    let stable = routed_revisions(&app, "delivery")[0].0.clone();
+    let image = delivery_image(&app);
+    app.set_env("delivery", "ROLLOUT_ROUND", "beta");
+    let load = Load::start(port, 4);
+    std::thread::sleep(Duration::from_millis(500));
+    // Match, mirror, analysis (measured on mirrored requests only), then a manual pause.
+    let out = app.run(&[
+        "deploy",
+        "delivery",
+        "--image",
+        &image,
+        "--strategy",
+        "beta-first",
+        "--timeout",
+        "4m",
+    ]);
+    assert_code(&out, 5);
+    let out = app.run(&["-o", "json", "rollout", "status", "delivery"]);
+    let view: serde_json::Value =
+        serde_json::from_str(stdout(&out).lines().last().unwrap()).unwrap();
+    let candidate = view["result"]["candidate"]["revision"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{view}"))
+        .to_string();
+    assert_eq!(view["result"]["candidate"]["weight"], 0, "{view}");
+    assert_ne!(candidate, stable);
+    let path = "/api/deliveries/public/00000000-0000-4000-8000-000000000000";
+    for _ in 0..25 {
+        let (status, version, _) = entry_request(port, "GET", path, "x", &[("x-beta", "true")]);
+        assert_eq!((status, version.as_str()), (404, candidate.as_str()));
+        let (status, version, _) = entry_request(port, "GET", path, "x", &[("x-beta", "yes")]);
+        assert_eq!((status, version.as_str()), (404, stable.as_str()));
+    }
+    // The analysis passed on shadow traffic: the load never saw the candidate.
+    let (log, failures) = load.finish();
+    assert!(
+        failures.is_empty(),
+        "{:?}",
+        &failures[..failures.len().min(10)]
+    );
+    assert!(log.len() > 50, "the load generator ran");
+    let seen: Vec<_> = log.iter().filter(|(_, _, v)| *v != stable).collect();
+    assert!(
+        seen.is_empty(),
+        "{} load requests reached the candidate",
+        seen.len()
+    );
+
+    // Then weights, sticky: a session keeps its version; the rollout completes.
+    let load = Load::start(port, 4);
+    let out = app.run(&["rollout", "promote", "delivery", "--timeout", "4m"]);
+    assert_code(&out, 0);
+    std::thread::sleep(Duration::from_millis(500));
+    let (log, failures) = load.finish();
+    assert!(
+        failures.is_empty(),
+        "failed requests during the rollout: {:?}",
+        &failures[..failures.len().min(10)]
+    );
+    let versions: std::collections::BTreeSet<&String> = log.iter().map(|(_, _, v)| v).collect();
+    assert!(versions.contains(&candidate), "{versions:?}");
+    assert_eq!(routed_revisions(&app, "delivery"), vec![(candidate, 100)]);
 }

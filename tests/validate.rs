@@ -371,3 +371,193 @@ strategies:
     assert_code(&out, 0);
     assert!(!stderr(&out).contains("replica ratio"), "{}", stderr(&out));
 }
+
+/// A Kubernetes environment that publishes routes through an Ingress without TLS is plain
+/// HTTP: a warning (so `--strict` fails); with TLS and hosts it is quiet; a gateway
+/// environment leaves TLS to the gateway's listeners.
+#[test]
+fn publishing_routes_without_tls_is_a_warning() {
+    let manifest = "app: shop
+services:
+  api: { path: services/api, routes: [/api] }
+  worker: { path: services/worker }
+environments:
+  local: { target: docker }
+  staging: { target: kubernetes, namespace: shop }
+  prod:
+    target: kubernetes
+    ingress: { tls: { cluster_issuer: letsencrypt } }
+    services:
+      api: { hosts: [api.shop.example.com] }
+  edge: { target: kubernetes, gateway: { name: public } }
+";
+    let tmp = app_with(manifest);
+    let out = run(tmp.path(), &["--env", "staging", "validate"]);
+    assert_code(&out, 0);
+    let err = stderr(&out);
+    assert!(
+        err.contains("dronectl.yaml:7:12: warning: environments.staging: publishes the routes of api over plain HTTP: set `ingress.tls` (a Secret, or a cert-manager issuer) and the services' `hosts`"),
+        "{err}"
+    );
+    for quiet in ["environments.prod", "environments.edge", "environments.local"] {
+        assert!(!err.contains(quiet), "{quiet}: {err}");
+    }
+    assert_code(&run(tmp.path(), &["--env", "staging", "validate", "--strict"]), 2);
+
+    // -o json: the warning is a diagnostic event with its position.
+    let out = run(tmp.path(), &["-o", "json", "--env", "staging", "validate"]);
+    assert_code(&out, 0);
+    let warnings: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["event"] == "diagnostic" && e["diagnostic"]["severity"] == "warning")
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    let d = &warnings[0]["diagnostic"];
+    assert_eq!(d["field"], "environments.staging");
+    assert_eq!(d["position"]["line"], 7, "{d}");
+
+    // Not public in staging: nothing is published, nothing to warn about.
+    let private = manifest.replace(
+        "  staging: { target: kubernetes, namespace: shop }\n",
+        "  staging: { target: kubernetes, namespace: shop, services: { api: { public: false } } }\n",
+    );
+    let tmp = app_with(&private);
+    let out = run(tmp.path(), &["--env", "staging", "validate", "--strict"]);
+    assert_code(&out, 0);
+
+    // TLS in a gateway environment is the gateway's job: named as ignored.
+    let gateway_tls = manifest.replace(
+        "  edge: { target: kubernetes, gateway: { name: public } }\n",
+        "  edge: { target: kubernetes, gateway: { name: public }, ingress: { tls: { secret: x } } }\n",
+    );
+    let tmp = app_with(&gateway_tls);
+    let out = run(tmp.path(), &["validate"]);
+    assert!(
+        stderr(&out).contains("warning: environments.edge.ingress.tls: ignored in an environment with a gateway: the gateway's listeners terminate TLS"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// Traffic-control steps (issue 18): shapes, A/B rules, and Kubernetes without a gateway.
+#[test]
+fn traffic_control_steps_are_checked_with_positions() {
+    let tmp = app_with(
+        "app: shop
+services:
+  api:
+    path: services/api
+    routes: [/api]
+    strategy: beta
+strategies:
+  beta:
+    type: canary
+    sticky: true
+    steps:
+      - match: { header: { x-beta: \"true\" }, cookie: { group: { regex: \"qa-[0-9]+\" } } }
+      - mirror: 20
+      - weight: 20
+  ab:
+    type: ab
+    steps:
+      - match: { cookie: { \"bad;name\": \"1\" } }
+      - weight: 10
+      - match: { header: { x-user: { regex: \"(unclosed\" } } }
+      - match: {}
+      - mirror: 101
+  blue:
+    type: blue-green
+    sticky: true
+    steps:
+      - mirror: 10
+  noab:
+    type: ab
+    steps:
+      - pause: {}
+",
+    );
+    let out = run(tmp.path(), &["validate"]);
+    assert_code(&out, 2);
+    let err = stderr(&out);
+    for expected in [
+        "dronectl.yaml:18:9: error: strategies.ab.steps[0].match.cookie: `bad;name` is not a valid cookie name",
+        "dronectl.yaml:19:9: error: strategies.ab.steps[1]: an A/B strategy has no `weight` steps: a match decides, not weight",
+        "dronectl.yaml:20:9: error: strategies.ab.steps[2].match.header.x-user.regex: invalid regex",
+        "dronectl.yaml:21:9: error: strategies.ab.steps[3]: a `match` step needs a `header` or a `cookie` to match",
+        "dronectl.yaml:22:9: error: strategies.ab.steps[4]: mirror 101 is over 100",
+        "dronectl.yaml:27:9: error: strategies.blue.steps[0]: `match` and `mirror` steps apply to canary and ab strategies, not blue-green",
+        "error: strategies.blue.sticky: `sticky` applies to canary and ab strategies, not blue-green",
+        "error: strategies.noab.steps: an A/B strategy needs a `match` step",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+    assert!(!err.contains("strategies.beta"), "{err}");
+    // An unknown key in a match step is a parse error with its position.
+    let tmp = app_with(
+        "app: shop
+strategies:
+  beta:
+    type: canary
+    steps:
+      - match: { headers: { x-beta: \"1\" } }
+",
+    );
+    let out = run(tmp.path(), &["validate"]);
+    assert_code(&out, 2);
+    assert!(
+        stderr(&out).contains("dronectl.yaml:6:"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn match_and_mirror_steps_on_kubernetes_need_a_gateway() {
+    let manifest = |gateway: &str, routes: &str| {
+        format!(
+            "app: shop
+services:
+  api:
+    path: services/api
+{routes}    strategy: beta
+environments:
+  local: {{ target: docker }}
+  prod: {{ target: kubernetes, namespace: shop{gateway} }}
+strategies:
+  beta:
+    type: canary
+    steps:
+      - match: {{ header: {{ x-beta: \"true\" }} }}
+      - mirror: 20
+      - weight: 50
+"
+        )
+    };
+    let tmp = app_with(&manifest("", "    routes: [/api]\n"));
+    let out = run(tmp.path(), &["validate"]);
+    assert_code(&out, 2);
+    let err = stderr(&out);
+    assert!(
+        err.contains("dronectl.yaml:14:9: error: strategies.beta.steps[0]: environment `prod` (kubernetes): a `match` step of strategy `beta` needs a Gateway API gateway for `api` (HTTPRoute matches and RequestMirror), but environment `prod` names no `gateway:`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("dronectl.yaml:15:9: error: strategies.beta.steps[1]: environment `prod` (kubernetes): a `mirror` step"),
+        "{err}"
+    );
+    // A gateway, but no public route: no HTTPRoute carries the traffic.
+    let gw = ", gateway: { name: edge }";
+    let tmp = app_with(&manifest(gw, ""));
+    let out = run(tmp.path(), &["validate"]);
+    assert_code(&out, 2);
+    assert!(
+        stderr(&out).contains("`api` has no public `routes`"),
+        "{}",
+        stderr(&out)
+    );
+    // With a gateway and public routes: valid.
+    let tmp = app_with(&manifest(gw, "    routes: [/api]\n"));
+    let out = run(tmp.path(), &["validate", "--strict"]);
+    assert_code(&out, 0);
+}

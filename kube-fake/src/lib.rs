@@ -20,6 +20,7 @@
 //! See `docs/kube-fake.md` in the repository for what is faithful and what is simplified.
 
 mod controller;
+mod gateway;
 mod patch;
 mod server;
 mod store;

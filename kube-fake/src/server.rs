@@ -28,6 +28,8 @@ struct Ctx<'a> {
     user_agent: String,
     body: &'a [u8],
     host: String,
+    /// `Warning` response headers (`299 - "…"`), as the real server adds them.
+    warnings: std::cell::RefCell<Vec<String>>,
 }
 
 impl Ctx<'_> {
@@ -92,8 +94,14 @@ pub(crate) async fn handle(
         user_agent,
         body: &bytes,
         host,
+        warnings: Default::default(),
     };
-    let (resp, verb) = dispatch(&sh, &ctx);
+    let (mut resp, verb) = dispatch(&sh, &ctx);
+    for w in ctx.warnings.borrow().iter() {
+        if let Ok(v) = HeaderValue::from_str(&warning_header(w)) {
+            resp.headers_mut().append(http::header::WARNING, v);
+        }
+    }
     tracing::debug!(method = %ctx.method, path = %ctx.path, query = %raw_query, status = resp.status().as_u16(), "kube-fake request");
     let record = RequestRecord {
         user_agent: ctx.user_agent.clone(),
@@ -174,11 +182,23 @@ fn parse_body(ctx: &Ctx) -> Result<Value, ApiError> {
     }
 }
 
-/// `fieldValidation=Strict` (what kubectl sends): a create, update or patch whose result has
-/// fields the kind does not know is refused. Without it (`Warn`, the server's default, or
-/// `Ignore`) those fields are dropped on store.
+/// A warning as the real server writes it (k8s.io/apiserver/pkg/warning, RFC 7234 code 299
+/// with the agent `-`): `299 - "unknown field \"spec.colour\""`.
+fn warning_header(text: &str) -> String {
+    format!(
+        "299 - \"{}\"",
+        text.replace('\\', "\\\\").replace('"', "\\\"")
+    )
+}
+
+/// `fieldValidation`: with `Strict` (what kubectl sends) a create, update or patch whose
+/// result has fields the kind does not know is refused; with `Warn` (the server's default
+/// when the parameter is absent, as from kube-rs) they are dropped on store and each is named
+/// in a `Warning: 299 - "unknown field \"…\""` response header; with `Ignore` they are
+/// dropped silently.
 fn strict_check(ctx: &Ctx, rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
-    if ctx.q("fieldValidation") != Some("Strict") {
+    let directive = ctx.q("fieldValidation").unwrap_or("Warn");
+    if directive == "Ignore" {
         return Ok(());
     }
     let mut typed_obj = obj.clone();
@@ -188,6 +208,14 @@ fn strict_check(ctx: &Ctx, rt: &ResourceType, obj: &Value) -> Result<(), ApiErro
     }
     let unknown = typed::unknown_fields_strict(&typed_obj);
     if unknown.is_empty() {
+        return Ok(());
+    }
+    if directive != "Strict" {
+        ctx.warnings.borrow_mut().extend(
+            unknown
+                .iter()
+                .map(|f| format!("unknown field {}", Value::from(f.as_str()))),
+        );
         return Ok(());
     }
     let fields: Vec<String> = unknown

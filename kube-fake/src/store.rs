@@ -260,6 +260,7 @@ impl State {
             }
         }
         validate_name(rt, &name)?;
+        check_schema(rt, &name, &obj)?;
         if self.get(rt, ns, &name).is_some() {
             return Err(ApiError::already_exists(rt, &name));
         }
@@ -292,6 +293,7 @@ impl State {
             obj.as_object_mut().expect("object").remove("status");
         }
         self.apply_defaults(rt, &mut obj, None);
+        secret_rules(rt, &name, &obj, None)?;
         validate_object(rt, &name, &obj)?;
         let mut obj = typed::normalize(&obj);
         if let Some(m) = &opts.manager {
@@ -334,6 +336,9 @@ impl State {
             if !rv.is_empty() && Some(rv) != util::str_at(old, "metadata.resourceVersion") {
                 return Err(ApiError::conflict(rt, &name));
             }
+        }
+        if subresource.is_empty() {
+            check_schema(rt, &name, &new)?;
         }
         if subresource == "status" {
             let status = new.get("status").cloned();
@@ -404,6 +409,7 @@ impl State {
                 util::obj_mut(&mut new, "metadata").insert("generation".into(), json!(g));
             }
         }
+        secret_rules(rt, &name, &new, Some(old))?;
         let mut new = typed::normalize(&new);
         if !managed_done {
             if let Some(m) = &opts.manager {
@@ -668,6 +674,7 @@ impl State {
                     obj["status"] = json!({"loadBalancer": {}});
                 }
             }
+            ("", "secrets") => secret_defaults(obj),
             _ => {}
         }
     }
@@ -675,6 +682,93 @@ impl State {
     pub fn pod_ip(&mut self) -> String {
         self.alloc_ip("10.244")
     }
+}
+
+/// What the real API server does to a Secret on the way in: `stringData` (write-only) is
+/// merged into `data` (base64) and dropped, winning over a key of the same name; `type`
+/// defaults to `Opaque`.
+fn secret_defaults(obj: &mut Value) {
+    use base64::Engine as _;
+    let Some(m) = obj.as_object_mut() else {
+        return;
+    };
+    if let Some(Value::Object(string_data)) = m.remove("stringData") {
+        if let Some(data) = m.entry("data").or_insert_with(|| json!({})).as_object_mut() {
+            for (k, v) in string_data {
+                let text = v.as_str().unwrap_or_default().to_string();
+                data.insert(
+                    k,
+                    Value::String(base64::engine::general_purpose::STANDARD.encode(text)),
+                );
+            }
+        }
+    }
+    m.entry("type").or_insert(json!("Opaque"));
+}
+
+/// The Secret validation of the real API server: `data` values are base64 (else the body
+/// does not decode: 400), keys are `[-._a-zA-Z0-9]+`, at most 1 MiB in all, and `type` is
+/// immutable.
+fn secret_rules(
+    rt: &ResourceType,
+    name: &str,
+    obj: &Value,
+    old: Option<&Value>,
+) -> Result<(), ApiError> {
+    use base64::Engine as _;
+    if !(rt.group.is_empty() && rt.plural == "secrets") {
+        return Ok(());
+    }
+    let mut total = 0usize;
+    if let Some(data) = obj.get("data").and_then(Value::as_object) {
+        for (k, v) in data {
+            let bytes = v
+                .as_str()
+                .and_then(|t| base64::engine::general_purpose::STANDARD.decode(t).ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "Secret in version \"v1\" cannot be handled as a Secret: illegal base64 data in data[{k:?}]"
+                    ))
+                })?;
+            let key_ok = !k.is_empty()
+                && k.len() <= 253
+                && k.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                && k != "."
+                && k != "..";
+            if !key_ok {
+                return Err(ApiError::invalid(
+                    rt,
+                    name,
+                    format!("data[{k}]: Invalid value: \"{k}\": a valid config key must consist of alphanumeric characters, '-', '_' or '.'"),
+                ));
+            }
+            total += bytes.len();
+        }
+    }
+    if total > 1 << 20 {
+        return Err(ApiError::invalid(
+            rt,
+            name,
+            "data: Too long: must have at most 1048576 bytes",
+        ));
+    }
+    if let Some(old) = old {
+        let ty = |o: &Value| {
+            o.get("type")
+                .and_then(Value::as_str)
+                .unwrap_or("Opaque")
+                .to_string()
+        };
+        if ty(old) != ty(obj) {
+            return Err(ApiError::invalid(
+                rt,
+                name,
+                "type: Invalid value: field is immutable",
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn default_pod_spec(spec: &mut Map<String, Value>) {
@@ -753,6 +847,24 @@ fn validate_object(rt: &ResourceType, name: &str, obj: &Value) -> Result<(), Api
         format!("[{}]", errors.join(", "))
     };
     Err(ApiError::invalid(rt, name, msg))
+}
+
+/// The CRD schema checks kube-fake knows (HTTPRoute: see `gateway.rs`): 422 with every
+/// violation, as the API server words a custom resource's validation failure.
+fn check_schema(rt: &ResourceType, name: &str, obj: &Value) -> Result<(), ApiError> {
+    if rt.group != "gateway.networking.k8s.io" || rt.kind != "HTTPRoute" {
+        return Ok(());
+    }
+    let errors = crate::gateway::http_route_errors(obj);
+    let msg = match errors.as_slice() {
+        [] => return Ok(()),
+        [one] => one.clone(),
+        many => format!("[{}]", many.join(", ")),
+    };
+    let kind = format!("{}.{}", rt.kind, rt.group);
+    let mut err = ApiError::invalid(rt, name, msg.clone());
+    err.message = format!("{kind} \"{name}\" is invalid: {msg}");
+    Err(err)
 }
 
 fn validate_name(rt: &ResourceType, name: &str) -> Result<(), ApiError> {

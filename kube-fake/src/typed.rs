@@ -255,7 +255,40 @@ pub(crate) fn normalize(obj: &Value) -> Value {
     for p in drop.iter().rev() {
         remove(&mut out, p);
     }
+    go_struct_defaults(&mut out);
     out
+}
+
+/// Fields that are non-pointer structs in the Go types, so an absent one is decoded as its
+/// zero value and encoded as `{}` (a struct is never omitted, `omitempty` or not), where
+/// k8s-openapi makes them `Option`s: `NetworkPolicy.spec` (`Spec NetworkPolicySpec
+/// json:"spec,omitempty"`) and `NetworkPolicySpec.podSelector` (`PodSelector
+/// metav1.LabelSelector json:"podSelector"`, k8s.io/api networking/v1/types.go).
+const GO_STRUCTS: &[(&str, &str, &[&str])] = &[(
+    "networking.k8s.io/v1",
+    "NetworkPolicy",
+    &["spec", "podSelector"],
+)];
+
+fn go_struct_defaults(obj: &mut Value) {
+    let (Some(av), Some(kind)) = (
+        obj.get("apiVersion").and_then(Value::as_str),
+        obj.get("kind").and_then(Value::as_str),
+    ) else {
+        return;
+    };
+    let Some((_, _, path)) = GO_STRUCTS.iter().find(|(a, k, _)| *a == av && *k == kind) else {
+        return;
+    };
+    let mut at = obj;
+    for key in path.iter() {
+        let Value::Object(m) = at else { return };
+        let slot = m.entry(key.to_string()).or_insert_with(|| Value::Object(Map::new()));
+        if slot.is_null() {
+            *slot = Value::Object(Map::new());
+        }
+        at = slot;
+    }
 }
 
 /// Whether the object holding `path` is a map (its entries are never dropped).
@@ -319,6 +352,23 @@ mod tests {
         );
         assert_eq!(n["spec"]["securityContext"], json!({}), "struct: stays");
         assert!(n["spec"].get("nodeSelector").is_none(), "{n}");
+    }
+
+    #[test]
+    fn a_network_policy_without_pod_selector_selects_all_pods() {
+        for np in [
+            json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                "metadata": {"name": "all"}, "spec": {"policyTypes": ["Ingress"]}}),
+            json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                "metadata": {"name": "all"}}),
+        ] {
+            let n = normalize(&np);
+            assert_eq!(n["spec"]["podSelector"], json!({}), "{n}");
+        }
+        // A selector that is there is kept as it is.
+        let np = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "a"}, "spec": {"podSelector": {"matchLabels": {"a": "b"}}}});
+        assert_eq!(normalize(&np), np);
     }
 
     #[test]

@@ -36,15 +36,19 @@ pub(crate) struct BodySlot {
     hint: SizeHint,
     max: u64,
     pub(crate) too_large: AtomicBool,
+    /// A copy of the body for a mirrored request, if any (see `mirror.rs`).
+    tee: Option<crate::mirror::Tee>,
 }
 
 impl BodySlot {
-    pub(crate) fn new(body: Incoming, max: u64) -> Arc<Self> {
+    /// Parks `body`; with a `tee`, copies it there as it streams to the upstream.
+    pub(crate) fn with_tee(body: Incoming, max: u64, tee: Option<crate::mirror::Tee>) -> Arc<Self> {
         Arc::new(BodySlot {
             hint: body.size_hint(),
             body: Mutex::new(Some(body)),
             max,
             too_large: AtomicBool::new(false),
+            tee,
         })
     }
 
@@ -59,6 +63,8 @@ impl BodySlot {
 
 pub(crate) enum ReqBody {
     Empty,
+    /// A body held in memory (a mirrored request's copy).
+    Full(Option<Bytes>),
     Shared {
         slot: Arc<BodySlot>,
         taken: Option<Incoming>,
@@ -86,6 +92,7 @@ impl Body for ReqBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             ReqBody::Empty => Poll::Ready(None),
+            ReqBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             ReqBody::Shared { slot, taken, seen } => {
                 if taken.is_none() {
                     *taken = slot.body.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -94,7 +101,7 @@ impl Body for ReqBody {
                     }
                 }
                 let inner = taken.as_mut().expect("taken above");
-                match Pin::new(inner).poll_frame(cx) {
+                match Pin::new(&mut *inner).poll_frame(cx) {
                     Poll::Ready(Some(Ok(frame))) => {
                         if let Some(d) = frame.data_ref() {
                             *seen += d.len() as u64;
@@ -102,11 +109,19 @@ impl Body for ReqBody {
                                 slot.too_large.store(true, Relaxed);
                                 return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
                             }
+                            if let Some(tee) = &slot.tee {
+                                tee.push(d, inner.is_end_stream());
+                            }
                         }
                         Poll::Ready(Some(Ok(frame)))
                     }
                     Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
-                    Poll::Ready(None) => Poll::Ready(None),
+                    Poll::Ready(None) => {
+                        if let Some(tee) = &slot.tee {
+                            tee.finish();
+                        }
+                        Poll::Ready(None)
+                    }
                     Poll::Pending => Poll::Pending,
                 }
             }
@@ -116,6 +131,7 @@ impl Body for ReqBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ReqBody::Empty => true,
+            ReqBody::Full(b) => b.is_none(),
             ReqBody::Shared { taken, .. } => taken.as_ref().is_some_and(|b| b.is_end_stream()),
         }
     }
@@ -123,6 +139,7 @@ impl Body for ReqBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ReqBody::Empty => SizeHint::with_exact(0),
+            ReqBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             ReqBody::Shared { slot, .. } => slot.hint,
         }
     }
@@ -142,6 +159,13 @@ impl RespBody {
     pub(crate) fn full(b: impl Into<Bytes>) -> Self {
         RespBody {
             kind: RespKind::Full(Some(b.into())),
+            guard: None,
+        }
+    }
+
+    pub(crate) fn empty() -> Self {
+        RespBody {
+            kind: RespKind::Full(None),
             guard: None,
         }
     }

@@ -52,6 +52,13 @@ pub struct Args {
     /// On SIGTERM, how long in-flight requests may take to finish, in seconds
     #[arg(long, env = "ROUTER_DRAIN_TIMEOUT_SECS", default_value_t = 30)]
     pub drain_timeout_secs: u64,
+    /// How long an upgraded connection (WebSocket) stays open after its endpoint left the
+    /// routing table, in milliseconds
+    #[arg(long, env = "ROUTER_UPGRADE_GRACE_MS", default_value_t = 10_000)]
+    pub upgrade_grace_ms: u64,
+    /// Data-plane worker threads (0: one per available core)
+    #[arg(long, env = "ROUTER_WORKERS", default_value_t = 0)]
+    pub workers: usize,
     /// Log filter: a level (error, warn, info, debug, trace) or `RUST_LOG` directives
     /// (e.g. `info,dronectl_router=debug`) [default: $RUST_LOG, else $LOG_LEVEL, else info]
     #[arg(long, value_name = "FILTER")]
@@ -168,6 +175,8 @@ impl Args {
             connect_timeout: Duration::from_millis(self.connect_timeout_ms),
             max_body_bytes: self.max_body_bytes,
             drain_timeout: Duration::from_secs(self.drain_timeout_secs),
+            upgrade_grace: Duration::from_millis(self.upgrade_grace_ms),
+            workers: self.workers,
         };
         if let Some(network) = &self.bind_network {
             let ip = opts
@@ -181,8 +190,8 @@ impl Args {
 
 /// Serves `opts` until SIGTERM or SIGINT, then drains (see [`crate::Router::serve`]).
 /// The signal handlers are installed before the ports are bound, so a signal is never
-/// missed once the router logs that it listens. Must run inside a multi-thread Tokio
-/// runtime with I/O, time and signals enabled.
+/// missed once the router logs that it listens. Must run inside a Tokio runtime with I/O,
+/// time and signals enabled; the data ports are served by the router's own worker threads.
 pub async fn serve(opts: RouterOptions) -> Result<(), CliError> {
     let shutdown = shutdown_signal();
     crate::run(opts, shutdown).await.map_err(CliError::Serve)?;
@@ -190,9 +199,10 @@ pub async fn serve(opts: RouterOptions) -> Result<(), CliError> {
     Ok(())
 }
 
-/// A multi-thread Tokio runtime for [`serve`].
+/// A Tokio runtime for [`serve`]: single-threaded, as it only runs the admin API and the
+/// signal handlers (the data plane has its own worker threads).
 pub fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
-    tokio::runtime::Builder::new_multi_thread()
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(CliError::Runtime)
@@ -253,6 +263,8 @@ mod tests {
             "--connect-timeout-ms=250",
             "--max-body-bytes=1024",
             "--drain-timeout-secs=7",
+            "--upgrade-grace-ms=250",
+            "--workers=3",
             "--log-format=text",
         ])
         .unwrap();
@@ -265,6 +277,8 @@ mod tests {
         assert_eq!(opts.connect_timeout, Duration::from_millis(250));
         assert_eq!(opts.max_body_bytes, 1024);
         assert_eq!(opts.drain_timeout, Duration::from_secs(7));
+        assert_eq!(opts.upgrade_grace, Duration::from_millis(250));
+        assert_eq!(opts.workers, 3);
         assert!(opts.admin_token.is_none() && opts.initial_config.is_none());
     }
 
@@ -280,7 +294,9 @@ mod tests {
                 opts.upstream_timeout,
                 opts.connect_timeout,
                 opts.max_body_bytes,
-                opts.drain_timeout
+                opts.drain_timeout,
+                opts.upgrade_grace,
+                opts.workers
             ),
             (
                 lib.listen,
@@ -289,7 +305,9 @@ mod tests {
                 lib.upstream_timeout,
                 lib.connect_timeout,
                 lib.max_body_bytes,
-                lib.drain_timeout
+                lib.drain_timeout,
+                lib.upgrade_grace,
+                lib.workers
             )
         );
     }

@@ -36,6 +36,71 @@ pub struct ServiceConfig {
     /// `/api/orders/...`, not `/api/ordersx`). Longest prefix wins across services.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<String>,
+    /// Host names the routes answer on: a request's `Host` (port stripped, compared without
+    /// case) must be one of them; `*.example.com` matches one label or more before
+    /// `.example.com`. Empty: any host. A route with hosts wins over the same prefix without.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// Traffic controls beside the weights (see `docs/router.md`): requests matching any
+    /// rule go to the rule's version whatever the weights (first matching rule wins; a rule
+    /// whose version has no endpoints is skipped).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<MatchRule>,
+    /// Shadow traffic: a copy of this share of the requests served by other versions goes
+    /// to `version`; its responses are discarded and counted in its stats only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<Mirror>,
+    /// Session affinity: a request picked by weight gets a cookie naming its version, and
+    /// later requests with that cookie stay on it while it has weight and endpoints.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sticky: bool,
+}
+
+/// Requests carrying every listed header and cookie (all must match) go to `version`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchRule {
+    pub version: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<ValueMatch>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cookies: Vec<ValueMatch>,
+}
+
+/// One header or cookie condition: the name and either an exact value or a regex the
+/// whole value must match (anchored).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValueMatch {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+}
+
+/// Mirroring: `percent` of the requests other versions serve are copied to `version`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mirror {
+    pub version: String,
+    pub percent: u8,
+}
+
+/// Longest regex source a match rule may carry.
+pub const MAX_REGEX_LEN: usize = 1024;
+/// Compiled-size bound of one regex (the `regex` crate's limit; matching is linear-time).
+pub(crate) const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// Compiles a rule's regex, anchored to the whole value.
+pub fn compile_regex(src: &str) -> Result<regex::Regex, String> {
+    if src.len() > MAX_REGEX_LEN {
+        return Err(format!("longer than {MAX_REGEX_LEN} bytes"));
+    }
+    regex::RegexBuilder::new(&format!("^(?:{src})$"))
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(|e| e.to_string())
 }
 
 /// One version of a service.
@@ -83,12 +148,30 @@ pub enum ConfigError {
     Preview { service: String, preview: String },
     #[error("service {service:?}: route {route:?} must start with '/' and contain no '?', '#' or whitespace")]
     Route { service: String, route: String },
+    #[error("service {service:?}: host {host:?} is not a host name (letters, digits, '-' and '.', optionally starting with \"*.\")")]
+    Host { service: String, host: String },
     #[error("route {route:?} is claimed by both {first:?} and {second:?}")]
     DuplicateRoute {
         route: String,
         first: String,
         second: String,
     },
+    #[error(
+        "service {service:?}: {what} names version {version:?}, which is not one of its versions"
+    )]
+    ControlVersion {
+        service: String,
+        what: &'static str,
+        version: String,
+    },
+    #[error("service {service:?}: match rule {index}: {problem}")]
+    Match {
+        service: String,
+        index: usize,
+        problem: String,
+    },
+    #[error("service {service:?}: mirror percent {percent} is above 100")]
+    MirrorPercent { service: String, percent: u8 },
     #[error("stale generation {got}: generation {current} is already applied")]
     StaleGeneration { got: u64, current: u64 },
     #[error("generation is required: compare-and-set needs the applied generation + 1 ({})", current + 1)]
@@ -106,7 +189,8 @@ impl RouterConfig {
 
     /// Checks every rule of the schema (see `docs/router.md`).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let mut routes: BTreeMap<String, &str> = BTreeMap::new();
+        // (route, host or "" for any host) → service.
+        let mut routes: BTreeMap<(String, String), &str> = BTreeMap::new();
         for (name, svc) in &self.services {
             if !is_dns_label(name) {
                 return Err(ConfigError::ServiceName(name.clone()));
@@ -158,6 +242,20 @@ impl RouterConfig {
                     });
                 }
             }
+            for h in &svc.hosts {
+                if !is_host(h) {
+                    return Err(ConfigError::Host {
+                        service: name.clone(),
+                        host: h.clone(),
+                    });
+                }
+            }
+            let hosts: Vec<String> = if svc.hosts.is_empty() {
+                vec![String::new()]
+            } else {
+                svc.hosts.iter().map(|h| h.to_ascii_lowercase()).collect()
+            };
+            validate_controls(name, svc)?;
             for r in &svc.routes {
                 if !is_route(r) {
                     return Err(ConfigError::Route {
@@ -166,18 +264,90 @@ impl RouterConfig {
                     });
                 }
                 let norm = normalize_route(r).to_string();
-                if let Some(first) = routes.get(&norm) {
-                    return Err(ConfigError::DuplicateRoute {
-                        route: r.clone(),
-                        first: (*first).to_string(),
-                        second: name.clone(),
-                    });
+                for host in &hosts {
+                    let key = (norm.clone(), host.clone());
+                    if let Some(first) = routes.get(&key) {
+                        return Err(ConfigError::DuplicateRoute {
+                            route: r.clone(),
+                            first: (*first).to_string(),
+                            second: name.clone(),
+                        });
+                    }
+                    routes.insert(key, name);
                 }
-                routes.insert(norm, name);
             }
         }
         Ok(())
     }
+}
+
+fn validate_controls(name: &str, svc: &ServiceConfig) -> Result<(), ConfigError> {
+    for (index, rule) in svc.matches.iter().enumerate() {
+        if !svc.versions.contains_key(&rule.version) {
+            return Err(ConfigError::ControlVersion {
+                service: name.to_string(),
+                what: "a match rule",
+                version: rule.version.clone(),
+            });
+        }
+        let bad = |problem: String| ConfigError::Match {
+            service: name.to_string(),
+            index,
+            problem,
+        };
+        if rule.headers.is_empty() && rule.cookies.is_empty() {
+            return Err(bad("it needs at least one header or cookie".into()));
+        }
+        for (kind, list) in [("header", &rule.headers), ("cookie", &rule.cookies)] {
+            for m in list {
+                let name_ok = if kind == "header" {
+                    http::HeaderName::from_bytes(m.name.as_bytes()).is_ok()
+                } else {
+                    is_cookie_name(&m.name)
+                };
+                if !name_ok {
+                    return Err(bad(format!("{kind} name {:?} is invalid", m.name)));
+                }
+                match (&m.exact, &m.regex) {
+                    (Some(_), None) => {}
+                    (None, Some(r)) => {
+                        compile_regex(r)
+                            .map_err(|e| bad(format!("{kind} {:?}: regex: {e}", m.name)))?;
+                    }
+                    _ => {
+                        return Err(bad(format!(
+                            "{kind} {:?} needs exactly one of `exact` and `regex`",
+                            m.name
+                        )))
+                    }
+                }
+            }
+        }
+    }
+    if let Some(m) = &svc.mirror {
+        if !svc.versions.contains_key(&m.version) {
+            return Err(ConfigError::ControlVersion {
+                service: name.to_string(),
+                what: "the mirror",
+                version: m.version.clone(),
+            });
+        }
+        if m.percent > 100 {
+            return Err(ConfigError::MirrorPercent {
+                service: name.to_string(),
+                percent: m.percent,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A cookie name is an RFC 6265 token.
+pub fn is_cookie_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 256
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
 }
 
 /// `/api/orders/` and `/api/orders` are the same prefix; `/` stays `/`.
@@ -198,6 +368,17 @@ fn is_dns_label(s: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
+}
+
+fn is_host(h: &str) -> bool {
+    let bare = h.strip_prefix("*.").unwrap_or(h);
+    !bare.is_empty()
+        && h.len() <= 253
+        && bare.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+        })
 }
 
 fn is_version_name(s: &str) -> bool {
@@ -282,12 +463,53 @@ mod tests {
                 "claimed by both",
             ),
             (r#"{"services":{"a":{"bogus":1}}}"#, "bogus"),
+            (
+                r#"{"services":{"a":{"routes":["/x"],"hosts":["a b"]}}}"#,
+                "host \"a b\"",
+            ),
+            (
+                r#"{"services":{"a":{"routes":["/x"],"hosts":["A.example"]},"b":{"routes":["/x"],"hosts":["a.example","b.example"]}}}"#,
+                "claimed by both",
+            ),
+            (
+                r#"{"services":{"a":{"matches":[{"version":"v9","headers":[{"name":"x","exact":"1"}]}]}}}"#,
+                "a match rule names version \"v9\"",
+            ),
+            (
+                r#"{"services":{"a":{"versions":{"v1":{"weight":0}},"matches":[{"version":"v1"}]}}}"#,
+                "at least one header or cookie",
+            ),
+            (
+                r#"{"services":{"a":{"versions":{"v1":{"weight":0}},"matches":[{"version":"v1","headers":[{"name":"x","exact":"1","regex":"1"}]}]}}}"#,
+                "exactly one of",
+            ),
+            (
+                r#"{"services":{"a":{"versions":{"v1":{"weight":0}},"matches":[{"version":"v1","headers":[{"name":"x","regex":"("}]}]}}}"#,
+                "regex",
+            ),
+            (
+                r#"{"services":{"a":{"versions":{"v1":{"weight":0}},"matches":[{"version":"v1","cookies":[{"name":"a;b","exact":"1"}]}]}}}"#,
+                "cookie name",
+            ),
+            (
+                r#"{"services":{"a":{"versions":{"v1":{"weight":0}},"mirror":{"version":"v1","percent":101}}}}"#,
+                "above 100",
+            ),
+            (
+                r#"{"services":{"a":{"mirror":{"version":"v2","percent":1}}}}"#,
+                "the mirror names",
+            ),
             (r#"{"services":"#, "invalid JSON"),
         ];
         for (json, needle) in cases {
             let err = cfg(json).unwrap_err().to_string();
             assert!(err.contains(needle), "{json}: {err}");
         }
+    }
+
+    #[test]
+    fn one_route_on_different_hosts_or_with_and_without_hosts() {
+        cfg(r#"{"services":{"a":{"routes":["/x"],"hosts":["a.example"]},"b":{"routes":["/x"],"hosts":["b.example"]},"c":{"routes":["/x"]}}}"#).unwrap();
     }
 
     #[test]

@@ -28,9 +28,11 @@ mod body;
 pub mod cli;
 pub mod config;
 mod metrics;
+mod mirror;
 pub mod network;
 mod path;
 mod proxy;
+pub mod select;
 pub mod stats;
 mod table;
 
@@ -51,7 +53,9 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tracing::{debug, info, warn};
 
 pub use auth::{AdminToken, TokenError};
-pub use config::{ConfigError, RouterConfig, ServiceConfig, VersionConfig};
+pub use config::{
+    ConfigError, MatchRule, Mirror, RouterConfig, ServiceConfig, ValueMatch, VersionConfig,
+};
 pub use metrics::EndpointInfo;
 pub use network::{BindNetwork, BindNetworkError};
 pub use proxy::{CORRELATION_HEADER, TOKEN_HEADER, VERSION_HEADER};
@@ -88,6 +92,12 @@ pub struct RouterOptions {
     pub max_body_bytes: u64,
     /// On shutdown, how long in-flight requests may take to finish. Default 30 s.
     pub drain_timeout: Duration,
+    /// How long an upgraded connection (WebSocket, any `Connection: Upgrade`) may stay open
+    /// once its endpoint has left the routing table; it is closed then. Default 10 s.
+    pub upgrade_grace: Duration,
+    /// Data-plane worker threads, each with its own single-threaded runtime, accept loop
+    /// and upstream connection pool. 0 (the default): one per available core.
+    pub workers: usize,
 }
 
 impl Default for RouterOptions {
@@ -102,6 +112,8 @@ impl Default for RouterOptions {
             connect_timeout: Duration::from_secs(2),
             max_body_bytes: 10 * 1024 * 1024,
             drain_timeout: Duration::from_secs(30),
+            upgrade_grace: Duration::from_secs(10),
+            workers: 0,
         }
     }
 }
@@ -165,12 +177,42 @@ pub fn load_config_file(path: &Path) -> Result<RouterConfig, RouterError> {
 pub(crate) struct Inner {
     pub(crate) table: ArcSwap<Table>,
     pub(crate) metrics: Metrics,
-    pub(crate) client: Client<HttpConnector, ReqBody>,
+    connect_timeout: Duration,
     pub(crate) upstream_timeout: Duration,
+    pub(crate) upgrade_grace: Duration,
     pub(crate) max_body_bytes: u64,
     pub(crate) draining: AtomicBool,
     pub(crate) admin_token: Option<AdminToken>,
+    /// Mirrored requests in flight (bounded: see `mirror.rs`).
+    pub(crate) mirrors: mirror::Limiter,
     apply_lock: Mutex<()>,
+}
+
+/// The upstream HTTP/1.1 client: pooled keep-alive connections with `TCP_NODELAY`. One per
+/// worker thread, so a worker's requests and its upstream connections stay on its thread.
+pub(crate) type UpstreamClient = Client<HttpConnector, ReqBody>;
+
+impl Inner {
+    fn upstream_client(&self) -> UpstreamClient {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(self.connect_timeout));
+        connector.set_keepalive(Some(Duration::from_secs(60)));
+        Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            // Below the 30 s after which hyper-based services close idle keep-alive
+            // connections, so the router drops a pooled connection before the service does.
+            .pool_idle_timeout(Duration::from_secs(15))
+            .pool_max_idle_per_host(256)
+            .build(connector)
+    }
+}
+
+/// What one data-plane worker thread hands every request: the shared state and the
+/// worker's own upstream client.
+pub(crate) struct Worker {
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) client: UpstreamClient,
 }
 
 /// A cheap, cloneable handle on a router's state: apply configs and read counters in-process
@@ -242,6 +284,7 @@ pub struct Router {
     public_addr: Option<SocketAddr>,
     admin_addr: SocketAddr,
     drain_timeout: Duration,
+    workers: usize,
     inner: Arc<Inner>,
 }
 
@@ -266,27 +309,17 @@ pub fn bind(opts: RouterOptions) -> Result<Router, RouterError> {
     };
     let (admin, admin_addr) = listen(opts.admin_listen)?;
 
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(opts.connect_timeout));
-    connector.set_keepalive(Some(Duration::from_secs(60)));
-    let client = Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        // Below the 30 s after which hyper-based services close idle keep-alive connections,
-        // so the router drops a pooled connection before the service does.
-        .pool_idle_timeout(Duration::from_secs(15))
-        .pool_max_idle_per_host(256)
-        .build(connector);
-
     let metrics = Metrics::default();
     let inner = Arc::new(Inner {
         table: ArcSwap::from_pointee(Table::compile(RouterConfig::default(), &metrics)),
         metrics,
-        client,
+        connect_timeout: opts.connect_timeout,
         upstream_timeout: opts.upstream_timeout,
+        upgrade_grace: opts.upgrade_grace,
         max_body_bytes: opts.max_body_bytes,
         draining: AtomicBool::new(false),
         admin_token: opts.admin_token,
+        mirrors: mirror::Limiter::default(),
         apply_lock: Mutex::new(()),
     });
     if let Some(mut cfg) = opts.initial_config {
@@ -303,6 +336,10 @@ pub fn bind(opts: RouterOptions) -> Result<Router, RouterError> {
         public_addr,
         admin_addr,
         drain_timeout: opts.drain_timeout,
+        workers: match opts.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        },
         inner,
     })
 }
@@ -339,6 +376,12 @@ impl Router {
     /// Serves every port until `shutdown` completes. Then: readiness turns 503, the data
     /// ports stop accepting, idle keep-alive connections are closed, in-flight requests are
     /// drained (up to the drain timeout), and the admin port is closed last.
+    ///
+    /// Connections to the data ports are accepted here and handed round robin to the
+    /// router's own worker threads (see [`RouterOptions::workers`]), each a single-threaded
+    /// Tokio runtime with its own upstream connection pool, which serves them to the end.
+    /// The admin port and `shutdown` run on the caller's runtime. Dropping this future
+    /// stops the workers too (they drain as on shutdown).
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), RouterError> {
         let data = tokio::net::TcpListener::from_std(self.data)?;
         let public = self
@@ -350,25 +393,37 @@ impl Router {
         if inner.admin_token.is_none() {
             warn!("no admin token: the admin API refuses every request");
         }
+
+        let mut workers = tokio::task::JoinSet::new();
+        let mut queues = Vec::with_capacity(self.workers);
+        for i in 0..self.workers {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Accepted>();
+            let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Result<(), RouterError>>();
+            let (inner, drain) = (inner.clone(), self.drain_timeout);
+            std::thread::Builder::new()
+                .name(format!("router-worker-{i}"))
+                .spawn(move || {
+                    let res = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(RouterError::Io)
+                        .map(|rt| rt.block_on(worker_loop(rx, inner, drain)));
+                    let _ = done_tx.send(res);
+                })?;
+            workers.spawn(async move { done_rx.await.unwrap_or(Ok(())) });
+            queues.push(tx);
+        }
         info!(
             data = %self.data_addr,
             public = %self.public_addr.map_or("none".to_string(), |a| a.to_string()),
             admin = %self.admin_addr,
+            workers = self.workers,
             "router listening"
         );
 
         let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
         let admin_task = tokio::spawn(admin_loop(admin, inner.clone(), admin_stop_rx));
 
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .keep_alive(true)
-            // No header read timeout: hyper would start it when a keep-alive connection goes
-            // idle and then close it under a client about to reuse it (a lost request).
-            .header_read_timeout(None);
-        let graceful = GracefulShutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);
         let accept_public = || async {
             match &public {
@@ -376,25 +431,29 @@ impl Router {
                 None => std::future::pending().await,
             }
         };
+        let mut next = 0;
+        let mut result = Ok(());
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
+                // A worker only ends early if it could not start its runtime.
+                Some(done) = workers.join_next() => {
+                    result = done.unwrap_or(Ok(()));
+                    break;
+                }
                 res = async { tokio::select! {
                     r = data.accept() => r.map(|c| (c, Listener::Internal)),
                     r = accept_public() => r.map(|c| (c, Listener::Public)),
                 } } => match res {
                     Ok(((stream, remote), listener)) => {
                         let _ = stream.set_nodelay(true);
-                        let inner = inner.clone();
-                        let ip = remote.ip();
-                        let svc = service_fn(move |req| proxy::handle(inner.clone(), req, ip, listener));
-                        let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-                        let conn = graceful.watch(conn);
-                        tokio::spawn(async move {
-                            if let Err(e) = conn.await {
-                                debug!(error = %e, "client connection ended with an error");
+                        match stream.into_std() {
+                            Ok(stream) => {
+                                let _ = queues[next].send((stream, remote, listener));
+                                next = (next + 1) % queues.len();
                             }
-                        });
+                            Err(e) => warn!(error = %e, "accepted connection unusable"),
+                        }
                     }
                     Err(e) => {
                         warn!(error = %e, "accept failed");
@@ -408,13 +467,66 @@ impl Router {
         drop(data);
         drop(public);
         info!("shutting down: draining in-flight requests");
-        tokio::select! {
-            _ = graceful.shutdown() => info!("drained"),
-            _ = tokio::time::sleep(self.drain_timeout) => warn!("drain timeout reached; closing remaining connections"),
+        // Closing the queues tells the workers to stop and drain.
+        drop(queues);
+        while let Some(done) = workers.join_next().await {
+            if let Ok(Err(e)) = done {
+                result = result.and(Err(e));
+            }
         }
         let _ = admin_stop_tx.send(());
         let _ = admin_task.await;
-        Ok(())
+        result
+    }
+}
+
+/// A connection accepted on a data port, on its way to a worker.
+type Accepted = (std::net::TcpStream, SocketAddr, Listener);
+
+/// One data-plane worker: serves the connections it is handed on this thread until its
+/// queue closes, then drains like [`Router::serve`] describes.
+async fn worker_loop(
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<Accepted>,
+    inner: Arc<Inner>,
+    drain_timeout: Duration,
+) {
+    let worker = Arc::new(Worker {
+        client: inner.upstream_client(),
+        inner,
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        // No header read timeout: hyper would start it when a keep-alive connection goes
+        // idle and then close it under a client about to reuse it (a lost request).
+        .header_read_timeout(None);
+    let graceful = GracefulShutdown::new();
+    while let Some((stream, remote, listener)) = queue.recv().await {
+        let stream = match tokio::net::TcpStream::from_std(stream) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "cannot register an accepted connection");
+                continue;
+            }
+        };
+        let worker = worker.clone();
+        let peer = proxy::Peer::new(remote.ip(), listener);
+        let svc = service_fn(move |req| proxy::handle(worker.clone(), req, peer.clone()));
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                debug!(error = %e, "client connection ended with an error");
+            }
+        });
+    }
+    tokio::select! {
+        _ = graceful.shutdown() => debug!("worker drained"),
+        _ = tokio::time::sleep(drain_timeout) => warn!("drain timeout reached; closing remaining connections"),
     }
 }
 

@@ -70,6 +70,10 @@ pub(crate) struct VersionMetrics {
     other_codes: AtomicU64,
     errors: [AtomicU64; 4],
     pub(crate) latency: AtomicHistogram,
+    /// Mirrored copies answered (also counted in the codes and latency above).
+    pub(crate) mirrored: AtomicU64,
+    /// Copies not sent: body above the mirror bound, or too many mirrors in flight.
+    pub(crate) mirror_skipped: AtomicU64,
 }
 
 impl VersionMetrics {
@@ -79,6 +83,8 @@ impl VersionMetrics {
             other_codes: AtomicU64::new(0),
             errors: std::array::from_fn(|_| AtomicU64::new(0)),
             latency: AtomicHistogram::new(),
+            mirrored: AtomicU64::new(0),
+            mirror_skipped: AtomicU64::new(0),
         }
     }
 
@@ -112,6 +118,8 @@ impl VersionMetrics {
             errors_5xx,
             upstream_errors: self.errors.iter().map(|e| e.load(Relaxed)).sum(),
             latency: self.latency.snapshot(),
+            mirrored: self.mirrored.load(Relaxed),
+            mirror_skipped: self.mirror_skipped.load(Relaxed),
         }
     }
 }
@@ -120,6 +128,16 @@ impl VersionMetrics {
 pub(crate) struct EndpointState {
     pub(crate) in_flight: AtomicU64,
     pub(crate) served: AtomicU64,
+    /// True while the routing table in force does not list the endpoint (upgraded
+    /// connections to it close after the grace period).
+    removed: tokio::sync::watch::Sender<bool>,
+}
+
+impl EndpointState {
+    /// Follows whether the endpoint is out of the routing table.
+    pub(crate) fn removed(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.removed.subscribe()
+    }
 }
 
 /// Decrements the endpoint's in-flight count when the response (body included) is done or
@@ -192,16 +210,22 @@ impl Metrics {
                 Arc::new(EndpointState {
                     in_flight: AtomicU64::new(0),
                     served: AtomicU64::new(0),
+                    removed: tokio::sync::watch::Sender::new(false),
                 })
             })
             .clone()
     }
 
-    /// Forgets endpoints that are no longer configured and have nothing in flight.
+    /// Marks every endpoint as in or out of the routing table, and forgets those that are
+    /// no longer configured and have nothing in flight.
     pub(crate) fn gc_endpoints(&self, keep: &dyn Fn(&str) -> bool) {
         let mut reg = self.reg.lock().unwrap_or_else(|e| e.into_inner());
         reg.endpoints.retain(|addr, st| {
-            keep(addr) || st.in_flight.load(Relaxed) > 0 || Arc::strong_count(st) > 1
+            let kept = keep(addr);
+            let removed = !kept;
+            st.removed
+                .send_if_modified(|r| std::mem::replace(r, removed) != removed);
+            kept || st.in_flight.load(Relaxed) > 0 || Arc::strong_count(st) > 1
         });
     }
 

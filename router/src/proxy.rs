@@ -10,19 +10,21 @@ use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
-use tracing::{debug, warn};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tracing::{debug, info, warn};
 
 use crate::body::{BodySlot, ReqBody, RespBody};
 use crate::metrics::{ErrorKind, InFlightGuard};
 use crate::table::{ServiceEntry, Table, Target};
-use crate::Inner;
+use crate::Worker;
 
 /// Request header forcing a version; response header naming the version that served.
 pub const VERSION_HEADER: &str = "x-dronectl-version";
@@ -43,6 +45,23 @@ pub(crate) enum Listener {
 
 const MAX_ATTEMPTS: usize = 4;
 
+/// The client side of one accepted connection, computed once per connection rather than
+/// per request.
+#[derive(Clone)]
+pub(crate) struct Peer {
+    /// The client's IP address as a header value, for `X-Forwarded-For`.
+    ip_value: HeaderValue,
+    listener: Listener,
+}
+
+impl Peer {
+    pub(crate) fn new(ip: IpAddr, listener: Listener) -> Peer {
+        let ip_value =
+            HeaderValue::from_str(&ip.to_string()).expect("an IP address is a valid header value");
+        Peer { ip_value, listener }
+    }
+}
+
 static X_VERSION: HeaderName = HeaderName::from_static(VERSION_HEADER);
 static X_CORRELATION: HeaderName = HeaderName::from_static(CORRELATION_HEADER);
 static X_TOKEN: HeaderName = HeaderName::from_static(TOKEN_HEADER);
@@ -51,12 +70,13 @@ static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 pub(crate) async fn handle(
-    inner: Arc<Inner>,
+    worker: Arc<Worker>,
     req: Request<Incoming>,
-    remote: IpAddr,
-    listener: Listener,
+    peer: Peer,
 ) -> Result<Response<RespBody>, Infallible> {
     let start = Instant::now();
+    let inner = &worker.inner;
+    let listener = peer.listener;
     let (mut parts, body) = req.into_parts();
 
     // 0. The path is routed (and forwarded) in its normal form, or refused.
@@ -98,11 +118,8 @@ pub(crate) async fn handle(
         .get(&X_VERSION)
         .filter(|_| token_ok)
         .and_then(|v| svc.version_by_name(v.as_bytes()));
-    let (version, weighted) = match (forced, preview) {
-        (Some(v), _) => (Some(v), false),
-        (None, true) => (svc.preview, false),
-        (None, false) => (svc.pick_weighted(), true),
-    };
+    let choice = crate::select::choose(&svc, &parts.headers, forced, preview);
+    let (version, weighted) = (choice.version, choice.weighted);
     let Some(first) = version.and_then(|v| svc.first_target(v)) else {
         svc.unroutable.fetch_add(1, Relaxed);
         let msg = match (version, preview) {
@@ -132,13 +149,23 @@ pub(crate) async fn handle(
             "request body too large",
         ));
     }
+    let (mirror, tee) = match choice.mirror {
+        Some(m) => crate::mirror::prepare(&inner, &svc, m, &parts.headers, !body.is_end_stream())
+            .map_or((None, None), |(job, tee)| (Some(job), tee)),
+        None => (None, None),
+    };
     let slot = if body.is_end_stream() {
         None
     } else {
-        Some(BodySlot::new(body, inner.max_body_bytes))
+        Some(BodySlot::with_tee(body, inner.max_body_bytes, tee))
     };
 
-    // 4. Upstream request head.
+    // 4. Upstream request head. An upgrade (WebSocket or any other `Connection: Upgrade`,
+    // HTTP/1.1 only) keeps its `Connection` and `Upgrade` headers and the client's side of
+    // the connection for the tunnel.
+    let mut client_upgrade = upgrade_protocol(&parts.headers)
+        .filter(|_| parts.version == Version::HTTP_11)
+        .and_then(|proto| Some((proto, parts.extensions.remove::<OnUpgrade>()?)));
     let host = if parts.headers.contains_key(header::HOST) {
         None
     } else {
@@ -151,6 +178,12 @@ pub(crate) async fn handle(
     if let Some(h) = host {
         parts.headers.insert(header::HOST, h);
     }
+    if let Some((proto, _)) = &client_upgrade {
+        parts
+            .headers
+            .insert(header::CONNECTION, UPGRADE_TOKEN.clone());
+        parts.headers.insert(header::UPGRADE, proto.clone());
+    }
     let correlation = match parts.headers.get(&X_CORRELATION) {
         Some(v) => v.clone(),
         None => {
@@ -159,7 +192,7 @@ pub(crate) async fn handle(
             id
         }
     };
-    append_forwarded_for(&mut parts.headers, remote);
+    append_forwarded_for(&mut parts.headers, &peer.ip_value);
     let pq = parts
         .uri
         .path_and_query()
@@ -170,6 +203,17 @@ pub(crate) async fn handle(
         Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
     );
     let may_retry = svc.endpoint_count() > 1;
+    if let Some(job) = mirror {
+        let headers = parts.headers.clone();
+        job.spawn(
+            inner.clone(),
+            worker.client.clone(),
+            svc.clone(),
+            parts.method.clone(),
+            pq.clone(),
+            headers,
+        );
+    }
 
     // 5. Attempts.
     let mut tried: [Target; MAX_ATTEMPTS] = [(usize::MAX, usize::MAX); MAX_ATTEMPTS];
@@ -201,12 +245,23 @@ pub(crate) async fn handle(
         };
 
         let guard = InFlightGuard::new(&ep.state);
-        let res = tokio::time::timeout(inner.upstream_timeout, inner.client.request(ureq)).await;
+        let res = tokio::time::timeout(inner.upstream_timeout, worker.client.request(ureq)).await;
         let (kind, err) = match res {
-            Ok(Ok(resp)) => {
+            Ok(Ok(mut resp)) => {
+                let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+                let upstream_upgrade = match &client_upgrade {
+                    Some(_) if switched => Some((
+                        resp.headers().get(header::UPGRADE).cloned(),
+                        hyper::upgrade::on(&mut resp),
+                    )),
+                    _ => None,
+                };
                 let (mut rp, rb) = resp.into_parts();
                 strip_hop_by_hop(&mut rp.headers);
                 rp.headers.insert(X_VERSION.clone(), ver.header.clone());
+                if let Some(cookie) = &choice.set_cookie {
+                    rp.headers.append(header::SET_COOKIE, cookie.clone());
+                }
                 if !rp.headers.contains_key(&X_CORRELATION) {
                     rp.headers
                         .insert(X_CORRELATION.clone(), correlation.clone());
@@ -226,6 +281,17 @@ pub(crate) async fn handle(
                     correlation_id = correlation.to_str().unwrap_or(""),
                     "request"
                 );
+                if let (Some((proto, upstream)), Some((_, client))) =
+                    (upstream_upgrade, client_upgrade.take())
+                {
+                    rp.headers.insert(header::CONNECTION, UPGRADE_TOKEN.clone());
+                    if let Some(p) = proto {
+                        rp.headers.insert(header::UPGRADE, p);
+                    }
+                    drop(rb);
+                    tokio::spawn(tunnel(client, upstream, guard, inner.upgrade_grace));
+                    return Ok(Response::from_parts(rp, RespBody::empty()));
+                }
                 return Ok(Response::from_parts(rp, RespBody::upstream(rb, guard)));
             }
             Ok(Err(e)) => (classify(&e), e.to_string() + &source_chain(&e)),
@@ -317,17 +383,16 @@ fn route<'t>(
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .or_else(|| uri.authority().map(|a| a.as_str()))
-        .filter(|_| listener == Listener::Internal);
-    if let Some(host) = host {
-        let name = strip_port(host);
-        let lower;
-        let name = if name.bytes().any(|c| c.is_ascii_uppercase()) {
+        .or_else(|| uri.authority().map(|a| a.as_str()));
+    let lower;
+    let name = match host.map(strip_port) {
+        Some(name) if name.bytes().any(|c| c.is_ascii_uppercase()) => {
             lower = name.to_ascii_lowercase();
-            lower.as_str()
-        } else {
-            name
-        };
+            Some(lower.as_str())
+        }
+        name => name,
+    };
+    if let Some(name) = name.filter(|_| listener == Listener::Internal) {
         if let Some(s) = table.by_host(name) {
             return Some((s, false));
         }
@@ -337,7 +402,7 @@ fn route<'t>(
             }
         }
     }
-    table.by_path(uri.path()).map(|s| (s, false))
+    table.by_path(name, uri.path()).map(|s| (s, false))
 }
 
 fn strip_port(host: &str) -> &str {
@@ -379,14 +444,74 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
-fn append_forwarded_for(h: &mut HeaderMap, remote: IpAddr) {
-    let ip = remote.to_string();
+fn append_forwarded_for(h: &mut HeaderMap, remote: &HeaderValue) {
     let value = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
-        _ => ip,
+        Some(prev) if !prev.is_empty() => {
+            match HeaderValue::from_str(&format!("{prev}, {}", remote.to_str().unwrap_or(""))) {
+                Ok(v) => v,
+                Err(_) => return,
+            }
+        }
+        _ => remote.clone(),
     };
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        h.insert(X_FORWARDED_FOR.clone(), v);
+    h.insert(X_FORWARDED_FOR.clone(), value);
+}
+
+static UPGRADE_TOKEN: HeaderValue = HeaderValue::from_static("upgrade");
+
+/// The protocol a request asks to switch to: its `Upgrade` header when `Connection` names
+/// the `upgrade` token.
+fn upgrade_protocol(h: &HeaderMap) -> Option<HeaderValue> {
+    let asks = h.get_all(header::CONNECTION).iter().any(|v| {
+        v.to_str().is_ok_and(|s| {
+            s.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        })
+    });
+    asks.then(|| h.get(header::UPGRADE).cloned()).flatten()
+}
+
+/// Copies both ways between the client's and the endpoint's upgraded connections until
+/// either side closes, or until the endpoint has been out of the routing table for `grace`.
+/// The endpoint's in-flight guard is held all along (`GET /endpoints` shows the tunnel).
+async fn tunnel(client: OnUpgrade, upstream: OnUpgrade, guard: InFlightGuard, grace: Duration) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(both) => both,
+        Err(e) => {
+            debug!(error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+    let removed = guard.0.removed();
+    tokio::select! {
+        res = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+            if let Err(e) = res {
+                debug!(error = %e, "upgraded connection ended with an error");
+            }
+        }
+        _ = removed_for(removed, grace) => {
+            info!(grace_ms = grace.as_millis() as u64, "closing an upgraded connection: its endpoint left the routing table");
+        }
+    }
+    drop(guard);
+}
+
+/// Completes once the endpoint has been out of the routing table for `grace` without
+/// coming back.
+async fn removed_for(mut removed: tokio::sync::watch::Receiver<bool>, grace: Duration) {
+    loop {
+        let closed = removed.wait_for(|r| *r).await.is_err();
+        if closed {
+            return std::future::pending().await;
+        }
+        let closed = tokio::select! {
+            _ = tokio::time::sleep(grace) => return,
+            back = removed.wait_for(|r| !*r) => back.is_err(),
+        };
+        if closed {
+            return std::future::pending().await;
+        }
     }
 }
 
@@ -497,8 +622,25 @@ mod tests {
     #[test]
     fn forwarded_for_appends() {
         let mut h = HeaderMap::new();
-        append_forwarded_for(&mut h, "10.0.0.1".parse().unwrap());
-        append_forwarded_for(&mut h, "10.0.0.2".parse().unwrap());
+        append_forwarded_for(
+            &mut h,
+            &Peer::new("10.0.0.1".parse().unwrap(), Listener::Internal).ip_value,
+        );
+        append_forwarded_for(&mut h, &HeaderValue::from_static("10.0.0.2"));
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 10.0.0.2");
+    }
+
+    #[test]
+    fn upgrade_needs_the_connection_token() {
+        let mut h = HeaderMap::new();
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert_eq!(upgrade_protocol(&h), None);
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
+        assert_eq!(upgrade_protocol(&h).unwrap(), "websocket");
+        h.remove(header::UPGRADE);
+        assert_eq!(upgrade_protocol(&h), None);
     }
 }

@@ -50,6 +50,13 @@ pub struct VersionStats {
     pub upstream_errors: u64,
     /// Time from receiving the request head to receiving the upstream response head.
     pub latency: LatencyHistogram,
+    /// Of `requests`, mirrored copies (shadow traffic: answered to nobody, but counted in
+    /// `requests`, `errors_5xx` and `latency` so an analysis measures them).
+    #[serde(default)]
+    pub mirrored: u64,
+    /// Copies that were not sent (body above the mirror bound, too many in flight).
+    #[serde(default)]
+    pub mirror_skipped: u64,
 }
 
 /// A latency histogram: `counts[i]` requests took at most `bounds[i]` seconds (and more than
@@ -173,6 +180,8 @@ impl VersionStats {
             errors_5xx: after.errors_5xx - before.errors_5xx,
             upstream_errors: after.upstream_errors - before.upstream_errors,
             latency: LatencyHistogram::delta(&before.latency, &after.latency),
+            mirrored: after.mirrored.saturating_sub(before.mirrored),
+            mirror_skipped: after.mirror_skipped.saturating_sub(before.mirror_skipped),
         }
     }
 }
@@ -297,6 +306,7 @@ mod tests {
             errors_5xx: 1,
             upstream_errors: 0,
             latency: hist(&[0.001; 100]),
+            ..Default::default()
         };
         let mut lat = hist(&[0.001; 100]);
         for _ in 0..50 {
@@ -307,6 +317,7 @@ mod tests {
             errors_5xx: 6,
             upstream_errors: 2,
             latency: lat,
+            ..Default::default()
         };
         before
             .services

@@ -14,7 +14,9 @@ use crate::metrics::{EndpointState, Metrics, VersionMetrics};
 pub(crate) struct Table {
     pub(crate) config: Arc<RouterConfig>,
     services: HashMap<String, Arc<ServiceEntry>>,
-    /// (prefix, service), longest prefix first.
+    /// Routes of services that name hosts: (prefix, hosts, service), longest prefix first.
+    host_routes: Vec<(String, Hosts, Arc<ServiceEntry>)>,
+    /// Routes for any host: (prefix, service), longest prefix first.
     routes: Vec<(String, Arc<ServiceEntry>)>,
     endpoints: HashSet<String>,
 }
@@ -28,6 +30,8 @@ pub(crate) struct ServiceEntry {
     cursor: AtomicU64,
     pub(crate) preview: Option<usize>,
     pub(crate) unroutable: Arc<AtomicU64>,
+    /// Match rules, mirroring, sticky sessions (`None` without any: see `select.rs`).
+    pub(crate) controls: Option<Box<crate::select::Controls>>,
 }
 
 pub(crate) struct VersionEntry {
@@ -46,6 +50,39 @@ pub(crate) struct Endpoint {
     pub(crate) state: Arc<EndpointState>,
 }
 
+/// A route's host names, lowercase: exact names and `*.suffix` wildcards (kept as `.suffix`).
+#[derive(Default)]
+pub(crate) struct Hosts {
+    exact: HashSet<String>,
+    suffixes: Vec<String>,
+}
+
+impl Hosts {
+    fn new(names: &[String]) -> Hosts {
+        let mut hosts = Hosts::default();
+        for n in names {
+            let n = n.to_ascii_lowercase();
+            match n.strip_prefix('*') {
+                Some(suffix) => hosts.suffixes.push(suffix.to_string()),
+                None => {
+                    hosts.exact.insert(n);
+                }
+            }
+        }
+        hosts
+    }
+
+    /// `host` is lowercase without a port. A wildcard needs at least one label before its
+    /// suffix (`*.example.com` matches `a.example.com`, not `example.com`).
+    fn matches(&self, host: &str) -> bool {
+        self.exact.contains(host)
+            || self
+                .suffixes
+                .iter()
+                .any(|s| host.len() > s.len() && host.ends_with(s.as_str()))
+    }
+}
+
 /// Where a request may be sent: a version index and an endpoint index within it.
 pub(crate) type Target = (usize, usize);
 
@@ -54,6 +91,7 @@ impl Table {
     pub(crate) fn compile(cfg: RouterConfig, metrics: &Metrics) -> Table {
         let mut services = HashMap::new();
         let mut routes = Vec::new();
+        let mut host_routes = Vec::new();
         let mut endpoints = HashSet::new();
         for (name, svc) in &cfg.services {
             let mut versions = Vec::with_capacity(svc.versions.len());
@@ -82,7 +120,9 @@ impl Table {
                 });
             }
             let weights: Vec<u32> = versions.iter().map(|v| u32::from(v.weight)).collect();
+            let controls = crate::select::compile(name, svc, &versions);
             let entry = Arc::new(ServiceEntry {
+                controls,
                 name: name.clone(),
                 schedule: smooth_wrr_schedule(&weights),
                 cursor: AtomicU64::new(0),
@@ -94,14 +134,21 @@ impl Table {
                 unroutable: metrics.unroutable(name),
             });
             for r in &svc.routes {
-                routes.push((normalize_route(r).to_string(), entry.clone()));
+                let prefix = normalize_route(r).to_string();
+                if svc.hosts.is_empty() {
+                    routes.push((prefix, entry.clone()));
+                } else {
+                    host_routes.push((prefix, Hosts::new(&svc.hosts), entry.clone()));
+                }
             }
             services.insert(name.clone(), entry);
         }
         routes.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+        host_routes.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
         Table {
             config: Arc::new(cfg),
             services,
+            host_routes,
             routes,
             endpoints,
         }
@@ -120,8 +167,19 @@ impl Table {
         self.services.get(host)
     }
 
-    /// Longest configured prefix that matches `path` on a segment boundary.
-    pub(crate) fn by_path(&self, path: &str) -> Option<&Arc<ServiceEntry>> {
+    /// Longest configured prefix that matches `path` on a segment boundary: first among
+    /// the routes whose hosts include `host` (lowercase, port stripped; `None` without a
+    /// `Host`), then among the routes for any host.
+    pub(crate) fn by_path(&self, host: Option<&str>, path: &str) -> Option<&Arc<ServiceEntry>> {
+        if let Some(host) = host.filter(|_| !self.host_routes.is_empty()) {
+            let hit = self
+                .host_routes
+                .iter()
+                .find(|(prefix, hosts, _)| hosts.matches(host) && prefix_matches(prefix, path));
+            if let Some((_, _, s)) = hit {
+                return Some(s);
+            }
+        }
         self.routes
             .iter()
             .find(|(prefix, _)| prefix_matches(prefix, path))
@@ -268,15 +326,36 @@ mod tests {
             "orders":{"routes":["/api/orders"]},
             "items":{"routes":["/api/orders/items/"]}}}"#,
         );
-        let name = |p: &str| t.by_path(p).map(|s| s.name.clone());
+        let name = |p: &str| t.by_path(None, p).map(|s| s.name.clone());
         assert_eq!(name("/api/orders").as_deref(), Some("orders"));
         assert_eq!(name("/api/orders/1").as_deref(), Some("orders"));
         assert_eq!(name("/api/orders/items").as_deref(), Some("items"));
         assert_eq!(name("/api/orders/items/9").as_deref(), Some("items"));
         assert_eq!(name("/api/ordersx").as_deref(), Some("root"));
         let t = table(r#"{"services":{"orders":{"routes":["/api/orders"]}}}"#);
-        assert!(t.by_path("/api/ordersx").is_none());
-        assert!(t.by_path("/").is_none());
+        assert!(t.by_path(None, "/api/ordersx").is_none());
+        assert!(t.by_path(None, "/").is_none());
+    }
+
+    #[test]
+    fn routes_with_hosts_match_only_their_hosts_and_win_over_any_host() {
+        let t = table(
+            r#"{"services":{
+            "shop":{"routes":["/api"],"hosts":["Shop.Example.com"]},
+            "admin":{"routes":["/api/admin"],"hosts":["*.admin.example.com"]},
+            "any":{"routes":["/api"]},
+            "only":{"routes":["/only"],"hosts":["only.example"]}}}"#,
+        );
+        let name = |h: Option<&str>, p: &str| t.by_path(h, p).map(|s| s.name.clone());
+        assert_eq!(name(Some("shop.example.com"), "/api/x").as_deref(), Some("shop"));
+        assert_eq!(name(Some("other.example"), "/api/x").as_deref(), Some("any"));
+        assert_eq!(name(None, "/api").as_deref(), Some("any"));
+        assert_eq!(name(Some("eu.admin.example.com"), "/api/admin").as_deref(), Some("admin"));
+        // A wildcard needs a label before its suffix; then the any-host route answers.
+        assert_eq!(name(Some("admin.example.com"), "/api/admin").as_deref(), Some("any"));
+        assert_eq!(name(Some("only.example"), "/only").as_deref(), Some("only"));
+        assert_eq!(name(Some("only.example.evil"), "/only"), None);
+        assert_eq!(name(None, "/only"), None);
     }
 
     #[test]

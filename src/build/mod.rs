@@ -26,7 +26,7 @@ use crate::docker::{self, DockerError};
 use crate::events::{BuildStage, Event, Reporter, StepStatus};
 use crate::manifest::{Environment, EnvironmentError, LoadedManifest, Manifest, ManifestError};
 pub use artifacts::{Artifact, ArtifactsError};
-pub use cargo::{STATIC_RUSTFLAGS, TARGET};
+pub use cargo::{Profile, STATIC_RUSTFLAGS, TARGET};
 use git::GitInfo;
 use image::{ImageConfig, Layer, DEFAULT_USER, LABEL_APP, LABEL_INPUTS, LABEL_SERVICE};
 use inputs::ServiceInputs;
@@ -161,6 +161,8 @@ pub struct BuildOptions {
     pub artifacts: Option<PathBuf>,
     /// Rebuild even when an image with the same inputs exists.
     pub force: bool,
+    /// The cargo profile (`dronectl dev` builds with [`Profile::Dev`]).
+    pub profile: Profile,
 }
 
 /// One service's result.
@@ -418,10 +420,10 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuildOut
         .unwrap_or(0);
     let mut plans = Vec::new();
     for inputs in all_inputs {
-        let hash = inputs.hash()?;
+        let hash = profile_hash(inputs.hash()?, options.profile);
         let tag = match &options.tag {
             Some(tag) => tag.clone(),
-            None => default_tag(git.as_ref(), &inputs, &hash)?,
+            None => profile_tag(default_tag(git.as_ref(), &inputs, &hash)?, options.profile),
         };
         let found = existing
             .get(&(inputs.service.clone(), hash.clone()))
@@ -467,7 +469,7 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuildOut
     }
     let compiled = !by_workspace.is_empty();
     for (workspace, units) in &by_workspace {
-        executables.extend(cargo::build(workspace, units, reporter)?);
+        executables.extend(cargo::build(workspace, units, options.profile, reporter)?);
     }
     if compiled {
         // cargo may have written Cargo.lock: hash what was actually built.
@@ -475,7 +477,7 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuildOut
             .iter_mut()
             .filter(|p| executables.contains_key(&p.inputs.service))
         {
-            plan.hash = plan.inputs.hash()?;
+            plan.hash = profile_hash(plan.inputs.hash()?, options.profile);
         }
     }
 
@@ -621,6 +623,26 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuildOut
         compiled,
         elapsed_ms: start.elapsed().as_millis() as u64,
     })
+}
+
+/// The inputs hash of an image built in `profile`: the release hash as it is, a dev build's
+/// hash of it and the profile, so neither is ever taken as up to date for the other.
+fn profile_hash(hash: String, profile: Profile) -> String {
+    match profile {
+        Profile::Release => hash,
+        Profile::Dev => {
+            use sha2::Digest as _;
+            inputs::hex(&sha2::Sha256::digest(format!("profile dev\n{hash}")))
+        }
+    }
+}
+
+/// Dev-profile images are tagged `<tag>-dev`.
+fn profile_tag(tag: String, profile: Profile) -> String {
+    match profile {
+        Profile::Release => tag,
+        Profile::Dev => format!("{tag}-dev"),
+    }
 }
 
 fn source_date_epoch() -> Option<i64> {

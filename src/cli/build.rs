@@ -81,6 +81,7 @@ pub fn run(
             .artifacts
             .map(|p| if p.is_absolute() { p } else { cwd.join(p) }),
         force: args.force,
+        profile: build::Profile::Release,
     };
     let outcome = build::build(&options, printer);
     printer.finish_progress();

@@ -77,6 +77,10 @@ pub struct RenderArgs {
     /// The namespace written into the objects [default: the environment's]
     #[arg(short = 'n', long, value_name = "NAME", env = "DRONECTL_NAMESPACE")]
     pub namespace: Option<String>,
+    /// Show the values of the services' Secrets (read from the cluster, through
+    /// $KUBECONFIG and the environment's context) instead of `<redacted>`
+    #[arg(long, env = "DRONECTL_SHOW_SECRETS")]
+    pub show_secrets: bool,
 }
 
 #[derive(Debug, Args)]
@@ -155,10 +159,59 @@ pub fn render(
             max_unavailable: 0,
         },
     );
-    printer.result_line(k8s::render::to_yaml(&objects)?.trim_end());
+    let mut values: Vec<serde_json::Value> = objects.iter().map(|o| o.to_value()).collect();
+    let secrets = rendered_secrets(&environment, &kenv, &args, global)?;
+    let mut yaml = k8s::render::to_yaml(&objects)?;
+    for secret in secrets {
+        yaml.push_str("---\n");
+        yaml.push_str(&serde_saphyr::to_string(&secret)?);
+        values.push(secret);
+    }
+    printer.result_line(yaml.trim_end());
     Ok(Outcome::ok(
-        json!({ "env": environment.name, "objects": objects.iter().map(|o| o.to_value()).collect::<Vec<_>>() }),
+        json!({ "env": environment.name, "objects": values }),
     ))
+}
+
+/// The Secrets `dronectl secret set` manages for the rendered services: values redacted,
+/// or read from the cluster with `--show-secrets`.
+fn rendered_secrets(
+    environment: &Environment,
+    kenv: &KubeEnv,
+    args: &RenderArgs,
+    global: &GlobalArgs,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    let m = &environment.manifest;
+    let services: Vec<&String> = m
+        .services
+        .keys()
+        .filter(|s| args.services.is_empty() || args.services.contains(s))
+        .filter(|s| !k8s::secret::managed(m, s).is_empty())
+        .collect();
+    if services.is_empty() {
+        return Ok(vec![]);
+    }
+    let mut values = std::collections::BTreeMap::new();
+    if args.show_secrets {
+        let options = ConnectOptions {
+            namespace: args.namespace.clone(),
+            allow_other_context: global.yes,
+            ..Default::default()
+        };
+        let rt = runtime()?;
+        rt.block_on(async {
+            let target = KubeTarget::connect(environment, &options).await?;
+            for s in &services {
+                let v = dronectl::secrets::kube::values(&target.platform.client, kenv, s).await?;
+                values.insert(s.to_string(), v);
+            }
+            Ok::<_, anyhow::Error>(())
+        })?;
+    }
+    Ok(services
+        .into_iter()
+        .filter_map(|s| k8s::secret::rendered(kenv, m, s, args.show_secrets.then(|| &values[s])))
+        .collect())
 }
 
 pub fn diff(

@@ -119,6 +119,7 @@ pub fn up(
             ..Default::default()
         },
         timeout: args.timeout.map(|d| d.0),
+        profile: dronectl::build::Profile::Release,
     };
     let outcome = runtime()?.block_on(local::up(&opts, printer))?;
     let verb = if outcome.changed { "Up" } else { "Unchanged" };

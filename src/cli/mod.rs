@@ -6,11 +6,13 @@ mod build;
 mod ci;
 mod config;
 mod deploy;
+mod dev;
 mod images;
 mod kube;
 mod local;
 mod new;
 pub mod printer;
+mod secret;
 mod validate;
 
 use std::path::PathBuf;
@@ -115,7 +117,7 @@ pub enum Command {
     Validate(validate::ValidateArgs),
     /// Print the manifest as it applies in an environment (its overrides merged)
     #[command(after_help = config::EXAMPLES)]
-    Config,
+    Config(config::ConfigArgs),
     /// Compile services as static binaries and build their minimal images
     #[command(after_help = build::EXAMPLES)]
     Build(build::BuildArgs),
@@ -134,6 +136,9 @@ pub enum Command {
     /// Show the app's containers, versions and traffic split
     #[command(after_help = "Examples:\n  dronectl ps\n  dronectl -o json ps")]
     Ps,
+    /// Watch and rebuild each saved change, swap it in with no failed request
+    #[command(after_help = dev::EXAMPLES)]
+    Dev(dev::DevArgs),
     /// Show the logs of the app's services, infrastructure and router as one stream
     #[command(after_help = local::LOGS_EXAMPLES)]
     Logs(local::LogsArgs),
@@ -143,6 +148,9 @@ pub enum Command {
     /// Watch and steer a service's rollout
     #[command(subcommand)]
     Rollout(deploy::RolloutCommand),
+    /// Set, list and remove the values of the services' secrets
+    #[command(subcommand)]
+    Secret(secret::SecretCommand),
     /// Print the Kubernetes objects of the app (or of some services) as YAML
     #[command(after_help = kube::RENDER_EXAMPLES)]
     Render(kube::RenderArgs),
@@ -194,7 +202,7 @@ impl Command {
             Command::New(new::NewCommand::Service(_)) => "new service",
             Command::Templates(_) => "templates",
             Command::Validate(_) => "validate",
-            Command::Config => "config",
+            Command::Config(_) => "config",
             Command::Build(_) => "build",
             Command::Images(images::ImagesArgs { command: None }) => "images",
             Command::Images(_) => "images prune",
@@ -203,6 +211,7 @@ impl Command {
             Command::Down(_) => "down",
             Command::Ps => "ps",
             Command::Logs(_) => "logs",
+            Command::Dev(_) => "dev",
             Command::Deploy(_) => "deploy",
             Command::Rollout(deploy::RolloutCommand::Status(_)) => "rollout status",
             Command::Rollout(deploy::RolloutCommand::Promote(_)) => "rollout promote",
@@ -210,6 +219,7 @@ impl Command {
             Command::Rollout(deploy::RolloutCommand::Undo(_)) => "rollout undo",
             Command::Rollout(deploy::RolloutCommand::History(_)) => "rollout history",
             Command::Rollout(deploy::RolloutCommand::Resume(_)) => "rollout resume",
+            Command::Secret(cmd) => cmd.name(),
             Command::Render(_) => "render",
             Command::Diff(_) => "diff",
             Command::Router(_) => "router",
@@ -227,7 +237,7 @@ pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<Outcome> {
         Command::New(cmd) => new::run(cmd, &cli.global, &cwd, printer),
         Command::Templates(args) => new::templates(args, printer),
         Command::Validate(args) => validate::run(args, &cli.global, &cwd, printer),
-        Command::Config => config::run(&cli.global, &cwd, printer),
+        Command::Config(args) => config::run(args, &cli.global, &cwd, printer),
         Command::Build(args) => build::run(args, &cli.global, &cwd, printer),
         Command::Images(args) => images::run_images(args, &cli.global, &cwd, printer),
         Command::Image(cmd) => images::run_image(cmd, &cwd, printer),
@@ -235,8 +245,10 @@ pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<Outcome> {
         Command::Down(args) => local::down(args, &cli.global, &cwd, printer),
         Command::Ps => local::ps(&cli.global, &cwd, printer),
         Command::Logs(args) => local::logs(args, &cli.global, &cwd, printer),
+        Command::Dev(args) => dev::run(args, &cli.global, &cwd, printer),
         Command::Deploy(args) => deploy::deploy(args, &cli.global, &cwd, printer),
         Command::Rollout(cmd) => deploy::rollout(cmd, &cli.global, &cwd, printer),
+        Command::Secret(cmd) => secret::run(cmd, &cli.global, &cwd, printer),
         Command::Render(args) => kube::render(args, &cli.global, &cwd, printer),
         Command::Diff(args) => kube::diff(args, &cli.global, &cwd, printer),
         Command::Router(args) => local::router(args),

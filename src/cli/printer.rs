@@ -38,6 +38,9 @@ pub struct Printer {
     bars: Mutex<Bars>,
     /// How log lines look (`dronectl logs`).
     logs: Mutex<LogLayout>,
+    /// `dronectl dev`'s status line on a terminal (building / swapping / live), shown while
+    /// no build progress lines are.
+    dev_status: Mutex<Option<ProgressBar>>,
 }
 
 /// The layout of log lines: `label | line`, the label padded to `width` and coloured per
@@ -87,6 +90,7 @@ impl Printer {
             lock: Mutex::new(()),
             bars: Mutex::new(Bars::default()),
             logs: Mutex::new(LogLayout::default()),
+            dev_status: Mutex::new(None),
         }
     }
 
@@ -113,8 +117,10 @@ impl Printer {
         if self.verbosity < 0 || self.is_json() {
             return;
         }
-        let _guard = self.lock.lock();
-        anstream::eprintln!("{STATUS}{verb:>12}{STATUS:#} {text}");
+        self.suspended(|| {
+            let _guard = self.lock.lock();
+            anstream::eprintln!("{STATUS}{verb:>12}{STATUS:#} {text}");
+        });
     }
 
     /// A line of the command's result on stdout (human mode only).
@@ -122,8 +128,123 @@ impl Printer {
         if self.is_json() {
             return;
         }
-        let _guard = self.lock.lock();
-        anstream::println!("{text}");
+        self.suspended(|| {
+            let _guard = self.lock.lock();
+            anstream::println!("{text}");
+        });
+    }
+
+    /// Runs `write` with `dev`'s status line (if shown) cleared, and redraws it after.
+    fn suspended(&self, write: impl FnOnce()) {
+        let bar = self.dev_status.lock().expect("status lock").clone();
+        match bar {
+            Some(bar) => bar.suspend(write),
+            None => write(),
+        }
+    }
+
+    /// Shows `text` in `dev`'s status line (terminal only).
+    fn set_dev_status(&self, text: String) {
+        if !self.progress {
+            return;
+        }
+        let mut status = self.dev_status.lock().expect("status lock");
+        let bar = status.get_or_insert_with(|| {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template("{prefix:>12.cyan.bold} {spinner} {wide_msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.set_prefix("dev");
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        bar.set_message(text);
+    }
+
+    /// Removes `dev`'s status line.
+    pub fn finish_status(&self) {
+        if let Some(bar) = self.dev_status.lock().expect("status lock").take() {
+            bar.finish_and_clear();
+        }
+    }
+
+    /// A `dronectl dev` event: a status line (failures in red with the failed version's
+    /// last log lines), and the terminal's status line.
+    fn dev(&self, d: &dronectl::events::DevEvent) {
+        use dronectl::events::DevWhat as W;
+        let services = d.services.join(", ");
+        match d.what {
+            W::BuildStarted => {
+                // The build's own progress lines take over the terminal meanwhile.
+                self.finish_status();
+                self.status("Building", &services);
+                return;
+            }
+            W::BuildFinished | W::BuildFailed => self.finish_progress(),
+            _ => {}
+        }
+        let (verb, failure) = match d.what {
+            W::Watching => ("Watching", false),
+            W::Changed => ("Changed", false),
+            W::BuildStarted => ("Building", false),
+            W::BuildFinished => ("Built", false),
+            W::BuildFailed => ("Failed", true),
+            W::Swapping => ("Swapping", false),
+            W::Live => ("Live", false),
+            W::Unchanged => ("Unchanged", false),
+            W::RolledBack => ("Rolled back", true),
+            W::Missing => ("Missing", true),
+            W::Restored => ("Restored", false),
+            W::Stopped => ("Stopped", false),
+        };
+        let show = match d.what {
+            W::Changed | W::Swapping | W::Unchanged => self.verbosity > 0,
+            W::BuildFailed | W::RolledBack | W::Missing => true,
+            _ => self.verbosity >= 0,
+        };
+        if show {
+            let text = match d.what {
+                W::Changed => format!("{services}: {}", d.message),
+                W::Stopped => d
+                    .message
+                    .strip_prefix("stopped ")
+                    .unwrap_or(&d.message)
+                    .to_string(),
+                _ => d.message.clone(),
+            };
+            if failure {
+                self.suspended(|| {
+                    let _guard = self.lock.lock();
+                    anstream::eprintln!("{ERROR}{verb:>12}{ERROR:#} {text}");
+                    for line in d.logs.iter().flatten() {
+                        anstream::eprintln!("             {DIM}|{DIM:#} {line}");
+                    }
+                });
+            } else {
+                self.status(verb, &text);
+            }
+        }
+        let version = match (&d.version, &d.revision) {
+            (Some(v), Some(r)) => format!(" {v} ({r})"),
+            _ => String::new(),
+        };
+        match d.what {
+            W::Watching => self.set_dev_status("live — watching for changes".into()),
+            W::Swapping => self.set_dev_status(format!("swapping {services}{version}…")),
+            W::Live => self.set_dev_status(format!("live: {services}{version} — watching")),
+            W::Unchanged => {
+                self.set_dev_status(format!("live: {services}{version} (unchanged) — watching"))
+            }
+            W::BuildFailed => self.set_dev_status(
+                "build failed; the running versions serve — waiting for a save".into(),
+            ),
+            W::RolledBack => self.set_dev_status(format!(
+                "{services}: new version rolled back; the running one serves — waiting for a save"
+            )),
+            W::Stopped => self.finish_status(),
+            _ => {}
+        }
     }
 
     /// Sets how log lines look.
@@ -412,11 +533,13 @@ impl Printer {
             }
         }
         if matches!(r.what, W::Failed | W::Aborted) {
-            let _guard = self.lock.lock();
-            anstream::eprintln!("{ERROR}{verb:>12}{ERROR:#} {text}");
-            for line in r.logs.iter().flatten() {
-                anstream::eprintln!("             {DIM}|{DIM:#} {line}");
-            }
+            self.suspended(|| {
+                let _guard = self.lock.lock();
+                anstream::eprintln!("{ERROR}{verb:>12}{ERROR:#} {text}");
+                for line in r.logs.iter().flatten() {
+                    anstream::eprintln!("             {DIM}|{DIM:#} {line}");
+                }
+            });
         } else {
             self.status(verb, &text);
         }
@@ -477,6 +600,7 @@ impl Reporter for Printer {
             }
             Event::Rollout(rollout) => self.rollout(&rollout),
             Event::Log(log) => self.log_line(&log),
+            Event::Dev(dev) => self.dev(&dev),
             Event::BuildStep {
                 service,
                 stage,

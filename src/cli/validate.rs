@@ -53,11 +53,23 @@ pub fn run(
     };
     let loaded = LoadedManifest::read(&dir)?;
     // Every environment's effective manifest is checked; --env also names one that must exist.
-    let env = match global.env.as_deref() {
-        Some(name) => Some(Environment::resolve(&loaded.manifest, Some(name))?.name),
+    let environment = match global.env.as_deref() {
+        Some(name) => Some(Environment::resolve(&loaded.manifest, Some(name))?),
         None => None,
     };
-    let diagnostics = manifest::validate(&loaded.manifest);
+    let env = environment.as_ref().map(|e| e.name.clone());
+    let mut diagnostics = manifest::validate(&loaded.manifest);
+    // Traffic controls a Kubernetes environment cannot carry (no gateway): errors.
+    if !diagnostics.iter().any(|d| d.severity == Severity::Error) {
+        diagnostics.extend(dronectl::k8s::weights::traffic_controls(&loaded.manifest));
+    }
+    // Where values are known without a cluster (a local environment), every declared
+    // secret must have one.
+    if let Some(environment) = &environment {
+        if !diagnostics.iter().any(|d| d.severity == Severity::Error) {
+            diagnostics.extend(dronectl::secrets::local_diagnostics(environment)?);
+        }
+    }
     let display_path = loaded
         .path
         .strip_prefix(cwd)

@@ -11,6 +11,7 @@ mod cache;
 pub mod hpa;
 pub mod platform;
 pub mod render;
+pub mod secret;
 pub mod store;
 pub mod wait;
 pub mod weights;
@@ -452,7 +453,12 @@ pub async fn deploy(
             return Err(UsageError(format!("no service `{s}` in dronectl.yaml")).into());
         }
     }
-    let revisions = opts.images.revisions(&target.kenv, m, &opts.services)?;
+    let mut revisions = opts.images.revisions(&target.kenv, m, &opts.services)?;
+    if opts.dry_run != Some(DryRun::Client) {
+        // Every declared secret must be in the cluster before anything is applied; their
+        // versions make the revisions (a new value rolls the service out).
+        secret_versions(target, &mut revisions, &opts.services, true).await?;
+    }
     let whole = opts.services.is_empty();
     let mut outcome = DeployOutcome {
         env: target.kenv.env.clone(),
@@ -590,6 +596,33 @@ pub async fn deploy(
         }
     }
     Ok(outcome)
+}
+
+/// Gives each revision the versions of its secrets as the cluster has them. `strict`: a
+/// declared secret without a value is an error (exit 2); otherwise the revisions are left
+/// without versions (`diff` compares what it can).
+async fn secret_versions(
+    target: &KubeTarget,
+    revisions: &mut BTreeMap<String, Revision>,
+    services: &[String],
+    strict: bool,
+) -> anyhow::Result<()> {
+    let m = &*target.manifest;
+    if !m.services.values().any(|s| !s.value.secrets.is_empty()) {
+        return Ok(());
+    }
+    let client = &target.platform.client;
+    let versions = match crate::secrets::kube::check(client, &target.kenv, m, services).await {
+        Ok(v) => v,
+        Err(e) if !strict && e.is::<crate::secrets::MissingSecrets>() => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for (service, revision) in revisions.iter_mut() {
+        if let Some(v) = versions.get(service).filter(|v| !v.is_empty()) {
+            *revision = revision.clone().with_secrets(v.clone());
+        }
+    }
+    Ok(())
 }
 
 /// The live object of `o`'s kind and name, if any.
@@ -891,7 +924,8 @@ pub async fn diff(
     images: &Images,
 ) -> anyhow::Result<Vec<ObjectDiff>> {
     let m = &*target.manifest;
-    let revisions = images.revisions(&target.kenv, m, services)?;
+    let mut revisions = images.revisions(&target.kenv, m, services)?;
+    secret_versions(target, &mut revisions, services, false).await?;
     let mut objects = render::render_app(
         &target.kenv,
         m,

@@ -38,7 +38,9 @@ use super::cache::Cached;
 use super::render::{self, KubeEnv, Object, RollingParams};
 use super::store::is_status;
 use crate::manifest::{Manifest, Metric};
-use crate::rollout::platform::{Failure, Measurement, Platform, Revision, RevisionStatus, Weights};
+use crate::rollout::platform::{
+    Failure, Measurement, Platform, Revision, RevisionStatus, Traffic, Weights,
+};
 use crate::rollout::replicas::ratio_counts;
 use crate::rollout::AnalysisPlan;
 
@@ -432,8 +434,64 @@ impl KubePlatform {
         self.kenv.gateway.is_some() && !self.manifest.services[service].value.routes.is_empty()
     }
 
+    /// Gateway: a Service per revision, weighted backends, and the rollout's controls
+    /// (match rules to the candidate, `RequestMirror` to it). Sticky sessions are not
+    /// carried (the HTTPRoute v1 has no standard session affinity; `validate` warns).
+    async fn set_gateway_traffic(
+        &self,
+        service: &str,
+        traffic: &Traffic,
+        revisions: &[&Revision],
+    ) -> anyhow::Result<()> {
+        let weights = &traffic.weights;
+        let weight = |r: &Revision| weights.get(&r.id).copied().unwrap_or(0);
+        let controlled = traffic.has_controls();
+        let mut backends = vec![];
+        for r in revisions {
+            let is_target = controlled && r.id == traffic.candidate;
+            if weight(r) > 0 || revisions.len() == 1 || is_target {
+                self.set_selector(service, &format!("{service}-{}", r.id), Some(&r.id))
+                    .await?;
+            }
+            if weight(r) > 0 || revisions.len() == 1 {
+                backends.push((format!("{service}-{}", r.id), weight(r)));
+            }
+        }
+        let controls = render::RouteControls {
+            candidate: format!("{service}-{}", traffic.candidate),
+            matches: traffic.matches.clone(),
+            mirror: traffic.mirror,
+        };
+        self.set_route_with(service, &backends, &controls).await?;
+        if let Some(main) = revisions.iter().max_by_key(|r| weight(r)) {
+            if let Some(d) = self.find(service, &main.id).await? {
+                self.set_selector(service, service, Some(&main.id)).await?;
+                if weight(main) >= 100 {
+                    let name = d.metadata.name.clone().unwrap_or_default();
+                    self.sync_hpa(service, Some(&name)).await?;
+                }
+            }
+        }
+        // As without a gateway: a candidate without traffic yet is reachable as
+        // `<svc>-preview` (the engine says so when the candidate is ready).
+        self.set_preview(service, revisions, &weight).await?;
+        Ok(())
+    }
+
     async fn set_route(&self, service: &str, backends: &[(String, u32)]) -> anyhow::Result<()> {
-        if let Some(route) = render::http_route(&self.kenv, &self.manifest, service, backends) {
+        self.set_route_with(service, backends, &render::RouteControls::default())
+            .await
+    }
+
+    async fn set_route_with(
+        &self,
+        service: &str,
+        backends: &[(String, u32)],
+        controls: &render::RouteControls,
+    ) -> anyhow::Result<()> {
+        if let Some(route) =
+            render::http_route_with(&self.kenv, &self.manifest, service, backends, controls)
+        {
             self.apply(&Object::HttpRoute(Box::new(route)), true, false)
                 .await?;
         }
@@ -754,29 +812,12 @@ impl Platform for KubePlatform {
         let weight = |r: &Revision| weights.get(&r.id).copied().unwrap_or(0);
         let full = revisions.iter().find(|r| weight(r) >= 100).copied();
         if self.public(service) {
-            // Gateway: a Service per revision and weighted backends.
-            let mut backends = vec![];
-            for r in revisions {
-                if weight(r) > 0 || revisions.len() == 1 {
-                    self.set_selector(service, &format!("{service}-{}", r.id), Some(&r.id))
-                        .await?;
-                    backends.push((format!("{service}-{}", r.id), weight(r)));
-                }
-            }
-            self.set_route(service, &backends).await?;
-            if let Some(main) = revisions.iter().max_by_key(|r| weight(r)) {
-                if let Some(d) = self.find(service, &main.id).await? {
-                    self.set_selector(service, service, Some(&main.id)).await?;
-                    if weight(main) >= 100 {
-                        let name = d.metadata.name.clone().unwrap_or_default();
-                        Box::pin(self.sync_hpa(service, Some(&name))).await?;
-                    }
-                }
-            }
-            // As without a gateway: a candidate without traffic yet is reachable as
-            // `<svc>-preview` (the engine says so when the candidate is ready).
-            self.set_preview(service, revisions, &weight).await?;
-            return Ok(());
+            return Box::pin(self.set_gateway_traffic(
+                service,
+                &Traffic::weights(weights.clone()),
+                revisions,
+            ))
+            .await;
         }
         match full {
             Some(r) => {
@@ -898,6 +939,26 @@ impl Platform for KubePlatform {
             .collect::<Vec<_>>()
             .join("+");
         (effective, Some(format!("{pods} pods behind one Service")))
+    }
+
+    async fn set_routing(
+        &self,
+        service: &str,
+        traffic: &Traffic,
+        revisions: &[&Revision],
+        max_surge: u32,
+    ) -> anyhow::Result<()> {
+        if !traffic.has_controls() {
+            return self
+                .set_traffic(service, &traffic.weights, revisions, max_surge)
+                .await;
+        }
+        if !self.public(service) {
+            anyhow::bail!(
+                "`{service}`: header/cookie matches and mirroring need a Gateway API gateway and public routes on Kubernetes (`dronectl validate` names the step)"
+            );
+        }
+        self.set_gateway_traffic(service, traffic, revisions).await
     }
 
     async fn snapshot(

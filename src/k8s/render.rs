@@ -31,7 +31,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
-    IngressServiceBackend, IngressSpec, NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer,
+    IngressServiceBackend, IngressSpec, IngressTLS, NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer,
     NetworkPolicyPort, NetworkPolicySpec, ServiceBackendPort,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
@@ -41,7 +41,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::core::{ApiResource, GroupVersionKind};
 use serde::{Deserialize, Serialize};
 
-use crate::manifest::{Environment, GatewayRef, Manifest};
+use crate::manifest::{Environment, GatewayRef, IngressSettings, Manifest};
 use crate::rollout::Revision;
 
 /// Label keys.
@@ -73,6 +73,8 @@ pub struct KubeEnv {
     pub namespace: String,
     pub registry: Option<String>,
     pub gateway: Option<GatewayRef>,
+    /// The Ingress class and TLS (environments without a gateway).
+    pub ingress: IngressSettings,
     /// The environment's default rollout strategy.
     pub strategy: Option<String>,
 }
@@ -102,6 +104,7 @@ impl KubeEnv {
                 .unwrap_or_else(|| "default".into()),
             registry: environment.registry.clone(),
             gateway: k.gateway,
+            ingress: k.ingress,
             strategy: environment.strategy.clone(),
         }
     }
@@ -236,6 +239,9 @@ pub struct HttpRoute {
 #[serde(rename_all = "camelCase")]
 pub struct HttpRouteSpec {
     pub parent_refs: Vec<ParentRef>,
+    /// The service's `hosts` (absent: every host the gateway's listener accepts).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hostnames: Vec<String>,
     pub rules: Vec<HttpRouteRule>,
 }
 
@@ -251,6 +257,9 @@ pub struct ParentRef {
 #[serde(rename_all = "camelCase")]
 pub struct HttpRouteRule {
     pub matches: Vec<HttpRouteMatch>,
+    /// `RequestMirror` (a rollout's `mirror` step).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<HttpRouteFilter>,
     pub backend_refs: Vec<BackendRef>,
 }
 
@@ -258,6 +267,54 @@ pub struct HttpRouteRule {
 #[serde(rename_all = "camelCase")]
 pub struct HttpRouteMatch {
     pub path: HttpPathMatch,
+    /// Header conditions (a rollout's `match` step; cookies as a regex on `Cookie`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HttpHeaderMatch>,
+}
+
+/// `HTTPHeaderMatch`: `type` is `Exact` or `RegularExpression`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpHeaderMatch {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub name: String,
+    pub value: String,
+}
+
+/// `HTTPRouteFilter` of type `RequestMirror` (the only filter dronectl writes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRouteFilter {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub request_mirror: RequestMirror,
+}
+
+/// `HTTPRequestMirrorFilter`: the backend and the share of requests (`percent`, Gateway
+/// API v1.3 standard channel; older gateways mirror every request).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestMirror {
+    pub backend_ref: MirrorBackendRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MirrorBackendRef {
+    pub name: String,
+    pub port: u16,
+}
+
+/// A rollout's traffic controls as an HTTPRoute carries them: requests matching any of
+/// `matches` go to the `candidate` Service; `mirror` percent of the rest is copied to it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RouteControls {
+    pub candidate: String,
+    pub matches: Vec<crate::rollout::TrafficMatch>,
+    pub mirror: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -433,15 +490,23 @@ pub fn deployment(
             ..Default::default()
         });
     }
-    let probe = |path: &str, period: i32| Probe {
+    if let Some((volume, mount)) = super::secret::volume(manifest, service) {
+        volumes.push(volume);
+        mounts.push(mount);
+    }
+    let timings = s.health.timings();
+    let seconds = |d: std::time::Duration| d.as_secs().clamp(1, i32::MAX as u64) as i32;
+    let probe = |path: &str, period: std::time::Duration| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_string()),
             port: IntOrString::String("http".into()),
             ..Default::default()
         }),
-        period_seconds: Some(period),
-        failure_threshold: Some(3),
-        timeout_seconds: Some(2),
+        period_seconds: Some(seconds(period)),
+        failure_threshold: Some(timings.retries.min(i32::MAX as u32) as i32),
+        timeout_seconds: Some(seconds(timings.timeout)),
+        initial_delay_seconds: (!timings.start_period.is_zero())
+            .then(|| timings.start_period.as_secs().min(i32::MAX as u64) as i32),
         ..Default::default()
     };
     let container = Container {
@@ -453,18 +518,23 @@ pub fn deployment(
             protocol: Some("TCP".into()),
             ..Default::default()
         }]),
-        env: Some(vec![
-            EnvVar {
-                name: "PORT".into(),
-                value: Some(s.port.to_string()),
-                ..Default::default()
-            },
-            EnvVar {
-                name: "SHUTDOWN_DELAY_MS".into(),
-                value: Some(SHUTDOWN_DELAY_MS.to_string()),
-                ..Default::default()
-            },
-        ]),
+        env: Some(
+            vec![
+                EnvVar {
+                    name: "PORT".into(),
+                    value: Some(s.port.to_string()),
+                    ..Default::default()
+                },
+                EnvVar {
+                    name: "SHUTDOWN_DELAY_MS".into(),
+                    value: Some(SHUTDOWN_DELAY_MS.to_string()),
+                    ..Default::default()
+                },
+            ]
+            .into_iter()
+            .chain(super::secret::env_vars(manifest, service))
+            .collect(),
+        ),
         env_from: Some(vec![EnvFromSource {
             config_map_ref: Some(ConfigMapEnvSource {
                 name: config_map_name(service, revision),
@@ -472,8 +542,8 @@ pub fn deployment(
             }),
             ..Default::default()
         }]),
-        readiness_probe: Some(probe(&s.health.readiness, 5)),
-        liveness_probe: Some(probe(&s.health.liveness, 10)),
+        readiness_probe: Some(probe(&s.health.readiness, timings.readiness_interval)),
+        liveness_probe: Some(probe(&s.health.liveness, timings.liveness_interval)),
         resources: Some(ResourceRequirements {
             requests: Some(BTreeMap::from([
                 (
@@ -519,6 +589,13 @@ pub fn deployment(
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
+                    // A new secret value rolls the pods like an environment change.
+                    annotations: (!revision.secrets.is_empty()).then(|| {
+                        BTreeMap::from([(
+                            super::secret::POD_SECRETS.to_string(),
+                            crate::secrets::digest(&revision.secrets),
+                        )])
+                    }),
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
@@ -729,6 +806,65 @@ pub fn http_route(
     service: &str,
     backends: &[(String, u32)],
 ) -> Option<HttpRoute> {
+    http_route_with(kenv, manifest, service, backends, &RouteControls::default())
+}
+
+/// The header conditions of a match: headers as given, cookies as an anchored regular
+/// expression on the `Cookie` header (`(.*;\s*)?name=value(;.*)?`), which holds whether the
+/// gateway matches the whole value or searches it.
+pub fn header_matches(m: &crate::rollout::TrafficMatch) -> Vec<HttpHeaderMatch> {
+    use crate::rollout::MatchValue;
+    let mut out: Vec<HttpHeaderMatch> = m
+        .headers
+        .iter()
+        .map(|(name, v)| match v {
+            MatchValue::Exact(e) => HttpHeaderMatch {
+                type_: "Exact".into(),
+                name: name.clone(),
+                value: e.clone(),
+            },
+            MatchValue::Regex(r) => HttpHeaderMatch {
+                type_: "RegularExpression".into(),
+                name: name.clone(),
+                value: format!("^(?:{r})$"),
+            },
+        })
+        .collect();
+    for (name, v) in &m.cookies {
+        let value = match v {
+            MatchValue::Exact(e) => regex_escape(e),
+            MatchValue::Regex(r) => format!("(?:{r})"),
+        };
+        out.push(HttpHeaderMatch {
+            type_: "RegularExpression".into(),
+            name: "Cookie".into(),
+            value: format!("^(.*;\\s*)?{}={value}(;.*)?$", regex_escape(name)),
+        });
+    }
+    out
+}
+
+fn regex_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$#&-~".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// [`http_route`] with a rollout's controls: one rule per match (all its conditions on
+/// every public path, to the candidate only: a rule with header matches takes precedence
+/// over the plain one), and the weighted rule with a `RequestMirror` filter.
+pub fn http_route_with(
+    kenv: &KubeEnv,
+    manifest: &Manifest,
+    service: &str,
+    backends: &[(String, u32)],
+    controls: &RouteControls,
+) -> Option<HttpRoute> {
     let gateway = kenv.gateway.as_ref()?;
     let s = &manifest.services[service].value;
     if s.routes.is_empty() {
@@ -743,36 +879,81 @@ pub fn http_route(
                 name: gateway.name.clone(),
                 namespace: gateway.namespace.clone(),
             }],
-            rules: vec![HttpRouteRule {
-                matches: s
-                    .routes
-                    .iter()
-                    .map(|r| HttpRouteMatch {
-                        path: HttpPathMatch {
-                            type_: "PathPrefix".into(),
-                            value: r.value.clone(),
-                        },
-                    })
-                    .collect(),
-                backend_refs: backends
-                    .iter()
-                    .map(|(name, weight)| BackendRef {
-                        name: name.clone(),
+            hostnames: s.hosts.iter().map(|h| h.value.clone()).collect(),
+            rules: controls
+                .matches
+                .iter()
+                .map(|m| HttpRouteRule {
+                    matches: s
+                        .routes
+                        .iter()
+                        .map(|r| HttpRouteMatch {
+                            path: HttpPathMatch {
+                                type_: "PathPrefix".into(),
+                                value: r.value.clone(),
+                            },
+                            headers: header_matches(m),
+                        })
+                        .collect(),
+                    filters: vec![],
+                    backend_refs: vec![BackendRef {
+                        name: controls.candidate.clone(),
                         port: s.port,
-                        weight: *weight,
-                    })
-                    .collect(),
-            }],
+                        weight: 1,
+                    }],
+                })
+                .chain(std::iter::once(HttpRouteRule {
+                    matches: s
+                        .routes
+                        .iter()
+                        .map(|r| HttpRouteMatch {
+                            path: HttpPathMatch {
+                                type_: "PathPrefix".into(),
+                                value: r.value.clone(),
+                            },
+                            headers: vec![],
+                        })
+                        .collect(),
+                    filters: (controls.mirror > 0)
+                        .then(|| HttpRouteFilter {
+                            type_: "RequestMirror".into(),
+                            request_mirror: RequestMirror {
+                                backend_ref: MirrorBackendRef {
+                                    name: controls.candidate.clone(),
+                                    port: s.port,
+                                },
+                                percent: Some(controls.mirror.min(100)),
+                            },
+                        })
+                        .into_iter()
+                        .collect(),
+                    backend_refs: backends
+                        .iter()
+                        .map(|(name, weight)| BackendRef {
+                            name: name.clone(),
+                            port: s.port,
+                            weight: *weight,
+                        })
+                        .collect(),
+                }))
+                .collect(),
         },
     })
 }
 
+/// cert-manager's annotations: the Ingress names its issuer, cert-manager fills the Secret.
+pub const CERT_MANAGER_ISSUER: &str = "cert-manager.io/issuer";
+pub const CERT_MANAGER_CLUSTER_ISSUER: &str = "cert-manager.io/cluster-issuer";
+
+/// The Ingress of a service's public routes: one rule per host (one rule for any host when
+/// the service names none), the environment's class, and TLS for the hosts when the
+/// environment sets it (a Secret, or a cert-manager issuer annotation).
 fn ingress(kenv: &KubeEnv, manifest: &Manifest, service: &str) -> Option<Ingress> {
     let s = &manifest.services[service].value;
     if s.routes.is_empty() || kenv.gateway.is_some() {
         return None;
     }
-    let paths = s
+    let paths: Vec<HTTPIngressPath> = s
         .routes
         .iter()
         .map(|r| HTTPIngressPath {
@@ -790,13 +971,54 @@ fn ingress(kenv: &KubeEnv, manifest: &Manifest, service: &str) -> Option<Ingress
             },
         })
         .collect();
+    let hosts: Vec<String> = s.hosts.iter().map(|h| h.value.clone()).collect();
+    let rules = if hosts.is_empty() {
+        vec![IngressRule {
+            host: None,
+            http: Some(HTTPIngressRuleValue {
+                paths: paths.clone(),
+            }),
+        }]
+    } else {
+        hosts
+            .iter()
+            .map(|h| IngressRule {
+                host: Some(h.clone()),
+                http: Some(HTTPIngressRuleValue {
+                    paths: paths.clone(),
+                }),
+            })
+            .collect()
+    };
+    let mut metadata = meta(kenv, service, labels(kenv, service, "route", ""));
+    let tls = kenv.ingress.tls.as_ref().filter(|_| !hosts.is_empty());
+    if let Some(t) = tls {
+        let annotations: BTreeMap<String, String> = [
+            (CERT_MANAGER_ISSUER, &t.issuer),
+            (CERT_MANAGER_CLUSTER_ISSUER, &t.cluster_issuer),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| (k.to_string(), v.clone())))
+        .collect();
+        if !annotations.is_empty() {
+            metadata.annotations = Some(annotations);
+        }
+    }
     Some(Ingress {
-        metadata: meta(kenv, service, labels(kenv, service, "route", "")),
+        metadata,
         spec: Some(IngressSpec {
-            rules: Some(vec![IngressRule {
-                host: None,
-                http: Some(HTTPIngressRuleValue { paths }),
-            }]),
+            ingress_class_name: kenv.ingress.class.clone(),
+            rules: Some(rules),
+            tls: tls.map(|t| {
+                vec![IngressTLS {
+                    hosts: Some(hosts.clone()),
+                    secret_name: Some(
+                        t.secret
+                            .clone()
+                            .unwrap_or_else(|| format!("{service}-tls")),
+                    ),
+                }]
+            }),
             ..Default::default()
         }),
         ..Default::default()

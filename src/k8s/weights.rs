@@ -89,6 +89,73 @@ pub fn nominal_weights(manifest: &Manifest) -> Vec<Diagnostic> {
     out
 }
 
+/// Errors for every `match` or `mirror` step (and warnings for `sticky`) of a strategy a
+/// Kubernetes environment uses where no HTTPRoute carries the service's traffic (no
+/// `gateway:`, or a service without public routes): only the Gateway API routes by header
+/// or mirrors there. At the step's position; `validate` exits 2 on them.
+pub fn traffic_controls(manifest: &Manifest) -> Vec<Diagnostic> {
+    let mut out = vec![];
+    for env_name in manifest.environments.keys() {
+        let Ok(env) = Environment::resolve(manifest, Some(env_name)) else {
+            continue;
+        };
+        let EnvironmentTarget::Kubernetes(settings) = &env.target else {
+            continue;
+        };
+        for (service, spec) in &env.manifest.services {
+            let strategy = spec
+                .value
+                .strategy
+                .as_ref()
+                .map(|s| s.value.clone())
+                .or_else(|| env.strategy.clone());
+            let Some((name, strategy)) = strategy
+                .as_deref()
+                .and_then(|n| manifest.strategies.get_key_value(n))
+            else {
+                continue;
+            };
+            let routed = settings.gateway.is_some() && !spec.value.routes.is_empty();
+            let why = if settings.gateway.is_none() {
+                format!("environment `{env_name}` names no `gateway:`")
+            } else {
+                format!("`{service}` has no public `routes`, so no HTTPRoute carries its traffic")
+            };
+            for (i, step) in strategy.value.steps.iter().enumerate() {
+                let what = match step.value {
+                    Step::Match(_) => "a `match` step",
+                    Step::Mirror(_) => "a `mirror` step",
+                    _ => continue,
+                };
+                if routed {
+                    continue;
+                }
+                out.push(Diagnostic {
+                    severity: Severity::Error,
+                    field: format!("strategies.{name}.steps[{i}]"),
+                    position: Position::from_location(step.referenced),
+                    message: format!(
+                        "environment `{env_name}` (kubernetes): {what} of strategy `{name}` needs a Gateway API gateway for `{service}` (HTTPRoute matches and RequestMirror), but {why}"
+                    ),
+                });
+            }
+            if strategy.value.sticky {
+                out.push(Diagnostic {
+                    severity: Severity::Warning,
+                    field: format!("strategies.{name}.sticky"),
+                    position: Position::from_location(
+                        manifest.strategies[name.as_str()].referenced,
+                    ),
+                    message: format!(
+                        "environment `{env_name}` (kubernetes): `sticky` of strategy `{name}` has no effect for `{service}`: only dronectl's router (docker target) sets the session cookie; the Gateway API v1 HTTPRoute has no standard session affinity"
+                    ),
+                });
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

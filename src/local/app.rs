@@ -101,25 +101,13 @@ impl LocalTarget {
             .services
             .iter()
             .map(|(name, s)| {
-                let runtime = ServiceRuntime {
-                    port: s.value.port,
-                    readiness: s.value.health.readiness.clone(),
-                    volume: s.value.volume.clone(),
-                    routes: s
-                        .value
-                        .routes
-                        .iter()
-                        .map(|r| {
-                            crate::manifest::normalize_route(&r.value)
-                                .unwrap_or_else(|_| r.value.clone())
-                        })
-                        .collect(),
-                };
+                let runtime = ServiceRuntime::new(&s.value);
                 (name.clone(), runtime)
             })
             .collect();
         let store = FileStore::new(FileStore::default_dir(&names.app, &env)?)?;
-        let platform = LocalPlatform::new(docker, names.clone(), &env, admin, services);
+        let mut platform = LocalPlatform::new(docker, names.clone(), &env, admin, services);
+        platform.secrets = Some(crate::secrets::SecretStore::open(&names.app, &env)?);
         Ok(LocalTarget {
             manifest,
             env,
@@ -170,6 +158,11 @@ impl LocalTarget {
         let id = inspect
             .id
             .with_context(|| format!("the engine reported no id for {image}"))?;
+        // Secrets by version: a value set again makes a new revision (and a rollout).
+        let store = crate::secrets::SecretStore::open(&self.names.app, &self.env)?;
+        let versions =
+            crate::secrets::local_versions(&store, &self.manifest.manifest, &self.env, service)?
+                .map_err(crate::secrets::MissingSecrets)?;
         // The local target has no autoscaler: an autoscaled service runs its `min`.
         let replicas = s
             .value
@@ -181,7 +174,8 @@ impl LocalTarget {
             version,
             replicas,
             service_env(&self.manifest.manifest, service),
-        ))
+        )
+        .with_secrets(versions))
     }
 }
 
@@ -196,6 +190,8 @@ pub struct UpOptions {
     pub artifacts: Option<PathBuf>,
     pub timing: Timing,
     pub timeout: Option<Duration>,
+    /// The cargo profile of the images `up` builds (`dronectl dev` builds for loop speed).
+    pub profile: crate::build::Profile,
 }
 
 /// A service as `up` left it.
@@ -231,6 +227,13 @@ pub async fn up(opts: &UpOptions, reporter: &dyn Reporter) -> anyhow::Result<UpO
     };
     // The state directory must be usable before anything is started.
     FileStore::new(FileStore::default_dir(&names.app, &env)?)?;
+    // Every declared secret needs a value before anything is built or started.
+    crate::secrets::check_local(
+        &crate::secrets::SecretStore::open(&names.app, &env)?,
+        m,
+        &env,
+        &[],
+    )?;
 
     // Images first: nothing is touched when a service does not compile.
     let images = service_images(opts, reporter).await?;
@@ -361,6 +364,7 @@ async fn service_images(
     }
     let options = crate::build::BuildOptions {
         app_dir: opts.app_dir.clone(),
+        profile: opts.profile,
         ..Default::default()
     };
     if !opts.build {

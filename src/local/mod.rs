@@ -36,6 +36,8 @@ pub mod labels {
     pub const REVISION: &str = "dev.dronectl.revision";
     pub const VERSION: &str = "dev.dronectl.version";
     pub const REPLICA: &str = "dev.dronectl.replica";
+    /// A digest of the secret versions a service replica runs with (never a value).
+    pub const SECRETS: &str = "dev.dronectl.secrets";
     /// Hash of a container's settings: a changed hash means the container is replaced.
     pub const CONFIG: &str = "dev.dronectl.config";
 }

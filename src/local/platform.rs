@@ -26,6 +26,7 @@ use super::router::RouterAdmin;
 use super::{label_filter, labels, Names};
 use crate::http;
 use crate::manifest::Metric;
+use crate::rollout::platform::{MatchValue, Traffic};
 use crate::rollout::{
     AnalysisPlan, Failure, Measurement, Platform, Revision, RevisionStatus, Weights,
 };
@@ -35,8 +36,52 @@ use crate::rollout::{
 pub struct ServiceRuntime {
     pub port: u16,
     pub readiness: String,
+    /// How long one readiness probe may take (`health.timeout`).
+    pub probe_timeout: Duration,
+    /// Grace after start before a never-ready replica fails its revision
+    /// (`health.start_period`, added to [`LocalPlatform::never_ready_after`]).
+    pub start_period: Duration,
     pub volume: Option<String>,
     pub routes: Vec<String>,
+    /// The `Host` names the public routes answer on (empty: any).
+    pub hosts: Vec<String>,
+    /// Secrets also given as environment variables (`env: true`).
+    pub secret_env: Vec<String>,
+}
+
+impl ServiceRuntime {
+    /// How a service of the (effective) manifest runs locally.
+    pub fn new(s: &crate::manifest::Service) -> ServiceRuntime {
+        let timings = s.health.timings();
+        ServiceRuntime {
+            port: s.port,
+            readiness: s.health.readiness.clone(),
+            probe_timeout: timings.timeout,
+            start_period: timings.start_period,
+            volume: s.volume.clone(),
+            routes: s
+                .routes
+                .iter()
+                .map(|r| {
+                    crate::manifest::normalize_route(&r.value).unwrap_or_else(|_| r.value.clone())
+                })
+                .collect(),
+            hosts: s.hosts.iter().map(|h| h.value.clone()).collect(),
+            secret_env: s
+                .secrets
+                .iter()
+                .filter(|d| d.value.env())
+                .map(|d| d.value.name().to_string())
+                .collect(),
+        }
+    }
+}
+
+/// One readiness probe: `GET path` on `addr` answers 200 within `timeout`.
+pub(crate) async fn probe(addr: &str, path: &str, timeout: Duration) -> bool {
+    http::get(addr, path, timeout)
+        .await
+        .is_ok_and(|r| r.status == 200)
 }
 
 /// The local Docker engine as a rollout platform.
@@ -52,6 +97,8 @@ pub struct LocalPlatform {
     pub stop_timeout: Duration,
     /// Failures found while scaling (an image that is not there), by revision id.
     failures: Mutex<HashMap<String, Failure>>,
+    /// Where the values of the services' secrets are (`None`: services have none).
+    pub secrets: Option<crate::secrets::SecretStore>,
 }
 
 /// One replica container as seen by the engine.
@@ -85,6 +132,7 @@ impl LocalPlatform {
             never_ready_after: Duration::from_secs(30),
             stop_timeout: Duration::from_secs(30),
             failures: Mutex::new(HashMap::new()),
+            secrets: None,
         }
     }
 
@@ -150,9 +198,7 @@ impl LocalPlatform {
             return false;
         }
         let addr = format!("{ip}:{}", runtime.port);
-        http::get(&addr, &runtime.readiness, Duration::from_secs(2))
-            .await
-            .is_ok_and(|r| r.status == 200)
+        probe(&addr, &runtime.readiness, runtime.probe_timeout).await
     }
 
     /// `ip:port` of the ready replicas of a revision.
@@ -190,7 +236,16 @@ impl LocalPlatform {
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         env.push(format!("PORT={}", runtime.port));
-        let labels = HashMap::from([
+        let secrets = self.secret_files(service, revision).await?;
+        for name in &runtime.secret_env {
+            if let Some((_, value)) = secrets.iter().find(|(n, _)| n == name) {
+                env.push(format!(
+                    "{name}={}",
+                    String::from_utf8_lossy(value.expose())
+                ));
+            }
+        }
+        let mut labels = HashMap::from([
             (labels::APP.to_string(), self.names.app.clone()),
             (labels::ENV.to_string(), self.env.clone()),
             (labels::KIND.to_string(), "service".to_string()),
@@ -199,6 +254,12 @@ impl LocalPlatform {
             (labels::VERSION.to_string(), revision.version.clone()),
             (labels::REPLICA.to_string(), index.to_string()),
         ]);
+        if !revision.secrets.is_empty() {
+            labels.insert(
+                labels::SECRETS.to_string(),
+                crate::secrets::digest(&revision.secrets),
+            );
+        }
         let binds = runtime
             .volume
             .as_ref()
@@ -249,12 +310,77 @@ impl LocalPlatform {
                 return Err(anyhow::Error::from(e).context(format!("creating container {name}")))
             }
         }
+        if !secrets.is_empty() {
+            // Before start, every time: the files are in the container's own layer, never
+            // in its configuration (`docker inspect` shows no value).
+            let archive = secrets_archive(&secrets, self.image_user(&revision.image).await)?;
+            self.docker
+                .upload_to_container(
+                    &name,
+                    Some(
+                        bollard::query_parameters::UploadToContainerOptionsBuilder::default()
+                            .path("/")
+                            .build(),
+                    ),
+                    bollard::body_full(bytes::Bytes::from(archive)),
+                )
+                .await
+                .with_context(|| {
+                    format!("copying the secrets of {service} into container {name}")
+                })?;
+        }
         self.docker
             .start_container(&name, None)
             .await
             .or_else(ignore_not_modified)
             .with_context(|| format!("starting container {name}"))?;
         Ok(())
+    }
+
+    /// The values of the secrets `revision` runs with, from the store (the current value of
+    /// each: an older revision brought back by `undo` gets the value set last).
+    async fn secret_files(
+        &self,
+        service: &str,
+        revision: &Revision,
+    ) -> anyhow::Result<Vec<(String, crate::secrets::SecretValue)>> {
+        if revision.secrets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let store = self
+            .secrets
+            .as_ref()
+            .context("no secret store for the local target")?;
+        let mut out = Vec::new();
+        let mut missing = Vec::new();
+        for name in revision.secrets.keys() {
+            match store.get(service, name)? {
+                Some(v) => out.push((name.clone(), v)),
+                None => missing.push(crate::secrets::Missing {
+                    service: service.to_string(),
+                    name: name.clone(),
+                    env: self.env.clone(),
+                    detail: None,
+                }),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(crate::secrets::MissingSecrets(missing).into());
+        }
+        Ok(out)
+    }
+
+    /// The numeric `uid:gid` an image runs as (`0:0` for root or a user given by name).
+    async fn image_user(&self, image: &str) -> (u64, u64, bool) {
+        let user = self
+            .docker
+            .inspect_image(image)
+            .await
+            .ok()
+            .and_then(|i| i.config)
+            .and_then(|c| c.user)
+            .unwrap_or_default();
+        parse_user(&user)
     }
 
     /// Takes replicas out of the router, waits for their requests, then stops them.
@@ -365,6 +491,55 @@ pub(crate) async fn tail_logs(docker: &Docker, container: &str, lines: usize) ->
     }
     let keep = out.len().saturating_sub(lines);
     out.split_off(keep)
+}
+
+/// `uid[:gid]` of an image's `USER`: numeric ids, and whether they were numeric (a user
+/// named in the image cannot be resolved without its `/etc/passwd`).
+fn parse_user(user: &str) -> (u64, u64, bool) {
+    if user.is_empty() {
+        return (0, 0, true);
+    }
+    let (uid, gid) = user.split_once(':').unwrap_or((user, user));
+    match (uid.parse(), gid.parse()) {
+        (Ok(u), Ok(g)) => (u, g, true),
+        (Ok(u), Err(_)) => (u, u, true),
+        _ => (0, 0, false),
+    }
+}
+
+/// A tar archive with one file per secret at `/run/secrets/<NAME>`, owned by the image's
+/// user and readable by it only (mode 0400; 0444 when the user is named, not numbered).
+fn secrets_archive(
+    secrets: &[(String, crate::secrets::SecretValue)],
+    (uid, gid, numeric): (u64, u64, bool),
+) -> anyhow::Result<Vec<u8>> {
+    let mut tar = tar::Builder::new(Vec::new());
+    let header = |kind: tar::EntryType, mode: u32, size: u64, owner: (u64, u64)| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_uid(owner.0);
+        h.set_gid(owner.1);
+        h.set_size(size);
+        h
+    };
+    let dir = crate::secrets::MOUNT_DIR.trim_start_matches('/');
+    let mut run = header(tar::EntryType::Directory, 0o755, 0, (0, 0));
+    tar.append_data(&mut run, "run", std::io::empty())?;
+    let mut h = header(tar::EntryType::Directory, 0o755, 0, (0, 0));
+    tar.append_data(&mut h, dir, std::io::empty())?;
+    for (name, value) in secrets {
+        let bytes = value.expose();
+        let mode = if numeric { 0o400 } else { 0o444 };
+        let mut h = header(
+            tar::EntryType::Regular,
+            mode,
+            bytes.len() as u64,
+            (uid, gid),
+        );
+        tar.append_data(&mut h, format!("{dir}/{name}"), bytes)?;
+    }
+    Ok(tar.into_inner()?)
 }
 
 fn ignore_not_modified(e: bollard::errors::Error) -> Result<(), bollard::errors::Error> {
@@ -484,7 +659,9 @@ impl Platform for LocalPlatform {
                     .started_at
                     .as_deref()
                     .and_then(seconds_since)
-                    .is_some_and(|s| s > self.never_ready_after.as_secs())
+                    .is_some_and(|s| {
+                        s > (self.never_ready_after + runtime.start_period).as_secs()
+                    })
             {
                 let logs = self.tail_logs(&replica.name, 20).await;
                 status.failure = Some(Failure {
@@ -492,7 +669,7 @@ impl Platform for LocalPlatform {
                     message: format!(
                         "{} has run for over {}s without answering {} with 200",
                         replica.name,
-                        self.never_ready_after.as_secs(),
+                        (self.never_ready_after + runtime.start_period).as_secs(),
                         runtime.readiness
                     ),
                     logs,
@@ -513,7 +690,21 @@ impl Platform for LocalPlatform {
         revisions: &[&Revision],
         _max_surge: u32,
     ) -> anyhow::Result<()> {
+        // Weights alone: any match rules, mirror or sticky sessions of a rollout end here.
+        self.set_routing(service, &Traffic::weights(weights.clone()), revisions, 0)
+            .await
+    }
+
+    async fn set_routing(
+        &self,
+        service: &str,
+        traffic: &Traffic,
+        revisions: &[&Revision],
+        _max_surge: u32,
+    ) -> anyhow::Result<()> {
+        let weights = &traffic.weights;
         let routes = self.runtime(service)?.routes.clone();
+        let hosts = self.runtime(service)?.hosts.clone();
         let mut versions = BTreeMap::new();
         for revision in revisions {
             let endpoints = self.ready_endpoints(service, &revision.id).await?;
@@ -528,12 +719,15 @@ impl Platform for LocalPlatform {
             .first()
             .filter(|r| weights.get(&r.id).copied().unwrap_or(0) == 0)
             .map(|r| r.id.clone());
+        let controls = router_controls(traffic);
         self.router
             .update(|config| {
                 let entry = config.services.entry(service.to_string()).or_default();
                 entry.versions = versions.clone();
                 entry.routes = routes.clone();
+                entry.hosts = hosts.clone();
                 entry.preview = preview.clone();
+                (entry.matches, entry.mirror, entry.sticky) = controls.clone();
             })
             .await?;
         Ok(())
@@ -592,12 +786,59 @@ impl Platform for LocalPlatform {
                     if entry.preview.as_deref() == Some(revision.id.as_str()) {
                         entry.preview = None;
                     }
+                    entry.matches.retain(|m| m.version != revision.id);
+                    if entry
+                        .mirror
+                        .as_ref()
+                        .is_some_and(|m| m.version == revision.id)
+                    {
+                        entry.mirror = None;
+                    }
                 }
             })
             .await?;
         self.failures.lock().expect("failures").remove(&revision.id);
         Ok(())
     }
+}
+
+/// The router's form of a rollout's traffic controls: (match rules, mirror, sticky).
+pub fn router_controls(
+    traffic: &Traffic,
+) -> (
+    Vec<dronectl_router::MatchRule>,
+    Option<dronectl_router::Mirror>,
+    bool,
+) {
+    let conditions = |list: &[(String, MatchValue)]| {
+        list.iter()
+            .map(|(name, v)| {
+                let (exact, regex) = match v {
+                    MatchValue::Exact(e) => (Some(e.clone()), None),
+                    MatchValue::Regex(r) => (None, Some(r.clone())),
+                };
+                dronectl_router::ValueMatch {
+                    name: name.clone(),
+                    exact,
+                    regex,
+                }
+            })
+            .collect()
+    };
+    let matches = traffic
+        .matches
+        .iter()
+        .map(|m| dronectl_router::MatchRule {
+            version: traffic.candidate.clone(),
+            headers: conditions(&m.headers),
+            cookies: conditions(&m.cookies),
+        })
+        .collect();
+    let mirror = (traffic.mirror > 0).then(|| dronectl_router::Mirror {
+        version: traffic.candidate.clone(),
+        percent: traffic.mirror.min(100) as u8,
+    });
+    (matches, mirror, traffic.sticky)
 }
 
 /// Error rate or a latency percentile of the router's counters for one interval.
@@ -640,5 +881,47 @@ mod tests {
             router_measurement(Metric::ErrorRate, &stats),
             Measurement::Value(0.05)
         );
+    }
+
+    /// A readiness endpoint that answers 200 after `delay`, on a real socket.
+    async fn slow_ready(delay: Duration) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    let _ = conn.read(&mut buf).await;
+                    tokio::time::sleep(delay).await;
+                    let _ = conn
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+                        .await;
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn the_probe_timeout_is_the_service_s_health_timeout() {
+        let addr = slow_ready(Duration::from_millis(1200)).await;
+        let service = |health: &str| {
+            let m = crate::manifest::parse(
+                std::path::Path::new("dronectl.yaml"),
+                &format!("app: shop\nservices:\n  api: {{ path: api, health: {health} }}\n"),
+            )
+            .unwrap();
+            ServiceRuntime::new(&m.services["api"].value)
+        };
+        // The default 2 s timeout waits for the slow answer; `timeout: 1s` does not.
+        let default = service("{}");
+        assert_eq!(default.probe_timeout, Duration::from_secs(2));
+        assert!(probe(&addr, &default.readiness, default.probe_timeout).await);
+        let short = service("{ timeout: 1s, start_period: 45s }");
+        assert_eq!(short.start_period, Duration::from_secs(45));
+        let started = std::time::Instant::now();
+        assert!(!probe(&addr, &short.readiness, short.probe_timeout).await);
+        assert!(started.elapsed() < Duration::from_millis(1150), "{:?}", started.elapsed());
     }
 }

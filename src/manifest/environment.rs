@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use super::{GatewayRef, Manifest, Position, Target, MANIFEST_FILE};
+use super::{GatewayRef, IngressSettings, Manifest, Position, Target, MANIFEST_FILE};
 
 /// The environment used when `--env` is not given, and the implicit Docker environment of a
 /// manifest that does not define it.
@@ -47,6 +47,8 @@ pub struct KubernetesSettings {
     pub namespace: Option<String>,
     /// A Gateway API gateway for public routes and weighted canaries.
     pub gateway: Option<GatewayRef>,
+    /// The Ingress class and TLS of the public routes (without a gateway).
+    pub ingress: IngressSettings,
 }
 
 /// An environment that cannot be used: the one wording of every such error (exit 2).
@@ -129,6 +131,7 @@ impl Environment {
                 context: e.context.clone(),
                 namespace: e.namespace.clone(),
                 gateway: e.gateway.clone(),
+                ingress: e.ingress.as_ref().map(|i| i.value.clone()).unwrap_or_default(),
             }),
         };
         Ok(Environment {

@@ -20,7 +20,8 @@ pub use environment::{
     DEFAULT_ENV,
 };
 pub use overrides::{
-    effective, InfrastructureOverride, ResourceSpecOverride, ResourcesOverride, ServiceOverride,
+    effective, HealthOverride, InfrastructureOverride, ResourceSpecOverride, ResourcesOverride,
+    ServiceOverride,
 };
 pub use registry::check_registry;
 pub use types::*;

@@ -3,7 +3,9 @@
 //!
 //! The merge rule, the same for every field: the environment's value wins over the base
 //! entry's; maps (`env`, `resources`) are merged key by key, and a key set to null removes
-//! it; scalars (`replicas`) and lists (`routes`, `command`) are replaced as a whole.
+//! it; scalars (`replicas`, each `health` timing) and lists (`routes`, `hosts`, `command`) are
+//! replaced as a whole. `public: false` takes a service's routes and hosts away in that
+//! environment: it has no public entry there (no Ingress or HTTPRoute, no router route).
 //! `autoscale` is a map too: `min`, `max`, `cpu` and `memory` are merged one by one
 //! (`cpu: null` drops that target), `autoscale: null` turns autoscaling off, and an
 //! environment that adds autoscaling to a service without it must give `min` and `max`.
@@ -17,7 +19,8 @@ use serde_saphyr::Spanned;
 use super::types::null_as_default;
 use super::validate::suggest;
 use super::{
-    Autoscale, Diagnostic, Manifest, Position, ResourceSpec, Resources, ScalarString, Severity,
+    Autoscale, Diagnostic, Duration, Health, Manifest, Position, ResourceSpec, Resources,
+    ScalarString, Severity,
 };
 
 /// What an environment may change in a service.
@@ -36,6 +39,15 @@ pub struct ServiceOverride {
     /// Replaces the public routes.
     #[serde(default)]
     pub routes: Option<Vec<Spanned<String>>>,
+    /// Replaces the host names of the public routes.
+    #[serde(default)]
+    pub hosts: Option<Vec<Spanned<String>>>,
+    /// `false`: the service has no public routes in this environment.
+    #[serde(default)]
+    pub public: Option<bool>,
+    /// Replaces probe paths and timings, each one that is written.
+    #[serde(default)]
+    pub health: Option<HealthOverride>,
     /// Merged into the autoscaling bounds and targets, key by key; null turns it off.
     #[serde(default, deserialize_with = "present")]
     pub autoscale: Option<Option<Spanned<AutoscaleOverride>>>,
@@ -53,6 +65,24 @@ pub struct AutoscaleOverride {
     pub cpu: Option<Option<Spanned<u32>>>,
     #[serde(default, deserialize_with = "present")]
     pub memory: Option<Option<Spanned<u32>>>,
+}
+
+/// Probe paths and timings to replace (absent keeps the base value).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthOverride {
+    #[serde(default)]
+    pub liveness: Option<String>,
+    #[serde(default)]
+    pub readiness: Option<String>,
+    #[serde(default)]
+    pub interval: Option<Spanned<Duration>>,
+    #[serde(default)]
+    pub timeout: Option<Spanned<Duration>>,
+    #[serde(default)]
+    pub retries: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub start_period: Option<Spanned<Duration>>,
 }
 
 /// What an environment may change in an infrastructure entry.
@@ -121,6 +151,16 @@ pub fn effective(manifest: &Manifest, env: &str) -> Manifest {
             if let Some(routes) = o.routes {
                 base.routes = routes;
             }
+            if let Some(hosts) = o.hosts {
+                base.hosts = hosts;
+            }
+            if let Some(h) = o.health {
+                merge_health(&mut base.health, h);
+            }
+            if o.public == Some(false) {
+                base.routes.clear();
+                base.hosts.clear();
+            }
             if let Some(autoscale) = o.autoscale {
                 base.autoscale = merge_autoscale(base.autoscale.take(), autoscale);
             }
@@ -152,6 +192,27 @@ fn merge_env(
                 base.shift_remove(&key);
             }
         }
+    }
+}
+
+fn merge_health(base: &mut Health, over: HealthOverride) {
+    if let Some(path) = over.liveness {
+        base.liveness = path;
+    }
+    if let Some(path) = over.readiness {
+        base.readiness = path;
+    }
+    if over.interval.is_some() {
+        base.interval = over.interval;
+    }
+    if over.timeout.is_some() {
+        base.timeout = over.timeout;
+    }
+    if over.retries.is_some() {
+        base.retries = over.retries;
+    }
+    if over.start_period.is_some() {
+        base.start_period = over.start_period;
     }
 }
 
@@ -267,13 +328,13 @@ pub(super) fn check(manifest: &Manifest) -> Vec<Diagnostic> {
         spec.value.services.clear();
         spec.value.infrastructure.clear();
     }
-    let base = super::validate(&plain);
+    let base = super::validate::check_entries(&plain);
     let seen = |d: &Diagnostic| {
         base.iter()
             .any(|b| (b.severity, &b.field, &b.message) == (d.severity, &d.field, &d.message))
     };
     for env in manifest.environments.keys() {
-        for mut d in super::validate(&effective(manifest, env)) {
+        for mut d in super::validate::check_entries(&effective(manifest, env)) {
             if !seen(&d) {
                 d.field = format!("environments.{env}.{}", d.field);
                 out.push(d);
@@ -322,7 +383,8 @@ environments:
       redis: { command: [redis-server, --maxmemory, 1gb], env: { B: 2 } }
 ",
         );
-        assert_eq!(validate(&m), vec![]);
+        // No TLS in staging is a warning, not an error.
+        assert!(validate(&m).iter().all(|d| d.severity == Severity::Warning));
         let e = super::effective(&m, "staging");
         let api = &e.services["api"].value;
         assert_eq!(api.replicas, 3);
@@ -365,7 +427,11 @@ environments:
       cache: { env: { A: 1 } }
 ",
         );
-        let found: Vec<String> = validate(&m).iter().map(|d| d.to_string()).collect();
+        let found: Vec<String> = validate(&m)
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .map(|d| d.to_string())
+            .collect();
         assert_eq!(found, [
             "16:12: error: environments.staging.services.apj: overrides `apj`, which is not a service; did you mean `api`?",
             "18:14: error: environments.staging.infrastructure.cache: overrides `cache`, which is not an infrastructure entry",
@@ -434,6 +500,121 @@ environments:
             "9:12: error: environments.staging.services.web.env.bad-name: `bad-name` is not a valid environment variable name",
             "9:23: error: environments.staging.services.web.routes[0]: route `/api` is also owned by service `api`",
         ]);
+    }
+
+    #[test]
+    fn hosts_public_and_health_timings_are_overridden() {
+        let m = parse(
+            Path::new("dronectl.yaml"),
+            "app: shop
+services:
+  api:
+    path: api
+    routes: [/api]
+    hosts: [api.example.com]
+    health: { interval: 10s, retries: 2 }
+  web: { path: web, routes: [/] }
+environments:
+  staging:
+    target: kubernetes
+    ingress: { class: nginx, tls: { secret: shop-tls } }
+    services:
+      api:
+        hosts: [api.staging.example.com, \"*.api.staging.example.com\"]
+        health: { timeout: 5s, start_period: 30s, readiness: /ready }
+      web: { public: false }
+",
+        )
+        .unwrap();
+        assert_eq!(validate(&m), vec![]);
+        let e = super::effective(&m, "staging");
+        let api = &e.services["api"].value;
+        let hosts: Vec<&str> = api.hosts.iter().map(|h| h.value.as_str()).collect();
+        assert_eq!(
+            hosts,
+            ["api.staging.example.com", "*.api.staging.example.com"]
+        );
+        assert_eq!(api.health.readiness, "/ready");
+        assert_eq!(api.health.liveness, "/healthz");
+        let t = api.health.timings();
+        let secs = std::time::Duration::from_secs;
+        assert_eq!(
+            (t.readiness_interval, t.liveness_interval, t.timeout),
+            (secs(10), secs(10), secs(5))
+        );
+        assert_eq!((t.retries, t.start_period), (2, secs(30)));
+        let web = &e.services["web"].value;
+        assert!(web.routes.is_empty() && web.hosts.is_empty());
+        // The base is untouched, and its defaults are the probes' defaults.
+        let base = &m.services["web"].value;
+        assert_eq!(base.routes.len(), 1);
+        let t = base.health.timings();
+        assert_eq!(
+            (t.readiness_interval, t.liveness_interval, t.timeout, t.retries),
+            (secs(5), secs(10), secs(2), 3)
+        );
+    }
+
+    #[test]
+    fn bad_hosts_tls_and_timings_are_errors_at_their_positions() {
+        let m = parse(
+            Path::new("dronectl.yaml"),
+            "app: shop
+services:
+  api:
+    path: api
+    routes: [/api]
+    hosts: [Api.Example.com, \"api.example.com:443\", 10.0.0.1, ok.example.com, ok.example.com]
+    health: { interval: 1500ms, timeout: 0s, retries: 0 }
+  web: { path: web, routes: [/api], hosts: [ok.example.com] }
+environments:
+  staging:
+    target: kubernetes
+    ingress: { tls: { issuer: a, cluster_issuer: b } }
+  prod:
+    target: kubernetes
+    ingress: { class: Bad_Class, tls: {} }
+    services:
+      api: { hosts: [], health: { timeout: 2500ms } }
+",
+        )
+        .unwrap();
+        let found: Vec<String> = validate(&m).iter().map(|d| d.to_string()).collect();
+        assert_eq!(found, [
+            "6:13: error: services.api.hosts[0]: host `Api.Example.com` is not a valid host name: lowercase letters, digits, `-` and `.` (labels of 1 to 63 characters, at most 253 in all), optionally starting with `*.`",
+            "6:30: error: services.api.hosts[1]: host `api.example.com:443` must be a DNS name without a port (an IP address or a port is not a host name)",
+            "6:53: error: services.api.hosts[2]: host `10.0.0.1` must be a DNS name without a port (an IP address or a port is not a host name)",
+            "6:79: error: services.api.hosts[4]: host `ok.example.com` is listed twice",
+            "7:25: error: services.api.health.interval: `1s500ms` is not a whole number of seconds (Kubernetes probes count seconds)",
+            "7:42: error: services.api.health.timeout: must be at least 1s",
+            "7:55: error: services.api.health.retries: must be at least 1",
+            "8:30: error: services.web.routes[0]: route `/api` on host `ok.example.com` is also owned by service `api`",
+            "12:14: error: environments.staging.ingress.tls: set `issuer` or `cluster_issuer`, not both",
+            "15:14: error: environments.prod.ingress.class: ingress class `Bad_Class` is not a Kubernetes object name: lowercase letters, digits, `-` and `.`, at most 253 characters",
+            "15:14: error: environments.prod.ingress.tls: TLS needs a certificate: `secret` (an existing kubernetes.io/tls Secret), or `issuer` / `cluster_issuer` (cert-manager fills the Secret)",
+            "15:14: error: environments.prod.ingress.tls: TLS needs host names, and service `api` publishes routes without `hosts`: set `services.api.hosts` or `environments.prod.services.api.hosts`",
+            "17:44: error: environments.prod.services.api.health.timeout: `2s500ms` is not a whole number of seconds (Kubernetes probes count seconds)",
+        ]);
+    }
+
+    #[test]
+    fn unknown_fields_in_hosts_tls_and_health_are_parse_errors() {
+        for (text, line, column) in [
+            ("    ingress: { tls: { secret: s, issuer_kind: x } }\n", 15, 34),
+            ("    ingress: { klass: nginx }\n", 15, 16),
+            ("    services:\n      api: { health: { period: 5s } }\n", 16, 24),
+            ("    services:\n      api: { public: maybe }\n", 16, 22),
+        ] {
+            let err = parse(
+                Path::new("dronectl.yaml"),
+                &format!("{BASE}  staging:\n    target: kubernetes\n{text}"),
+            )
+            .unwrap_err();
+            let ManifestError::Parse { position, .. } = &err else {
+                panic!("{err:?}")
+            };
+            assert_eq!(*position, Some(Position { line, column }), "{text}: {err}");
+        }
     }
 
     #[test]

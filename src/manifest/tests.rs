@@ -28,7 +28,7 @@ infrastructure:
     command: ["redis-server", "--appendonly", "yes"]
 environments:
   local: { target: docker, strategy: rolling }
-  staging: { target: kubernetes, context: staging, namespace: drone, registry: registry.example.com/drone, strategy: canary }
+  staging: { target: kubernetes, context: staging, namespace: drone, registry: registry.example.com/drone, strategy: canary, ingress: { class: nginx, tls: { cluster_issuer: letsencrypt } }, services: { ingestion: { hosts: [api.drone.example] } } }
 strategies:
   rolling: { type: rolling, max_surge: 1, max_unavailable: "0" }
   canary:
@@ -386,5 +386,60 @@ fn names_in_messages_are_escaped() {
     assert_eq!(
         found,
         vec!["3:11: error: services.a\\u{9}b: `a\\u{9}b` contains U+0009 (a tab); names may only contain lowercase letters, digits and `-`"]
+    );
+}
+
+#[test]
+fn secrets_are_env_names_listed_once_with_valid_references() {
+    let found = errors(
+        "app: a
+services:
+  api:
+    path: api
+    env: { TOKEN: x }
+    secrets:
+      - DB_PASSWORD
+      - 1BAD
+      - DB_PASSWORD
+      - { name: TOKEN, env: true }
+      - { name: EXT, from: { secret: Shop_DB, key: \"a/b\" } }
+",
+    );
+    assert_eq!(
+        found,
+        [
+            "8:9: error: services.api.secrets[1]: secret `1BAD` is not a valid environment variable name (letters, digits and `_`, not starting with a digit, at most 128 characters)",
+            "9:9: error: services.api.secrets[2]: secret `DB_PASSWORD` is listed twice (also at services.api.secrets[0])",
+            "10:9: error: services.api.secrets[3]: secret `TOKEN` has `env: true`, but `TOKEN` is also set in `env`",
+            "11:9: error: services.api.secrets[4].from.secret: `Shop_DB` is not a valid Kubernetes Secret name (a DNS-1123 subdomain: lowercase letters, digits, `-` and `.`, at most 253 characters)",
+            "11:9: error: services.api.secrets[4].from.key: `a/b` is not a valid Secret key (letters, digits, `-`, `_`, `.`)",
+        ]
+    );
+}
+
+#[test]
+fn secret_declarations_are_strict_and_round_trip() {
+    let err = parse(
+        Path::new("dronectl.yaml"),
+        "app: a\nservices:\n  api: { path: api, secrets: [{ name: A, value: hunter2 }] }\n",
+    )
+    .unwrap_err();
+    let ManifestError::Parse { position, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(position.map(|p| p.line), Some(3), "{err}");
+    let m = parse(
+        Path::new("dronectl.yaml"),
+        "app: a\nservices:\n  api: { path: api, secrets: [A, { name: B, env: true, from: { secret: s, key: k } }] }\n",
+    )
+    .unwrap();
+    let secrets = &m.services["api"].value.secrets;
+    assert_eq!(secrets[0].value, SecretDecl::Name("A".into()));
+    assert!(secrets[1].value.env());
+    assert_eq!(secrets[1].value.from().unwrap().secret, "s");
+    let json = serde_json::to_value(&m.services["api"].value.secrets).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!(["A", {"name": "B", "env": true, "from": {"secret": "s", "key": "k"}}])
     );
 }

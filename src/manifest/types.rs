@@ -4,6 +4,7 @@
 //! rather than a silently ignored setting. Values that later checks need to point at
 //! (names that refer to other entries, routes) are kept `Spanned`.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration as StdDuration;
 
@@ -65,6 +66,11 @@ pub struct Service {
     /// Public path prefixes the router sends to this service.
     #[serde(default, deserialize_with = "null_as_default")]
     pub routes: Vec<Spanned<String>>,
+    /// Host names the public routes answer on (`api.example.com`, `*.example.com`); empty:
+    /// any host. The Ingress rule's `host`, the HTTPRoute's `hostnames`, and on the local
+    /// target the `Host` headers the router's public port matches.
+    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<Spanned<String>>,
     /// Services and infrastructure this service calls; each gets an `<NAME>_URL` variable.
     #[serde(default, deserialize_with = "null_as_default")]
     pub depends_on: Vec<Spanned<String>>,
@@ -74,6 +80,10 @@ pub struct Service {
     /// The default rollout strategy for this service.
     #[serde(default)]
     pub strategy: Option<Spanned<String>>,
+    /// Secrets the service reads, by name; values are set with `dronectl secret set`, never
+    /// written here (see `docs/manifest.md#secrets`).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub secrets: Vec<Spanned<SecretDecl>>,
     /// Scale with load between `min` and `max` replicas (a HorizontalPodAutoscaler on
     /// Kubernetes; fixed at `min` on the local target). `replicas` is then ignored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -113,7 +123,85 @@ impl Autoscale {
     }
 }
 
-/// Probe paths.
+/// A secret a service reads: `DB_PASSWORD`, or
+/// `{ name: DB_PASSWORD, env: true, from: { secret: shop-db, key: password } }`.
+///
+/// The value reaches the container as the file `/run/secrets/<name>`; `env: true` also sets
+/// the variable `<name>` (visible to anyone who can inspect the container). `from` names an
+/// existing Kubernetes Secret and key instead of the one dronectl manages (Kubernetes
+/// environments only; locally the value is always the one set with `dronectl secret set`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum SecretDecl {
+    Name(String),
+    Full(SecretSpec),
+}
+
+/// The long form of a [`SecretDecl`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSpec {
+    pub name: String,
+    /// Also give the value as the environment variable `name`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub env: bool,
+    /// An existing Kubernetes Secret holding the value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<SecretSource>,
+}
+
+/// An existing Kubernetes Secret and the key in it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSource {
+    pub secret: String,
+    pub key: String,
+}
+
+impl SecretDecl {
+    /// The secret's name: the file under `/run/secrets/` and the key dronectl stores it as.
+    pub fn name(&self) -> &str {
+        match self {
+            SecretDecl::Name(n) => n,
+            SecretDecl::Full(s) => &s.name,
+        }
+    }
+    /// Whether the value is also an environment variable.
+    pub fn env(&self) -> bool {
+        matches!(self, SecretDecl::Full(s) if s.env)
+    }
+    /// The existing Kubernetes Secret it comes from, if any.
+    pub fn from(&self) -> Option<&SecretSource> {
+        match self {
+            SecretDecl::Full(s) => s.from.as_ref(),
+            SecretDecl::Name(_) => None,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretDecl {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct DeclVisitor;
+        impl<'de> Visitor<'de> for DeclVisitor {
+            type Value = SecretDecl;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a secret name, or a map with `name` and optional `env`, `from`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<SecretDecl, E> {
+                Ok(SecretDecl::Name(v.to_string()))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<SecretDecl, A::Error> {
+                SecretSpec::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(SecretDecl::Full)
+            }
+        }
+        deserializer.deserialize_any(DeclVisitor)
+    }
+}
+
+/// Probe paths and timings. The timings are named as in a compose `healthcheck`; on
+/// Kubernetes they are the probes' `periodSeconds`, `timeoutSeconds`, `failureThreshold` and
+/// `initialDelaySeconds`. Unset timings keep the defaults (see [`Health::timings`]).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Health {
@@ -121,6 +209,19 @@ pub struct Health {
     pub liveness: String,
     #[serde(default = "default_readiness")]
     pub readiness: String,
+    /// Time between two probes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Spanned<Duration>>,
+    /// How long one probe may take before it counts as failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Spanned<Duration>>,
+    /// Consecutive failed probes before a replica counts as unready (readiness) or is
+    /// restarted (liveness).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<Spanned<u32>>,
+    /// How long after start the probes wait (a slow-starting service's grace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_period: Option<Spanned<Duration>>,
 }
 
 impl Default for Health {
@@ -128,6 +229,46 @@ impl Default for Health {
         Health {
             liveness: default_liveness(),
             readiness: default_readiness(),
+            interval: None,
+            timeout: None,
+            retries: None,
+            start_period: None,
+        }
+    }
+}
+
+/// A service's probe timings with the defaults filled in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthTimings {
+    /// Readiness probe period (default 5 s).
+    pub readiness_interval: StdDuration,
+    /// Liveness probe period (default 10 s).
+    pub liveness_interval: StdDuration,
+    /// Default 2 s.
+    pub timeout: StdDuration,
+    /// Default 3.
+    pub retries: u32,
+    /// Default 0.
+    pub start_period: StdDuration,
+}
+
+impl Health {
+    /// The timings in effect: `interval` sets both probes' period (readiness every 5 s and
+    /// liveness every 10 s when unset).
+    pub fn timings(&self) -> HealthTimings {
+        let interval = self.interval.as_ref().map(|d| d.value.0);
+        HealthTimings {
+            readiness_interval: interval.unwrap_or(StdDuration::from_secs(5)),
+            liveness_interval: interval.unwrap_or(StdDuration::from_secs(10)),
+            timeout: self
+                .timeout
+                .as_ref()
+                .map_or(StdDuration::from_secs(2), |d| d.value.0),
+            retries: self.retries.as_ref().map_or(3, |r| r.value),
+            start_period: self
+                .start_period
+                .as_ref()
+                .map_or(StdDuration::ZERO, |d| d.value.0),
         }
     }
 }
@@ -202,6 +343,9 @@ pub struct EnvironmentSpec {
     /// Kubernetes: a Gateway API gateway for public routes and weighted canaries.
     #[serde(default)]
     pub gateway: Option<GatewayRef>,
+    /// Kubernetes: the Ingress class and TLS of the public routes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<Spanned<IngressSettings>>,
     /// The default rollout strategy in this environment.
     #[serde(default)]
     pub strategy: Option<Spanned<String>>,
@@ -222,6 +366,35 @@ pub struct GatewayRef {
     pub namespace: Option<String>,
 }
 
+/// An environment's public entry on Kubernetes (`environments.<E>.ingress`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct IngressSettings {
+    /// `spec.ingressClassName` of every Ingress (the cluster's default class when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
+    /// HTTPS for every public service's hosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Tls>,
+}
+
+/// Where the certificate comes from: an existing Secret (`secret`), or cert-manager, which
+/// fills the Secret when the Ingress carries its issuer annotation (`issuer` for a
+/// namespaced Issuer, `cluster_issuer` for a ClusterIssuer).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// The `kubernetes.io/tls` Secret (default with an issuer: `<service>-tls`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// `cert-manager.io/issuer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// `cert-manager.io/cluster-issuer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_issuer: Option<String>,
+}
+
 /// The kinds of rollout.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
@@ -232,6 +405,9 @@ pub enum StrategyKind {
     Canary,
     /// Bring the new version up beside the old one, then switch all traffic at once.
     BlueGreen,
+    /// A/B test: `match` steps decide who reaches the new version, weights do not (it has
+    /// none until full promotion).
+    Ab,
 }
 
 impl fmt::Display for StrategyKind {
@@ -240,6 +416,7 @@ impl fmt::Display for StrategyKind {
             StrategyKind::Rolling => "rolling",
             StrategyKind::Canary => "canary",
             StrategyKind::BlueGreen => "blue-green",
+            StrategyKind::Ab => "ab",
         })
     }
 }
@@ -266,6 +443,10 @@ pub struct Strategy {
     /// Blue-green and canary: how long the old version stays warm after the switch.
     #[serde(default)]
     pub scale_down_delay: Option<Spanned<Duration>>,
+    /// Canary and A/B: sticky sessions while the rollout runs (the router sets a cookie, so
+    /// a user stays on one version; weight changes move only new sessions).
+    #[serde(default)]
+    pub sticky: bool,
 }
 
 /// One step of a canary or blue-green rollout.
@@ -278,6 +459,37 @@ pub enum Step {
     Pause(Pause),
     /// Run the named analysis; failure aborts and rolls back.
     Analysis(String),
+    /// From now on, requests matching these headers and cookies (all of them) go to the
+    /// new version whatever the weights. Several `match` steps add alternatives.
+    Match(MatchStep),
+    /// Copy this percentage of the requests the old version serves to the new one (shadow
+    /// traffic: its responses are discarded, its errors and latency measured). `0` stops.
+    Mirror(u32),
+}
+
+/// A `match` step: header and cookie conditions, each an exact value or `{ regex: ... }`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MatchStep {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub header: BTreeMap<String, MatchValue>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cookie: BTreeMap<String, MatchValue>,
+}
+
+/// A header or cookie condition: `"true"` (exact) or `{ regex: "beta-.*" }` (the whole value).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum MatchValue {
+    Exact(ScalarString),
+    Regex(RegexValue),
+}
+
+/// `{ regex: ... }`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RegexValue {
+    pub regex: String,
 }
 
 /// A pause step.

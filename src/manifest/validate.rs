@@ -1,7 +1,7 @@
 //! Checks beyond what the types enforce: names, paths, and cross-references between
 //! entries (routes owned twice, unknown dependencies, undefined strategies and analyses).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::path::{Component, Path};
 
@@ -94,16 +94,11 @@ impl Findings {
 
 /// Checks a parsed manifest. Returns every finding, errors first, in document order.
 pub fn validate(manifest: &Manifest) -> Vec<Diagnostic> {
-    let mut out = Findings(Vec::new());
-    if let Err(e) = names::validate_label(&manifest.app.value) {
-        out.error("app".into(), Some(&manifest.app), e.to_string());
-    }
-    check_services(manifest, &mut out);
-    check_infrastructure(manifest, &mut out);
-    check_environments(manifest, &mut out);
-    check_strategies(manifest, &mut out);
-    let mut diagnostics = out.0;
+    let mut diagnostics = check_entries(manifest);
     diagnostics.extend(super::overrides::check(manifest));
+    let mut out = Findings(Vec::new());
+    check_public_entry(manifest, &mut out);
+    diagnostics.extend(out.0);
     diagnostics.sort_by_key(|d| {
         (
             d.severity == Severity::Warning,
@@ -113,8 +108,138 @@ pub fn validate(manifest: &Manifest) -> Vec<Diagnostic> {
     diagnostics
 }
 
+/// The checks of one manifest's entries as written (overrides not applied), unsorted.
+pub(super) fn check_entries(manifest: &Manifest) -> Vec<Diagnostic> {
+    let mut out = Findings(Vec::new());
+    if let Err(e) = names::validate_label(&manifest.app.value) {
+        out.error("app".into(), Some(&manifest.app), e.to_string());
+    }
+    check_services(manifest, &mut out);
+    check_infrastructure(manifest, &mut out);
+    check_environments(manifest, &mut out);
+    check_strategies(manifest, &mut out);
+    out.0
+}
+
+/// Each Kubernetes environment's public entry with its overrides applied: TLS needs every
+/// public service to name its hosts; publishing routes through an Ingress without TLS is
+/// plain HTTP (a warning). A gateway's listeners own TLS, so gateway environments are not
+/// judged here.
+fn check_public_entry(m: &Manifest, out: &mut Findings) {
+    for (name, env) in &m.environments {
+        let e = &env.value;
+        if e.target != Target::Kubernetes || e.gateway.is_some() {
+            continue;
+        }
+        let effective = super::effective(m, name);
+        let public: Vec<(&String, &super::Service)> = effective
+            .services
+            .iter()
+            .filter(|(_, s)| !s.value.routes.is_empty())
+            .map(|(n, s)| (n, &s.value))
+            .collect();
+        let tls = e.ingress.as_ref().filter(|i| i.value.tls.is_some());
+        match tls {
+            Some(ingress) => {
+                for (service, s) in &public {
+                    if s.hosts.is_empty() {
+                        out.error(
+                            format!("environments.{name}.ingress.tls"),
+                            Some(ingress),
+                            format!("TLS needs host names, and service `{service}` publishes routes without `hosts`: set `services.{service}.hosts` or `environments.{name}.services.{service}.hosts`"),
+                        );
+                    }
+                }
+            }
+            None if !public.is_empty() => {
+                let names: Vec<&str> = public.iter().map(|(n, _)| n.as_str()).collect();
+                out.warning(
+                    format!("environments.{name}"),
+                    Some(env),
+                    format!(
+                        "publishes the routes of {} over plain HTTP: set `ingress.tls` (a Secret, or a cert-manager issuer) and the services' `hosts`",
+                        names.join(", ")
+                    ),
+                );
+            }
+            None => {}
+        }
+    }
+}
+
+/// A host name a public route answers on: a lowercase DNS-1123 subdomain (at most 253
+/// characters), optionally `*.` followed by one, and not an IP address or `host:port`.
+pub fn check_host(host: &str) -> Result<(), String> {
+    let bare = host.strip_prefix("*.").unwrap_or(host);
+    if host.contains(':') || bare.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Err(format!(
+            "host `{host}` must be a DNS name without a port (an IP address or a port is not a host name)"
+        ));
+    }
+    let label_ok = |l: &str| {
+        let b = l.as_bytes();
+        !b.is_empty()
+            && b.len() <= 63
+            && b.iter()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+            && b[0] != b'-'
+            && b[b.len() - 1] != b'-'
+    };
+    if host.len() > 253 || !bare.split('.').all(label_ok) {
+        return Err(format!(
+            "host `{host}` is not a valid host name: lowercase letters, digits, `-` and `.` (labels of 1 to 63 characters, at most 253 in all), optionally starting with `*.`"
+        ));
+    }
+    Ok(())
+}
+
+/// A Kubernetes object name (DNS-1123 subdomain): a Secret, an IngressClass, an issuer.
+fn check_object_name(what: &str, name: &str) -> Result<(), String> {
+    if name.starts_with("*.") || check_host(name).is_err() {
+        return Err(format!(
+            "{what} `{name}` is not a Kubernetes object name: lowercase letters, digits, `-` and `.`, at most 253 characters"
+        ));
+    }
+    Ok(())
+}
+
+/// Probe timings map to whole seconds on Kubernetes; interval and timeout are at least 1 s.
+fn check_health_timings(field: &str, h: &super::Health, out: &mut Findings) {
+    for (key, value, min_one) in [
+        ("interval", &h.interval, true),
+        ("timeout", &h.timeout, true),
+        ("start_period", &h.start_period, false),
+    ] {
+        let Some(d) = value else { continue };
+        let ms = d.value.0.as_millis();
+        if ms % 1000 != 0 {
+            out.error(
+                format!("{field}.health.{key}"),
+                Some(d),
+                format!("`{}` is not a whole number of seconds (Kubernetes probes count seconds)", d.value),
+            );
+        } else if min_one && ms == 0 {
+            out.error(
+                format!("{field}.health.{key}"),
+                Some(d),
+                "must be at least 1s",
+            );
+        }
+    }
+    if let Some(r) = &h.retries {
+        if r.value == 0 {
+            out.error(
+                format!("{field}.health.retries"),
+                Some(r),
+                "must be at least 1",
+            );
+        }
+    }
+}
+
 fn check_services(m: &Manifest, out: &mut Findings) {
-    let mut route_owner: HashMap<String, &str> = HashMap::new();
+    // (route, host or "" for any host) → owner.
+    let mut route_owner: HashMap<(String, String), &str> = HashMap::new();
     let mut path_owner: HashMap<String, &str> = HashMap::new();
     for (name, service) in &m.services {
         let field = format!("services.{name}");
@@ -170,17 +295,51 @@ fn check_services(m: &Manifest, out: &mut Findings) {
                 false,
             );
         }
+        check_health_timings(&field, &s.health, out);
+        let mut hosts = BTreeSet::new();
+        for (i, host) in s.hosts.iter().enumerate() {
+            if let Err(why) = check_host(&host.value) {
+                out.error(format!("{field}.hosts[{i}]"), Some(host), why);
+            } else if !hosts.insert(host.value.as_str()) {
+                out.error(
+                    format!("{field}.hosts[{i}]"),
+                    Some(host),
+                    format!("host `{}` is listed twice", host.value),
+                );
+            }
+        }
+        if !s.hosts.is_empty() && s.routes.is_empty() {
+            out.warning(
+                format!("{field}.hosts"),
+                s.hosts.first(),
+                "hosts without routes have no effect: the service has no public route",
+            );
+        }
+        let route_hosts: Vec<&str> = if hosts.is_empty() {
+            vec![""]
+        } else {
+            hosts.iter().copied().collect()
+        };
         for (i, route) in s.routes.iter().enumerate() {
             match normalize_route(&route.value) {
                 Err(why) => out.error(format!("{field}.routes[{i}]"), Some(route), why),
                 Ok(normal) => {
-                    if let Some(other) = route_owner.insert(normal.clone(), name) {
-                        let why = if other == name {
-                            format!("route `{normal}` is listed twice")
-                        } else {
-                            format!("route `{normal}` is also owned by service `{other}`")
-                        };
-                        out.error(format!("{field}.routes[{i}]"), Some(route), why);
+                    for host in &route_hosts {
+                        let key = (normal.clone(), host.to_string());
+                        if let Some(other) = route_owner.insert(key, name) {
+                            let on = if host.is_empty() {
+                                String::new()
+                            } else {
+                                format!(" on host `{host}`")
+                            };
+                            let why = if other == name {
+                                format!("route `{normal}` is listed twice")
+                            } else {
+                                format!("route `{normal}`{on} is also owned by service `{other}`")
+                            };
+                            out.error(format!("{field}.routes[{i}]"), Some(route), why);
+                            break;
+                        }
                     }
                 }
             }
@@ -214,6 +373,7 @@ fn check_services(m: &Manifest, out: &mut Findings) {
                 );
             }
         }
+        check_secrets(&field, s, out);
         if let Some(volume) = &s.volume {
             check_volume(format!("{field}.volume"), Some(service), volume, out);
         }
@@ -336,6 +496,7 @@ fn check_environments(m: &Manifest, out: &mut Findings) {
                 ("context", e.context.is_some()),
                 ("namespace", e.namespace.is_some()),
                 ("gateway", e.gateway.is_some()),
+                ("ingress", e.ingress.is_some()),
             ] {
                 if set {
                     out.warning(
@@ -381,6 +542,118 @@ fn check_environments(m: &Manifest, out: &mut Findings) {
         if let Some(strategy) = &e.strategy {
             check_strategy_ref(m, format!("{field}.strategy"), strategy, out);
         }
+        if let Some(ingress) = &e.ingress {
+            check_ingress(&field, e, ingress, out);
+        }
+    }
+}
+
+fn check_ingress(
+    field: &str,
+    e: &super::EnvironmentSpec,
+    ingress: &Spanned<super::IngressSettings>,
+    out: &mut Findings,
+) {
+    let i = &ingress.value;
+    if let Some(class) = &i.class {
+        if let Err(why) = check_object_name("ingress class", class) {
+            out.error(format!("{field}.ingress.class"), Some(ingress), why);
+        }
+    }
+    if let Some(tls) = &i.tls {
+        if tls.secret.is_none() && tls.issuer.is_none() && tls.cluster_issuer.is_none() {
+            out.error(
+                format!("{field}.ingress.tls"),
+                Some(ingress),
+                "TLS needs a certificate: `secret` (an existing kubernetes.io/tls Secret), or `issuer` / `cluster_issuer` (cert-manager fills the Secret)",
+            );
+        }
+        if tls.issuer.is_some() && tls.cluster_issuer.is_some() {
+            out.error(
+                format!("{field}.ingress.tls"),
+                Some(ingress),
+                "set `issuer` or `cluster_issuer`, not both",
+            );
+        }
+        for (key, value, what) in [
+            ("secret", &tls.secret, "secret"),
+            ("issuer", &tls.issuer, "issuer"),
+            ("cluster_issuer", &tls.cluster_issuer, "cluster issuer"),
+        ] {
+            if let Some(v) = value {
+                if let Err(why) = check_object_name(what, v) {
+                    out.error(format!("{field}.ingress.tls.{key}"), Some(ingress), why);
+                }
+            }
+        }
+    }
+    if e.target == Target::Kubernetes && e.gateway.is_some() {
+        for (key, set, why) in [
+            ("class", i.class.is_some(), "the gateway's own class decides which controller serves it"),
+            ("tls", i.tls.is_some(), "the gateway's listeners terminate TLS (the Gateway's `spec.listeners[].tls`), not the HTTPRoutes dronectl writes"),
+        ] {
+            if set {
+                out.warning(
+                    format!("{field}.ingress.{key}"),
+                    Some(ingress),
+                    format!("ignored in an environment with a gateway: {why}"),
+                );
+            }
+        }
+    }
+}
+
+/// A `match` step: at least one condition; valid header and cookie names, values, regexes.
+fn check_match_step<T>(
+    field: &str,
+    step: &Spanned<T>,
+    ms: &crate::manifest::MatchStep,
+    out: &mut Findings,
+) {
+    if ms.header.is_empty() && ms.cookie.is_empty() {
+        out.error(
+            field.to_string(),
+            Some(step),
+            "a `match` step needs a `header` or a `cookie` to match",
+        );
+    }
+    for (kind, list) in [("header", &ms.header), ("cookie", &ms.cookie)] {
+        for (name, value) in list {
+            let name_ok = if kind == "header" {
+                http::HeaderName::from_bytes(name.as_bytes()).is_ok()
+            } else {
+                dronectl_router::config::is_cookie_name(name)
+            };
+            if !name_ok {
+                out.error(
+                    format!("{field}.match.{kind}"),
+                    Some(step),
+                    format!("`{}` is not a valid {kind} name", name.escape_debug()),
+                );
+            }
+            match value {
+                crate::manifest::MatchValue::Exact(v) => {
+                    if http::HeaderValue::from_str(&v.0).is_err()
+                        || v.0.contains(';') && kind == "cookie"
+                    {
+                        out.error(
+                            format!("{field}.match.{kind}.{name}"),
+                            Some(step),
+                            format!("`{}` cannot be a {kind} value", v.0.escape_debug()),
+                        );
+                    }
+                }
+                crate::manifest::MatchValue::Regex(r) => {
+                    if let Err(e) = dronectl_router::config::compile_regex(&r.regex) {
+                        out.error(
+                            format!("{field}.match.{kind}.{name}.regex"),
+                            Some(step),
+                            format!("invalid regex: {}", e.lines().last().unwrap_or_default()),
+                        );
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -412,6 +685,20 @@ fn check_strategies(m: &Manifest, out: &mut Findings) {
                         if w != 0 && w != 100 {
                             out.error(format!("{field}.steps[{i}]"), Some(step), format!("a blue-green switches all traffic at once: weight must be 0 or 100, not {w}"));
                         }
+                    }
+                }
+            }
+            StrategyKind::Ab => {
+                if !s.steps.iter().any(|st| matches!(st.value, Step::Match(_))) {
+                    out.error(
+                        format!("{field}.steps"),
+                        Some(strategy),
+                        "an A/B strategy needs a `match` step: the match decides who sees the new version",
+                    );
+                }
+                for (i, step) in s.steps.iter().enumerate() {
+                    if let Step::Weight(_) = step.value {
+                        out.error(format!("{field}.steps[{i}]"), Some(step), "an A/B strategy has no `weight` steps: a match decides, not weight (use `type: canary` to combine them)");
                     }
                 }
             }
@@ -462,7 +749,36 @@ fn check_strategies(m: &Manifest, out: &mut Findings) {
                     check_analysis_ref(m, format!("{field}.steps[{i}]"), step, a, out)
                 }
                 Step::Pause(_) => {}
+                Step::Match(ms) => check_match_step(&format!("{field}.steps[{i}]"), step, ms, out),
+                Step::Mirror(p) if *p > 100 => out.error(
+                    format!("{field}.steps[{i}]"),
+                    Some(step),
+                    format!("mirror {p} is over 100 (a percentage of requests)"),
+                ),
+                Step::Mirror(_) => {}
             }
+            if matches!(step.value, Step::Match(_) | Step::Mirror(_))
+                && !matches!(s.kind, StrategyKind::Canary | StrategyKind::Ab)
+            {
+                out.error(
+                    format!("{field}.steps[{i}]"),
+                    Some(step),
+                    format!(
+                        "`match` and `mirror` steps apply to canary and ab strategies, not {}",
+                        s.kind
+                    ),
+                );
+            }
+        }
+        if s.sticky && !matches!(s.kind, StrategyKind::Canary | StrategyKind::Ab) {
+            out.error(
+                format!("{field}.sticky"),
+                Some(strategy),
+                format!(
+                    "`sticky` applies to canary and ab strategies, not {}",
+                    s.kind
+                ),
+            );
         }
     }
     for (name, analysis) in &m.analyses {
@@ -716,6 +1032,75 @@ pub fn normalize_route(route: &str) -> Result<String, String> {
     } else {
         trimmed.to_string()
     })
+}
+
+/// A service's `secrets`: names that are environment variable names (they become files
+/// under `/run/secrets/` and Kubernetes Secret keys), each listed once, not also a plain
+/// variable when given as one, and `from` references that Kubernetes accepts.
+fn check_secrets(field: &str, s: &super::Service, out: &mut Findings) {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, secret) in s.secrets.iter().enumerate() {
+        let name = secret.value.name();
+        let at = format!("{field}.secrets[{i}]");
+        if !is_env_name(name) || name.len() > 128 {
+            out.error(
+                at.clone(),
+                Some(secret),
+                format!("secret `{name}` is not a valid environment variable name (letters, digits and `_`, not starting with a digit, at most 128 characters)"),
+            );
+        }
+        if let Some(first) = seen.insert(name, i) {
+            out.error(
+                at.clone(),
+                Some(secret),
+                format!("secret `{name}` is listed twice (also at {field}.secrets[{first}])"),
+            );
+        }
+        if secret.value.env() && s.env.contains_key(name) {
+            out.error(
+                at.clone(),
+                Some(secret),
+                format!("secret `{name}` has `env: true`, but `{name}` is also set in `env`"),
+            );
+        }
+        if let Some(from) = secret.value.from() {
+            if !is_subdomain(&from.secret) {
+                out.error(
+                    format!("{at}.from.secret"),
+                    Some(secret),
+                    format!("`{}` is not a valid Kubernetes Secret name (a DNS-1123 subdomain: lowercase letters, digits, `-` and `.`, at most 253 characters)", from.secret),
+                );
+            }
+            let key_ok = !from.key.is_empty()
+                && from.key.len() <= 253
+                && from
+                    .key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                && from.key != "."
+                && from.key != "..";
+            if !key_ok {
+                out.error(
+                    format!("{at}.from.key"),
+                    Some(secret),
+                    format!(
+                        "`{}` is not a valid Secret key (letters, digits, `-`, `_`, `.`)",
+                        from.key
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// A DNS-1123 subdomain (the names of most Kubernetes objects, Secrets among them).
+fn is_subdomain(name: &str) -> bool {
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    !name.is_empty()
+        && name.len() <= 253
+        && name.starts_with(alnum)
+        && name.ends_with(alnum)
+        && name.chars().all(|c| alnum(c) || c == '-' || c == '.')
 }
 
 fn is_env_name(key: &str) -> bool {

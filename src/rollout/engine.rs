@@ -21,7 +21,7 @@ use anyhow::Context as _;
 
 use super::now_ms;
 use super::plan::{AnalysisPlan, Plan, PlanStep};
-use super::platform::{Failure, Measurement, Platform, Revision, Weights};
+use super::platform::{Failure, Measurement, Platform, Revision, Traffic, Weights};
 use super::state::*;
 use crate::events::{Event, Reporter, RolloutEvent, RolloutWhat};
 use crate::manifest::{Metric, StrategyKind};
@@ -338,7 +338,7 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
         }
         match state.plan.kind {
             StrategyKind::Rolling => Box::pin(self.advance_rolling(state)).await,
-            StrategyKind::Canary | StrategyKind::BlueGreen => {
+            StrategyKind::Canary | StrategyKind::BlueGreen | StrategyKind::Ab => {
                 Box::pin(self.advance_steps(state)).await
             }
         }
@@ -567,6 +567,18 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
                 Ok(Tick::Paused)
             }
             PlanStep::Analysis(name) => self.advance_analysis(state, &name).await,
+            PlanStep::Match(_) | PlanStep::Mirror(_) => {
+                // The controls of every step up to this one, with the weight unchanged.
+                let weight = state.weight;
+                self.route_with(state, weight, state.step + 1).await?;
+                state.step += 1;
+                state.step_started_ms = now;
+                let traffic = Self::traffic(state, weight, state.step);
+                state.message = describe_controls(&traffic, &state.candidate);
+                self.save(state)?;
+                self.emit(state, RolloutWhat::Traffic, state.message.clone());
+                Ok(Tick::Continue)
+            }
         }
     }
 
@@ -898,14 +910,49 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
         Ok(())
     }
 
-    /// Sets the candidate's traffic share (the rest to stable).
+    /// Sets the candidate's traffic share (the rest to stable), with the controls of the
+    /// steps done so far.
     async fn route(&self, state: &mut RolloutState, candidate_weight: u32) -> anyhow::Result<()> {
-        let (weights, revisions) = Self::split(state, candidate_weight);
+        self.route_with(state, candidate_weight, state.step).await
+    }
+
+    /// Sets the candidate's share with the controls of `steps[..upto]`.
+    async fn route_with(
+        &self,
+        state: &mut RolloutState,
+        candidate_weight: u32,
+        upto: usize,
+    ) -> anyhow::Result<()> {
+        let traffic = Self::traffic(state, candidate_weight, upto);
+        let (_, revisions) = Self::split(state, candidate_weight);
         self.platform
-            .set_traffic(&state.service, &weights, &revisions, state.plan.max_surge)
+            .set_routing(&state.service, &traffic, &revisions, state.plan.max_surge)
             .await?;
         state.weight = candidate_weight;
         Ok(())
+    }
+
+    /// The traffic for a candidate share: the split, plus the match rules and mirror share
+    /// that the plan's steps before `upto` set, and sticky sessions if the plan asks. They
+    /// are derived from the persisted plan and step index, so a resumed rollout routes as
+    /// the interrupted one did. Full promotion (100 %) drops every control.
+    pub fn traffic(state: &RolloutState, candidate_weight: u32, upto: usize) -> Traffic {
+        let (weights, _) = Self::split(state, candidate_weight);
+        let mut traffic = Traffic::weights(weights);
+        if candidate_weight >= 100 || state.stable.is_none() {
+            return traffic;
+        }
+        traffic.candidate = state.candidate.id.clone();
+        for step in state.plan.steps.iter().take(upto) {
+            match step {
+                PlanStep::Match(m) => traffic.matches.push(m.clone()),
+                PlanStep::Mirror(p) => traffic.mirror = (*p).min(100),
+                _ => {}
+            }
+        }
+        traffic.sticky =
+            state.plan.sticky && matches!(state.plan.kind, StrategyKind::Canary | StrategyKind::Ab);
+        traffic
     }
 
     /// Full promotion: all traffic to the candidate, which becomes stable.
@@ -1204,6 +1251,32 @@ fn metric_name(metric: Metric) -> &'static str {
 }
 
 /// A phase in words, for messages.
+/// What the controls do now, for people.
+pub fn describe_controls(traffic: &Traffic, candidate: &Revision) -> String {
+    let mut parts = Vec::new();
+    if !traffic.matches.is_empty() {
+        let rules: Vec<String> = traffic.matches.iter().map(|m| m.to_string()).collect();
+        parts.push(format!(
+            "requests with {} go to {}",
+            rules.join(", or "),
+            candidate.label()
+        ));
+    }
+    if traffic.mirror > 0 {
+        parts.push(format!(
+            "{}% of the other requests are mirrored to {} (responses discarded)",
+            traffic.mirror,
+            candidate.label()
+        ));
+    }
+    let weight = traffic.weights.get(&candidate.id).copied().unwrap_or(0);
+    parts.push(format!(
+        "{weight}% of traffic by weight on {}",
+        candidate.label()
+    ));
+    parts.join("; ")
+}
+
 pub fn describe_phase(phase: &Phase) -> String {
     match phase {
         Phase::Progressing => "progressing".into(),

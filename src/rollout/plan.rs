@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::platform::{MatchValue, TrafficMatch};
 use crate::manifest::{self, Manifest, Metric, StrategyKind};
 
 /// One step of a canary or blue-green plan.
@@ -21,6 +22,10 @@ pub enum PlanStep {
     Pause(#[serde(with = "opt_duration_ms")] Option<Duration>),
     /// Run the named analysis.
     Analysis(String),
+    /// From now on, requests matching this go to the candidate (added to earlier matches).
+    Match(TrafficMatch),
+    /// From now on, copy this percentage of the other revisions' requests to the candidate.
+    Mirror(u32),
 }
 
 impl std::fmt::Display for PlanStep {
@@ -30,6 +35,9 @@ impl std::fmt::Display for PlanStep {
             PlanStep::Pause(Some(d)) => write!(f, "pause {}", manifest::Duration(*d)),
             PlanStep::Pause(None) => write!(f, "pause until promoted"),
             PlanStep::Analysis(a) => write!(f, "analysis {a}"),
+            PlanStep::Match(m) => write!(f, "match {m}"),
+            PlanStep::Mirror(0) => write!(f, "stop mirroring"),
+            PlanStep::Mirror(p) => write!(f, "mirror {p}%"),
         }
     }
 }
@@ -67,6 +75,9 @@ pub struct Plan {
     pub scale_down_delay: Duration,
     /// The analyses the steps name.
     pub analyses: BTreeMap<String, AnalysisPlan>,
+    /// Sticky sessions while the rollout runs (canary and A/B).
+    #[serde(default)]
+    pub sticky: bool,
 }
 
 /// Why a plan could not be made.
@@ -93,6 +104,9 @@ impl Plan {
                 PlanStep::Pause(Some(Duration::from_secs(30))),
             ],
             StrategyKind::BlueGreen => vec![PlanStep::Weight(100)],
+            // Without match steps an A/B test has nobody to show the candidate to: it waits
+            // for `rollout promote`.
+            StrategyKind::Ab => vec![PlanStep::Pause(None)],
         };
         Plan {
             name: kind.to_string(),
@@ -102,6 +116,7 @@ impl Plan {
             max_unavailable: 0,
             scale_down_delay: DEFAULT_SCALE_DOWN_DELAY,
             analyses: BTreeMap::new(),
+            sticky: false,
         }
     }
 
@@ -123,6 +138,8 @@ impl Plan {
                 manifest::Step::Weight(w) => PlanStep::Weight(*w),
                 manifest::Step::Pause(p) => PlanStep::Pause(p.duration.map(|d| d.0)),
                 manifest::Step::Analysis(a) => PlanStep::Analysis(a.clone()),
+                manifest::Step::Match(m) => PlanStep::Match(traffic_match(m)),
+                manifest::Step::Mirror(p) => PlanStep::Mirror(*p),
             })
             .collect();
         let mut analyses = BTreeMap::new();
@@ -171,6 +188,7 @@ impl Plan {
                 .as_ref()
                 .map_or(DEFAULT_SCALE_DOWN_DELAY, |d| d.value.0),
             analyses,
+            sticky: strategy.sticky,
         })
     }
 
@@ -222,6 +240,26 @@ impl Plan {
             Some(step) => format!("{}/{} {step}", index + 1, self.steps.len()),
             None => "final: full promotion".to_string(),
         }
+    }
+}
+
+/// A manifest `match` step as the platforms take it.
+pub fn traffic_match(m: &manifest::MatchStep) -> TrafficMatch {
+    let value = |v: &manifest::MatchValue| match v {
+        manifest::MatchValue::Exact(e) => MatchValue::Exact(e.0.clone()),
+        manifest::MatchValue::Regex(r) => MatchValue::Regex(r.regex.clone()),
+    };
+    TrafficMatch {
+        headers: m
+            .header
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), value(v)))
+            .collect(),
+        cookies: m
+            .cookie
+            .iter()
+            .map(|(k, v)| (k.clone(), value(v)))
+            .collect(),
     }
 }
 

@@ -25,6 +25,10 @@ pub struct Revision {
     pub replicas: u32,
     /// Environment variables (including the dependency URLs).
     pub env: BTreeMap<String, String>,
+    /// The versions of the service's secrets (`NAME` → random version id; never a value):
+    /// a value set again is a new revision.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
     /// Set when an autoscaler owns the replica count (`autoscale:`): `replicas` is then
     /// the count the revision was last seen with, within these bounds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -39,25 +43,22 @@ impl Revision {
         replicas: u32,
         env: BTreeMap<String, String>,
     ) -> Revision {
-        use sha2::{Digest, Sha256};
-        let mut hash = Sha256::new();
-        hash.update(image.as_bytes());
-        for (k, v) in &env {
-            hash.update([0]);
-            hash.update(k.as_bytes());
-            hash.update([0]);
-            hash.update(v.as_bytes());
-        }
-        let digest = hash.finalize();
-        let id: String = digest.iter().take(5).map(|b| format!("{b:02x}")).collect();
         Revision {
-            id,
+            id: content_id(image, &env, &BTreeMap::new()),
             image: image.to_string(),
             version: version.to_string(),
             replicas,
             env,
+            secrets: BTreeMap::new(),
             autoscale: None,
         }
+    }
+
+    /// The revision with these secret versions (its id changes with them).
+    pub fn with_secrets(mut self, secrets: BTreeMap<String, String>) -> Revision {
+        self.id = content_id(&self.image, &self.env, &secrets);
+        self.secrets = secrets;
+        self
     }
 
     /// The same revision, autoscaled within `bounds` (not part of the id: the bounds live
@@ -74,6 +75,35 @@ impl Revision {
     pub fn label(&self) -> String {
         format!("{} ({})", self.version, self.id)
     }
+}
+
+/// A revision's id: a short hash of its image, environment and secret versions (without
+/// secrets it is what it was before secrets existed, so recorded ids stay valid).
+fn content_id(
+    image: &str,
+    env: &BTreeMap<String, String>,
+    secrets: &BTreeMap<String, String>,
+) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    hash.update(image.as_bytes());
+    for (k, v) in env {
+        hash.update([0]);
+        hash.update(k.as_bytes());
+        hash.update([0]);
+        hash.update(v.as_bytes());
+    }
+    if !secrets.is_empty() {
+        hash.update([1]);
+        for (k, v) in secrets {
+            hash.update([0]);
+            hash.update(k.as_bytes());
+            hash.update([0]);
+            hash.update(v.as_bytes());
+        }
+    }
+    let digest = hash.finalize();
+    digest.iter().take(5).map(|b| format!("{b:02x}")).collect()
 }
 
 /// Why a revision cannot become ready: reported at once, not after a deadline.
@@ -102,6 +132,72 @@ pub struct RevisionStatus {
 
 /// Traffic split for a service: revision id → percentage. Revisions not listed get none.
 pub type Weights = BTreeMap<String, u32>;
+
+/// A header or cookie condition of a [`TrafficMatch`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MatchValue {
+    /// The value is exactly this.
+    Exact(String),
+    /// The whole value matches this regular expression (`regex` crate syntax).
+    Regex(String),
+}
+
+/// Requests with all these headers and cookies go to the candidate whatever the weights.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrafficMatch {
+    /// (header name, condition), header names lowercase.
+    #[serde(default)]
+    pub headers: Vec<(String, MatchValue)>,
+    /// (cookie name, condition).
+    #[serde(default)]
+    pub cookies: Vec<(String, MatchValue)>,
+}
+
+impl std::fmt::Display for TrafficMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = [("header", &self.headers), ("cookie", &self.cookies)]
+            .into_iter()
+            .flat_map(|(kind, list)| {
+                list.iter().map(move |(name, v)| match v {
+                    MatchValue::Exact(e) => format!("{kind} {name}={e:?}"),
+                    MatchValue::Regex(r) => format!("{kind} {name}~/{r}/"),
+                })
+            })
+            .collect();
+        f.write_str(&parts.join(" and "))
+    }
+}
+
+/// Everything a service's traffic is: the weights, and the controls that send traffic to
+/// the candidate beside them (matches, mirroring, sticky sessions).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Traffic {
+    pub weights: Weights,
+    /// The revision id `matches` and `mirror` send to.
+    pub candidate: String,
+    /// Requests matching any of these go to the candidate.
+    pub matches: Vec<TrafficMatch>,
+    /// Percentage of the other revisions' requests copied to the candidate (0: none).
+    pub mirror: u32,
+    /// Sessions stay on the revision that served their first request while it has weight.
+    pub sticky: bool,
+}
+
+impl Traffic {
+    /// Only weights.
+    pub fn weights(weights: Weights) -> Traffic {
+        Traffic {
+            weights,
+            ..Traffic::default()
+        }
+    }
+
+    /// Whether anything beside the weights is asked for.
+    pub fn has_controls(&self) -> bool {
+        !self.matches.is_empty() || self.mirror > 0 || self.sticky
+    }
+}
 
 /// A measurement for an analysis.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -145,6 +241,26 @@ pub trait Platform: Sync {
         revisions: &[&Revision],
         max_surge: u32,
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
+
+    /// Sets the service's traffic with its controls (match rules, mirroring, sticky
+    /// sessions). A platform that has no such controls keeps the default, which refuses
+    /// them (`validate` says so first) and sets the weights otherwise.
+    fn set_routing(
+        &self,
+        service: &str,
+        traffic: &Traffic,
+        revisions: &[&Revision],
+        max_surge: u32,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send {
+        async move {
+            if traffic.has_controls() {
+                anyhow::bail!(
+                    "`{service}`: this platform cannot route by header or cookie, mirror, or keep sessions sticky"
+                );
+            }
+            self.set_traffic(service, &traffic.weights, revisions, max_surge).await
+        }
+    }
 
     /// A snapshot of the counters analyses are computed from (opaque to the engine, which
     /// persists it so a resumed rollout measures from the same point).

@@ -648,7 +648,8 @@ fn check_revision(revision: &Revision, what: &str) -> Result<(), String> {
         &revision.version,
         revision.replicas,
         revision.env.clone(),
-    );
+    )
+    .with_secrets(revision.secrets.clone());
     if revision.id != expected.id {
         return Err(format!(
             "{what} revision `{}` does not match its content (image `{}`)",
@@ -658,6 +659,23 @@ fn check_revision(revision: &Revision, what: &str) -> Result<(), String> {
     }
     if revision.image.is_empty() {
         return Err(format!("{what} revision `{}` has no image", revision.id));
+    }
+    // Secret versions are names and random ids (or `rv:<resourceVersion>`), never values.
+    for (name, version) in &revision.secrets {
+        let name_ok = !name.is_empty()
+            && name.len() <= 128
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        let version_ok = !version.is_empty()
+            && version.len() <= 64
+            && version
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == ':' || c == '-');
+        if !name_ok || !version_ok {
+            return Err(format!(
+                "{what} revision `{}` has a malformed secret version",
+                revision.id
+            ));
+        }
     }
     Ok(())
 }
@@ -692,6 +710,14 @@ impl RolloutState {
             match step {
                 PlanStep::Weight(w) if *w > 100 => {
                     return Err(format!("step {} sets weight {w}% (at most 100%)", i + 1))
+                }
+                PlanStep::Mirror(p) if *p > 100 => {
+                    return Err(format!("step {} mirrors {p}% (at most 100%)", i + 1))
+                }
+                PlanStep::Match(m) => {
+                    if let Err(e) = check_match(m) {
+                        return Err(format!("step {}: {e}", i + 1));
+                    }
                 }
                 PlanStep::Analysis(a) if !self.plan.analyses.contains_key(a) => {
                     return Err(format!(
@@ -801,6 +827,38 @@ impl ServiceRecord {
         }
         Ok(())
     }
+}
+
+/// A stored match step: conditions the router would accept.
+fn check_match(m: &super::platform::TrafficMatch) -> Result<(), String> {
+    use super::platform::MatchValue;
+    if m.headers.is_empty() && m.cookies.is_empty() {
+        return Err("a match without conditions".into());
+    }
+    for (kind, list) in [("header", &m.headers), ("cookie", &m.cookies)] {
+        for (name, value) in list {
+            let name_ok = if kind == "header" {
+                http::HeaderName::from_bytes(name.as_bytes()).is_ok()
+            } else {
+                dronectl_router::config::is_cookie_name(name)
+            };
+            if !name_ok {
+                return Err(format!("invalid {kind} name `{}`", name.escape_debug()));
+            }
+            match value {
+                MatchValue::Exact(v) if http::HeaderValue::from_str(v).is_err() => {
+                    return Err(format!("invalid {kind} value `{}`", v.escape_debug()))
+                }
+                MatchValue::Regex(r) => {
+                    dronectl_router::config::compile_regex(r).map_err(|e| {
+                        format!("{kind} `{}`: invalid regex: {e}", name.escape_debug())
+                    })?;
+                }
+                MatchValue::Exact(_) => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -938,6 +996,33 @@ mod tests {
             text.contains("not valid state") && text.contains("api.rollout.json"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn secret_versions_are_part_of_the_revision_and_checked() {
+        let plain = revision("api:1");
+        let with = plain
+            .clone()
+            .with_secrets(std::collections::BTreeMap::from([(
+                "DB_PASSWORD".to_string(),
+                "0".repeat(32),
+            )]));
+        assert_ne!(plain.id, with.id);
+        assert_eq!(check_revision(&with, "stable"), Ok(()));
+        // Without secrets the id is what it always was (recorded revisions stay valid).
+        assert_eq!(
+            plain.id,
+            Revision::new("api:1", "1.0.0", 2, Default::default()).id
+        );
+        let mut swapped = with.clone();
+        swapped.secrets.insert("DB_PASSWORD".into(), "1".repeat(32));
+        assert!(check_revision(&swapped, "stable").is_err());
+        let mut odd = plain.clone();
+        odd.secrets.insert("A".into(), "hunter 2".into());
+        odd = odd.clone().with_secrets(odd.secrets.clone());
+        assert!(check_revision(&odd, "stable")
+            .unwrap_err()
+            .contains("malformed secret version"));
     }
 
     #[test]

@@ -337,3 +337,85 @@ async fn user_agent_is_recorded() {
     let last = cluster.requests().pop().unwrap();
     assert_eq!(last.user_agent, "dronectl/9.9.9");
 }
+
+/// One raw HTTP/1.1 request with a JSON body: (status code, the `Warning` headers, body).
+fn raw_send(cluster: &FakeCluster, method: &str, path: &str, body: &Value) -> (u16, Vec<String>, String) {
+    let body = body.to_string();
+    let mut s = std::net::TcpStream::connect(cluster.addr()).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: kube\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap();
+    let code = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let warnings = head
+        .lines()
+        .filter_map(|l| l.split_once(": ").filter(|(k, _)| k.eq_ignore_ascii_case("warning")))
+        .map(|(_, v)| v.to_string())
+        .collect();
+    (code, warnings, rest.to_string())
+}
+
+/// `fieldValidation` absent (kube-rs's default, the server's `Warn`) or `Warn`: unknown fields
+/// are dropped and each is named in a `Warning: 299 - "unknown field \"…\""` header, like the
+/// real server; `Ignore` drops them silently; known fields give no warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_fields_are_warned_about_in_warning_headers() {
+    let cluster = FakeCluster::start().await;
+    let cm = |name: &str| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
+            "data": {"a": "1"}, "colour": "red", "metadata2": {"x": 1}})
+    };
+    for (query, expected) in [
+        ("", vec![r#"299 - "unknown field \"colour\"""#, r#"299 - "unknown field \"metadata2\"""#]),
+        ("?fieldValidation=Warn", vec![r#"299 - "unknown field \"colour\"""#, r#"299 - "unknown field \"metadata2\"""#]),
+        ("?fieldValidation=Ignore", vec![]),
+    ] {
+        let name = format!("c{}", query.len());
+        let (code, warnings, body) = raw_send(
+            &cluster,
+            "POST",
+            &format!("/api/v1/namespaces/default/configmaps{query}"),
+            &cm(&name),
+        );
+        assert_eq!(code, 201, "{query}: {body}");
+        assert_eq!(warnings, expected, "{query}");
+        let stored = cluster.get_json("", "v1", "configmaps", "default", &name).unwrap();
+        assert!(stored.get("colour").is_none(), "{stored}");
+    }
+    // A nested unknown field on an update is named by its path; a clean body warns nothing.
+    let mut update = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c0", "labels": {"a": "b"}, "colour": "x"}, "data": {"a": "2"}});
+    let (code, warnings, body) = raw_send(&cluster, "PUT", "/api/v1/namespaces/default/configmaps/c0", &update);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(warnings, [r#"299 - "unknown field \"metadata.colour\"""#]);
+    update["metadata"].as_object_mut().unwrap().remove("colour");
+    update["data"]["a"] = json!("3");
+    let (code, warnings, _) = raw_send(&cluster, "PUT", "/api/v1/namespaces/default/configmaps/c0", &update);
+    assert_eq!((code, warnings.len()), (200, 0));
+}
+
+/// `podSelector` is a non-pointer struct in the Go type: a NetworkPolicy sent without it is
+/// stored (and returned) with `podSelector: {}`, which selects every pod of the namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_policy_without_pod_selector_is_stored_with_an_empty_one() {
+    let cluster = FakeCluster::start().await;
+    let client = cluster.kube_client();
+    let dynamic: Api<DynamicObject> =
+        Api::default_namespaced_with(client.clone(), &ApiResource::erase::<NetworkPolicy>(&()));
+    let obj: DynamicObject = serde_json::from_value(json!({"apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy", "metadata": {"name": "deny-all"}, "spec": {"policyTypes": ["Ingress"]}}))
+    .unwrap();
+    let created = dynamic.create(&PostParams::default(), &obj).await.unwrap();
+    assert_eq!(created.data["spec"]["podSelector"], json!({}));
+    let typed: Api<NetworkPolicy> = Api::default_namespaced(client);
+    let got = typed.get("deny-all").await.unwrap();
+    assert_eq!(got.spec.unwrap().pod_selector, Some(Default::default()));
+    let stored = cluster
+        .get_json("networking.k8s.io", "v1", "networkpolicies", "default", "deny-all")
+        .unwrap();
+    assert_eq!(stored["spec"], json!({"podSelector": {}, "policyTypes": ["Ingress"]}));
+}

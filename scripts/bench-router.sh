@@ -1,0 +1,240 @@
+#!/usr/bin/env bash
+# Router throughput against its peers, on loopback, in one run (issue 18, "Performance").
+#
+# One static upstream (Debian's nginx, one worker, `return 200` with a fixed body) and three
+# reverse proxies in front of it, all on 127.0.0.1:
+#   nginx    Debian's nginx, 2 workers, upstream keep-alive (HTTP/1.1, `keepalive 64`)
+#   haproxy  Debian's HAProxy, 2 threads, `http-reuse always`
+#   router   dronectl-router (release build), one service routed by path with a 90/10 split
+#            of two versions (both on the upstream), at its default log level (info)
+# `wrk -t1 -cC --latency` runs against each proxy for every C in BENCH_CONNS, interleaved
+# (proxy after proxy, round after round) so that a noisy neighbour hits all of them alike.
+# Prints every run, then the median req/s and p99 per proxy and connection count and the
+# ratios router/nginx and router/haproxy. Also the proxy's own CPU time per request (user +
+# system, its processes and threads, from /proc): on a machine shared with other work the
+# req/s of each run depend on what else runs, the CPU cost per request much less.
+# Everything it starts is stopped on exit.
+#
+# Usage: scripts/bench-router.sh
+# Env:   BENCH_SECS (per run, default 10), BENCH_ROUNDS (default 3, at least 3),
+#        BENCH_CONNS (default "8 64"), BENCH_PORT_BASE (default 18480: upstream, +1 nginx,
+#        +2 haproxy, +3 router data, +4 router admin), ROUTER_BIN (skip the build, use it),
+#        BENCH_OUT (file for the raw rows, default target/bench/router.tsv),
+#        ROUTER_BEFORE_BIN (another router binary, e.g. an older build: run as "before" on
+#        +5/+6 in the same rounds, for before/after figures)
+# Needs: apt-get (installs nginx, haproxy and wrk when missing), cargo.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+
+secs=${BENCH_SECS:-10}
+rounds=${BENCH_ROUNDS:-3}
+conns=${BENCH_CONNS:-8 64}
+base=${BENCH_PORT_BASE:-18480}
+if [ "$rounds" -lt 3 ]; then
+  echo "BENCH_ROUNDS must be at least 3" >&2
+  exit 2
+fi
+
+missing=()
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+command -v wrk >/dev/null || missing+=(wrk)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]} (Debian packages)" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+export PATH="$PATH:/usr/sbin"
+
+if [ -z "${ROUTER_BIN:-}" ]; then
+  cargo build --release --quiet -p dronectl-router --bin dronectl-router
+  ROUTER_BIN="$CARGO_TARGET_DIR/release/dronectl-router"
+fi
+
+up=$base nginx_port=$((base + 1)) haproxy_port=$((base + 2))
+router_port=$((base + 3)) admin_port=$((base + 4))
+before_port=$((base + 5)) before_admin=$((base + 6))
+proxies="nginx haproxy router"
+[ -n "${ROUTER_BEFORE_BIN:-}" ] && proxies="$proxies before"
+for p in $up $nginx_port $haproxy_port $router_port $admin_port $before_port $before_admin; do
+  if ss -Hltn "sport = :$p" | grep -q .; then
+    echo "port $p is in use (set BENCH_PORT_BASE)" >&2
+    exit 2
+  fi
+done
+
+work=$(mktemp -d /tmp/bench-router.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- the upstream and the nginx proxy (one prefix each: pid, logs and temp files inside) ---
+nginx_conf() { # dir workers server-block
+  mkdir -p "$1"
+  cat >"$1/nginx.conf" <<EOF
+worker_processes $2;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $1/body;
+  proxy_temp_path $1/proxy;
+  fastcgi_temp_path $1/fastcgi;
+  uwsgi_temp_path $1/uwsgi;
+  scgi_temp_path $1/scgi;
+  keepalive_requests 100000000;
+  keepalive_timeout 60s;
+  $3
+}
+EOF
+}
+nginx_conf "$work/upstream" 1 "server { listen 127.0.0.1:$up; location / { default_type text/plain; return 200 'hello from the upstream\n'; } }"
+nginx_conf "$work/nginx" 2 "upstream u { server 127.0.0.1:$up; keepalive 64; keepalive_requests 100000000; }
+  server { listen 127.0.0.1:$nginx_port; location / {
+    proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
+nginx -p "$work/upstream" -c "$work/upstream/nginx.conf" -g 'daemon off;' &
+pids+=($!)
+nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -g 'daemon off;' &
+pids+=($!)
+nginx_pid=$!
+
+# --- HAProxy ---
+cat >"$work/haproxy.cfg" <<EOF
+global
+  nbthread 2
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 30s
+  timeout server 30s
+  timeout http-keep-alive 60s
+  option http-keep-alive
+frontend fe
+  bind 127.0.0.1:$haproxy_port
+  default_backend be
+backend be
+  http-reuse always
+  server up 127.0.0.1:$up
+EOF
+haproxy -db -f "$work/haproxy.cfg" &
+pids+=($!)
+haproxy_pid=$!
+
+# --- the router ---
+cat >"$work/router.json" <<EOF
+{"services": {"bench": {"routes": ["/"], "versions": {
+  "stable": {"weight": 90, "endpoints": ["127.0.0.1:$up"]},
+  "canary": {"weight": 10, "endpoints": ["127.0.0.1:$up"]}}}}}
+EOF
+"$ROUTER_BIN" --listen "127.0.0.1:$router_port" --admin-listen "127.0.0.1:$admin_port" \
+  --config "$work/router.json" 2>"$work/router.log" &
+pids+=($!)
+router_pid=$!
+ports="$up $nginx_port $haproxy_port $router_port"
+if [ -n "${ROUTER_BEFORE_BIN:-}" ]; then
+  "$ROUTER_BEFORE_BIN" --listen "127.0.0.1:$before_port" --admin-listen "127.0.0.1:$before_admin" \
+    --config "$work/router.json" 2>"$work/before.log" &
+  pids+=($!)
+  before_pid=$!
+  ports="$ports $before_port"
+fi
+
+for p in $ports; do
+  for _ in $(seq 100); do
+    curl -fsS -o /dev/null "http://127.0.0.1:$p/" 2>/dev/null && break
+    sleep 0.1
+  done
+  curl -fsS -o /dev/null "http://127.0.0.1:$p/" || { echo "port $p does not answer" >&2; exit 1; }
+done
+
+# --- the runs ---
+out=${BENCH_OUT:-$CARGO_TARGET_DIR/bench/router.tsv}
+mkdir -p "$(dirname "$out")"
+printf 'round\tproxy\tconns\treq_s\tp99_ms\tcpu_us_per_req\terrors\n' >"$out"
+cpu_ticks() { # utime + stime of a process (all its threads) and its children (nginx workers)
+  local total=0 p
+  for p in "$1" $(pgrep -P "$1" || true); do
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$total"
+}
+hz=$(getconf CLK_TCK)
+to_ms() { # wrk's "1.23ms" / "456.00us" / "1.01s" -> milliseconds
+  awk -v v="$1" 'BEGIN {
+    if (v ~ /us$/) { sub(/us$/, "", v); printf "%.3f", v / 1000 }
+    else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
+    else if (v ~ /m$/) { sub(/m$/, "", v); printf "%.3f", v * 60000 }
+    else { sub(/s$/, "", v); printf "%.3f", v * 1000 } }'
+}
+# Warm-up: every proxy opens its upstream connections once.
+for p in ${ports#"$up "}; do
+  timeout 10 wrk -t1 -c64 -d2s "http://127.0.0.1:$p/" >/dev/null
+done
+echo "round proxy   conns     req/s   p99 ms  cpu µs/req  errors"
+for r in $(seq "$rounds"); do
+  for c in $conns; do
+    for proxy in $proxies; do
+      case $proxy in
+        nginx) port=$nginx_port pid=$nginx_pid ;;
+        haproxy) port=$haproxy_port pid=$haproxy_pid ;;
+        router) port=$router_port pid=$router_pid ;;
+        before) port=$before_port pid=$before_pid ;;
+      esac
+      t0=$(cpu_ticks "$pid")
+      res=$(timeout $((secs + 20)) wrk -t1 -c"$c" -d"${secs}s" --latency "http://127.0.0.1:$port/")
+      t1=$(cpu_ticks "$pid")
+      total=$(awk '/requests in/ {print $1}' <<<"$res")
+      cpu=$(awk -v t=$((t1 - t0)) -v hz="$hz" -v n="$total" 'BEGIN { printf "%.1f", (n > 0 ? t / hz * 1e6 / n : 0) }')
+      rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$res")
+      p99=$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$res")")
+      errs=$(awk '/Non-2xx|Socket errors/ {n++} END {print n + 0}' <<<"$res")
+      if [ "$errs" != 0 ]; then
+        errs=$(grep -E 'Non-2xx|Socket errors' <<<"$res" | tr -s ' ' | paste -sd';')
+      fi
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$proxy" "$c" "$rps" "$p99" "$cpu" "$errs" >>"$out"
+      printf '%5s %-8s %5s %9.0f %8.3f %11s  %s\n' "$r" "$proxy" "$c" "$rps" "$p99" "$cpu" "$errs"
+    done
+  done
+done
+
+# --- medians and ratios ---
+echo
+awk -F'\t' -v conns="$conns" '
+  NR > 1 { key = $2 " " $3; n[key]++; rps[key, n[key]] = $4; p99[key, n[key]] = $5; cpu[key, n[key]] = $6 }
+  function median(arr, key, cnt,   i, j, t, v) {
+    for (i = 1; i <= cnt; i++) v[i] = arr[key, i]
+    for (i = 1; i <= cnt; i++) for (j = i + 1; j <= cnt; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
+    return cnt % 2 ? v[(cnt + 1) / 2] : (v[cnt / 2] + v[cnt / 2 + 1]) / 2
+  }
+  END {
+    split(conns, cs, " ")
+    before = ("before " cs[1]) in n
+    printf "| connections | nginx req/s (p99) | HAProxy req/s (p99) | router req/s (p99) | router/nginx | router/HAProxy |%s\n", before ? " before req/s (p99) | before/nginx | before/HAProxy |" : ""
+    printf "|---|---|---|---|---|---|%s\n", before ? "---|---|---|" : ""
+    for (k = 1; k in cs; k++) {
+      c = cs[k]
+      for (p = 1; p <= 4; p++) {
+        name = p == 1 ? "nginx" : p == 2 ? "haproxy" : p == 3 ? "router" : "before"
+        key = name " " c
+        if (key in n) { R[name] = median(rps, key, n[key]); P[name] = median(p99, key, n[key]); C[name] = median(cpu, key, n[key]) }
+      }
+      printf "| %s | %.0f (%.2f ms) | %.0f (%.2f ms) | %.0f (%.2f ms) | %.2f× | %.2f× |", c,
+        R["nginx"], P["nginx"], R["haproxy"], P["haproxy"], R["router"], P["router"],
+        R["router"] / R["nginx"], R["router"] / R["haproxy"]
+      if (before) printf " %.0f (%.2f ms) | %.2f× | %.2f× |", R["before"], P["before"], R["before"] / R["nginx"], R["before"] / R["haproxy"]
+      printf "\n"
+      line[c] = sprintf("| %s | %.1f | %.1f | %.1f |%s", c, C["nginx"], C["haproxy"], C["router"], before ? sprintf(" %.1f |", C["before"]) : "")
+    }
+    printf "\nCPU time of the proxy per request, µs (median):\n\n"
+    printf "| connections | nginx | HAProxy | router |%s\n|---|---|---|---|%s\n", before ? " before |" : "", before ? "---|" : ""
+    for (k = 1; k in cs; k++) print line[cs[k]]
+    printf "\nmedians of %d rounds; raw rows in '"$out"'\n", n["router " cs[1]]
+  }' "$out"
