@@ -195,7 +195,26 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
                 .into());
             }
         }
-        let record = self.store.load_record(service)?;
+        let mut record = self.store.load_record(service)?;
+        let mut candidate = candidate;
+        if let Some(scaled) = record.scaled {
+            if candidate.autoscale.is_none() && candidate.replicas == scaled.manifest {
+                // `dronectl scale` set the count and the manifest's is unchanged: keep it.
+                candidate.replicas = scaled.replicas;
+            } else {
+                // The manifest's count changed (or an autoscaler took over): it wins.
+                record.scaled = None;
+                if let Some(stable) = record.stable.as_mut() {
+                    if stable.id == candidate.id && candidate.autoscale.is_none() {
+                        self.platform
+                            .scale(service, stable, candidate.replicas)
+                            .await?;
+                        stable.replicas = candidate.replicas;
+                    }
+                }
+                self.store.save_record(service, &record)?;
+            }
+        }
         if record.stable.as_ref().is_some_and(|s| s.id == candidate.id) {
             return Ok(Started::Unchanged(candidate));
         }
