@@ -230,10 +230,7 @@ pub async fn scale<P: Platform, S: StateStore>(
     let mut scaled = stable.clone();
     scaled.replicas = replicas;
     record.stable = Some(scaled);
-    record.scaled = (replicas != manifest).then_some(Scaled {
-        replicas,
-        manifest,
-    });
+    record.scaled = (replicas != manifest).then_some(Scaled { replicas, manifest });
     engine.store.save_record(service, &record)?;
     Ok(ScaleReport {
         service: service.into(),
