@@ -23,6 +23,7 @@ fn help_snapshots() {
         ("deploy", vec!["deploy", "--help"]),
         ("rollout_status", vec!["rollout", "status", "--help"]),
         ("rollout_promote", vec!["rollout", "promote", "--help"]),
+        ("scale", vec!["scale", "--help"]),
         ("render", vec!["render", "--help"]),
         ("secret", vec!["secret", "--help"]),
         ("secret_set", vec!["secret", "set", "--help"]),

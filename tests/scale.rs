@@ -355,3 +355,74 @@ async fn becomes_autoscaled() {
         "{owners:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_sets_the_live_deployments_count_and_the_next_deploy_keeps_it() {
+    Box::pin(scale_live()).await;
+}
+
+async fn scale_live() {
+    let c = fake().await;
+    let t = target(c.kube_client(), None);
+    let v1 = revision(&t, "1.0.0");
+    let report = deploy(&t, v1.clone(), Plan::builtin(StrategyKind::Rolling)).await;
+    assert_eq!(report.outcome, "completed", "{}", report.message);
+    let reporter = Collect::default();
+    let engine = t.engine(&reporter, timing());
+    let scaled = Box::pin(ops::scale(&engine, SVC, 3)).await.unwrap();
+    assert_eq!((scaled.to, scaled.ready), (3, 3));
+    assert_eq!(deployment_of(&c, &v1.id)["spec"]["replicas"], 3);
+    // The same manifest again: unchanged, the count stays.
+    let report = deploy(
+        &t,
+        revision(&t, "1.0.0"),
+        Plan::builtin(StrategyKind::Rolling),
+    )
+    .await;
+    assert_eq!(report.outcome, "unchanged", "{}", report.message);
+    assert_eq!(deployment_of(&c, &v1.id)["spec"]["replicas"], 3);
+    // A new version starts at the scaled count.
+    let v2 = revision(&t, "1.1.0");
+    let report = deploy(&t, v2.clone(), Plan::builtin(StrategyKind::Rolling)).await;
+    assert_eq!(report.outcome, "completed", "{}", report.message);
+    assert_eq!(deployment_of(&c, &v2.id)["spec"]["replicas"], 3);
+
+    // Refused while a rollout is in progress (a paused canary), nothing changed.
+    let v3 = revision(&t, "1.2.0");
+    let report = deploy(
+        &t,
+        v3,
+        plan(
+            StrategyKind::Canary,
+            vec![PlanStep::Weight(50), PlanStep::Pause(None)],
+        ),
+    )
+    .await;
+    assert_eq!(report.outcome, "paused", "{}", report.message);
+    let err = Box::pin(ops::scale(&engine, SVC, 1)).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("finish it with `dronectl rollout promote|abort delivery`"),
+        "{err}"
+    );
+    assert!(err.is::<dronectl::error::UsageError>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_is_refused_for_an_autoscaled_service() {
+    Box::pin(scale_autoscaled()).await;
+}
+
+async fn scale_autoscaled() {
+    let c = fake().await;
+    let t = target(c.kube_client(), Some("{ min: 2, max: 6, cpu: 70 }"));
+    let v1 = revision(&t, "1.0.0");
+    let report = deploy(&t, v1.clone(), Plan::builtin(StrategyKind::Rolling)).await;
+    assert_eq!(report.outcome, "completed", "{}", report.message);
+    let reporter = Collect::default();
+    let engine = t.engine(&reporter, timing());
+    let err = Box::pin(ops::scale(&engine, SVC, 4)).await.unwrap_err();
+    assert!(err.is::<dronectl::error::UsageError>());
+    assert!(err.to_string().contains("autoscale.min"), "{err}");
+    assert_eq!(deployment_of(&c, &v1.id)["spec"]["replicas"], 2);
+}

@@ -157,7 +157,7 @@ pub(crate) async fn handle(
         ));
     }
     let (mirror, tee) = match choice.mirror {
-        Some(m) => crate::mirror::prepare(&inner, &svc, m, &parts.headers, !body.is_end_stream())
+        Some(m) => crate::mirror::prepare(inner, &svc, m, &parts.headers, !body.is_end_stream())
             .map_or((None, None), |(job, tee)| (Some(job), tee)),
         None => (None, None),
     };

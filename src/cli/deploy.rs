@@ -214,6 +214,89 @@ pub struct UndoArgs {
     pub kube: KubeArgs,
 }
 
+pub const SCALE_EXAMPLES: &str = "Examples:\n  dronectl scale delivery 3\n  dronectl scale delivery 5 --env staging -o json\n\nNew replicas serve once they are ready; removed ones leave the router first and drain.\nLater deploys keep the count while the manifest's `replicas` stays the same.\nRefused (exit 2) while a rollout of the service is in progress, for an autoscaled\nservice (change `autoscale.min`/`max` instead) and for a service that is not running.";
+
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    /// The service
+    pub service: String,
+    /// The replica count (0 stops every replica; the service stays deployed)
+    #[arg(value_name = "N")]
+    pub replicas: u32,
+    /// Replicas not ready after this long fail the command
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "2m",
+        env = "DRONECTL_PROGRESS_DEADLINE"
+    )]
+    pub progress_deadline: manifest::Duration,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+/// `dronectl scale` on either target.
+pub fn scale(
+    args: ScaleArgs,
+    global: &GlobalArgs,
+    cwd: &Path,
+    printer: &Printer,
+) -> anyhow::Result<Outcome> {
+    if let Some(environment) = super::kube::selected(global, cwd)? {
+        let options = args.kube.connect_options(global.yes);
+        let rt = runtime()?;
+        return rt.block_on(async {
+            let target = dronectl::k8s::KubeTarget::connect(&environment, &options).await?;
+            let services = target.manifest.services.keys().cloned().collect::<Vec<_>>();
+            run_scale(&args, &target.platform, &target.store, &services, printer).await
+        });
+    }
+    let dir = app_dir(global, cwd)?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let target = LocalTarget::connect(&dir, global.env.as_deref()).await?;
+        let services = target
+            .manifest
+            .manifest
+            .services
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>();
+        run_scale(&args, &target.platform, &target.store, &services, printer).await
+    })
+}
+
+async fn run_scale<P: Platform, S: StateStore>(
+    args: &ScaleArgs,
+    platform: &P,
+    store: &S,
+    services: &[String],
+    printer: &Printer,
+) -> anyhow::Result<Outcome> {
+    if !services.iter().any(|s| s == &args.service) {
+        return Err(UsageError(format!("no service `{}` in dronectl.yaml", args.service)).into());
+    }
+    let mut engine = Engine::new(platform, store, printer);
+    engine.timing.progress_deadline = args.progress_deadline.0;
+    let report = ops::scale(&engine, &args.service, args.replicas).await?;
+    let kept = if report.to == report.manifest_replicas {
+        String::new()
+    } else {
+        format!(
+            "; deploys keep {} while dronectl.yaml says replicas: {}",
+            report.to, report.manifest_replicas
+        )
+    };
+    printer.status(
+        "Scaled",
+        &format!(
+            "{} {} ({}) from {} to {} replicas{kept}",
+            report.service, report.version, report.revision, report.from, report.to
+        ),
+    );
+    Ok(Outcome::ok(serde_json::to_value(&report)?))
+}
+
 fn report_outcome(
     report: ops::DriveReport,
     wait: &WaitArgs,

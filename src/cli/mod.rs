@@ -148,6 +148,9 @@ pub enum Command {
     /// Watch and steer a service's rollout
     #[command(subcommand)]
     Rollout(deploy::RolloutCommand),
+    /// Change the replica count of a service's live version, without a rollout
+    #[command(after_help = deploy::SCALE_EXAMPLES)]
+    Scale(deploy::ScaleArgs),
     /// Set, list and remove the values of the services' secrets
     #[command(subcommand)]
     Secret(secret::SecretCommand),
@@ -213,6 +216,7 @@ impl Command {
             Command::Logs(_) => "logs",
             Command::Dev(_) => "dev",
             Command::Deploy(_) => "deploy",
+            Command::Scale(_) => "scale",
             Command::Rollout(deploy::RolloutCommand::Status(_)) => "rollout status",
             Command::Rollout(deploy::RolloutCommand::Promote(_)) => "rollout promote",
             Command::Rollout(deploy::RolloutCommand::Abort(_)) => "rollout abort",
@@ -248,6 +252,7 @@ pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<Outcome> {
         Command::Dev(args) => dev::run(args, &cli.global, &cwd, printer),
         Command::Deploy(args) => deploy::deploy(args, &cli.global, &cwd, printer),
         Command::Rollout(cmd) => deploy::rollout(cmd, &cli.global, &cwd, printer),
+        Command::Scale(args) => deploy::scale(args, &cli.global, &cwd, printer),
         Command::Secret(cmd) => secret::run(cmd, &cli.global, &cwd, printer),
         Command::Render(args) => kube::render(args, &cli.global, &cwd, printer),
         Command::Diff(args) => kube::diff(args, &cli.global, &cwd, printer),

@@ -231,7 +231,7 @@ impl KubePlatform {
             }
             self.apply(&object, self.force_conflicts, false).await?;
         }
-        self.sync_hpa(service, None).await
+        Box::pin(self.sync_hpa(service, None)).await
     }
 
     fn hpas(&self) -> Api<HorizontalPodAutoscaler> {
@@ -388,7 +388,7 @@ impl KubePlatform {
         rolling: RollingParams,
     ) -> anyhow::Result<()> {
         if revision.autoscale.is_some() {
-            self.hand_over_replicas(name).await?;
+            Box::pin(self.hand_over_replicas(name)).await?;
         }
         for object in render::revision_objects(
             &self.kenv,
@@ -755,7 +755,7 @@ impl Platform for KubePlatform {
                 }
                 let name = d.metadata.name.clone().unwrap_or_default();
                 if revision.autoscale.is_some() {
-                    return self.set_scale(&name, revision, replicas).await;
+                    return Box::pin(self.set_scale(&name, revision, replicas)).await;
                 }
                 self.run(service, &name, revision, replicas, DEFAULT_ROLLING)
                     .await
@@ -767,7 +767,7 @@ impl Platform for KubePlatform {
                     .await?;
                 if revision.autoscale.is_some() {
                     // Applied without a count (the server's default is 1): set it.
-                    self.set_scale(&name, revision, replicas).await?;
+                    Box::pin(self.set_scale(&name, revision, replicas)).await?;
                 }
                 Ok(())
             }
@@ -812,9 +812,12 @@ impl Platform for KubePlatform {
         let weight = |r: &Revision| weights.get(&r.id).copied().unwrap_or(0);
         let full = revisions.iter().find(|r| weight(r) >= 100).copied();
         if self.public(service) {
-            return self
-                .set_gateway_traffic(service, &Traffic::weights(weights.clone()), revisions)
-                .await;
+            return Box::pin(self.set_gateway_traffic(
+                service,
+                &Traffic::weights(weights.clone()),
+                revisions,
+            ))
+            .await;
         }
         match full {
             Some(r) => {
@@ -827,7 +830,7 @@ impl Platform for KubePlatform {
                         self.set_selector(service, service, Some(&r.id)).await?;
                         // The autoscaler follows the revision with all the traffic.
                         let name = d.metadata.name.clone().unwrap_or_default();
-                        self.sync_hpa(service, Some(&name)).await?;
+                        Box::pin(self.sync_hpa(service, Some(&name))).await?;
                     }
                     None => {
                         // A native rolling update being aborted: roll the Deployment back.

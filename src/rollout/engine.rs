@@ -195,7 +195,26 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
                 .into());
             }
         }
-        let record = self.store.load_record(service)?;
+        let mut record = self.store.load_record(service)?;
+        let mut candidate = candidate;
+        if let Some(scaled) = record.scaled {
+            if candidate.autoscale.is_none() && candidate.replicas == scaled.manifest {
+                // `dronectl scale` set the count and the manifest's is unchanged: keep it.
+                candidate.replicas = scaled.replicas;
+            } else {
+                // The manifest's count changed (or an autoscaler took over): it wins.
+                record.scaled = None;
+                if let Some(stable) = record.stable.as_mut() {
+                    if stable.id == candidate.id && candidate.autoscale.is_none() {
+                        self.platform
+                            .scale(service, stable, candidate.replicas)
+                            .await?;
+                        stable.replicas = candidate.replicas;
+                    }
+                }
+                self.store.save_record(service, &record)?;
+            }
+        }
         if record.stable.as_ref().is_some_and(|s| s.id == candidate.id) {
             return Ok(Started::Unchanged(candidate));
         }
@@ -223,7 +242,7 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
             finished_ms: None,
             message: String::new(),
         };
-        self.follow_autoscaler(&mut state).await?;
+        Box::pin(self.follow_autoscaler(&mut state)).await?;
         state.message = match &state.stable {
             Some(stable) => format!(
                 "{} rollout from {} to {}",
@@ -264,7 +283,7 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
                 if got.abs_diff(*w) >= 5 {
                     self.reporter.event(Event::Hint {
                         message: format!(
-                            "{}: weight {w}% cannot be approximated with {} replicas: the replica ratio gives {got}% ({how}); more replicas or a gateway (HTTPRoute weights) split it closer",
+                            "{}: weight {w}% cannot be approximated with {} replicas: the replica ratio gives {got}% ({how}); more replicas, the strategy's `max_surge` (extra pods during the canary) or a gateway (HTTPRoute weights) split it closer",
                             state.service, state.candidate.replicas
                         ),
                     });
@@ -333,12 +352,13 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
             }
         }
         if state.stable.is_none() {
-            return self.advance_initial(state).await;
+            // Boxed: each strategy's future holds the platform's, large in a debug build.
+            return Box::pin(self.advance_initial(state)).await;
         }
         match state.plan.kind {
-            StrategyKind::Rolling => self.advance_rolling(state).await,
+            StrategyKind::Rolling => Box::pin(self.advance_rolling(state)).await,
             StrategyKind::Canary | StrategyKind::BlueGreen | StrategyKind::Ab => {
-                self.advance_steps(state).await
+                Box::pin(self.advance_steps(state)).await
             }
         }
     }
@@ -464,7 +484,7 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
     async fn advance_steps(&self, state: &mut RolloutState) -> anyhow::Result<Tick> {
         if !state.candidate_ready {
             // Blue-green and canary bring the candidate up at the stable's current count.
-            self.follow_autoscaler(state).await?;
+            Box::pin(self.follow_autoscaler(state)).await?;
             if let Some(tick) = self.bring_up(state, state.candidate.replicas).await? {
                 return Ok(tick);
             }
@@ -762,6 +782,8 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
     /// for every new replica to be ready and every old one gone. An abort hands the
     /// platform all traffic for stable, which rolls the update back.
     async fn advance_native_rolling(&self, state: &mut RolloutState) -> anyhow::Result<Tick> {
+        // The autoscaler may change the count while the Deployment rolls.
+        Box::pin(self.follow_autoscaler(state)).await?;
         let replicas = state.candidate.replicas;
         let stable = state.stable.clone().expect("rolling has a stable revision");
         self.platform
@@ -824,7 +846,7 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
         state: &mut RolloutState,
         candidate_weight: u32,
     ) -> anyhow::Result<Option<Tick>> {
-        self.follow_autoscaler(state).await?;
+        Box::pin(self.follow_autoscaler(state)).await?;
         let (weights, revisions) = Self::split(state, candidate_weight);
         let needs =
             self.platform
@@ -890,7 +912,16 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
         if state.rolling.is_some() {
             return Ok(());
         }
-        let live = self.platform.status(&state.service, stable).await?.desired;
+        let mut live = self.platform.status(&state.service, stable).await?.desired;
+        if live == 0 && self.platform.native_rolling() {
+            // A native rolling update moved the stable's Deployment (and its autoscaler)
+            // to the candidate already.
+            live = self
+                .platform
+                .status(&state.service, &state.candidate)
+                .await?
+                .desired;
+        }
         if live > 0 {
             stable.replicas = live;
         }

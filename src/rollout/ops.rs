@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::engine::{describe_phase, DriveOutcome, Engine, Started};
 use super::plan::Plan;
 use super::platform::{Platform, Revision, RevisionStatus};
-use super::state::{HistoryEntry, LockHeld, Phase, Request, RolloutState, StateStore};
+use super::state::{HistoryEntry, LockHeld, Phase, Request, RolloutState, Scaled, StateStore};
 
 /// What a driving command ended with.
 #[derive(Debug, Clone, Serialize)]
@@ -154,6 +154,93 @@ pub async fn undo<P: Platform, S: StateStore>(
     engine.undo(service, to).await?;
     let (outcome, state) = engine.drive(service, timeout).await?;
     Ok(DriveReport::from_drive(service, outcome, state))
+}
+
+/// What `dronectl scale` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScaleReport {
+    pub service: String,
+    /// The live revision that was scaled.
+    pub revision: String,
+    pub version: String,
+    pub from: u32,
+    pub to: u32,
+    /// The manifest's `replicas`; a deploy keeps `to` while the manifest keeps this count.
+    pub manifest_replicas: u32,
+    /// Replicas ready when the command returned.
+    pub ready: u32,
+}
+
+/// Changes the replica count of the live revision of `service`, without a rollout:
+/// refused while a rollout is in progress, for an autoscaled service and for a service
+/// that is not running. Holds the service's lock, so it cannot race a deploy. Returns
+/// once the new count is ready (scaling down: once the removed replicas are gone).
+pub async fn scale<P: Platform, S: StateStore>(
+    engine: &Engine<'_, P, S>,
+    service: &str,
+    replicas: u32,
+) -> anyhow::Result<ScaleReport> {
+    let _lock = engine.store.lock(service, &holder())?;
+    if let Some(state) = engine.store.load(service)? {
+        if !state.phase.is_terminal() {
+            anyhow::bail!(crate::error::UsageError(format!(
+                "a rollout of `{service}` is in progress (#{}, {}): finish it with `dronectl rollout promote|abort {service}`",
+                state.number,
+                describe_phase(&state.phase)
+            )));
+        }
+    }
+    let mut record = engine.store.load_record(service)?;
+    let Some(stable) = record.stable.clone() else {
+        anyhow::bail!(crate::error::UsageError(format!(
+            "`{service}` is not running: deploy it first (`dronectl deploy {service}` or `dronectl up`)"
+        )));
+    };
+    if let Some(bounds) = &stable.autoscale {
+        anyhow::bail!(crate::error::UsageError(format!(
+            "`{service}` is autoscaled ({}..{} replicas): change `autoscale.min` / `autoscale.max` in dronectl.yaml instead",
+            bounds.min, bounds.max
+        )));
+    }
+    let from = stable.replicas;
+    let manifest = record.scaled.map_or(from, |s| s.manifest);
+    engine.platform.scale(service, &stable, replicas).await?;
+    let deadline = std::time::Instant::now() + engine.timing.progress_deadline;
+    let ready = loop {
+        let status = engine.platform.status(service, &stable).await?;
+        if let Some(failure) = status.failure {
+            anyhow::bail!(
+                "scaling `{service}` to {replicas}: {}: {}",
+                failure.reason,
+                failure.message
+            );
+        }
+        if status.ready >= replicas && status.current <= replicas {
+            break status.ready;
+        }
+        if std::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "scaling `{service}` to {replicas}: {} of {replicas} replicas ready after {:?}",
+                status.ready,
+                engine.timing.progress_deadline
+            );
+        }
+        tokio::time::sleep(engine.timing.poll).await;
+    };
+    let mut scaled = stable.clone();
+    scaled.replicas = replicas;
+    record.stable = Some(scaled);
+    record.scaled = (replicas != manifest).then_some(Scaled { replicas, manifest });
+    engine.store.save_record(service, &record)?;
+    Ok(ScaleReport {
+        service: service.into(),
+        revision: stable.id.clone(),
+        version: stable.version.clone(),
+        from,
+        to: replicas,
+        manifest_replicas: manifest,
+        ready,
+    })
 }
 
 /// `HH:MM:SS UTC` of a time in milliseconds since the Unix epoch, for messages.

@@ -258,7 +258,8 @@ pub trait Platform: Sync {
                     "`{service}`: this platform cannot route by header or cookie, mirror, or keep sessions sticky"
                 );
             }
-            self.set_traffic(service, &traffic.weights, revisions, max_surge).await
+            self.set_traffic(service, &traffic.weights, revisions, max_surge)
+                .await
         }
     }
 

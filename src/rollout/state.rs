@@ -149,6 +149,20 @@ pub struct ServiceRecord {
     pub history: Vec<HistoryEntry>,
     /// Revisions waiting for their scale-down delay to pass.
     pub retired: Vec<Retired>,
+    /// A replica count set with `dronectl scale`, kept by later deploys while the
+    /// manifest's `replicas` stays what it was when the count was set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaled: Option<Scaled>,
+}
+
+/// The `dronectl scale` override of a service's replica count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scaled {
+    /// The count `dronectl scale` set.
+    pub replicas: u32,
+    /// The manifest's `replicas` when it was set; a deploy with another count drops the
+    /// override.
+    pub manifest: u32,
 }
 
 /// A request posted by another process to the one driving a rollout.
@@ -911,6 +925,7 @@ mod tests {
                 message: String::new(),
             }],
             retired: vec![],
+            scaled: None,
         }
     }
 
