@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::kube_setup::{plan, revision, timing, SVC};
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
@@ -21,35 +23,14 @@ use dronectl::events::Collect;
 use dronectl::k8s::{self, DeployOptions, Images, KubeEnv, KubeTarget};
 use dronectl::manifest::{LoadedManifest, StrategyKind};
 use dronectl::rollout::ops::{self, DriveReport};
-use dronectl::rollout::{LockHeld, Plan, PlanStep, Request, Revision, StateStore, Timing};
+use dronectl::rollout::{LockHeld, Plan, PlanStep, Request, Revision, StateStore};
 
 const APP: &str = "tests/fixtures/kube-app";
-const SVC: &str = "delivery";
 
 fn target(client: Client, env: &str, namespace: &str) -> KubeTarget {
     let loaded = LoadedManifest::read_valid(Path::new(APP)).unwrap();
     let kenv = KubeEnv::from_manifest(&loaded.manifest, env, Some(namespace)).unwrap();
     KubeTarget::with_client(loaded.manifest, kenv, client)
-}
-
-fn timing() -> Timing {
-    Timing {
-        poll: Duration::from_millis(50),
-        progress_deadline: Duration::from_secs(30),
-        abort_delay: Duration::from_millis(100),
-    }
-}
-
-fn revision(t: &KubeTarget, tag: &str) -> Revision {
-    let image = t.kenv.image(SVC, tag, None);
-    t.revision(SVC, &image, tag).unwrap()
-}
-
-fn plan(kind: StrategyKind, steps: Vec<PlanStep>) -> Plan {
-    let mut p = Plan::builtin(kind);
-    p.steps = steps;
-    p.scale_down_delay = Duration::from_secs(60);
-    p
 }
 
 async fn deploy(t: &KubeTarget, rev: Revision, plan: Plan, reporter: &Collect) -> DriveReport {

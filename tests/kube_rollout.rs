@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::kube_setup::{plan, revision, timing, SVC};
+
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,33 +23,12 @@ use dronectl::rollout::ops::{self, DriveReport};
 use dronectl::rollout::{Plan, PlanStep, Request, Revision, Timing};
 
 const APP: &str = "tests/fixtures/kube-app";
-const SVC: &str = "delivery";
 const NS: &str = "default";
 
 fn target(client: Client) -> KubeTarget {
     let loaded = LoadedManifest::read_valid(Path::new(APP)).unwrap();
     let kenv = KubeEnv::from_manifest(&loaded.manifest, "staging", Some(NS)).unwrap();
     KubeTarget::with_client(loaded.manifest, kenv, client)
-}
-
-fn timing() -> Timing {
-    Timing {
-        poll: Duration::from_millis(50),
-        progress_deadline: Duration::from_secs(30),
-        abort_delay: Duration::from_millis(100),
-    }
-}
-
-fn revision(t: &KubeTarget, tag: &str) -> Revision {
-    let image = t.kenv.image(SVC, tag, None);
-    t.revision(SVC, &image, tag).unwrap()
-}
-
-fn plan(kind: StrategyKind, steps: Vec<PlanStep>) -> Plan {
-    let mut p = Plan::builtin(kind);
-    p.steps = steps;
-    p.scale_down_delay = Duration::from_secs(60);
-    p
 }
 
 async fn deploy(t: &KubeTarget, rev: Revision, plan: Plan, timing: Timing) -> DriveReport {

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::kube_setup::{plan, revision, timing, SVC};
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -15,10 +17,9 @@ use dronectl::events::Collect;
 use dronectl::k8s::{KubeEnv, KubeTarget};
 use dronectl::manifest::StrategyKind;
 use dronectl::rollout::ops::{self, DriveReport};
-use dronectl::rollout::{Plan, PlanStep, Request, Revision, Timing};
+use dronectl::rollout::{Plan, PlanStep, Request, Revision};
 
 const APP: &str = "tests/fixtures/kube-app/dronectl.yaml";
-const SVC: &str = "delivery";
 const NS: &str = "default";
 
 /// The fixture app, with `autoscale` for `delivery` when given.
@@ -37,26 +38,6 @@ fn target(client: Client, autoscale: Option<&str>) -> KubeTarget {
         .all(|d| d.severity != dronectl::manifest::Severity::Error));
     let kenv = KubeEnv::from_manifest(&manifest, "staging", Some(NS)).unwrap();
     KubeTarget::with_client(manifest, kenv, client)
-}
-
-fn timing() -> Timing {
-    Timing {
-        poll: Duration::from_millis(50),
-        progress_deadline: Duration::from_secs(30),
-        abort_delay: Duration::from_millis(100),
-    }
-}
-
-fn revision(t: &KubeTarget, tag: &str) -> Revision {
-    let image = t.kenv.image(SVC, tag, None);
-    t.revision(SVC, &image, tag).unwrap()
-}
-
-fn plan(kind: StrategyKind, steps: Vec<PlanStep>) -> Plan {
-    let mut p = Plan::builtin(kind);
-    p.steps = steps;
-    p.scale_down_delay = Duration::from_secs(60);
-    p
 }
 
 async fn deploy(t: &KubeTarget, rev: Revision, plan: Plan) -> DriveReport {

@@ -2,6 +2,8 @@
 //! directory trees, and an HTTP client over real sockets (dronectl's own, hyper).
 #![allow(dead_code)]
 
+pub mod kube_setup;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
