@@ -100,6 +100,10 @@ fn config_prints_the_effective_manifest() {
         !yaml.contains("local"),
         "only the environment shown:\n{yaml}"
     );
+    assert!(
+        !yaml.contains("secrets"),
+        "a service without secrets has no `secrets:` line:\n{yaml}"
+    );
 
     // The local environment runs the base entries.
     let out = run(tmp.path(), &["config"]);

@@ -212,6 +212,70 @@ async fn a_canary_is_sized_from_the_live_count_and_the_hpa_moves_to_the_new_stab
     assert_eq!(deployment_of(&c, &v1.id)["spec"]["replicas"], 4);
 }
 
+/// Autoscaling first added after a canary, while the stable runs as `<svc>-<rev>` and the
+/// previous version's `<svc>` Deployment waits out its scale-down delay: the new HPA scales
+/// the stable (the revision the Service selects), not the Deployment merely named `<svc>`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autoscaling_added_after_a_canary_targets_the_stable_deployment() {
+    Box::pin(autoscale_added_after_canary()).await;
+}
+
+async fn autoscale_added_after_canary() {
+    let c = fake().await;
+    let plain = target(c.kube_client(), None);
+    let v1 = revision(&plain, "1.0.0");
+    let report = deploy(&plain, v1.clone(), Plan::builtin(StrategyKind::Rolling)).await;
+    assert_eq!(report.outcome, "completed", "{}", report.message);
+    let v2 = revision(&plain, "2.0.0");
+    let report = deploy(
+        &plain,
+        v2.clone(),
+        plan(StrategyKind::Canary, vec![PlanStep::Weight(50)]),
+    )
+    .await;
+    assert_eq!(report.outcome, "completed", "{}", report.message);
+    let stable = deployment_of(&c, &v2.id)["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(stable, SVC, "the canary ran beside `{SVC}`");
+    assert_eq!(deployment_of(&c, &v1.id)["metadata"]["name"], SVC);
+
+    // The same revision, now autoscaled (bounds are not part of the revision id).
+    let scaled = target(c.kube_client(), Some("{ min: 2, max: 5 }"));
+    let report = deploy(
+        &scaled,
+        revision(&scaled, "2.0.0"),
+        Plan::builtin(StrategyKind::Rolling),
+    )
+    .await;
+    assert_eq!(report.outcome, "unchanged", "{}", report.message);
+    assert_eq!(
+        hpa(&c)["spec"]["scaleTargetRef"]["name"],
+        stable.as_str(),
+        "the HPA scales the Deployment with the traffic"
+    );
+    // `rollout status` reports the autoscaler as the cluster has it.
+    let view = ops::status(&scaled.platform, &scaled.store, SVC)
+        .await
+        .unwrap();
+    let a = view.autoscaler.expect("the autoscaler in the status");
+    assert_eq!(a.name, format!("HorizontalPodAutoscaler/{SVC}"));
+    assert_eq!(a.target, format!("Deployment/{stable}"));
+    assert_eq!((a.min, a.max), (2, 5));
+    assert_eq!(a.metrics, vec!["cpu 80%".to_string()], "the default target");
+    wait_for("the HPA's status", || {
+        hpa(&c)["status"]["desiredReplicas"].as_u64() == Some(2)
+    })
+    .await;
+    let a = ops::status(&scaled.platform, &scaled.store, SVC)
+        .await
+        .unwrap()
+        .autoscaler
+        .unwrap();
+    assert_eq!((a.current, a.desired), (2, 2), "{a:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kube_fake_validates_hpas_like_the_real_server() {
     let c = fake().await;

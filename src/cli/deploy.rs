@@ -247,22 +247,22 @@ pub fn scale(
         let rt = runtime()?;
         return rt.block_on(async {
             let target = dronectl::k8s::KubeTarget::connect(&environment, &options).await?;
-            let services = target.manifest.services.keys().cloned().collect::<Vec<_>>();
-            run_scale(&args, &target.platform, &target.store, &services, printer).await
+            run_scale(
+                &args,
+                &target.platform,
+                &target.store,
+                &target.manifest,
+                printer,
+            )
+            .await
         });
     }
     let dir = app_dir(global, cwd)?;
     let rt = runtime()?;
     rt.block_on(async {
         let target = LocalTarget::connect(&dir, global.env.as_deref()).await?;
-        let services = target
-            .manifest
-            .manifest
-            .services
-            .keys()
-            .cloned()
-            .collect::<Vec<_>>();
-        run_scale(&args, &target.platform, &target.store, &services, printer).await
+        let manifest = &target.manifest.manifest;
+        run_scale(&args, &target.platform, &target.store, manifest, printer).await
     })
 }
 
@@ -270,11 +270,15 @@ async fn run_scale<P: Platform, S: StateStore>(
     args: &ScaleArgs,
     platform: &P,
     store: &S,
-    services: &[String],
+    manifest: &manifest::Manifest,
     printer: &Printer,
 ) -> anyhow::Result<Outcome> {
-    if !services.iter().any(|s| s == &args.service) {
+    let Some(service) = manifest.services.get(&args.service) else {
         return Err(UsageError(format!("no service `{}` in dronectl.yaml", args.service)).into());
+    };
+    if let Some(bounds) = dronectl::rollout::replicas::Bounds::of(service.value.autoscale.as_ref())
+    {
+        return Err(ops::autoscaled(&args.service, bounds));
     }
     let mut engine = Engine::new(platform, store, printer);
     engine.timing.progress_deadline = args.progress_deadline.0;
@@ -481,35 +485,36 @@ pub fn rollout(
         let rt = runtime()?;
         return rt.block_on(async {
             let target = dronectl::k8s::KubeTarget::connect(&environment, &options).await?;
-            let services = target.manifest.services.keys().cloned().collect::<Vec<_>>();
-            run_rollout(cmd, &target.platform, &target.store, &services, printer).await
+            run_rollout(
+                cmd,
+                &target.platform,
+                &target.store,
+                &target.manifest,
+                printer,
+            )
+            .await
         });
     }
     let dir = app_dir(global, cwd)?;
     let rt = runtime()?;
     rt.block_on(async {
         let target = LocalTarget::connect(&dir, global.env.as_deref()).await?;
-        let services = target
-            .manifest
-            .manifest
-            .services
-            .keys()
-            .cloned()
-            .collect::<Vec<_>>();
-        run_rollout(cmd, &target.platform, &target.store, &services, printer).await
+        let manifest = &target.manifest.manifest;
+        run_rollout(cmd, &target.platform, &target.store, manifest, printer).await
     })
 }
 
-/// The rollout commands over any platform and state store.
+/// The rollout commands over any platform and state store, for the services of `manifest`
+/// (the environment's effective manifest).
 async fn run_rollout<P: Platform, S: StateStore>(
     cmd: RolloutCommand,
     platform: &P,
     store: &S,
-    services: &[String],
+    manifest: &manifest::Manifest,
     printer: &Printer,
 ) -> anyhow::Result<Outcome> {
     let check = |service: &str| -> anyhow::Result<()> {
-        if services.iter().any(|s| s == service) {
+        if manifest.services.contains_key(service) {
             Ok(())
         } else {
             Err(UsageError(format!("no service `{service}` in dronectl.yaml")).into())
@@ -537,6 +542,10 @@ async fn run_rollout<P: Platform, S: StateStore>(
                     ops::WaitEnd::Settled,
                 )
             };
+            let mut view = view;
+            view.autoscale = dronectl::rollout::replicas::Bounds::of(
+                manifest.services[&a.service].value.autoscale.as_ref(),
+            );
             print_status(&view, printer);
             let code = match end {
                 ops::WaitEnd::TimedOut if a.wait => ExitCode::TimedOut,
@@ -736,6 +745,34 @@ fn deploy_kube(
     })
 }
 
+/// How the service's replica count is decided, when it is not simply the manifest's.
+fn print_scaling(view: &ops::StatusView, printer: &Printer) {
+    match (&view.autoscaler, view.autoscale) {
+        (Some(a), _) => {
+            let metrics = if a.metrics.is_empty() {
+                String::new()
+            } else {
+                format!(", {}", a.metrics.join(", "))
+            };
+            printer.result_line(&format!(
+                "  autoscaler {} → {}: {} running, {} wanted (bounds {}..{}{metrics})",
+                a.name, a.target, a.current, a.desired, a.min, a.max
+            ));
+        }
+        (None, Some(b)) => printer.result_line(&format!(
+            "  autoscale  {}..{} replicas: no autoscaler runs on this target, so it runs {} (the minimum)",
+            b.min, b.max, b.min
+        )),
+        (None, None) => {}
+    }
+    if let Some(s) = view.scaled {
+        printer.result_line(&format!(
+            "  scaled     to {} replicas by `dronectl scale`; deploys keep {} while dronectl.yaml says replicas: {}",
+            s.replicas, s.replicas, s.manifest
+        ));
+    }
+}
+
 fn print_status(view: &ops::StatusView, printer: &Printer) {
     let number = view.rollout.as_ref().map_or(String::new(), |r| {
         format!(" #{} ({})", r.number, r.plan.name)
@@ -766,6 +803,7 @@ fn print_status(view: &ops::StatusView, printer: &Printer) {
             ));
         }
     }
+    print_scaling(view, printer);
     if let Some(r) = &view.rollout {
         if let Some(a) = &r.analysis {
             for m in &a.measurements {

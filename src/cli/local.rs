@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use serde_json::json;
 
 use dronectl::local;
 use dronectl::manifest;
@@ -158,12 +157,13 @@ pub fn down(
 
 pub fn ps(global: &GlobalArgs, cwd: &Path, printer: &Printer) -> anyhow::Result<Outcome> {
     let dir = app_dir(global, cwd)?;
-    let (entry, rows) = runtime()?.block_on(local::ps(&dir, global.env.as_deref()))?;
+    let ps = runtime()?.block_on(local::ps(&dir, global.env.as_deref()))?;
+    let (entry, rows) = (&ps.entry_url, &ps.containers);
     printer.result_line(&format!(
         "{:<16} {:<14} {:<24} {:<11} {:>7}  {:<34} {}",
         "NAME", "KIND", "VERSION", "REVISION", "TRAFFIC", "CONTAINER", "STATE"
     ));
-    for r in &rows {
+    for r in rows {
         let weight = r.weight.map_or("-".to_string(), |w| format!("{w}%"));
         let retired = r.retired_until_ms.map_or(String::new(), |ms| {
             format!(" (warm until {})", dronectl::rollout::ops::clock(ms))
@@ -173,11 +173,31 @@ pub fn ps(global: &GlobalArgs, cwd: &Path, printer: &Printer) -> anyhow::Result<
             r.name, r.kind, r.version, r.revision, weight, r.container, r.state
         ));
     }
-    match &entry {
+    for s in &ps.scaling {
+        if let Some(b) = s.autoscale {
+            printer.status(
+                "Autoscale",
+                &format!(
+                    "{}: {}..{} replicas in dronectl.yaml; the local target has no autoscaler and runs {}",
+                    s.service, b.min, b.max, b.min
+                ),
+            );
+        }
+        if let Some(n) = s.scaled {
+            printer.status(
+                "Scaled",
+                &format!(
+                    "{}: {} replicas by `dronectl scale` (dronectl.yaml says {}; deploys keep {} until it changes)",
+                    s.service, n.replicas, n.manifest, n.replicas
+                ),
+            );
+        }
+    }
+    match entry {
         Some(url) => printer.status("Entry", url),
         None => printer.status("Down", "the app is not running on the local engine"),
     }
-    Ok(Outcome::ok(json!({"entry_url": entry, "containers": rows})))
+    Ok(Outcome::ok(serde_json::to_value(&ps)?))
 }
 
 pub fn logs(

@@ -39,7 +39,7 @@ use super::render::{self, KubeEnv, Object, RollingParams};
 use super::store::is_status;
 use crate::manifest::{Manifest, Metric};
 use crate::rollout::platform::{
-    Failure, Measurement, Platform, Revision, RevisionStatus, Traffic, Weights,
+    Autoscaler, Failure, Measurement, Platform, Revision, RevisionStatus, Traffic, Weights,
 };
 use crate::rollout::replicas::ratio_counts;
 use crate::rollout::AnalysisPlan;
@@ -246,7 +246,20 @@ impl KubePlatform {
         let target = match (target, &live) {
             (Some(t), _) => t.to_string(),
             (None, Some(h)) => super::hpa::target(h).to_string(),
-            (None, None) => self.serving_deployment(service, None).await?,
+            // No autoscaler yet: the Deployment of the revision the Service `<svc>` selects
+            // (the one with the traffic), not merely the one named `<svc>`: after a canary
+            // the stable runs as `<svc>-<rev>` while the previous `<svc>` waits out its
+            // scale-down delay.
+            (None, None) => {
+                let services: Api<Service> =
+                    Api::namespaced(self.client.clone(), &self.kenv.namespace);
+                let selected = services
+                    .get_opt(service)
+                    .await?
+                    .and_then(|s| s.spec?.selector?.get(render::REVISION).cloned());
+                self.serving_deployment(service, selected.as_deref())
+                    .await?
+            }
         };
         match super::hpa::hpa(&self.kenv, &self.manifest, service, &target) {
             Some(h) => {
@@ -747,6 +760,39 @@ fn prometheus_for(analysis: &AnalysisPlan) -> Option<AnalysisPlan> {
 }
 
 impl Platform for KubePlatform {
+    async fn autoscaler(&self, service: &str) -> anyhow::Result<Option<Autoscaler>> {
+        let Some(h) = self.hpas().get_opt(service).await? else {
+            return Ok(None);
+        };
+        let status = h.status.as_ref();
+        let metrics = h
+            .spec
+            .metrics
+            .iter()
+            .flatten()
+            .filter_map(|m| {
+                let r = m.resource.as_ref()?;
+                Some(match r.target.average_utilization {
+                    Some(u) => format!("{} {u}%", r.name),
+                    None => r.name.clone(),
+                })
+            })
+            .collect();
+        let count = |n: Option<i32>| n.unwrap_or(0).max(0) as u32;
+        Ok(Some(Autoscaler {
+            name: format!("HorizontalPodAutoscaler/{service}"),
+            target: format!(
+                "{}/{}",
+                h.spec.scale_target_ref.kind, h.spec.scale_target_ref.name
+            ),
+            min: count(h.spec.min_replicas.or(Some(1))),
+            max: count(Some(h.spec.max_replicas)),
+            current: count(status.and_then(|s| s.current_replicas)),
+            desired: count(status.map(|s| s.desired_replicas)),
+            metrics,
+        }))
+    }
+
     async fn scale(&self, service: &str, revision: &Revision, replicas: u32) -> anyhow::Result<()> {
         match self.find(service, &revision.id).await? {
             Some(d) => {

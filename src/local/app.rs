@@ -933,8 +933,31 @@ pub struct PsRow {
     pub retired_until_ms: Option<u64>,
 }
 
-/// What runs, by container; and the entry URL when the router runs.
-pub async fn ps(app_dir: &Path, env: Option<&str>) -> anyhow::Result<(Option<String>, Vec<PsRow>)> {
+/// A service whose replica count is not simply the manifest's `replicas`, for `dronectl ps`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PsScaling {
+    pub service: String,
+    /// The count `dronectl scale` set (and the manifest's `replicas` it overrides).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scaled: Option<crate::rollout::state::Scaled>,
+    /// The manifest's `autoscale` bounds: the local target has no autoscaler and runs `min`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub autoscale: Option<crate::rollout::replicas::Bounds>,
+}
+
+/// What `dronectl ps` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ps {
+    /// The router's public URL, when it runs.
+    pub entry_url: Option<String>,
+    pub containers: Vec<PsRow>,
+    /// Services scaled by `dronectl scale` or autoscaled in the manifest.
+    pub scaling: Vec<PsScaling>,
+}
+
+/// What runs, by container; the entry URL when the router runs; and how replica counts
+/// were decided where it is not the manifest's `replicas`.
+pub async fn ps(app_dir: &Path, env: Option<&str>) -> anyhow::Result<Ps> {
     let (manifest, environment) = read_environment(app_dir, env)?;
     let env = environment.name;
     let names = Names {
@@ -949,17 +972,34 @@ pub async fn ps(app_dir: &Path, env: Option<&str>) -> anyhow::Result<(Option<Str
         (Some(p), Some(token)) => p.admin(token).config().await.ok(),
         _ => None,
     };
-    // Retired revisions and when they go, from the rollout records (nothing is created).
+    // Retired revisions and when they go, and `dronectl scale` counts, from the rollout
+    // records (nothing is created).
     let mut retired = std::collections::BTreeMap::new();
+    let mut scaled = std::collections::BTreeMap::new();
     if state_dir.exists() {
         use crate::rollout::StateStore as _;
         let store = FileStore::new(&state_dir)?;
         for service in manifest.manifest.services.keys() {
-            for r in store.load_record(service)?.retired {
+            let record = store.load_record(service)?;
+            if let Some(s) = record.scaled {
+                scaled.insert(service.clone(), s);
+            }
+            for r in record.retired {
                 retired.insert((service.clone(), r.revision.id), r.remove_after_ms);
             }
         }
     }
+    let scaling = manifest
+        .manifest
+        .services
+        .iter()
+        .map(|(name, s)| PsScaling {
+            service: name.clone(),
+            scaled: scaled.get(name).copied(),
+            autoscale: crate::rollout::replicas::Bounds::of(s.value.autoscale.as_ref()),
+        })
+        .filter(|s| s.scaled.is_some() || s.autoscale.is_some())
+        .collect();
     let mut rows = Vec::new();
     for c in docker
         .list_containers(Some(
@@ -997,7 +1037,11 @@ pub async fn ps(app_dir: &Path, env: Option<&str>) -> anyhow::Result<(Option<Str
         });
     }
     rows.sort_by(|a, b| (&a.kind, &a.name, &a.container).cmp(&(&b.kind, &b.name, &b.container)));
-    Ok((ports.map(|p| format!("http://127.0.0.1:{}", p.entry)), rows))
+    Ok(Ps {
+        entry_url: ports.map(|p| format!("http://127.0.0.1:{}", p.entry)),
+        containers: rows,
+        scaling,
+    })
 }
 
 /// A container's name from the engine's listing (`/name` → `name`; empty when absent).

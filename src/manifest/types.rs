@@ -86,7 +86,11 @@ pub struct Service {
     pub strategy: Option<Spanned<String>>,
     /// Secrets the service reads, by name; values are set with `dronectl secret set`, never
     /// written here (see `docs/manifest.md#secrets`).
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub secrets: Vec<Spanned<SecretDecl>>,
     /// Scale with load between `min` and `max` replicas (a HorizontalPodAutoscaler on
     /// Kubernetes; fixed at `min` on the local target). `replicas` is then ignored.

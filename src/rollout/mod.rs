@@ -20,8 +20,8 @@ mod tests;
 pub use engine::{DriveOutcome, Engine, EngineError, Started, Tick, Timing};
 pub use plan::{AnalysisPlan, Plan, PlanStep};
 pub use platform::{
-    Failure, MatchValue, Measurement, Platform, Revision, RevisionStatus, Traffic, TrafficMatch,
-    Weights,
+    Autoscaler, Failure, MatchValue, Measurement, Platform, Revision, RevisionStatus, Traffic,
+    TrafficMatch, Weights,
 };
 pub use state::{
     FileStore, LockHeld, PauseReason, Phase, Request, RolloutState, ServiceRecord, StateStore,

@@ -171,6 +171,16 @@ pub struct ScaleReport {
     pub ready: u32,
 }
 
+/// The refusal of `dronectl scale` for an autoscaled service (exit 2). The caller checks the
+/// manifest's bounds too: a local revision has none (the local target runs `min`).
+pub fn autoscaled(service: &str, bounds: super::replicas::Bounds) -> anyhow::Error {
+    crate::error::UsageError(format!(
+        "`{service}` is autoscaled ({}..{} replicas): change `autoscale.min` / `autoscale.max` in dronectl.yaml instead",
+        bounds.min, bounds.max
+    ))
+    .into()
+}
+
 /// Changes the replica count of the live revision of `service`, without a rollout:
 /// refused while a rollout is in progress, for an autoscaled service and for a service
 /// that is not running. Holds the service's lock, so it cannot race a deploy. Returns
@@ -196,11 +206,8 @@ pub async fn scale<P: Platform, S: StateStore>(
             "`{service}` is not running: deploy it first (`dronectl deploy {service}` or `dronectl up`)"
         )));
     };
-    if let Some(bounds) = &stable.autoscale {
-        anyhow::bail!(crate::error::UsageError(format!(
-            "`{service}` is autoscaled ({}..{} replicas): change `autoscale.min` / `autoscale.max` in dronectl.yaml instead",
-            bounds.min, bounds.max
-        )));
+    if let Some(bounds) = stable.autoscale {
+        return Err(autoscaled(service, bounds));
     }
     let from = stable.replicas;
     let manifest = record.scaled.map_or(from, |s| s.manifest);
@@ -342,6 +349,16 @@ pub struct StatusView {
     pub driven: bool,
     /// Revisions waiting for their delay to end before they are removed.
     pub retired: Vec<RetiredView>,
+    /// The count `dronectl scale` set, while the manifest's `replicas` stays the same.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scaled: Option<Scaled>,
+    /// The service's autoscaler, where the platform runs one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub autoscaler: Option<super::Autoscaler>,
+    /// The manifest's `autoscale` bounds (set by the caller, which has the manifest; the
+    /// local target runs `min` replicas, having no autoscaler).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub autoscale: Option<super::replicas::Bounds>,
 }
 
 impl StatusView {
@@ -434,6 +451,8 @@ pub async fn status<P: Platform, S: StateStore>(
         c.effective_weight = effective.get(&c.revision.id).copied().unwrap_or(c.weight);
         s.effective_weight = effective.get(&s.revision.id).copied().unwrap_or(s.weight);
     }
+    // Best effort: a status that cannot read the autoscaler still shows the rollout.
+    let autoscaler = platform.autoscaler(service).await.unwrap_or(None);
     Ok(StatusView {
         service: service.into(),
         rollout,
@@ -442,6 +461,9 @@ pub async fn status<P: Platform, S: StateStore>(
         stable,
         candidate,
         driven,
+        scaled: record.scaled,
+        autoscaler,
+        autoscale: None,
         retired: record
             .retired
             .iter()

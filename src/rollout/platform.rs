@@ -117,6 +117,23 @@ pub struct Failure {
     pub logs: Vec<String>,
 }
 
+/// A service's autoscaler as the platform reports it (Kubernetes: its
+/// HorizontalPodAutoscaler), for `rollout status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Autoscaler {
+    /// The autoscaler object (`HorizontalPodAutoscaler/delivery`).
+    pub name: String,
+    /// The workload it scales (`Deployment/delivery-3f2a9c1b7e`).
+    pub target: String,
+    pub min: u32,
+    pub max: u32,
+    /// Replicas it last saw running and the count it wants, from its status.
+    pub current: u32,
+    pub desired: u32,
+    /// Its targets, e.g. `cpu 70%`.
+    pub metrics: Vec<String>,
+}
+
 /// How far a revision has come.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevisionStatus {
@@ -333,6 +350,15 @@ pub trait Platform: Sync {
         _max_unavailable: u32,
     ) -> impl Future<Output = anyhow::Result<()>> + Send {
         async { anyhow::bail!("this platform has no native rolling updates") }
+    }
+
+    /// The service's autoscaler, if the platform runs one for it (the default: none; the
+    /// local target has no autoscaler and runs an autoscaled service at its `min`).
+    fn autoscaler(
+        &self,
+        _service: &str,
+    ) -> impl Future<Output = anyhow::Result<Option<Autoscaler>>> + Send {
+        async { Ok(None) }
     }
 
     /// Removes every trace of a revision (containers, objects), after it was scaled to 0.
