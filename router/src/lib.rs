@@ -512,10 +512,9 @@ async fn worker_loop(
                 continue;
             }
         };
-        let worker = worker.clone();
-        let peer = proxy::Peer::new(remote.ip(), listener);
+        let peer = Arc::new(proxy::Peer::new(worker.clone(), remote.ip(), listener));
         let dedicated = peer.dedicated.clone();
-        let svc = service_fn(move |req| proxy::handle(worker.clone(), req, peer.clone()));
+        let svc = service_fn(move |req| proxy::handle(peer.clone(), req));
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), svc)
             .into_owned();

@@ -46,10 +46,10 @@ pub(crate) enum Listener {
 
 const MAX_ATTEMPTS: usize = 4;
 
-/// The client side of one accepted connection, computed once per connection rather than
-/// per request.
-#[derive(Clone)]
+/// One accepted connection: its worker and client side, computed once per connection
+/// rather than per request, and shared by its requests (one reference count each).
 pub(crate) struct Peer {
+    pub(crate) worker: Arc<Worker>,
     /// The client's IP address as a header value, for `X-Forwarded-For`.
     ip_value: HeaderValue,
     listener: Listener,
@@ -58,15 +58,20 @@ pub(crate) struct Peer {
 }
 
 impl Peer {
-    pub(crate) fn new(ip: IpAddr, listener: Listener) -> Peer {
-        let ip_value =
-            HeaderValue::from_str(&ip.to_string()).expect("an IP address is a valid header value");
+    pub(crate) fn new(worker: Arc<Worker>, ip: IpAddr, listener: Listener) -> Peer {
+        let ip_value = ip_header(ip);
         Peer {
+            worker,
             ip_value,
             listener,
             dedicated: Dedicated::default(),
         }
     }
+}
+
+/// The client's IP address as an `X-Forwarded-For` value.
+fn ip_header(ip: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&ip.to_string()).expect("an IP address is a valid header value")
 }
 
 static X_VERSION: HeaderName = HeaderName::from_static(VERSION_HEADER);
@@ -77,11 +82,11 @@ static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 pub(crate) async fn handle(
-    worker: Arc<Worker>,
+    peer: Arc<Peer>,
     req: Request<Incoming>,
-    peer: Peer,
 ) -> Result<Response<RespBody>, Infallible> {
     let start = Instant::now();
+    let worker = &peer.worker;
     let inner = &worker.inner;
     let listener = peer.listener;
     let (mut parts, body) = req.into_parts();
@@ -450,31 +455,56 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
+/// The hop-by-hop headers removed from every forwarded message (besides those that
+/// `Connection` names).
+static HOP_BY_HOP: [&HeaderName; 9] = [
+    &header::CONNECTION,
+    &KEEP_ALIVE,
+    &PROXY_CONNECTION,
+    &header::TE,
+    &header::TRAILER,
+    &header::TRANSFER_ENCODING,
+    &header::UPGRADE,
+    &header::PROXY_AUTHORIZATION,
+    &header::PROXY_AUTHENTICATE,
+];
+
+/// Removes the hop-by-hop headers. One pass over the message's names (a standard name
+/// compares as an enum, no hashing) finds which are present; only those are looked up and
+/// removed, and most requests carry none. The names listed in `Connection` are removed
+/// without being parsed into owned header names.
 fn strip_hop_by_hop(h: &mut HeaderMap) {
-    if let Some(conn) = h.get(header::CONNECTION) {
-        if let Ok(s) = conn.to_str() {
-            let named: Vec<HeaderName> = s
-                .split(',')
-                .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-                .collect();
-            for n in named {
-                h.remove(n);
+    let mut present = [false; HOP_BY_HOP.len()];
+    let mut any = false;
+    for name in h.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|n| *n == name) {
+            present[i] = true;
+            any = true;
+        }
+    }
+    if !any {
+        return;
+    }
+    // `Connection` is the first entry. Its value is cloned (a reference count) so that the
+    // map can be changed while its tokens are read.
+    if present[0] {
+        let mut values = h.get_all(header::CONNECTION).iter();
+        let first = values.next().cloned();
+        // Empty (no allocation) unless the message repeats `Connection`.
+        let rest: Vec<HeaderValue> = values.cloned().collect();
+        for conn in first.into_iter().chain(rest) {
+            if let Ok(s) = conn.to_str() {
+                for token in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                    // `&str` keys are matched case-insensitively; an invalid name matches
+                    // nothing.
+                    h.remove(token);
+                }
             }
         }
     }
-    for name in [
-        &header::CONNECTION,
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-        &header::UPGRADE,
-        &header::PROXY_AUTHORIZATION,
-        &header::PROXY_AUTHENTICATE,
-    ] {
-        if h.contains_key(name) {
-            h.remove(name);
+    for (name, here) in HOP_BY_HOP.iter().zip(present) {
+        if here {
+            h.remove(*name);
         }
     }
 }
@@ -616,12 +646,41 @@ mod tests {
     }
 
     #[test]
+    fn strips_connection_tokens_in_any_case_and_every_connection_header() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_static("Keep-Alive, X-One"),
+        );
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_static("x-two, bad name"),
+        );
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-one", HeaderValue::from_static("1"));
+        h.insert("x-two", HeaderValue::from_static("2"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(header::HOST, HeaderValue::from_static("orders"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h[header::HOST], "orders");
+
+        // Nothing hop-by-hop: the map is left as it is.
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("orders"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        let before = h.clone();
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, before);
+    }
+
+    #[test]
     fn forwarded_for_appends() {
         let mut h = HeaderMap::new();
-        append_forwarded_for(
-            &mut h,
-            &Peer::new("10.0.0.1".parse().unwrap(), Listener::Internal).ip_value,
-        );
+        append_forwarded_for(&mut h, &ip_header("10.0.0.1".parse().unwrap()));
         append_forwarded_for(&mut h, &HeaderValue::from_static("10.0.0.2"));
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 10.0.0.2");
     }
