@@ -9,6 +9,7 @@
 pub mod analysis;
 pub mod engine;
 pub mod ops;
+pub mod outcome;
 pub mod plan;
 pub mod platform;
 pub mod replicas;
@@ -18,6 +19,7 @@ pub mod state;
 mod tests;
 
 pub use engine::{DriveOutcome, Engine, EngineError, Started, Tick, Timing};
+pub use outcome::Outcome;
 pub use plan::{AnalysisPlan, Plan, PlanStep};
 pub use platform::{
     Failure, MatchValue, Measurement, Platform, Revision, RevisionStatus, Traffic, TrafficMatch,

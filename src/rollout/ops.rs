@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::engine::{describe_phase, DriveOutcome, Engine, Started};
+use super::outcome::Outcome;
 use super::plan::Plan;
 use super::platform::{Platform, Revision, RevisionStatus};
 use super::state::{HistoryEntry, LockHeld, Phase, Request, RolloutState, Scaled, StateStore};
@@ -15,29 +16,18 @@ use super::state::{HistoryEntry, LockHeld, Phase, Request, RolloutState, Scaled,
 #[derive(Debug, Clone, Serialize)]
 pub struct DriveReport {
     pub service: String,
-    /// `completed`, `failed`, `aborted`, `timed_out`, `paused`, `unchanged`, `requested`.
-    pub outcome: String,
+    pub outcome: Outcome,
     pub number: Option<u64>,
     pub message: String,
-    #[serde(skip)]
-    pub drive: Option<DriveOutcome>,
     pub state: Option<RolloutState>,
 }
 
 impl DriveReport {
-    pub fn exit_code(&self) -> crate::error::ExitCode {
-        self.drive
-            .map_or(crate::error::ExitCode::Success, DriveOutcome::exit_code)
+    pub fn exit_code(&self) -> crate::exit::ExitCode {
+        self.outcome.exit_code()
     }
 
     fn from_drive(service: &str, outcome: DriveOutcome, state: RolloutState) -> DriveReport {
-        let word = match outcome {
-            DriveOutcome::Completed => "completed",
-            DriveOutcome::Failed => "failed",
-            DriveOutcome::Aborted => "aborted",
-            DriveOutcome::TimedOut => "timed_out",
-            DriveOutcome::Paused => "paused",
-        };
         let message = match outcome {
             DriveOutcome::TimedOut => format!(
                 "timed out while {}; the rollout is kept: `dronectl rollout resume {service}` continues it",
@@ -47,10 +37,9 @@ impl DriveReport {
         };
         DriveReport {
             service: service.into(),
-            outcome: word.into(),
+            outcome: outcome.into(),
             number: Some(state.number),
             message,
-            drive: Some(outcome),
             state: Some(state),
         }
     }
@@ -73,14 +62,13 @@ pub async fn deploy<P: Platform, S: StateStore>(
     match engine.start(service, candidate, plan).await? {
         Started::Unchanged(revision) => Ok(DriveReport {
             service: service.into(),
-            outcome: "unchanged".into(),
+            outcome: Outcome::Unchanged,
             number: None,
             message: format!(
                 "{} already runs {}; nothing to do",
                 service,
                 revision.label()
             ),
-            drive: Some(DriveOutcome::Completed),
             state: None,
         }),
         Started::New(_) => {
@@ -114,7 +102,7 @@ pub async fn request<P: Platform, S: StateStore>(
         .load(service)?
         .ok_or_else(|| super::EngineError::NoRollout(service.into()))?;
     if state.phase.is_terminal() {
-        anyhow::bail!(crate::error::UsageError(format!(
+        anyhow::bail!(crate::exit::UsageError(format!(
             "rollout #{} of `{service}` has already ended ({}); nothing to {}",
             state.number,
             describe_phase(&state.phase),
@@ -133,10 +121,9 @@ pub async fn request<P: Platform, S: StateStore>(
         }
         Err(e) if e.is::<LockHeld>() => Ok(DriveReport {
             service: service.into(),
-            outcome: "requested".into(),
+            outcome: Outcome::Requested,
             number: Some(state.number),
             message: format!("requested; {e}"),
-            drive: None,
             state: Some(state),
         }),
         Err(e) => Err(e),
@@ -183,7 +170,7 @@ pub async fn scale<P: Platform, S: StateStore>(
     let _lock = engine.store.lock(service, &holder())?;
     if let Some(state) = engine.store.load(service)? {
         if !state.phase.is_terminal() {
-            anyhow::bail!(crate::error::UsageError(format!(
+            anyhow::bail!(crate::exit::UsageError(format!(
                 "a rollout of `{service}` is in progress (#{}, {}): finish it with `dronectl rollout promote|abort {service}`",
                 state.number,
                 describe_phase(&state.phase)
@@ -192,12 +179,12 @@ pub async fn scale<P: Platform, S: StateStore>(
     }
     let mut record = engine.store.load_record(service)?;
     let Some(stable) = record.stable.clone() else {
-        anyhow::bail!(crate::error::UsageError(format!(
+        anyhow::bail!(crate::exit::UsageError(format!(
             "`{service}` is not running: deploy it first (`dronectl deploy {service}` or `dronectl up`)"
         )));
     };
     if let Some(bounds) = &stable.autoscale {
-        anyhow::bail!(crate::error::UsageError(format!(
+        anyhow::bail!(crate::exit::UsageError(format!(
             "`{service}` is autoscaled ({}..{} replicas): change `autoscale.min` / `autoscale.max` in dronectl.yaml instead",
             bounds.min, bounds.max
         )));
@@ -252,7 +239,7 @@ pub fn clock(ms: u64) -> String {
 /// Whether a command that ended with `report` waits for the service's retired revisions
 /// (only once its rollout has ended: completed, aborted or failed).
 pub fn retires_after(report: &DriveReport) -> bool {
-    matches!(report.outcome.as_str(), "completed" | "aborted" | "failed")
+    report.outcome.is_end()
 }
 
 /// Waits until each retired revision of `service` (the previous version kept warm for an
@@ -346,8 +333,8 @@ pub struct StatusView {
 
 impl StatusView {
     /// Exit code of `rollout status`: 0 completed or progressing, 1 failed, 3 aborted, 5 paused.
-    pub fn exit_code(&self) -> crate::error::ExitCode {
-        use crate::error::ExitCode;
+    pub fn exit_code(&self) -> crate::exit::ExitCode {
+        use crate::exit::ExitCode;
         match self.rollout.as_ref().map(|r| &r.phase) {
             Some(Phase::Failed { .. }) => ExitCode::Failed,
             Some(Phase::Aborted { .. }) => ExitCode::Aborted,
@@ -491,12 +478,12 @@ pub async fn wait_status<P: Platform, S: StateStore>(
                 _ if view.stable.as_ref().is_some_and(|s| matches(&s.revision)) => {
                     return Ok((view, WaitEnd::Settled))
                 }
-                Some(r) => anyhow::bail!(crate::error::UsageError(format!(
+                Some(r) => anyhow::bail!(crate::exit::UsageError(format!(
                     "the current rollout of `{service}` (#{}) is for {}, not `{wanted}`",
                     r.number,
                     r.candidate.label()
                 ))),
-                None => anyhow::bail!(crate::error::UsageError(format!(
+                None => anyhow::bail!(crate::exit::UsageError(format!(
                     "`{service}` has no rollout of `{wanted}`"
                 ))),
             }

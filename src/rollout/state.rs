@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::outcome::Outcome;
 use super::plan::{Plan, PlanStep};
 use super::platform::{Failure, Revision};
 
@@ -134,7 +135,8 @@ pub struct HistoryEntry {
     pub number: u64,
     pub revision: Revision,
     pub strategy: String,
-    /// `completed`, `aborted`, `failed`.
+    /// How the rollout ended: [`Outcome::Completed`], [`Outcome::Aborted`] or
+    /// [`Outcome::Failed`], as their words (`completed`, `aborted`, `failed`).
     pub outcome: String,
     pub started_ms: u64,
     pub finished_ms: u64,
@@ -242,6 +244,19 @@ pub struct StateSymlink {
     pub path: PathBuf,
 }
 
+/// The state can't be used as it is: the operation failed (1). What to do is in the
+/// message.
+macro_rules! failed {
+    ($($t:ty),*) => {
+        $(impl crate::exit::ExitStatus for $t {
+            fn exit_code(&self) -> crate::exit::ExitCode {
+                crate::exit::ExitCode::Failed
+            }
+        })*
+    };
+}
+failed!(LockHeld, DamagedState, UnsafeStateDir, StateSymlink);
+
 impl FileStore {
     /// Opens (creating it, `0700` per created level) the state directory `dir`, and checks
     /// that it is the user's own.
@@ -310,7 +325,7 @@ impl FileStore {
             .or_else(|| set("XDG_STATE_HOME").map(|p| PathBuf::from(p).join("dronectl")))
             .or_else(|| set("HOME").map(|h| PathBuf::from(h).join(".local/state/dronectl")))
             .ok_or_else(|| {
-                crate::error::UsageError(
+                crate::exit::UsageError(
                     "cannot choose a directory for rollout state: none of DRONECTL_STATE_DIR, XDG_STATE_HOME and HOME is set; set DRONECTL_STATE_DIR to a directory only you can write".into(),
                 )
             })?;
@@ -813,7 +828,8 @@ impl ServiceRecord {
                     entry.number
                 ));
             }
-            if !matches!(entry.outcome.as_str(), "completed" | "aborted" | "failed") {
+            let ends = [Outcome::Completed, Outcome::Aborted, Outcome::Failed];
+            if !ends.iter().any(|o| *o == entry.outcome.as_str()) {
                 return Err(format!(
                     "rollout {} has the unknown outcome `{}`",
                     entry.number,
@@ -830,7 +846,7 @@ impl ServiceRecord {
             let deployed = self
                 .history
                 .iter()
-                .any(|h| h.outcome == "completed" && h.revision.id == stable.id);
+                .any(|h| h.outcome == Outcome::Completed.as_str() && h.revision.id == stable.id);
             // Old entries are dropped, so a long history may have lost it.
             if !deployed && self.history.len() < HISTORY_KEEP {
                 return Err(format!(

@@ -1221,7 +1221,7 @@ async fn scale_is_refused_during_a_rollout_for_an_autoscaled_and_an_undeployed_s
     let s = Setup::new();
     let engine = s.engine();
     let err = ops::scale(&engine, "api", 2).await.unwrap_err();
-    assert!(err.is::<crate::error::UsageError>(), "{err}");
+    assert!(err.is::<crate::exit::UsageError>(), "{err}");
     assert!(err.to_string().contains("is not running"), "{err}");
 
     s.deploy_stable("api:1").await;
@@ -1234,7 +1234,7 @@ async fn scale_is_refused_during_a_rollout_for_an_autoscaled_and_an_undeployed_s
         .await
         .unwrap();
     let err = ops::scale(&engine, "api", 2).await.unwrap_err();
-    assert!(err.is::<crate::error::UsageError>(), "{err}");
+    assert!(err.is::<crate::exit::UsageError>(), "{err}");
     assert!(
         err.to_string().contains(
             "a rollout of `api` is in progress (#2, progressing): finish it with `dronectl rollout promote|abort api`"
@@ -1253,6 +1253,6 @@ async fn scale_is_refused_during_a_rollout_for_an_autoscaled_and_an_undeployed_s
         .unwrap();
     engine.drive("api", None).await.unwrap();
     let err = ops::scale(&engine, "api", 4).await.unwrap_err();
-    assert!(err.is::<crate::error::UsageError>(), "{err}");
+    assert!(err.is::<crate::exit::UsageError>(), "{err}");
     assert!(err.to_string().contains("autoscale.min"), "{err}");
 }
