@@ -16,7 +16,7 @@ pub mod replicas;
 pub mod state;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod test_support;
 
 pub use engine::{DriveOutcome, Engine, EngineError, Started, Tick, Timing};
 pub use outcome::Outcome;

@@ -180,3 +180,113 @@ fn metric_name(metric: Metric) -> &'static str {
         Metric::Prometheus => "prometheus query",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::rollout::test_support::*;
+
+    #[tokio::test]
+    async fn failed_analysis_aborts_and_rolls_back() {
+        let s = Setup::new();
+        let v1 = s.deploy_stable("api:1").await;
+        s.fake.inner.lock().unwrap().measurements = vec![Measurement::Value(0.30)];
+        let v2 = rev("api:2", 1);
+        let engine = s.engine();
+        engine
+            .start(
+                "api",
+                v2.clone(),
+                canary(vec![
+                    PlanStep::Weight(20),
+                    PlanStep::Analysis("errors".into()),
+                    PlanStep::Weight(100),
+                ]),
+            )
+            .await
+            .unwrap();
+        let (outcome, state) = engine
+            .drive("api", Some(Duration::from_secs(10)))
+            .await
+            .unwrap();
+        assert_eq!(outcome, DriveOutcome::Aborted);
+        assert_eq!(outcome.exit_code().code(), 3);
+        assert!(
+            state.message.contains("error rate 30.00%"),
+            "{}",
+            state.message
+        );
+        let log = s.fake.traffic_log();
+        assert_eq!(log.last().unwrap()[&v1.id], 100, "traffic back on stable");
+        assert_eq!(
+            s.fake.inner.lock().unwrap().replicas[&v2.id],
+            0,
+            "candidate scaled down after the delay"
+        );
+        assert_eq!(
+            s.store.load_record("api").unwrap().stable.unwrap().id,
+            v1.id
+        );
+        assert!(s.kinds().contains(&RolloutWhat::Aborted));
+    }
+
+    #[tokio::test]
+    async fn manual_pause_and_inconclusive_analysis_wait_for_promotion() {
+        let s = Setup::new();
+        s.deploy_stable("api:1").await;
+        let v2 = rev("api:2", 1);
+        let engine = s.engine();
+        engine
+            .start(
+                "api",
+                v2.clone(),
+                canary(vec![
+                    PlanStep::Weight(10),
+                    PlanStep::Pause(None),
+                    PlanStep::Analysis("errors".into()),
+                    PlanStep::Weight(60),
+                ]),
+            )
+            .await
+            .unwrap();
+        let (outcome, state) = engine
+            .drive("api", Some(Duration::from_secs(5)))
+            .await
+            .unwrap();
+        assert_eq!(outcome, DriveOutcome::Paused);
+        assert_eq!(outcome.exit_code().code(), 5);
+        assert_eq!(
+            state.phase,
+            Phase::Paused {
+                reason: PauseReason::UntilPromoted
+            }
+        );
+        assert_eq!(state.step, 1);
+        // Another process promotes; no traffic → the analysis is inconclusive → paused again.
+        s.store.post("api", Request::Promote).unwrap();
+        let (outcome, state) = engine
+            .drive("api", Some(Duration::from_secs(5)))
+            .await
+            .unwrap();
+        assert_eq!(outcome, DriveOutcome::Paused);
+        assert!(
+            matches!(
+                state.phase,
+                Phase::Paused {
+                    reason: PauseReason::Inconclusive { .. }
+                }
+            ),
+            "{:?}",
+            state.phase
+        );
+        s.store.post("api", Request::Promote).unwrap();
+        let (outcome, _) = engine
+            .drive("api", Some(Duration::from_secs(5)))
+            .await
+            .unwrap();
+        assert_eq!(outcome, DriveOutcome::Completed);
+        assert_eq!(
+            candidate_weights(&s.fake.traffic_log(), &v2.id),
+            vec![0, 0, 10, 60, 100]
+        );
+    }
+}

@@ -190,7 +190,7 @@ impl<P: Platform, S: StateStore> Engine<'_, P, S> {
 }
 
 /// Records how rollout `state` ended (completed, aborted or failed) in the service's
-/// history, keeping the last 50.
+/// history, keeping the last [`HISTORY_KEEP`].
 fn push_history(record: &mut ServiceRecord, state: &RolloutState, outcome: Outcome) {
     record.history.retain(|h| h.number != state.number);
     record.history.push(HistoryEntry {
@@ -202,9 +202,69 @@ fn push_history(record: &mut ServiceRecord, state: &RolloutState, outcome: Outco
         finished_ms: state.finished_ms.unwrap_or_else(now_ms),
         message: state.message.clone(),
     });
-    const KEEP: usize = 50;
-    if record.history.len() > KEEP {
-        let drop = record.history.len() - KEEP;
+    if record.history.len() > HISTORY_KEEP {
+        let drop = record.history.len() - HISTORY_KEEP;
         record.history.drain(..drop);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::rollout::test_support::*;
+
+    #[tokio::test]
+    async fn abort_request_rolls_back_and_a_second_start_is_refused_while_running() {
+        let s = Setup::new();
+        let v1 = s.deploy_stable("api:1").await;
+        let engine = s.engine();
+        engine
+            .start(
+                "api",
+                rev("api:2", 1),
+                canary(vec![PlanStep::Weight(50), PlanStep::Pause(None)]),
+            )
+            .await
+            .unwrap();
+        let (outcome, _) = engine.drive("api", None).await.unwrap();
+        assert_eq!(outcome, DriveOutcome::Paused);
+        let err = engine
+            .start("api", rev("api:3", 1), Plan::builtin(StrategyKind::Rolling))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("still in progress"), "{err}");
+        s.store.post("api", Request::Abort).unwrap();
+        let (outcome, _) = engine.drive("api", None).await.unwrap();
+        assert_eq!(outcome, DriveOutcome::Aborted);
+        assert_eq!(s.fake.traffic_log().last().unwrap()[&v1.id], 100);
+    }
+
+    #[tokio::test]
+    async fn with_an_autoscaler_an_abort_leaves_the_stable_as_the_autoscaler_set_it() {
+        let s = Setup::new();
+        let v1 = autoscaled("api:1", 2, 10);
+        autoscaled_stable(&s, &v1, 3).await;
+        let v2 = autoscaled("api:2", 2, 10);
+        let engine = s.engine();
+        engine
+            .start(
+                "api",
+                v2.clone(),
+                canary(vec![PlanStep::Weight(50), PlanStep::Pause(None)]),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            engine.drive("api", None).await.unwrap().0,
+            DriveOutcome::Paused
+        );
+        s.store.post("api", Request::Abort).unwrap();
+        let (outcome, _) = engine.drive("api", None).await.unwrap();
+        assert_eq!(outcome, DriveOutcome::Aborted);
+        let f = s.fake.inner.lock().unwrap();
+        assert_eq!(f.replicas[&v1.id], 3);
+        assert_eq!(f.hpa, Some((v1.id.clone(), 3)));
+        // Traffic went back before the candidate was scaled down.
+        assert_eq!(f.weights.last().unwrap()[&v1.id], 100);
+        assert_eq!(f.replicas[&v2.id], 0);
     }
 }

@@ -529,3 +529,79 @@ pub fn describe_phase(phase: &Phase) -> String {
         Phase::Failed { failure } => format!("failed ({})", failure.reason),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::rollout::test_support::*;
+
+    #[tokio::test]
+    async fn first_deploy_completes_and_redeploy_is_a_no_op() {
+        let s = Setup::new();
+        let v1 = s.deploy_stable("api:1").await;
+        assert_eq!(candidate_weights(&s.fake.traffic_log(), &v1.id), vec![100]);
+        let engine = s.engine();
+        assert!(matches!(
+            engine
+                .start("api", v1.clone(), Plan::builtin(StrategyKind::Canary))
+                .await
+                .unwrap(),
+            Started::Unchanged(_)
+        ));
+        assert_eq!(s.store.load_record("api").unwrap().stable, Some(v1));
+    }
+
+    #[tokio::test]
+    async fn a_killed_driver_is_resumed_from_the_persisted_state() {
+        let s = Setup::new();
+        s.deploy_stable("api:1").await;
+        let v2 = rev("api:2", 1);
+        {
+            let engine = s.engine();
+            engine
+                .start(
+                    "api",
+                    v2.clone(),
+                    canary(vec![
+                        PlanStep::Weight(30),
+                        PlanStep::Pause(Some(Duration::from_millis(2000))),
+                        PlanStep::Weight(70),
+                    ]),
+                )
+                .await
+                .unwrap();
+            // "Killed" during the pause: the drive stops at its timeout.
+            let (outcome, _) = engine
+                .drive("api", Some(Duration::from_millis(500)))
+                .await
+                .unwrap();
+            assert_eq!(outcome, DriveOutcome::TimedOut);
+        }
+        let stored = s.store.load("api").unwrap().unwrap();
+        assert!(matches!(
+            stored.phase,
+            Phase::Paused {
+                reason: PauseReason::Timed { .. }
+            }
+        ));
+        assert_eq!((stored.step, stored.weight), (1, 30));
+        // A new engine (a new process) continues; the pause counts from when it began.
+        let engine = s.engine();
+        let started = std::time::Instant::now();
+        let (outcome, _) = engine
+            .drive("api", Some(Duration::from_secs(5)))
+            .await
+            .unwrap();
+        assert_eq!(outcome, DriveOutcome::Completed);
+        assert!(
+            // A restarted pause would take the whole 2 s again; the rest of it is 1.5 s. The
+            // margin is for a loaded machine (the completion steps take a few ms each).
+            started.elapsed() < Duration::from_millis(1950),
+            "the pause was not restarted"
+        );
+        assert_eq!(
+            candidate_weights(&s.fake.traffic_log(), &v2.id),
+            vec![0, 0, 30, 70, 100]
+        );
+        // A second start while one is in progress is refused.
+    }
+}

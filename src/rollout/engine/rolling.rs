@@ -143,3 +143,42 @@ impl<P: Platform, S: StateStore> Engine<'_, P, S> {
         Ok(Tick::Wait(self.timing.poll))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::rollout::test_support::*;
+
+    #[tokio::test]
+    async fn rolling_update_replaces_replicas_without_losing_capacity() {
+        let s = Setup::new();
+        let engine = s.engine();
+        let v1 = rev("api:1", 3);
+        engine
+            .start("api", v1.clone(), Plan::builtin(StrategyKind::Rolling))
+            .await
+            .unwrap();
+        assert_eq!(
+            engine.drive("api", None).await.unwrap().0,
+            DriveOutcome::Completed
+        );
+        s.fake.inner.lock().unwrap().ready_after = 2;
+        let v2 = rev("api:2", 3);
+        engine
+            .start("api", v2.clone(), Plan::builtin(StrategyKind::Rolling))
+            .await
+            .unwrap();
+        let (outcome, state) = engine
+            .drive("api", Some(Duration::from_secs(10)))
+            .await
+            .unwrap();
+        assert_eq!(outcome, DriveOutcome::Completed, "{}", state.message);
+        let shares = candidate_weights(&s.fake.traffic_log(), &v2.id);
+        assert_eq!(shares.last(), Some(&100));
+        assert!(
+            shares.windows(2).all(|w| w[0] <= w[1]),
+            "traffic only moves forward: {shares:?}"
+        );
+        let replicas = s.fake.inner.lock().unwrap().replicas.clone();
+        assert_eq!((replicas[&v1.id], replicas[&v2.id]), (0, 3));
+    }
+}

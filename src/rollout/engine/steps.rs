@@ -195,3 +195,266 @@ impl<P: Platform, S: StateStore> Engine<'_, P, S> {
         Ok(Some(Tick::Wait(self.timing.poll)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::rollout::test_support::*;
+
+    #[tokio::test]
+    async fn canary_walks_its_steps_and_keeps_the_old_version_warm() {
+        let s = Setup::new();
+        let v1 = s.deploy_stable("api:1").await;
+        s.fake.inner.lock().unwrap().ready_after = 3;
+        s.fake.inner.lock().unwrap().measurements =
+            vec![Measurement::Value(0.0), Measurement::Value(0.01)];
+        let v2 = rev("api:2", 1);
+        let engine = s.engine();
+        engine
+            .start(
+                "api",
+                v2.clone(),
+                canary(vec![
+                    PlanStep::Weight(20),
+                    PlanStep::Pause(Some(Duration::from_millis(30))),
+                    PlanStep::Analysis("errors".into()),
+                    PlanStep::Weight(50),
+                ]),
+            )
+            .await
+            .unwrap();
+        let (outcome, state) = engine
+            .drive("api", Some(Duration::from_secs(10)))
+            .await
+            .unwrap();
+        assert_eq!(outcome, DriveOutcome::Completed, "{}", state.message);
+        let log = s.fake.traffic_log();
+        assert_eq!(candidate_weights(&log, &v2.id), vec![0, 0, 20, 50, 100]);
+        let record = s.store.load_record("api").unwrap();
+        assert_eq!(record.stable.as_ref().unwrap().id, v2.id);
+        assert!(
+            record
+                .retired
+                .iter()
+                .any(|r| r.revision.id == v1.id && r.warm),
+            "v1 kept warm"
+        );
+        assert_eq!(
+            state.analyses_done,
+            vec![("errors".to_string(), state::MeasurementOutcome::Pass)]
+        );
+        // After the scale-down delay, the next engine run removes v1.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        engine.collect_garbage("api").await.unwrap();
+        assert_eq!(s.fake.inner.lock().unwrap().removed, vec![v1.id.clone()]);
+    }
+
+    #[tokio::test]
+    async fn crash_looping_candidate_fails_without_getting_traffic() {
+        let s = Setup::new();
+        let v1 = s.deploy_stable("api:1").await;
+        s.fake.inner.lock().unwrap().crashing.push("api:bad".into());
+        let bad = rev("api:bad", 1);
+        let engine = s.engine();
+        engine
+            .start("api", bad.clone(), canary(vec![PlanStep::Weight(50)]))
+            .await
+            .unwrap();
+        let (outcome, state) = engine
+            .drive("api", Some(Duration::from_secs(10)))
+            .await
+            .unwrap();
+        assert_eq!(outcome, DriveOutcome::Failed);
+        let Phase::Failed { failure } = &state.phase else {
+            panic!("{:?}", state.phase)
+        };
+        assert_eq!(failure.reason, "CrashLoopBackOff");
+        assert_eq!(failure.logs, vec!["panic: boom".to_string()]);
+        assert!(candidate_weights(&s.fake.traffic_log(), &bad.id)
+            .iter()
+            .all(|w| *w == 0));
+        assert_eq!(s.fake.traffic_log().last().unwrap()[&v1.id], 100);
+    }
+
+    #[tokio::test]
+    async fn promote_full_after_a_replica_ratio_split_waits_until_the_candidate_is_ready() {
+        let s = Setup::new();
+        s.fake.inner.lock().unwrap().ratio = true;
+        let v1 = rev("api:1", 2);
+        let engine = s.engine();
+        engine
+            .start("api", v1.clone(), Plan::builtin(StrategyKind::Rolling))
+            .await
+            .unwrap();
+        assert_eq!(
+            engine.drive("api", None).await.unwrap().0,
+            DriveOutcome::Completed
+        );
+        let v2 = rev("api:2", 2);
+        engine
+            .start(
+                "api",
+                v2.clone(),
+                canary(vec![PlanStep::Weight(50), PlanStep::Pause(None)]),
+            )
+            .await
+            .unwrap();
+        let (outcome, _) = engine.drive("api", None).await.unwrap();
+        assert_eq!(outcome, DriveOutcome::Paused);
+        let replicas = |id: &str| s.fake.inner.lock().unwrap().replicas[id];
+        assert_eq!(
+            (replicas(&v1.id), replicas(&v2.id)),
+            (1, 1),
+            "50/50 by ratio"
+        );
+        // New replicas now take a while: the candidate must be ready at full size first.
+        s.fake.inner.lock().unwrap().ready_after = 4;
+        s.events.take();
+        s.store.post("api", Request::PromoteFull).unwrap();
+        let (outcome, state) = engine.drive("api", None).await.unwrap();
+        assert_eq!(outcome, DriveOutcome::Completed, "{}", state.message);
+        assert_eq!(s.fake.traffic_log().last().unwrap()[&v2.id], 100);
+        assert_eq!(s.fake.ready(&v2.id), 2);
+        assert_eq!(
+            replicas(&v1.id),
+            2,
+            "the old stable is kept warm at full size"
+        );
+        let waited = s.events.take().into_iter().any(|e| {
+            matches!(e, Event::Rollout(r) if r.what == RolloutWhat::Scaling
+                && r.message.contains("before 100% of traffic"))
+        });
+        assert!(waited, "the candidate was waited for before the switch");
+    }
+
+    #[tokio::test]
+    async fn with_an_autoscaler_the_canary_is_sized_from_the_stables_live_count() {
+        let s = Setup::new();
+        let v1 = autoscaled("api:1", 2, 10);
+        autoscaled_stable(&s, &v1, 4).await;
+        let v2 = autoscaled("api:2", 2, 10);
+        let engine = s.engine();
+        engine
+            .start(
+                "api",
+                v2.clone(),
+                canary(vec![
+                    PlanStep::Weight(20),
+                    PlanStep::Pause(None),
+                    PlanStep::Weight(50),
+                    PlanStep::Pause(None),
+                ]),
+            )
+            .await
+            .unwrap();
+        let (outcome, state) = engine.drive("api", None).await.unwrap();
+        assert_eq!(outcome, DriveOutcome::Paused);
+        let replicas = |id: &str| s.fake.inner.lock().unwrap().replicas[id];
+        // The stable keeps the autoscaler's 4 pods; one canary pod is 20 %.
+        assert_eq!((replicas(&v2.id), replicas(&v1.id)), (1, 4));
+        assert_eq!(state.stable.as_ref().unwrap().replicas, 4);
+        // The autoscaler adds stable pods meanwhile: the next weight is sized from 6.
+        s.fake.autoscaler_scales(6);
+        s.store.post("api", Request::Promote).unwrap();
+        let (outcome, _) = engine.drive("api", None).await.unwrap();
+        assert_eq!(outcome, DriveOutcome::Paused);
+        assert_eq!((replicas(&v2.id), replicas(&v1.id)), (6, 6));
+        s.store.post("api", Request::Promote).unwrap();
+        let (outcome, state) = engine.drive("api", None).await.unwrap();
+        assert_eq!(outcome, DriveOutcome::Completed, "{}", state.message);
+        // The new stable runs at the live count and the autoscaler moved to it.
+        assert_eq!(replicas(&v2.id), 6);
+        assert_eq!(state.candidate.replicas, 6);
+        assert_eq!(s.fake.inner.lock().unwrap().hpa, Some((v2.id.clone(), 6)));
+        // The old stable was only scaled once, after the switch: kept warm at its live size.
+        let scaled = s.fake.inner.lock().unwrap().scaled.clone();
+        let old: Vec<u32> = scaled
+            .iter()
+            .filter(|(id, _)| id == &v1.id)
+            .map(|(_, n)| *n)
+            .collect();
+        assert_eq!(old, [6], "{scaled:?}");
+    }
+
+    #[tokio::test]
+    async fn with_an_autoscaler_blue_green_brings_the_candidate_up_at_the_current_count() {
+        let s = Setup::new();
+        let v1 = autoscaled("api:1", 2, 10);
+        autoscaled_stable(&s, &v1, 5).await;
+        s.fake.inner.lock().unwrap().ready_after = 3;
+        let v2 = autoscaled("api:2", 2, 10);
+        let engine = s.engine();
+        let mut plan = Plan::builtin(StrategyKind::BlueGreen);
+        plan.scale_down_delay = Duration::from_millis(100);
+        engine.start("api", v2.clone(), plan).await.unwrap();
+        let (outcome, state) = engine.drive("api", None).await.unwrap();
+        assert_eq!(outcome, DriveOutcome::Completed, "{}", state.message);
+        let f = s.fake.inner.lock().unwrap();
+        // Scaled once, to the live count, before any traffic; then the switch.
+        assert_eq!(
+            f.scaled
+                .iter()
+                .filter(|(id, _)| id == &v2.id)
+                .map(|(_, n)| *n)
+                .collect::<Vec<_>>()[0],
+            5
+        );
+        assert_eq!(f.replicas[&v2.id], 5);
+        assert_eq!(f.hpa, Some((v2.id.clone(), 5)));
+        // The previous stable stays warm at the size the autoscaler had given it.
+        assert_eq!(f.replicas[&v1.id], 5);
+    }
+
+    #[tokio::test]
+    async fn max_surge_scales_the_total_up_so_the_ratio_matches_the_weight() {
+        let s = Setup::new();
+        s.fake.inner.lock().unwrap().ratio = true;
+        let v1 = rev("api:1", 2);
+        let engine = s.engine();
+        engine
+            .start("api", v1.clone(), Plan::builtin(StrategyKind::Rolling))
+            .await
+            .unwrap();
+        engine.drive("api", None).await.unwrap();
+        s.fake.inner.lock().unwrap().ready_after = 2;
+        let v2 = rev("api:2", 2);
+        let mut plan = canary(vec![PlanStep::Weight(20), PlanStep::Pause(None)]);
+        plan.max_surge = 3;
+        s.events.take();
+        engine.start("api", v2.clone(), plan).await.unwrap();
+        let (outcome, state) = engine.drive("api", None).await.unwrap();
+        assert_eq!(outcome, DriveOutcome::Paused);
+        let replicas = |id: &str| s.fake.inner.lock().unwrap().replicas[id];
+        // 4 stable + 1 canary: 20 % by ratio, both ready before the traffic moved (the fake
+        // asserts that on every set_traffic).
+        assert_eq!((replicas(&v2.id), replicas(&v1.id)), (1, 4));
+        assert_eq!(state.weight, 20);
+        let hints: Vec<String> = s
+            .events
+            .take()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Hint { message } => Some(message),
+                _ => None,
+            })
+            .collect();
+        assert!(hints.is_empty(), "20 % can be approximated: {hints:?}");
+        // Without the surge the same split is 1 + 1 and the engine says so.
+        let s2 = Setup::new();
+        s2.fake.inner.lock().unwrap().ratio = true;
+        let e2 = s2.engine();
+        e2.start("api", v1.clone(), Plan::builtin(StrategyKind::Rolling))
+            .await
+            .unwrap();
+        e2.drive("api", None).await.unwrap();
+        e2.start(
+            "api",
+            v2.clone(),
+            canary(vec![PlanStep::Weight(20), PlanStep::Pause(None)]),
+        )
+        .await
+        .unwrap();
+        e2.drive("api", None).await.unwrap();
+        let r2 = |id: &str| s2.fake.inner.lock().unwrap().replicas[id];
+        assert_eq!((r2(&v2.id), r2(&v1.id)), (1, 1));
+    }
+}

@@ -46,3 +46,39 @@ impl<P: Platform, S: StateStore> Engine<'_, P, S> {
         self.start(service, target, plan).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::rollout::test_support::*;
+
+    #[tokio::test]
+    async fn undo_switches_back_to_the_warm_revision() {
+        let s = Setup::new();
+        let v1 = s.deploy_stable("api:1").await;
+        let engine = s.engine();
+        let mut plan = Plan::builtin(StrategyKind::BlueGreen);
+        plan.scale_down_delay = Duration::from_secs(60);
+        engine.start("api", rev("api:2", 1), plan).await.unwrap();
+        assert_eq!(
+            engine.drive("api", None).await.unwrap().0,
+            DriveOutcome::Completed
+        );
+        let Started::New(state) = engine.undo("api", None).await.unwrap() else {
+            panic!("expected a new rollout")
+        };
+        assert_eq!(state.candidate.id, v1.id);
+        assert_eq!(
+            engine.drive("api", None).await.unwrap().0,
+            DriveOutcome::Completed
+        );
+        assert_eq!(
+            s.store.load_record("api").unwrap().stable.unwrap().id,
+            v1.id
+        );
+        let history = s.store.load_record("api").unwrap().history;
+        assert_eq!(
+            history.iter().map(|h| h.number).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+    }
+}
