@@ -58,3 +58,37 @@ impl ExitStatus for dronectl_router::cli::CliError {
 pub fn exit_code(err: &anyhow::Error) -> ExitCode {
     err.chain().find_map(coded).unwrap_or(ExitCode::Failed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context as _;
+
+    #[test]
+    fn each_error_type_gives_its_code_through_context_and_wrapping() {
+        let plan: anyhow::Error =
+            crate::rollout::plan::PlanError::UnknownStrategy("x".into()).into();
+        assert_eq!(exit_code(&plan.context("deploying api")), ExitCode::Usage);
+        let config: anyhow::Error = crate::k8s::KubeError::Config("no file".into()).into();
+        assert_eq!(exit_code(&config), ExitCode::Usage);
+        let conflict: anyhow::Error = crate::k8s::KubeError::Conflict {
+            kind: "Deployment".into(),
+            name: "api".into(),
+            message: "owned".into(),
+        }
+        .into();
+        assert_eq!(exit_code(&conflict), ExitCode::Failed);
+        let usage = Err::<(), _>(UsageError("bad".into())).context("outer");
+        assert_eq!(exit_code(&usage.unwrap_err()), ExitCode::Usage);
+        assert_eq!(
+            exit_code(&anyhow::anyhow!("anything else")),
+            ExitCode::Failed
+        );
+        let locked: anyhow::Error = crate::rollout::LockHeld {
+            service: "api".into(),
+            holder: "pid 1".into(),
+        }
+        .into();
+        assert_eq!(exit_code(&locked), ExitCode::Failed);
+    }
+}
