@@ -333,16 +333,16 @@ pub struct StatusView {
 
 impl StatusView {
     /// Exit code of `rollout status`: 0 completed or progressing, 1 failed, 3 aborted, 5 paused.
+    /// A timed pause is progress (0); a pause waiting for promotion is [`Outcome::Paused`].
     pub fn exit_code(&self) -> crate::exit::ExitCode {
-        use crate::exit::ExitCode;
-        match self.rollout.as_ref().map(|r| &r.phase) {
-            Some(Phase::Failed { .. }) => ExitCode::Failed,
-            Some(Phase::Aborted { .. }) => ExitCode::Aborted,
+        let outcome = match self.rollout.as_ref().map(|r| &r.phase) {
             Some(Phase::Paused {
                 reason: super::PauseReason::UntilPromoted | super::PauseReason::Inconclusive { .. },
-            }) => ExitCode::Paused,
-            _ => ExitCode::Success,
-        }
+            }) => Some(Outcome::Paused),
+            Some(phase) => DriveOutcome::of(phase).map(Outcome::from),
+            None => None,
+        };
+        outcome.map_or(crate::exit::ExitCode::Success, Outcome::exit_code)
     }
 }
 
