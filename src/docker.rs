@@ -25,6 +25,14 @@ pub enum DockerError {
     Api(#[from] bollard::errors::Error),
 }
 
+impl crate::exit::ExitStatus for DockerError {
+    /// No engine / engine too old: the operation could not run (1); the message says what
+    /// to do.
+    fn exit_code(&self) -> crate::exit::ExitCode {
+        crate::exit::ExitCode::Failed
+    }
+}
+
 /// The engine address dronectl uses: `DOCKER_HOST`, else the local socket.
 pub fn endpoint() -> String {
     std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".to_string())

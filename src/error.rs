@@ -1,73 +1,94 @@
-//! Exit codes, and the mapping of every error dronectl can return onto them.
+//! The mapping of every error dronectl can return onto its exit code.
 //!
 //! This is the one place where errors become exit codes; the binary calls [`exit_code`]
-//! on whatever error reaches it.
+//! on whatever error reaches it. Each error type says its own code through
+//! [`ExitStatus`]; this module only lists the types to look for in an error's chain.
+//! Nothing in the library imports this module: the codes themselves and [`UsageError`]
+//! live in the leaf module [`crate::exit`] (re-exported here).
 
-use crate::build::{ArtifactsError, BuildError};
-use crate::docker::DockerError;
-use crate::manifest::{EnvironmentError, ManifestError};
-use crate::scaffold::ScaffoldError;
+use std::error::Error;
 
-/// dronectl's exit codes, stable for CI pipelines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[repr(u8)]
-pub enum ExitCode {
-    /// Done.
-    Success = 0,
-    /// The operation failed.
-    Failed = 1,
-    /// Bad usage or configuration; nothing was changed.
-    Usage = 2,
-    /// A rollout was aborted and rolled back.
-    Aborted = 3,
-    /// A wait timed out.
-    TimedOut = 4,
-    /// A rollout is paused, waiting for promotion.
-    Paused = 5,
+pub use crate::exit::{ExitCode, ExitStatus, UsageError};
+
+/// The exit code of `cause` when it is one of dronectl's error types.
+fn coded(cause: &(dyn Error + 'static)) -> Option<ExitCode> {
+    macro_rules! first_of {
+        ($($t:ty),* $(,)?) => {
+            $(
+                if let Some(e) = cause.downcast_ref::<$t>() {
+                    return Some(ExitStatus::exit_code(e));
+                }
+            )*
+        };
+    }
+    first_of!(
+        UsageError,
+        crate::manifest::ManifestError,
+        crate::manifest::EnvironmentError,
+        crate::secrets::MissingSecrets,
+        crate::scaffold::ScaffoldError,
+        crate::build::BuildError,
+        crate::docker::DockerError,
+        crate::build::ArtifactsError,
+        crate::rollout::plan::PlanError,
+        crate::rollout::EngineError,
+        crate::rollout::state::LockHeld,
+        crate::rollout::state::DamagedState,
+        crate::rollout::state::UnsafeStateDir,
+        crate::rollout::state::StateSymlink,
+        crate::k8s::KubeError,
+        dronectl_router::cli::CliError,
+    );
+    None
 }
 
-impl ExitCode {
-    pub fn code(self) -> u8 {
-        self as u8
+/// `dronectl router`: bad flags, token or config file → 2, as `dronectl-router` exits.
+impl ExitStatus for dronectl_router::cli::CliError {
+    fn exit_code(&self) -> ExitCode {
+        if self.is_usage() {
+            ExitCode::Usage
+        } else {
+            ExitCode::Failed
+        }
     }
 }
 
-/// A usage error found by dronectl itself (not by clap): exit code 2.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
-
-/// The exit code for an error returned by any dronectl operation.
+/// The exit code for an error returned by any dronectl operation: that of the outermost
+/// cause in its chain that is one of dronectl's error types, else 1.
 pub fn exit_code(err: &anyhow::Error) -> ExitCode {
-    for cause in err.chain() {
-        if cause.is::<UsageError>()
-            || cause.is::<ManifestError>()
-            || cause.is::<EnvironmentError>()
-            || cause.is::<crate::secrets::MissingSecrets>()
-        {
-            return ExitCode::Usage;
+    err.chain().find_map(coded).unwrap_or(ExitCode::Failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context as _;
+
+    #[test]
+    fn each_error_type_gives_its_code_through_context_and_wrapping() {
+        let plan: anyhow::Error =
+            crate::rollout::plan::PlanError::UnknownStrategy("x".into()).into();
+        assert_eq!(exit_code(&plan.context("deploying api")), ExitCode::Usage);
+        let config: anyhow::Error = crate::k8s::KubeError::Config("no file".into()).into();
+        assert_eq!(exit_code(&config), ExitCode::Usage);
+        let conflict: anyhow::Error = crate::k8s::KubeError::Conflict {
+            kind: "Deployment".into(),
+            name: "api".into(),
+            message: "owned".into(),
         }
-        if let Some(e) = cause.downcast_ref::<ScaffoldError>() {
-            return e.exit_code();
+        .into();
+        assert_eq!(exit_code(&conflict), ExitCode::Failed);
+        let usage = Err::<(), _>(UsageError("bad".into())).context("outer");
+        assert_eq!(exit_code(&usage.unwrap_err()), ExitCode::Usage);
+        assert_eq!(
+            exit_code(&anyhow::anyhow!("anything else")),
+            ExitCode::Failed
+        );
+        let locked: anyhow::Error = crate::rollout::LockHeld {
+            service: "api".into(),
+            holder: "pid 1".into(),
         }
-        if let Some(e) = cause.downcast_ref::<BuildError>() {
-            return e.exit_code();
-        }
-        // No engine / engine too old: the operation could not run (1), with what to do.
-        if cause.is::<DockerError>() {
-            return ExitCode::Failed;
-        }
-        if let Some(e) = cause.downcast_ref::<ArtifactsError>() {
-            return e.exit_code();
-        }
-        // `dronectl router`: bad flags, token or config file → 2, as `dronectl-router` exits.
-        if let Some(e) = cause.downcast_ref::<dronectl_router::cli::CliError>() {
-            return if e.is_usage() {
-                ExitCode::Usage
-            } else {
-                ExitCode::Failed
-            };
-        }
+        .into();
+        assert_eq!(exit_code(&locked), ExitCode::Failed);
     }
-    ExitCode::Failed
 }

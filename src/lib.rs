@@ -13,6 +13,7 @@ pub mod dev;
 pub mod docker;
 pub mod error;
 pub mod events;
+pub mod exit;
 pub mod http;
 pub mod k8s;
 pub mod local;

@@ -59,13 +59,13 @@ pub enum ArtifactsError {
     },
 }
 
-impl ArtifactsError {
+impl crate::exit::ExitStatus for ArtifactsError {
     /// A missing or malformed file given by the user is a usage error (2); failing to
     /// write one is a failure (1).
-    pub fn exit_code(&self) -> crate::error::ExitCode {
+    fn exit_code(&self) -> crate::exit::ExitCode {
         match self {
-            ArtifactsError::Write { .. } => crate::error::ExitCode::Failed,
-            _ => crate::error::ExitCode::Usage,
+            ArtifactsError::Write { .. } => crate::exit::ExitCode::Failed,
+            _ => crate::exit::ExitCode::Usage,
         }
     }
 }

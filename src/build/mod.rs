@@ -117,10 +117,10 @@ fn compile_message(services: &[String], errors: usize, cargo_output: &str) -> St
     text
 }
 
-impl BuildError {
-    /// The exit code for this error: bad input is a usage error (2), the rest failures (1).
-    pub fn exit_code(&self) -> crate::error::ExitCode {
-        use crate::error::ExitCode;
+impl crate::exit::ExitStatus for BuildError {
+    /// Bad input is a usage error (2), the rest failures (1).
+    fn exit_code(&self) -> crate::exit::ExitCode {
+        use crate::exit::ExitCode;
         match self {
             BuildError::Manifest(_)
             | BuildError::UnknownService { .. }

@@ -311,13 +311,7 @@ fn report_outcome(
         code = ExitCode::Success;
     }
     // Rollout events already told the rest; these outcomes have no event of their own.
-    let verb = match report.outcome.as_str() {
-        "unchanged" => Some("Unchanged"),
-        "requested" => Some("Requested"),
-        "timed_out" => Some("Timed out"),
-        _ => None,
-    };
-    if let Some(verb) = verb {
+    if let Some(verb) = report.outcome.status_verb() {
         printer.status(verb, &report.message);
     }
     Ok(Outcome {
@@ -376,8 +370,8 @@ pub fn deploy(
             code = ExitCode::Success;
         }
         for r in &reports {
-            if matches!(r.outcome.as_str(), "unchanged" | "timed_out") {
-                printer.status(if r.outcome == "unchanged" { "Unchanged" } else { "Timed out" }, &r.message);
+            if let Some(verb) = r.outcome.status_verb() {
+                printer.status(verb, &r.message);
             }
         }
         Ok(Outcome { code, result: serde_json::json!({ "services": reports }) })
@@ -443,16 +437,14 @@ async fn deploy_local(
         None
     };
     let plan = match &args.strategy {
-        Some(name) => Plan::from_manifest(m, name, revision.replicas)
-            .map_err(|e| UsageError(e.to_string()))?,
+        Some(name) => Plan::from_manifest(m, name, revision.replicas)?,
         None => Plan::choose(
             m,
             service,
             target.strategy.as_deref(),
             kind,
             revision.replicas,
-        )
-        .map_err(|e| UsageError(e.to_string()))?,
+        )?,
     };
     let engine = target.engine(printer, args.wait.timing());
     let report = ops::deploy(
@@ -724,12 +716,9 @@ fn deploy_kube(
         }
         // Rollout events told the rest; these outcomes have no event of their own.
         for r in &outcome.services {
-            let verb = match r.outcome.as_str() {
-                "unchanged" => "Unchanged",
-                "timed_out" => "Timed out",
-                _ => continue,
-            };
-            printer.status(verb, &r.message);
+            if let Some(verb) = r.outcome.status_verb() {
+                printer.status(verb, &r.message);
+            }
         }
         for s in &outcome.skipped {
             printer.status("Skipped", &s.message);

@@ -10,7 +10,7 @@ use crate::build::BuiltImage;
 use crate::events::{DevEvent, DevWhat, Event, Reporter};
 use crate::local::LocalTarget;
 use crate::manifest::StrategyKind;
-use crate::rollout::{ops, Plan, Timing};
+use crate::rollout::{ops, Outcome, Plan, Timing};
 
 use super::report::Tap;
 
@@ -66,12 +66,12 @@ pub async fn swap(
         None,
     )
     .await?;
-    Ok(match report.outcome.as_str() {
-        "completed" => Swapped::Live {
+    Ok(match report.outcome {
+        Outcome::Completed => Swapped::Live {
             version,
             revision: id,
         },
-        "unchanged" => Swapped::Unchanged {
+        Outcome::Unchanged => Swapped::Unchanged {
             version,
             revision: id,
         },

@@ -28,11 +28,11 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde::Serialize;
 
-use crate::error::UsageError;
 use crate::events::{Event, Reporter};
+use crate::exit::UsageError;
 use crate::manifest::{Environment, Manifest, StrategyKind};
 use crate::rollout::ops::{self, DriveReport};
-use crate::rollout::{Engine, Plan, Revision, Timing};
+use crate::rollout::{Engine, Outcome, Plan, Revision, Timing};
 pub use platform::KubePlatform;
 
 use crate::rollout::replicas::Bounds;
@@ -50,6 +50,17 @@ pub enum KubeError {
     },
     #[error("cannot load the Kubernetes configuration: {0}")]
     Config(String),
+}
+
+impl crate::exit::ExitStatus for KubeError {
+    /// A kubeconfig that cannot be loaded is a configuration error (2); a conflict a
+    /// failure (1).
+    fn exit_code(&self) -> crate::exit::ExitCode {
+        match self {
+            KubeError::Config(_) => crate::exit::ExitCode::Usage,
+            KubeError::Conflict { .. } => crate::exit::ExitCode::Failed,
+        }
+    }
 }
 
 /// How to reach the cluster.
@@ -186,12 +197,7 @@ impl KubeTarget {
         let pinned = environment.kubernetes().and_then(|k| k.context.clone());
         let env = environment.name.as_str();
         // A kubeconfig that cannot be loaded is a configuration error (exit 2).
-        let (client, context) = client_for(opts, env, pinned.as_deref())
-            .await
-            .map_err(|e| match e.downcast_ref::<KubeError>() {
-                Some(k @ KubeError::Config(_)) => UsageError(k.to_string()).into(),
-                _ => e,
-            })?;
+        let (client, context) = client_for(opts, env, pinned.as_deref()).await?;
         let mut target = Self::with_client(manifest, kenv, client);
         target.context = context;
         Ok(target)
@@ -336,7 +342,7 @@ pub struct DeployOutcome {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub objects: Vec<serde_json::Value>,
     #[serde(skip)]
-    pub code: crate::error::ExitCode,
+    pub code: crate::exit::ExitCode,
 }
 
 /// A service a deploy left out because a dependency did not complete.
@@ -347,18 +353,18 @@ pub struct Skipped {
     /// service depends on it through others).
     pub dependency: String,
     /// That dependency's outcome: `paused`, `failed`, `aborted`, `timed_out`.
-    pub outcome: String,
+    pub outcome: Outcome,
     /// What happened and how to go on.
     pub message: String,
 }
 
 impl Skipped {
-    fn new(env: &str, service: &str, dependency: &str, outcome: &str) -> Skipped {
+    fn new(env: &str, service: &str, dependency: &str, outcome: Outcome) -> Skipped {
         let message = match outcome {
-            "paused" => format!(
+            Outcome::Paused => format!(
                 "{service} not deployed: its dependency {dependency} is paused, waiting for promotion; continue with `dronectl rollout promote {dependency} --env {env}` (or `rollout abort`), then deploy {service} again"
             ),
-            "timed_out" => format!(
+            Outcome::TimedOut => format!(
                 "{service} not deployed: its dependency {dependency} timed out; `dronectl rollout status {dependency} --env {env}` shows where it stopped, `rollout resume` finishes it"
             ),
             other => format!(
@@ -368,7 +374,7 @@ impl Skipped {
         Skipped {
             service: service.into(),
             dependency: dependency.into(),
-            outcome: outcome.into(),
+            outcome,
             message,
         }
     }
@@ -468,7 +474,7 @@ pub async fn deploy(
         services: vec![],
         skipped: vec![],
         objects: vec![],
-        code: crate::error::ExitCode::Success,
+        code: crate::exit::ExitCode::Success,
     };
     let objects = render::render_app(
         &target.kenv,
@@ -558,7 +564,7 @@ pub async fn deploy(
         }
     }
     // Service → (the dependency that did not complete, its outcome), for it and its dependents.
-    let mut stopped: BTreeMap<String, (String, String)> = BTreeMap::new();
+    let mut stopped: BTreeMap<String, (String, Outcome)> = BTreeMap::new();
     for level in dependency_levels(m, &opts.services) {
         let mut run = vec![];
         for s in level {
@@ -571,7 +577,7 @@ pub async fn deploy(
                 Some((dependency, result)) => {
                     outcome
                         .skipped
-                        .push(Skipped::new(&target.kenv.env, &s, &dependency, &result));
+                        .push(Skipped::new(&target.kenv.env, &s, &dependency, result));
                     stopped.insert(s, (dependency, result));
                 }
                 None => run.push(s),
@@ -586,9 +592,9 @@ pub async fn deploy(
         for (service, result) in reports {
             let report = result?;
             let code = report.exit_code();
-            if code != crate::error::ExitCode::Success {
-                stopped.insert(service.clone(), (service.clone(), report.outcome.clone()));
-                if outcome.code == crate::error::ExitCode::Success {
+            if code != crate::exit::ExitCode::Success {
+                stopped.insert(service.clone(), (service.clone(), report.outcome));
+                if outcome.code == crate::exit::ExitCode::Success {
                     outcome.code = code;
                 }
             }
@@ -647,16 +653,14 @@ pub async fn deploy_service(
     let m = &*target.manifest;
     target.platform.prepare(service).await?;
     let plan = match &opts.strategy {
-        Some(name) => Plan::from_manifest(m, name, revision.replicas)
-            .map_err(|e| UsageError(e.to_string()))?,
+        Some(name) => Plan::from_manifest(m, name, revision.replicas)?,
         None => Plan::choose(
             m,
             service,
             target.kenv.strategy.as_deref(),
             opts.kind,
             revision.replicas,
-        )
-        .map_err(|e| UsageError(e.to_string()))?,
+        )?,
     };
     let engine = target.engine(reporter, opts.timing);
     ops::deploy(&engine, service, revision, plan, opts.timeout).await

@@ -331,7 +331,7 @@ pub async fn up(opts: &UpOptions, reporter: &dyn Reporter) -> anyhow::Result<UpO
             image: revision.image.clone(),
             revision: revision.id.clone(),
             replicas: revision.replicas,
-            outcome: report.outcome,
+            outcome: report.outcome.to_string(),
         });
     }
     if !failures.is_empty() {

@@ -72,6 +72,12 @@ pub enum EnvironmentError {
     },
 }
 
+impl crate::exit::ExitStatus for EnvironmentError {
+    fn exit_code(&self) -> crate::exit::ExitCode {
+        crate::exit::ExitCode::Usage
+    }
+}
+
 fn defined(known: &[String]) -> String {
     if known.is_empty() {
         format!("{MANIFEST_FILE} defines no environments")

@@ -70,6 +70,13 @@ pub enum ManifestError {
     },
 }
 
+impl crate::exit::ExitStatus for ManifestError {
+    /// A manifest that cannot be used is a usage error (2).
+    fn exit_code(&self) -> crate::exit::ExitCode {
+        crate::exit::ExitCode::Usage
+    }
+}
+
 fn render_parse_error(path: &Path, position: Option<&Position>, message: &str) -> String {
     match position {
         Some(p) => format!("{}:{}:{}: {message}", path.display(), p.line, p.column),

@@ -9,15 +9,17 @@
 pub mod analysis;
 pub mod engine;
 pub mod ops;
+pub mod outcome;
 pub mod plan;
 pub mod platform;
 pub mod replicas;
 pub mod state;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod test_support;
 
 pub use engine::{DriveOutcome, Engine, EngineError, Started, Tick, Timing};
+pub use outcome::Outcome;
 pub use plan::{AnalysisPlan, Plan, PlanStep};
 pub use platform::{
     Autoscaler, Failure, MatchValue, Measurement, Platform, Revision, RevisionStatus, Traffic,

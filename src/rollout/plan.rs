@@ -89,6 +89,13 @@ pub enum PlanError {
     UnknownAnalysis(String),
 }
 
+impl crate::exit::ExitStatus for PlanError {
+    /// A strategy or analysis the manifest does not define is a usage error (2).
+    fn exit_code(&self) -> crate::exit::ExitCode {
+        crate::exit::ExitCode::Usage
+    }
+}
+
 /// The default time the previous version stays warm after a switch.
 pub const DEFAULT_SCALE_DOWN_DELAY: Duration = Duration::from_secs(30);
 

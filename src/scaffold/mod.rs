@@ -80,11 +80,12 @@ fn available_list(available: &[String]) -> String {
     }
 }
 
-impl ScaffoldError {
-    pub fn exit_code(&self) -> crate::error::ExitCode {
+impl crate::exit::ExitStatus for ScaffoldError {
+    /// Failing to write is a failure (1); a bad name, template or place is a usage error (2).
+    fn exit_code(&self) -> crate::exit::ExitCode {
         match self {
-            ScaffoldError::Io { .. } => crate::error::ExitCode::Failed,
-            _ => crate::error::ExitCode::Usage,
+            ScaffoldError::Io { .. } => crate::exit::ExitCode::Failed,
+            _ => crate::exit::ExitCode::Usage,
         }
     }
 }

@@ -7,7 +7,7 @@
 
 use std::io::{BufRead, Read};
 
-use crate::error::UsageError;
+use crate::exit::UsageError;
 
 /// The largest value accepted (Kubernetes Secrets are limited to 1 MiB in total).
 pub const MAX_VALUE: usize = 1 << 20;

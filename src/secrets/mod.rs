@@ -55,6 +55,12 @@ pub fn set_command(service: &str, name: &str, env: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct MissingSecrets(pub Vec<Missing>);
 
+impl crate::exit::ExitStatus for MissingSecrets {
+    fn exit_code(&self) -> crate::exit::ExitCode {
+        crate::exit::ExitCode::Usage
+    }
+}
+
 impl fmt::Display for MissingSecrets {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let lines: Vec<String> = self

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use super::{declared, SecretStore};
-use crate::error::UsageError;
+use crate::exit::UsageError;
 use crate::k8s::{ConnectOptions, KubeTarget};
 use crate::manifest::{Environment, LoadedManifest, Manifest, Target};
 
