@@ -174,3 +174,74 @@ fn now_time() -> Time {
             .expect("now_rfc3339 is RFC 3339"),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::WriteOpts;
+    use serde_json::json;
+
+    fn workload(kind: &str, name: &str, replicas: i64) -> Value {
+        let mut spec = json!({
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "app", "image": format!("{name}:1")}]},
+            },
+        });
+        if kind == "StatefulSet" {
+            spec["serviceName"] = json!(name);
+        }
+        json!({
+            "apiVersion": "apps/v1",
+            "kind": kind,
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": spec,
+        })
+    }
+
+    /// Typed status written back must compare equal to what is stored, or every tick would
+    /// write (a new resourceVersion and a watch event) although nothing changed.
+    #[test]
+    fn a_settled_cluster_is_not_written_to() {
+        let mut st = State::new();
+        let dt = ty(&st, "apps", "deployments");
+        let sst = ty(&st, "apps", "statefulsets");
+        let ht = ty(&st, "autoscaling", "horizontalpodautoscalers");
+        let opts = WriteOpts::default();
+        st.create(&dt, "default", workload("Deployment", "web", 2), &opts)
+            .expect("deployment");
+        st.create(&sst, "default", workload("StatefulSet", "db", 2), &opts)
+            .expect("statefulset");
+        let hpa = json!({
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                "minReplicas": 2,
+                "maxReplicas": 4,
+            },
+        });
+        st.create(&ht, "default", hpa, &opts).expect("hpa");
+        for _ in 0..60 {
+            tick_once(&mut st);
+        }
+        let d = st.get(&dt, "default", "web").expect("deployment").clone();
+        assert_eq!(d.pointer("/status/availableReplicas"), Some(&json!(2)));
+        assert_eq!(
+            d.pointer("/status/conditions/1/reason"),
+            Some(&json!("NewReplicaSetAvailable"))
+        );
+        let s = st.get(&sst, "default", "db").expect("statefulset").clone();
+        assert_eq!(s.pointer("/status/readyReplicas"), Some(&json!(2)));
+        let h = st.get(&ht, "default", "web").expect("hpa").clone();
+        assert_eq!(h.pointer("/status/desiredReplicas"), Some(&json!(2)));
+        let rv = st.rv;
+        for _ in 0..20 {
+            tick_once(&mut st);
+        }
+        assert_eq!(st.rv, rv, "a settled cluster was written to");
+    }
+}
