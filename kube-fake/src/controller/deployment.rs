@@ -3,15 +3,16 @@
 //! conditions.
 
 use super::events::event;
-use super::{now_time, owned_list, spec_replicas, ty, typed, with_status};
+use super::pod::controller_ref;
+use super::{now_time, owned_list, ty, typed, with_status};
 use crate::store::State;
-use crate::util::{
-    self, dotted, i64_at, int_or_percent, name_of, ns_of, stable_hash, str_at, uid_of,
-};
+use crate::types::ResourceType;
+use crate::util::{self, dotted, int_or_percent, stable_hash};
 use k8s_openapi::api::apps::v1::{
-    Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet, ReplicaSetStatus,
+    Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet, ReplicaSetSpec, ReplicaSetStatus,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{json, Value};
 use std::time::Instant;
 
@@ -24,69 +25,100 @@ pub(super) struct DeploySim {
     new_rs_created: bool,
 }
 
-fn revision(v: &Value) -> i64 {
-    v.pointer("/metadata/annotations")
+/// The `deployment.kubernetes.io/revision` of a ReplicaSet (0 if none).
+fn revision(rs: &ReplicaSet) -> i64 {
+    rs.metadata
+        .annotations
+        .as_ref()
         .and_then(|a| a.get(REVISION))
-        .and_then(Value::as_str)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
 }
-fn status_i(v: &Value, f: &str) -> i64 {
-    v.get("status")
-        .and_then(|s| s.get(f))
-        .and_then(Value::as_i64)
-        .unwrap_or(0)
+
+fn rs_spec(rs: &ReplicaSet) -> i64 {
+    i64::from(rs.spec.replicas.unwrap_or(1))
 }
 
-fn surge_unavailable(d: &Value, replicas: i64) -> (i64, i64) {
-    let ru = d.pointer("/spec/strategy/rollingUpdate");
-    let surge = int_or_percent(ru.and_then(|r| r.get("maxSurge")), replicas, 25, true);
-    let mut unavail = int_or_percent(
-        ru.and_then(|r| r.get("maxUnavailable")),
-        replicas,
-        25,
-        false,
-    );
+fn rs_status(rs: &ReplicaSet, f: fn(&ReplicaSetStatus) -> Option<i32>) -> i64 {
+    i64::from(rs.status.as_ref().and_then(f).unwrap_or(0))
+}
+
+fn rs_available(rs: &ReplicaSet) -> i64 {
+    rs_status(rs, |s| s.available_replicas)
+}
+
+fn rs_pods(rs: &ReplicaSet) -> i64 {
+    rs_status(rs, |s| Some(s.replicas))
+}
+
+fn rs_hash(rs: &ReplicaSet) -> &str {
+    rs.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(HASH_LABEL))
+        .map_or("", String::as_str)
+}
+
+fn uid(rs: &ReplicaSet) -> &str {
+    rs.metadata.uid.as_deref().unwrap_or_default()
+}
+
+/// The ReplicaSets `uid` owns, oldest first, as typed objects.
+fn owned_replicasets(st: &State, rst: &ResourceType, ns: &str, uid: &str) -> Vec<ReplicaSet> {
+    owned_list(st, rst, ns, uid)
+        .iter()
+        .filter_map(typed::<ReplicaSet>)
+        .collect()
+}
+
+/// `maxSurge` and `maxUnavailable` of a rolling update resolved against `replicas` (25 %
+/// each by default; both 0 means one unavailable).
+fn surge_unavailable(d: &Deployment, replicas: i64) -> (i64, i64) {
+    let ru = d
+        .spec
+        .strategy
+        .as_ref()
+        .and_then(|s| s.rolling_update.as_ref());
+    let value = |v: Option<&IntOrString>| v.map(|v| serde_json::to_value(v).expect("serializes"));
+    let surge_v = value(ru.and_then(|r| r.max_surge.as_ref()));
+    let unavail_v = value(ru.and_then(|r| r.max_unavailable.as_ref()));
+    let surge = int_or_percent(surge_v.as_ref(), replicas, 25, true);
+    let mut unavail = int_or_percent(unavail_v.as_ref(), replicas, 25, false);
     if surge == 0 && unavail == 0 {
         unavail = 1;
     }
     (surge, unavail)
 }
 
-fn template_hash(d: &Value) -> String {
-    stable_hash(&dotted(d, "spec.template").cloned().unwrap_or(json!({})))
+/// The `pod-template-hash`: a hash of the stored template JSON.
+fn template_hash(raw: &Value) -> String {
+    stable_hash(&dotted(raw, "spec.template").cloned().unwrap_or(json!({})))
 }
 
-fn rs_hash(rs: &Value) -> &str {
-    rs.pointer("/metadata/labels")
-        .and_then(|l| l.get(HASH_LABEL))
-        .and_then(Value::as_str)
-        .unwrap_or("")
-}
-
-fn scale_rs(st: &mut State, d: &Value, rs: &Value, to: i64) {
-    let from = spec_replicas(rs);
+/// Scales a ReplicaSet of the Deployment `raw` (which wants `replicas`) to `to`, with the
+/// controller's `ScalingReplicaSet` event.
+fn scale_rs(st: &mut State, raw: &Value, replicas: i64, rs: &ReplicaSet, to: i64) {
+    let from = rs_spec(rs);
     if from == to {
         return;
     }
     let rst = ty(st, "apps", "replicasets");
-    let Some(mut cur) = st.get(&rst, ns_of(rs), name_of(rs)).cloned() else {
+    let name = rs.metadata.name.clone().unwrap_or_default();
+    let ns = rs.metadata.namespace.as_deref().unwrap_or_default();
+    let Some(mut cur) = st.get(&rst, ns, &name).cloned() else {
         return;
     };
     util::obj_mut(&mut cur, "spec").insert("replicas".into(), json!(to));
     util::obj_mut(&mut cur, "metadata.annotations").insert(
         "deployment.kubernetes.io/desired-replicas".into(),
-        json!(spec_replicas(d).to_string()),
+        json!(replicas.to_string()),
     );
     st.write_internal(&rst, cur);
     let dir = if to > from { "up" } else { "down" };
-    let msg = format!(
-        "Scaled {dir} replica set {} to {to} from {from}",
-        name_of(rs)
-    );
+    let msg = format!("Scaled {dir} replica set {name} to {to} from {from}");
     event(
         st,
-        d,
+        raw,
         None,
         "Normal",
         "ScalingReplicaSet",
@@ -96,70 +128,97 @@ fn scale_rs(st: &mut State, d: &Value, rs: &Value, to: i64) {
     );
 }
 
+/// The new ReplicaSet of a Deployment whose template has none yet: the template with the
+/// `pod-template-hash` label (also in the selector), revision `revision`, no replicas.
+fn new_replicaset(d: &Deployment, hash: &str, revision: i64, replicas: i64) -> ReplicaSet {
+    let name = d.metadata.name.clone().unwrap_or_default();
+    let uid = d.metadata.uid.clone().unwrap_or_default();
+    let (surge, _) = surge_unavailable(d, replicas);
+    let mut template = d.spec.template.clone();
+    template
+        .metadata
+        .get_or_insert_with(Default::default)
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert(HASH_LABEL.into(), hash.into());
+    let mut selector = d.spec.selector.clone();
+    selector
+        .match_labels
+        .get_or_insert_with(Default::default)
+        .insert(HASH_LABEL.into(), hash.into());
+    let labels = template.metadata.as_ref().and_then(|m| m.labels.clone());
+    let annotations = [
+        (REVISION, revision.to_string()),
+        (
+            "deployment.kubernetes.io/desired-replicas",
+            replicas.to_string(),
+        ),
+        (
+            "deployment.kubernetes.io/max-replicas",
+            (replicas + surge).to_string(),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    ReplicaSet {
+        metadata: ObjectMeta {
+            name: Some(format!("{name}-{hash}")),
+            namespace: d.metadata.namespace.clone(),
+            labels,
+            annotations: Some(annotations),
+            owner_references: Some(vec![controller_ref("Deployment", &name, &uid)]),
+            ..ObjectMeta::default()
+        },
+        spec: ReplicaSetSpec {
+            replicas: Some(0),
+            min_ready_seconds: Some(d.spec.min_ready_seconds.unwrap_or(0)),
+            selector,
+            template: Some(template),
+        },
+        status: None,
+    }
+}
+
 pub(super) fn deployments(st: &mut State) {
     let dt = ty(st, "apps", "deployments");
     let rst = ty(st, "apps", "replicasets");
-    for d in st.list(&dt, None) {
+    for raw in st.list(&dt, None) {
+        let Some(d) = typed::<Deployment>(&raw) else {
+            continue;
+        };
         // Like the real controllers: nothing is created for an object being deleted.
-        if d.pointer("/metadata/deletionTimestamp").is_some() {
+        if d.metadata.deletion_timestamp.is_some() {
             continue;
         }
-        let uid = uid_of(&d).to_string();
-        let ns = ns_of(&d).to_string();
-        let name = name_of(&d).to_string();
-        let paused = d.pointer("/spec/paused").and_then(Value::as_bool) == Some(true);
-        let replicas = spec_replicas(&d);
-        let hash = template_hash(&d);
+        let uid_d = d.metadata.uid.clone().unwrap_or_default();
+        let ns = d.metadata.namespace.clone().unwrap_or_default();
+        let name = d.metadata.name.clone().unwrap_or_default();
+        let paused = d.spec.paused == Some(true);
+        let replicas = i64::from(d.spec.replicas.unwrap_or(1));
+        let hash = template_hash(&raw);
         st.sim
             .deploys
-            .entry(uid.clone())
+            .entry(uid_d.clone())
             .or_insert_with(|| DeploySim {
                 last_progress: Instant::now(),
                 new_rs_created: false,
             });
-        let rss = owned_list(st, &rst, &ns, &uid);
+        let rss = owned_replicasets(st, &rst, &ns, &uid_d);
         let max_rev = rss.iter().map(revision).max().unwrap_or(0);
         let new_rs = rss.iter().find(|r| rs_hash(r) == hash).cloned();
         let new_rs = match new_rs {
             None if paused => continue,
             None => {
-                let (surge, _) = surge_unavailable(&d, replicas);
-                let mut template = dotted(&d, "spec.template").cloned().unwrap_or(json!({}));
-                util::obj_mut(&mut template, "metadata.labels")
-                    .insert(HASH_LABEL.into(), json!(hash));
-                let mut selector = dotted(&d, "spec.selector").cloned().unwrap_or(json!({}));
-                util::obj_mut(&mut selector, "matchLabels").insert(HASH_LABEL.into(), json!(hash));
-                let labels = dotted(&template, "metadata.labels")
-                    .cloned()
-                    .unwrap_or(json!({}));
-                let rs = json!({
-                    "apiVersion": "apps/v1",
-                    "kind": "ReplicaSet",
-                    "metadata": {
-                        "name": format!("{name}-{hash}"),
-                        "namespace": ns,
-                        "labels": labels,
-                        "annotations": {
-                            REVISION: (max_rev + 1).to_string(),
-                            "deployment.kubernetes.io/desired-replicas": replicas.to_string(),
-                            "deployment.kubernetes.io/max-replicas": (replicas + surge).to_string(),
-                        },
-                        "ownerReferences": [{
-                            "apiVersion": "apps/v1", "kind": "Deployment", "name": name, "uid": uid,
-                            "controller": true, "blockOwnerDeletion": true,
-                        }],
-                    },
-                    "spec": {
-                        "replicas": 0,
-                        "minReadySeconds": i64_at(&d, "spec.minReadySeconds").unwrap_or(0),
-                        "selector": selector,
-                        "template": template,
-                    },
-                });
-                let Some(created) = st.create_internal(&rst, rs) else {
+                let rs = new_replicaset(&d, &hash, max_rev + 1, replicas);
+                let rs = serde_json::to_value(rs).expect("replicaset serializes");
+                let Some(created) = st
+                    .create_internal(&rst, rs)
+                    .and_then(|c| typed::<ReplicaSet>(&c))
+                else {
                     continue;
                 };
-                if let Some(ds) = st.sim.deploys.get_mut(&uid) {
+                if let Some(ds) = st.sim.deploys.get_mut(&uid_d) {
                     ds.last_progress = Instant::now();
                     ds.new_rs_created = true;
                 }
@@ -167,22 +226,30 @@ pub(super) fn deployments(st: &mut State) {
             }
             Some(rs) if revision(&rs) < max_rev => {
                 // Rolled back to an older template: it becomes the newest revision again.
-                let mut cur = rs.clone();
+                let rs_name = rs.metadata.name.clone().unwrap_or_default();
+                let Some(mut cur) = st.get(&rst, &ns, &rs_name).cloned() else {
+                    continue;
+                };
                 util::obj_mut(&mut cur, "metadata.annotations")
                     .insert(REVISION.into(), json!((max_rev + 1).to_string()));
-                if let Some(ds) = st.sim.deploys.get_mut(&uid) {
+                if let Some(ds) = st.sim.deploys.get_mut(&uid_d) {
                     ds.last_progress = Instant::now();
                 }
-                st.write_internal(&rst, cur.clone()).unwrap_or(cur)
+                let stored = st.write_internal(&rst, cur.clone()).unwrap_or(cur);
+                match typed::<ReplicaSet>(&stored) {
+                    Some(rs) => rs,
+                    None => continue,
+                }
             }
             Some(rs) => rs,
         };
         // Deployment revision annotation follows the new ReplicaSet.
         let rev = revision(&new_rs).to_string();
-        if d.pointer("/metadata/annotations")
+        if d.metadata
+            .annotations
+            .as_ref()
             .and_then(|a| a.get(REVISION))
-            .and_then(Value::as_str)
-            != Some(rev.as_str())
+            != Some(&rev)
         {
             if let Some(mut cur) = st.get(&dt, &ns, &name).cloned() {
                 util::obj_mut(&mut cur, "metadata.annotations").insert(REVISION.into(), json!(rev));
@@ -192,96 +259,88 @@ pub(super) fn deployments(st: &mut State) {
         if paused {
             continue;
         }
-        let rss = owned_list(st, &rst, &ns, &uid);
-        let Some(new_rs) = rss.iter().find(|r| uid_of(r) == uid_of(&new_rs)).cloned() else {
+        let new_uid = uid(&new_rs).to_string();
+        let split = |rss: Vec<ReplicaSet>| {
+            let (new, mut olds): (Vec<ReplicaSet>, Vec<ReplicaSet>) =
+                rss.into_iter().partition(|r| uid(r) == new_uid);
+            olds.sort_by_key(revision);
+            (new.into_iter().next(), olds)
+        };
+        let rss = owned_replicasets(st, &rst, &ns, &uid_d);
+        let total: i64 = rss.iter().map(rs_spec).sum();
+        let (Some(new_rs), olds) = split(rss) else {
             continue;
         };
-        let mut olds: Vec<Value> = rss
-            .iter()
-            .filter(|r| uid_of(r) != uid_of(&new_rs))
-            .cloned()
-            .collect();
-        olds.sort_by_key(revision);
-        let recreate = str_at(&d, "spec.strategy.type") == Some("Recreate");
+        let recreate =
+            d.spec.strategy.as_ref().and_then(|s| s.type_.as_deref()) == Some("Recreate");
         if recreate {
-            let active: Vec<&Value> = olds.iter().filter(|o| spec_replicas(o) > 0).collect();
+            let active: Vec<&ReplicaSet> = olds.iter().filter(|o| rs_spec(o) > 0).collect();
             if !active.is_empty() {
                 for o in active {
-                    scale_rs(st, &d, o, 0);
+                    scale_rs(st, &raw, replicas, o, 0);
                 }
-            } else if olds.iter().all(|o| status_i(o, "replicas") == 0) {
-                scale_rs(st, &d, &new_rs, replicas);
+            } else if olds.iter().all(|o| rs_pods(o) == 0) {
+                scale_rs(st, &raw, replicas, &new_rs, replicas);
             }
         } else {
             let (surge, unavail) = surge_unavailable(&d, replicas);
-            let total: i64 = rss.iter().map(spec_replicas).sum();
-            let new_spec = spec_replicas(&new_rs);
+            let new_spec = rs_spec(&new_rs);
             if new_spec < replicas {
                 let max_total = replicas + surge;
                 if total < max_total {
                     let up = (max_total - total).min(replicas - new_spec);
-                    scale_rs(st, &d, &new_rs, new_spec + up);
+                    scale_rs(st, &raw, replicas, &new_rs, new_spec + up);
                 }
             } else if new_spec > replicas {
-                scale_rs(st, &d, &new_rs, replicas);
+                scale_rs(st, &raw, replicas, &new_rs, replicas);
             }
             // Scale down old replica sets within the availability budget.
-            let rss = owned_list(st, &rst, &ns, &uid);
-            let new_rs = rss
-                .iter()
-                .find(|r| uid_of(r) == uid_of(&new_rs))
-                .cloned()
-                .unwrap_or(new_rs);
-            let mut olds: Vec<Value> = rss
-                .iter()
-                .filter(|r| uid_of(r) != uid_of(&new_rs))
-                .cloned()
-                .collect();
-            olds.sort_by_key(revision);
-            let all_pods: i64 = rss.iter().map(spec_replicas).sum();
+            let rss = owned_replicasets(st, &rst, &ns, &uid_d);
+            let all_pods: i64 = rss.iter().map(rs_spec).sum();
+            let available: i64 = rss.iter().map(rs_available).sum();
+            let (new_now, mut olds) = split(rss);
+            let new_rs = new_now.unwrap_or(new_rs);
             let min_available = replicas - unavail;
-            let new_unavailable =
-                (spec_replicas(&new_rs) - status_i(&new_rs, "availableReplicas")).max(0);
+            let new_unavailable = (rs_spec(&new_rs) - rs_available(&new_rs)).max(0);
             let max_scaled_down = all_pods - min_available - new_unavailable;
             if max_scaled_down > 0 {
                 let mut budget = max_scaled_down;
                 // First remove old pods that are not available anyway.
                 for o in olds.iter_mut() {
-                    let unhealthy = (spec_replicas(o) - status_i(o, "availableReplicas")).max(0);
+                    let unhealthy = (rs_spec(o) - rs_available(o)).max(0);
                     let down = unhealthy.min(budget);
                     if down > 0 {
-                        let to = spec_replicas(o) - down;
-                        scale_rs(st, &d, o, to);
-                        util::obj_mut(o, "spec").insert("replicas".into(), json!(to));
+                        let to = rs_spec(o) - down;
+                        scale_rs(st, &raw, replicas, o, to);
+                        o.spec.replicas = Some(to as i32);
                         budget -= down;
                     }
                 }
-                let available: i64 = rss.iter().map(|r| status_i(r, "availableReplicas")).sum();
                 let mut can = (available - min_available).min(budget);
                 for o in olds.iter() {
                     if can <= 0 {
                         break;
                     }
-                    let cur = spec_replicas(o);
+                    let cur = rs_spec(o);
                     let down = cur.min(can);
                     if down > 0 {
-                        scale_rs(st, &d, o, cur - down);
+                        scale_rs(st, &raw, replicas, o, cur - down);
                         can -= down;
                     }
                 }
             }
         }
         // Revision history limit.
-        let limit = i64_at(&d, "spec.revisionHistoryLimit").unwrap_or(10).max(0) as usize;
-        let rss = owned_list(st, &rst, &ns, &uid);
-        let mut dead: Vec<Value> = rss
+        let limit = d.spec.revision_history_limit.unwrap_or(10).max(0) as usize;
+        let mut dead: Vec<ReplicaSet> = owned_replicasets(st, &rst, &ns, &uid_d)
             .into_iter()
-            .filter(|r| rs_hash(r) != hash && spec_replicas(r) == 0 && status_i(r, "replicas") == 0)
+            .filter(|r| rs_hash(r) != hash && rs_spec(r) == 0 && rs_pods(r) == 0)
             .collect();
         dead.sort_by_key(revision);
         while dead.len() > limit {
             let r = dead.remove(0);
-            let _ = st.delete(&rst, &ns, name_of(&r), None, None, false, false);
+            let rs_name = r.metadata.name.unwrap_or_default();
+            let _ = st.delete(&rst, &ns, &rs_name, None, None, false, false);
         }
     }
 }
@@ -343,29 +402,18 @@ pub(super) fn deployment_status(st: &mut State) {
         let replicas = i64::from(d.spec.replicas.unwrap_or(1));
         let paused = d.spec.paused == Some(true);
         let hash = template_hash(&raw);
-        let rss: Vec<ReplicaSet> = owned_list(st, &rst, &ns, &uid)
-            .iter()
-            .filter_map(typed::<ReplicaSet>)
-            .collect();
-        let new_rs = rss
-            .iter()
-            .find(|r| r.metadata.labels.as_ref().and_then(|l| l.get(HASH_LABEL)) == Some(&hash));
-        let rs_status = |r: &ReplicaSet, f: fn(&ReplicaSetStatus) -> Option<i32>| {
-            i64::from(r.status.as_ref().and_then(f).unwrap_or(0))
-        };
+        let rss = owned_replicasets(st, &rst, &ns, &uid);
+        let new_rs = rss.iter().find(|r| rs_hash(r) == hash);
         let sum = |f: fn(&ReplicaSetStatus) -> Option<i32>| {
             rss.iter().map(|r| rs_status(r, f)).sum::<i64>()
         };
-        let rs_spec = |r: &ReplicaSet| i64::from(r.spec.replicas.unwrap_or(1));
         let total_pods = sum(|s| Some(s.replicas));
-        let updated = new_rs
-            .map(|r| rs_status(r, |s| Some(s.replicas)))
-            .unwrap_or(0);
+        let updated = new_rs.map(rs_pods).unwrap_or(0);
         let ready = sum(|s| s.ready_replicas);
         let available = sum(|s| s.available_replicas);
         let total_spec: i64 = rss.iter().map(rs_spec).sum();
         let unavailable = (total_spec.max(replicas) - available).max(0);
-        let (_, max_unavail) = surge_unavailable(&raw, replicas);
+        let (_, max_unavail) = surge_unavailable(&d, replicas);
         let old_status = d.status.clone();
         let os = old_status.as_ref();
         let now = now_time();
@@ -395,9 +443,7 @@ pub(super) fn deployment_status(st: &mut State) {
             && updated == replicas
             && total_pods == replicas
             && available >= replicas
-            && new_rs.is_some_and(|r| {
-                rs_spec(r) == replicas && rs_status(r, |s| s.available_replicas) == replicas
-            });
+            && new_rs.is_some_and(|r| rs_spec(r) == replicas && rs_available(r) == replicas);
         let prev_reason = progressing_or(os, "Progressing").and_then(|c| c.reason.clone());
         let old_i =
             |f: fn(&DeploymentStatus) -> Option<i32>| i64::from(os.and_then(f).unwrap_or(0));

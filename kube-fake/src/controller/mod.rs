@@ -17,7 +17,7 @@ mod statefulset;
 
 use crate::store::{owned_by, State};
 use crate::types::ResourceType;
-use crate::util::{self, i64_at, name_of, str_at};
+use crate::util::{self, name_of, str_at};
 use crate::{Behavior, Shared};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::de::DeserializeOwned;
@@ -124,11 +124,6 @@ pub(crate) fn tick_once(st: &mut State) {
     deployment::deployment_status(st);
     statefulset::statefulsets(st);
     hpa::autoscalers(st);
-}
-
-/// `spec.replicas` (default 1) of a Deployment, ReplicaSet or StatefulSet.
-fn spec_replicas(v: &Value) -> i64 {
-    i64_at(v, "spec.replicas").unwrap_or(1)
 }
 
 /// The objects of a type in `ns` that `uid` owns, oldest (lowest resourceVersion) first.
