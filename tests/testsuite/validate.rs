@@ -1,7 +1,7 @@
 //! `dronectl validate`: positions for syntax and type errors, cross-reference checks,
 //! exit codes and JSON output.
 
-mod common;
+use crate::common;
 
 use common::*;
 

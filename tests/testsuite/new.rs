@@ -1,7 +1,7 @@
 //! `dronectl new app` and `dronectl new service`: what they write, and that bad input
 //! writes nothing and exits 2.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

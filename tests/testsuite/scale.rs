@@ -2,7 +2,7 @@
 //! service, the rollout moving it to the revision that becomes stable, server-side apply
 //! that never resets what the autoscaler set, and canary splits from the live count.
 
-mod common;
+use crate::common;
 
 use common::kube_setup::{plan, revision, timing, SVC};
 

@@ -6,7 +6,7 @@
 //! The app runs under a unique name; a Drop guard runs `down --volumes` and removes its
 //! images.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;

@@ -1,7 +1,7 @@
 //! Environments: one resolution and one wording of its errors for every command, and the
 //! per-environment overrides that `config`, `render` and `validate` see.
 
-mod common;
+use crate::common;
 
 use common::*;
 

@@ -5,7 +5,7 @@
 //! The same scenarios run against a real cluster in `e2e_real_cluster` when
 //! `DRONECTL_E2E_KUBECONFIG` is set.
 
-mod common;
+use crate::common;
 
 use common::kube_setup::{plan, revision, timing, SVC};
 

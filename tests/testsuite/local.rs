@@ -9,7 +9,7 @@
 //! Everything runs under a unique app name (so parallel runs do not collide) and `down
 //! --volumes` plus image removal clean up in a Drop guard.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

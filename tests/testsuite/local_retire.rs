@@ -6,7 +6,7 @@
 //! The service is tests/fixtures/readyz.rs (compiled with rustc, packed `FROM scratch`), so
 //! no crate has to be built. A unique app name and `down --volumes` keep runs apart.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};

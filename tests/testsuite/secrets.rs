@@ -18,7 +18,7 @@
 //! The local service is tests/fixtures/secretfile.rs (compiled with rustc, packed `FROM
 //! scratch`). A unique app name and `down --volumes` keep runs apart.
 
-mod common;
+use crate::common;
 
 use std::cell::RefCell;
 use std::io::Write;

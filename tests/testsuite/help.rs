@@ -1,6 +1,6 @@
 //! Snapshot tests of `--help` for every command, so help text changes are reviewed.
 
-mod common;
+use crate::common;
 
 use common::*;
 

@@ -5,7 +5,7 @@
 //! JSON output follows the versioned event schema, and no command ever waits on standard
 //! input when it is not a terminal.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::path::Path;

@@ -5,7 +5,7 @@
 //!
 //! Builds share the suite's target directory, so the dependency graph is compiled once.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -8,7 +8,7 @@
 //! parallel with each other and with other suites. The release build is done once per
 //! test binary and shares the suite's target directory.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -4,7 +4,7 @@
 //! new revision's own pods, rollout-aware infrastructure waits, `diff` during the
 //! scale-down delay, and retired versions removed on time.
 
-mod common;
+use crate::common;
 
 use common::kube_setup::{plan, revision, timing, SVC};
 

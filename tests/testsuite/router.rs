@@ -3,7 +3,7 @@
 //! JSON log lines on stderr (startup, config, shutdown; never the admin token), and exit 2
 //! on bad input. The real binary, on 127.0.0.1 ports the OS picks.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
