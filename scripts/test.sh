@@ -58,7 +58,7 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 if $quick; then
   step "cargo test (dronectl: unit, CLI and snapshot tests)"
-  run_tests dronectl cargo test --no-fail-fast --lib --test new --test validate --test help --test ci -- --skip pipeline_steps
+  run_tests dronectl cargo test --no-fail-fast --lib --test testsuite -- new:: validate:: help:: ci:: --skip pipeline_steps
 else
   step "Infrastructure images (scripts/infra-images.sh)"
   cargo build --quiet --bin dronectl

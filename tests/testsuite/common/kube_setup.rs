@@ -1,5 +1,5 @@
-//! Set-up shared by the Kubernetes rollout tests (`tests/kube.rs`, `tests/kube_rollout.rs`,
-//! `tests/scale.rs`): the service they roll out, fast engine timings, revisions and plans.
+//! Set-up shared by the Kubernetes rollout tests (the modules `kube`, `kube_rollout` and
+//! `scale`): the service they roll out, fast engine timings, revisions and plans.
 
 use std::time::Duration;
 
