@@ -13,98 +13,21 @@ use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
 
-struct App {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    name: String,
-    state: PathBuf,
+/// A generated app with the service `greeter` (template rust-http).
+fn new_app(prefix: &str) -> TestApp {
+    TestApp::generated(prefix, &[&["greeter", "--template", "rust-http"]])
 }
 
-impl App {
-    fn new(prefix: &str) -> App {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let name = format!("{prefix}{:x}{:x}", std::process::id() % 4096, nanos % 65536);
-        let tmp = tempfile::tempdir().unwrap();
-        assert_code(&run(tmp.path(), &["new", "app", &name, "--no-git"]), 0);
-        let dir = tmp.path().join(&name);
-        assert_code(
-            &run(
-                &dir,
-                &["new", "service", "greeter", "--template", "rust-http"],
-            ),
-            0,
-        );
-        let state = tmp.path().join("state");
-        App {
-            _tmp: tmp,
-            dir,
-            name,
-            state,
-        }
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = dronectl();
-        cmd.current_dir(&self.dir)
-            .env("DRONECTL_STATE_DIR", &self.state)
-            .env("CARGO_TARGET_DIR", shared_target_dir())
-            .args(args);
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().expect("run dronectl")
-    }
-
-    fn containers(&self) -> Vec<String> {
-        let out = Command::new("docker")
-            .args([
-                "ps",
-                "-a",
-                "--filter",
-                &format!("label=dev.dronectl.app={}", self.name),
-                "--format",
-                "{{.Names}}",
-            ])
-            .output()
-            .unwrap();
-        stdout(&out).lines().map(str::to_string).collect()
-    }
-
-    fn api(&self) -> PathBuf {
-        self.dir.join("services/greeter/src/api.rs")
-    }
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        let out = self.run(&["down", "--volumes"]);
-        if !out.status.success() {
-            eprintln!("cleanup: dronectl down failed: {}", stderr(&out));
-        }
-        let out = Command::new("docker")
-            .args(["images", "--format", "{{.Repository}}:{{.Tag}}"])
-            .output()
-            .unwrap();
-        for image in stdout(&out)
-            .lines()
-            .filter(|i| i.starts_with(&format!("{}/", self.name)))
-        {
-            let _ = Command::new("docker")
-                .args(["image", "rm", "-f", image])
-                .output();
-        }
-    }
+/// The greeter's handler source.
+fn api(app: &TestApp) -> PathBuf {
+    app.dir.join("services/greeter/src/api.rs")
 }
 
 /// A running `dronectl -o json dev`: its events as they arrive (all kept, for the schema
@@ -117,7 +40,7 @@ struct Dev {
 }
 
 impl Dev {
-    fn start(app: &App, args: &[&str]) -> Dev {
+    fn start(app: &TestApp, args: &[&str]) -> Dev {
         let mut all = vec!["-o", "json", "dev"];
         all.extend_from_slice(args);
         let mut child = app
@@ -254,7 +177,7 @@ const SWAP: Duration = Duration::from_secs(120);
 
 #[test]
 fn dev_loop_swaps_changes_in_and_keeps_serving_through_errors() {
-    let app = App::new("dv");
+    let app = new_app("dv");
     let mut dev = Dev::start(&app, &[]);
     let watching = dev.wait_dev("watching", BUILD);
     assert_eq!(watching["services"], serde_json::json!(["greeter"]));
@@ -267,7 +190,7 @@ fn dev_loop_swaps_changes_in_and_keeps_serving_through_errors() {
 
     // An atomic save of a one-line handler change, with a client polling throughout.
     let poller = Poller::start(port);
-    atomic_edit(&app.api(), "Hello from greeter!", "Hello again, v2!");
+    atomic_edit(&api(&app), "Hello from greeter!", "Hello again, v2!");
     // Seen as a change of the file itself (not of the temporary one), and only that.
     let changed = dev.wait_dev("changed", Duration::from_secs(10));
     assert_eq!(
@@ -312,10 +235,10 @@ fn dev_loop_swaps_changes_in_and_keeps_serving_through_errors() {
 
     // A burst of saves is one build.
     let builds_before = dev.count("build_started");
-    let text = std::fs::read_to_string(app.api()).unwrap();
+    let text = std::fs::read_to_string(api(&app)).unwrap();
     for i in 0..10 {
         std::fs::write(
-            app.api(),
+            api(&app),
             text.replacen("Hello again, v2!", &format!("Burst {i}!"), 1),
         )
         .unwrap();
@@ -337,7 +260,7 @@ fn dev_loop_swaps_changes_in_and_keeps_serving_through_errors() {
     std::fs::write(app.dir.join("services/greeter/src/.api.rs.swp"), "junk").unwrap();
 
     // A compile error: printed (the compiler's rendered message), the old version serves.
-    atomic_edit(&app.api(), "Burst 9!", "Broken\" !!");
+    atomic_edit(&api(&app), "Burst 9!", "Broken\" !!");
     let message = dev.wait("the compiler's error", BUILD, |e| {
         e["event"] == "compiler_message" && e["level"] == "error"
     });
@@ -369,7 +292,7 @@ fn dev_loop_swaps_changes_in_and_keeps_serving_through_errors() {
     );
 
     // A version that crashes at start is rolled back with its last log lines.
-    atomic_edit(&app.api(), "Broken\" !!", "Crashing soon");
+    atomic_edit(&api(&app), "Broken\" !!", "Crashing soon");
     let main = app.dir.join("services/greeter/src/main.rs");
     atomic_edit(
         &main,
@@ -431,7 +354,7 @@ fn dev_loop_swaps_changes_in_and_keeps_serving_through_errors() {
     let status = dev.child.wait().unwrap();
     assert!(status.success(), "{status:?}");
     assert!(body(port).unwrap().contains("Crashing soon"));
-    assert!(!app.containers().is_empty());
+    assert!(!app.containers_of(None).is_empty());
 
     assert_events_match_schema(&dev.lines.lock().unwrap().join("\n"));
 }
@@ -444,7 +367,7 @@ fn dev_errors_start_nothing() {
     assert_code(&out, 2);
     assert!(stderr(&out).contains("dronectl.yaml"), "{}", stderr(&out));
 
-    let app = App::new("dve");
+    let app = new_app("dve");
     // Unknown service: exit 2 naming the known ones, nothing started.
     let out = app.run(&["dev", "nope"]);
     assert_code(&out, 2);
@@ -465,5 +388,9 @@ fn dev_errors_start_nothing() {
         "{}",
         stderr(&out)
     );
-    assert!(app.containers().is_empty(), "{:?}", app.containers());
+    assert!(
+        app.containers_of(None).is_empty(),
+        "{:?}",
+        app.containers_of(None)
+    );
 }

@@ -1330,35 +1330,6 @@ fn cli_errors_say_what_is_missing_and_read_like_messages() {
     assert!(text.contains("ServiceAccount delivery"), "{text}");
 }
 
-/// A self-signed certificate for `localhost` made by the `openssl` command: (cert, key) files.
-fn self_signed_cert(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let out = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=DNS:localhost"])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("the openssl command");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (cert, key)
-}
-
 /// A Prometheus stand-in on a real TLS socket (127.0.0.1, its own runtime thread): every
 /// query answers the value 0; the request lines it saw are recorded.
 fn https_prometheus(
@@ -1433,7 +1404,7 @@ fn https_prometheus(
 fn prometheus_analysis_over_https() {
     let cluster = FakeCluster::start_blocking();
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = self_signed_cert(dir.path());
+    let (cert, key) = common::tls::self_signed_cert(dir.path());
     let (port, seen) = https_prometheus(&cert, &key);
     let app = dir.path().join("app");
     std::fs::create_dir(&app).unwrap();

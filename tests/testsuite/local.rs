@@ -13,7 +13,7 @@ use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,37 +24,29 @@ fn reference_app() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("reference-app")
 }
 
-fn unique() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("{:x}{:x}", std::process::id() % 4096, nanos % 65536)
-}
-
-/// A run of dronectl in `dir` with a private state directory.
+/// The reference app under a unique name ([`TestApp`]: its images are in `images`), and
+/// the artifacts file of its build.
 struct App {
-    dir: tempfile::TempDir,
-    name: String,
-    state: PathBuf,
-    images: Vec<String>,
+    app: TestApp,
     artifacts: PathBuf,
 }
 
+impl std::ops::Deref for App {
+    type Target = TestApp;
+    fn deref(&self) -> &TestApp {
+        &self.app
+    }
+}
+
+impl std::ops::DerefMut for App {
+    fn deref_mut(&mut self) -> &mut TestApp {
+        &mut self.app
+    }
+}
+
 impl App {
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = dronectl();
-        cmd.current_dir(self.dir.path())
-            .env("DRONECTL_STATE_DIR", &self.state)
-            .env("CARGO_TARGET_DIR", shared_target_dir())
-            .args(args);
-        cmd
-    }
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().expect("run dronectl")
-    }
     fn manifest_path(&self) -> PathBuf {
-        self.dir.path().join("dronectl.yaml")
+        self.dir.join("dronectl.yaml")
     }
     /// Sets an environment variable of a service in the manifest (a new revision).
     fn set_env(&self, service: &str, key: &str, value: &str) {
@@ -82,20 +74,6 @@ impl App {
     }
 }
 
-impl Drop for App {
-    fn drop(&mut self) {
-        let out = self.run(&["down", "--volumes"]);
-        if !out.status.success() {
-            eprintln!("cleanup: dronectl down failed: {}", stderr(&out));
-        }
-        for image in &self.images {
-            let _ = Command::new("docker")
-                .args(["image", "rm", "-f", image])
-                .output();
-        }
-    }
-}
-
 /// Builds the reference app's images (once per test binary: the compile is shared with
 /// every suite through the target dir) and makes an app directory that runs them under a
 /// unique name, with strategies short enough for tests.
@@ -109,10 +87,10 @@ fn app() -> App {
             .success(),
         "the redis:7 image is missing: run scripts/infra-images.sh (scripts/test.sh does)"
     );
-    let name = format!("dl{}", unique());
-    let dir = tempfile::tempdir().unwrap();
-    let artifacts = dir.path().join("build.json");
-    let tag = format!("lt-{}", unique());
+    let mut app = TestApp::empty("dl");
+    let name = app.name.clone();
+    let artifacts = app.dir.join("build.json");
+    let tag = unique_name("lt-");
     let out = dronectl()
         .current_dir(reference_app())
         .env("CARGO_TARGET_DIR", shared_target_dir())
@@ -199,15 +177,9 @@ analyses:
   errors: {{ metric: error-rate, threshold: 0.05, interval: 2s, count: 2 }}
 "
     );
-    std::fs::write(dir.path().join("dronectl.yaml"), manifest).unwrap();
-    let state = dir.path().join("state");
-    App {
-        dir,
-        name,
-        state,
-        images,
-        artifacts,
-    }
+    std::fs::write(app.dir.join("dronectl.yaml"), manifest).unwrap();
+    app.images = images;
+    App { app, artifacts }
 }
 
 /// Steady traffic through the router to `delivery`: every response is recorded with the
@@ -378,7 +350,7 @@ fn inspect(container: &str) -> serde_json::Value {
 
 /// The probe image (tests/fixtures/netprobe.rs as a static binary, `FROM scratch`).
 fn probe_image(app: &App) -> String {
-    let exe = static_fixture("netprobe", app.dir.path());
+    let exe = static_fixture("netprobe", &app.dir);
     let tag = format!("{}-netprobe:1", app.name);
     let out = app.run(&["image", "pack", exe.to_str().unwrap(), "--tag", &tag]);
     assert_code(&out, 0);

@@ -8,28 +8,15 @@
 
 use crate::common;
 
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::*;
 
-struct App {
-    dir: tempfile::TempDir,
-    name: String,
-}
-
-impl App {
-    fn run(&self, args: &[&str]) -> Output {
-        dronectl()
-            .current_dir(self.dir.path())
-            .env("DRONECTL_STATE_DIR", self.dir.path().join("state"))
-            .args(args)
-            .output()
-            .expect("run dronectl")
-    }
-    fn manifest(&self, value: &str) {
-        let text = format!(
-            "app: {}
+/// Writes the app's manifest: the service `echo` with `V=<value>` and a blue-green
+/// strategy with a 3 s scale-down delay.
+fn write_manifest(app: &TestApp, value: &str) {
+    let text = format!(
+        "app: {}
 services:
   echo:
     path: services/echo
@@ -49,45 +36,15 @@ strategies:
       - weight: 100
     scale_down_delay: 3s
 ",
-            self.name
-        );
-        std::fs::write(self.dir.path().join("dronectl.yaml"), text).unwrap();
-    }
-    /// The names of the service's containers.
-    fn containers(&self) -> Vec<String> {
-        let out = Command::new("docker")
-            .args([
-                "ps",
-                "-a",
-                "--format",
-                "{{.Names}}",
-                "--filter",
-                &format!("label=dev.dronectl.app={}", self.name),
-                "--filter",
-                "label=dev.dronectl.service=echo",
-            ])
-            .output()
-            .unwrap();
-        stdout(&out).lines().map(str::to_string).collect()
-    }
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        let out = self.run(&["down", "--volumes"]);
-        if !out.status.success() {
-            eprintln!("cleanup: dronectl down failed: {}", stderr(&out));
-        }
-        let _ = Command::new("docker")
-            .args(["rmi", "-f", &format!("{}-echo:1", self.name)])
-            .output();
-    }
+        app.name
+    );
+    std::fs::write(app.dir.join("dronectl.yaml"), text).unwrap();
 }
 
 /// The service's image: tests/fixtures/readyz.rs as a static binary, `FROM scratch`
 /// (repository, tag).
-fn service_image(app: &App) -> (String, String) {
-    let exe = static_fixture("readyz", app.dir.path());
+fn service_image(app: &TestApp) -> (String, String) {
+    let exe = static_fixture("readyz", &app.dir);
     let repo = format!("{}-echo", app.name);
     let out = app.run(&[
         "image",
@@ -102,17 +59,10 @@ fn service_image(app: &App) -> (String, String) {
 
 #[test]
 fn retired_versions_are_removed_when_their_delay_ends() {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    let app = App {
-        dir: tempfile::tempdir().unwrap(),
-        name: format!("rt{:x}{:x}", std::process::id() % 4096, nanos % 65536),
-    };
+    let app = TestApp::empty("rt");
     let (repo, tag) = service_image(&app);
     let image = format!("{repo}:{tag}");
-    let artifacts = app.dir.path().join("build.json");
+    let artifacts = app.dir.join("build.json");
     std::fs::write(
         &artifacts,
         serde_json::json!([{"service": "echo", "image": repo, "tag": tag, "digest": ""}])
@@ -120,7 +70,7 @@ fn retired_versions_are_removed_when_their_delay_ends() {
     )
     .unwrap();
     let artifacts = artifacts.to_str().unwrap();
-    app.manifest("1");
+    write_manifest(&app, "1");
     let out = app.run(&[
         "up",
         "--no-build",
@@ -130,10 +80,10 @@ fn retired_versions_are_removed_when_their_delay_ends() {
         "2m",
     ]);
     assert_code(&out, 0);
-    assert_eq!(app.containers().len(), 1);
+    assert_eq!(app.containers_of(Some("echo")).len(), 1);
 
     // A blue-green promotion: the command waits out the delay and removes v1 itself.
-    app.manifest("2");
+    write_manifest(&app, "2");
     let started = Instant::now();
     let out = app.run(&["deploy", "echo", "--image", &image, "--strategy", "bg"]);
     assert_code(&out, 0);
@@ -144,10 +94,14 @@ fn retired_versions_are_removed_when_their_delay_ends() {
     );
     assert!(err.contains("removed"), "{err}");
     assert!(started.elapsed() >= Duration::from_secs(3), "did not wait");
-    assert_eq!(app.containers().len(), 1, "the previous version is gone");
+    assert_eq!(
+        app.containers_of(Some("echo")).len(),
+        1,
+        "the previous version is gone"
+    );
 
     // Handed off: it stays warm, status says until when, the next command removes it.
-    app.manifest("3");
+    write_manifest(&app, "3");
     let started = Instant::now();
     let out = app.run(&[
         "deploy",
@@ -160,7 +114,11 @@ fn retired_versions_are_removed_when_their_delay_ends() {
     ]);
     assert_code(&out, 0);
     assert!(started.elapsed() < Duration::from_secs(30));
-    assert_eq!(app.containers().len(), 2, "kept warm for an instant undo");
+    assert_eq!(
+        app.containers_of(Some("echo")).len(),
+        2,
+        "kept warm for an instant undo"
+    );
     let out = app.run(&["rollout", "status", "echo"]);
     assert_code(&out, 0);
     let text = stdout(&out);
@@ -182,7 +140,7 @@ fn retired_versions_are_removed_when_their_delay_ends() {
     let out = app.run(&["deploy", "echo", "--image", &image, "--strategy", "bg"]);
     assert_code(&out, 0);
     assert!(stderr(&out).contains("removed"), "{}", stderr(&out));
-    assert_eq!(app.containers().len(), 1);
+    assert_eq!(app.containers_of(Some("echo")).len(), 1);
 }
 
 fn now_ms() -> u64 {

@@ -9,76 +9,15 @@
 use crate::common;
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::*;
 
 /// A generated app with the services `alpha` and `beta`, and a private state directory.
-struct App {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    name: String,
-    state: PathBuf,
-}
-
-impl App {
-    fn new() -> App {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let name = format!("lg{:x}{:x}", std::process::id() % 4096, nanos % 65536);
-        let tmp = tempfile::tempdir().unwrap();
-        assert_code(&run(tmp.path(), &["new", "app", &name, "--no-git"]), 0);
-        let dir = tmp.path().join(&name);
-        for service in ["alpha", "beta"] {
-            assert_code(&run(&dir, &["new", "service", service]), 0);
-        }
-        let state = tmp.path().join("state");
-        App {
-            _tmp: tmp,
-            dir,
-            name,
-            state,
-        }
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = dronectl();
-        cmd.current_dir(&self.dir)
-            .env("DRONECTL_STATE_DIR", &self.state)
-            .env("CARGO_TARGET_DIR", shared_target_dir())
-            .args(args);
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().expect("run dronectl")
-    }
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        let out = self.run(&["down", "--volumes"]);
-        if !out.status.success() {
-            eprintln!("cleanup: dronectl down failed: {}", stderr(&out));
-        }
-        let out = Command::new("docker")
-            .args(["images", "--format", "{{.Repository}}:{{.Tag}}"])
-            .output()
-            .unwrap();
-        for image in stdout(&out)
-            .lines()
-            .filter(|i| i.starts_with(&format!("{}/", self.name)))
-        {
-            let _ = Command::new("docker")
-                .args(["image", "rm", "-f", image])
-                .output();
-        }
-    }
+fn new_app() -> TestApp {
+    TestApp::generated("lg", &[&["alpha"], &["beta"]])
 }
 
 /// Lines of `text` written by `label` (`label | …` with any padding).
@@ -100,7 +39,7 @@ fn get(port: u16, path: &str, correlation_id: &str) {
 
 #[test]
 fn logs_of_several_services_in_one_stream() {
-    let app = App::new();
+    let app = new_app();
 
     // Not up yet: a clear usage error.
     let out = app.run(&["logs"]);

@@ -27,28 +27,25 @@ use std::process::{Command, Output, Stdio};
 
 use common::*;
 
+/// The local app ([`TestApp`]) and everything dronectl wrote in the test.
 struct App {
-    dir: tempfile::TempDir,
-    name: String,
+    app: TestApp,
     /// Every stdout and stderr dronectl wrote in this test.
     transcript: RefCell<Vec<u8>>,
 }
 
-impl App {
-    fn state(&self) -> PathBuf {
-        self.dir.path().join("state")
+impl std::ops::Deref for App {
+    type Target = TestApp;
+    fn deref(&self) -> &TestApp {
+        &self.app
     }
+}
+
+impl App {
     fn record(&self, out: &Output) {
         let mut t = self.transcript.borrow_mut();
         t.extend_from_slice(&out.stdout);
         t.extend_from_slice(&out.stderr);
-    }
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = dronectl();
-        cmd.current_dir(self.dir.path())
-            .env("DRONECTL_STATE_DIR", self.state())
-            .args(args);
-        cmd
     }
     fn run(&self, args: &[&str]) -> Output {
         let out = self.cmd(args).output().expect("run dronectl");
@@ -84,7 +81,7 @@ environments:
 ",
             self.name
         );
-        std::fs::write(self.dir.path().join("dronectl.yaml"), text).unwrap();
+        std::fs::write(self.dir.join("dronectl.yaml"), text).unwrap();
     }
     /// The service's containers: (name, revision label, secrets label).
     fn containers(&self) -> Vec<(String, String, String)> {
@@ -112,33 +109,6 @@ environments:
                 )
             })
             .collect()
-    }
-    /// Every container of the app (any kind).
-    fn all_containers(&self) -> Vec<String> {
-        let out = Command::new("docker")
-            .args([
-                "ps",
-                "-a",
-                "--format",
-                "{{.Names}}",
-                "--filter",
-                &format!("label=dev.dronectl.app={}", self.name),
-            ])
-            .output()
-            .unwrap();
-        stdout(&out).lines().map(str::to_string).collect()
-    }
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        let out = self.run(&["down", "--volumes"]);
-        if !out.status.success() {
-            eprintln!("cleanup: dronectl down failed: {}", stderr(&out));
-        }
-        let _ = Command::new("docker")
-            .args(["rmi", "-f", &format!("{}-echo:1", self.name)])
-            .output();
     }
 }
 
@@ -190,19 +160,18 @@ fn local_secret_reaches_only_the_container_file() {
         .unwrap()
         .subsec_nanos();
     let app = App {
-        dir: tempfile::tempdir().unwrap(),
-        name: format!("sc{:x}{:x}", std::process::id() % 4096, nanos % 65536),
+        app: TestApp::empty("sc"),
         transcript: RefCell::new(Vec::new()),
     };
     let first = format!("v1-{}-{nanos:x}-Zq9", app.name);
     let second = format!("v2-{}-{nanos:x}-Wx7", app.name);
 
-    let exe = static_fixture("secretfile", app.dir.path());
+    let exe = static_fixture("secretfile", &app.dir);
     let repo = format!("{}-echo", app.name);
     let image = format!("{repo}:1");
     let out = app.run(&["image", "pack", exe.to_str().unwrap(), "--tag", &image]);
     assert_code(&out, 0);
-    let artifacts = app.dir.path().join("build.json");
+    let artifacts = app.dir.join("build.json");
     std::fs::write(
         &artifacts,
         serde_json::json!([{"service": "echo", "image": repo, "tag": "1", "digest": ""}])
@@ -226,7 +195,7 @@ fn local_secret_reaches_only_the_container_file() {
     let out = app.run(&["up", "--no-build", "--artifacts", artifacts]);
     assert_code(&out, 2);
     assert!(stderr(&out).contains(command), "{}", stderr(&out));
-    assert!(app.all_containers().is_empty(), "nothing may start");
+    assert!(app.containers_of(None).is_empty(), "nothing may start");
 
     // A value on the command line is refused without being repeated.
     let out = app.run(&["secret", "set", "echo", "DB_PASSWORD", &first]);
@@ -320,7 +289,7 @@ fn local_secret_reaches_only_the_container_file() {
     let mut channels: Vec<(String, Vec<u8>)> =
         vec![("stdout and stderr".into(), app.transcript.borrow().clone())];
     let mut files = Vec::new();
-    state_files(&app.state(), &mut files);
+    state_files(&app.state, &mut files);
     assert!(
         files
             .iter()
@@ -328,7 +297,7 @@ fn local_secret_reaches_only_the_container_file() {
         "rollout state files exist: {files:?}"
     );
     files.push(PathBuf::from(artifacts));
-    files.push(app.dir.path().join("dronectl.yaml"));
+    files.push(app.dir.join("dronectl.yaml"));
     for f in files {
         channels.push((f.display().to_string(), std::fs::read(&f).unwrap()));
     }
@@ -337,7 +306,7 @@ fn local_secret_reaches_only_the_container_file() {
         "image labels".into(),
         inspect(&["image", "inspect", &image]),
     ));
-    for c in app.all_containers() {
+    for c in app.containers_of(None) {
         channels.push((format!("docker inspect {c}"), inspect(&["inspect", &c])));
         let logs = Command::new("docker").args(["logs", &c]).output().unwrap();
         channels.push((

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod kube_setup;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -250,4 +251,128 @@ pub fn static_fixture(name: &str, dir: &Path) -> PathBuf {
         .expect("run rustc");
     assert!(out.status.success(), "{}", stderr(&out));
     exe
+}
+
+/// `<prefix>` and a suffix unique to this process and moment, for names that must not
+/// collide with a parallel run (app names, tags).
+pub fn unique_name(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{prefix}{:x}{:x}", std::process::id() % 4096, nanos % 65536)
+}
+
+/// An app for the tests on the real Docker engine: a unique name, a temporary directory,
+/// a private state directory, dronectl run with the suite's shared target dir, and a Drop
+/// guard that runs `down --volumes` and removes the app's images (every `<name>/…` and
+/// `<name>-…` repository, and those in `images`).
+pub struct TestApp {
+    pub tmp: tempfile::TempDir,
+    /// The app directory: `tmp` itself ([`TestApp::empty`]) or `tmp/<name>`
+    /// ([`TestApp::generated`]).
+    pub dir: PathBuf,
+    pub name: String,
+    pub state: PathBuf,
+    /// More image references to remove at the end.
+    pub images: Vec<String>,
+}
+
+impl TestApp {
+    /// An empty app directory for an app named `<prefix><unique>`; the test writes its
+    /// manifest. State in `<dir>/state`.
+    pub fn empty(prefix: &str) -> TestApp {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        TestApp {
+            state: dir.join("state"),
+            dir,
+            name: unique_name(prefix),
+            tmp,
+            images: Vec::new(),
+        }
+    }
+
+    /// `dronectl new app <prefix><unique> --no-git`, then `dronectl new service` with each
+    /// of `services` (its arguments). State in `<tmp>/state`.
+    pub fn generated(prefix: &str, services: &[&[&str]]) -> TestApp {
+        let name = unique_name(prefix);
+        let tmp = tempfile::tempdir().expect("tempdir");
+        assert_code(&run(tmp.path(), &["new", "app", &name, "--no-git"]), 0);
+        let dir = tmp.path().join(&name);
+        for args in services {
+            let mut cmd = vec!["new", "service"];
+            cmd.extend_from_slice(args);
+            assert_code(&run(&dir, &cmd), 0);
+        }
+        TestApp {
+            state: tmp.path().join("state"),
+            dir,
+            name,
+            tmp,
+            images: Vec::new(),
+        }
+    }
+
+    /// dronectl in the app directory, with the app's state directory.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = dronectl();
+        cmd.current_dir(&self.dir)
+            .env("DRONECTL_STATE_DIR", &self.state)
+            .env("CARGO_TARGET_DIR", shared_target_dir())
+            .args(args);
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run dronectl")
+    }
+
+    /// The app's containers (any state), optionally only `service`'s, by name.
+    pub fn containers_of(&self, service: Option<&str>) -> Vec<String> {
+        let mut args = vec![
+            "ps".to_string(),
+            "-a".into(),
+            "--format".into(),
+            "{{.Names}}".into(),
+            "--filter".into(),
+            format!("label=dev.dronectl.app={}", self.name),
+        ];
+        if let Some(service) = service {
+            args.extend([
+                "--filter".into(),
+                format!("label=dev.dronectl.service={service}"),
+            ]);
+        }
+        let out = Command::new("docker")
+            .args(&args)
+            .output()
+            .expect("docker ps");
+        stdout(&out).lines().map(str::to_string).collect()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let out = self.run(&["down", "--volumes"]);
+        if !out.status.success() {
+            eprintln!("cleanup: dronectl down failed: {}", stderr(&out));
+        }
+        let out = Command::new("docker")
+            .args(["images", "--format", "{{.Repository}}:{{.Tag}}"])
+            .output()
+            .expect("docker images");
+        let (by_path, by_dash) = (format!("{}/", self.name), format!("{}-", self.name));
+        let mut images: Vec<String> = stdout(&out)
+            .lines()
+            .filter(|i| i.starts_with(&by_path) || i.starts_with(&by_dash))
+            .map(str::to_string)
+            .collect();
+        images.extend(self.images.iter().cloned());
+        for image in images {
+            let _ = Command::new("docker")
+                .args(["image", "rm", "-f", &image])
+                .output();
+        }
+    }
 }
