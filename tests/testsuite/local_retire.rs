@@ -41,35 +41,12 @@ strategies:
     std::fs::write(app.dir.join("dronectl.yaml"), text).unwrap();
 }
 
-/// The service's image: tests/fixtures/readyz.rs as a static binary, `FROM scratch`
-/// (repository, tag).
-fn service_image(app: &TestApp) -> (String, String) {
-    let exe = static_fixture("readyz", &app.dir);
-    let repo = format!("{}-echo", app.name);
-    let out = app.run(&[
-        "image",
-        "pack",
-        exe.to_str().unwrap(),
-        "--tag",
-        &format!("{repo}:1"),
-    ]);
-    assert_code(&out, 0);
-    (repo, "1".into())
-}
-
 #[test]
 fn retired_versions_are_removed_when_their_delay_ends() {
     let app = TestApp::empty("rt");
-    let (repo, tag) = service_image(&app);
-    let image = format!("{repo}:{tag}");
-    let artifacts = app.dir.join("build.json");
-    std::fs::write(
-        &artifacts,
-        serde_json::json!([{"service": "echo", "image": repo, "tag": tag, "digest": ""}])
-            .to_string(),
-    )
-    .unwrap();
-    let artifacts = artifacts.to_str().unwrap();
+    // The service's image: tests/fixtures/readyz.rs, `FROM scratch`.
+    let (image, artifacts) = app.pack_fixture("readyz", "echo");
+    let artifacts = artifacts.as_str();
     write_manifest(&app, "1");
     let out = app.run(&[
         "up",

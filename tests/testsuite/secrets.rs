@@ -166,19 +166,8 @@ fn local_secret_reaches_only_the_container_file() {
     let first = format!("v1-{}-{nanos:x}-Zq9", app.name);
     let second = format!("v2-{}-{nanos:x}-Wx7", app.name);
 
-    let exe = static_fixture("secretfile", &app.dir);
-    let repo = format!("{}-echo", app.name);
-    let image = format!("{repo}:1");
-    let out = app.run(&["image", "pack", exe.to_str().unwrap(), "--tag", &image]);
-    assert_code(&out, 0);
-    let artifacts = app.dir.join("build.json");
-    std::fs::write(
-        &artifacts,
-        serde_json::json!([{"service": "echo", "image": repo, "tag": "1", "digest": ""}])
-            .to_string(),
-    )
-    .unwrap();
-    let artifacts = artifacts.to_str().unwrap();
+    let (image, artifacts) = app.pack_fixture("secretfile", "echo");
+    let artifacts = artifacts.as_str();
     app.manifest("1");
 
     // No value yet: validate and up stop, naming the command; nothing is started.

@@ -328,6 +328,22 @@ impl TestApp {
         self.cmd(args).output().expect("run dronectl")
     }
 
+    /// Packs `tests/fixtures/<fixture>.rs` (a static binary, `FROM scratch`, with
+    /// `dronectl image pack`) as the image `<name>-<service>:1` and writes an artifacts file
+    /// (`<dir>/build.json`) naming it for `up --no-build`: (image reference, artifacts file).
+    pub fn pack_fixture(&self, fixture: &str, service: &str) -> (String, String) {
+        let exe = static_fixture(fixture, &self.dir);
+        let repo = format!("{}-{service}", self.name);
+        let image = format!("{repo}:1");
+        let out = self.run(&["image", "pack", exe.to_str().unwrap(), "--tag", &image]);
+        assert_code(&out, 0);
+        let artifacts = self.dir.join("build.json");
+        let built =
+            serde_json::json!([{"service": service, "image": repo, "tag": "1", "digest": ""}]);
+        std::fs::write(&artifacts, built.to_string()).unwrap();
+        (image, artifacts.to_str().unwrap().to_string())
+    }
+
     /// The app's containers (any state), optionally only `service`'s, by name.
     pub fn containers_of(&self, service: Option<&str>) -> Vec<String> {
         let mut args = vec![
