@@ -7,5 +7,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export BENCH_PAUSE_SECONDS="${1:-${BENCH_PAUSE_SECONDS:-300}}"
-cargo test --quiet --test kube_rollout bench_requests_per_second_while_paused \
+cargo test --quiet --test testsuite kube_rollout::bench_requests_per_second_while_paused \
   -- --ignored --nocapture 2>&1 | grep -E '^BENCH|test result'

@@ -20,7 +20,13 @@ quick=false
 [ "${1:-}" = "--quick" ] && quick=true
 started=$(date +%s)
 
-step() { printf '\n==> %s   [%ss]\n' "$*" "$(( $(date +%s) - started ))"; }
+# Each step's wall time, for the summary (where the time goes).
+step_names=(); step_starts=()
+step() {
+  local now; now=$(date +%s)
+  step_names+=("$*"); step_starts+=("$now")
+  printf '\n==> %s   [%ss]\n' "$*" "$(( now - started ))"
+}
 
 step "Prerequisites"
 source scripts/prereqs.sh
@@ -52,11 +58,16 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 if $quick; then
   step "cargo test (dronectl: unit, CLI and snapshot tests)"
-  run_tests dronectl cargo test --no-fail-fast --lib --test new --test validate --test help --test ci -- --skip pipeline_steps
+  run_tests dronectl cargo test --no-fail-fast --lib --test testsuite -- new:: validate:: help:: ci:: --skip pipeline_steps
 else
   step "Infrastructure images (scripts/infra-images.sh)"
   cargo build --quiet --bin dronectl
   DRONECTL="$CARGO_TARGET_DIR/debug/dronectl" scripts/infra-images.sh
+
+  # Compiling and linking the test binaries is its own step so the summary shows build
+  # time apart from run time.
+  step "cargo test --workspace --no-run (compile and link the test binaries)"
+  cargo test --workspace --no-run --quiet
 
   step "cargo test --workspace (dronectl, router, kube-fake)"
   run_tests dronectl cargo test --workspace --no-fail-fast
@@ -67,21 +78,44 @@ else
 fi
 
 step "Summary"
+summary_at=$(date +%s)
+echo "  wall time of each step:"
+for i in "${!step_names[@]}"; do
+  end=${step_starts[$((i + 1))]:-$summary_at}
+  printf '    %6ss  %s\n' "$((end - step_starts[i]))" "${step_names[$i]}"
+done
+# Per test binary: cargo prints `Running <source> (<binary>)` before each and libtest ends
+# each with `test result: … finished in <s>s`; tests running for over 60 s are named by
+# libtest as they go.
+per_binary() {
+  awk '
+    /^ *Running / { bin = $NF; gsub(/[()]/, "", bin); sub(/.*\//, "", bin); sub(/-[0-9a-f]+$/, "", bin)
+                    src = ($2 == "unittests") ? $3 : $2; name = bin ": " src }
+    /^ *Doc-tests / { name = $2 ": doc-tests" }
+    /^test result:/ { t = $NF; sub(/s$/, "", t)
+                      printf "%9.1fs  %s (%d passed, %d failed, %d ignored)\n", t, name, $4, $6, $8 }
+  ' "$1" | sort -rn
+}
 total_passed=0; total_failed=0; total_ignored=0
 for log in "$CARGO_TARGET_DIR"/test-*.log; do
   [ -f "$log" ] || continue
   read -r p f i < <(grep -E '^test result:' "$log" | awk '{p+=$4; f+=$6; i+=$8} END {print p+0, f+0, i+0}')
-  echo "  $(basename "$log" .log | sed 's/^test-//'): $p passed, $f failed, $i ignored"
+  echo "  $(basename "$log" .log | sed 's/^test-//'): $p passed, $f failed, $i ignored; run time of each test binary, slowest first:"
+  per_binary "$log" | sed 's/^/  /'
+  grep -E '^test .* has been running for over 60 seconds$' "$log" | sed 's/^test /      over 60 s: /; s/ has been running.*//' || true
   grep -E '^test .* \.\.\. FAILED$' "$log" | sed 's/^/    /' || true
-  total_passed=$((total_passed + p)); total_failed=$((total_failed + f))
+  total_passed=$((total_passed + p)); total_failed=$((total_failed + f)); total_ignored=$((total_ignored + i))
 done
+# A test that cannot run here (tests/common::skip) passes in libtest's count; it is
+# counted as skipped, not passed. #[ignore]d tests are skipped too.
 total_skipped=0
 if [ -d "$skipped_dir" ] && [ -n "$(ls -A "$skipped_dir")" ]; then
-  echo "  skipped (passed without running their checks):"
+  echo "  skipped at run time (could not run here; libtest counted them as passed):"
   for f in "$skipped_dir"/*; do sed 's/^/    /' "$f"; total_skipped=$((total_skipped + 1)); done
 fi
 echo "Tests that ran are listed above in each suite's output; logs are in $CARGO_TARGET_DIR/test-*.log"
-echo "$((total_passed - total_skipped)) passed, ${total_failed} failed, ${total_skipped} skipped"
+passed=$((total_passed - total_skipped))
+echo "$((passed + total_failed)) ran: ${passed} passed, ${total_failed} failed; $((total_skipped + total_ignored)) skipped (${total_ignored} ignored, ${total_skipped} could not run here); $(( $(date +%s) - started ))s in all"
 if [ "$failures" -ne 0 ] || [ "$total_failed" -ne 0 ]; then
   echo "FAILED: $failures suite(s) exited non-zero" >&2
   exit 1

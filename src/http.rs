@@ -194,6 +194,11 @@ fn io_error(error: &(dyn std::error::Error + 'static)) -> std::io::Error {
     std::io::Error::new(kind, parts.join(": "))
 }
 
+/// The self-signed certificate recipe the integration tests use.
+#[cfg(test)]
+#[path = "../tests/testsuite/common/tls.rs"]
+mod test_tls;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,38 +300,10 @@ mod tests {
         assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
     }
 
-    /// A self-signed certificate for `localhost`, made by the `openssl` command.
+    /// A self-signed certificate for `localhost` (the integration tests' recipe,
+    /// tests/testsuite/common/tls.rs): (cert, key) PEM.
     pub(crate) fn self_signed(dir: &std::path::Path) -> (Vec<u8>, Vec<u8>) {
-        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-        let out = std::process::Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=localhost",
-                "-addext",
-                "subjectAltName=DNS:localhost",
-                "-addext",
-                "basicConstraints=critical,CA:FALSE",
-            ])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .output()
-            .expect("the openssl command");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let (cert, key) = super::test_tls::self_signed_cert(dir);
         (std::fs::read(cert).unwrap(), std::fs::read(key).unwrap())
     }
 
