@@ -16,6 +16,7 @@ mod kube_render;
 mod kube_rollout;
 mod local;
 mod local_retire;
+mod local_scale;
 mod logs;
 mod new;
 mod router;

@@ -7,71 +7,26 @@
 //! The service is tests/fixtures/readyz.rs (compiled with rustc, packed `FROM scratch`), so
 //! no crate has to be built. A unique app name and `down --volumes` keep runs apart.
 
-mod common;
+use crate::common;
 
-use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
 
-struct App {
-    dir: tempfile::TempDir,
-    name: String,
-}
-
-impl App {
-    fn new() -> App {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        App {
-            dir: tempfile::tempdir().unwrap(),
-            name: format!("sc{:x}{:x}", std::process::id() % 4096, nanos % 65536),
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        dronectl()
-            .current_dir(self.dir.path())
-            .env("DRONECTL_STATE_DIR", self.dir.path().join("state"))
-            .args(args)
-            .output()
-            .expect("run dronectl")
-    }
-
-    /// The summary's `result` of `dronectl -o json <args>`.
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        let mut all = vec!["-o", "json"];
-        all.extend_from_slice(args);
-        let out = self.run(&all);
-        let summary: serde_json::Value = serde_json::from_str(
-            stdout(&out)
-                .lines()
-                .last()
-                .unwrap_or_else(|| panic!("no summary: {}", stderr(&out))),
-        )
-        .unwrap();
-        summary["result"].clone()
-    }
-
-    fn manifest(&self, value: &str) {
-        self.manifest_with(value, "")
-    }
-
-    /// The manifest with `extra` lines (indented as `echo`'s keys) added to the service.
-    fn manifest_with(&self, value: &str, extra: &str) {
-        let text = format!(
-            "app: {}
+/// Writes the app's manifest: the service `echo` with `V=<value>`, `replicas`, `extra` lines
+/// (indented as `echo`'s keys), and a canary strategy that pauses until promoted.
+fn write_manifest(app: &TestApp, value: &str, replicas: u32, extra: &str) {
+    let text = format!(
+        "app: {}
 services:
   echo:
     path: services/echo
     template: rust-http
     port: 8080
     health: {{ liveness: /healthz, readiness: /readyz }}
-    replicas: 1
+    replicas: {replicas}
     env: {{ V: \"{value}\", READY_AFTER_MS: \"1500\" }}
     routes: [/api/echo]
     depends_on: []
@@ -84,39 +39,25 @@ strategies:
       - weight: 50
       - pause: {{}}
 ",
-            self.name
-        );
-        std::fs::write(self.dir.path().join("dronectl.yaml"), text).unwrap();
-    }
-
-    /// How many of the service's containers run.
-    fn running(&self) -> usize {
-        let out = Command::new("docker")
-            .args([
-                "ps",
-                "--format",
-                "{{.Names}}",
-                "--filter",
-                &format!("label=dev.dronectl.app={}", self.name),
-                "--filter",
-                "label=dev.dronectl.service=echo",
-            ])
-            .output()
-            .unwrap();
-        stdout(&out).lines().count()
-    }
+        app.name
+    );
+    std::fs::write(app.dir.join("dronectl.yaml"), text).unwrap();
 }
 
-impl Drop for App {
-    fn drop(&mut self) {
-        let out = self.run(&["down", "--volumes"]);
-        if !out.status.success() {
-            eprintln!("cleanup: dronectl down failed: {}", stderr(&out));
-        }
-        let _ = Command::new("docker")
-            .args(["rmi", "-f", &format!("{}-echo:1", self.name)])
-            .output();
-    }
+/// The summary's `result` of `dronectl -o json <args>`.
+fn json(app: &TestApp, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["-o", "json"];
+    all.extend_from_slice(args);
+    let out = app.run(&all);
+    let last = stdout(&out).lines().last().map(str::to_string);
+    let summary: serde_json::Value =
+        serde_json::from_str(&last.unwrap_or_else(|| panic!("no summary: {}", stderr(&out))))
+            .unwrap();
+    summary["result"].clone()
+}
+
+fn running(app: &TestApp) -> usize {
+    app.containers_of(Some("echo")).len()
 }
 
 /// Clients polling `GET /api/echo` through the router until stopped; anything but a 200 is
@@ -175,30 +116,19 @@ impl Poller {
 
 #[test]
 fn scale_locally_adds_replicas_only_once_ready_and_keeps_the_count() {
-    let app = App::new();
-    let exe = static_fixture("readyz", app.dir.path());
-    let repo = format!("{}-echo", app.name);
-    let image = format!("{repo}:1");
-    let out = app.run(&["image", "pack", exe.to_str().unwrap(), "--tag", &image]);
-    assert_code(&out, 0);
-    let artifacts = app.dir.path().join("build.json");
-    std::fs::write(
-        &artifacts,
-        serde_json::json!([{"service": "echo", "image": repo, "tag": "1", "digest": ""}])
-            .to_string(),
-    )
-    .unwrap();
-    app.manifest("1");
+    let app = TestApp::empty("sc");
+    let (image, artifacts) = app.pack_fixture("readyz", "echo");
+    write_manifest(&app, "1", 1, "");
     let out = app.run(&[
         "up",
         "--no-build",
         "--artifacts",
-        artifacts.to_str().unwrap(),
+        &artifacts,
         "--timeout",
         "2m",
     ]);
     assert_code(&out, 0);
-    let entry = app.json(&["ps"])["entry_url"]
+    let entry = json(&app, &["ps"])["entry_url"]
         .as_str()
         .expect("entry url")
         .to_string();
@@ -214,8 +144,8 @@ fn scale_locally_adds_replicas_only_once_ready_and_keeps_the_count() {
         "{}",
         stderr(&out)
     );
-    assert_eq!(app.running(), 3);
-    let status = app.json(&["rollout", "status", "echo"]);
+    assert_eq!(running(&app), 3);
+    let status = json(&app, &["rollout", "status", "echo"]);
     assert_eq!(status["stable"]["status"]["ready"], 3, "{status}");
     assert_eq!(
         status["scaled"],
@@ -240,28 +170,31 @@ fn scale_locally_adds_replicas_only_once_ready_and_keeps_the_count() {
     // 3 → 1: the removed replicas leave the router and drain first.
     let out = app.run(&["scale", "echo", "1"]);
     assert_code(&out, 0);
-    assert_eq!(app.running(), 1);
+    assert_eq!(running(&app), 1);
     assert!(
-        app.json(&["ps"])["scaling"].as_array().unwrap().is_empty(),
+        json(&app, &["ps"])["scaling"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
         "back at the manifest's count, nothing is overridden"
     );
 
     // The next deploy of a new version keeps a scaled count.
     let out = app.run(&["scale", "echo", "2"]);
     assert_code(&out, 0);
-    app.manifest("2");
+    write_manifest(&app, "2", 1, "");
     let out = app.run(&["deploy", "echo", "--image", &image, "--rolling"]);
     assert_code(&out, 0);
-    let status = app.json(&["rollout", "status", "echo"]);
+    let status = json(&app, &["rollout", "status", "echo"]);
     assert_eq!(status["stable"]["revision"]["replicas"], 2, "{status}");
     assert_eq!(status["stable"]["status"]["ready"], 2, "{status}");
-    assert_eq!(app.running(), 2);
+    assert_eq!(running(&app), 2);
 
     // Refused while a canary waits for promotion; nothing changes.
-    app.manifest("3");
+    write_manifest(&app, "3", 1, "");
     let out = app.run(&["deploy", "echo", "--image", &image, "--strategy", "hold"]);
     assert_code(&out, 5);
-    let running = app.running();
+    let before = running(&app);
     let out = app.run(&["scale", "echo", "4"]);
     assert_code(&out, 2);
     assert!(
@@ -270,17 +203,32 @@ fn scale_locally_adds_replicas_only_once_ready_and_keeps_the_count() {
         "{}",
         stderr(&out)
     );
-    assert_eq!(app.running(), running, "a refused scale changes nothing");
+    assert_eq!(running(&app), before, "a refused scale changes nothing");
     let out = app.run(&["rollout", "abort", "echo"]);
     assert_code(&out, 0);
-    let status = app.json(&["rollout", "status", "echo"]);
+    let status = json(&app, &["rollout", "status", "echo"]);
     assert_eq!(status["stable"]["status"]["ready"], 2, "{status}");
 
+    // dronectl.yaml's `replicas` changes (the same version): the count follows, no rollout.
+    write_manifest(&app, "2", 3, "");
+    let out = app.run(&["deploy", "echo", "--image", &image]);
+    assert_code(&out, 0);
+    assert_eq!(running(&app), 3);
+    write_manifest(&app, "2", 1, "");
+    let out = app.run(&["deploy", "echo", "--image", &image]);
+    assert_code(&out, 0);
+    assert!(
+        stderr(&out).contains("scaled it from 3 to 1 replicas, no new version"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(running(&app), 1);
+
     // Autoscaled: the local target runs `min`, and says so; `scale` is refused.
-    app.manifest_with("4", "    autoscale: { min: 3, max: 5 }\n");
+    write_manifest(&app, "4", 1, "    autoscale: { min: 3, max: 5 }\n");
     let out = app.run(&["deploy", "echo", "--image", &image, "--rolling"]);
     assert_code(&out, 0);
-    assert_eq!(app.running(), 3);
+    assert_eq!(running(&app), 3);
     let out = app.run(&["ps"]);
     assert!(
         stderr(&out).contains(
@@ -297,7 +245,7 @@ fn scale_locally_adds_replicas_only_once_ready_and_keeps_the_count() {
         stdout(&out)
     );
     assert_eq!(
-        app.json(&["rollout", "status", "echo"])["autoscale"],
+        json(&app, &["rollout", "status", "echo"])["autoscale"],
         serde_json::json!({"min": 3, "max": 5})
     );
     let out = app.run(&["scale", "echo", "4"]);
