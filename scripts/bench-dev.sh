@@ -188,16 +188,27 @@ def bench_dev(app_dir, service, url_path, path, make_old_new, label):
                            and e.get("stage") == "compile" and e.get("status") == "finished"), None)
         image_ms = next((e.get("elapsed_ms") for _, e in ev if e.get("event") == "build_step"
                          and e.get("stage") == "image" and e.get("status") == "finished"), None)
+        t_swapping = first(dev_what("swapping")) or t_built or t0
+        # The engine's events of the swap: the new container is started (`started`), it
+        # becomes ready and gets the traffic (`traffic` or `completed`, whichever comes first).
+        t_traffic = first(lambda e: e.get("event") == "rollout"
+                          and e.get("what") in ("traffic", "completed")) or served
+        with open(os.path.join(OUT, f"events-{label}.jsonl"), "a") as f:
+            for t, e in ev:
+                f.write(json.dumps(dict(iteration=i, t=round(t - t0, 3), **e)) + "\n")
         row = dict(iteration=i, total=served - t0, watch=(t_changed or t0) - t0,
                    settle=(t_build or t0) - (t_changed or t0),
                    build=(t_built or t0) - (t_build or t0),
                    compile=(compile_ms or 0) / 1000, image=(image_ms or 0) / 1000,
                    swap_to_served=served - (t_built or t0), swap_to_live=t_live - (t_built or t0),
+                   revision=t_swapping - (t_built or t0), start_ready=t_traffic - t_swapping,
+                   routed=served - t_traffic,
                    cpu=cpu)
         rows.append(row)
         log(f"{label} #{i}: {row['total']:.2f}s (watch {row['watch']:.2f}, settle {row['settle']:.2f}, "
             f"build {row['build']:.2f} = compile {row['compile']:.2f} + image {row['image']:.2f} + rest, "
-            f"swap→served {row['swap_to_served']:.2f}; CPU {cpu:.2f}s)")
+            f"swap→served {row['swap_to_served']:.2f} = revision {row['revision']:.2f} + start/ready "
+            f"{row['start_ready']:.2f} + routed {row['routed']:.2f}; CPU {cpu:.2f}s)")
         time.sleep(0.5)
     dev.stop()
     return rows, url
@@ -334,7 +345,8 @@ try:
     print(f"Run {started}, load average {' '.join(load)} at the start, {' '.join(end_load)} at the end.\n")
     print("| loop (edit → first response of the new version) | runs | median | max | vs dev |")
     print("|---|---|---|---|---|")
-    keys = ["watch", "settle", "build", "compile", "image", "swap_to_served", "cpu"]
+    keys = ["watch", "settle", "build", "compile", "image", "swap_to_served", "revision",
+            "start_ready", "routed", "cpu"]
     if gen_dev:
         dm, dx = summary(gen_dev)
         print(f"| `dronectl dev`, generated rust-http service | {len(gen_dev)} | {dm:.2f} s | {dx:.2f} s | 1× |")
