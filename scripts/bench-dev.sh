@@ -10,7 +10,12 @@
 #   a. `dronectl build <svc> && dronectl deploy <svc> --rolling`,
 #   b. plain `cargo build --release` (static) + `docker build` (FROM scratch) + container
 #      replace (`docker rm -f` + `docker run`), measured on the container's own port.
-# Results as a Markdown table on stdout; raw timings in $OUT (default target/bench-dev).
+# Results as a Markdown table on stdout; raw timings in $OUT (default target/bench-dev), and
+# every `dev` iteration's events with their arrival time after the save in
+# $OUT/events-<label>.jsonl. Swap → served is split into: revision (build finished → the
+# `swapping` event), create (→ the engine's first `scaling` event: the new replica's container
+# created) and start/ready/routed (→ the first response of the new version through the router).
+# Export DRONECTL=… to measure another dronectl binary.
 #
 #   scripts/bench-dev.sh                  # both apps
 #   SKIP_REFERENCE=1 scripts/bench-dev.sh # the generated app only
@@ -188,16 +193,29 @@ def bench_dev(app_dir, service, url_path, path, make_old_new, label):
                            and e.get("stage") == "compile" and e.get("status") == "finished"), None)
         image_ms = next((e.get("elapsed_ms") for _, e in ev if e.get("event") == "build_step"
                          and e.get("stage") == "image" and e.get("status") == "finished"), None)
+        t_swapping = first(dev_what("swapping")) or t_built or t0
+        # The engine's first `scaling` event of the swap: the new replica's container has
+        # been created and is starting; from there to the first response of the new version
+        # it starts, becomes ready and gets the traffic (the engine reports the step after
+        # the router already sends to it, so that event would come too late).
+        t_scaling = first(lambda e: e.get("event") == "rollout" and e.get("what") == "scaling")
+        t_scaling = min(t_scaling or served, served)
+        with open(os.path.join(OUT, f"events-{label}.jsonl"), "a") as f:
+            for t, e in ev:
+                f.write(json.dumps(dict(iteration=i, t=round(t - t0, 3), **e)) + "\n")
         row = dict(iteration=i, total=served - t0, watch=(t_changed or t0) - t0,
                    settle=(t_build or t0) - (t_changed or t0),
                    build=(t_built or t0) - (t_build or t0),
                    compile=(compile_ms or 0) / 1000, image=(image_ms or 0) / 1000,
                    swap_to_served=served - (t_built or t0), swap_to_live=t_live - (t_built or t0),
+                   revision=t_swapping - (t_built or t0), create=t_scaling - t_swapping,
+                   start_ready=served - t_scaling,
                    cpu=cpu)
         rows.append(row)
         log(f"{label} #{i}: {row['total']:.2f}s (watch {row['watch']:.2f}, settle {row['settle']:.2f}, "
             f"build {row['build']:.2f} = compile {row['compile']:.2f} + image {row['image']:.2f} + rest, "
-            f"swap→served {row['swap_to_served']:.2f}; CPU {cpu:.2f}s)")
+            f"swap→served {row['swap_to_served']:.2f} = revision {row['revision']:.2f} + create "
+            f"{row['create']:.2f} + start/ready/routed {row['start_ready']:.2f}; CPU {cpu:.2f}s)")
         time.sleep(0.5)
     dev.stop()
     return rows, url
@@ -279,9 +297,10 @@ def generated():
         return old, new, new
 
     dev_rows, url = bench_dev(app, "greeter", "/api/greeter", api, change, "generated")
-    bd_rows = [] if os.environ.get("SKIP_BUILD_DEPLOY") else \
+    # ALT_ITERATIONS=0 leaves both out (the plain one would still build its warm-up).
+    bd_rows = [] if os.environ.get("SKIP_BUILD_DEPLOY") or ALT_N == 0 else \
         bench_build_deploy(app, "greeter", url, api, change, "generated")
-    plain_rows = [] if os.environ.get("SKIP_PLAIN") else \
+    plain_rows = [] if os.environ.get("SKIP_PLAIN") or ALT_N == 0 else \
         bench_plain(app, "greeter", api, change, "generated")
     return dev_rows, bd_rows, plain_rows
 
@@ -334,7 +353,8 @@ try:
     print(f"Run {started}, load average {' '.join(load)} at the start, {' '.join(end_load)} at the end.\n")
     print("| loop (edit → first response of the new version) | runs | median | max | vs dev |")
     print("|---|---|---|---|---|")
-    keys = ["watch", "settle", "build", "compile", "image", "swap_to_served", "cpu"]
+    keys = ["watch", "settle", "build", "compile", "image", "swap_to_served", "revision",
+            "create", "start_ready", "cpu"]
     if gen_dev:
         dm, dx = summary(gen_dev)
         print(f"| `dronectl dev`, generated rust-http service | {len(gen_dev)} | {dm:.2f} s | {dx:.2f} s | 1× |")

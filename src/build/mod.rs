@@ -632,7 +632,10 @@ fn profile_hash(hash: String, profile: Profile) -> String {
         Profile::Release => hash,
         Profile::Dev => {
             use sha2::Digest as _;
-            inputs::hex(&sha2::Sha256::digest(format!("profile dev\n{hash}")))
+            // The marker names the dev build's settings: images of older settings rebuild.
+            inputs::hex(&sha2::Sha256::digest(format!(
+                "profile dev; dependencies opt-level 1\n{hash}"
+            )))
         }
     }
 }

@@ -41,6 +41,10 @@ pub struct Printer {
     /// `dronectl dev`'s status line on a terminal (building / swapping / live), shown while
     /// no build progress lines are.
     dev_status: Mutex<Option<ProgressBar>>,
+    /// `dronectl dev` watches: its own swapping / live lines say what a swap did, so the
+    /// rollout engine's progress lines (started, scaling, traffic, completed, cleaned) are
+    /// shown only with -v; failures always are.
+    dev_watching: std::sync::atomic::AtomicBool,
 }
 
 /// The layout of log lines: `label | line`, the label padded to `width` and coloured per
@@ -91,6 +95,7 @@ impl Printer {
             bars: Mutex::new(Bars::default()),
             logs: Mutex::new(LogLayout::default()),
             dev_status: Mutex::new(None),
+            dev_watching: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -230,7 +235,11 @@ impl Printer {
             _ => String::new(),
         };
         match d.what {
-            W::Watching => self.set_dev_status("live — watching for changes".into()),
+            W::Watching => {
+                self.dev_watching
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                self.set_dev_status("live — watching for changes".into())
+            }
             W::Swapping => self.set_dev_status(format!("swapping {services}{version}…")),
             W::Live => self.set_dev_status(format!("live: {services}{version} — watching")),
             W::Unchanged => {
@@ -499,7 +508,14 @@ impl Printer {
     /// failing container's last log lines under a failure.
     fn rollout(&self, r: &dronectl::events::RolloutEvent) {
         use dronectl::events::RolloutWhat as W;
-        if self.verbosity < 0 && !matches!(r.what, W::Failed | W::Aborted) {
+        let failure = matches!(r.what, W::Failed | W::Aborted);
+        if self.verbosity < 0 && !failure {
+            return;
+        }
+        if self.verbosity < 1
+            && !failure
+            && self.dev_watching.load(std::sync::atomic::Ordering::Relaxed)
+        {
             return;
         }
         let verb = match r.what {

@@ -167,6 +167,22 @@ pub struct Batch {
     pub errors: Vec<String>,
 }
 
+/// How long the file-system debouncer gathers the raw events of one save (an editor's
+/// temporary file + rename, a formatter rewriting the file) before it hands them over, at
+/// most. The loop's own settle window (`--debounce`) then makes a burst of saves one
+/// build, so this one only needs to pair the events of one save and can be short: every
+/// millisecond here is a millisecond of edit → served.
+const GATHER: Duration = Duration::from_millis(25);
+
+/// How often the debouncer looks at what it gathered.
+const GATHER_TICK: Duration = Duration::from_millis(10);
+
+/// The debouncer's timeout and tick for a settle window of `debounce`.
+fn gather(debounce: Duration) -> (Duration, Duration) {
+    let timeout = GATHER.min(debounce).max(Duration::from_millis(1));
+    (timeout, GATHER_TICK.min(timeout))
+}
+
 /// The running watcher; dropping it stops watching.
 pub struct Watcher {
     debouncer: Debouncer<notify::RecommendedWatcher, RecommendedCache>,
@@ -174,13 +190,15 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    /// Starts watching; every debounced batch of raw paths is sent to `tx`.
+    /// Starts watching; every debounced batch of raw paths is sent to `tx`. `debounce` is
+    /// the loop's settle window; the debouncer itself only gathers one save ([`GATHER`]).
     pub fn start(
         inputs: &Inputs,
         debounce: Duration,
         tx: tokio::sync::mpsc::UnboundedSender<Result<Vec<PathBuf>, String>>,
     ) -> notify::Result<Watcher> {
-        let debouncer = new_debouncer(debounce, None, move |result: DebounceEventResult| {
+        let (timeout, tick) = gather(debounce);
+        let debouncer = new_debouncer(timeout, Some(tick), move |result: DebounceEventResult| {
             let message = match result {
                 Ok(events) => Ok(events
                     .into_iter()
@@ -243,6 +261,16 @@ pub fn sort(inputs: &Inputs, paths: Vec<PathBuf>, manifest_path: &Path) -> Batch
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_debouncer_gathers_one_save_briefly_the_settle_window_does_the_rest() {
+        let ms = Duration::from_millis;
+        assert_eq!(gather(ms(100)), (ms(25), ms(10)));
+        assert_eq!(gather(ms(2000)), (ms(25), ms(10)));
+        // A settle window shorter than the gathering time bounds it.
+        assert_eq!(gather(ms(5)), (ms(5), ms(5)));
+        assert_eq!(gather(ms(0)), (ms(1), ms(1)));
+    }
 
     fn inputs(app: &Path) -> Inputs {
         let svc = |name: &str| ServiceInputs {
