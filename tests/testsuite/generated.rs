@@ -22,18 +22,22 @@ struct GeneratedApp {
 const HTTP_SERVICE: &str = "gen-ratings";
 const WORKER_SERVICE: &str = "gen-indexer";
 
+/// Runs cargo in the generated app. Its output is kept (and shown when it fails): inherited,
+/// the nested `test result:` lines would land in the suite's log and be counted as its own.
 fn cargo(app: &Path, args: &[&str]) {
-    let status = Command::new(env!("CARGO"))
+    let out = Command::new(env!("CARGO"))
         .current_dir(app)
         .args(args)
         .env("CARGO_TARGET_DIR", shared_target_dir())
         .env_remove("RUSTFLAGS")
         .stdin(Stdio::null())
-        .status()
+        .output()
         .expect("run cargo");
     assert!(
-        status.success(),
-        "cargo {args:?} failed in the generated app"
+        out.status.success(),
+        "cargo {args:?} failed in the generated app:\n{}\n{}",
+        stdout(&out),
+        stderr(&out)
     );
 }
 
