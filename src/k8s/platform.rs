@@ -778,17 +778,18 @@ impl Platform for KubePlatform {
                 })
             })
             .collect();
-        let count = |n: Option<i32>| n.unwrap_or(0).max(0) as u32;
+        let count = |n: i32| n.max(0) as u32;
         Ok(Some(Autoscaler {
             name: format!("HorizontalPodAutoscaler/{service}"),
             target: format!(
                 "{}/{}",
                 h.spec.scale_target_ref.kind, h.spec.scale_target_ref.name
             ),
-            min: count(h.spec.min_replicas.or(Some(1))),
-            max: count(Some(h.spec.max_replicas)),
-            current: count(status.and_then(|s| s.current_replicas)),
-            desired: count(status.map(|s| s.desired_replicas)),
+            // `minReplicas` defaults to 1 on the server.
+            min: count(h.spec.min_replicas.unwrap_or(1)),
+            max: count(h.spec.max_replicas),
+            current: count(status.and_then(|s| s.current_replicas).unwrap_or(0)),
+            desired: count(status.map_or(0, |s| s.desired_replicas)),
             metrics,
         }))
     }

@@ -107,10 +107,7 @@ fn retired_versions_are_removed_when_their_delay_ends() {
     let out = app.run(&["ps"]);
     assert_code(&out, 0);
     assert!(stdout(&out).contains("(warm until "), "{}", stdout(&out));
-    let out = app.run(&["-o", "json", "rollout", "status", "echo"]);
-    let summary: serde_json::Value =
-        serde_json::from_str(stdout(&out).lines().last().unwrap()).unwrap();
-    let until = summary["result"]["retired"][0]["until_ms"]
+    let until = app.result(&["rollout", "status", "echo"])["retired"][0]["until_ms"]
         .as_u64()
         .unwrap();
     std::thread::sleep(Duration::from_millis(until.saturating_sub(now_ms()) + 200));

@@ -105,8 +105,12 @@ impl crate::exit::ExitStatus for EngineError {
 pub enum Started {
     /// A new rollout was recorded; drive it.
     New(Box<RolloutState>),
-    /// The candidate already is the stable revision: nothing to do.
-    Unchanged(Revision),
+    /// The candidate already is the stable revision: no rollout. `scaled_from`: the live
+    /// revision was scaled from this count to the candidate's (its `replicas` changed).
+    Unchanged {
+        revision: Revision,
+        scaled_from: Option<u32>,
+    },
 }
 
 /// Drives rollouts of one app in one environment.
@@ -189,6 +193,7 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
         }
         let mut record = self.store.load_record(service)?;
         let mut candidate = candidate;
+        let mut changed = false;
         if let Some(scaled) = record.scaled {
             if candidate.autoscale.is_none() && candidate.replicas == scaled.manifest {
                 // `dronectl scale` set the count and the manifest's is unchanged: keep it.
@@ -196,35 +201,39 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
             } else {
                 // The manifest's count changed (or an autoscaler took over): it wins.
                 record.scaled = None;
-                if let Some(stable) = record.stable.as_mut() {
-                    if stable.id == candidate.id && candidate.autoscale.is_none() {
-                        self.platform
-                            .scale(service, stable, candidate.replicas)
-                            .await?;
-                        stable.replicas = candidate.replicas;
-                    }
-                }
-                self.store.save_record(service, &record)?;
+                changed = true;
             }
         }
         if let Some(stable) = record.stable.as_mut().filter(|s| s.id == candidate.id) {
-            // The same version; only the manifest's `replicas` (or the end of `autoscale`)
-            // may differ: scale the live revision, no rollout (as `kubectl apply` does).
+            // The same version; only the count (the manifest's `replicas`, the end of a
+            // `dronectl scale` override or of `autoscale`) may differ: scale the live
+            // revision, no rollout (as `kubectl apply` does).
+            let mut scaled_from = None;
             if candidate.autoscale.is_none()
                 && (stable.replicas != candidate.replicas || stable.autoscale.is_some())
             {
                 self.platform
                     .scale(service, stable, candidate.replicas)
                     .await?;
+                scaled_from = Some(stable.replicas).filter(|&n| n != candidate.replicas);
                 stable.replicas = candidate.replicas;
                 stable.autoscale = None;
-                self.store.save_record(service, &record)?;
+                changed = true;
             } else if candidate.autoscale != stable.autoscale {
                 // Became autoscaled, or new bounds: the autoscaler owns the count now.
                 stable.autoscale = candidate.autoscale;
+                changed = true;
+            }
+            if changed {
                 self.store.save_record(service, &record)?;
             }
-            return Ok(Started::Unchanged(candidate));
+            return Ok(Started::Unchanged {
+                revision: candidate,
+                scaled_from,
+            });
+        }
+        if changed {
+            self.store.save_record(service, &record)?;
         }
         let now = now_ms();
         let mut state = RolloutState {
@@ -561,7 +570,7 @@ mod tests {
                 .start("api", v1.clone(), Plan::builtin(StrategyKind::Canary))
                 .await
                 .unwrap(),
-            Started::Unchanged(_)
+            Started::Unchanged { .. }
         ));
         assert_eq!(s.store.load_record("api").unwrap().stable, Some(v1));
     }

@@ -69,17 +69,15 @@ pub async fn deploy<P: Platform, S: StateStore>(
     timeout: Option<Duration>,
 ) -> anyhow::Result<DriveReport> {
     let _lock = engine.store.lock(service, &holder())?;
-    let running = engine
-        .store
-        .load_record(service)?
-        .stable
-        .map(|s| s.replicas);
     match engine.start(service, candidate, plan).await? {
-        Started::Unchanged(revision) => Ok(DriveReport {
+        Started::Unchanged {
+            revision,
+            scaled_from,
+        } => Ok(DriveReport {
             service: service.into(),
             outcome: Outcome::Unchanged,
             number: None,
-            message: match running.filter(|&n| n != revision.replicas) {
+            message: match scaled_from {
                 Some(from) => format!(
                     "{service} already runs {}; scaled it from {from} to {} replicas, no new version",
                     revision.label(),

@@ -130,7 +130,7 @@ mod tests {
                 .start("api", rev("api:1", 1), Plan::builtin(StrategyKind::Rolling))
                 .await
                 .unwrap(),
-            Started::Unchanged(_)
+            Started::Unchanged { .. }
         ));
         assert_eq!(s.fake.inner.lock().unwrap().replicas[&v1.id], 3);
         // A new version with the same manifest count starts at the scaled count.
@@ -141,7 +141,7 @@ mod tests {
             .unwrap()
         {
             Started::New(state) => assert_eq!(state.candidate.replicas, 3),
-            Started::Unchanged(_) => panic!("a new version is a rollout"),
+            Started::Unchanged { .. } => panic!("a new version is a rollout"),
         }
         let (outcome, _) = engine.drive("api", None).await.unwrap();
         assert_eq!(outcome, DriveOutcome::Completed);
@@ -157,7 +157,7 @@ mod tests {
             .unwrap()
         {
             Started::New(state) => assert_eq!(state.candidate.replicas, 4),
-            Started::Unchanged(_) => panic!("a new version is a rollout"),
+            Started::Unchanged { .. } => panic!("a new version is a rollout"),
         }
         assert_eq!(s.store.load_record("api").unwrap().scaled, None);
     }
@@ -173,7 +173,7 @@ mod tests {
                 .start("api", rev("api:1", 2), Plan::builtin(StrategyKind::Rolling))
                 .await
                 .unwrap(),
-            Started::Unchanged(_)
+            Started::Unchanged { .. }
         ));
         assert_eq!(s.fake.inner.lock().unwrap().replicas[&v1.id], 2);
         let record = s.store.load_record("api").unwrap();

@@ -328,6 +328,17 @@ impl TestApp {
         self.cmd(args).output().expect("run dronectl")
     }
 
+    /// The `result` of the summary line of `dronectl -o json <args>`.
+    pub fn result(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["-o", "json"];
+        all.extend_from_slice(args);
+        let out = self.run(&all);
+        let last = stdout(&out).lines().last().map(str::to_string);
+        let last = last.unwrap_or_else(|| panic!("no summary: {}", stderr(&out)));
+        let summary: serde_json::Value = serde_json::from_str(&last).unwrap();
+        summary["result"].clone()
+    }
+
     /// Packs `tests/fixtures/<fixture>.rs` (a static binary, `FROM scratch`, with
     /// `dronectl image pack`) as the image `<name>-<service>:1` and writes an artifacts file
     /// (`<dir>/build.json`) naming it for `up --no-build`: (image reference, artifacts file).
