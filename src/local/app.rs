@@ -28,7 +28,7 @@ use crate::error::UsageError;
 use crate::events::{Event, Reporter};
 use crate::manifest::{Environment, LoadedManifest, Manifest, Target};
 use crate::rollout::state::{ensure_router_token, read_router_token, ROUTER_TOKEN_FILE};
-use crate::rollout::{ops, Engine, FileStore, Plan, Revision, Timing};
+use crate::rollout::{ops, Engine, FileStore, Outcome, Plan, Revision, Timing};
 
 /// Reads the manifest and resolves the Docker environment `env` (`local` by default); the
 /// manifest returned is the one that applies in that environment.
@@ -202,7 +202,7 @@ pub struct ServiceUp {
     pub revision: String,
     pub replicas: u32,
     /// `unchanged`, `completed`, or a failure.
-    pub outcome: String,
+    pub outcome: Outcome,
 }
 
 /// What `up` did.
@@ -300,9 +300,14 @@ pub async fn up(opts: &UpOptions, reporter: &dyn Reporter) -> anyhow::Result<UpO
             let revision = target.revision(service, &image, &version).await?;
             let plan = Plan::builtin(crate::manifest::StrategyKind::Rolling);
             let report = ops::deploy(engine, service, revision.clone(), plan, opts.timeout).await?;
-            if report.outcome == "unchanged" {
-                // Make sure it still runs as recorded (containers removed by hand come back).
-                use crate::rollout::Platform;
+            let mut revision = revision;
+            if report.outcome == Outcome::Unchanged {
+                // Make sure it still runs as recorded (containers removed by hand come back),
+                // at the recorded count (a `dronectl scale` override is kept).
+                use crate::rollout::{Platform, StateStore as _};
+                if let Some(live) = target.store.load_record(service)?.stable {
+                    revision = live;
+                }
                 target
                     .platform
                     .scale(service, &revision, revision.replicas)
@@ -322,16 +327,16 @@ pub async fn up(opts: &UpOptions, reporter: &dyn Reporter) -> anyhow::Result<UpO
     let mut failures = Vec::new();
     for result in results {
         let (service, revision, report) = result?;
-        if report.outcome != "completed" && report.outcome != "unchanged" {
+        if !matches!(report.outcome, Outcome::Completed | Outcome::Unchanged) {
             failures.push(format!("{service}: {}", report.message));
         }
-        changed |= report.outcome == "completed";
+        changed |= report.outcome == Outcome::Completed;
         services.push(ServiceUp {
             service,
             image: revision.image.clone(),
             revision: revision.id.clone(),
             replicas: revision.replicas,
-            outcome: report.outcome.to_string(),
+            outcome: report.outcome,
         });
     }
     if !failures.is_empty() {

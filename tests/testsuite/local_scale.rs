@@ -44,18 +44,6 @@ strategies:
     std::fs::write(app.dir.join("dronectl.yaml"), text).unwrap();
 }
 
-/// The summary's `result` of `dronectl -o json <args>`.
-fn json(app: &TestApp, args: &[&str]) -> serde_json::Value {
-    let mut all = vec!["-o", "json"];
-    all.extend_from_slice(args);
-    let out = app.run(&all);
-    let last = stdout(&out).lines().last().map(str::to_string);
-    let summary: serde_json::Value =
-        serde_json::from_str(&last.unwrap_or_else(|| panic!("no summary: {}", stderr(&out))))
-            .unwrap();
-    summary["result"].clone()
-}
-
 fn running(app: &TestApp) -> usize {
     app.containers_of(Some("echo")).len()
 }
@@ -128,7 +116,7 @@ fn scale_locally_adds_replicas_only_once_ready_and_keeps_the_count() {
         "2m",
     ]);
     assert_code(&out, 0);
-    let entry = json(&app, &["ps"])["entry_url"]
+    let entry = app.result(&["ps"])["entry_url"]
         .as_str()
         .expect("entry url")
         .to_string();
@@ -145,7 +133,7 @@ fn scale_locally_adds_replicas_only_once_ready_and_keeps_the_count() {
         stderr(&out)
     );
     assert_eq!(running(&app), 3);
-    let status = json(&app, &["rollout", "status", "echo"]);
+    let status = app.result(&["rollout", "status", "echo"]);
     assert_eq!(status["stable"]["status"]["ready"], 3, "{status}");
     assert_eq!(
         status["scaled"],
@@ -167,12 +155,17 @@ fn scale_locally_adds_replicas_only_once_ready_and_keeps_the_count() {
     // Traffic reaches every replica: a while of polling spreads over three endpoints.
     std::thread::sleep(Duration::from_secs(1));
 
+    // `up` again (nothing changed) keeps the scaled count.
+    let out = app.run(&["up", "--no-build", "--artifacts", &artifacts]);
+    assert_code(&out, 0);
+    assert_eq!(running(&app), 3, "up keeps the `dronectl scale` count");
+
     // 3 → 1: the removed replicas leave the router and drain first.
     let out = app.run(&["scale", "echo", "1"]);
     assert_code(&out, 0);
     assert_eq!(running(&app), 1);
     assert!(
-        json(&app, &["ps"])["scaling"]
+        app.result(&["ps"])["scaling"]
             .as_array()
             .unwrap()
             .is_empty(),
@@ -185,7 +178,7 @@ fn scale_locally_adds_replicas_only_once_ready_and_keeps_the_count() {
     write_manifest(&app, "2", 1, "");
     let out = app.run(&["deploy", "echo", "--image", &image, "--rolling"]);
     assert_code(&out, 0);
-    let status = json(&app, &["rollout", "status", "echo"]);
+    let status = app.result(&["rollout", "status", "echo"]);
     assert_eq!(status["stable"]["revision"]["replicas"], 2, "{status}");
     assert_eq!(status["stable"]["status"]["ready"], 2, "{status}");
     assert_eq!(running(&app), 2);
@@ -206,7 +199,7 @@ fn scale_locally_adds_replicas_only_once_ready_and_keeps_the_count() {
     assert_eq!(running(&app), before, "a refused scale changes nothing");
     let out = app.run(&["rollout", "abort", "echo"]);
     assert_code(&out, 0);
-    let status = json(&app, &["rollout", "status", "echo"]);
+    let status = app.result(&["rollout", "status", "echo"]);
     assert_eq!(status["stable"]["status"]["ready"], 2, "{status}");
 
     // dronectl.yaml's `replicas` changes (the same version): the count follows, no rollout.
@@ -245,7 +238,7 @@ fn scale_locally_adds_replicas_only_once_ready_and_keeps_the_count() {
         stdout(&out)
     );
     assert_eq!(
-        json(&app, &["rollout", "status", "echo"])["autoscale"],
+        app.result(&["rollout", "status", "echo"])["autoscale"],
         serde_json::json!({"min": 3, "max": 5})
     );
     let out = app.run(&["scale", "echo", "4"]);
