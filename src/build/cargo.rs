@@ -1,10 +1,12 @@
 //! The one cargo invocation that compiles every selected Rust service as a static binary.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
+
 use std::time::Instant;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
 
 use super::BuildError;
 use crate::events::{BuildStage, Event, Reporter, StepStatus};
@@ -53,8 +55,9 @@ pub struct Unit {
 }
 
 /// Builds `units` (all in `workspace`) with one `cargo build` in `profile`, reporting
-/// progress and compiler messages, and returns each service's executable.
-pub fn build(
+/// progress and compiler messages, and returns each service's executable. Dropping the
+/// future kills cargo.
+pub async fn build(
     workspace: &Path,
     units: &[Unit],
     profile: Profile,
@@ -97,6 +100,7 @@ pub fn build(
     command
         .env("RUSTFLAGS", rustflags)
         .env("CARGO_TERM_PROGRESS_WHEN", "never")
+        .kill_on_drop(true)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -115,9 +119,10 @@ pub fn build(
     })?;
     let stderr = child.stderr.take().expect("piped stderr");
     // cargo's own messages (not the compiler's): kept for the error, shown with -v.
-    let stderr_thread = std::thread::spawn(move || {
+    let stderr_task = tokio::spawn(async move {
         let mut lines = Vec::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+        let mut reader = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = reader.next_line().await {
             lines.push(line);
         }
         lines
@@ -131,7 +136,8 @@ pub fn build(
     let mut errors = 0usize;
     let mut failed_services: Vec<String> = Vec::new();
     let stdout = child.stdout.take().expect("piped stdout");
-    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+    let mut stdout = BufReader::new(stdout).lines();
+    while let Ok(Some(line)) = stdout.next_line().await {
         let Ok(message) = serde_json::from_str::<serde_json::Value>(&line) else {
             continue;
         };
@@ -189,10 +195,10 @@ pub fn build(
             _ => {}
         }
     }
-    let status = child.wait().map_err(|e| BuildError::Cargo {
+    let status = child.wait().await.map_err(|e| BuildError::Cargo {
         message: format!("waiting for cargo: {e}"),
     })?;
-    let cargo_lines = stderr_thread.join().unwrap_or_default();
+    let cargo_lines = stderr_task.await.unwrap_or_default();
     for line in &cargo_lines {
         reporter.event(Event::Note {
             message: format!("cargo: {line}"),

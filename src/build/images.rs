@@ -76,16 +76,10 @@ fn app_name(app_dir: &std::path::Path) -> Result<String, BuildError> {
 }
 
 /// The app's images, by service, newest first.
-pub fn list(app_dir: &std::path::Path) -> Result<Vec<ImageInfo>, BuildError> {
+pub async fn list(app_dir: &std::path::Path) -> Result<Vec<ImageInfo>, BuildError> {
     let app = app_name(app_dir)?;
-    let runtime = docker::runtime().map_err(|source| BuildError::Io {
-        path: app_dir.to_path_buf(),
-        source,
-    })?;
-    runtime.block_on(async {
-        let docker = docker::connect().await?;
-        Ok(list_in(&docker, &app).await?)
-    })
+    let docker = docker::connect().await?;
+    Ok(list_in(&docker, &app).await?)
 }
 
 /// `dronectl images prune`.
@@ -106,72 +100,69 @@ pub struct PruneOutcome {
 
 /// Removes the app's images that no container uses, keeping each service's newest image
 /// (the one tagged last) unless `all`.
-pub fn prune(options: &PruneOptions, reporter: &dyn Reporter) -> Result<PruneOutcome, BuildError> {
+pub async fn prune(
+    options: &PruneOptions,
+    reporter: &dyn Reporter,
+) -> Result<PruneOutcome, BuildError> {
     let app = app_name(&options.app_dir)?;
-    let runtime = docker::runtime().map_err(|source| BuildError::Io {
-        path: options.app_dir.clone(),
-        source,
-    })?;
-    runtime.block_on(async {
-        let docker = docker::connect().await?;
-        let images = list_in(&docker, &app).await?;
-        // Newest per service: last tagged, then created.
-        let mut newest: BTreeMap<String, (String, String, String)> = BTreeMap::new();
-        for img in &images {
-            let inspect = docker
-                .inspect_image(&img.id)
-                .await
-                .map_err(DockerError::from)?;
-            let tagged = inspect
-                .metadata
-                .and_then(|m| m.last_tag_time)
-                .map(|t| t.to_string())
-                .unwrap_or_default();
-            let key = (
-                tagged,
-                img.created.clone().unwrap_or_default(),
-                img.id.clone(),
-            );
-            let entry = newest.entry(img.service.clone()).or_insert(key.clone());
-            if key > *entry {
-                *entry = key;
+    let docker = docker::connect().await?;
+    let images = list_in(&docker, &app).await?;
+    // Newest per service: last tagged, then created.
+    let mut newest: BTreeMap<String, (String, String, String)> = BTreeMap::new();
+    for img in &images {
+        let inspect = docker
+            .inspect_image(&img.id)
+            .await
+            .map_err(DockerError::from)?;
+        let tagged = inspect
+            .metadata
+            .and_then(|m| m.last_tag_time)
+            .map(|t| t.to_string())
+            .unwrap_or_default();
+        let key = (
+            tagged,
+            img.created.clone().unwrap_or_default(),
+            img.id.clone(),
+        );
+        let entry = newest.entry(img.service.clone()).or_insert(key.clone());
+        if key > *entry {
+            *entry = key;
+        }
+    }
+    let keep: HashSet<&str> = if options.all {
+        HashSet::new()
+    } else {
+        newest.values().map(|(_, _, id)| id.as_str()).collect()
+    };
+    let mut removed = Vec::new();
+    let mut kept = 0;
+    for img in images {
+        if img.containers > 0 || keep.contains(img.id.as_str()) {
+            kept += 1;
+            continue;
+        }
+        if !options.dry_run {
+            let opts = bollard::query_parameters::RemoveImageOptionsBuilder::default()
+                .force(true)
+                .build();
+            match docker.remove_image(&img.id, Some(opts), None).await {
+                Ok(_) => {}
+                Err(e) if docker::is_not_found(&e) => {}
+                Err(e) => return Err(BuildError::Docker(e.into())),
             }
         }
-        let keep: HashSet<&str> = if options.all {
-            HashSet::new()
-        } else {
-            newest.values().map(|(_, _, id)| id.as_str()).collect()
-        };
-        let mut removed = Vec::new();
-        let mut kept = 0;
-        for img in images {
-            if img.containers > 0 || keep.contains(img.id.as_str()) {
-                kept += 1;
-                continue;
-            }
-            if !options.dry_run {
-                let opts = bollard::query_parameters::RemoveImageOptionsBuilder::default()
-                    .force(true)
-                    .build();
-                match docker.remove_image(&img.id, Some(opts), None).await {
-                    Ok(_) => {}
-                    Err(e) if docker::is_not_found(&e) => {}
-                    Err(e) => return Err(BuildError::Docker(e.into())),
-                }
-            }
-            reporter.event(Event::ImageRemoved {
-                id: img.id.clone(),
-                tags: img.tags.clone(),
-                size: img.size,
-                dry_run: options.dry_run,
-            });
-            removed.push(img);
-        }
-        let reclaimed_bytes = removed.iter().map(|i| i.size).sum();
-        Ok(PruneOutcome {
-            removed,
-            kept,
-            reclaimed_bytes,
-        })
+        reporter.event(Event::ImageRemoved {
+            id: img.id.clone(),
+            tags: img.tags.clone(),
+            size: img.size,
+            dry_run: options.dry_run,
+        });
+        removed.push(img);
+    }
+    let reclaimed_bytes = removed.iter().map(|i| i.size).sum();
+    Ok(PruneOutcome {
+        removed,
+        kept,
+        reclaimed_bytes,
     })
 }

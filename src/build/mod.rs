@@ -327,7 +327,10 @@ struct Plan {
 }
 
 /// Builds the selected services' images. See the module docs.
-pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuildOutcome, BuildError> {
+pub async fn build(
+    options: &BuildOptions,
+    reporter: &dyn Reporter,
+) -> Result<BuildOutcome, BuildError> {
     let start = Instant::now();
     let app_dir = canonical(&options.app_dir);
     let loaded = LoadedManifest::read_valid(&app_dir)?;
@@ -405,12 +408,8 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuildOut
         return Ok(outcome);
     }
 
-    let runtime = docker::runtime().map_err(|source| BuildError::Io {
-        path: app_dir.clone(),
-        source,
-    })?;
-    let docker = runtime.block_on(docker::connect())?;
-    let existing = runtime.block_on(existing_images(&docker, &app))?;
+    let docker = docker::connect().await?;
+    let existing = existing_images(&docker, &app).await?;
 
     // Plan: hash inputs, pick tags, find images that are already up to date.
     let created_secs = git
@@ -469,7 +468,7 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuildOut
     }
     let compiled = !by_workspace.is_empty();
     for (workspace, units) in &by_workspace {
-        executables.extend(cargo::build(workspace, units, options.profile, reporter)?);
+        executables.extend(cargo::build(workspace, units, options.profile, reporter).await?);
     }
     if compiled {
         // cargo may have written Cargo.lock: hash what was actually built.
@@ -488,7 +487,7 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuildOut
         .and_then(|g| g.head.as_ref().map(|(id, _)| id.clone()))
         .unwrap_or_default();
     let created = image::rfc3339(created_secs);
-    let ids: Vec<Result<(String, u64), BuildError>> = runtime.block_on(async {
+    let ids: Vec<Result<(String, u64), BuildError>> = {
         let jobs = plans.iter().map(|plan| {
             let docker = &docker;
             let executables = &executables;
@@ -549,7 +548,7 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuildOut
             }
         });
         futures_util::future::join_all(jobs).await
-    });
+    };
     let mut built = Vec::new();
     for (plan, result) in plans.iter().zip(ids) {
         built.push((plan, result?));
@@ -559,7 +558,7 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuildOut
     let mut images = Vec::new();
     for (plan, (id, size)) in &built {
         let repository = format!("{app}/{}", plan.inputs.service);
-        runtime.block_on(image::tag(&docker, id, &repository, &plan.tag))?;
+        image::tag(&docker, id, &repository, &plan.tag).await?;
         reporter.event(Event::BuildStep {
             service: plan.inputs.service.clone(),
             stage: BuildStage::Tag,
@@ -580,7 +579,7 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuildOut
     }
 
     if let Some((registry, credentials)) = &registry {
-        let pushed: Vec<Result<PushedImage, BuildError>> = runtime.block_on(async {
+        let pushed: Vec<Result<PushedImage, BuildError>> = {
             let app = &app;
             let jobs = images.iter().map(|img| {
                 let docker = &docker;
@@ -588,7 +587,7 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuildOut
                 async move { push_one(docker, registry, app, img, credentials, reporter).await }
             });
             futures_util::future::join_all(jobs).await
-        });
+        };
         for (img, result) in images.iter_mut().zip(pushed) {
             img.pushed = Some(result?);
         }

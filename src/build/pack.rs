@@ -196,12 +196,15 @@ fn normalize(path: &Path) -> PathBuf {
 }
 
 /// Packs the executable into an image tagged `options.tag`.
-pub fn pack(options: &PackOptions, reporter: &dyn Reporter) -> Result<PackOutcome, BuildError> {
-    pack_with(options, &PackExtras::default(), reporter)
+pub async fn pack(
+    options: &PackOptions,
+    reporter: &dyn Reporter,
+) -> Result<PackOutcome, BuildError> {
+    pack_with(options, &PackExtras::default(), reporter).await
 }
 
 /// [`pack`] with [`PackExtras`].
-pub fn pack_with(
+pub async fn pack_with(
     options: &PackOptions,
     extras: &PackExtras,
     reporter: &dyn Reporter,
@@ -230,6 +233,52 @@ pub fn pack_with(
             });
         }
     }
+    reporter.event(Event::BuildStep {
+        service: name.clone(),
+        stage: BuildStage::Image,
+        status: StepStatus::Started,
+        detail: Some(format!("packing {}", options.executable.display())),
+        bytes: None,
+        elapsed_ms: None,
+    });
+    let started = std::time::Instant::now();
+    // Reading the files, `ldd` and hashing the layer are blocking work.
+    let (assembled, libraries) = {
+        let (options, extras) = (options.clone(), extras.clone());
+        tokio::task::spawn_blocking(move || assemble(&options, &extras))
+            .await
+            .map_err(|e| BuildError::Pack {
+                path: PathBuf::new(),
+                message: format!("packing stopped: {e}"),
+            })??
+    };
+    let size = assembled.size;
+    let docker = docker::connect().await?;
+    let id = image::load(&docker, assembled).await?;
+    image::tag(&docker, &id, &name, &tag).await?;
+    reporter.event(Event::BuildStep {
+        service: name.clone(),
+        stage: BuildStage::Image,
+        status: StepStatus::Finished,
+        detail: Some(format!("{name}:{tag}")),
+        bytes: Some(size),
+        elapsed_ms: Some(started.elapsed().as_millis() as u64),
+    });
+    Ok(PackOutcome {
+        image: format!("{name}:{tag}"),
+        id,
+        size,
+        static_binary: libraries.is_empty(),
+        libraries,
+    })
+}
+
+/// The image of a pack: the executable, its shared libraries and `extras.include`, and the
+/// config; with the libraries found.
+fn assemble(
+    options: &PackOptions,
+    extras: &PackExtras,
+) -> Result<(image::Assembled, Vec<PathBuf>), BuildError> {
     let exe = &options.executable;
     let data = std::fs::read(exe).map_err(|source| BuildError::Io {
         path: exe.clone(),
@@ -245,15 +294,6 @@ pub fn pack_with(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "app".into());
-    reporter.event(Event::BuildStep {
-        service: name.clone(),
-        stage: BuildStage::Image,
-        status: StepStatus::Started,
-        detail: Some(format!("packing {}", exe.display())),
-        bytes: None,
-        elapsed_ms: None,
-    });
-    let started = std::time::Instant::now();
     let libraries = shared_libraries(exe)?;
     let io = |source| BuildError::Io {
         path: exe.clone(),
@@ -316,29 +356,7 @@ pub fn pack_with(
         ),
     };
     let assembled = image::assemble(layer.finish().map_err(io)?, &config).map_err(io)?;
-    let size = assembled.size;
-    let runtime = docker::runtime().map_err(io)?;
-    let id = runtime.block_on(async {
-        let docker = docker::connect().await?;
-        let id = image::load(&docker, assembled).await?;
-        image::tag(&docker, &id, &name, &tag).await?;
-        Ok::<_, BuildError>(id)
-    })?;
-    reporter.event(Event::BuildStep {
-        service: name.clone(),
-        stage: BuildStage::Image,
-        status: StepStatus::Finished,
-        detail: Some(format!("{name}:{tag}")),
-        bytes: Some(size),
-        elapsed_ms: Some(started.elapsed().as_millis() as u64),
-    });
-    Ok(PackOutcome {
-        image: format!("{name}:{tag}"),
-        id,
-        size,
-        static_binary: libraries.is_empty(),
-        libraries,
-    })
+    Ok((assembled, libraries))
 }
 
 #[cfg(test)]

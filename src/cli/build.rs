@@ -83,7 +83,7 @@ pub fn run(
         force: args.force,
         profile: build::Profile::Release,
     };
-    let outcome = build::build(&options, printer);
+    let outcome = super::local::runtime()?.block_on(build::build(&options, printer));
     printer.finish_progress();
     let outcome = outcome?;
     let rebuilt = outcome.rebuilt();

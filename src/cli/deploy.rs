@@ -416,8 +416,7 @@ async fn deploy_local(
                 env: global.env.clone(),
                 ..Default::default()
             };
-            let outcome =
-                tokio::task::block_in_place(|| dronectl::build::build(&options, printer))?;
+            let outcome = dronectl::build::build(&options, printer).await?;
             let built = outcome
                 .images
                 .into_iter()
@@ -554,7 +553,7 @@ async fn run_rollout<P: Platform, S: StateStore>(
         }
         RolloutCommand::History(a) => {
             check(&a.service)?;
-            let history = ops::history(store, &a.service)?;
+            let history = ops::history(store, &a.service).await?;
             printer.result_line(&format!(
                 "{:>4}  {:<30} {:<24} {:<10} {}",
                 "#", "VERSION (REVISION)", "STRATEGY", "OUTCOME", "MESSAGE"

@@ -155,7 +155,7 @@ pub fn run_images(
     let app_dir = manifest::find_app_dir(global.dir.as_deref(), cwd)?;
     match args.command {
         None => {
-            let list = images::list(&app_dir)?;
+            let list = super::local::runtime()?.block_on(images::list(&app_dir))?;
             if list.is_empty() {
                 printer.status("Finished", "no images of this app in the engine");
             } else {
@@ -186,7 +186,7 @@ pub fn run_images(
                 all: prune.all,
                 dry_run: prune.dry_run,
             };
-            let outcome = images::prune(&options, printer)?;
+            let outcome = super::local::runtime()?.block_on(images::prune(&options, printer))?;
             let verb = if options.dry_run {
                 "Would remove"
             } else {
@@ -235,7 +235,8 @@ pub fn run_image(cmd: ImageCommand, cwd: &Path, printer: &Printer) -> anyhow::Re
                 entrypoint: args.entrypoint,
                 include: args.include,
             };
-            let outcome = pack::pack_with(&options, &extras, printer);
+            let outcome =
+                super::local::runtime()?.block_on(pack::pack_with(&options, &extras, printer));
             printer.finish_progress();
             let outcome = outcome?;
             printer.status(

@@ -402,7 +402,7 @@ impl Session<'_> {
             ..Default::default()
         };
         let handle =
-            tokio::task::spawn_blocking(move || build::build(&options, &report::Channel(events)));
+            tokio::spawn(async move { build::build(&options, &report::Channel(events)).await });
         Running {
             handle,
             services,

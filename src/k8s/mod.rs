@@ -943,7 +943,12 @@ pub async fn diff(
     for (service, revision) in &revisions {
         // Compare with the Deployment that serves the service now (whatever its name).
         use crate::rollout::StateStore as _;
-        let stable = target.store.load_record(service)?.stable.map(|s| s.id);
+        let stable = target
+            .store
+            .load_record(service)
+            .await?
+            .stable
+            .map(|s| s.id);
         let name = target
             .platform
             .serving_deployment(service, stable.as_deref())

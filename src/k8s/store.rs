@@ -11,11 +11,10 @@
 //!   seconds while held; a held, unexpired lease refuses a second driver with
 //!   [`LockHeld`]; an expired one (its holder died) is taken over.
 //!
-//! [`StateStore`] is synchronous (the engine calls it between awaits), so these calls run on
-//! the current multi-threaded tokio runtime through `block_in_place`.
+//! The lock holder releases the Lease with an explicit, awaited [`StateStore::unlock`];
+//! dropping a [`KubeLock`] does no I/O itself (see there).
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -35,30 +34,6 @@ use crate::rollout::state::{Checked, LockHeld, Request, RolloutState, ServiceRec
 pub const LEASE_SECONDS: i32 = 15;
 /// How often a held lease is renewed.
 pub const RENEW_EVERY: Duration = Duration::from_secs(5);
-
-/// Runs a future to completion from synchronous code inside a multi-threaded runtime.
-///
-/// The future runs on a helper thread: blocking on it on the calling thread would consume
-/// that thread's wake-ups, which belong to the future that thread is already running (with
-/// several rollouts driven concurrently in one task, one of them would never be woken).
-pub(crate) fn block<F>(f: F) -> F::Output
-where
-    F: Future + Send,
-    F::Output: Send,
-{
-    let handle = tokio::runtime::Handle::current();
-    assert!(
-        handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread,
-        "the Kubernetes state store needs a multi-threaded tokio runtime"
-    );
-    tokio::task::block_in_place(|| {
-        std::thread::scope(|s| {
-            s.spawn(|| handle.block_on(f))
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        })
-    })
-}
 
 pub(crate) fn is_status(e: &kube::Error, code: u16) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == code)
@@ -84,34 +59,58 @@ pub struct KubeStore {
     requests: std::sync::Arc<std::sync::Mutex<BTreeMap<String, std::sync::Arc<Cached<ConfigMap>>>>>,
 }
 
-/// A held lease; dropping it stops the renewal and releases the lease.
+/// A held lease. [`StateStore::unlock`] releases it. One dropped without that (a cancelled
+/// or panicking driver) stops renewing at once and is released in the background on the
+/// current runtime, best effort, as client-go's `ReleaseOnCancel` does; if the process
+/// ends first, the lease expires [`LEASE_SECONDS`] after its last renewal.
 pub struct KubeLock {
     renew: tokio::task::JoinHandle<()>,
+    /// `None` once released.
+    lease: Option<HeldLease>,
+}
+
+struct HeldLease {
     leases: Api<Lease>,
     name: String,
     holder: String,
 }
 
+impl HeldLease {
+    /// Clears the holder, if the lease is still ours.
+    async fn release(self) {
+        let Ok(mut lease) = self.leases.get(&self.name).await else {
+            return;
+        };
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        if spec.holder_identity.as_deref() == Some(self.holder.as_str()) {
+            spec.holder_identity = None;
+            spec.renew_time = None;
+            let _ = self
+                .leases
+                .replace(&self.name, &PostParams::default(), &lease)
+                .await;
+        }
+    }
+}
+
 impl Drop for KubeLock {
     fn drop(&mut self) {
         self.renew.abort();
-        match tokio::runtime::Handle::try_current() {
-            Ok(h) if h.runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread => {}
-            // No runtime to release it with: the lease expires by itself.
-            _ => return,
+        if let (Some(lease), Ok(runtime)) =
+            (self.lease.take(), tokio::runtime::Handle::try_current())
+        {
+            // No I/O here: the release runs as its own task.
+            runtime.spawn(lease.release());
         }
-        let (leases, name, holder) = (self.leases.clone(), self.name.clone(), self.holder.clone());
-        block(async move {
-            let Ok(mut lease) = leases.get(&name).await else {
-                return;
-            };
-            let spec = lease.spec.get_or_insert_with(Default::default);
-            if spec.holder_identity.as_deref() == Some(holder.as_str()) {
-                spec.holder_identity = None;
-                spec.renew_time = None;
-                let _ = leases.replace(&name, &PostParams::default(), &lease).await;
-            }
-        });
+    }
+}
+
+impl KubeLock {
+    async fn release(mut self) {
+        self.renew.abort();
+        if let Some(lease) = self.lease.take() {
+            lease.release().await;
+        }
     }
 }
 
@@ -334,9 +333,11 @@ impl KubeStore {
         };
         Ok(KubeLock {
             renew,
-            leases,
-            name,
-            holder,
+            lease: Some(HeldLease {
+                leases,
+                name,
+                holder,
+            }),
         })
     }
 
@@ -389,55 +390,63 @@ impl KubeStore {
     }
 }
 
+// Each call's future is boxed: API calls are large futures, and inline in the engine's
+// future they would make every rollout future (and its stack frames in debug builds) huge.
 impl StateStore for KubeStore {
     type Lock = KubeLock;
 
-    fn lock(&self, service: &str, holder: &str) -> anyhow::Result<KubeLock> {
-        block(self.lock_async(service, holder))
+    async fn lock(&self, service: &str, holder: &str) -> anyhow::Result<KubeLock> {
+        Box::pin(self.lock_async(service, holder)).await
     }
 
-    fn load(&self, service: &str) -> anyhow::Result<Option<RolloutState>> {
+    async fn unlock(&self, lock: KubeLock) {
+        Box::pin(lock.release()).await;
+    }
+
+    async fn load(&self, service: &str) -> anyhow::Result<Option<RolloutState>> {
         let name = Self::state_name(service);
-        match block(self.read_key(&name, "state"))? {
+        match Box::pin(self.read_key(&name, "state")).await? {
             Some(text) => Ok(Some(self.checked(service, &name, "state", &text)?)),
             None => Ok(None),
         }
     }
 
-    fn save(&self, state: &RolloutState) -> anyhow::Result<()> {
+    async fn save(&self, state: &RolloutState) -> anyhow::Result<()> {
         let text = serde_json::to_string(state)?;
-        block(self.write_key(
+        Box::pin(self.write_key(
             &state.service,
             &Self::state_name(&state.service),
             "state",
             text,
         ))
+        .await
     }
 
-    fn load_record(&self, service: &str) -> anyhow::Result<ServiceRecord> {
+    async fn load_record(&self, service: &str) -> anyhow::Result<ServiceRecord> {
         let name = Self::state_name(service);
-        match block(self.read_key(&name, "record"))? {
+        match Box::pin(self.read_key(&name, "record")).await? {
             Some(text) => Ok(self.checked(service, &name, "record", &text)?),
             None => Ok(ServiceRecord::default()),
         }
     }
 
-    fn save_record(&self, service: &str, record: &ServiceRecord) -> anyhow::Result<()> {
+    async fn save_record(&self, service: &str, record: &ServiceRecord) -> anyhow::Result<()> {
         let text = serde_json::to_string(record)?;
-        block(self.write_key(service, &Self::state_name(service), "record", text))
+        Box::pin(self.write_key(service, &Self::state_name(service), "record", text)).await
     }
 
-    fn post(&self, service: &str, request: Request) -> anyhow::Result<()> {
+    async fn post(&self, service: &str, request: Request) -> anyhow::Result<()> {
         let key = format!("r-{:016}-{}", crate::rollout::now_ms(), nonce());
-        block(self.write_key(
+        Box::pin(self.write_key(
             service,
             &Self::requests_name(service),
             &key,
             serde_json::to_string(&request)?,
         ))
+        .await
     }
 
-    fn take_requests(&self, service: &str) -> anyhow::Result<Vec<Request>> {
-        block(self.take_async(service))
+    async fn take_requests(&self, service: &str) -> anyhow::Result<Vec<Request>> {
+        Box::pin(self.take_async(service)).await
     }
 }

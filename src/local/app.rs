@@ -305,7 +305,7 @@ pub async fn up(opts: &UpOptions, reporter: &dyn Reporter) -> anyhow::Result<UpO
                 // Make sure it still runs as recorded (containers removed by hand come back),
                 // at the recorded count (a `dronectl scale` override is kept).
                 use crate::rollout::{Platform, StateStore as _};
-                if let Some(live) = target.store.load_record(service)?.stable {
+                if let Some(live) = target.store.load_record(service).await?.stable {
                     revision = live;
                 }
                 target
@@ -377,7 +377,7 @@ async fn service_images(
             "--no-build needs --artifacts FILE to know which images to run".into()
         ));
     }
-    let outcome = tokio::task::block_in_place(|| crate::build::build(&options, reporter))?;
+    let outcome = crate::build::build(&options, reporter).await?;
     Ok(outcome
         .images
         .into_iter()
@@ -985,7 +985,7 @@ pub async fn ps(app_dir: &Path, env: Option<&str>) -> anyhow::Result<Ps> {
         use crate::rollout::StateStore as _;
         let store = FileStore::new(&state_dir)?;
         for service in manifest.manifest.services.keys() {
-            let record = store.load_record(service)?;
+            let record = store.load_record(service).await?;
             if let Some(s) = record.scaled {
                 scaled.insert(service.clone(), s);
             }

@@ -237,10 +237,8 @@ pub async fn ensure_image(docker: &Docker) -> anyhow::Result<String> {
         env: vec![],
         labels: BTreeMap::from([(labels::KIND.to_string(), "router".to_string())]),
     };
-    // `pack` runs its own runtime: keep it off this one.
-    let collected = crate::events::Collect::default();
-    tokio::task::spawn_blocking(move || crate::build::pack::pack(&options, &collected).map(|_| ()))
-        .await?
+    crate::build::pack::pack(&options, &crate::events::Collect::default())
+        .await
         .context("packing the router image")?;
     drop(dir);
     Ok(tag)

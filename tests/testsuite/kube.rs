@@ -237,7 +237,10 @@ mod scenarios {
             selector(&client, ns, SVC).await.get("dronectl.io/revision"),
             Some(&v2.id)
         );
-        assert_eq!(t.store.load_record(SVC).unwrap().stable.unwrap().id, v2.id);
+        assert_eq!(
+            t.store.load_record(SVC).await.unwrap().stable.unwrap().id,
+            v2.id
+        );
     }
 
     pub async fn blue_green_and_undo(client: Client, ns: &str) {
@@ -411,7 +414,7 @@ mod scenarios {
         let a = target(client.clone(), "staging", ns);
         let b = target(client.clone(), "staging", ns);
         let reporter = Collect::default();
-        let held = a.store.lock(SVC, "ci job 1").unwrap();
+        let held = a.store.lock(SVC, "ci job 1").await.unwrap();
         a.platform.prepare(SVC).await.unwrap();
         let engine = b.engine(&reporter, timing());
         let err = ops::deploy(
@@ -431,9 +434,9 @@ mod scenarios {
                 .unwrap()
                 .driven
         );
-        drop(held);
+        a.store.unlock(held).await;
         assert!(
-            b.store.lock(SVC, "ci job 2").is_ok(),
+            b.store.lock(SVC, "ci job 2").await.is_ok(),
             "a released lease can be taken"
         );
     }
@@ -491,7 +494,7 @@ async fn expired_lease_is_taken_over() {
         "spec": {"holderIdentity": "dead dronectl", "leaseDurationSeconds": 15, "renewTime": "2020-01-01T00:00:00.000000Z"}
     }))
     .unwrap();
-    let _lock = t.store.lock(SVC, "new driver").unwrap();
+    let _lock = t.store.lock(SVC, "new driver").await.unwrap();
     let lease = c
         .get_json(
             "coordination.k8s.io",

@@ -50,7 +50,7 @@ impl<P: Platform, S: StateStore> Engine<'_, P, S> {
                     "analysis {name}: measuring every {}",
                     crate::manifest::Duration(plan.interval)
                 );
-                self.save(state)?;
+                self.save(state).await?;
                 self.emit(state, RolloutWhat::Analysis, state.message.clone());
                 return Ok(Tick::Wait(plan.interval));
             }
@@ -77,7 +77,7 @@ impl<P: Platform, S: StateStore> Engine<'_, P, S> {
             .count() as u32;
         let taken = analysis.measurements.len() as u32;
         state.message = format!("analysis {name} {taken}/{}: {detail}", plan.count);
-        self.save(state)?;
+        self.save(state).await?;
         self.emit(state, RolloutWhat::Analysis, state.message.clone());
         if failures >= plan.failure_limit {
             state
@@ -95,7 +95,7 @@ impl<P: Platform, S: StateStore> Engine<'_, P, S> {
                 },
             };
             state.message = format!("analysis {name} is inconclusive ({detail}); paused: `dronectl rollout promote {}` continues, `abort` rolls back", state.service);
-            self.save(state)?;
+            self.save(state).await?;
             self.emit(state, RolloutWhat::Paused, state.message.clone());
             return Ok(Tick::Paused);
         }
@@ -106,7 +106,7 @@ impl<P: Platform, S: StateStore> Engine<'_, P, S> {
             state.analysis = None;
             state.step += 1;
             state.step_started_ms = now;
-            self.save(state)?;
+            self.save(state).await?;
             return Ok(Tick::Continue);
         }
         Ok(Tick::Wait(plan.interval))
@@ -223,7 +223,7 @@ mod tests {
             "candidate scaled down after the delay"
         );
         assert_eq!(
-            s.store.load_record("api").unwrap().stable.unwrap().id,
+            s.store.load_record("api").await.unwrap().stable.unwrap().id,
             v1.id
         );
         assert!(s.kinds().contains(&RolloutWhat::Aborted));
@@ -262,7 +262,7 @@ mod tests {
         );
         assert_eq!(state.step, 1);
         // Another process promotes; no traffic → the analysis is inconclusive → paused again.
-        s.store.post("api", Request::Promote).unwrap();
+        s.store.post("api", Request::Promote).await.unwrap();
         let (outcome, state) = engine
             .drive("api", Some(Duration::from_secs(5)))
             .await
@@ -278,7 +278,7 @@ mod tests {
             "{:?}",
             state.phase
         );
-        s.store.post("api", Request::Promote).unwrap();
+        s.store.post("api", Request::Promote).await.unwrap();
         let (outcome, _) = engine
             .drive("api", Some(Duration::from_secs(5)))
             .await

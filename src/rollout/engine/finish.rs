@@ -17,7 +17,7 @@ impl<P: Platform, S: StateStore> Engine<'_, P, S> {
     pub(super) async fn complete(&self, state: &mut RolloutState) -> anyhow::Result<Tick> {
         self.route(state, 100).await?;
         let now = now_ms();
-        let mut record = self.store.load_record(&state.service)?;
+        let mut record = self.store.load_record(&state.service).await?;
         if let Some(old) = state.stable.clone() {
             let rolling = state.plan.kind == StrategyKind::Rolling;
             if !rolling && state.plan.scale_down_delay > Duration::ZERO {
@@ -56,8 +56,8 @@ impl<P: Platform, S: StateStore> Engine<'_, P, S> {
             _ => format!("{} is live", state.candidate.label()),
         };
         push_history(&mut record, state, Outcome::Completed);
-        self.store.save_record(&state.service, &record)?;
-        self.save(state)?;
+        self.store.save_record(&state.service, &record).await?;
+        self.save(state).await?;
         self.emit(state, RolloutWhat::Completed, state.message.clone());
         self.collect_garbage(&state.service).await?;
         Ok(Tick::Done)
@@ -125,7 +125,7 @@ impl<P: Platform, S: StateStore> Engine<'_, P, S> {
             );
             Outcome::Aborted
         };
-        let mut record = self.store.load_record(&state.service)?;
+        let mut record = self.store.load_record(&state.service).await?;
         record
             .retired
             .retain(|r| r.revision.id != state.candidate.id);
@@ -135,8 +135,8 @@ impl<P: Platform, S: StateStore> Engine<'_, P, S> {
             warm: false,
         });
         push_history(&mut record, state, outcome);
-        self.store.save_record(&state.service, &record)?;
-        self.save(state)?;
+        self.store.save_record(&state.service, &record).await?;
+        self.save(state).await?;
         let what = if outcome == Outcome::Failed {
             RolloutWhat::Failed
         } else {
@@ -154,7 +154,7 @@ impl<P: Platform, S: StateStore> Engine<'_, P, S> {
 
     /// Scales down and removes retired revisions whose delay has passed.
     pub async fn collect_garbage(&self, service: &str) -> anyhow::Result<()> {
-        let mut record = self.store.load_record(service)?;
+        let mut record = self.store.load_record(service).await?;
         let now = now_ms();
         let (due, keep): (Vec<Retired>, Vec<Retired>) = record
             .retired
@@ -183,7 +183,7 @@ impl<P: Platform, S: StateStore> Engine<'_, P, S> {
             }));
         }
         if !due.is_empty() {
-            self.store.save_record(service, &record)?;
+            self.store.save_record(service, &record).await?;
         }
         Ok(())
     }
@@ -232,7 +232,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("still in progress"), "{err}");
-        s.store.post("api", Request::Abort).unwrap();
+        s.store.post("api", Request::Abort).await.unwrap();
         let (outcome, _) = engine.drive("api", None).await.unwrap();
         assert_eq!(outcome, DriveOutcome::Aborted);
         assert_eq!(s.fake.traffic_log().last().unwrap()[&v1.id], 100);
@@ -257,7 +257,7 @@ mod tests {
             engine.drive("api", None).await.unwrap().0,
             DriveOutcome::Paused
         );
-        s.store.post("api", Request::Abort).unwrap();
+        s.store.post("api", Request::Abort).await.unwrap();
         let (outcome, _) = engine.drive("api", None).await.unwrap();
         assert_eq!(outcome, DriveOutcome::Aborted);
         let f = s.fake.inner.lock().unwrap();

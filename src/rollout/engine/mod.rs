@@ -167,9 +167,9 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
         w
     }
 
-    fn save(&self, state: &mut RolloutState) -> anyhow::Result<()> {
+    async fn save(&self, state: &mut RolloutState) -> anyhow::Result<()> {
         state.updated_ms = now_ms();
-        self.store.save(state)
+        self.store.save(state).await
     }
 
     /// Records a new rollout of `candidate` with `plan`. Requires the service's lock.
@@ -180,7 +180,7 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
         plan: Plan,
     ) -> anyhow::Result<Started> {
         self.collect_garbage(service).await?;
-        let previous = self.store.load(service)?;
+        let previous = self.store.load(service).await?;
         if let Some(p) = &previous {
             if !p.phase.is_terminal() {
                 return Err(EngineError::InProgress {
@@ -191,7 +191,7 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
                 .into());
             }
         }
-        let mut record = self.store.load_record(service)?;
+        let mut record = self.store.load_record(service).await?;
         let mut candidate = candidate;
         let mut changed = false;
         if let Some(scaled) = record.scaled {
@@ -225,7 +225,7 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
                 changed = true;
             }
             if changed {
-                self.store.save_record(service, &record)?;
+                self.store.save_record(service, &record).await?;
             }
             return Ok(Started::Unchanged {
                 revision: candidate,
@@ -233,7 +233,7 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
             });
         }
         if changed {
-            self.store.save_record(service, &record)?;
+            self.store.save_record(service, &record).await?;
         }
         let now = now_ms();
         let mut state = RolloutState {
@@ -271,8 +271,8 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
         };
         self.warn_nominal_weights(&state);
         // A stale request from an earlier rollout must not act on this one.
-        self.store.take_requests(service)?;
-        self.save(&mut state)?;
+        self.store.take_requests(service).await?;
+        self.save(&mut state).await?;
         self.emit(&state, RolloutWhat::Started, state.message.clone());
         Ok(Started::New(Box::new(state)))
     }
@@ -319,7 +319,8 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
         let deadline = timeout.map(|t| std::time::Instant::now() + t);
         let mut state = self
             .store
-            .load(service)?
+            .load(service)
+            .await?
             .ok_or_else(|| EngineError::NoRollout(service.into()))?;
         if matches!(state.phase, Phase::Paused { .. }) {
             self.emit(&state, RolloutWhat::Resumed, "resuming");
@@ -358,13 +359,13 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
         if state.phase.is_terminal() {
             return Ok(Tick::Done);
         }
-        for request in self.store.take_requests(&state.service)? {
+        for request in self.store.take_requests(&state.service).await? {
             match request {
                 Request::Abort => {
                     return self.abort(state, "aborted by request".into(), None).await
                 }
                 Request::Promote | Request::PromoteFull => {
-                    self.promote(state, request == Request::PromoteFull)?
+                    self.promote(state, request == Request::PromoteFull).await?
                 }
             }
         }
@@ -380,13 +381,13 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
         }
     }
 
-    fn promote(&self, state: &mut RolloutState, full: bool) -> anyhow::Result<()> {
+    async fn promote(&self, state: &mut RolloutState, full: bool) -> anyhow::Result<()> {
         if full {
             state.step = state.plan.steps.len();
             state.step_started_ms = now_ms();
             state.analysis = None;
             state.phase = Phase::Progressing;
-            self.save(state)?;
+            self.save(state).await?;
             self.emit(
                 state,
                 RolloutWhat::Resumed,
@@ -408,7 +409,7 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
             state.step += 1;
             state.step_started_ms = now_ms();
             state.phase = Phase::Progressing;
-            self.save(state)?;
+            self.save(state).await?;
             self.emit(
                 state,
                 RolloutWhat::Resumed,
@@ -572,7 +573,7 @@ mod tests {
                 .unwrap(),
             Started::Unchanged { .. }
         ));
-        assert_eq!(s.store.load_record("api").unwrap().stable, Some(v1));
+        assert_eq!(s.store.load_record("api").await.unwrap().stable, Some(v1));
     }
 
     #[tokio::test]
@@ -601,7 +602,7 @@ mod tests {
                 .unwrap();
             assert_eq!(outcome, DriveOutcome::TimedOut);
         }
-        let stored = s.store.load("api").unwrap().unwrap();
+        let stored = s.store.load("api").await.unwrap().unwrap();
         assert!(matches!(
             stored.phase,
             Phase::Paused {

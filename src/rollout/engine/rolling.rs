@@ -73,7 +73,7 @@ impl<P: Platform, S: StateStore> Engine<'_, P, S> {
             progress.stable = left;
             state.rolling = Some(progress);
             state.message = format!("{ready}/{replicas} new replicas ready, {left} old left");
-            self.save(state)?;
+            self.save(state).await?;
             self.emit(state, RolloutWhat::Step, state.message.clone());
             return Ok(Tick::Continue);
         }
@@ -87,7 +87,7 @@ impl<P: Platform, S: StateStore> Engine<'_, P, S> {
             state.rolling = Some(progress);
             state.step_started_ms = now_ms();
             state.message = format!("starting new replica {} of {replicas}", progress.candidate);
-            self.save(state)?;
+            self.save(state).await?;
             self.emit(state, RolloutWhat::Scaling, state.message.clone());
         }
         Ok(Tick::Wait(self.timing.poll))
@@ -138,7 +138,7 @@ impl<P: Platform, S: StateStore> Engine<'_, P, S> {
             status.current
         );
         if self.report_scaling(state, message, (status.ready, replicas)) {
-            self.save(state)?;
+            self.save(state).await?;
         }
         Ok(Tick::Wait(self.timing.poll))
     }

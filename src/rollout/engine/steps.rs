@@ -31,7 +31,7 @@ impl<P: Platform, S: StateStore> Engine<'_, P, S> {
                 state.candidate.label(),
                 state.service
             );
-            self.save(state)?;
+            self.save(state).await?;
             self.emit(state, RolloutWhat::Step, state.message.clone());
             return Ok(Tick::Continue);
         }
@@ -74,7 +74,7 @@ impl<P: Platform, S: StateStore> Engine<'_, P, S> {
                     ),
                     _ => format!("{}% of traffic on {}", w, state.candidate.label()),
                 };
-                self.save(state)?;
+                self.save(state).await?;
                 self.emit(state, RolloutWhat::Traffic, state.message.clone());
                 Ok(Tick::Continue)
             }
@@ -84,7 +84,7 @@ impl<P: Platform, S: StateStore> Engine<'_, P, S> {
                     state.step += 1;
                     state.step_started_ms = now;
                     state.phase = Phase::Progressing;
-                    self.save(state)?;
+                    self.save(state).await?;
                     return Ok(Tick::Continue);
                 }
                 if state.phase
@@ -96,7 +96,7 @@ impl<P: Platform, S: StateStore> Engine<'_, P, S> {
                         reason: PauseReason::Timed { until_ms: until },
                     };
                     state.message = format!("pausing {}s", (until - now).div_ceil(1000));
-                    self.save(state)?;
+                    self.save(state).await?;
                     self.emit(state, RolloutWhat::Paused, state.message.clone());
                 }
                 Ok(Tick::Wait(Duration::from_millis(until - now)))
@@ -114,7 +114,7 @@ impl<P: Platform, S: StateStore> Engine<'_, P, S> {
                         "paused: run `dronectl rollout promote {}` to continue",
                         state.service
                     );
-                    self.save(state)?;
+                    self.save(state).await?;
                     self.emit(state, RolloutWhat::Paused, state.message.clone());
                 }
                 Ok(Tick::Paused)
@@ -128,7 +128,7 @@ impl<P: Platform, S: StateStore> Engine<'_, P, S> {
                 state.step_started_ms = now;
                 let traffic = Self::traffic(state, weight, state.step);
                 state.message = describe_controls(&traffic, &state.candidate);
-                self.save(state)?;
+                self.save(state).await?;
                 self.emit(state, RolloutWhat::Traffic, state.message.clone());
                 Ok(Tick::Continue)
             }
@@ -190,7 +190,7 @@ impl<P: Platform, S: StateStore> Engine<'_, P, S> {
             state.candidate.label()
         );
         if self.report_scaling(state, message, (ready, need)) {
-            self.save(state)?;
+            self.save(state).await?;
         }
         Ok(Some(Tick::Wait(self.timing.poll)))
     }
@@ -229,7 +229,7 @@ mod tests {
         assert_eq!(outcome, DriveOutcome::Completed, "{}", state.message);
         let log = s.fake.traffic_log();
         assert_eq!(candidate_weights(&log, &v2.id), vec![0, 0, 20, 50, 100]);
-        let record = s.store.load_record("api").unwrap();
+        let record = s.store.load_record("api").await.unwrap();
         assert_eq!(record.stable.as_ref().unwrap().id, v2.id);
         assert!(
             record
@@ -309,7 +309,7 @@ mod tests {
         // New replicas now take a while: the candidate must be ready at full size first.
         s.fake.inner.lock().unwrap().ready_after = 4;
         s.events.take();
-        s.store.post("api", Request::PromoteFull).unwrap();
+        s.store.post("api", Request::PromoteFull).await.unwrap();
         let (outcome, state) = engine.drive("api", None).await.unwrap();
         assert_eq!(outcome, DriveOutcome::Completed, "{}", state.message);
         assert_eq!(s.fake.traffic_log().last().unwrap()[&v2.id], 100);
@@ -354,11 +354,11 @@ mod tests {
         assert_eq!(state.stable.as_ref().unwrap().replicas, 4);
         // The autoscaler adds stable pods meanwhile: the next weight is sized from 6.
         s.fake.autoscaler_scales(6);
-        s.store.post("api", Request::Promote).unwrap();
+        s.store.post("api", Request::Promote).await.unwrap();
         let (outcome, _) = engine.drive("api", None).await.unwrap();
         assert_eq!(outcome, DriveOutcome::Paused);
         assert_eq!((replicas(&v2.id), replicas(&v1.id)), (6, 6));
-        s.store.post("api", Request::Promote).unwrap();
+        s.store.post("api", Request::Promote).await.unwrap();
         let (outcome, state) = engine.drive("api", None).await.unwrap();
         assert_eq!(outcome, DriveOutcome::Completed, "{}", state.message);
         // The new stable runs at the live count and the autoscaler moved to it.

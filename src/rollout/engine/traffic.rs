@@ -173,10 +173,10 @@ mod tests {
         assert_eq!(outcome, DriveOutcome::Paused);
         assert_eq!(state.step, 3);
         // A new process (a new engine reading the stored state) routes as the old one did.
-        let stored = s.store.load("api").unwrap().unwrap();
+        let stored = s.store.load("api").await.unwrap().unwrap();
         let t = Engine::<Fake, FileStore>::traffic(&stored, stored.weight, stored.step);
         assert_eq!((t.matches.clone(), t.mirror), (vec![beta(), testers()], 30));
-        s.store.post("api", Request::Promote).unwrap();
+        s.store.post("api", Request::Promote).await.unwrap();
         let (outcome, state) = s.engine().drive("api", None).await.unwrap();
         assert_eq!(outcome, DriveOutcome::Paused);
         assert_eq!(state.weight, 40);
@@ -185,7 +185,7 @@ mod tests {
             (last.matches.len(), last.mirror, last.weights[&v2.id]),
             (2, 30, 40)
         );
-        s.store.post("api", Request::Abort).unwrap();
+        s.store.post("api", Request::Abort).await.unwrap();
         let (outcome, _) = s.engine().drive("api", None).await.unwrap();
         assert_eq!(outcome, DriveOutcome::Aborted);
         let last = s.fake.routing().last().unwrap().clone();
@@ -214,7 +214,7 @@ mod tests {
             .routing()
             .iter()
             .all(|t| t.weights.get(&v2.id).copied().unwrap_or(0) == 0));
-        s.store.post("api", Request::Promote).unwrap();
+        s.store.post("api", Request::Promote).await.unwrap();
         let (outcome, _) = s.engine().drive("api", None).await.unwrap();
         assert_eq!(outcome, DriveOutcome::Completed);
         let last = s.fake.routing().last().unwrap().clone();

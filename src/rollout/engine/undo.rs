@@ -14,7 +14,7 @@ impl<P: Platform, S: StateStore> Engine<'_, P, S> {
     /// Starts a rollout back to an earlier revision: the previous one, or the one rollout
     /// `number` deployed. A revision still warm is switched to at once.
     pub async fn undo(&self, service: &str, number: Option<u64>) -> anyhow::Result<Started> {
-        let record = self.store.load_record(service)?;
+        let record = self.store.load_record(service).await?;
         let current = record.stable.as_ref().map(|s| s.id.clone());
         let target = record
             .history
@@ -72,10 +72,10 @@ mod tests {
             DriveOutcome::Completed
         );
         assert_eq!(
-            s.store.load_record("api").unwrap().stable.unwrap().id,
+            s.store.load_record("api").await.unwrap().stable.unwrap().id,
             v1.id
         );
-        let history = s.store.load_record("api").unwrap().history;
+        let history = s.store.load_record("api").await.unwrap().history;
         assert_eq!(
             history.iter().map(|h| h.number).collect::<Vec<_>>(),
             vec![1, 2, 3]

@@ -14,7 +14,7 @@ use super::engine::{describe_phase, DriveOutcome, Engine, Started};
 use super::outcome::Outcome;
 use super::plan::Plan;
 use super::platform::{Platform, Revision};
-use super::state::{LockHeld, Request, RolloutState, StateStore};
+use super::state::{with_lock, LockHeld, Request, RolloutState, StateStore};
 
 mod scale;
 mod status;
@@ -68,8 +68,8 @@ pub async fn deploy<P: Platform, S: StateStore>(
     plan: Plan,
     timeout: Option<Duration>,
 ) -> anyhow::Result<DriveReport> {
-    let _lock = engine.store.lock(service, &holder())?;
-    match engine.start(service, candidate, plan).await? {
+    with_lock(engine.store, service, &holder(), async {
+    match Box::pin(engine.start(service, candidate, plan)).await? {
         Started::Unchanged {
             revision,
             scaled_from,
@@ -92,10 +92,12 @@ pub async fn deploy<P: Platform, S: StateStore>(
             state: None,
         }),
         Started::New(_) => {
-            let (outcome, state) = engine.drive(service, timeout).await?;
+            let (outcome, state) = Box::pin(engine.drive(service, timeout)).await?;
             Ok(DriveReport::from_drive(service, outcome, state))
         }
     }
+    })
+    .await
 }
 
 /// Continues an interrupted or paused rollout.
@@ -104,10 +106,12 @@ pub async fn resume<P: Platform, S: StateStore>(
     service: &str,
     timeout: Option<Duration>,
 ) -> anyhow::Result<DriveReport> {
-    let _lock = engine.store.lock(service, &holder())?;
-    engine.collect_garbage(service).await?;
-    let (outcome, state) = engine.drive(service, timeout).await?;
-    Ok(DriveReport::from_drive(service, outcome, state))
+    with_lock(engine.store, service, &holder(), async {
+        Box::pin(engine.collect_garbage(service)).await?;
+        let (outcome, state) = Box::pin(engine.drive(service, timeout)).await?;
+        Ok(DriveReport::from_drive(service, outcome, state))
+    })
+    .await
 }
 
 /// Posts `request`; drives the rollout when no other process does.
@@ -119,7 +123,8 @@ pub async fn request<P: Platform, S: StateStore>(
 ) -> anyhow::Result<DriveReport> {
     let state = engine
         .store
-        .load(service)?
+        .load(service)
+        .await?
         .ok_or_else(|| super::EngineError::NoRollout(service.into()))?;
     if state.phase.is_terminal() {
         anyhow::bail!(crate::exit::UsageError(format!(
@@ -133,10 +138,12 @@ pub async fn request<P: Platform, S: StateStore>(
             }
         )));
     }
-    engine.store.post(service, request)?;
-    match engine.store.lock(service, &holder()) {
-        Ok(_lock) => {
-            let (outcome, state) = engine.drive(service, timeout).await?;
+    engine.store.post(service, request).await?;
+    match engine.store.lock(service, &holder()).await {
+        Ok(lock) => {
+            let driven = Box::pin(engine.drive(service, timeout)).await;
+            engine.store.unlock(lock).await;
+            let (outcome, state) = driven?;
             Ok(DriveReport::from_drive(service, outcome, state))
         }
         Err(e) if e.is::<LockHeld>() => Ok(DriveReport {
@@ -157,10 +164,12 @@ pub async fn undo<P: Platform, S: StateStore>(
     to: Option<u64>,
     timeout: Option<Duration>,
 ) -> anyhow::Result<DriveReport> {
-    let _lock = engine.store.lock(service, &holder())?;
-    engine.undo(service, to).await?;
-    let (outcome, state) = engine.drive(service, timeout).await?;
-    Ok(DriveReport::from_drive(service, outcome, state))
+    with_lock(engine.store, service, &holder(), async {
+        Box::pin(engine.undo(service, to)).await?;
+        let (outcome, state) = Box::pin(engine.drive(service, timeout)).await?;
+        Ok(DriveReport::from_drive(service, outcome, state))
+    })
+    .await
 }
 
 /// `HH:MM:SS UTC` of a time in milliseconds since the Unix epoch, for messages.
@@ -188,7 +197,7 @@ pub async fn retire<P: Platform, S: StateStore>(
     use crate::events::Event;
     let mut told = std::collections::BTreeSet::new();
     loop {
-        let record = engine.store.load_record(service)?;
+        let record = engine.store.load_record(service).await?;
         let Some(next) = record.retired.iter().map(|r| r.remove_after_ms).min() else {
             return Ok(());
         };
@@ -219,8 +228,12 @@ pub async fn retire<P: Platform, S: StateStore>(
             tokio::time::sleep(Duration::from_millis((next - now).min(5_000))).await;
             continue;
         }
-        match engine.store.lock(service, &holder()) {
-            Ok(_lock) => engine.collect_garbage(service).await?,
+        match engine.store.lock(service, &holder()).await {
+            Ok(lock) => {
+                let collected = Box::pin(engine.collect_garbage(service)).await;
+                engine.store.unlock(lock).await;
+                collected?
+            }
             Err(e) if e.is::<LockHeld>() => return Ok(()),
             Err(e) => return Err(e),
         }

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::rollout::engine::{describe_phase, Engine};
 use crate::rollout::platform::Platform;
-use crate::rollout::state::{Scaled, StateStore};
+use crate::rollout::state::{with_lock, Scaled, StateStore};
 
 use super::holder;
 
@@ -43,8 +43,21 @@ pub async fn scale<P: Platform, S: StateStore>(
     service: &str,
     replicas: u32,
 ) -> anyhow::Result<ScaleReport> {
-    let _lock = engine.store.lock(service, &holder())?;
-    if let Some(state) = engine.store.load(service)? {
+    with_lock(
+        engine.store,
+        service,
+        &holder(),
+        scale_held(engine, service, replicas),
+    )
+    .await
+}
+
+async fn scale_held<P: Platform, S: StateStore>(
+    engine: &Engine<'_, P, S>,
+    service: &str,
+    replicas: u32,
+) -> anyhow::Result<ScaleReport> {
+    if let Some(state) = engine.store.load(service).await? {
         if !state.phase.is_terminal() {
             anyhow::bail!(crate::exit::UsageError(format!(
                 "a rollout of `{service}` is in progress (#{}, {}): finish it with `dronectl rollout promote|abort {service}`",
@@ -53,7 +66,7 @@ pub async fn scale<P: Platform, S: StateStore>(
             )));
         }
     }
-    let mut record = engine.store.load_record(service)?;
+    let mut record = engine.store.load_record(service).await?;
     let Some(stable) = record.stable.clone() else {
         anyhow::bail!(crate::exit::UsageError(format!(
             "`{service}` is not running: deploy it first (`dronectl deploy {service}` or `dronectl up`)"
@@ -91,7 +104,7 @@ pub async fn scale<P: Platform, S: StateStore>(
     scaled.replicas = replicas;
     record.stable = Some(scaled);
     record.scaled = (replicas != manifest).then_some(Scaled { replicas, manifest });
-    engine.store.save_record(service, &record)?;
+    engine.store.save_record(service, &record).await?;
     Ok(ScaleReport {
         service: service.into(),
         revision: stable.id.clone(),
@@ -115,7 +128,7 @@ mod tests {
         let report = ops::scale(&engine, "api", 3).await.unwrap();
         assert_eq!((report.from, report.to, report.ready), (1, 3, 3));
         assert_eq!(s.fake.inner.lock().unwrap().replicas[&v1.id], 3);
-        let record = s.store.load_record("api").unwrap();
+        let record = s.store.load_record("api").await.unwrap();
         assert_eq!(record.stable.as_ref().unwrap().replicas, 3);
         assert_eq!(
             record.scaled,
@@ -148,7 +161,7 @@ mod tests {
         assert_eq!(s.fake.inner.lock().unwrap().replicas[&v2.id], 3);
         // Scaling back to the manifest's count drops the override.
         ops::scale(&engine, "api", 1).await.unwrap();
-        assert_eq!(s.store.load_record("api").unwrap().scaled, None);
+        assert_eq!(s.store.load_record("api").await.unwrap().scaled, None);
         ops::scale(&engine, "api", 2).await.unwrap();
         // The manifest's count changes (1 → 4): it wins over the override.
         match engine
@@ -159,7 +172,7 @@ mod tests {
             Started::New(state) => assert_eq!(state.candidate.replicas, 4),
             Started::Unchanged { .. } => panic!("a new version is a rollout"),
         }
-        assert_eq!(s.store.load_record("api").unwrap().scaled, None);
+        assert_eq!(s.store.load_record("api").await.unwrap().scaled, None);
     }
 
     #[tokio::test]
@@ -176,7 +189,7 @@ mod tests {
             Started::Unchanged { .. }
         ));
         assert_eq!(s.fake.inner.lock().unwrap().replicas[&v1.id], 2);
-        let record = s.store.load_record("api").unwrap();
+        let record = s.store.load_record("api").await.unwrap();
         assert_eq!(record.scaled, None);
         assert_eq!(record.stable.unwrap().replicas, 2);
     }
@@ -204,7 +217,13 @@ mod tests {
         );
         assert_eq!(s.fake.inner.lock().unwrap().replicas[&v1.id], 3);
         assert_eq!(
-            s.store.load_record("api").unwrap().stable.unwrap().replicas,
+            s.store
+                .load_record("api")
+                .await
+                .unwrap()
+                .stable
+                .unwrap()
+                .replicas,
             3
         );
         // The same again: nothing to do.
@@ -249,7 +268,7 @@ mod tests {
             ) || err.to_string().contains("finish it with `dronectl rollout promote|abort api`"),
             "{err}"
         );
-        assert_eq!(s.store.load_record("api").unwrap().scaled, None);
+        assert_eq!(s.store.load_record("api").await.unwrap().scaled, None);
 
         let s = Setup::new();
         let engine = s.engine();

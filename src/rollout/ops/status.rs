@@ -79,11 +79,11 @@ pub async fn status<P: Platform, S: StateStore>(
     store: &S,
     service: &str,
 ) -> anyhow::Result<StatusView> {
-    let rollout = store.load(service)?;
-    let record = store.load_record(service)?;
-    let driven = match store.lock(service, "status probe") {
+    let rollout = store.load(service).await?;
+    let record = store.load_record(service).await?;
+    let driven = match store.lock(service, "status probe").await {
         Ok(lock) => {
-            drop(lock);
+            store.unlock(lock).await;
             false
         }
         Err(e) if e.is::<LockHeld>() => true,
@@ -174,8 +174,8 @@ pub async fn status<P: Platform, S: StateStore>(
 }
 
 /// The service's rollout history, oldest first.
-pub fn history<S: StateStore>(store: &S, service: &str) -> anyhow::Result<Vec<HistoryEntry>> {
-    Ok(store.load_record(service)?.history)
+pub async fn history<S: StateStore>(store: &S, service: &str) -> anyhow::Result<Vec<HistoryEntry>> {
+    Ok(store.load_record(service).await?.history)
 }
 
 /// How `rollout status --wait` ended.

@@ -304,18 +304,18 @@ mod tests {
     use crate::manifest::StrategyKind;
     use crate::rollout::state::fixtures::*;
 
-    #[test]
-    fn valid_state_round_trips() {
+    #[tokio::test]
+    async fn valid_state_round_trips() {
         let dir = tempfile::tempdir().unwrap();
         let store = FileStore::new(dir.path()).unwrap();
-        store.save(&state()).unwrap();
-        store.save_record("api", &record()).unwrap();
-        assert_eq!(store.load("api").unwrap(), Some(state()));
-        assert_eq!(store.load_record("api").unwrap(), record());
+        store.save(&state()).await.unwrap();
+        store.save_record("api", &record()).await.unwrap();
+        assert_eq!(store.load("api").await.unwrap(), Some(state()));
+        assert_eq!(store.load_record("api").await.unwrap(), record());
     }
 
-    #[test]
-    fn damaged_state_is_refused_naming_the_file_and_the_way_out() {
+    #[tokio::test]
+    async fn damaged_state_is_refused_naming_the_file_and_the_way_out() {
         let dir = tempfile::tempdir().unwrap();
         let store = FileStore::new(dir.path()).unwrap();
         let path = dir.path().join("api.rollout.json");
@@ -361,7 +361,7 @@ mod tests {
             let mut bad = state();
             damage(&mut bad);
             std::fs::write(&path, serde_json::to_vec(&bad).unwrap()).unwrap();
-            let err = store.load("api").unwrap_err();
+            let err = store.load("api").await.unwrap_err();
             let text = err.to_string();
             assert!(err.is::<DamagedState>(), "{text}");
             assert!(text.contains(expected), "expected {expected:?} in {text}");
@@ -372,7 +372,7 @@ mod tests {
             );
         }
         std::fs::write(&path, b"{\"format\": 1, \"servi").unwrap();
-        let text = store.load("api").unwrap_err().to_string();
+        let text = store.load("api").await.unwrap_err().to_string();
         assert!(
             text.contains("not valid state") && text.contains("api.rollout.json"),
             "{text}"
@@ -406,8 +406,8 @@ mod tests {
             .contains("malformed secret version"));
     }
 
-    #[test]
-    fn damaged_records_are_refused() {
+    #[tokio::test]
+    async fn damaged_records_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let store = FileStore::new(dir.path()).unwrap();
         let path = dir.path().join("api.record.json");
@@ -433,7 +433,7 @@ mod tests {
             let mut bad = record();
             damage(&mut bad);
             std::fs::write(&path, serde_json::to_vec(&bad).unwrap()).unwrap();
-            let text = store.load_record("api").unwrap_err().to_string();
+            let text = store.load_record("api").await.unwrap_err().to_string();
             assert!(
                 text.contains(expected) && text.contains("api.record.json"),
                 "expected {expected:?} in {text}"

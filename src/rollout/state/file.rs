@@ -202,7 +202,7 @@ fn check_dir(dir: &Path, follow: bool) -> Result<(), UnsafeStateDir> {
 impl StateStore for FileStore {
     type Lock = FileLock;
 
-    fn lock(&self, service: &str, holder: &str) -> anyhow::Result<FileLock> {
+    async fn lock(&self, service: &str, holder: &str) -> anyhow::Result<FileLock> {
         use std::io::{Seek, Write};
         use std::os::unix::fs::OpenOptionsExt;
         let path = self.path(service, "lock");
@@ -241,23 +241,28 @@ impl StateStore for FileStore {
         }
     }
 
-    fn load(&self, service: &str) -> anyhow::Result<Option<RolloutState>> {
+    async fn unlock(&self, lock: FileLock) {
+        // Closing the file releases the advisory lock.
+        drop(lock);
+    }
+
+    async fn load(&self, service: &str) -> anyhow::Result<Option<RolloutState>> {
         Self::read(&self.path(service, "rollout.json"), service)
     }
 
-    fn save(&self, state: &RolloutState) -> anyhow::Result<()> {
+    async fn save(&self, state: &RolloutState) -> anyhow::Result<()> {
         self.write(&self.path(&state.service, "rollout.json"), state)
     }
 
-    fn load_record(&self, service: &str) -> anyhow::Result<ServiceRecord> {
+    async fn load_record(&self, service: &str) -> anyhow::Result<ServiceRecord> {
         Ok(Self::read(&self.path(service, "record.json"), service)?.unwrap_or_default())
     }
 
-    fn save_record(&self, service: &str, record: &ServiceRecord) -> anyhow::Result<()> {
+    async fn save_record(&self, service: &str, record: &ServiceRecord) -> anyhow::Result<()> {
         self.write(&self.path(service, "record.json"), record)
     }
 
-    fn post(&self, service: &str, request: Request) -> anyhow::Result<()> {
+    async fn post(&self, service: &str, request: Request) -> anyhow::Result<()> {
         // One file per request: posting never rewrites what another process reads.
         let name = format!(
             "{service}.request.{}.{}.json",
@@ -267,7 +272,7 @@ impl StateStore for FileStore {
         self.write(&self.dir.join(name), &request)
     }
 
-    fn take_requests(&self, service: &str) -> anyhow::Result<Vec<Request>> {
+    async fn take_requests(&self, service: &str) -> anyhow::Result<Vec<Request>> {
         let prefix = format!("{service}.request.");
         let mut files: Vec<PathBuf> = std::fs::read_dir(&self.dir)?
             .filter_map(Result::ok)
@@ -294,8 +299,8 @@ mod tests {
     use super::*;
     use crate::rollout::state::fixtures::*;
 
-    #[test]
-    fn symlinks_in_the_state_directory_are_not_followed() {
+    #[tokio::test]
+    async fn symlinks_in_the_state_directory_are_not_followed() {
         let dir = tempfile::tempdir().unwrap();
         let store = FileStore::new(dir.path().join("state")).unwrap();
         let target = dir.path().join("precious");
@@ -308,11 +313,11 @@ mod tests {
             assert!(e.is::<StateSymlink>(), "{e}");
             e.to_string()
         };
-        assert!(link(store.load("api").unwrap_err()).contains("api.rollout.json"));
-        assert!(link(store.load_record("api").unwrap_err()).contains("api.record.json"));
-        assert!(link(store.lock("api", "pid 1").err().unwrap()).contains("api.lock"));
-        assert!(link(store.save(&state()).unwrap_err()).contains("api.rollout.json"));
-        assert!(link(store.save_record("api", &record()).unwrap_err()).contains("record"));
+        assert!(link(store.load("api").await.unwrap_err()).contains("api.rollout.json"));
+        assert!(link(store.load_record("api").await.unwrap_err()).contains("api.record.json"));
+        assert!(link(store.lock("api", "pid 1").await.err().unwrap()).contains("api.lock"));
+        assert!(link(store.save(&state()).await.unwrap_err()).contains("api.rollout.json"));
+        assert!(link(store.save_record("api", &record()).await.unwrap_err()).contains("record"));
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
         assert!(std::fs::symlink_metadata(state_dir.join("api.lock"))
             .unwrap()
@@ -320,17 +325,17 @@ mod tests {
             .is_symlink());
     }
 
-    #[test]
-    fn state_directories_are_private() {
+    #[tokio::test]
+    async fn state_directories_are_private() {
         let dir = tempfile::tempdir().unwrap();
         let leaf = dir.path().join("base/app/env");
         let store = FileStore::new(&leaf).unwrap();
         for level in ["base", "base/app", "base/app/env"] {
             assert_eq!(mode(&dir.path().join(level)), 0o700, "{level}");
         }
-        let _lock = store.lock("api", "pid 1").unwrap();
+        let _lock = store.lock("api", "pid 1").await.unwrap();
         assert_eq!(mode(&leaf.join("api.lock")), 0o600);
-        store.save(&state()).unwrap();
+        store.save(&state()).await.unwrap();
         assert_eq!(mode(&leaf.join("api.rollout.json")), 0o600);
 
         // Writable by others: refused, naming the directory.
@@ -375,33 +380,36 @@ mod tests {
         }
     }
 
-    #[test]
-    fn lock_is_exclusive_and_released_on_drop() {
+    #[tokio::test]
+    async fn lock_is_exclusive_and_released_on_drop() {
         let dir = tempfile::tempdir().unwrap();
         let store = FileStore::new(dir.path()).unwrap();
-        let held = store.lock("api", "pid 1").unwrap();
-        let err = store.lock("api", "pid 2").err().unwrap();
+        let held = store.lock("api", "pid 1").await.unwrap();
+        let err = store.lock("api", "pid 2").await.err().unwrap();
         assert!(err.to_string().contains("pid 1"), "{err}");
-        assert!(store.lock("web", "pid 2").is_ok(), "locks are per service");
+        assert!(
+            store.lock("web", "pid 2").await.is_ok(),
+            "locks are per service"
+        );
         drop(held);
-        assert!(store.lock("api", "pid 2").is_ok());
+        assert!(store.lock("api", "pid 2").await.is_ok());
     }
 
-    #[test]
-    fn requests_are_taken_once_in_order() {
+    #[tokio::test]
+    async fn requests_are_taken_once_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let store = FileStore::new(dir.path()).unwrap();
-        store.post("api", Request::Promote).unwrap();
+        store.post("api", Request::Promote).await.unwrap();
         std::thread::sleep(std::time::Duration::from_millis(2));
-        store.post("api", Request::Abort).unwrap();
-        store.post("web", Request::PromoteFull).unwrap();
+        store.post("api", Request::Abort).await.unwrap();
+        store.post("web", Request::PromoteFull).await.unwrap();
         assert_eq!(
-            store.take_requests("api").unwrap(),
+            store.take_requests("api").await.unwrap(),
             vec![Request::Promote, Request::Abort]
         );
-        assert!(store.take_requests("api").unwrap().is_empty());
+        assert!(store.take_requests("api").await.unwrap().is_empty());
         assert_eq!(
-            store.take_requests("web").unwrap(),
+            store.take_requests("web").await.unwrap(),
             vec![Request::PromoteFull]
         );
     }

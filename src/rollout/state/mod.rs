@@ -10,6 +10,7 @@
 //! [`check`] validates every document read back, [`token`] keeps the router's admin
 //! token beside the state.
 
+use std::future::Future;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -203,16 +204,59 @@ pub struct LockHeld {
 }
 
 /// Where rollout state lives. One store per app and environment.
+///
+/// Every call is async: the Kubernetes store makes API requests, the file store does small
+/// local file operations (a few kilobytes, never waiting on a lock: locking is
+/// `try_lock`), which it runs inline.
 pub trait StateStore: Sync {
     type Lock: Send;
     /// Takes the service's lock, or fails with [`LockHeld`] while a live process holds it.
-    fn lock(&self, service: &str, holder: &str) -> anyhow::Result<Self::Lock>;
-    fn load(&self, service: &str) -> anyhow::Result<Option<RolloutState>>;
-    fn save(&self, state: &RolloutState) -> anyhow::Result<()>;
-    fn load_record(&self, service: &str) -> anyhow::Result<ServiceRecord>;
-    fn save_record(&self, service: &str, record: &ServiceRecord) -> anyhow::Result<()>;
-    fn post(&self, service: &str, request: Request) -> anyhow::Result<()>;
-    fn take_requests(&self, service: &str) -> anyhow::Result<Vec<Request>>;
+    fn lock(
+        &self,
+        service: &str,
+        holder: &str,
+    ) -> impl Future<Output = anyhow::Result<Self::Lock>> + Send;
+    /// Releases a lock taken with [`StateStore::lock`]. A lock that is dropped instead (a
+    /// panic, a cancelled future) is released by the kernel (file store) or expires after
+    /// its lease time (Kubernetes store): dropping does no I/O.
+    fn unlock(&self, lock: Self::Lock) -> impl Future<Output = ()> + Send;
+    fn load(
+        &self,
+        service: &str,
+    ) -> impl Future<Output = anyhow::Result<Option<RolloutState>>> + Send;
+    fn save(&self, state: &RolloutState) -> impl Future<Output = anyhow::Result<()>> + Send;
+    fn load_record(
+        &self,
+        service: &str,
+    ) -> impl Future<Output = anyhow::Result<ServiceRecord>> + Send;
+    fn save_record(
+        &self,
+        service: &str,
+        record: &ServiceRecord,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+    fn post(
+        &self,
+        service: &str,
+        request: Request,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+    fn take_requests(
+        &self,
+        service: &str,
+    ) -> impl Future<Output = anyhow::Result<Vec<Request>>> + Send;
+}
+
+/// Runs `body` holding `service`'s lock, and releases the lock when it ends, whatever it
+/// returned. (`body` is a future: nothing of it runs before the lock is held.)
+pub async fn with_lock<S: StateStore, T>(
+    store: &S,
+    service: &str,
+    holder: &str,
+    body: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    let lock = store.lock(service, holder).await?;
+    let result = body.await;
+    store.unlock(lock).await;
+    result
 }
 
 /// Rollout state (or a record, or a request) that was read back but cannot be trusted:
