@@ -2,9 +2,9 @@
 //! revisions and rollback, revision history limit, status and the Available/Progressing
 //! conditions.
 
-use super::events::event;
+use super::events::normal_event;
 use super::pod::controller_ref;
-use super::{now_time, owned_list, ty, typed, with_status};
+use super::{decoded, now_time, owned_list, ty, typed, write_status};
 use crate::store::State;
 use crate::types::ResourceType;
 use crate::util::{self, dotted, int_or_percent, stable_hash};
@@ -116,16 +116,7 @@ fn scale_rs(st: &mut State, raw: &Value, replicas: i64, rs: &ReplicaSet, to: i64
     st.write_internal(&rst, cur);
     let dir = if to > from { "up" } else { "down" };
     let msg = format!("Scaled {dir} replica set {name} to {to} from {from}");
-    event(
-        st,
-        raw,
-        None,
-        "Normal",
-        "ScalingReplicaSet",
-        &msg,
-        "deployment-controller",
-        0,
-    );
+    normal_event(st, raw, "ScalingReplicaSet", &msg, "deployment-controller");
 }
 
 /// The new ReplicaSet of a Deployment whose template has none yet: the template with the
@@ -183,10 +174,7 @@ fn new_replicaset(d: &Deployment, hash: &str, revision: i64, replicas: i64) -> R
 pub(super) fn deployments(st: &mut State) {
     let dt = ty(st, "apps", "deployments");
     let rst = ty(st, "apps", "replicasets");
-    for raw in st.list(&dt, None) {
-        let Some(d) = typed::<Deployment>(&raw) else {
-            continue;
-        };
+    for (raw, d) in decoded::<Deployment>(st, &dt) {
         // Like the real controllers: nothing is created for an object being deleted.
         if d.metadata.deletion_timestamp.is_some() {
             continue;
@@ -393,10 +381,7 @@ pub(super) fn deployment_status(st: &mut State) {
     let dt = ty(st, "apps", "deployments");
     let rst = ty(st, "apps", "replicasets");
     let scale = st.knobs.progress_deadline_scale;
-    for raw in st.list(&dt, None) {
-        let Some(d) = typed::<Deployment>(&raw) else {
-            continue;
-        };
+    for (raw, d) in decoded::<Deployment>(st, &dt) {
         let uid = d.metadata.uid.clone().unwrap_or_default();
         let ns = d.metadata.namespace.clone().unwrap_or_default();
         let replicas = i64::from(d.spec.replicas.unwrap_or(1));
@@ -532,8 +517,6 @@ pub(super) fn deployment_status(st: &mut State) {
             terminating_replicas: (terminating > 0).then_some(terminating as i32),
             collision_count: None,
         };
-        if Some(&status) != os {
-            st.write_internal(&dt, with_status(&raw, &status));
-        }
+        write_status(st, &dt, &raw, os, &status);
     }
 }

@@ -6,6 +6,17 @@ use crate::store::{State, WriteOpts};
 use crate::util::{self, i64_at, name_of, ns_of, str_at, uid_of};
 use serde_json::{json, Value};
 
+/// A controller's `Normal` event about `involved` (no field path, emitted every time).
+pub(super) fn normal_event(
+    st: &mut State,
+    involved: &Value,
+    reason: &str,
+    message: &str,
+    component: &str,
+) {
+    event(st, involved, None, "Normal", reason, message, component, 0);
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(super) fn event(
     st: &mut State,

@@ -1,6 +1,6 @@
 //! The HorizontalPodAutoscaler controller (autoscaling/v2), without metrics.
 
-use super::{now_time, ty, typed, with_status};
+use super::{decoded, now_time, ty, typed, write_status};
 use crate::store::{State, WriteOpts};
 use crate::util;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -16,10 +16,7 @@ use serde_json::json;
 pub(super) fn autoscalers(st: &mut State) {
     let ht = ty(st, "autoscaling", "horizontalpodautoscalers");
     let dt = ty(st, "apps", "deployments");
-    for raw in st.list(&ht, None) {
-        let Some(hpa) = typed::<HorizontalPodAutoscaler>(&raw) else {
-            continue;
-        };
+    for (raw, hpa) in decoded::<HorizontalPodAutoscaler>(st, &ht) {
         let ns = hpa.metadata.namespace.clone().unwrap_or_default();
         let name = hpa.metadata.name.clone().unwrap_or_default();
         let spec = &hpa.spec;
@@ -62,6 +59,6 @@ pub(super) fn autoscalers(st: &mut State) {
         if desired != current {
             status.last_scale_time = Some(now_time());
         }
-        st.write_internal(&ht, with_status(&raw, &status));
+        write_status(st, &ht, &raw, hpa.status.as_ref(), &status);
     }
 }

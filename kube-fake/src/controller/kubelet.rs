@@ -3,7 +3,7 @@
 
 use super::events::event;
 use super::pod::terminating;
-use super::{behavior_for, now_time, ty, typed, with_status};
+use super::{behavior_for, now_time, ty, typed, with_status, write_status};
 use crate::store::State;
 use crate::types::ResourceType;
 use crate::util::{self, name_of, ns_of, uid_of};
@@ -204,9 +204,7 @@ fn simulate_pod(
             "default-scheduler",
             40,
         );
-        if old_status != Some(&status) {
-            st.write_internal(pt, with_status(&pod, &status));
-        }
+        write_status(st, pt, &pod, old_status, &status);
         return;
     }
     if pod.pointer("/spec/nodeName").is_none() {

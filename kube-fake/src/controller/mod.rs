@@ -154,11 +154,34 @@ fn typed<T: DeserializeOwned>(v: &Value) -> Option<T> {
     }
 }
 
+/// The stored objects of a type, each with its `k8s-openapi` form, for one controller pass
+/// (an object that does not decode is left alone, see [`typed`]).
+fn decoded<T: DeserializeOwned>(st: &State, rt: &ResourceType) -> Vec<(Value, T)> {
+    st.list(rt, None)
+        .into_iter()
+        .filter_map(|raw| typed(&raw).map(|t| (raw, t)))
+        .collect()
+}
+
 /// `obj` (stored JSON) with its `status` replaced by the typed `status`.
 fn with_status<S: Serialize>(obj: &Value, status: &S) -> Value {
     let mut cur = obj.clone();
     cur["status"] = serde_json::to_value(status).expect("status serializes");
     cur
+}
+
+/// A controller's status write: the typed `status` into the stored `obj`, unless it equals
+/// the `current` one (then nothing is written: no new resourceVersion, no watch event).
+fn write_status<S: Serialize + PartialEq>(
+    st: &mut State,
+    rt: &ResourceType,
+    obj: &Value,
+    current: Option<&S>,
+    status: &S,
+) {
+    if current != Some(status) {
+        st.write_internal(rt, with_status(obj, status));
+    }
 }
 
 /// Now, as a `metav1.Time` (second precision, like the API server's).

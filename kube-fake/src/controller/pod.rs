@@ -1,12 +1,12 @@
 //! What several controllers need to know about pods and conditions: readiness, graceful
 //! deletion, and conditions that keep their transition time.
 
-use crate::store::State;
+use crate::store::{mark_for_deletion, State};
 use crate::types::ResourceType;
-use crate::util::{self, i64_at};
+use crate::util::i64_at;
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// The `ownerReferences` entry a controller of `kind` (apps/v1) sets on what it creates.
 pub(super) fn controller_ref(kind: &str, name: &str, uid: &str) -> OwnerReference {
@@ -66,15 +66,7 @@ pub(super) fn begin_termination(st: &mut State, pt: &ResourceType, pod: &Value) 
         return false;
     }
     let grace = i64_at(pod, "spec.terminationGracePeriodSeconds").unwrap_or(30);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
     let mut cur = pod.clone();
-    let meta = util::obj_mut(&mut cur, "metadata");
-    meta.insert(
-        "deletionTimestamp".into(),
-        json!(util::format_unix(now + grace)),
-    );
-    meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
+    mark_for_deletion(&mut cur, grace);
     st.write_internal(pt, cur).is_some()
 }

@@ -1,21 +1,21 @@
 //! The ReplicaSet controller: pods from the template up to `spec.replicas` (not-ready and
 //! youngest removed first, gracefully), and the ReplicaSet's status.
 
-use super::events::event;
+use super::events::normal_event;
 use super::pod::{begin_termination, pod_from_template, pod_ready, terminating};
-use super::{owned_list, ty, typed, with_status};
+use super::{decoded, owned_list, ty, write_status};
 use crate::store::State;
 use crate::util::{name_of, str_at};
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use serde_json::Value;
 
+/// The events' source.
+const COMPONENT: &str = "replicaset-controller";
+
 pub(super) fn replicasets(st: &mut State) {
     let rst = ty(st, "apps", "replicasets");
     let pt = ty(st, "", "pods");
-    for raw in st.list(&rst, None) {
-        let Some(rs) = typed::<ReplicaSet>(&raw) else {
-            continue;
-        };
+    for (raw, rs) in decoded::<ReplicaSet>(st, &rst) {
         // Like the real controllers: nothing is created for an object being deleted.
         if rs.metadata.deletion_timestamp.is_some() {
             continue;
@@ -39,16 +39,7 @@ pub(super) fn replicasets(st: &mut State) {
                 let pod = serde_json::to_value(pod).expect("pod serializes");
                 if let Some(p) = st.create_internal(&pt, pod) {
                     let msg = format!("Created pod: {}", name_of(&p));
-                    event(
-                        st,
-                        &raw,
-                        None,
-                        "Normal",
-                        "SuccessfulCreate",
-                        &msg,
-                        "replicaset-controller",
-                        0,
-                    );
+                    normal_event(st, &raw, "SuccessfulCreate", &msg, COMPONENT);
                 }
             }
         } else if pods.len() > want {
@@ -67,16 +58,7 @@ pub(super) fn replicasets(st: &mut State) {
             for p in pods.iter().take(n) {
                 if begin_termination(st, &pt, p) {
                     let msg = format!("Deleted pod: {}", name_of(p));
-                    event(
-                        st,
-                        &raw,
-                        None,
-                        "Normal",
-                        "SuccessfulDelete",
-                        &msg,
-                        "replicaset-controller",
-                        0,
-                    );
+                    normal_event(st, &raw, "SuccessfulDelete", &msg, COMPONENT);
                 }
             }
         }
@@ -86,10 +68,7 @@ pub(super) fn replicasets(st: &mut State) {
 pub(super) fn replicaset_status(st: &mut State) {
     let rst = ty(st, "apps", "replicasets");
     let pt = ty(st, "", "pods");
-    for raw in st.list(&rst, None) {
-        let Some(rs) = typed::<ReplicaSet>(&raw) else {
-            continue;
-        };
+    for (raw, rs) in decoded::<ReplicaSet>(st, &rst) {
         let ns = rs.metadata.namespace.as_deref().unwrap_or_default();
         let uid = rs.metadata.uid.as_deref().unwrap_or_default();
         let (pods, gone): (Vec<Value>, Vec<Value>) = owned_list(st, &pt, ns, uid)
@@ -105,8 +84,6 @@ pub(super) fn replicaset_status(st: &mut State) {
             terminating_replicas: (!gone.is_empty()).then_some(gone.len() as i32),
             conditions: None,
         };
-        if rs.status.as_ref() != Some(&status) {
-            st.write_internal(&rst, with_status(&raw, &status));
-        }
+        write_status(st, &rst, &raw, rs.status.as_ref(), &status);
     }
 }

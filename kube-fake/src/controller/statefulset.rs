@@ -1,8 +1,8 @@
 //! The StatefulSet controller.
 
-use super::events::event;
+use super::events::normal_event;
 use super::pod::{begin_termination, pod_from_template, pod_ready, terminating};
-use super::{owned_list, ty, typed, with_status};
+use super::{decoded, owned_list, ty, write_status};
 use crate::store::State;
 use crate::types::ResourceType;
 use crate::util::{name_of, stable_hash};
@@ -10,6 +10,9 @@ use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
 use serde_json::Value;
 
 const STS_REVISION: &str = "controller-revision-hash";
+
+/// The events' source.
+const COMPONENT: &str = "statefulset-controller";
 
 fn ordinal(sts: &str, pod: &Value) -> Option<i64> {
     name_of(pod)
@@ -52,16 +55,7 @@ fn delete_stateful_pod(st: &mut State, pt: &ResourceType, set: &Value, sname: &s
             "delete Pod {} in StatefulSet {sname} successful",
             name_of(pod)
         );
-        event(
-            st,
-            set,
-            None,
-            "Normal",
-            "SuccessfulDelete",
-            &msg,
-            "statefulset-controller",
-            0,
-        );
+        normal_event(st, set, "SuccessfulDelete", &msg, COMPONENT);
     }
 }
 
@@ -75,10 +69,7 @@ fn delete_stateful_pod(st: &mut State, pt: &ResourceType, set: &Value, sname: &s
 pub(super) fn statefulsets(st: &mut State) {
     let sst = ty(st, "apps", "statefulsets");
     let pt = ty(st, "", "pods");
-    for raw in st.list(&sst, None) {
-        let Some(set) = typed::<StatefulSet>(&raw) else {
-            continue;
-        };
+    for (raw, set) in decoded::<StatefulSet>(st, &sst) {
         // Like the real controllers: nothing is created for an object being deleted.
         if set.metadata.deletion_timestamp.is_some() {
             continue;
@@ -131,16 +122,7 @@ pub(super) fn statefulsets(st: &mut State) {
                             "create Pod {} in StatefulSet {sname} successful",
                             name_of(&p)
                         );
-                        event(
-                            st,
-                            &raw,
-                            None,
-                            "Normal",
-                            "SuccessfulCreate",
-                            &msg,
-                            "statefulset-controller",
-                            0,
-                        );
+                        normal_event(st, &raw, "SuccessfulCreate", &msg, COMPONENT);
                     }
                     acted = true;
                     break;
@@ -195,8 +177,6 @@ pub(super) fn statefulsets(st: &mut State) {
             collision_count: Some(0),
             conditions: None,
         };
-        if set.status.as_ref() != Some(&status) {
-            st.write_internal(&sst, with_status(&raw, &status));
-        }
+        write_status(st, &sst, &raw, set.status.as_ref(), &status);
     }
 }

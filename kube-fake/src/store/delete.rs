@@ -20,16 +20,7 @@ impl State {
         let Some(old) = self.objects.get(&key).cloned() else {
             return Err(ApiError::not_found(rt, name));
         };
-        if let Some(rv) = precondition_rv {
-            if Some(rv) != util::str_at(&old, "metadata.resourceVersion") {
-                return Err(ApiError::conflict(rt, name).details(json!({"name": name})));
-            }
-        }
-        if let Some(uid) = precondition_uid {
-            if uid != util::uid_of(&old) {
-                return Err(ApiError::conflict(rt, name));
-            }
-        }
+        check_preconditions(rt, name, &old, precondition_rv, precondition_uid)?;
         if dry_run {
             return Ok(old);
         }
@@ -64,28 +55,33 @@ impl State {
         // collector (a controller, [`crate::controller`]) deletes them on its next pass, as
         // on a real cluster, where GC is asynchronous.
         if orphan {
-            let dependents: Vec<ObjKey> = self
-                .objects
-                .iter()
-                .filter(|(_, v)| owned_by(v, &uid))
-                .map(|(k, _)| k.clone())
-                .collect();
-            for k in dependents {
-                let Some(t) = self.type_by_plural(&k.0, &k.1) else {
-                    continue;
-                };
-                if let Some(mut v) = self.objects.get(&k).cloned() {
-                    if let Some(refs) = v["metadata"]
-                        .get_mut("ownerReferences")
-                        .and_then(Value::as_array_mut)
-                    {
-                        refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(&uid));
-                    }
-                    self.commit(&t, v);
-                }
-            }
+            self.orphan_dependents(&uid);
         }
         obj
+    }
+
+    /// `Orphan` propagation: the objects `uid` owns lose that owner reference.
+    fn orphan_dependents(&mut self, uid: &str) {
+        let dependents: Vec<ObjKey> = self
+            .objects
+            .iter()
+            .filter(|(_, v)| owned_by(v, uid))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in dependents {
+            if let (Some(t), Some(mut v)) = (
+                self.type_by_plural(&k.0, &k.1),
+                self.objects.get(&k).cloned(),
+            ) {
+                if let Some(refs) = v["metadata"]
+                    .get_mut("ownerReferences")
+                    .and_then(Value::as_array_mut)
+                {
+                    refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(uid));
+                }
+                self.commit(&t, v);
+            }
+        }
     }
 
     /// A DELETE through the API, as the real server does it: an object with finalizers (or a
@@ -156,56 +152,55 @@ impl State {
             )?;
             return Ok((gone, true));
         }
-        if let Some(rv) = precondition_rv {
-            if Some(rv) != util::str_at(&old, "metadata.resourceVersion") {
-                return Err(ApiError::conflict(rt, name).details(json!({"name": name})));
-            }
-        }
-        if let Some(u) = precondition_uid {
-            if u != uid {
-                return Err(ApiError::conflict(rt, name));
-            }
-        }
+        check_preconditions(rt, name, &old, precondition_rv, precondition_uid)?;
         if already || dry_run {
             return Ok((old, false));
         }
-        let grace = pod_grace.unwrap_or(0);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
         let mut cur = old.clone();
-        let meta = util::obj_mut(&mut cur, "metadata");
-        meta.insert(
-            "deletionTimestamp".into(),
-            json!(util::format_unix(now + grace)),
-        );
-        meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
+        mark_for_deletion(&mut cur, pod_grace.unwrap_or(0));
         if !finalizers.is_empty() {
-            meta.insert("finalizers".into(), Value::Array(finalizers));
+            util::obj_mut(&mut cur, "metadata")
+                .insert("finalizers".into(), Value::Array(finalizers));
         }
         if orphan {
-            let dependents: Vec<ObjKey> = self
-                .objects
-                .iter()
-                .filter(|(_, v)| owned_by(v, &uid))
-                .map(|(k, _)| k.clone())
-                .collect();
-            for k in dependents {
-                if let (Some(t), Some(mut v)) = (
-                    self.type_by_plural(&k.0, &k.1),
-                    self.objects.get(&k).cloned(),
-                ) {
-                    if let Some(refs) = v["metadata"]
-                        .get_mut("ownerReferences")
-                        .and_then(Value::as_array_mut)
-                    {
-                        refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(uid.as_str()));
-                    }
-                    self.commit(&t, v);
-                }
-            }
+            self.orphan_dependents(&uid);
         }
         let stored = self.commit(rt, cur);
         Ok((stored, false))
     }
+}
+
+/// A DELETE's preconditions: the object's resourceVersion and uid, where given.
+fn check_preconditions(
+    rt: &ResourceType,
+    name: &str,
+    obj: &Value,
+    resource_version: Option<&str>,
+    uid: Option<&str>,
+) -> Result<(), ApiError> {
+    if let Some(rv) = resource_version {
+        if Some(rv) != util::str_at(obj, "metadata.resourceVersion") {
+            return Err(ApiError::conflict(rt, name).details(json!({"name": name})));
+        }
+    }
+    if let Some(uid) = uid {
+        if uid != util::uid_of(obj) {
+            return Err(ApiError::conflict(rt, name));
+        }
+    }
+    Ok(())
+}
+
+/// Starts a graceful deletion: `deletionTimestamp` = now + `grace` seconds and
+/// `deletionGracePeriodSeconds` = `grace`, as the API server writes them.
+pub(crate) fn mark_for_deletion(obj: &mut Value, grace: i64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let meta = util::obj_mut(obj, "metadata");
+    meta.insert(
+        "deletionTimestamp".into(),
+        json!(util::format_unix(now + grace)),
+    );
+    meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
 }

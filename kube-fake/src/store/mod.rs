@@ -8,6 +8,8 @@ mod delete;
 mod validation;
 mod write;
 
+pub(crate) use delete::mark_for_deletion;
+
 use validation::*;
 
 use crate::controller::Sim;

@@ -208,15 +208,33 @@ fn wait_tcp(port: u16, timeout: Duration) -> bool {
     false
 }
 
+/// `GET path` on the service at `port`: the status, or `None` if it does not answer within
+/// 2 s. Callable from any thread, inside an async runtime or not (the harness is
+/// synchronous and the tests call it from their runtime's threads): the request runs on
+/// the harness's own one-thread runtime and this thread waits for its answer. One
+/// connection per call (no pool), so no idle keep-alive connection outlives a probe.
 fn http_get_status(port: u16, path: &str) -> Option<u16> {
-    use std::io::{Read, Write};
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut buf = [0u8; 64];
-    let n = s.read(&mut buf).ok()?;
-    let head = String::from_utf8_lossy(&buf[..n]);
-    head.split_whitespace().nth(1)?.parse().ok()
+    static CLIENT: OnceLock<(tokio::runtime::Runtime, reqwest::Client)> = OnceLock::new();
+    let (runtime, client) = CLIENT.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("e2e-probe")
+            .enable_all()
+            .build()
+            .expect("harness runtime");
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("harness HTTP client");
+        (runtime, client)
+    });
+    let request = client.get(format!("http://127.0.0.1:{port}{path}")).send();
+    let (tx, rx) = std::sync::mpsc::channel();
+    runtime.spawn(async move {
+        let _ = tx.send(request.await.ok().map(|r| r.status().as_u16()));
+    });
+    rx.recv().ok().flatten()
 }
 
 impl Stack {

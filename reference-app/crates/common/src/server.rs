@@ -129,7 +129,7 @@ async fn readyz() -> Response {
 
 async fn metrics() -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         runtime().metrics.render(),
     )
         .into_response()
