@@ -21,7 +21,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tracing::{debug, info, warn};
 
-use crate::body::{BodySlot, ReqBody, RespBody};
+use crate::body::{BodySlot, ReqBody, RespBody, Upstream};
 use crate::metrics::{ErrorKind, InFlightGuard};
 use crate::table::{ServiceEntry, Table, Target};
 use crate::upstream::{Dedicated, UpstreamError};
@@ -267,7 +267,7 @@ pub(crate) async fn handle(
                     .send(&ep.addr, inner.connect_timeout, ureq)
                     .await
                 {
-                    Ok(res) => return res,
+                    Ok(res) => return res.map(|r| r.map(Upstream::Lean)),
                     Err(back) => back,
                 }
             } else {
@@ -283,6 +283,7 @@ pub(crate) async fn handle(
                 .client
                 .request(Request::from_parts(rparts, rbody))
                 .await
+                .map(|r| r.map(Upstream::Pooled))
                 .map_err(UpstreamError::Pooled)
         };
         let res = tokio::time::timeout(inner.upstream_timeout, attempt).await;
