@@ -27,12 +27,13 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::uri::{Authority, PathAndQuery};
+use http::{Method, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::body::{BoxError, ReqBody};
+use crate::body::BoxError;
 use crate::metrics::ErrorKind;
 
 /// Longest idle time after which the dedicated connection is not reused (as the pool's).
@@ -196,22 +197,26 @@ impl Dedicated {
         }
     }
 
-    /// Sends `req` (origin-form URI, `Host` set) to `addr` on the dedicated connection when
-    /// it can take it (opening it for the first endpoint this connection uses); gives the
-    /// request back when it cannot, for the pooled client.
+    /// Sends a request without a body (`method`, origin-form `target`, `headers`, and
+    /// `Host: authority` when the headers have none) to `addr` on the dedicated connection
+    /// when it can take it (opening it for the first endpoint this connection uses).
+    /// `None` when it cannot, or could not write the request: the pooled client may send it.
     pub(crate) async fn send(
         &self,
         addr: &str,
+        authority: &Authority,
         connect_timeout: Duration,
-        req: Request<ReqBody>,
-    ) -> Result<Result<Response<LeanBody>, UpstreamError>, Request<ReqBody>> {
-        if !matches!(req.body(), ReqBody::Empty) || req.method() == Method::CONNECT {
-            return Err(req);
+        method: &Method,
+        target: &PathAndQuery,
+        headers: &HeaderMap,
+    ) -> Option<Result<Response<LeanBody>, UpstreamError>> {
+        if method == Method::CONNECT {
+            return None;
         }
         let idle = {
             let mut s = self.lock();
             if s.busy || s.addr.as_deref().is_some_and(|a| a != addr) {
-                return Err(req);
+                return None;
             }
             s.busy = true;
             if s.addr.is_none() {
@@ -226,13 +231,13 @@ impl Dedicated {
             Some(conn) => conn,
             None => match open(addr, connect_timeout).await {
                 Ok(conn) => conn,
-                Err(e) => return Ok(Err(e)),
+                Err(e) => return Some(Err(e)),
             },
         };
 
         let mut wbuf = std::mem::take(&mut conn.wbuf);
         wbuf.clear();
-        encode_head(&req, &mut wbuf);
+        encode_head(method, target, headers, authority, &mut wbuf);
         let mut written = 0;
         while written < wbuf.len() {
             match conn.stream.write(&wbuf[written..]).await {
@@ -242,22 +247,22 @@ impl Dedicated {
                     tracing::debug!(error = %e, "dedicated upstream connection unusable");
                     break;
                 }
-                Err(e) => return Ok(Err(UpstreamError::Io(e))),
+                Err(e) => return Some(Err(UpstreamError::Io(e))),
             }
         }
         if written < wbuf.len() {
             // Not (fully) written: the pooled client may send it.
-            return Err(req);
+            return None;
         }
         conn.wbuf = wbuf;
 
         let head = match read_head(&mut conn).await {
             Ok(head) => head,
-            Err(e) => return Ok(Err(e)),
+            Err(e) => return Some(Err(e)),
         };
-        let framing = match framing(req.method(), &head) {
+        let framing = match framing(method, &head) {
             Ok(f) => f,
-            Err(e) => return Ok(Err(e)),
+            Err(e) => return Some(Err(e)),
         };
         let keep_alive = framing != Framing::Eof && keeps_alive(&head);
         std::mem::forget(release);
@@ -269,7 +274,7 @@ impl Dedicated {
         if let Some(reason) = head.reason {
             resp.extensions_mut().insert(reason);
         }
-        Ok(Ok(resp))
+        Some(Ok(resp))
     }
 }
 
@@ -294,14 +299,25 @@ async fn open(addr: &str, connect_timeout: Duration) -> Result<Conn, UpstreamErr
 }
 
 /// The request line and header fields, as hyper's client writes them for a request
-/// without a body (the headers as they are: `Content-Length: 0` if the client sent it).
-fn encode_head(req: &Request<ReqBody>, out: &mut Vec<u8>) {
-    out.extend_from_slice(req.method().as_str().as_bytes());
+/// without a body (the headers as they are: `Content-Length: 0` if the client sent it),
+/// with `Host: authority` when the headers have no `Host`.
+fn encode_head(
+    method: &Method,
+    target: &PathAndQuery,
+    headers: &HeaderMap,
+    authority: &Authority,
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
-    let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(target.as_str().as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in req.headers() {
+    if !headers.contains_key(header::HOST) {
+        out.extend_from_slice(b"host: ");
+        out.extend_from_slice(authority.as_str().as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    for (name, value) in headers {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
@@ -802,19 +818,23 @@ mod tests {
 
     #[test]
     fn request_heads_are_written_as_hyper_writes_them() {
-        let mut req = Request::new(ReqBody::Empty);
-        *req.uri_mut() = "/a/b?c=d".parse().unwrap();
-        req.headers_mut()
-            .insert(header::HOST, HeaderValue::from_static("orders"));
-        req.headers_mut()
-            .append("x-many", HeaderValue::from_static("1"));
-        req.headers_mut()
-            .append("x-many", HeaderValue::from_static("2"));
+        let target = PathAndQuery::from_static("/a/b?c=d");
+        let authority = Authority::from_static("10.0.0.1:8080");
+        let mut headers = HeaderMap::new();
+        headers.append("x-many", HeaderValue::from_static("1"));
+        headers.append("x-many", HeaderValue::from_static("2"));
         let mut out = Vec::new();
-        encode_head(&req, &mut out);
+        encode_head(&Method::GET, &target, &headers, &authority, &mut out);
         assert_eq!(
             out,
-            b"GET /a/b?c=d HTTP/1.1\r\nhost: orders\r\nx-many: 1\r\nx-many: 2\r\n\r\n"
+            b"GET /a/b?c=d HTTP/1.1\r\nhost: 10.0.0.1:8080\r\nx-many: 1\r\nx-many: 2\r\n\r\n"
+        );
+        headers.insert(header::HOST, HeaderValue::from_static("orders"));
+        out.clear();
+        encode_head(&Method::DELETE, &target, &headers, &authority, &mut out);
+        assert_eq!(
+            out,
+            b"DELETE /a/b?c=d HTTP/1.1\r\nx-many: 1\r\nx-many: 2\r\nhost: orders\r\n\r\n"
         );
     }
 }
