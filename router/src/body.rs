@@ -18,6 +18,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::metrics::InFlightGuard;
+use crate::upstream::LeanBody;
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -153,6 +154,14 @@ pub(crate) struct RespBody {
 enum RespKind {
     Full(Option<Bytes>),
     Upstream(Incoming),
+    /// From the connection's dedicated upstream connection (see `upstream.rs`).
+    Lean(LeanBody),
+}
+
+/// An upstream response body: from the pooled hyper client or the dedicated connection.
+pub(crate) enum Upstream {
+    Pooled(Incoming),
+    Lean(LeanBody),
 }
 
 impl RespBody {
@@ -170,10 +179,19 @@ impl RespBody {
         }
     }
 
-    pub(crate) fn upstream(body: Incoming, guard: InFlightGuard) -> Self {
-        let done = body.is_end_stream();
+    pub(crate) fn upstream(body: Upstream, guard: InFlightGuard) -> Self {
+        let (kind, done) = match body {
+            Upstream::Pooled(b) => {
+                let done = b.is_end_stream();
+                (RespKind::Upstream(b), done)
+            }
+            Upstream::Lean(b) => {
+                let done = b.is_end_stream();
+                (RespKind::Lean(b), done)
+            }
+        };
         RespBody {
-            kind: RespKind::Upstream(body),
+            kind,
             guard: (!done).then_some(guard),
         }
     }
@@ -199,6 +217,15 @@ impl Body for RespBody {
                 }
                 res.map(|o| o.map(|r| r.map_err(|e| Box::new(e) as BoxError)))
             }
+            RespKind::Lean(body) => {
+                let res = Pin::new(&mut *body).poll_frame(cx);
+                match &res {
+                    Poll::Ready(None) | Poll::Ready(Some(Err(_))) => this.guard = None,
+                    Poll::Ready(Some(Ok(_))) if body.is_end_stream() => this.guard = None,
+                    _ => {}
+                }
+                res
+            }
         }
     }
 
@@ -206,6 +233,7 @@ impl Body for RespBody {
         match &self.kind {
             RespKind::Full(b) => b.is_none(),
             RespKind::Upstream(b) => b.is_end_stream(),
+            RespKind::Lean(b) => b.is_end_stream(),
         }
     }
 
@@ -213,6 +241,7 @@ impl Body for RespBody {
         match &self.kind {
             RespKind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             RespKind::Upstream(b) => b.size_hint(),
+            RespKind::Lean(b) => b.size_hint(),
         }
     }
 }

@@ -519,13 +519,11 @@ async fn worker_loop(
             .serve_connection_with_upgrades(TokioIo::new(stream), svc)
             .into_owned();
         let conn = graceful.watch(conn);
-        // The connection's own upstream connection is driven in this same task.
+        // The connection's own upstream connection is used from this same task (by its
+        // requests and their response bodies) and closed with it.
         tokio::spawn(async move {
-            tokio::select! {
-                res = conn => if let Err(e) = res {
-                    debug!(error = %e, "client connection ended with an error");
-                },
-                _ = dedicated.drive() => {}
+            if let Err(e) = conn.await {
+                debug!(error = %e, "client connection ended with an error");
             }
             dedicated.clear();
         });

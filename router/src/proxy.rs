@@ -7,10 +7,15 @@
 //! `x-dronectl-token`. That header never reaches a service.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
+
+use tokio::time::Sleep;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Scheme};
@@ -21,7 +26,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tracing::{debug, info, warn};
 
-use crate::body::{BodySlot, ReqBody, RespBody};
+use crate::body::{BodySlot, ReqBody, RespBody, Upstream};
 use crate::metrics::{ErrorKind, InFlightGuard};
 use crate::table::{ServiceEntry, Table, Target};
 use crate::upstream::{Dedicated, UpstreamError};
@@ -55,6 +60,9 @@ pub(crate) struct Peer {
     listener: Listener,
     /// The connection's own upstream connection (see [`crate::upstream`]).
     pub(crate) dedicated: Dedicated,
+    /// The upstream timeout's timer, kept between the connection's requests (see
+    /// [`Peer::timed`]).
+    timer: Mutex<Option<Pin<Box<Sleep>>>>,
 }
 
 impl Peer {
@@ -65,7 +73,37 @@ impl Peer {
             ip_value,
             listener,
             dedicated: Dedicated::default(),
+            timer: Mutex::new(None),
         }
+    }
+
+    /// `fut`, or `None` if it has not completed within `limit`. The timer is the
+    /// connection's own, re-armed for each request rather than created and dropped: a
+    /// worker whose timer wheel went empty would otherwise wake its own event loop (an
+    /// `eventfd` write and one more `epoll_wait`) for the first timer of every loop
+    /// iteration. Concurrent requests (HTTP/2) use a timer of their own.
+    pub(crate) async fn timed<F: Future>(&self, limit: Duration, fut: F) -> Option<F::Output> {
+        let deadline = tokio::time::Instant::now() + limit;
+        let kept = self.timer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let mut sleep = match kept {
+            Some(mut sleep) => {
+                sleep.as_mut().reset(deadline);
+                sleep
+            }
+            None => Box::pin(tokio::time::sleep_until(deadline)),
+        };
+        let out = {
+            let mut fut = std::pin::pin!(fut);
+            std::future::poll_fn(|cx| {
+                if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+                    return Poll::Ready(Some(v));
+                }
+                sleep.as_mut().poll(cx).map(|()| None)
+            })
+            .await
+        };
+        *self.timer.lock().unwrap_or_else(|e| e.into_inner()) = Some(sleep);
+        out
     }
 }
 
@@ -238,56 +276,62 @@ pub(crate) async fn handle(
         let ver = &svc.versions[target.0];
         let ep = &ver.endpoints[target.1];
 
-        let body = match &slot {
-            None => ReqBody::Empty,
-            Some(s) => ReqBody::shared(s),
-        };
-        let mut ureq = Request::new(body);
-        *ureq.method_mut() = parts.method.clone();
-        *ureq.uri_mut() = Uri::from(pq.clone());
-        *ureq.version_mut() = Version::HTTP_11;
-        *ureq.headers_mut() = if may_retry && n < MAX_ATTEMPTS {
-            parts.headers.clone()
-        } else {
-            std::mem::take(&mut parts.headers)
-        };
-        if !ureq.headers().contains_key(header::HOST) {
-            if let Ok(h) = HeaderValue::from_str(ep.authority.as_str()) {
-                ureq.headers_mut().insert(header::HOST, h);
-            }
-        }
-
         let guard = InFlightGuard::new(&ep.state);
+        let lean = dedicated_ok && slot.is_none();
+        let headers = &mut parts.headers;
+        let method = &parts.method;
         let attempt = async {
-            // HTTP/1 downstream, no upgrade: the connection's own upstream connection when
-            // it can take the request, else the pool.
-            let ureq = if dedicated_ok {
-                match peer
+            // HTTP/1 downstream, no upgrade, no body: the connection's own upstream
+            // connection, written straight from the request's headers, when it can take the
+            // request; else the pool.
+            if lean {
+                let sent = peer
                     .dedicated
-                    .send(&ep.addr, inner.connect_timeout, ureq)
-                    .await
-                {
-                    Ok(res) => return res,
-                    Err(back) => back,
+                    .send(
+                        &ep.addr,
+                        &ep.authority,
+                        inner.connect_timeout,
+                        method,
+                        &pq,
+                        headers,
+                    )
+                    .await;
+                if let Some(res) = sent {
+                    return res.map(|r| r.map(Upstream::Lean));
                 }
-            } else {
-                ureq
+            }
+            let body = match &slot {
+                None => ReqBody::Empty,
+                Some(s) => ReqBody::shared(s),
             };
-            let (mut rparts, rbody) = ureq.into_parts();
+            let mut ureq = Request::new(body);
+            *ureq.method_mut() = method.clone();
             let mut uparts = http::uri::Parts::default();
             uparts.scheme = Some(Scheme::HTTP);
             uparts.authority = Some(ep.authority.clone());
             uparts.path_and_query = Some(pq.clone());
-            rparts.uri = Uri::from_parts(uparts).expect("scheme, authority and path are set");
+            *ureq.uri_mut() = Uri::from_parts(uparts).expect("scheme, authority and path are set");
+            *ureq.version_mut() = Version::HTTP_11;
+            *ureq.headers_mut() = if may_retry && n < MAX_ATTEMPTS {
+                headers.clone()
+            } else {
+                std::mem::take(headers)
+            };
+            if !ureq.headers().contains_key(header::HOST) {
+                if let Ok(h) = HeaderValue::from_str(ep.authority.as_str()) {
+                    ureq.headers_mut().insert(header::HOST, h);
+                }
+            }
             worker
                 .client
-                .request(Request::from_parts(rparts, rbody))
+                .request(ureq)
                 .await
+                .map(|r| r.map(Upstream::Pooled))
                 .map_err(UpstreamError::Pooled)
         };
-        let res = tokio::time::timeout(inner.upstream_timeout, attempt).await;
+        let res = peer.timed(inner.upstream_timeout, attempt).await;
         let (kind, err) = match res {
-            Ok(Ok(mut resp)) => {
+            Some(Ok(mut resp)) => {
                 let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
                 let upstream_upgrade = match &client_upgrade {
                     Some(_) if switched => Some((
@@ -334,8 +378,8 @@ pub(crate) async fn handle(
                 }
                 return Ok(Response::from_parts(rp, RespBody::upstream(rb, guard)));
             }
-            Ok(Err(e)) => (e.kind(), e.message()),
-            Err(_) => (ErrorKind::Timeout, "upstream timeout".to_string()),
+            Some(Err(e)) => (e.kind(), e.message()),
+            None => (ErrorKind::Timeout, "upstream timeout".to_string()),
         };
         drop(guard);
         ver.metrics.upstream_error(kind);

@@ -1,57 +1,102 @@
-//! A downstream connection's own upstream connection.
+//! A downstream connection's own upstream connection, spoken directly on the socket.
 //!
 //! Every accepted HTTP/1 connection keeps one dedicated upstream HTTP/1.1 connection (to the
-//! endpoint its first request went to), driven in the same task as the downstream
-//! connection: the request, its upstream exchange and the response body never cross tasks,
-//! which saves the pooled client's checkout, its connection task and the wake-ups between
-//! them. Whatever the dedicated connection cannot take — another endpoint, a request while
-//! it is busy (HTTP/2 multiplexing), an upgrade — goes through the worker's pooled client as
-//! before. The dedicated connection closes with the downstream connection, or is replaced
-//! when it has been idle longer than the pool's idle timeout (so a service's own idle
-//! timeout never races a request on it).
+//! endpoint its first request went to). A request without a body is written to it as one
+//! buffer, the response head is read and parsed in the request's own future (`httparse`, as
+//! hyper does), and the response body is read from the socket by the body that hyper's
+//! server polls: no client connection task, no request channel, no response channel and no
+//! body channel per request, and the request, its upstream exchange and the response never
+//! leave the downstream connection's task. When the body is complete the connection goes
+//! back to the slot for the next request of the same downstream connection.
+//!
+//! Whatever it cannot take goes through the worker's pooled hyper client as before: a
+//! request with a body (body parking, the size limit and mirroring's tee stay hyper's), a
+//! `CONNECT`, another endpoint than the connection's, a request while the connection is
+//! busy (HTTP/2 is never sent here), an upgrade, and a request that could not be written
+//! (the connection closed under it). A dedicated connection idle for longer than the
+//! pool's idle timeout, or that became readable while idle (the service closed it), is
+//! replaced rather than reused, so a service's own idle timeout never races a request on
+//! it; it closes with its downstream connection.
 
-use std::future::Future;
+use std::future::Future as _;
+use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery};
+use http::{Method, Response, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
-use crate::body::ReqBody;
+use crate::body::BoxError;
 use crate::metrics::ErrorKind;
 
 /// Longest idle time after which the dedicated connection is not reused (as the pool's).
 pub(crate) const IDLE_REUSE: Duration = Duration::from_secs(15);
+/// Most response header fields accepted (hyper's default).
+const MAX_HEADERS: usize = 100;
+/// Largest response head accepted (hyper's default read buffer limit).
+const MAX_HEAD: usize = 8192 + 4096 * 100;
+/// Room made in the read buffer before each read.
+const READ_CHUNK: usize = 8 * 1024;
+/// Longest chunk-size or trailer line accepted in a chunked body.
+const MAX_LINE: usize = 4096;
 
-type ConnFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+/// An open upstream connection and its buffers.
+struct Conn {
+    stream: TcpStream,
+    /// Bytes read and not consumed yet.
+    rbuf: BytesMut,
+    /// The request head being written (kept for its capacity).
+    wbuf: Vec<u8>,
+    idle_since: Instant,
+}
+
+impl Conn {
+    /// Whether an idle connection can take a request: not idle too long, and nothing to
+    /// read (a readable idle connection was closed by the service, or sent bytes nobody
+    /// asked for). Tokio clears a socket's read readiness when a read drained it, so this
+    /// costs no system call.
+    fn reusable(&self) -> bool {
+        if !self.rbuf.is_empty() || self.idle_since.elapsed() >= IDLE_REUSE {
+            return false;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        self.stream.poll_read_ready(&mut cx).is_pending()
+    }
+}
 
 #[derive(Default)]
 struct Slot {
-    /// The endpoint (`host:port` as in the table) the connection goes to; `None`: no
-    /// connection.
+    /// The endpoint (`host:port` as in the table) the dedicated connection belongs to;
+    /// `None`: none yet (or the last one closed).
     addr: Option<Arc<str>>,
-    /// The sender, absent while a request uses it.
-    sender: Option<http1::SendRequest<ReqBody>>,
-    conn: Option<ConnFuture>,
-    idle_since: Option<Instant>,
-    /// The connection task's waker, to poll a newly installed connection.
-    waker: Option<Waker>,
+    /// The connection while no request uses it.
+    idle: Option<Conn>,
+    /// A request or its response body is using the connection.
+    busy: bool,
 }
 
-/// Shared between the downstream connection's task (which drives the connection through
-/// [`Dedicated::drive`]) and its requests (which send on it).
+/// Shared between the downstream connection's task (which clears it when the connection
+/// ends) and its requests and response bodies (which use the connection in turn).
 #[derive(Default, Clone)]
 pub(crate) struct Dedicated(Arc<Mutex<Slot>>);
 
 /// What an upstream attempt failed with.
 pub(crate) enum UpstreamError {
     Pooled(hyper_util::client::legacy::Error),
-    Connect(std::io::Error),
-    Hyper(hyper::Error),
+    Connect(io::Error),
+    /// Reading from or writing to the dedicated connection failed.
+    Io(io::Error),
+    /// The dedicated connection closed before the response head was complete.
+    Closed,
+    /// The service's response could not be parsed.
+    Invalid(&'static str),
 }
 
 impl UpstreamError {
@@ -60,15 +105,18 @@ impl UpstreamError {
             UpstreamError::Pooled(e) if e.is_connect() => ErrorKind::Connect,
             UpstreamError::Connect(_) => ErrorKind::Connect,
             UpstreamError::Pooled(e) => classify(e),
-            UpstreamError::Hyper(e) => classify(e),
+            UpstreamError::Io(e) => classify(e),
+            UpstreamError::Closed => ErrorKind::Reset,
+            UpstreamError::Invalid(_) => ErrorKind::Other,
         }
     }
 
     pub(crate) fn message(&self) -> String {
         let e: &(dyn std::error::Error + 'static) = match self {
             UpstreamError::Pooled(e) => e,
-            UpstreamError::Connect(e) => e,
-            UpstreamError::Hyper(e) => e,
+            UpstreamError::Connect(e) | UpstreamError::Io(e) => e,
+            UpstreamError::Closed => return "connection closed before message completed".into(),
+            UpstreamError::Invalid(what) => return format!("invalid HTTP response: {what}"),
         };
         let mut out = e.to_string();
         let mut src = e.source();
@@ -92,7 +140,7 @@ fn classify(e: &(dyn std::error::Error + 'static)) -> ErrorKind {
                 return ErrorKind::Other;
             }
         }
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+        if let Some(io) = s.downcast_ref::<io::Error>() {
             use std::io::ErrorKind as K;
             if matches!(
                 io.kind(),
@@ -106,157 +154,687 @@ fn classify(e: &(dyn std::error::Error + 'static)) -> ErrorKind {
     ErrorKind::Other
 }
 
+/// Gives the slot up (no connection, not busy) when dropped armed: a failed attempt, a
+/// timeout dropping the attempt, or a response body dropped before its end.
+struct Release<'a>(Option<&'a Dedicated>);
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        if let Some(d) = self.0 {
+            d.release();
+        }
+    }
+}
+
 impl Dedicated {
     fn lock(&self) -> std::sync::MutexGuard<'_, Slot> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Polls the dedicated connection, if any; never completes. Run it beside the
-    /// downstream connection in the same task.
-    pub(crate) async fn drive(&self) {
-        std::future::poll_fn(|cx| {
-            let mut s = self.lock();
-            if let Some(conn) = s.conn.as_mut() {
-                if conn.as_mut().poll(cx).is_ready() {
-                    s.conn = None;
-                    s.sender = None;
-                    s.addr = None;
-                }
-            }
-            if !s.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                s.waker = Some(cx.waker().clone());
-            }
-            Poll::<()>::Pending
-        })
-        .await
+    /// No connection and not busy: the next request opens a fresh connection.
+    fn release(&self) {
+        let mut s = self.lock();
+        s.busy = false;
+        s.idle = None;
+        s.addr = None;
     }
 
-    /// Sends `req` (origin-form URI, `Host` set) to `addr` on the dedicated connection when
-    /// it can take it (opening it for the first endpoint this connection uses); gives the
-    /// request back when it cannot, for the pooled client.
+    /// The response is complete and the connection can take the next request.
+    fn put_back(&self, mut conn: Conn) {
+        conn.idle_since = Instant::now();
+        let mut s = self.lock();
+        s.busy = false;
+        s.idle = Some(conn);
+    }
+
+    /// Drops an idle connection (the downstream connection ended). A response body still
+    /// streaming gives the slot up when it ends.
+    pub(crate) fn clear(&self) {
+        let mut s = self.lock();
+        s.idle = None;
+        if !s.busy {
+            s.addr = None;
+        }
+    }
+
+    /// Sends a request without a body (`method`, origin-form `target`, `headers`, and
+    /// `Host: authority` when the headers have none) to `addr` on the dedicated connection
+    /// when it can take it (opening it for the first endpoint this connection uses).
+    /// `None` when it cannot, or could not write the request: the pooled client may send it.
     pub(crate) async fn send(
         &self,
         addr: &str,
+        authority: &Authority,
         connect_timeout: Duration,
-        req: Request<ReqBody>,
-    ) -> Result<Result<Response<Incoming>, UpstreamError>, Request<ReqBody>> {
-        enum Take {
-            Use(http1::SendRequest<ReqBody>),
-            Open,
-            Busy,
+        method: &Method,
+        target: &PathAndQuery,
+        headers: &HeaderMap,
+    ) -> Option<Result<Response<LeanBody>, UpstreamError>> {
+        if method == Method::CONNECT {
+            return None;
         }
-        let take = {
+        let idle = {
             let mut s = self.lock();
-            match s.addr.as_deref() {
-                None => Take::Open,
-                Some(a) if a != addr => Take::Busy,
-                Some(_) => match s.sender.take() {
-                    Some(sender)
-                        if !sender.is_closed()
-                            && s.idle_since.is_some_and(|t| t.elapsed() < IDLE_REUSE) =>
-                    {
-                        Take::Use(sender)
-                    }
-                    Some(_) => {
-                        // Closed or idle too long: drop it and open a fresh one.
-                        s.conn = None;
-                        s.addr = None;
-                        Take::Open
-                    }
-                    None => Take::Busy,
-                },
+            if s.busy || s.addr.as_deref().is_some_and(|a| a != addr) {
+                return None;
             }
+            s.busy = true;
+            if s.addr.is_none() {
+                s.addr = Some(Arc::from(addr));
+            }
+            s.idle.take()
         };
-        let mut sender = match take {
-            Take::Busy => return Err(req),
-            Take::Use(sender) => sender,
-            Take::Open => {
-                let key: Arc<str> = Arc::from(addr);
-                // Reserve the slot so that concurrent requests use the pool meanwhile.
-                self.lock().addr = Some(key.clone());
-                match self.open(addr, connect_timeout).await {
-                    Ok((sender, conn)) => {
-                        let mut s = self.lock();
-                        s.conn = Some(conn);
-                        if let Some(w) = s.waker.take() {
-                            w.wake();
-                        }
-                        sender
-                    }
-                    Err(e) => {
-                        self.lock().addr = None;
-                        return Ok(Err(e));
-                    }
-                }
-            }
+        // Until the response body owns the connection, failing or being dropped (a
+        // timeout) gives the slot up rather than leaving it busy for good.
+        let release = Release(Some(self));
+        let mut conn = match idle.filter(Conn::reusable) {
+            Some(conn) => conn,
+            None => match open(addr, connect_timeout).await {
+                Ok(conn) => conn,
+                Err(e) => return Some(Err(e)),
+            },
         };
-        // Until the sender is back in the slot, dropping this future (a timeout) gives the
-        // slot up rather than leaving it busy for good.
-        let in_use = ClearOnDrop(Some(self));
-        if sender.ready().await.is_err() {
-            return Err(req);
-        }
-        match sender.try_send_request(req).await {
-            Ok(resp) => {
-                std::mem::forget(in_use);
-                let mut s = self.lock();
-                s.sender = Some(sender);
-                s.idle_since = Some(Instant::now());
-                Ok(Ok(resp))
-            }
-            Err(mut e) => {
-                drop(in_use);
-                match e.take_message() {
-                    // Never written: the pooled client may send it.
-                    Some(req) => Err(req),
-                    None => Ok(Err(UpstreamError::Hyper(e.into_error()))),
+
+        let mut wbuf = std::mem::take(&mut conn.wbuf);
+        wbuf.clear();
+        encode_head(method, target, headers, authority, &mut wbuf);
+        let mut written = 0;
+        while written < wbuf.len() {
+            match conn.stream.write(&wbuf[written..]).await {
+                Ok(0) => break,
+                Ok(n) => written += n,
+                Err(e) if written == 0 => {
+                    tracing::debug!(error = %e, "dedicated upstream connection unusable");
+                    break;
                 }
+                Err(e) => return Some(Err(UpstreamError::Io(e))),
             }
         }
-    }
+        if written < wbuf.len() {
+            // Not (fully) written: the pooled client may send it.
+            return None;
+        }
+        conn.wbuf = wbuf;
 
-    pub(crate) fn clear(&self) {
-        let mut s = self.lock();
-        s.addr = None;
-        s.sender = None;
-        s.conn = None;
-    }
-
-    async fn open(
-        &self,
-        addr: &str,
-        connect_timeout: Duration,
-    ) -> Result<(http1::SendRequest<ReqBody>, ConnFuture), UpstreamError> {
-        let stream =
-            match tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect(addr)).await
-            {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => return Err(UpstreamError::Connect(e)),
-                Err(_) => {
-                    return Err(UpstreamError::Connect(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "connect timeout",
-                    )))
-                }
-            };
-        let _ = stream.set_nodelay(true);
-        let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(UpstreamError::Hyper)?;
-        let conn: ConnFuture = Box::pin(async move {
-            let _ = conn.await;
-        });
-        Ok((sender, conn))
+        let head = match read_head(&mut conn).await {
+            Ok(head) => head,
+            Err(e) => return Some(Err(e)),
+        };
+        let framing = match framing(method, &head) {
+            Ok(f) => f,
+            Err(e) => return Some(Err(e)),
+        };
+        let keep_alive = framing != Framing::Eof && keeps_alive(&head);
+        std::mem::forget(release);
+        let body = LeanBody::new(conn, framing, keep_alive, self.clone());
+        let mut resp = Response::new(body);
+        *resp.status_mut() = head.status;
+        *resp.version_mut() = head.version;
+        *resp.headers_mut() = head.headers;
+        if let Some(reason) = head.reason {
+            resp.extensions_mut().insert(reason);
+        }
+        Some(Ok(resp))
     }
 }
 
-struct ClearOnDrop<'a>(Option<&'a Dedicated>);
-
-impl Drop for ClearOnDrop<'_> {
-    fn drop(&mut self) {
-        if let Some(d) = self.0 {
-            d.clear();
+async fn open(addr: &str, connect_timeout: Duration) -> Result<Conn, UpstreamError> {
+    let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(UpstreamError::Connect(e)),
+        Err(_) => {
+            return Err(UpstreamError::Connect(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "connect timeout",
+            )))
         }
+    };
+    let _ = stream.set_nodelay(true);
+    Ok(Conn {
+        stream,
+        rbuf: BytesMut::with_capacity(READ_CHUNK),
+        wbuf: Vec::with_capacity(1024),
+        idle_since: Instant::now(),
+    })
+}
+
+/// The request line and header fields, as hyper's client writes them for a request
+/// without a body (the headers as they are: `Content-Length: 0` if the client sent it),
+/// with `Host: authority` when the headers have no `Host`.
+fn encode_head(
+    method: &Method,
+    target: &PathAndQuery,
+    headers: &HeaderMap,
+    authority: &Authority,
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_str().as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    if !headers.contains_key(header::HOST) {
+        out.extend_from_slice(b"host: ");
+        out.extend_from_slice(authority.as_str().as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A parsed response head.
+struct Head {
+    status: StatusCode,
+    version: Version,
+    headers: HeaderMap,
+    /// The reason phrase when it is not the status code's canonical one (hyper keeps it).
+    reason: Option<hyper::ext::ReasonPhrase>,
+}
+
+/// Reads until a final (non-1xx) response head is complete; informational responses are
+/// skipped, as hyper's client does.
+async fn read_head(conn: &mut Conn) -> Result<Head, UpstreamError> {
+    loop {
+        if !conn.rbuf.is_empty() {
+            if let Some(head) = parse_head(&mut conn.rbuf)? {
+                match head.status.as_u16() {
+                    101 => return Err(UpstreamError::Invalid("unexpected 101 response")),
+                    100..=199 => continue,
+                    _ => return Ok(head),
+                }
+            }
+            if conn.rbuf.len() >= MAX_HEAD {
+                return Err(UpstreamError::Invalid("response head too large"));
+            }
+        }
+        conn.rbuf.reserve(READ_CHUNK);
+        match conn.stream.read_buf(&mut conn.rbuf).await {
+            Ok(0) => return Err(UpstreamError::Closed),
+            Ok(_) => {}
+            Err(e) => return Err(UpstreamError::Io(e)),
+        }
+    }
+}
+
+/// Parses a response head at the start of `buf` and consumes it; `None` if incomplete.
+/// Header values share the read buffer's memory (no copy).
+fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, UpstreamError> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut fields);
+    let len = match res.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(UpstreamError::Invalid("too many header fields"))
+        }
+        Err(_) => return Err(UpstreamError::Invalid("malformed response head")),
+    };
+    let status = res
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or(UpstreamError::Invalid("invalid status code"))?;
+    let version = match res.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    let base = buf.as_ptr() as usize;
+    let offset = |s: &[u8]| s.as_ptr() as usize - base;
+    let reason = res
+        .reason
+        .filter(|r| !r.is_empty() && Some(*r) != status.canonical_reason())
+        .map(|r| (offset(r.as_bytes()), r.len()));
+    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+    let count = res.headers.len();
+    for (span, h) in spans.iter_mut().zip(res.headers.iter()) {
+        *span = (
+            offset(h.name.as_bytes()),
+            h.name.len(),
+            offset(h.value),
+            h.value.len(),
+        );
+    }
+    let head = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(count);
+    for &(n, nl, v, vl) in &spans[..count] {
+        let name = HeaderName::from_bytes(&head[n..n + nl])
+            .map_err(|_| UpstreamError::Invalid("invalid header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(v..v + vl))
+            .map_err(|_| UpstreamError::Invalid("invalid header value"))?;
+        headers.append(name, value);
+    }
+    let reason =
+        reason.and_then(|(at, n)| hyper::ext::ReasonPhrase::try_from(head.slice(at..at + n)).ok());
+    Ok(Some(Head {
+        status,
+        version,
+        headers,
+        reason,
+    }))
+}
+
+/// How the response body is delimited (RFC 9112 section 6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Length(u64),
+    Chunked,
+    /// Until the connection closes (the connection cannot be reused).
+    Eof,
+}
+
+fn framing(method: &Method, head: &Head) -> Result<Framing, UpstreamError> {
+    let code = head.status.as_u16();
+    if method == Method::HEAD || code == 204 || code == 304 {
+        return Ok(Framing::Length(0));
+    }
+    let h = &head.headers;
+    if h.contains_key(header::TRANSFER_ENCODING) {
+        let last = h
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .next_back()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .map(str::trim);
+        return Ok(match last {
+            Some(t) if t.eq_ignore_ascii_case("chunked") => Framing::Chunked,
+            _ => Framing::Eof,
+        });
+    }
+    let mut length = None;
+    for value in h.get_all(header::CONTENT_LENGTH) {
+        let s = value
+            .to_str()
+            .map_err(|_| UpstreamError::Invalid("invalid content-length"))?;
+        for part in s.split(',').map(str::trim) {
+            let n = (!part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| part.parse::<u64>().ok())
+                .flatten()
+                .ok_or(UpstreamError::Invalid("invalid content-length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(UpstreamError::Invalid("conflicting content-length"));
+            }
+            length = Some(n);
+        }
+    }
+    Ok(length.map_or(Framing::Eof, Framing::Length))
+}
+
+/// HTTP/1.1 unless `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`.
+fn keeps_alive(head: &Head) -> bool {
+    let mut close = false;
+    let mut keep = false;
+    for v in head.headers.get_all(header::CONNECTION) {
+        for t in v.to_str().unwrap_or("").split(',').map(str::trim) {
+            close |= t.eq_ignore_ascii_case("close");
+            keep |= t.eq_ignore_ascii_case("keep-alive");
+        }
+    }
+    !close && (head.version == Version::HTTP_11 || keep)
+}
+
+/// Where a chunked body's decoder is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailers,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Length(u64),
+    Chunked(Chunk),
+    Eof,
+    Done,
+}
+
+/// A response body read from the dedicated connection; it hands the connection back when
+/// its last byte has been read (before that byte is even polled when the whole body came
+/// with the head), and gives the slot up if dropped before.
+pub(crate) struct LeanBody {
+    conn: Option<Conn>,
+    state: State,
+    /// The whole body, when it was already read with the head.
+    ready: Option<Bytes>,
+    keep_alive: bool,
+    home: Dedicated,
+}
+
+impl LeanBody {
+    fn new(mut conn: Conn, framing: Framing, keep_alive: bool, home: Dedicated) -> LeanBody {
+        let (state, ready) = match framing {
+            Framing::Length(0) => (State::Done, None),
+            Framing::Length(n) if conn.rbuf.len() as u64 >= n => {
+                (State::Done, Some(conn.rbuf.split_to(n as usize).freeze()))
+            }
+            Framing::Length(n) => (State::Length(n), None),
+            Framing::Chunked => (State::Chunked(Chunk::Size), None),
+            Framing::Eof => (State::Eof, None),
+        };
+        let mut body = LeanBody {
+            conn: Some(conn),
+            state,
+            ready,
+            keep_alive,
+            home,
+        };
+        if body.state == State::Done {
+            body.finish();
+        }
+        body
+    }
+
+    /// The body is complete: the connection goes back to the slot if it can be reused.
+    fn finish(&mut self) {
+        self.state = State::Done;
+        if let Some(conn) = self.conn.take() {
+            if self.keep_alive && conn.rbuf.is_empty() {
+                self.home.put_back(conn);
+            } else {
+                self.home.release();
+            }
+        }
+    }
+
+    fn fail(&mut self, e: BoxError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.keep_alive = false;
+        self.finish();
+        Poll::Ready(Some(Err(e)))
+    }
+}
+
+impl Drop for LeanBody {
+    fn drop(&mut self) {
+        if self.conn.take().is_some() {
+            self.home.release();
+        }
+    }
+}
+
+/// One step of decoding a chunked body from `buf`.
+enum Step {
+    Data(Bytes),
+    /// Needs more bytes.
+    More,
+    End,
+}
+
+fn decode_chunked(chunk: &mut Chunk, buf: &mut BytesMut) -> Result<Step, &'static str> {
+    loop {
+        match *chunk {
+            Chunk::Size => {
+                let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
+                    return if buf.len() > MAX_LINE {
+                        Err("chunk size line too long")
+                    } else {
+                        Ok(Step::More)
+                    };
+                };
+                let line = &buf[..nl];
+                let digits = line
+                    .iter()
+                    .position(|b| !b.is_ascii_hexdigit())
+                    .unwrap_or(line.len());
+                let rest = &line[digits..];
+                let rest_ok = match rest.first() {
+                    None => true,
+                    Some(b';' | b' ' | b'\t') => true,
+                    Some(b'\r') => rest.len() == 1,
+                    Some(_) => false,
+                };
+                if digits == 0 || digits > 16 || !rest_ok {
+                    return Err("invalid chunk size line");
+                }
+                let size = std::str::from_utf8(&line[..digits])
+                    .ok()
+                    .and_then(|s| u64::from_str_radix(s, 16).ok())
+                    .ok_or("invalid chunk size")?;
+                buf.advance(nl + 1);
+                *chunk = if size == 0 {
+                    Chunk::Trailers
+                } else {
+                    Chunk::Data(size)
+                };
+            }
+            Chunk::Data(left) => {
+                if buf.is_empty() {
+                    return Ok(Step::More);
+                }
+                let n = left.min(buf.len() as u64);
+                let data = buf.split_to(n as usize).freeze();
+                *chunk = if n == left {
+                    Chunk::DataEnd
+                } else {
+                    Chunk::Data(left - n)
+                };
+                return Ok(Step::Data(data));
+            }
+            Chunk::DataEnd => match buf.first() {
+                None => return Ok(Step::More),
+                Some(b'\n') => {
+                    buf.advance(1);
+                    *chunk = Chunk::Size;
+                }
+                Some(b'\r') if buf.len() < 2 => return Ok(Step::More),
+                Some(b'\r') if buf[1] == b'\n' => {
+                    buf.advance(2);
+                    *chunk = Chunk::Size;
+                }
+                Some(_) => return Err("missing CRLF after chunk data"),
+            },
+            Chunk::Trailers => {
+                let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
+                    return if buf.len() > MAX_LINE {
+                        Err("trailer line too long")
+                    } else {
+                        Ok(Step::More)
+                    };
+                };
+                let empty = nl == 0 || (nl == 1 && buf[0] == b'\r');
+                buf.advance(nl + 1);
+                if empty {
+                    return Ok(Step::End);
+                }
+            }
+        }
+    }
+}
+
+impl Body for LeanBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if let Some(data) = this.ready.take() {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        loop {
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match &mut this.state {
+                State::Done => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                State::Length(left) => {
+                    if !conn.rbuf.is_empty() {
+                        let n = (*left).min(conn.rbuf.len() as u64);
+                        let data = conn.rbuf.split_to(n as usize).freeze();
+                        *left -= n;
+                        if *left == 0 {
+                            this.finish();
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                }
+                State::Eof => {
+                    if !conn.rbuf.is_empty() {
+                        let data = conn.rbuf.split().freeze();
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                }
+                State::Chunked(chunk) => match decode_chunked(chunk, &mut conn.rbuf) {
+                    Ok(Step::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Ok(Step::End) => {
+                        this.finish();
+                        return Poll::Ready(None);
+                    }
+                    Ok(Step::More) => {}
+                    Err(what) => return this.fail(what.into()),
+                },
+            }
+            conn.rbuf.reserve(READ_CHUNK);
+            let read = {
+                let fut = conn.stream.read_buf(&mut conn.rbuf);
+                std::pin::pin!(fut).poll(cx)
+            };
+            match read {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) if this.state == State::Eof => {
+                    this.keep_alive = false;
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Ok(0)) => {
+                    return this.fail(Box::new(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "upstream closed the connection before the end of the body",
+                    )))
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => return this.fail(Box::new(e)),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ready.is_none() && (self.state == State::Done || self.state == State::Length(0))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let ready = self.ready.as_ref().map_or(0, |b| b.len() as u64);
+        match self.state {
+            State::Done => SizeHint::with_exact(ready),
+            State::Length(n) => SizeHint::with_exact(n),
+            State::Chunked(_) | State::Eof => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(input: &[&[u8]]) -> Result<Vec<u8>, &'static str> {
+        let mut chunk = Chunk::Size;
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for part in input {
+            buf.extend_from_slice(part);
+            loop {
+                match decode_chunked(&mut chunk, &mut buf)? {
+                    Step::Data(d) => out.extend_from_slice(&d),
+                    Step::More => break,
+                    Step::End => return Ok(out),
+                }
+            }
+        }
+        Err("incomplete")
+    }
+
+    #[test]
+    fn chunked_bodies_decode_across_any_split() {
+        let body: &[u8] = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nx-trailer: 1\r\n\r\n";
+        for at in 0..body.len() {
+            let (a, b) = body.split_at(at);
+            assert_eq!(
+                decode_all(&[a, b]).unwrap(),
+                b"hello world",
+                "split at {at}"
+            );
+        }
+        let bytes: Vec<&[u8]> = body.chunks(1).collect();
+        assert_eq!(decode_all(&bytes).unwrap(), b"hello world");
+        assert!(decode_all(&[b"zz\r\n"]).is_err());
+        assert!(decode_all(&[b"2\r\nabX"]).is_err());
+    }
+
+    fn head(raw: &[u8]) -> Head {
+        let mut buf = BytesMut::from(raw);
+        let head = parse_head(&mut buf)
+            .ok()
+            .flatten()
+            .expect("a complete head");
+        assert!(buf.is_empty());
+        head
+    }
+
+    #[test]
+    fn response_heads_parse_and_frame() {
+        let h = head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\nx-a: c\r\n\r\n");
+        assert_eq!(h.status, StatusCode::OK);
+        assert!(h.reason.is_none());
+        assert_eq!(h.headers.get_all("x-a").iter().count(), 2);
+        assert_eq!(framing(&Method::GET, &h).ok(), Some(Framing::Length(5)));
+        assert_eq!(framing(&Method::HEAD, &h).ok(), Some(Framing::Length(0)));
+        assert!(keeps_alive(&h));
+
+        let h = head(b"HTTP/1.1 201 Made It\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n");
+        assert_eq!(
+            h.reason.as_ref().map(|r| r.as_bytes()),
+            Some(&b"Made It"[..])
+        );
+        assert_eq!(framing(&Method::GET, &h).ok(), Some(Framing::Chunked));
+        assert!(!keeps_alive(&h));
+
+        let h = head(b"HTTP/1.0 200 OK\r\n\r\n");
+        assert_eq!(framing(&Method::GET, &h).ok(), Some(Framing::Eof));
+        assert!(!keeps_alive(&h));
+        let h = head(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n");
+        assert!(keeps_alive(&h));
+
+        let h = head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n");
+        assert!(framing(&Method::GET, &h).is_err());
+        let h = head(b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n");
+        assert_eq!(framing(&Method::GET, &h).ok(), Some(Framing::Length(5)));
+        let h = head(b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n");
+        assert!(framing(&Method::GET, &h).is_err());
+
+        let mut partial = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Le"[..]);
+        assert!(matches!(parse_head(&mut partial), Ok(None)));
+        let mut bad = BytesMut::from(&b"HTTX/1.1 200 OK\r\n\r\n"[..]);
+        assert!(parse_head(&mut bad).is_err());
+    }
+
+    #[test]
+    fn request_heads_are_written_as_hyper_writes_them() {
+        let target = PathAndQuery::from_static("/a/b?c=d");
+        let authority = Authority::from_static("10.0.0.1:8080");
+        let mut headers = HeaderMap::new();
+        headers.append("x-many", HeaderValue::from_static("1"));
+        headers.append("x-many", HeaderValue::from_static("2"));
+        let mut out = Vec::new();
+        encode_head(&Method::GET, &target, &headers, &authority, &mut out);
+        assert_eq!(
+            out,
+            b"GET /a/b?c=d HTTP/1.1\r\nhost: 10.0.0.1:8080\r\nx-many: 1\r\nx-many: 2\r\n\r\n"
+        );
+        headers.insert(header::HOST, HeaderValue::from_static("orders"));
+        out.clear();
+        encode_head(&Method::DELETE, &target, &headers, &authority, &mut out);
+        assert_eq!(
+            out,
+            b"DELETE /a/b?c=d HTTP/1.1\r\nx-many: 1\r\nx-many: 2\r\nhost: orders\r\n\r\n"
+        );
     }
 }
