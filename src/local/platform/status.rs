@@ -105,28 +105,10 @@ impl LocalPlatform {
 
 /// Seconds since an RFC 3339 timestamp from the engine (`None` when unparsable).
 fn seconds_since(timestamp: &str) -> Option<u64> {
-    // "2026-11-22T01:02:03.123456789Z": compare via the engine's own clock semantics (UTC).
-    let (date, time) = timestamp.split_once('T')?;
-    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    let time = time.trim_end_matches('Z');
-    let mut t = time.split(':');
-    let (h, min) = (
-        t.next()?.parse::<i64>().ok()?,
-        t.next()?.parse::<i64>().ok()?,
-    );
-    let s: f64 = t.next()?.split(['+', '-']).next()?.parse().ok()?;
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146097 + doe - 719468;
-    let epoch = days * 86400 + h * 3600 + min * 60 + s as i64;
+    // "2026-11-22T01:02:03.123456789Z", against the same clock as the rest of the rollout.
+    let then: jiff::Timestamp = timestamp.parse().ok()?;
     let now = (crate::rollout::now_ms() / 1000) as i64;
-    Some(now.saturating_sub(epoch).max(0) as u64)
+    Some(now.saturating_sub(then.as_second()).max(0) as u64)
 }
 
 #[cfg(test)]
