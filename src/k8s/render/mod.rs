@@ -10,7 +10,7 @@
 //!   PodDisruptionBudget, a NetworkPolicy admitting only its declared callers, and an
 //!   HTTPRoute (when the environment names a gateway) or an Ingress for its public routes;
 //! * an autoscaled service also gets a HorizontalPodAutoscaler `svc` for its live
-//!   Deployment, which then has no `spec.replicas` (the HPA owns it, see `hpa.rs`);
+//!   Deployment, which then has no `spec.replicas` (the HPA owns it, see `k8s/hpa.rs`);
 //! * infrastructure gets a StatefulSet with a volumeClaimTemplate and a headless Service;
 //! * every object carries `app.kubernetes.io/{name,instance,version,component,part-of}` and
 //!   `app.kubernetes.io/managed-by: dronectl`; pods also carry `dronectl.io/revision`.

@@ -206,7 +206,7 @@ pub fn deployment(
     Deployment {
         metadata: meta(kenv, name, dep_labels),
         spec: DeploymentSpec {
-            // An autoscaled Deployment's count is the HPA's: not applied (see `hpa.rs`).
+            // An autoscaled Deployment's count is the HPA's: not applied (see `k8s/hpa.rs`).
             replicas: revision.autoscale.is_none().then_some(replicas as i32),
             selector: LabelSelector {
                 match_labels: Some(selector),
