@@ -1,41 +1,10 @@
-//! Analyses on Kubernetes: HTTP checks and Prometheus queries; router metrics (error rate,
-//! latency percentiles) become Prometheus queries when the analysis names an `address`.
+//! Router metrics on Kubernetes: error rate and latency percentiles become Prometheus
+//! queries when the analysis names an `address` (Kubernetes has no dronectl router).
 
 use crate::manifest::Metric;
-use crate::rollout::platform::{Measurement, Revision};
 use crate::rollout::AnalysisPlan;
-use serde_json::json;
 
-use super::KubePlatform;
-
-impl KubePlatform {
-    /// [`Platform::measure`](crate::rollout::Platform::measure): the measurement
-    /// (Kubernetes keeps no baseline).
-    pub(super) async fn measure_analysis(
-        &self,
-        service: &str,
-        revision: &Revision,
-        analysis: &AnalysisPlan,
-        _baseline: &serde_json::Value,
-    ) -> anyhow::Result<(Measurement, serde_json::Value)> {
-        let m = match analysis.metric {
-            Metric::Http => crate::rollout::analysis::http_check(analysis).await,
-            Metric::Prometheus => crate::rollout::analysis::prometheus_query(analysis, service, &revision.version).await,
-            _ => match prometheus_for(analysis) {
-                Some(plan) => crate::rollout::analysis::prometheus_query(&plan, service, &revision.version).await,
-                None => Measurement::Inconclusive {
-                    detail: format!(
-                        "analysis `{}` measures router metrics, which Kubernetes has no router for; give it an `address` (Prometheus) to measure it there",
-                        analysis.name
-                    ),
-                },
-            },
-        };
-        Ok((m, json!({})))
-    }
-}
-
-fn prometheus_for(analysis: &AnalysisPlan) -> Option<AnalysisPlan> {
+pub(super) fn prometheus_for(analysis: &AnalysisPlan) -> Option<AnalysisPlan> {
     analysis.address.as_ref()?;
     let selector = r#"service="{{service}}",version="{{version}}""#;
     let query = match analysis.metric {

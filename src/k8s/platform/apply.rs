@@ -1,16 +1,16 @@
 //! Applying a revision: server-side apply of objects, the service's own objects
 //! (`prepare`), the revision's ConfigMap and Deployment under a free name, scaling (through
-//! the `scale` subresource for autoscaled revisions), native rolling updates, and the
-//! HorizontalPodAutoscaler with the hand-over of `.spec.replicas` to it.
+//! the `scale` subresource for autoscaled revisions), and the HorizontalPodAutoscaler with
+//! the hand-over of `.spec.replicas` to it.
 
 use anyhow::Context as _;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use serde_json::json;
 
-use super::{delete_ok, labelled, KubePlatform, DEFAULT_ROLLING, REPLICAS_MANAGER};
+use super::{delete_ok, labelled, KubePlatform, REPLICAS_MANAGER};
 use crate::k8s::render::{self, Object, RollingParams};
-use crate::rollout::platform::{Platform, Revision};
+use crate::rollout::platform::Revision;
 
 impl KubePlatform {
     /// Server-side applies `object` with field manager `dronectl`; `force` takes over
@@ -132,14 +132,20 @@ impl KubePlatform {
             .with_context(|| format!("cannot scale Deployment {name} to {replicas}"))?;
         // Scaling bumps the Deployment's generation: a cached status older than that is stale.
         if let Some(d) = self.deployments().get_opt(name).await? {
-            if let Some(g) = d.metadata.generation {
-                self.applied
-                    .lock()
-                    .expect("lock")
-                    .insert(revision.id.clone(), g);
-            }
+            self.record_generation(revision, d.metadata.generation);
         }
         Ok(())
+    }
+
+    /// Remembers the generation of `revision`'s Deployment as this process changed it: a
+    /// cached Deployment older than that is stale.
+    fn record_generation(&self, revision: &Revision, generation: Option<i64>) {
+        if let Some(g) = generation {
+            self.applied
+                .lock()
+                .expect("lock")
+                .insert(revision.id.clone(), g);
+        }
     }
 
     /// Before dronectl's apply stops carrying `.spec.replicas` (the service became
@@ -227,93 +233,9 @@ impl KubePlatform {
             let is_deployment = matches!(object, Object::Deployment(_));
             let applied = self.apply(&object, true, false).await?;
             if is_deployment {
-                if let Some(g) = applied.metadata.generation {
-                    self.applied
-                        .lock()
-                        .expect("lock")
-                        .insert(revision.id.clone(), g);
-                }
+                self.record_generation(revision, applied.metadata.generation);
             }
         }
         Ok(())
-    }
-
-    pub(super) async fn scale_to(
-        &self,
-        service: &str,
-        revision: &Revision,
-        replicas: u32,
-    ) -> anyhow::Result<()> {
-        self.scale(service, revision, replicas).await
-    }
-
-    /// [`Platform::scale`]: the revision's Deployment at `replicas` (created under a free
-    /// name when there is none).
-    pub(super) async fn scale_revision(
-        &self,
-        service: &str,
-        revision: &Revision,
-        replicas: u32,
-    ) -> anyhow::Result<()> {
-        match self.find(service, &revision.id).await? {
-            Some(d) => {
-                if d.spec.replicas == Some(replicas as i32) {
-                    return Ok(());
-                }
-                let name = d.metadata.name.clone().unwrap_or_default();
-                if revision.autoscale.is_some() {
-                    return Box::pin(self.set_scale(&name, revision, replicas)).await;
-                }
-                self.run(service, &name, revision, replicas, DEFAULT_ROLLING)
-                    .await
-            }
-            None if replicas == 0 => Ok(()),
-            None => {
-                let name = self.free_name(service, revision).await?;
-                self.run(service, &name, revision, replicas, DEFAULT_ROLLING)
-                    .await?;
-                if revision.autoscale.is_some() {
-                    // Applied without a count (the server's default is 1): set it.
-                    Box::pin(self.set_scale(&name, revision, replicas)).await?;
-                }
-                Ok(())
-            }
-        }
-    }
-
-    /// [`Platform::roll`]: the running Deployment re-applied with the candidate's pod
-    /// template and the plan's surge and unavailability.
-    pub(super) async fn roll_revision(
-        &self,
-        service: &str,
-        from: &Revision,
-        to: &Revision,
-        max_surge: u32,
-        max_unavailable: u32,
-    ) -> anyhow::Result<()> {
-        if self.lookup(service, to).await?.is_some() {
-            return Ok(());
-        }
-        let name = match self.find(service, &from.id).await? {
-            Some(d) => d.metadata.name.clone().unwrap_or_default(),
-            None => self.free_name(service, to).await?,
-        };
-        // During the update both revisions serve.
-        self.set_selector(service, service, None).await?;
-        if self.public(service) {
-            self.set_route(service, &[(service.to_string(), 100)])
-                .await?;
-        }
-        self.run(
-            service,
-            &name,
-            to,
-            to.replicas,
-            RollingParams {
-                max_surge,
-                max_unavailable,
-            },
-        )
-        .await
     }
 }

@@ -1,7 +1,7 @@
 //! What a waiting rollout reads: the app's Deployments, ReplicaSets and Pods from watches
 //! (the API right after this process changed a Deployment the watch has not caught up
 //! with), a revision's status with the reasons its pods will not become ready (events and
-//! last log lines), the Deployments of a service, and its autoscaler.
+//! last log lines), the Deployments of a service and the one serving it.
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Event as KubeEvent, Pod};
@@ -11,7 +11,7 @@ use kube::runtime::watcher;
 use super::{labelled, KubePlatform, Watched};
 use crate::k8s::cache::Cached;
 use crate::k8s::render;
-use crate::rollout::platform::{Autoscaler, Failure, Revision, RevisionStatus};
+use crate::rollout::platform::{Failure, Revision};
 
 impl KubePlatform {
     pub(super) async fn watched(&self) -> &Watched {
@@ -284,79 +284,6 @@ impl KubePlatform {
                     .max(0) as u32
             })
             .sum())
-    }
-
-    /// [`Platform::status`](crate::rollout::Platform::status): desired, current and ready
-    /// replicas of the revision's own ReplicaSets, and a failure once it is certain.
-    pub(super) async fn revision_status(
-        &self,
-        service: &str,
-        revision: &Revision,
-    ) -> anyhow::Result<RevisionStatus> {
-        let Some(d) = self.lookup(service, revision).await? else {
-            return Ok(RevisionStatus::default());
-        };
-        let desired = d.spec.replicas.unwrap_or(1).max(0) as u32;
-        let st = d.status.clone().unwrap_or_default();
-        let observed = st.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0);
-        let n = |v: Option<i32>| v.unwrap_or(0).max(0) as u32;
-        // The revision's own ReplicaSet(s): during a native rolling update the Deployment's
-        // availableReplicas still counts the old pods.
-        let ready = if observed {
-            self.revision_available(service, revision, &d).await?
-        } else {
-            0
-        };
-        let failure = if ready < desired {
-            self.failure(service, revision, &d).await?
-        } else {
-            None
-        };
-        Ok(RevisionStatus {
-            desired,
-            current: n(st.replicas),
-            ready,
-            failure,
-        })
-    }
-
-    /// [`Platform::autoscaler`](crate::rollout::Platform::autoscaler): the service's
-    /// HorizontalPodAutoscaler, its bounds and live counts.
-    pub(super) async fn read_autoscaler(
-        &self,
-        service: &str,
-    ) -> anyhow::Result<Option<Autoscaler>> {
-        let Some(h) = self.hpas().get_opt(service).await? else {
-            return Ok(None);
-        };
-        let status = h.status.as_ref();
-        let metrics = h
-            .spec
-            .metrics
-            .iter()
-            .flatten()
-            .filter_map(|m| {
-                let r = m.resource.as_ref()?;
-                Some(match r.target.average_utilization {
-                    Some(u) => format!("{} {u}%", r.name),
-                    None => r.name.clone(),
-                })
-            })
-            .collect();
-        let count = |n: i32| n.max(0) as u32;
-        Ok(Some(Autoscaler {
-            name: format!("HorizontalPodAutoscaler/{service}"),
-            target: format!(
-                "{}/{}",
-                h.spec.scale_target_ref.kind, h.spec.scale_target_ref.name
-            ),
-            // `minReplicas` defaults to 1 on the server.
-            min: count(h.spec.min_replicas.unwrap_or(1)),
-            max: count(h.spec.max_replicas),
-            current: count(status.and_then(|s| s.current_replicas).unwrap_or(0)),
-            desired: count(status.map_or(0, |s| s.desired_replicas)),
-            metrics,
-        }))
     }
 }
 

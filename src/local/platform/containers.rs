@@ -1,6 +1,6 @@
 //! The containers of a revision's replicas: listed and inspected by their labels, probed
-//! for readiness, created with their environment, secrets and volume, and their last log
-//! lines.
+//! for readiness, created with their environment, secrets and volume; their last log lines
+//! and how long ago they started.
 
 use std::collections::HashMap;
 
@@ -251,5 +251,26 @@ fn ignore_not_modified(e: bollard::errors::Error) -> Result<(), bollard::errors:
             status_code: 304, ..
         } => Ok(()),
         e => Err(e),
+    }
+}
+
+/// Seconds since an RFC 3339 timestamp from the engine (`None` when unparsable).
+pub(super) fn seconds_since(timestamp: &str) -> Option<u64> {
+    // "2026-11-22T01:02:03.123456789Z", against the same clock as the rest of the rollout.
+    let then: jiff::Timestamp = timestamp.parse().ok()?;
+    let now = (crate::rollout::now_ms() / 1000) as i64;
+    Some(now.saturating_sub(then.as_second()).max(0) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps() {
+        let now = (crate::rollout::now_ms() / 1000) as i64;
+        let day = seconds_since("1970-01-02T00:00:00.25Z").unwrap() as i64;
+        assert!((now - 86_400 - day).abs() <= 1, "{day}");
+        assert!(seconds_since("garbage").is_none());
     }
 }

@@ -6,11 +6,11 @@
 //! of every revision that has traffic. A replica leaves the router before it is stopped,
 //! and is stopped only once its in-flight requests are done.
 //!
-//! One file per job: `containers.rs` (replica containers: list, create, logs), `secrets.rs`
-//! (secret files), `status.rs` (readiness and failures), `routing.rs` (the router's
-//! configuration, draining and removal), `analysis.rs` (router metrics). This module holds
-//! [`LocalPlatform`], how a service runs ([`ServiceRuntime`]) and the [`Platform`]
-//! implementation, which hands each call to the file of its job.
+//! This module holds [`LocalPlatform`], how a service runs ([`ServiceRuntime`]) and the
+//! [`Platform`] implementation (what the engine calls); what those calls need is in one
+//! file per job: `containers.rs` (the Docker side: replica containers listed, probed,
+//! created, their logs and start times), `secrets.rs` (secret files) and `routing.rs` (the
+//! router's side: configuration, controls, draining, its counters as measurements).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -22,20 +22,19 @@ use bollard::Docker;
 use super::router::RouterAdmin;
 use super::Names;
 use crate::http;
+use crate::manifest::Metric;
 use crate::rollout::platform::Traffic;
 use crate::rollout::{
     AnalysisPlan, Failure, Measurement, Platform, Revision, RevisionStatus, Weights,
 };
 
-mod analysis;
 mod containers;
 mod routing;
 mod secrets;
-mod status;
 
-pub use analysis::router_measurement;
+use containers::seconds_since;
 pub(crate) use containers::tail_logs;
-pub use routing::router_controls;
+pub use routing::{router_controls, router_measurement};
 
 /// How a service runs, from the manifest.
 #[derive(Debug, Clone)]
@@ -164,7 +163,93 @@ impl Platform for LocalPlatform {
     }
 
     async fn status(&self, service: &str, revision: &Revision) -> anyhow::Result<RevisionStatus> {
-        self.revision_status(service, revision).await
+        if let Some(failure) = self
+            .failures
+            .lock()
+            .expect("failures")
+            .get(&revision.id)
+            .cloned()
+        {
+            return Ok(RevisionStatus {
+                failure: Some(failure),
+                ..Default::default()
+            });
+        }
+        let runtime = self.runtime(service)?;
+        let replicas = self.replicas(service, &revision.id).await?;
+        let mut status = RevisionStatus {
+            desired: replicas.len() as u32,
+            current: 0,
+            ready: 0,
+            failure: None,
+        };
+        let mut ready_endpoints = Vec::new();
+        for replica in &replicas {
+            if replica.running {
+                status.current += 1;
+            }
+            let crashed = replica.restarting
+                || replica.restart_count > 0
+                || (!replica.running
+                    && replica
+                        .started_at
+                        .as_deref()
+                        .is_some_and(|s| !s.starts_with("0001")));
+            if crashed && status.failure.is_none() {
+                let logs = self.tail_logs(&replica.name, 20).await;
+                let reason = if replica.restarting || replica.restart_count > 0 {
+                    "CrashLoopBackOff"
+                } else {
+                    "Exited"
+                };
+                let message = match (&replica.error, replica.exit_code) {
+                    (Some(e), _) => format!("{} failed to run: {e}", replica.name),
+                    (None, Some(code)) => format!(
+                        "{} exited with code {code} (restarted {} times)",
+                        replica.name, replica.restart_count
+                    ),
+                    (None, None) => format!("{} stopped", replica.name),
+                };
+                status.failure = Some(Failure {
+                    reason: reason.into(),
+                    message,
+                    logs,
+                });
+                continue;
+            }
+            if self.ready(runtime, replica).await {
+                status.ready += 1;
+                ready_endpoints.push(format!(
+                    "{}:{}",
+                    replica.ip.as_deref().unwrap_or_default(),
+                    runtime.port
+                ));
+            } else if status.failure.is_none()
+                && replica.running
+                && replica
+                    .started_at
+                    .as_deref()
+                    .and_then(seconds_since)
+                    .is_some_and(|s| s > (self.never_ready_after + runtime.start_period).as_secs())
+            {
+                let logs = self.tail_logs(&replica.name, 20).await;
+                status.failure = Some(Failure {
+                    reason: "NeverReady".into(),
+                    message: format!(
+                        "{} has run for over {}s without answering {} with 200",
+                        replica.name,
+                        (self.never_ready_after + runtime.start_period).as_secs(),
+                        runtime.readiness
+                    ),
+                    logs,
+                });
+            }
+        }
+        if status.failure.is_none() {
+            self.sync_endpoints(service, &revision.id, &ready_endpoints)
+                .await?;
+        }
+        Ok(status)
     }
 
     async fn set_traffic(
@@ -184,9 +269,37 @@ impl Platform for LocalPlatform {
         service: &str,
         traffic: &Traffic,
         revisions: &[&Revision],
-        max_surge: u32,
+        _max_surge: u32,
     ) -> anyhow::Result<()> {
-        self.route(service, traffic, revisions, max_surge).await
+        let weights = &traffic.weights;
+        let routes = self.runtime(service)?.routes.clone();
+        let hosts = self.runtime(service)?.hosts.clone();
+        let mut versions = BTreeMap::new();
+        for revision in revisions {
+            let endpoints = self.ready_endpoints(service, &revision.id).await?;
+            let weight = weights.get(&revision.id).copied().unwrap_or(0).min(100) as u8;
+            versions.insert(
+                revision.id.clone(),
+                dronectl_router::VersionConfig { weight, endpoints },
+            );
+        }
+        // A candidate without traffic yet can be tried at `<service>-preview`.
+        let preview = revisions
+            .first()
+            .filter(|r| weights.get(&r.id).copied().unwrap_or(0) == 0)
+            .map(|r| r.id.clone());
+        let controls = router_controls(traffic);
+        self.router
+            .update(|config| {
+                let entry = config.services.entry(service.to_string()).or_default();
+                entry.versions = versions.clone();
+                entry.routes = routes.clone();
+                entry.hosts = hosts.clone();
+                entry.preview = preview.clone();
+                (entry.matches, entry.mirror, entry.sticky) = controls.clone();
+            })
+            .await?;
+        Ok(())
     }
 
     async fn snapshot(
@@ -210,12 +323,51 @@ impl Platform for LocalPlatform {
         analysis: &AnalysisPlan,
         baseline: &serde_json::Value,
     ) -> anyhow::Result<(Measurement, serde_json::Value)> {
-        self.measure_analysis(service, revision, analysis, baseline)
-            .await
+        let now = self.snapshot(service, revision).await?;
+        let measurement = match analysis.metric {
+            Metric::ErrorRate | Metric::LatencyP50 | Metric::LatencyP95 | Metric::LatencyP99 => {
+                let before: dronectl_router::VersionStats =
+                    serde_json::from_value(baseline.clone()).unwrap_or_default();
+                let after: dronectl_router::VersionStats =
+                    serde_json::from_value(now.clone()).unwrap_or_default();
+                router_measurement(
+                    analysis.metric,
+                    &dronectl_router::VersionStats::delta(&before, &after),
+                )
+            }
+            Metric::Http => crate::rollout::analysis::http_check(analysis).await,
+            Metric::Prometheus => {
+                crate::rollout::analysis::prometheus_query(analysis, service, &revision.version)
+                    .await
+            }
+        };
+        Ok((measurement, now))
     }
 
     async fn remove(&self, service: &str, revision: &Revision) -> anyhow::Result<()> {
-        self.remove_revision(service, revision).await
+        let replicas = self.replicas(service, &revision.id).await?;
+        self.retire_replicas(service, &revision.id, &replicas)
+            .await?;
+        self.router
+            .update(|config| {
+                if let Some(entry) = config.services.get_mut(service) {
+                    entry.versions.remove(&revision.id);
+                    if entry.preview.as_deref() == Some(revision.id.as_str()) {
+                        entry.preview = None;
+                    }
+                    entry.matches.retain(|m| m.version != revision.id);
+                    if entry
+                        .mirror
+                        .as_ref()
+                        .is_some_and(|m| m.version == revision.id)
+                    {
+                        entry.mirror = None;
+                    }
+                }
+            })
+            .await?;
+        self.failures.lock().expect("failures").remove(&revision.id);
+        Ok(())
     }
 }
 

@@ -1,56 +1,24 @@
-//! The router's side of a revision: its versions, routes, hosts, preview and controls;
-//! endpoints kept equal to ready replicas; replicas taken out and drained before they stop;
-//! a removed revision's traces.
-
-use std::collections::BTreeMap;
+//! The router's side of a revision: endpoints kept equal to ready replicas, replicas taken
+//! out and drained before they stop, a rollout's controls in the router's form, and the
+//! router's counters as measurements.
 
 use bollard::query_parameters::{RemoveContainerOptionsBuilder, StopContainerOptionsBuilder};
 
 use super::{LocalPlatform, Replica};
+use crate::manifest::Metric;
 use crate::rollout::platform::{MatchValue, Traffic};
-use crate::rollout::Revision;
+use crate::rollout::Measurement;
+
+/// The router's entry of `revision` of `service`, when the router routes to it.
+fn routed_version<'c>(
+    config: &'c mut dronectl_router::RouterConfig,
+    service: &str,
+    revision: &str,
+) -> Option<&'c mut dronectl_router::VersionConfig> {
+    config.services.get_mut(service)?.versions.get_mut(revision)
+}
 
 impl LocalPlatform {
-    /// [`Platform::set_routing`](crate::rollout::Platform::set_routing): the service's
-    /// entry in the router's configuration.
-    pub(super) async fn route(
-        &self,
-        service: &str,
-        traffic: &Traffic,
-        revisions: &[&Revision],
-        _max_surge: u32,
-    ) -> anyhow::Result<()> {
-        let weights = &traffic.weights;
-        let routes = self.runtime(service)?.routes.clone();
-        let hosts = self.runtime(service)?.hosts.clone();
-        let mut versions = BTreeMap::new();
-        for revision in revisions {
-            let endpoints = self.ready_endpoints(service, &revision.id).await?;
-            let weight = weights.get(&revision.id).copied().unwrap_or(0).min(100) as u8;
-            versions.insert(
-                revision.id.clone(),
-                dronectl_router::VersionConfig { weight, endpoints },
-            );
-        }
-        // A candidate without traffic yet can be tried at `<service>-preview`.
-        let preview = revisions
-            .first()
-            .filter(|r| weights.get(&r.id).copied().unwrap_or(0) == 0)
-            .map(|r| r.id.clone());
-        let controls = router_controls(traffic);
-        self.router
-            .update(|config| {
-                let entry = config.services.entry(service.to_string()).or_default();
-                entry.versions = versions.clone();
-                entry.routes = routes.clone();
-                entry.hosts = hosts.clone();
-                entry.preview = preview.clone();
-                (entry.matches, entry.mirror, entry.sticky) = controls.clone();
-            })
-            .await?;
-        Ok(())
-    }
-
     /// Keeps the router's endpoints of a routed revision equal to its ready replicas.
     pub(super) async fn sync_endpoints(
         &self,
@@ -71,11 +39,7 @@ impl LocalPlatform {
         if want != have {
             self.router
                 .update(|config| {
-                    if let Some(version) = config
-                        .services
-                        .get_mut(service)
-                        .and_then(|s| s.versions.get_mut(revision))
-                    {
+                    if let Some(version) = routed_version(config, service, revision) {
                         version.endpoints = want.clone();
                     }
                 })
@@ -101,11 +65,7 @@ impl LocalPlatform {
             .collect();
         self.router
             .update(|config| {
-                if let Some(version) = config
-                    .services
-                    .get_mut(service)
-                    .and_then(|s| s.versions.get_mut(revision))
-                {
+                if let Some(version) = routed_version(config, service, revision) {
                     version.endpoints.retain(|e| !endpoints.contains(e));
                 }
             })
@@ -138,38 +98,6 @@ impl LocalPlatform {
             }) => Ok(()), // removal already in progress
             Err(e) => Err(e.into()),
         }
-    }
-
-    /// [`Platform::remove`](crate::rollout::Platform::remove): the replicas retired, the
-    /// revision out of the router's configuration.
-    pub(super) async fn remove_revision(
-        &self,
-        service: &str,
-        revision: &Revision,
-    ) -> anyhow::Result<()> {
-        let replicas = self.replicas(service, &revision.id).await?;
-        self.retire_replicas(service, &revision.id, &replicas)
-            .await?;
-        self.router
-            .update(|config| {
-                if let Some(entry) = config.services.get_mut(service) {
-                    entry.versions.remove(&revision.id);
-                    if entry.preview.as_deref() == Some(revision.id.as_str()) {
-                        entry.preview = None;
-                    }
-                    entry.matches.retain(|m| m.version != revision.id);
-                    if entry
-                        .mirror
-                        .as_ref()
-                        .is_some_and(|m| m.version == revision.id)
-                    {
-                        entry.mirror = None;
-                    }
-                }
-            })
-            .await?;
-        self.failures.lock().expect("failures").remove(&revision.id);
-        Ok(())
     }
 }
 
@@ -210,4 +138,39 @@ pub fn router_controls(
         percent: traffic.mirror.min(100) as u8,
     });
     (matches, mirror, traffic.sticky)
+}
+
+/// Error rate or a latency percentile of the router's counters for one interval.
+pub fn router_measurement(metric: Metric, delta: &dronectl_router::VersionStats) -> Measurement {
+    if delta.requests == 0 {
+        return Measurement::NoData;
+    }
+    let value = match metric {
+        Metric::ErrorRate => delta.error_rate(),
+        Metric::LatencyP50 => delta.latency.quantile(0.50),
+        Metric::LatencyP95 => delta.latency.quantile(0.95),
+        Metric::LatencyP99 => delta.latency.quantile(0.99),
+        _ => None,
+    };
+    value.map_or(Measurement::NoData, Measurement::Value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn measurements_from_router_counters() {
+        let mut stats = dronectl_router::VersionStats::default();
+        assert_eq!(
+            router_measurement(Metric::ErrorRate, &stats),
+            Measurement::NoData
+        );
+        stats.requests = 200;
+        stats.errors_5xx = 10;
+        assert_eq!(
+            router_measurement(Metric::ErrorRate, &stats),
+            Measurement::Value(0.05)
+        );
+    }
 }
