@@ -360,7 +360,8 @@ pub(crate) fn normalize_route(r: &str) -> &str {
     }
 }
 
-fn is_dns_label(s: &str) -> bool {
+/// A DNS label: 1 to 63 lowercase letters, digits and `-`, not starting or ending with `-`.
+pub fn is_dns_label(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63

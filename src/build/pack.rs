@@ -244,11 +244,11 @@ pub async fn pack_with(
     let started = std::time::Instant::now();
     // Reading the files, `ldd` and hashing the layer are blocking work.
     let (assembled, libraries) = {
-        let (options, extras) = (options.clone(), extras.clone());
-        tokio::task::spawn_blocking(move || assemble(&options, &extras))
+        let (job, extras) = (options.clone(), extras.clone());
+        tokio::task::spawn_blocking(move || assemble(&job, &extras))
             .await
             .map_err(|e| BuildError::Pack {
-                path: PathBuf::new(),
+                path: options.executable.clone(),
                 message: format!("packing stopped: {e}"),
             })??
     };

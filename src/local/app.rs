@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use bollard::models::{
     ContainerCreateBody, EndpointSettings, HostConfig, NetworkConnectRequest, NetworkCreateRequest,
-    NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
+    NetworkingConfig, PortBinding, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
@@ -597,13 +597,8 @@ async fn ensure_infrastructure(
         env: Some(env_vars),
         labels: Some(l),
         host_config: Some(HostConfig {
-            network_mode: Some(names.network()),
-            restart_policy: Some(RestartPolicy {
-                name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
-                maximum_retry_count: None,
-            }),
             binds,
-            ..Default::default()
+            ..names.host_config()
         }),
         networking_config: Some(NetworkingConfig {
             endpoints_config: Some(HashMap::from([(
@@ -721,16 +716,11 @@ async fn ensure_router(
             format!("{ROUTER_ADMIN_PORT}/tcp"),
         ]),
         host_config: Some(HostConfig {
-            network_mode: Some(names.network()),
-            restart_policy: Some(RestartPolicy {
-                name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
-                maximum_retry_count: None,
-            }),
             port_bindings: Some(HashMap::from([
                 publish(ROUTER_PUBLIC_PORT),
                 publish(ROUTER_ADMIN_PORT),
             ])),
-            ..Default::default()
+            ..names.host_config()
         }),
         networking_config: Some(NetworkingConfig {
             endpoints_config: Some(HashMap::from([(

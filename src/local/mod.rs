@@ -79,6 +79,18 @@ impl Names {
     pub fn volume(&self, owner: &str) -> String {
         format!("{}-{owner}-data", self.app)
     }
+    /// What every container dronectl runs for the app shares: the app network, restarted
+    /// unless stopped.
+    pub fn host_config(&self) -> bollard::models::HostConfig {
+        bollard::models::HostConfig {
+            network_mode: Some(self.network()),
+            restart_policy: Some(bollard::models::RestartPolicy {
+                name: Some(bollard::models::RestartPolicyNameEnum::UNLESS_STOPPED),
+                maximum_retry_count: None,
+            }),
+            ..Default::default()
+        }
+    }
 }
 
 /// Label filters for the Engine API (`label=k=v`).

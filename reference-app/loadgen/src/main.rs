@@ -528,8 +528,8 @@ fn calls_since(before: &[(String, u64)], after: &[(String, u64)]) -> Vec<(String
 }
 
 // The client. Why a hand-written one: measured on 2026-12-02 against the same loopback
-// upstream (`cargo run --release --example sink`, an axum server answering 202 like
-// ingestion), 16 connections, 4 s per run, 10 runs of each interleaved on a loaded
+// upstream (an axum server answering 202 like ingestion, the one now committed as
+// `examples/sink.rs`, which was built outside the repository for that run), 16 connections, 4 s per run, 10 runs of each interleaved on a loaded
 // 2-core machine (load average 9-10): this client spent 9.4-11.0 µs of the load
 // generator's CPU per request (median 9.8), hyper's own HTTP/1.1 client
 // (`hyper::client::conn::http1`, one connection per worker, `--client hyper`) 12.2-15.2

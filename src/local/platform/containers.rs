@@ -5,10 +5,7 @@
 use std::collections::HashMap;
 
 use anyhow::Context as _;
-use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HostConfig, NetworkingConfig, RestartPolicy,
-    RestartPolicyNameEnum,
-};
+use bollard::models::{ContainerCreateBody, EndpointSettings, HostConfig, NetworkingConfig};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
 };
@@ -157,13 +154,8 @@ impl LocalPlatform {
             labels: Some(labels),
             stop_timeout: Some(self.stop_timeout.as_secs() as i64),
             host_config: Some(HostConfig {
-                network_mode: Some(self.names.network()),
-                restart_policy: Some(RestartPolicy {
-                    name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
-                    maximum_retry_count: None,
-                }),
                 binds,
-                ..Default::default()
+                ..self.names.host_config()
             }),
             networking_config: Some(NetworkingConfig {
                 endpoints_config: Some(HashMap::from([(

@@ -81,16 +81,7 @@ pub fn check_host(host: &str) -> Result<(), String> {
             "host `{host}` must be a DNS name without a port (an IP address or a port is not a host name)"
         ));
     }
-    let label_ok = |l: &str| {
-        let b = l.as_bytes();
-        !b.is_empty()
-            && b.len() <= 63
-            && b.iter()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-            && b[0] != b'-'
-            && b[b.len() - 1] != b'-'
-    };
-    if host.len() > 253 || !bare.split('.').all(label_ok) {
+    if host.len() > 253 || !bare.split('.').all(dronectl_router::config::is_dns_label) {
         return Err(format!(
             "host `{host}` is not a valid host name: lowercase letters, digits, `-` and `.` (labels of 1 to 63 characters, at most 253 in all), optionally starting with `*.`"
         ));

@@ -60,6 +60,10 @@ fn holder() -> String {
     format!("dronectl pid {} on {}", std::process::id(), host.trim())
 }
 
+// The engine's `start`, `drive`, `undo` and `collect_garbage` futures are boxed where these
+// commands await them: inline they would make every command's future, and its stack frames
+// in debug builds, hundreds of kilobytes larger (a rollout test overflowed a 2 MiB stack).
+
 /// Starts a rollout of `candidate` and drives it.
 pub async fn deploy<P: Platform, S: StateStore>(
     engine: &Engine<'_, P, S>,
