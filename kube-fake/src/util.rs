@@ -1,44 +1,18 @@
-//! Small helpers: timestamps, ids, hashing, JSON path access, percent decoding.
+//! Small helpers: timestamps, ids, hashing, JSON path access, query strings.
 
 use serde_json::{Map, Value};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// RFC 3339 timestamp (second precision, UTC) as Kubernetes renders `metav1.Time`.
 pub(crate) fn now_rfc3339() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    format_unix(secs as i64)
+    format_unix(jiff::Timestamp::now().as_second())
 }
 
+/// `secs` since the Unix epoch as an RFC 3339 timestamp in UTC (`1970-01-01T00:00:00Z`).
 pub(crate) fn format_unix(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        y,
-        m,
-        d,
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
-}
-
-// Howard Hinnant's days -> civil date algorithm.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
+    jiff::Timestamp::from_second(secs)
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+        .to_string()
 }
 
 /// Deterministic-enough pseudo random generator (splitmix64).
@@ -194,47 +168,11 @@ pub(crate) fn labels_of(v: &Value) -> Map<String, Value> {
         .unwrap_or_default()
 }
 
-/// Percent-decode a query component (`+` means space).
-pub(crate) fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz");
-                match u8::from_str_radix(hex, 16) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 3;
-                    }
-                    Err(_) => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Parse a query string into (key, value) pairs, decoded.
+/// Parse a query string into (key, value) pairs, decoded (`application/x-www-form-urlencoded`:
+/// `+` is a space, `%XX` a byte), as Go's `url.ParseQuery` does for the API server.
 pub(crate) fn parse_query(q: &str) -> Vec<(String, String)> {
-    q.split('&')
-        .filter(|s| !s.is_empty())
-        .map(|kv| match kv.split_once('=') {
-            Some((k, v)) => (percent_decode(k), percent_decode(v)),
-            None => (percent_decode(kv), String::new()),
-        })
+    form_urlencoded::parse(q.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
 }
 
@@ -279,8 +217,15 @@ mod tests {
 
     #[test]
     fn decodes() {
-        assert_eq!(percent_decode("app%3Dweb%2Ctier%21%3Dx"), "app=web,tier!=x");
-        assert_eq!(percent_decode("a+b%"), "a b%");
+        assert_eq!(
+            parse_query("labelSelector=app%3Dweb%2Ctier%21%3Dx&watch=1&x=a+b%&flag"),
+            [
+                ("labelSelector".into(), "app=web,tier!=x".into()),
+                ("watch".into(), "1".into()),
+                ("x".into(), "a b%".into()),
+                ("flag".into(), String::new()),
+            ]
+        );
     }
 
     #[test]

@@ -261,7 +261,9 @@ impl KubeStore {
             renew_time: Some(now_micro()),
             ..Default::default()
         };
-        match leases.get_opt(&name).await? {
+        // Create the Lease, or take it over once it expired; a conflict on either write
+        // means another driver got there first.
+        let written = match leases.get_opt(&name).await? {
             None => {
                 let lease = Lease {
                     metadata: ObjectMeta {
@@ -271,16 +273,7 @@ impl KubeStore {
                     },
                     spec: Some(spec),
                 };
-                match leases.create(&PostParams::default(), &lease).await {
-                    Ok(_) => {}
-                    Err(e) if is_status(&e, 409) => {
-                        let current = leases.get_opt(&name).await?;
-                        return Err(held(
-                            current.and_then(|l| l.spec).and_then(|s| s.holder_identity),
-                        ));
-                    }
-                    Err(e) => return Err(e.into()),
-                }
+                leases.create(&PostParams::default(), &lease).await
             }
             Some(mut lease) => {
                 let current = lease.spec.clone().unwrap_or_default();
@@ -292,17 +285,18 @@ impl KubeStore {
                     lease_transitions: Some(transitions),
                     ..spec
                 });
-                match leases.replace(&name, &PostParams::default(), &lease).await {
-                    Ok(_) => {}
-                    Err(e) if is_status(&e, 409) => {
-                        let current = leases.get_opt(&name).await?;
-                        return Err(held(
-                            current.and_then(|l| l.spec).and_then(|s| s.holder_identity),
-                        ));
-                    }
-                    Err(e) => return Err(e.into()),
-                }
+                leases.replace(&name, &PostParams::default(), &lease).await
             }
+        };
+        match written {
+            Ok(_) => {}
+            Err(e) if is_status(&e, 409) => {
+                let current = leases.get_opt(&name).await?;
+                return Err(held(
+                    current.and_then(|l| l.spec).and_then(|s| s.holder_identity),
+                ));
+            }
+            Err(e) => return Err(e.into()),
         }
         let renew = {
             let (leases, name, holder) = (leases.clone(), name.clone(), holder.clone());

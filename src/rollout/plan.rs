@@ -250,23 +250,27 @@ impl Plan {
     }
 }
 
-/// A manifest `match` step as the platforms take it.
+/// A manifest `match` step as the platforms take it (header names lowercase).
 pub fn traffic_match(m: &manifest::MatchStep) -> TrafficMatch {
+    let mut t = traffic_match_as_written(m);
+    for (name, _) in &mut t.headers {
+        name.make_ascii_lowercase();
+    }
+    t
+}
+
+/// A manifest `match` step with its names as written (for messages that quote them).
+pub fn traffic_match_as_written(m: &manifest::MatchStep) -> TrafficMatch {
     let value = |v: &manifest::MatchValue| match v {
         manifest::MatchValue::Exact(e) => MatchValue::Exact(e.0.clone()),
         manifest::MatchValue::Regex(r) => MatchValue::Regex(r.regex.clone()),
     };
+    let conditions = |list: &std::collections::BTreeMap<String, manifest::MatchValue>| {
+        list.iter().map(|(k, v)| (k.clone(), value(v))).collect()
+    };
     TrafficMatch {
-        headers: m
-            .header
-            .iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), value(v)))
-            .collect(),
-        cookies: m
-            .cookie
-            .iter()
-            .map(|(k, v)| (k.clone(), value(v)))
-            .collect(),
+        headers: conditions(&m.header),
+        cookies: conditions(&m.cookie),
     }
 }
 

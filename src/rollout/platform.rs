@@ -171,6 +171,70 @@ pub struct TrafficMatch {
     pub cookies: Vec<(String, MatchValue)>,
 }
 
+/// What the router would refuse in one condition of a [`TrafficMatch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BadCondition {
+    /// Not a valid header (or cookie) name.
+    Name,
+    /// The exact value cannot be sent as a header (or cookie) value.
+    Value,
+    /// The regex does not compile: the compiler's message.
+    Regex(String),
+}
+
+/// A condition of a [`TrafficMatch`] the router would refuse, and why.
+#[derive(Debug)]
+pub struct RefusedCondition<'a> {
+    /// `header` or `cookie`.
+    pub kind: &'static str,
+    pub name: &'a str,
+    pub value: &'a MatchValue,
+    pub problem: BadCondition,
+}
+
+impl TrafficMatch {
+    /// Every condition the router would refuse, in order (a condition can be refused for
+    /// its name and for its value).
+    pub fn refused_conditions(&self) -> Vec<RefusedCondition<'_>> {
+        let mut out = vec![];
+        for (kind, list) in [("header", &self.headers), ("cookie", &self.cookies)] {
+            for (name, value) in list {
+                let name_ok = if kind == "header" {
+                    http::HeaderName::from_bytes(name.as_bytes()).is_ok()
+                } else {
+                    dronectl_router::config::is_cookie_name(name)
+                };
+                let mut refuse = |problem| {
+                    out.push(RefusedCondition {
+                        kind,
+                        name,
+                        value,
+                        problem,
+                    })
+                };
+                if !name_ok {
+                    refuse(BadCondition::Name);
+                }
+                match value {
+                    MatchValue::Exact(v) => {
+                        if http::HeaderValue::from_str(v).is_err()
+                            || kind == "cookie" && v.contains(';')
+                        {
+                            refuse(BadCondition::Value);
+                        }
+                    }
+                    MatchValue::Regex(r) => {
+                        if let Err(e) = dronectl_router::config::compile_regex(r) {
+                            refuse(BadCondition::Regex(e));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
 impl std::fmt::Display for TrafficMatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let parts: Vec<String> = [("header", &self.headers), ("cookie", &self.cookies)]

@@ -341,6 +341,18 @@ impl Setup {
         e.timing = fast();
         e
     }
+    /// Starts `candidate` of `api` with `plan` and drives the rollout until it completes,
+    /// pauses, aborts or `timeout` passes.
+    pub(crate) async fn roll(
+        &self,
+        candidate: &Revision,
+        plan: Plan,
+        timeout: Option<Duration>,
+    ) -> (DriveOutcome, RolloutState) {
+        let engine = self.engine();
+        engine.start("api", candidate.clone(), plan).await.unwrap();
+        engine.drive("api", timeout).await.unwrap()
+    }
     /// Deploys `image` as the first, stable revision.
     pub(crate) async fn deploy_stable(&self, image: &str) -> Revision {
         let r = rev(image, 1);

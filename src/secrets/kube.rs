@@ -68,17 +68,7 @@ pub async fn set(
         .and_then(|s| s.data.clone())
         .unwrap_or_default();
     let mut versions = current.as_ref().map(secret::versions).unwrap_or_default();
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes)
-        .map_err(|e| anyhow::anyhow!("the OS random generator failed: {e}"))?;
-    let info = SecretInfo {
-        service: service.to_string(),
-        name: name.to_string(),
-        version: bytes.iter().map(|b| format!("{b:02x}")).collect(),
-        set_at: jiff::Timestamp::now()
-            .round(jiff::Unit::Second)?
-            .to_string(),
-    };
+    let info = SecretInfo::new_version(service, name)?;
     data.insert(name.to_string(), ByteString(value.to_vec()));
     versions.insert(
         name.to_string(),
@@ -87,13 +77,7 @@ pub async fn set(
             set_at: info.set_at.clone(),
         },
     );
-    versions.retain(|k, _| data.contains_key(k));
-    apply(
-        client,
-        kenv,
-        &secret::secret(kenv, service, data, &versions),
-    )
-    .await?;
+    write(client, kenv, service, data, versions).await?;
     Ok(info)
 }
 
@@ -126,15 +110,25 @@ pub async fn remove(
             })?;
         return Ok(true);
     }
-    let mut versions = secret::versions(&current);
+    write(client, kenv, service, data, secret::versions(&current)).await?;
+    Ok(true)
+}
+
+/// Applies `service`'s managed Secret with `data`, and the versions of the keys it has.
+async fn write(
+    client: &Client,
+    kenv: &KubeEnv,
+    service: &str,
+    data: BTreeMap<String, ByteString>,
+    mut versions: BTreeMap<String, KeyVersion>,
+) -> anyhow::Result<()> {
     versions.retain(|k, _| data.contains_key(k));
     apply(
         client,
         kenv,
         &secret::secret(kenv, service, data, &versions),
     )
-    .await?;
-    Ok(true)
+    .await
 }
 
 /// One declared secret as the cluster has it (keys only).

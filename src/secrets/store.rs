@@ -29,6 +29,23 @@ pub struct SecretInfo {
     pub set_at: String,
 }
 
+impl SecretInfo {
+    /// A new value's info: a fresh random version, set now.
+    pub fn new_version(service: &str, name: &str) -> anyhow::Result<SecretInfo> {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes)
+            .map_err(|e| anyhow::anyhow!("the OS random generator failed: {e}"))?;
+        Ok(SecretInfo {
+            service: service.to_string(),
+            name: name.to_string(),
+            version: bytes.iter().map(|b| format!("{b:02x}")).collect(),
+            set_at: jiff::Timestamp::now()
+                .round(jiff::Unit::Second)?
+                .to_string(),
+        })
+    }
+}
+
 /// A value read from the store. Its `Debug` never shows the value.
 pub struct SecretValue {
     pub info: SecretInfo,
@@ -127,17 +144,7 @@ impl SecretStore {
             }
             .into());
         }
-        let mut bytes = [0u8; 16];
-        getrandom::fill(&mut bytes)
-            .map_err(|e| anyhow::anyhow!("the OS random generator failed: {e}"))?;
-        let info = SecretInfo {
-            service: service.to_string(),
-            name: name.to_string(),
-            version: bytes.iter().map(|b| format!("{b:02x}")).collect(),
-            set_at: jiff::Timestamp::now()
-                .round(jiff::Unit::Second)?
-                .to_string(),
-        };
+        let info = SecretInfo::new_version(service, name)?;
         let record = Record {
             format: FORMAT,
             version: info.version.clone(),

@@ -217,43 +217,26 @@ fn check_match_step<T>(
             "a `match` step needs a `header` or a `cookie` to match",
         );
     }
-    for (kind, list) in [("header", &ms.header), ("cookie", &ms.cookie)] {
-        for (name, value) in list {
-            let name_ok = if kind == "header" {
-                http::HeaderName::from_bytes(name.as_bytes()).is_ok()
-            } else {
-                dronectl_router::config::is_cookie_name(name)
-            };
-            if !name_ok {
-                out.error(
-                    format!("{field}.match.{kind}"),
-                    Some(step),
-                    format!("`{}` is not a valid {kind} name", name.escape_debug()),
-                );
-            }
-            match value {
-                crate::manifest::MatchValue::Exact(v) => {
-                    if http::HeaderValue::from_str(&v.0).is_err()
-                        || v.0.contains(';') && kind == "cookie"
-                    {
-                        out.error(
-                            format!("{field}.match.{kind}.{name}"),
-                            Some(step),
-                            format!("`{}` cannot be a {kind} value", v.0.escape_debug()),
-                        );
-                    }
-                }
-                crate::manifest::MatchValue::Regex(r) => {
-                    if let Err(e) = dronectl_router::config::compile_regex(&r.regex) {
-                        out.error(
-                            format!("{field}.match.{kind}.{name}.regex"),
-                            Some(step),
-                            format!("invalid regex: {}", e.lines().last().unwrap_or_default()),
-                        );
-                    }
-                }
-            }
-        }
+    use crate::rollout::platform::{BadCondition, MatchValue, RefusedCondition};
+    for refused in crate::rollout::plan::traffic_match_as_written(ms).refused_conditions() {
+        let RefusedCondition {
+            kind, name, value, ..
+        } = refused;
+        let (field, message) = match (&refused.problem, value) {
+            (BadCondition::Name, _) => (
+                format!("{field}.match.{kind}"),
+                format!("`{}` is not a valid {kind} name", name.escape_debug()),
+            ),
+            (BadCondition::Value, MatchValue::Exact(v) | MatchValue::Regex(v)) => (
+                format!("{field}.match.{kind}.{name}"),
+                format!("`{}` cannot be a {kind} value", v.escape_debug()),
+            ),
+            (BadCondition::Regex(e), _) => (
+                format!("{field}.match.{kind}.{name}.regex"),
+                format!("invalid regex: {}", e.lines().last().unwrap_or_default()),
+            ),
+        };
+        out.error(field, Some(step), message);
     }
 }
 

@@ -191,23 +191,17 @@ mod tests {
         let v1 = s.deploy_stable("api:1").await;
         s.fake.inner.lock().unwrap().measurements = vec![Measurement::Value(0.30)];
         let v2 = rev("api:2", 1);
-        let engine = s.engine();
-        engine
-            .start(
-                "api",
-                v2.clone(),
+        let (outcome, state) = s
+            .roll(
+                &v2,
                 canary(vec![
                     PlanStep::Weight(20),
                     PlanStep::Analysis("errors".into()),
                     PlanStep::Weight(100),
                 ]),
+                Some(Duration::from_secs(10)),
             )
-            .await
-            .unwrap();
-        let (outcome, state) = engine
-            .drive("api", Some(Duration::from_secs(10)))
-            .await
-            .unwrap();
+            .await;
         assert_eq!(outcome, DriveOutcome::Aborted);
         assert_eq!(outcome.exit_code().code(), 3);
         assert!(
@@ -235,23 +229,18 @@ mod tests {
         s.deploy_stable("api:1").await;
         let v2 = rev("api:2", 1);
         let engine = s.engine();
-        engine
-            .start(
-                "api",
-                v2.clone(),
+        let (outcome, state) = s
+            .roll(
+                &v2,
                 canary(vec![
                     PlanStep::Weight(10),
                     PlanStep::Pause(None),
                     PlanStep::Analysis("errors".into()),
                     PlanStep::Weight(60),
                 ]),
+                Some(Duration::from_secs(5)),
             )
-            .await
-            .unwrap();
-        let (outcome, state) = engine
-            .drive("api", Some(Duration::from_secs(5)))
-            .await
-            .unwrap();
+            .await;
         assert_eq!(outcome, DriveOutcome::Paused);
         assert_eq!(outcome.exit_code().code(), 5);
         assert_eq!(

@@ -217,15 +217,13 @@ mod tests {
         let s = Setup::new();
         let v1 = s.deploy_stable("api:1").await;
         let engine = s.engine();
-        engine
-            .start(
-                "api",
-                rev("api:2", 1),
+        let (outcome, _) = s
+            .roll(
+                &rev("api:2", 1),
                 canary(vec![PlanStep::Weight(50), PlanStep::Pause(None)]),
+                None,
             )
-            .await
-            .unwrap();
-        let (outcome, _) = engine.drive("api", None).await.unwrap();
+            .await;
         assert_eq!(outcome, DriveOutcome::Paused);
         let err = engine
             .start("api", rev("api:3", 1), Plan::builtin(StrategyKind::Rolling))

@@ -209,23 +209,18 @@ mod tests {
             vec![Measurement::Value(0.0), Measurement::Value(0.01)];
         let v2 = rev("api:2", 1);
         let engine = s.engine();
-        engine
-            .start(
-                "api",
-                v2.clone(),
+        let (outcome, state) = s
+            .roll(
+                &v2,
                 canary(vec![
                     PlanStep::Weight(20),
                     PlanStep::Pause(Some(Duration::from_millis(30))),
                     PlanStep::Analysis("errors".into()),
                     PlanStep::Weight(50),
                 ]),
+                Some(Duration::from_secs(10)),
             )
-            .await
-            .unwrap();
-        let (outcome, state) = engine
-            .drive("api", Some(Duration::from_secs(10)))
-            .await
-            .unwrap();
+            .await;
         assert_eq!(outcome, DriveOutcome::Completed, "{}", state.message);
         let log = s.fake.traffic_log();
         assert_eq!(candidate_weights(&log, &v2.id), vec![0, 0, 20, 50, 100]);
@@ -254,15 +249,13 @@ mod tests {
         let v1 = s.deploy_stable("api:1").await;
         s.fake.inner.lock().unwrap().crashing.push("api:bad".into());
         let bad = rev("api:bad", 1);
-        let engine = s.engine();
-        engine
-            .start("api", bad.clone(), canary(vec![PlanStep::Weight(50)]))
-            .await
-            .unwrap();
-        let (outcome, state) = engine
-            .drive("api", Some(Duration::from_secs(10)))
-            .await
-            .unwrap();
+        let (outcome, state) = s
+            .roll(
+                &bad,
+                canary(vec![PlanStep::Weight(50)]),
+                Some(Duration::from_secs(10)),
+            )
+            .await;
         assert_eq!(outcome, DriveOutcome::Failed);
         let Phase::Failed { failure } = &state.phase else {
             panic!("{:?}", state.phase)
@@ -333,20 +326,18 @@ mod tests {
         autoscaled_stable(&s, &v1, 4).await;
         let v2 = autoscaled("api:2", 2, 10);
         let engine = s.engine();
-        engine
-            .start(
-                "api",
-                v2.clone(),
+        let (outcome, state) = s
+            .roll(
+                &v2,
                 canary(vec![
                     PlanStep::Weight(20),
                     PlanStep::Pause(None),
                     PlanStep::Weight(50),
                     PlanStep::Pause(None),
                 ]),
+                None,
             )
-            .await
-            .unwrap();
-        let (outcome, state) = engine.drive("api", None).await.unwrap();
+            .await;
         assert_eq!(outcome, DriveOutcome::Paused);
         let replicas = |id: &str| s.fake.inner.lock().unwrap().replicas[id];
         // The stable keeps the autoscaler's 4 pods; one canary pod is 20 %.

@@ -268,32 +268,23 @@ impl ServiceRecord {
 
 /// A stored match step: conditions the router would accept.
 fn check_match(m: &crate::rollout::platform::TrafficMatch) -> Result<(), String> {
-    use crate::rollout::platform::MatchValue;
+    use crate::rollout::platform::{BadCondition, MatchValue, RefusedCondition};
     if m.headers.is_empty() && m.cookies.is_empty() {
         return Err("a match without conditions".into());
     }
-    for (kind, list) in [("header", &m.headers), ("cookie", &m.cookies)] {
-        for (name, value) in list {
-            let name_ok = if kind == "header" {
-                http::HeaderName::from_bytes(name.as_bytes()).is_ok()
-            } else {
-                dronectl_router::config::is_cookie_name(name)
-            };
-            if !name_ok {
-                return Err(format!("invalid {kind} name `{}`", name.escape_debug()));
+    if let Some(refused) = m.refused_conditions().into_iter().next() {
+        let RefusedCondition {
+            kind, name, value, ..
+        } = refused;
+        return Err(match (refused.problem, value) {
+            (BadCondition::Name, _) => format!("invalid {kind} name `{}`", name.escape_debug()),
+            (BadCondition::Value, MatchValue::Exact(v) | MatchValue::Regex(v)) => {
+                format!("invalid {kind} value `{}`", v.escape_debug())
             }
-            match value {
-                MatchValue::Exact(v) if http::HeaderValue::from_str(v).is_err() => {
-                    return Err(format!("invalid {kind} value `{}`", v.escape_debug()))
-                }
-                MatchValue::Regex(r) => {
-                    dronectl_router::config::compile_regex(r).map_err(|e| {
-                        format!("{kind} `{}`: invalid regex: {e}", name.escape_debug())
-                    })?;
-                }
-                MatchValue::Exact(_) => {}
+            (BadCondition::Regex(e), _) => {
+                format!("{kind} `{}`: invalid regex: {e}", name.escape_debug())
             }
-        }
+        });
     }
     Ok(())
 }
