@@ -353,6 +353,12 @@ impl Setup {
         engine.start("api", candidate.clone(), plan).await.unwrap();
         engine.drive("api", timeout).await.unwrap()
     }
+    /// Rolls `revision` out with the built-in rolling strategy; it must complete.
+    pub(crate) async fn deploy(&self, revision: &Revision) {
+        let plan = Plan::builtin(StrategyKind::Rolling);
+        let (outcome, state) = self.roll(revision, plan, None).await;
+        assert_eq!(outcome, DriveOutcome::Completed, "{}", state.message);
+    }
     /// Deploys `image` as the first, stable revision.
     pub(crate) async fn deploy_stable(&self, image: &str) -> Revision {
         let r = rev(image, 1);
@@ -400,15 +406,7 @@ pub(crate) async fn autoscaled_stable(s: &Setup, v1: &Revision, live: u32) {
         f.ratio = true;
         f.hpa = Some((String::new(), 0));
     }
-    let engine = s.engine();
-    engine
-        .start("api", v1.clone(), Plan::builtin(StrategyKind::Rolling))
-        .await
-        .unwrap();
-    assert_eq!(
-        engine.drive("api", None).await.unwrap().0,
-        DriveOutcome::Completed
-    );
+    s.deploy(v1).await;
     assert_eq!(s.fake.inner.lock().unwrap().hpa, Some((v1.id.clone(), 2)));
     s.fake.autoscaler_scales(live);
     s.fake.inner.lock().unwrap().scaled.clear();

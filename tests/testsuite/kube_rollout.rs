@@ -6,7 +6,7 @@
 
 use crate::common;
 
-use common::kube_setup::{plan, revision, timing, SVC};
+use common::kube_setup::{plan, promote_full, revision, timing, SVC};
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -20,7 +20,7 @@ use dronectl::events::{Collect, Event, RolloutWhat};
 use dronectl::k8s::{KubeEnv, KubeTarget};
 use dronectl::manifest::{LoadedManifest, StrategyKind};
 use dronectl::rollout::ops::{self, DriveReport};
-use dronectl::rollout::{Plan, PlanStep, Request, Revision, Timing};
+use dronectl::rollout::{Plan, PlanStep, Revision, Timing};
 
 const APP: &str = "tests/fixtures/kube-app";
 const NS: &str = "default";
@@ -109,17 +109,7 @@ async fn promote_full_after_a_canary_split_gives_traffic_only_to_a_ready_candida
             }
         })
     };
-    let reporter = Collect::default();
-    let engine = t.engine(&reporter, timing());
-    let report = ops::request(
-        &engine,
-        SVC,
-        Request::PromoteFull,
-        Some(Duration::from_secs(60)),
-    )
-    .await
-    .unwrap();
-    assert_eq!(report.outcome, "completed", "{}", report.message);
+    promote_full(&t, Duration::from_secs(60)).await;
     tokio::time::timeout(Duration::from_secs(5), watch)
         .await
         .unwrap()
@@ -529,17 +519,7 @@ mod scenarios {
                 }
             })
         };
-        let reporter = Collect::default();
-        let engine = t.engine(&reporter, timing());
-        let report = ops::request(
-            &engine,
-            SVC,
-            Request::PromoteFull,
-            Some(Duration::from_secs(120)),
-        )
-        .await
-        .unwrap();
-        assert_eq!(report.outcome, "completed", "{}", report.message);
+        promote_full(&t, Duration::from_secs(120)).await;
         let available = tokio::time::timeout(Duration::from_secs(10), watch)
             .await
             .unwrap()

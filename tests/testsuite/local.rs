@@ -607,14 +607,7 @@ fn reference_app_on_the_local_engine() {
 
     // Up: the whole app, ready, behind the router.
     let started = Instant::now();
-    let out = app.run(&[
-        "up",
-        "--no-build",
-        "--artifacts",
-        &artifacts,
-        "--timeout",
-        "5m",
-    ]);
+    let out = app.up_from(&artifacts, "5m");
     assert_code(&out, 0);
     eprintln!("up: {:?}", started.elapsed());
     let port = entry_port(&app);
@@ -911,14 +904,7 @@ fn reference_app_on_the_local_engine() {
 fn header_match_then_mirror_then_weights_under_load() {
     let app = app();
     let artifacts = app.artifacts.to_str().unwrap().to_string();
-    let out = app.run(&[
-        "up",
-        "--no-build",
-        "--artifacts",
-        &artifacts,
-        "--timeout",
-        "5m",
-    ]);
+    let out = app.up_from(&artifacts, "5m");
     assert_code(&out, 0);
     let port = entry_port(&app);
     let stable = routed_revisions(&app, "delivery")[0].0.clone();

@@ -48,14 +48,7 @@ fn retired_versions_are_removed_when_their_delay_ends() {
     let (image, artifacts) = app.pack_fixture("readyz", "echo");
     let artifacts = artifacts.as_str();
     write_manifest(&app, "1");
-    let out = app.run(&[
-        "up",
-        "--no-build",
-        "--artifacts",
-        artifacts,
-        "--timeout",
-        "2m",
-    ]);
+    let out = app.up_from(artifacts, "2m");
     assert_code(&out, 0);
     assert_eq!(app.containers_of(Some("echo")).len(), 1);
 

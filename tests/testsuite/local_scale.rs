@@ -107,14 +107,7 @@ fn scale_locally_adds_replicas_only_once_ready_and_keeps_the_count() {
     let app = TestApp::empty("sc");
     let (image, artifacts) = app.pack_fixture("readyz", "echo");
     write_manifest(&app, "1", 1, "");
-    let out = app.run(&[
-        "up",
-        "--no-build",
-        "--artifacts",
-        &artifacts,
-        "--timeout",
-        "2m",
-    ]);
+    let out = app.up_from(&artifacts, "2m");
     assert_code(&out, 0);
     let entry = app.result(&["ps"])["entry_url"]
         .as_str()

@@ -4,7 +4,7 @@
 
 use crate::common;
 
-use common::kube_setup::{plan, revision, timing, SVC};
+use common::kube_setup::{plan, promote_full, revision, timing, SVC};
 
 use std::path::Path;
 use std::time::Duration;
@@ -17,7 +17,7 @@ use dronectl::events::Collect;
 use dronectl::k8s::{KubeEnv, KubeTarget};
 use dronectl::manifest::StrategyKind;
 use dronectl::rollout::ops::{self, DriveReport};
-use dronectl::rollout::{Plan, PlanStep, Request, Revision};
+use dronectl::rollout::{Plan, PlanStep, Revision};
 
 const APP: &str = "tests/fixtures/kube-app/dronectl.yaml";
 const NS: &str = "default";
@@ -189,17 +189,7 @@ async fn a_canary_is_sized_from_the_live_count_and_the_hpa_moves_to_the_new_stab
     assert_eq!(deployment_of(&c, &v2.id)["spec"]["replicas"], 1);
     assert_eq!(hpa(&c)["spec"]["scaleTargetRef"]["name"], SVC);
 
-    let reporter = Collect::default();
-    let engine = t.engine(&reporter, timing());
-    let report = ops::request(
-        &engine,
-        SVC,
-        Request::PromoteFull,
-        Some(Duration::from_secs(60)),
-    )
-    .await
-    .unwrap();
-    assert_eq!(report.outcome, "completed", "{}", report.message);
+    promote_full(&t, Duration::from_secs(60)).await;
     let d2 = deployment_of(&c, &v2.id);
     let name = d2["metadata"]["name"].as_str().unwrap().to_string();
     assert_ne!(name, SVC, "the candidate runs beside the old stable");

@@ -217,14 +217,7 @@ fn local_secret_reaches_only_the_container_file() {
     let out = app.run(&["validate", "--env", "local"]);
     assert_code(&out, 0);
 
-    let out = app.run(&[
-        "up",
-        "--no-build",
-        "--artifacts",
-        artifacts,
-        "--timeout",
-        "2m",
-    ]);
+    let out = app.up_from(artifacts, "2m");
     assert_code(&out, 0);
     let running = app.containers();
     assert_eq!(running.len(), 1, "{running:?}");

@@ -153,14 +153,7 @@ mod tests {
         let s = Setup::new();
         let engine = s.engine();
         let v1 = rev("api:1", 3);
-        engine
-            .start("api", v1.clone(), Plan::builtin(StrategyKind::Rolling))
-            .await
-            .unwrap();
-        assert_eq!(
-            engine.drive("api", None).await.unwrap().0,
-            DriveOutcome::Completed
-        );
+        s.deploy(&v1).await;
         s.fake.inner.lock().unwrap().ready_after = 2;
         let v2 = rev("api:2", 3);
         engine

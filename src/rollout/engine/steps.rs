@@ -274,14 +274,7 @@ mod tests {
         s.fake.inner.lock().unwrap().ratio = true;
         let v1 = rev("api:1", 2);
         let engine = s.engine();
-        engine
-            .start("api", v1.clone(), Plan::builtin(StrategyKind::Rolling))
-            .await
-            .unwrap();
-        assert_eq!(
-            engine.drive("api", None).await.unwrap().0,
-            DriveOutcome::Completed
-        );
+        s.deploy(&v1).await;
         let v2 = rev("api:2", 2);
         engine
             .start(

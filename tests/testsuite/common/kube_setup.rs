@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
+use dronectl::events::Collect;
 use dronectl::k8s::KubeTarget;
 use dronectl::manifest::StrategyKind;
-use dronectl::rollout::{Plan, PlanStep, Revision, Timing};
+use dronectl::rollout::{ops, Plan, PlanStep, Request, Revision, Timing};
 
 /// The reference-app service the Kubernetes rollout tests deploy.
 pub const SVC: &str = "delivery";
@@ -31,4 +32,15 @@ pub fn plan(kind: StrategyKind, steps: Vec<PlanStep>) -> Plan {
     p.steps = steps;
     p.scale_down_delay = Duration::from_secs(60);
     p
+}
+
+/// `dronectl rollout promote --full` of [`SVC`]'s paused rollout, waiting up to `timeout`;
+/// the rollout must complete.
+pub async fn promote_full(t: &KubeTarget, timeout: Duration) {
+    let reporter = Collect::default();
+    let engine = t.engine(&reporter, timing());
+    let report = ops::request(&engine, SVC, Request::PromoteFull, Some(timeout))
+        .await
+        .unwrap();
+    assert_eq!(report.outcome, "completed", "{}", report.message);
 }

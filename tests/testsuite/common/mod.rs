@@ -328,6 +328,19 @@ impl TestApp {
         self.cmd(args).output().expect("run dronectl")
     }
 
+    /// `dronectl up --no-build --artifacts <artifacts> --timeout <timeout>`: the app from
+    /// images built beforehand.
+    pub fn up_from(&self, artifacts: &str, timeout: &str) -> Output {
+        self.run(&[
+            "up",
+            "--no-build",
+            "--artifacts",
+            artifacts,
+            "--timeout",
+            timeout,
+        ])
+    }
+
     /// The `result` of the summary line of `dronectl -o json <args>`.
     pub fn result(&self, args: &[&str]) -> serde_json::Value {
         let mut all = vec!["-o", "json"];
