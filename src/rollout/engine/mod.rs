@@ -437,14 +437,14 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
         if status.ready >= replicas {
             return Ok(None);
         }
-        if let Some(failure) = self.past_deadline(
-            state,
-            format!("{} of {replicas} replicas ready", status.ready),
-        ) {
-            return self
-                .abort(state, failure.message.clone(), Some(failure))
-                .await
-                .map(Some);
+        if let Some(tick) = self
+            .abort_past_deadline(
+                state,
+                format!("{} of {replicas} replicas ready", status.ready),
+            )
+            .await?
+        {
+            return Ok(Some(tick));
         }
         let message = format!(
             "waiting for {}: {}/{replicas} ready",
@@ -481,15 +481,25 @@ impl<'a, P: Platform, S: StateStore> Engine<'a, P, S> {
         self.abort(state, reason, Some(failure)).await
     }
 
-    /// A `ProgressDeadlineExceeded` failure once the current step has waited longer than
-    /// the progress deadline; `what` says what was not ready (`1 of 2 replicas ready`).
-    fn past_deadline(&self, state: &RolloutState, what: String) -> Option<Failure> {
+    /// Aborts with a `ProgressDeadlineExceeded` failure once the current step has waited
+    /// longer than the progress deadline (the abort's tick), else `None`; `what` says what
+    /// was not ready (`1 of 2 replicas ready`).
+    async fn abort_past_deadline(
+        &self,
+        state: &mut RolloutState,
+        what: String,
+    ) -> anyhow::Result<Option<Tick>> {
         let waited = Duration::from_millis(now_ms().saturating_sub(state.step_started_ms));
-        (waited > self.timing.progress_deadline).then(|| Failure {
+        if waited <= self.timing.progress_deadline {
+            return Ok(None);
+        }
+        let failure = Failure {
             reason: "ProgressDeadlineExceeded".into(),
             message: format!("{what} after {}s", waited.as_secs()),
             logs: vec![],
-        })
+        };
+        let reason = failure.message.clone();
+        self.abort(state, reason, Some(failure)).await.map(Some)
     }
 
     async fn advance_initial(&self, state: &mut RolloutState) -> anyhow::Result<Tick> {

@@ -38,13 +38,14 @@ impl<P: Platform, S: StateStore> Engine<'_, P, S> {
             return self.complete(state).await;
         }
         if ready < progress.candidate {
-            if let Some(failure) = self.past_deadline(
-                state,
-                format!("{ready} of {} new replicas ready", progress.candidate),
-            ) {
-                return self
-                    .abort(state, failure.message.clone(), Some(failure))
-                    .await;
+            if let Some(tick) = self
+                .abort_past_deadline(
+                    state,
+                    format!("{ready} of {} new replicas ready", progress.candidate),
+                )
+                .await?
+            {
+                return Ok(tick);
             }
             return Ok(Tick::Wait(self.timing.poll));
         }
@@ -123,13 +124,14 @@ impl<P: Platform, S: StateStore> Engine<'_, P, S> {
         if status.ready >= replicas && status.current <= replicas {
             return self.complete(state).await;
         }
-        if let Some(failure) = self.past_deadline(
-            state,
-            format!("{} of {replicas} new replicas ready", status.ready),
-        ) {
-            return self
-                .abort(state, failure.message.clone(), Some(failure))
-                .await;
+        if let Some(tick) = self
+            .abort_past_deadline(
+                state,
+                format!("{} of {replicas} new replicas ready", status.ready),
+            )
+            .await?
+        {
+            return Ok(tick);
         }
         let message = format!(
             "rolling to {}: {}/{replicas} new replicas ready, {} replicas in all",

@@ -172,17 +172,17 @@ impl<P: Platform, S: StateStore> Engine<'_, P, S> {
         let Some((revision, ready, need)) = waiting else {
             return Ok(None);
         };
-        if let Some(failure) = self.past_deadline(
-            state,
-            format!(
-                "{ready} of {need} replicas of {} ready for {candidate_weight}% of traffic",
-                revision.label()
-            ),
-        ) {
-            return self
-                .abort(state, failure.message.clone(), Some(failure))
-                .await
-                .map(Some);
+        if let Some(tick) = self
+            .abort_past_deadline(
+                state,
+                format!(
+                    "{ready} of {need} replicas of {} ready for {candidate_weight}% of traffic",
+                    revision.label()
+                ),
+            )
+            .await?
+        {
+            return Ok(Some(tick));
         }
         let message = format!(
             "waiting for {}: {ready}/{need} ready before {candidate_weight}% of traffic goes to {}",
