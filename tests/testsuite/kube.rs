@@ -130,19 +130,7 @@ mod scenarios {
     }
 
     pub fn whole_app_options(tag: &str) -> DeployOptions {
-        DeployOptions {
-            services: vec![],
-            images: Images {
-                tag: Some(tag.into()),
-                ..Default::default()
-            },
-            kind: Some(StrategyKind::Rolling),
-            strategy: None,
-            timing: timing(),
-            timeout: Some(Duration::from_secs(120)),
-            dry_run: None,
-            create_namespace: false,
-        }
+        common::kube_setup::whole_app_options(tag, Duration::from_secs(120))
     }
 
     /// A second unchanged whole-app deploy writes nothing but dronectl's own Leases.

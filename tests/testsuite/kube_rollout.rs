@@ -6,7 +6,9 @@
 
 use crate::common;
 
-use common::kube_setup::{plan, promote_full, revision, timing, SVC};
+use common::kube_setup::{
+    deploy, fake, plan, promote_full, revision, timing, whole_app_options, SVC,
+};
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -19,8 +21,8 @@ use serde_json::Value;
 use dronectl::events::{Collect, Event, RolloutWhat};
 use dronectl::k8s::{KubeEnv, KubeTarget};
 use dronectl::manifest::{LoadedManifest, StrategyKind};
-use dronectl::rollout::ops::{self, DriveReport};
-use dronectl::rollout::{Plan, PlanStep, Revision, Timing};
+use dronectl::rollout::ops;
+use dronectl::rollout::{Plan, PlanStep, Timing};
 
 const APP: &str = "tests/fixtures/kube-app";
 const NS: &str = "default";
@@ -29,21 +31,6 @@ fn target(client: Client) -> KubeTarget {
     let loaded = LoadedManifest::read_valid(Path::new(APP)).unwrap();
     let kenv = KubeEnv::from_manifest(&loaded.manifest, "staging", Some(NS)).unwrap();
     KubeTarget::with_client(loaded.manifest, kenv, client)
-}
-
-async fn deploy(t: &KubeTarget, rev: Revision, plan: Plan, timing: Timing) -> DriveReport {
-    t.platform.prepare(SVC).await.unwrap();
-    let reporter = Collect::default();
-    let engine = t.engine(&reporter, timing);
-    ops::deploy(&engine, SVC, rev, plan, Some(Duration::from_secs(60)))
-        .await
-        .unwrap()
-}
-
-async fn fake() -> FakeCluster {
-    let cluster = FakeCluster::start().await;
-    cluster.set_tick(Duration::from_millis(20));
-    cluster
 }
 
 /// The Deployment running revision `id`, straight from kube-fake's store.
@@ -207,21 +194,9 @@ async fn diff_during_the_scale_down_delay_compares_with_the_serving_deployment()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_rollouts_wait_until_the_infrastructure_rollout_is_complete() {
-    use dronectl::k8s::{self, DeployOptions, Images};
+    use dronectl::k8s;
     let c = Arc::new(fake().await);
-    let opts = |tag: &str| DeployOptions {
-        services: vec![],
-        images: Images {
-            tag: Some(tag.into()),
-            ..Default::default()
-        },
-        kind: Some(StrategyKind::Rolling),
-        strategy: None,
-        timing: timing(),
-        timeout: Some(Duration::from_secs(60)),
-        dry_run: None,
-        create_namespace: false,
-    };
+    let opts = |tag: &str| whole_app_options(tag, Duration::from_secs(60));
     let reporter = Collect::default();
     let t = target(c.kube_client());
     let first = k8s::deploy(&t, &opts("1.0.0"), &reporter).await.unwrap();

@@ -4,7 +4,7 @@
 
 use crate::common;
 
-use common::kube_setup::{plan, promote_full, revision, timing, SVC};
+use common::kube_setup::{fake, plan, promote_full, revision, timing, SVC};
 
 use std::path::Path;
 use std::time::Duration;
@@ -41,25 +41,7 @@ fn target(client: Client, autoscale: Option<&str>) -> KubeTarget {
 }
 
 async fn deploy(t: &KubeTarget, rev: Revision, plan: Plan) -> DriveReport {
-    t.platform.prepare(SVC).await.unwrap();
-    let reporter = Collect::default();
-    let engine = t.engine(&reporter, timing());
-    // Boxed: the whole rollout's future is large for a debug build's test-thread stack.
-    Box::pin(ops::deploy(
-        &engine,
-        SVC,
-        rev,
-        plan,
-        Some(Duration::from_secs(60)),
-    ))
-    .await
-    .unwrap()
-}
-
-async fn fake() -> FakeCluster {
-    let cluster = FakeCluster::start().await;
-    cluster.set_tick(Duration::from_millis(20));
-    cluster
+    common::kube_setup::deploy(t, rev, plan, timing()).await
 }
 
 fn deployment_of(c: &FakeCluster, id: &str) -> Value {

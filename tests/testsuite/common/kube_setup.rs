@@ -1,12 +1,15 @@
 //! Set-up shared by the Kubernetes rollout tests (the modules `kube`, `kube_rollout` and
-//! `scale`): the service they roll out, fast engine timings, revisions and plans.
+//! `scale`): the service they roll out, kube-fake, fast engine timings, revisions, plans,
+//! deploys and promotions.
 
 use std::time::Duration;
 
 use dronectl::events::Collect;
-use dronectl::k8s::KubeTarget;
+use dronectl::k8s::{DeployOptions, Images, KubeTarget};
 use dronectl::manifest::StrategyKind;
+use dronectl::rollout::ops::DriveReport;
 use dronectl::rollout::{ops, Plan, PlanStep, Request, Revision, Timing};
+use kube_fake::FakeCluster;
 
 /// The reference-app service the Kubernetes rollout tests deploy.
 pub const SVC: &str = "delivery";
@@ -43,4 +46,45 @@ pub async fn promote_full(t: &KubeTarget, timeout: Duration) {
         .await
         .unwrap();
     assert_eq!(report.outcome, "completed", "{}", report.message);
+}
+
+/// kube-fake with its controllers ticking every 20 ms.
+pub async fn fake() -> FakeCluster {
+    let cluster = FakeCluster::start().await;
+    cluster.set_tick(Duration::from_millis(20));
+    cluster
+}
+
+/// Rolls [`SVC`] out to `rev` with `plan` (its objects prepared first), waiting up to 60 s.
+pub async fn deploy(t: &KubeTarget, rev: Revision, plan: Plan, timing: Timing) -> DriveReport {
+    t.platform.prepare(SVC).await.unwrap();
+    let reporter = Collect::default();
+    let engine = t.engine(&reporter, timing);
+    // Boxed: the whole rollout's future is large for a debug build's test-thread stack.
+    Box::pin(ops::deploy(
+        &engine,
+        SVC,
+        rev,
+        plan,
+        Some(Duration::from_secs(60)),
+    ))
+    .await
+    .unwrap()
+}
+
+/// A whole-app `deploy --tag <tag>` with the rolling strategy, waiting up to `timeout`.
+pub fn whole_app_options(tag: &str, timeout: Duration) -> DeployOptions {
+    DeployOptions {
+        services: vec![],
+        images: Images {
+            tag: Some(tag.into()),
+            ..Default::default()
+        },
+        kind: Some(StrategyKind::Rolling),
+        strategy: None,
+        timing: timing(),
+        timeout: Some(timeout),
+        dry_run: None,
+        create_namespace: false,
+    }
 }
