@@ -13,7 +13,7 @@ use dronectl::rollout::{ops, Plan, Request, Timing};
 use dronectl::rollout::{Engine, Platform, StateStore};
 
 use super::kube::{DryRunArg, KubeArgs};
-use super::local::{app_dir, runtime};
+use super::local::app_dir;
 use super::printer::Printer;
 use super::{GlobalArgs, Outcome};
 
@@ -236,7 +236,7 @@ pub struct ScaleArgs {
 }
 
 /// `dronectl scale` on either target.
-pub fn scale(
+pub async fn scale(
     args: ScaleArgs,
     global: &GlobalArgs,
     cwd: &Path,
@@ -244,8 +244,7 @@ pub fn scale(
 ) -> anyhow::Result<Outcome> {
     if let Some(environment) = super::kube::selected(global, cwd)? {
         let options = args.kube.connect_options(global.yes);
-        let rt = runtime()?;
-        return rt.block_on(async {
+        return {
             let target = dronectl::k8s::KubeTarget::connect(&environment, &options).await?;
             run_scale(
                 &args,
@@ -255,15 +254,14 @@ pub fn scale(
                 printer,
             )
             .await
-        });
+        };
     }
     let dir = app_dir(global, cwd)?;
-    let rt = runtime()?;
-    rt.block_on(async {
+    {
         let target = LocalTarget::connect(&dir, global.env.as_deref()).await?;
         let manifest = &target.manifest.manifest;
         run_scale(&args, &target.platform, &target.store, manifest, printer).await
-    })
+    }
 }
 
 async fn run_scale<P: Platform, S: StateStore>(
@@ -320,14 +318,14 @@ fn report_outcome(
     })
 }
 
-pub fn deploy(
+pub async fn deploy(
     args: DeployArgs,
     global: &GlobalArgs,
     cwd: &Path,
     printer: &Printer,
 ) -> anyhow::Result<Outcome> {
     if let Some(environment) = super::kube::selected(global, cwd)? {
-        return deploy_kube(args, environment, global, printer);
+        return deploy_kube(args, environment, global, printer).await;
     }
     if args.dry_run.is_some() || args.tag.is_some() {
         return Err(UsageError(
@@ -336,8 +334,7 @@ pub fn deploy(
         .into());
     }
     let dir = app_dir(global, cwd)?;
-    let rt = runtime()?;
-    rt.block_on(async {
+    {
         let target = LocalTarget::connect(&dir, global.env.as_deref()).await?;
         // One service, or every service of the artifacts file (a CI pipeline's hand-off).
         let services: Vec<String> = match (&args.service, &args.artifacts) {
@@ -374,8 +371,11 @@ pub fn deploy(
                 printer.status(verb, &r.message);
             }
         }
-        Ok(Outcome { code, result: serde_json::json!({ "services": reports }) })
-    })
+        Ok(Outcome {
+            code,
+            result: serde_json::json!({ "services": reports }),
+        })
+    }
 }
 
 /// One service's rollout on the local target.
@@ -458,7 +458,7 @@ async fn deploy_local(
     Ok(report)
 }
 
-pub fn rollout(
+pub async fn rollout(
     cmd: RolloutCommand,
     global: &GlobalArgs,
     cwd: &Path,
@@ -473,8 +473,7 @@ pub fn rollout(
             RolloutCommand::Undo(a) => &a.kube,
         };
         let options = kube.connect_options(global.yes);
-        let rt = runtime()?;
-        return rt.block_on(async {
+        return {
             let target = dronectl::k8s::KubeTarget::connect(&environment, &options).await?;
             run_rollout(
                 cmd,
@@ -484,15 +483,14 @@ pub fn rollout(
                 printer,
             )
             .await
-        });
+        };
     }
     let dir = app_dir(global, cwd)?;
-    let rt = runtime()?;
-    rt.block_on(async {
+    {
         let target = LocalTarget::connect(&dir, global.env.as_deref()).await?;
         let manifest = &target.manifest.manifest;
         run_rollout(cmd, &target.platform, &target.store, manifest, printer).await
-    })
+    }
 }
 
 /// The rollout commands over any platform and state store, for the services of `manifest`
@@ -621,7 +619,7 @@ async fn run_rollout<P: Platform, S: StateStore>(
 }
 
 /// `deploy` to a Kubernetes environment.
-fn deploy_kube(
+async fn deploy_kube(
     args: DeployArgs,
     environment: manifest::Environment,
     global: &GlobalArgs,
@@ -686,8 +684,7 @@ fn deploy_kube(
             "objects": objects.iter().map(|o| o.to_value()).collect::<Vec<_>>(),
         })));
     }
-    let rt = runtime()?;
-    rt.block_on(async {
+    {
         let mut target =
             k8s::KubeTarget::connect(&environment, &args.kube.connect_options(global.yes)).await?;
         target.platform.force_conflicts = args.force_conflicts;
@@ -730,7 +727,7 @@ fn deploy_kube(
             code,
             result: serde_json::to_value(&outcome)?,
         })
-    })
+    }
 }
 
 /// How the service's replica count is decided, when it is not simply the manifest's.

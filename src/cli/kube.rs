@@ -9,7 +9,7 @@ use dronectl::error::{ExitCode, UsageError};
 use dronectl::k8s::{self, ConnectOptions, DryRun, Images, KubeEnv, KubeTarget, RollingParams};
 use dronectl::manifest::{Environment, LoadedManifest, Target};
 
-use super::local::{app_dir, runtime};
+use super::local::app_dir;
 use super::printer::Printer;
 use super::{GlobalArgs, Outcome};
 
@@ -134,7 +134,7 @@ fn kube_environment(global: &GlobalArgs, cwd: &Path) -> anyhow::Result<Environme
     )?)
 }
 
-pub fn render(
+pub async fn render(
     args: RenderArgs,
     global: &GlobalArgs,
     cwd: &Path,
@@ -160,7 +160,7 @@ pub fn render(
         },
     );
     let mut values: Vec<serde_json::Value> = objects.iter().map(|o| o.to_value()).collect();
-    let secrets = rendered_secrets(&environment, &kenv, &args, global)?;
+    let secrets = rendered_secrets(&environment, &kenv, &args, global).await?;
     let mut yaml = k8s::render::to_yaml(&objects)?;
     for secret in secrets {
         yaml.push_str("---\n");
@@ -175,7 +175,7 @@ pub fn render(
 
 /// The Secrets `dronectl secret set` manages for the rendered services: values redacted,
 /// or read from the cluster with `--show-secrets`.
-fn rendered_secrets(
+async fn rendered_secrets(
     environment: &Environment,
     kenv: &KubeEnv,
     args: &RenderArgs,
@@ -198,15 +198,11 @@ fn rendered_secrets(
             allow_other_context: global.yes,
             ..Default::default()
         };
-        let rt = runtime()?;
-        rt.block_on(async {
-            let target = KubeTarget::connect(environment, &options).await?;
-            for s in &services {
-                let v = dronectl::secrets::kube::values(&target.platform.client, kenv, s).await?;
-                values.insert(s.to_string(), v);
-            }
-            Ok::<_, anyhow::Error>(())
-        })?;
+        let target = KubeTarget::connect(environment, &options).await?;
+        for s in &services {
+            let v = dronectl::secrets::kube::values(&target.platform.client, kenv, s).await?;
+            values.insert(s.to_string(), v);
+        }
     }
     Ok(services
         .into_iter()
@@ -214,15 +210,14 @@ fn rendered_secrets(
         .collect())
 }
 
-pub fn diff(
+pub async fn diff(
     args: DiffArgs,
     global: &GlobalArgs,
     cwd: &Path,
     printer: &Printer,
 ) -> anyhow::Result<Outcome> {
     let environment = kube_environment(global, cwd)?;
-    let rt = runtime()?;
-    rt.block_on(async {
+    {
         let target = KubeTarget::connect(&environment, &args.kube.connect_options(true)).await?;
         let diffs = k8s::diff(&target, &args.services, &args.images.images()?).await?;
         let changed = diffs.iter().filter(|d| d.change != "unchanged").count();
@@ -243,5 +238,5 @@ pub fn diff(
             },
             result: json!({ "env": environment.name, "changed": changed, "objects": diffs }),
         })
-    })
+    }
 }
