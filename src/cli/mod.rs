@@ -182,6 +182,17 @@ pub enum Command {
     },
 }
 
+impl GlobalArgs {
+    /// Where the app is (`-C DIR`, else found from `cwd`), for the library to look up when
+    /// the command needs it.
+    pub fn app(&self, cwd: &std::path::Path) -> dronectl::deploy::AppLocation {
+        dronectl::deploy::AppLocation {
+            dir: self.dir.clone(),
+            cwd: cwd.to_path_buf(),
+        }
+    }
+}
+
 /// What a command produced: its exit code and its summary for `--output json`.
 pub struct Outcome {
     pub code: ExitCode,
