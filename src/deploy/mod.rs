@@ -201,6 +201,117 @@ fn artifacts(file: &Path) -> anyhow::Result<Vec<crate::build::artifacts::Artifac
 mod tests {
     use super::*;
 
+    /// Keeps the status lines; drops the events.
+    #[derive(Default)]
+    struct Lines(std::sync::Mutex<Vec<String>>);
+
+    impl Reporter for Lines {
+        fn event(&self, _: crate::events::Event) {}
+    }
+
+    impl DeployReporter for Lines {
+        fn status_line(&self, verb: &str, text: &str) {
+            self.0.lock().unwrap().push(format!("{verb} {text}"));
+        }
+    }
+
+    fn reference_app() -> AppLocation {
+        AppLocation {
+            dir: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("reference-app")),
+            cwd: PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+        }
+    }
+
+    fn request(app: AppLocation, env: Option<&str>, images: ImageSource) -> DeployRequest {
+        DeployRequest {
+            app,
+            env: env.map(str::to_string),
+            services: vec![],
+            images,
+            strategy: StrategyChoice::default(),
+            wait: WaitOptions::default(),
+            dry_run: Some(DryRun::Client),
+            force_conflicts: false,
+            create_namespace: false,
+            connect: ConnectOptions::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_kubernetes_flag_without_a_kubernetes_environment_is_refused_before_the_app_is_looked_up(
+    ) {
+        let nowhere = AppLocation {
+            dir: None,
+            cwd: PathBuf::from("/nonexistent/dronectl-app"),
+        };
+        let err = run(
+            &request(nowhere, None, ImageSource::Build),
+            &Lines::default(),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.downcast_ref::<UsageError>().is_some(), "{err:#}");
+        assert!(err
+            .to_string()
+            .starts_with("--dry-run and --tag apply to Kubernetes"));
+    }
+
+    #[tokio::test]
+    async fn the_client_dry_run_renders_what_render_renders_without_a_cluster() {
+        let lines = Lines::default();
+        let tag = ImageSource::Tag("1.0.0".into());
+        let report = run(&request(reference_app(), Some("staging"), tag), &lines)
+            .await
+            .unwrap();
+        assert_eq!(report.code, ExitCode::Success);
+        let Deployed::Rendered(dry) = report.deployed else {
+            panic!("a client dry-run renders: {:?}", report.deployed);
+        };
+        // Nothing connected, so nothing said it was deploying.
+        assert!(lines.0.lock().unwrap().is_empty());
+        let rendered = render(&RenderRequest {
+            app: reference_app(),
+            env: Some("staging".into()),
+            services: vec![],
+            tag: Some("1.0.0".into()),
+            artifacts: None,
+            namespace: None,
+            show_secrets: false,
+            allow_other_context: false,
+        })
+        .await
+        .unwrap();
+        assert_eq!(dry.env, "staging");
+        assert!(!dry.objects.is_empty());
+        // render adds the managed Secrets (redacted) after the same objects.
+        assert_eq!(rendered.objects[..dry.objects.len()], dry.objects[..]);
+        assert!(rendered.yaml.starts_with(&dry.yaml));
+    }
+
+    #[tokio::test]
+    async fn image_names_the_version_it_runs_and_needs_a_service() {
+        let image = ImageSource::Image("127.0.0.1:5000/drone/delivery".into());
+        let mut req = request(reference_app(), Some("staging"), image);
+        let err = run(&req, &Lines::default()).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--image names one image: name the service it is for"
+        );
+        req.services = vec!["delivery".into()];
+        let Deployed::Rendered(dry) = run(&req, &Lines::default()).await.unwrap().deployed else {
+            panic!("a client dry-run renders");
+        };
+        let deployment = dry
+            .objects
+            .iter()
+            .find(|o| o["kind"] == "Deployment")
+            .expect("the service's Deployment");
+        assert_eq!(
+            deployment["metadata"]["labels"]["app.kubernetes.io/version"],
+            "latest"
+        );
+    }
+
     #[test]
     fn image_version_is_the_tag_after_the_last_slash() {
         assert_eq!(
