@@ -82,11 +82,3 @@ pub fn is_not_found(err: &bollard::errors::Error) -> bool {
         }
     )
 }
-
-/// A runtime for the library's async Docker calls, for callers that are synchronous.
-pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-}

@@ -9,6 +9,7 @@
 
 pub mod build;
 pub mod ci;
+pub mod deploy;
 pub mod dev;
 pub mod docker;
 pub mod error;

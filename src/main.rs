@@ -1,4 +1,5 @@
-//! The `dronectl` binary: parse arguments, run the command, print, exit.
+//! The `dronectl` binary: parse arguments, build the one async runtime, run the command on
+//! it, print, exit.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod cli;
@@ -14,7 +15,7 @@ fn main() -> std::process::ExitCode {
         cli.global.no_progress,
     );
     let command = cli.command.name();
-    let (code, result) = match cli::run(cli, &printer) {
+    let (code, result) = match run(cli, &printer) {
         Ok(outcome) => (outcome.code, outcome.result),
         Err(err) => {
             let code = dronectl::error::exit_code(&err);
@@ -24,4 +25,17 @@ fn main() -> std::process::ExitCode {
     };
     printer.summary(command, code, result);
     std::process::ExitCode::from(code.code())
+}
+
+/// Runs the command on the process's one runtime (multi-thread, two workers: Docker and
+/// Kubernetes calls, the router's listener, the signals). The runtime is dropped before the
+/// error and the summary are printed, as each command's own runtime used to be.
+fn run(cli: cli::Cli, printer: &cli::printer::Printer) -> anyhow::Result<cli::Outcome> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(cli::run(cli, printer));
+    drop(runtime);
+    result
 }

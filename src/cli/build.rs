@@ -63,7 +63,7 @@ pub struct BuildArgs {
     pub force: bool,
 }
 
-pub fn run(
+pub async fn run(
     args: BuildArgs,
     global: &GlobalArgs,
     cwd: &Path,
@@ -83,7 +83,7 @@ pub fn run(
         force: args.force,
         profile: build::Profile::Release,
     };
-    let outcome = super::local::runtime()?.block_on(build::build(&options, printer));
+    let outcome = build::build(&options, printer).await;
     printer.finish_progress();
     let outcome = outcome?;
     let rebuilt = outcome.rebuilt();

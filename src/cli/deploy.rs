@@ -5,19 +5,18 @@ use std::path::{Path, PathBuf};
 use clap::{ArgGroup, Args, Subcommand};
 use serde_json::json;
 
-use dronectl::error::{ExitCode, UsageError};
-use dronectl::local::LocalTarget;
+use dronectl::deploy::{
+    self, Deployed, ImageSource, RolloutAction, RolloutOutcome, RolloutRequest, ScaleRequest,
+    StrategyChoice, WaitOptions,
+};
 use dronectl::manifest::{self, StrategyKind};
-use dronectl::rollout::{ops, Plan, Request, Timing};
-
-use dronectl::rollout::{Engine, Platform, StateStore};
+use dronectl::rollout::{ops, Timing};
 
 use super::kube::{DryRunArg, KubeArgs};
-use super::local::{app_dir, runtime};
 use super::printer::Printer;
 use super::{GlobalArgs, Outcome};
 
-pub const DEPLOY_EXAMPLES: &str = "Examples:\n  dronectl deploy delivery                     # the strategy from dronectl.yaml (default rolling)\n  dronectl deploy delivery --canary --timeout 10m\n  dronectl deploy delivery --blue-green\n  dronectl deploy delivery --strategy careful-canary\n  dronectl deploy delivery --artifacts build.json --no-build\n  dronectl deploy delivery --image drone-delivery/delivery:1.2.0-abc1234\n\n\nKubernetes environments (`target: kubernetes`):\n  dronectl deploy --env staging --artifacts build.json      # every service + infrastructure\n  dronectl deploy delivery --env staging --tag 1.2.0-abc1234 --canary\n  dronectl deploy --env staging --tag 1.2.0 --dry-run=server\n\nBuilds the service (unless told which image to run), then rolls it out and waits.\nOn Kubernetes nothing is built: images come from --artifacts, --tag or --image.\nExit codes: 0 done, 1 failed, 2 usage, 3 aborted and rolled back, 4 timed out,\n5 paused waiting for `dronectl rollout promote`.";
+pub const DEPLOY_EXAMPLES: &str = "Examples:\n  dronectl deploy delivery                     # the strategy from dronectl.yaml (default rolling)\n  dronectl deploy delivery --canary --timeout 10m\n  dronectl deploy delivery --blue-green\n  dronectl deploy delivery --strategy careful-canary\n  dronectl deploy delivery --artifacts build.json\n  dronectl deploy delivery --image drone-delivery/delivery:1.2.0-abc1234\n\n\nKubernetes environments (`target: kubernetes`):\n  dronectl deploy --env staging --artifacts build.json      # every service + infrastructure\n  dronectl deploy delivery --env staging --tag 1.2.0-abc1234 --canary\n  dronectl deploy --env staging --tag 1.2.0 --dry-run=server\n\nBuilds the service (unless told which image to run), then rolls it out and waits.\nOn Kubernetes nothing is built: images come from --artifacts, --tag or --image.\nExit codes: 0 done, 1 failed, 2 usage, 3 aborted and rolled back, 4 timed out,\n5 paused waiting for `dronectl rollout promote`.";
 
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("strategy_choice").args(["canary", "blue_green", "rolling", "strategy"])))]
@@ -98,24 +97,16 @@ pub struct WaitArgs {
 }
 
 impl WaitArgs {
-    fn timing(&self) -> Timing {
-        Timing {
-            progress_deadline: self.progress_deadline.0,
-            ..Default::default()
+    fn options(&self) -> WaitOptions {
+        WaitOptions {
+            timing: Timing {
+                progress_deadline: self.progress_deadline.0,
+                ..Default::default()
+            },
+            timeout: self.timeout.map(|d| d.0),
+            success_on_pause: self.success_on_pause,
+            no_wait_retire: self.no_wait_retire,
         }
-    }
-
-    /// After a rollout ended: removes its retired revisions when their delay ends, unless
-    /// `--no-wait-retire` hands that to the next command.
-    async fn retire<P: Platform, S: StateStore>(
-        &self,
-        engine: &Engine<'_, P, S>,
-        report: &ops::DriveReport,
-    ) -> anyhow::Result<()> {
-        if self.no_wait_retire || !ops::retires_after(report) {
-            return Ok(());
-        }
-        ops::retire(engine, &report.service).await
     }
 }
 
@@ -236,53 +227,21 @@ pub struct ScaleArgs {
 }
 
 /// `dronectl scale` on either target.
-pub fn scale(
+pub async fn scale(
     args: ScaleArgs,
     global: &GlobalArgs,
     cwd: &Path,
     printer: &Printer,
 ) -> anyhow::Result<Outcome> {
-    if let Some(environment) = super::kube::selected(global, cwd)? {
-        let options = args.kube.connect_options(global.yes);
-        let rt = runtime()?;
-        return rt.block_on(async {
-            let target = dronectl::k8s::KubeTarget::connect(&environment, &options).await?;
-            run_scale(
-                &args,
-                &target.platform,
-                &target.store,
-                &target.manifest,
-                printer,
-            )
-            .await
-        });
-    }
-    let dir = app_dir(global, cwd)?;
-    let rt = runtime()?;
-    rt.block_on(async {
-        let target = LocalTarget::connect(&dir, global.env.as_deref()).await?;
-        let manifest = &target.manifest.manifest;
-        run_scale(&args, &target.platform, &target.store, manifest, printer).await
-    })
-}
-
-async fn run_scale<P: Platform, S: StateStore>(
-    args: &ScaleArgs,
-    platform: &P,
-    store: &S,
-    manifest: &manifest::Manifest,
-    printer: &Printer,
-) -> anyhow::Result<Outcome> {
-    let Some(service) = manifest.services.get(&args.service) else {
-        return Err(UsageError(format!("no service `{}` in dronectl.yaml", args.service)).into());
+    let request = ScaleRequest {
+        app: global.app(cwd),
+        env: global.env.clone(),
+        connect: args.kube.connect_options(global.yes),
+        service: args.service,
+        replicas: args.replicas,
+        progress_deadline: args.progress_deadline.0,
     };
-    if let Some(bounds) = dronectl::rollout::replicas::Bounds::of(service.value.autoscale.as_ref())
-    {
-        return Err(ops::autoscaled(&args.service, bounds));
-    }
-    let mut engine = Engine::new(platform, store, printer);
-    engine.timing.progress_deadline = args.progress_deadline.0;
-    let report = ops::scale(&engine, &args.service, args.replicas).await?;
+    let report = deploy::scale(&request, printer).await?;
     let kept = if report.to == report.manifest_replicas {
         String::new()
     } else {
@@ -301,131 +260,25 @@ async fn run_scale<P: Platform, S: StateStore>(
     Ok(Outcome::ok(serde_json::to_value(&report)?))
 }
 
-fn report_outcome(
-    report: ops::DriveReport,
-    wait: &WaitArgs,
-    printer: &Printer,
-) -> anyhow::Result<Outcome> {
-    let mut code = report.exit_code();
-    if code == ExitCode::Paused && wait.success_on_pause {
-        code = ExitCode::Success;
-    }
-    // Rollout events already told the rest; these outcomes have no event of their own.
+/// The outcomes that have no rollout event of their own (the events told the rest).
+fn print_verb(report: &ops::DriveReport, printer: &Printer) {
     if let Some(verb) = report.outcome.status_verb() {
         printer.status(verb, &report.message);
     }
-    Ok(Outcome {
-        code,
-        result: serde_json::to_value(&report)?,
-    })
 }
 
-pub fn deploy(
+pub async fn deploy(
     args: DeployArgs,
     global: &GlobalArgs,
     cwd: &Path,
     printer: &Printer,
 ) -> anyhow::Result<Outcome> {
-    if let Some(environment) = super::kube::selected(global, cwd)? {
-        return deploy_kube(args, environment, global, printer);
-    }
-    if args.dry_run.is_some() || args.tag.is_some() {
-        return Err(UsageError(
-            "--dry-run and --tag apply to Kubernetes environments; pass --env <a kubernetes environment>".into(),
-        )
-        .into());
-    }
-    let dir = app_dir(global, cwd)?;
-    let rt = runtime()?;
-    rt.block_on(async {
-        let target = LocalTarget::connect(&dir, global.env.as_deref()).await?;
-        // One service, or every service of the artifacts file (a CI pipeline's hand-off).
-        let services: Vec<String> = match (&args.service, &args.artifacts) {
-            (Some(service), _) => vec![service.clone()],
-            (None, Some(file)) => dronectl::build::artifacts::read(file)?
-                .into_iter()
-                .map(|a| a.service)
-                .collect(),
-            (None, None) => anyhow::bail!(UsageError(
-                "name the service to deploy, or pass --artifacts FILE to deploy every service it lists (`dronectl up` brings up the whole app)".into()
-            )),
-        };
-        if args.image.is_some() && services.len() != 1 {
-            anyhow::bail!(UsageError("--image needs exactly one service".into()));
-        }
-        let mut reports = Vec::new();
-        for service in &services {
-            let report = deploy_local(&target, service, &args, &dir, global, printer).await?;
-            let done = report.exit_code() == ExitCode::Success;
-            reports.push(report);
-            if !done {
-                break; // the rest stay as they are; the pipeline fails here
-            }
-        }
-        if reports.len() == 1 && args.service.is_some() {
-            return report_outcome(reports.remove(0), &args.wait, printer);
-        }
-        let mut code = reports.last().map_or(ExitCode::Success, |r| r.exit_code());
-        if code == ExitCode::Paused && args.wait.success_on_pause {
-            code = ExitCode::Success;
-        }
-        for r in &reports {
-            if let Some(verb) = r.outcome.status_verb() {
-                printer.status(verb, &r.message);
-            }
-        }
-        Ok(Outcome { code, result: serde_json::json!({ "services": reports }) })
-    })
-}
-
-/// One service's rollout on the local target.
-async fn deploy_local(
-    target: &LocalTarget,
-    service: &str,
-    args: &DeployArgs,
-    dir: &Path,
-    global: &GlobalArgs,
-    printer: &Printer,
-) -> anyhow::Result<ops::DriveReport> {
-    let m = &target.manifest.manifest;
-    if !m.services.contains_key(service) {
-        anyhow::bail!(UsageError(format!(
-            "no service `{service}` in dronectl.yaml"
-        )));
-    }
-    let (image, version) = match (&args.image, &args.artifacts) {
-        (Some(image), _) => (
-            image.clone(),
-            image
-                .rsplit_once(':')
-                .map_or("latest".to_string(), |(_, t)| t.to_string()),
-        ),
-        (None, Some(file)) => {
-            let a = dronectl::build::artifacts::read(file)?
-                .into_iter()
-                .find(|a| a.service == service)
-                .ok_or_else(|| {
-                    UsageError(format!("{} has no image for `{service}`", file.display()))
-                })?;
-            (a.reference(), a.tag.clone())
-        }
-        (None, None) => {
-            let options = dronectl::build::BuildOptions {
-                app_dir: dir.to_path_buf(),
-                services: vec![service.to_string()],
-                env: global.env.clone(),
-                ..Default::default()
-            };
-            let outcome = dronectl::build::build(&options, printer).await?;
-            let built = outcome
-                .images
-                .into_iter()
-                .next()
-                .ok_or_else(|| anyhow::anyhow!("the build produced no image"))?;
-            (format!("{}:{}", built.image, built.tag), built.tag)
-        }
+    let images = match (args.image, args.artifacts, args.tag) {
+        (Some(image), _, _) => ImageSource::Image(image),
+        (_, Some(file), _) => ImageSource::Artifacts(file),
+        (_, _, Some(tag)) => ImageSource::Tag(tag),
+        (None, None, None) => ImageSource::Build,
     };
-    let revision = target.revision(service, &image, &version).await?;
     let kind = if args.canary {
         Some(StrategyKind::Canary)
     } else if args.blue_green {
@@ -435,130 +288,117 @@ async fn deploy_local(
     } else {
         None
     };
-    let plan = match &args.strategy {
-        Some(name) => Plan::from_manifest(m, name, revision.replicas)?,
-        None => Plan::choose(
-            m,
-            service,
-            target.strategy.as_deref(),
+    let request = deploy::DeployRequest {
+        app: global.app(cwd),
+        env: global.env.clone(),
+        services: args.service.into_iter().collect(),
+        images,
+        strategy: StrategyChoice {
             kind,
-            revision.replicas,
-        )?,
+            name: args.strategy,
+        },
+        wait: args.wait.options(),
+        dry_run: args.dry_run.map(Into::into),
+        force_conflicts: args.force_conflicts,
+        create_namespace: args.create_namespace,
+        connect: args.kube.connect_options(global.yes),
     };
-    let engine = target.engine(printer, args.wait.timing());
-    let report = ops::deploy(
-        &engine,
-        service,
-        revision,
-        plan,
-        args.wait.timeout.map(|d| d.0),
-    )
-    .await?;
-    args.wait.retire(&engine, &report).await?;
-    Ok(report)
+    let report = deploy::run(&request, printer).await?;
+    let result = match &report.deployed {
+        Deployed::Service(r) => {
+            print_verb(r, printer);
+            serde_json::to_value(r)?
+        }
+        Deployed::Services(reports) => {
+            reports.iter().for_each(|r| print_verb(r, printer));
+            json!({ "services": reports })
+        }
+        Deployed::Rendered(rendered) => {
+            printer.result_line(rendered.yaml.trim_end());
+            json!({
+                "env": rendered.env,
+                "dry_run": "client",
+                "objects": rendered.objects,
+            })
+        }
+        Deployed::Kubernetes(outcome) => {
+            if request.dry_run.is_some() {
+                for o in &outcome.objects {
+                    printer.result_line("---");
+                    printer.result_line(serde_saphyr::to_string(o)?.trim_end());
+                }
+            }
+            outcome.services.iter().for_each(|r| print_verb(r, printer));
+            for s in &outcome.skipped {
+                printer.status("Skipped", &s.message);
+            }
+            serde_json::to_value(outcome)?
+        }
+    };
+    Ok(Outcome {
+        code: report.code,
+        result,
+    })
 }
 
-pub fn rollout(
+pub async fn rollout(
     cmd: RolloutCommand,
     global: &GlobalArgs,
     cwd: &Path,
     printer: &Printer,
 ) -> anyhow::Result<Outcome> {
-    if let Some(environment) = super::kube::selected(global, cwd)? {
-        let kube = match &cmd {
-            RolloutCommand::Status(a) => &a.kube,
-            RolloutCommand::History(a) => &a.kube,
-            RolloutCommand::Promote(a) => &a.kube,
-            RolloutCommand::Abort(a) | RolloutCommand::Resume(a) => &a.kube,
-            RolloutCommand::Undo(a) => &a.kube,
-        };
-        let options = kube.connect_options(global.yes);
-        let rt = runtime()?;
-        return rt.block_on(async {
-            let target = dronectl::k8s::KubeTarget::connect(&environment, &options).await?;
-            run_rollout(
-                cmd,
-                &target.platform,
-                &target.store,
-                &target.manifest,
-                printer,
-            )
-            .await
-        });
-    }
-    let dir = app_dir(global, cwd)?;
-    let rt = runtime()?;
-    rt.block_on(async {
-        let target = LocalTarget::connect(&dir, global.env.as_deref()).await?;
-        let manifest = &target.manifest.manifest;
-        run_rollout(cmd, &target.platform, &target.store, manifest, printer).await
-    })
-}
-
-/// The rollout commands over any platform and state store, for the services of `manifest`
-/// (the environment's effective manifest).
-async fn run_rollout<P: Platform, S: StateStore>(
-    cmd: RolloutCommand,
-    platform: &P,
-    store: &S,
-    manifest: &manifest::Manifest,
-    printer: &Printer,
-) -> anyhow::Result<Outcome> {
-    let check = |service: &str| -> anyhow::Result<()> {
-        if manifest.services.contains_key(service) {
-            Ok(())
-        } else {
-            Err(UsageError(format!("no service `{service}` in dronectl.yaml")).into())
-        }
+    let (service, kube, action) = match cmd {
+        RolloutCommand::Status(a) => (
+            a.service,
+            a.kube,
+            RolloutAction::Status {
+                wait: a.wait,
+                timeout: a.timeout.map(|d| d.0),
+                revision: a.revision,
+            },
+        ),
+        RolloutCommand::History(a) => (a.service, a.kube, RolloutAction::History),
+        RolloutCommand::Promote(a) => (
+            a.service,
+            a.kube,
+            RolloutAction::Promote {
+                full: a.full,
+                wait: a.wait.options(),
+            },
+        ),
+        RolloutCommand::Abort(a) => (a.service, a.kube, RolloutAction::Abort(a.wait.options())),
+        RolloutCommand::Undo(a) => (
+            a.service,
+            a.kube,
+            RolloutAction::Undo {
+                to: a.to,
+                wait: a.wait.options(),
+            },
+        ),
+        RolloutCommand::Resume(a) => (a.service, a.kube, RolloutAction::Resume(a.wait.options())),
     };
-    let engine = |timing: Timing| {
-        let mut engine = Engine::new(platform, store, printer);
-        engine.timing = timing;
-        engine
+    let request = RolloutRequest {
+        app: global.app(cwd),
+        env: global.env.clone(),
+        connect: kube.connect_options(global.yes),
+        service,
+        action,
     };
-    match cmd {
-        RolloutCommand::Status(a) => {
-            check(&a.service)?;
-            let (view, end) = if a.wait || a.revision.is_some() {
-                let timeout = if a.wait {
-                    a.timeout.map(|d| d.0)
-                } else {
-                    Some(std::time::Duration::ZERO)
-                };
-                ops::wait_status(platform, store, &a.service, a.revision.as_deref(), timeout)
-                    .await?
-            } else {
-                (
-                    ops::status(platform, store, &a.service).await?,
-                    ops::WaitEnd::Settled,
-                )
-            };
-            let mut view = view;
-            view.autoscale = dronectl::rollout::replicas::Bounds::of(
-                manifest.services[&a.service].value.autoscale.as_ref(),
-            );
-            print_status(&view, printer);
-            let code = match end {
-                ops::WaitEnd::TimedOut if a.wait => ExitCode::TimedOut,
-                ops::WaitEnd::Undriven if a.wait => {
-                    printer.status("Stalled", &format!("no dronectl is driving this rollout; `dronectl rollout resume {}` continues it", a.service));
-                    ExitCode::Failed
-                }
-                _ => view.exit_code(),
-            };
-            Ok(Outcome {
-                code,
-                result: serde_json::to_value(&view)?,
-            })
+    let report = request.run(printer).await?;
+    let result = match &report.outcome {
+        RolloutOutcome::Status { view, stalled } => {
+            print_status(view, printer);
+            if *stalled {
+                printer.status("Stalled", &format!("no dronectl is driving this rollout; `dronectl rollout resume {}` continues it", request.service));
+            }
+            serde_json::to_value(view)?
         }
-        RolloutCommand::History(a) => {
-            check(&a.service)?;
-            let history = ops::history(store, &a.service).await?;
+        RolloutOutcome::History(history) => {
             printer.result_line(&format!(
                 "{:>4}  {:<30} {:<24} {:<10} {}",
                 "#", "VERSION (REVISION)", "STRATEGY", "OUTCOME", "MESSAGE"
             ));
-            for h in &history {
+            for h in history {
                 printer.result_line(&format!(
                     "{:>4}  {:<30} {:<24} {:<10} {}",
                     h.number,
@@ -568,168 +408,16 @@ async fn run_rollout<P: Platform, S: StateStore>(
                     h.message
                 ));
             }
-            Ok(Outcome::ok(
-                json!({"service": a.service, "history": history}),
-            ))
+            json!({"service": request.service, "history": history})
         }
-        RolloutCommand::Promote(a) => {
-            check(&a.service)?;
-            let engine = engine(a.wait.timing());
-            let request = if a.full {
-                Request::PromoteFull
-            } else {
-                Request::Promote
-            };
-            let report =
-                ops::request(&engine, &a.service, request, a.wait.timeout.map(|d| d.0)).await?;
-            a.wait.retire(&engine, &report).await?;
-            report_outcome(report, &a.wait, printer)
+        RolloutOutcome::Driven(r) => {
+            print_verb(r, printer);
+            serde_json::to_value(r)?
         }
-        RolloutCommand::Abort(a) => {
-            check(&a.service)?;
-            let engine = engine(a.wait.timing());
-            let report = ops::request(
-                &engine,
-                &a.service,
-                Request::Abort,
-                a.wait.timeout.map(|d| d.0),
-            )
-            .await?;
-            a.wait.retire(&engine, &report).await?;
-            let mut outcome = report_outcome(report, &a.wait, printer)?;
-            // An abort that was asked for and happened is what the user wanted.
-            if outcome.code == ExitCode::Aborted {
-                outcome.code = ExitCode::Success;
-            }
-            Ok(outcome)
-        }
-        RolloutCommand::Undo(a) => {
-            check(&a.service)?;
-            let engine = engine(a.wait.timing());
-            let report = ops::undo(&engine, &a.service, a.to, a.wait.timeout.map(|d| d.0)).await?;
-            a.wait.retire(&engine, &report).await?;
-            report_outcome(report, &a.wait, printer)
-        }
-        RolloutCommand::Resume(a) => {
-            check(&a.service)?;
-            let engine = engine(a.wait.timing());
-            let report = ops::resume(&engine, &a.service, a.wait.timeout.map(|d| d.0)).await?;
-            a.wait.retire(&engine, &report).await?;
-            report_outcome(report, &a.wait, printer)
-        }
-    }
-}
-
-/// `deploy` to a Kubernetes environment.
-fn deploy_kube(
-    args: DeployArgs,
-    environment: manifest::Environment,
-    global: &GlobalArgs,
-    printer: &Printer,
-) -> anyhow::Result<Outcome> {
-    use dronectl::k8s::{self, DeployOptions, Images};
-    let mut images = Images {
-        artifacts: match &args.artifacts {
-            Some(f) => dronectl::build::artifacts::read(f)?,
-            None => vec![],
-        },
-        tag: args.tag.clone(),
-        ..Default::default()
     };
-    if let Some(image) = &args.image {
-        let service = args.service.clone().ok_or_else(|| {
-            UsageError("--image names one image: name the service it is for".into())
-        })?;
-        let version = image
-            .rsplit_once(':')
-            .map_or("latest".to_string(), |(_, t)| t.to_string());
-        images.overrides.insert(service, (image.clone(), version));
-    }
-    let kind = if args.canary {
-        Some(StrategyKind::Canary)
-    } else if args.blue_green {
-        Some(StrategyKind::BlueGreen)
-    } else if args.rolling {
-        Some(StrategyKind::Rolling)
-    } else {
-        None
-    };
-    let opts = DeployOptions {
-        services: args.service.iter().cloned().collect(),
-        images,
-        kind,
-        strategy: args.strategy.clone(),
-        timing: args.wait.timing(),
-        timeout: args.wait.timeout.map(|d| d.0),
-        dry_run: args.dry_run.map(Into::into),
-        create_namespace: args.create_namespace,
-    };
-    if args.dry_run == Some(DryRunArg::Client) {
-        // Nothing is sent: no cluster needed.
-        let m = &environment.manifest;
-        let kenv = k8s::KubeEnv::new(&environment, args.kube.namespace.as_deref());
-        let revisions = opts.images.revisions(&kenv, m, &opts.services)?;
-        let objects = k8s::render::render_app(
-            &kenv,
-            m,
-            &opts.services,
-            &revisions,
-            k8s::RollingParams {
-                max_surge: 1,
-                max_unavailable: 0,
-            },
-        );
-        printer.result_line(k8s::render::to_yaml(&objects)?.trim_end());
-        return Ok(Outcome::ok(json!({
-            "env": environment.name,
-            "dry_run": "client",
-            "objects": objects.iter().map(|o| o.to_value()).collect::<Vec<_>>(),
-        })));
-    }
-    let rt = runtime()?;
-    rt.block_on(async {
-        let mut target =
-            k8s::KubeTarget::connect(&environment, &args.kube.connect_options(global.yes)).await?;
-        target.platform.force_conflicts = args.force_conflicts;
-        printer.status(
-            "Deploying",
-            &format!(
-                "to {} (context {}, namespace {})",
-                environment.name, target.context, target.kenv.namespace
-            ),
-        );
-        let outcome = k8s::deploy(&target, &opts, printer).await?;
-        let engine = target.engine(printer, opts.timing);
-        futures_util::future::try_join_all(
-            outcome
-                .services
-                .iter()
-                .map(|r| args.wait.retire(&engine, r)),
-        )
-        .await?;
-        if opts.dry_run.is_some() {
-            for o in &outcome.objects {
-                printer.result_line("---");
-                printer.result_line(serde_saphyr::to_string(o)?.trim_end());
-            }
-        }
-        // Rollout events told the rest; these outcomes have no event of their own.
-        for r in &outcome.services {
-            if let Some(verb) = r.outcome.status_verb() {
-                printer.status(verb, &r.message);
-            }
-        }
-        for s in &outcome.skipped {
-            printer.status("Skipped", &s.message);
-        }
-        let mut code = outcome.code;
-        if code == ExitCode::Paused && args.wait.success_on_pause {
-            code = ExitCode::Success;
-        }
-        Ok(Outcome {
-            code,
-            result: serde_json::to_value(&outcome)?,
-        })
+    Ok(Outcome {
+        code: report.code,
+        result,
     })
 }
 

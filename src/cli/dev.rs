@@ -7,7 +7,7 @@ use clap::Args;
 use dronectl::dev;
 use dronectl::manifest;
 
-use super::local::{app_dir, runtime};
+use super::local::app_dir;
 use super::printer::{LogLayout, Printer};
 use super::{GlobalArgs, Outcome};
 
@@ -42,7 +42,7 @@ pub struct DevArgs {
     pub progress_deadline: manifest::Duration,
 }
 
-pub fn run(
+pub async fn run(
     args: DevArgs,
     global: &GlobalArgs,
     cwd: &Path,
@@ -58,12 +58,10 @@ pub fn run(
         progress_deadline: args.progress_deadline.0,
     };
     printer.log_layout(LogLayout::default());
-    let outcome = runtime()?.block_on(async {
-        let stop = async {
-            let _ = tokio::signal::ctrl_c().await;
-        };
-        dev::run(&opts, printer, stop).await
-    });
+    let stop = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let outcome = dev::run(&opts, printer, stop).await;
     printer.finish_progress();
     printer.finish_status();
     Ok(Outcome::ok(serde_json::to_value(outcome?)?))

@@ -146,7 +146,7 @@ pub struct PackArgs {
     pub env: Vec<String>,
 }
 
-pub fn run_images(
+pub async fn run_images(
     args: ImagesArgs,
     global: &GlobalArgs,
     cwd: &Path,
@@ -155,7 +155,7 @@ pub fn run_images(
     let app_dir = manifest::find_app_dir(global.dir.as_deref(), cwd)?;
     match args.command {
         None => {
-            let list = super::local::runtime()?.block_on(images::list(&app_dir))?;
+            let list = images::list(&app_dir).await?;
             if list.is_empty() {
                 printer.status("Finished", "no images of this app in the engine");
             } else {
@@ -186,7 +186,7 @@ pub fn run_images(
                 all: prune.all,
                 dry_run: prune.dry_run,
             };
-            let outcome = super::local::runtime()?.block_on(images::prune(&options, printer))?;
+            let outcome = images::prune(&options, printer).await?;
             let verb = if options.dry_run {
                 "Would remove"
             } else {
@@ -212,7 +212,11 @@ pub fn run_images(
     }
 }
 
-pub fn run_image(cmd: ImageCommand, cwd: &Path, printer: &Printer) -> anyhow::Result<Outcome> {
+pub async fn run_image(
+    cmd: ImageCommand,
+    cwd: &Path,
+    printer: &Printer,
+) -> anyhow::Result<Outcome> {
     match cmd {
         ImageCommand::Pack(args) => {
             let options = pack::PackOptions {
@@ -235,8 +239,7 @@ pub fn run_image(cmd: ImageCommand, cwd: &Path, printer: &Printer) -> anyhow::Re
                 entrypoint: args.entrypoint,
                 include: args.include,
             };
-            let outcome =
-                super::local::runtime()?.block_on(pack::pack_with(&options, &extras, printer));
+            let outcome = pack::pack_with(&options, &extras, printer).await;
             printer.finish_progress();
             let outcome = outcome?;
             printer.status(

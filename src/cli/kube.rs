@@ -1,15 +1,13 @@
-//! `dronectl render`, `dronectl diff`, and the Kubernetes side of `deploy` and `rollout`.
+//! `dronectl render`, `dronectl diff`, and the Kubernetes flags of `deploy` and `rollout`.
 
 use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 use serde_json::json;
 
-use dronectl::error::{ExitCode, UsageError};
-use dronectl::k8s::{self, ConnectOptions, DryRun, Images, KubeEnv, KubeTarget, RollingParams};
-use dronectl::manifest::{Environment, LoadedManifest, Target};
+use dronectl::deploy::{self, DiffRequest, RenderRequest};
+use dronectl::k8s::{ConnectOptions, DryRun};
 
-use super::local::{app_dir, runtime};
 use super::printer::Printer;
 use super::{GlobalArgs, Outcome};
 
@@ -55,19 +53,6 @@ pub struct ImageArgs {
     pub artifacts: Option<PathBuf>,
 }
 
-impl ImageArgs {
-    pub fn images(&self) -> anyhow::Result<Images> {
-        Ok(Images {
-            artifacts: match &self.artifacts {
-                Some(f) => dronectl::build::artifacts::read(f)?,
-                None => vec![],
-            },
-            tag: self.tag.clone(),
-            ..Default::default()
-        })
-    }
-}
-
 #[derive(Debug, Args)]
 pub struct RenderArgs {
     /// Services to render [default: every service, plus the infrastructure]
@@ -111,137 +96,59 @@ impl From<DryRunArg> for DryRun {
     }
 }
 
-/// The environment `--env` names when it targets Kubernetes: the command goes to the
-/// cluster; `None` without `--env` or for a Docker environment (the local target).
-pub fn selected(global: &GlobalArgs, cwd: &Path) -> anyhow::Result<Option<Environment>> {
-    let Some(name) = global.env.as_deref() else {
-        return Ok(None);
-    };
-    let dir = app_dir(global, cwd)?;
-    let loaded = LoadedManifest::read_valid(&dir)?;
-    let environment = Environment::resolve(&loaded.manifest, Some(name))?;
-    Ok((environment.target_kind() == Target::Kubernetes).then_some(environment))
-}
-
-/// The Kubernetes environment of `render` and `diff`: `--env`, else the only one.
-fn kube_environment(global: &GlobalArgs, cwd: &Path) -> anyhow::Result<Environment> {
-    let dir = app_dir(global, cwd)?;
-    let loaded = LoadedManifest::read_valid(&dir)?;
-    Ok(Environment::resolve_for(
-        &loaded.manifest,
-        global.env.as_deref(),
-        Target::Kubernetes,
-    )?)
-}
-
-pub fn render(
+pub async fn render(
     args: RenderArgs,
     global: &GlobalArgs,
     cwd: &Path,
     printer: &Printer,
 ) -> anyhow::Result<Outcome> {
-    let environment = kube_environment(global, cwd)?;
-    let m = &environment.manifest;
-    for s in &args.services {
-        if !m.services.contains_key(s) {
-            return Err(UsageError(format!("no service `{s}` in dronectl.yaml")).into());
-        }
-    }
-    let kenv = KubeEnv::new(&environment, args.namespace.as_deref());
-    let revisions = args.images.images()?.revisions(&kenv, m, &args.services)?;
-    let objects = k8s::render::render_app(
-        &kenv,
-        m,
-        &args.services,
-        &revisions,
-        RollingParams {
-            max_surge: 1,
-            max_unavailable: 0,
-        },
-    );
-    let mut values: Vec<serde_json::Value> = objects.iter().map(|o| o.to_value()).collect();
-    let secrets = rendered_secrets(&environment, &kenv, &args, global)?;
-    let mut yaml = k8s::render::to_yaml(&objects)?;
-    for secret in secrets {
-        yaml.push_str("---\n");
-        yaml.push_str(&serde_saphyr::to_string(&secret)?);
-        values.push(secret);
-    }
-    printer.result_line(yaml.trim_end());
+    let request = RenderRequest {
+        app: global.app(cwd),
+        env: global.env.clone(),
+        services: args.services,
+        tag: args.images.tag,
+        artifacts: args.images.artifacts,
+        namespace: args.namespace,
+        show_secrets: args.show_secrets,
+        allow_other_context: global.yes,
+    };
+    let rendered = deploy::render(&request).await?;
+    printer.result_line(rendered.yaml.trim_end());
     Ok(Outcome::ok(
-        json!({ "env": environment.name, "objects": values }),
+        json!({ "env": rendered.env, "objects": rendered.objects }),
     ))
 }
 
-/// The Secrets `dronectl secret set` manages for the rendered services: values redacted,
-/// or read from the cluster with `--show-secrets`.
-fn rendered_secrets(
-    environment: &Environment,
-    kenv: &KubeEnv,
-    args: &RenderArgs,
-    global: &GlobalArgs,
-) -> anyhow::Result<Vec<serde_json::Value>> {
-    let m = &environment.manifest;
-    let services: Vec<&String> = m
-        .services
-        .keys()
-        .filter(|s| args.services.is_empty() || args.services.contains(s))
-        .filter(|s| !k8s::secret::managed(m, s).is_empty())
-        .collect();
-    if services.is_empty() {
-        return Ok(vec![]);
-    }
-    let mut values = std::collections::BTreeMap::new();
-    if args.show_secrets {
-        let options = ConnectOptions {
-            namespace: args.namespace.clone(),
-            allow_other_context: global.yes,
-            ..Default::default()
-        };
-        let rt = runtime()?;
-        rt.block_on(async {
-            let target = KubeTarget::connect(environment, &options).await?;
-            for s in &services {
-                let v = dronectl::secrets::kube::values(&target.platform.client, kenv, s).await?;
-                values.insert(s.to_string(), v);
-            }
-            Ok::<_, anyhow::Error>(())
-        })?;
-    }
-    Ok(services
-        .into_iter()
-        .filter_map(|s| k8s::secret::rendered(kenv, m, s, args.show_secrets.then(|| &values[s])))
-        .collect())
-}
-
-pub fn diff(
+pub async fn diff(
     args: DiffArgs,
     global: &GlobalArgs,
     cwd: &Path,
     printer: &Printer,
 ) -> anyhow::Result<Outcome> {
-    let environment = kube_environment(global, cwd)?;
-    let rt = runtime()?;
-    rt.block_on(async {
-        let target = KubeTarget::connect(&environment, &args.kube.connect_options(true)).await?;
-        let diffs = k8s::diff(&target, &args.services, &args.images.images()?).await?;
-        let changed = diffs.iter().filter(|d| d.change != "unchanged").count();
-        for d in &diffs {
-            if !d.diff.is_empty() {
-                printer.result_line(d.diff.trim_end());
-            }
+    let request = DiffRequest {
+        app: global.app(cwd),
+        env: global.env.clone(),
+        services: args.services,
+        tag: args.images.tag,
+        artifacts: args.images.artifacts,
+        connect: args.kube.connect_options(true),
+    };
+    let report = deploy::diff(&request).await?;
+    for d in &report.objects {
+        if !d.diff.is_empty() {
+            printer.result_line(d.diff.trim_end());
         }
-        printer.status(
-            "Compared",
-            &format!("{} objects: {changed} would change", diffs.len()),
-        );
-        Ok(Outcome {
-            code: if changed == 0 {
-                ExitCode::Success
-            } else {
-                ExitCode::Failed
-            },
-            result: json!({ "env": environment.name, "changed": changed, "objects": diffs }),
-        })
+    }
+    printer.status(
+        "Compared",
+        &format!(
+            "{} objects: {} would change",
+            report.objects.len(),
+            report.changed
+        ),
+    );
+    Ok(Outcome {
+        code: report.code,
+        result: json!({ "env": report.env, "changed": report.changed, "objects": report.objects }),
     })
 }

@@ -98,11 +98,7 @@ pub(crate) fn app_dir(global: &GlobalArgs, cwd: &Path) -> anyhow::Result<PathBuf
     Ok(manifest::find_app_dir(global.dir.as_deref(), cwd)?)
 }
 
-pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(dronectl::docker::runtime()?)
-}
-
-pub fn up(
+pub async fn up(
     args: UpArgs,
     global: &GlobalArgs,
     cwd: &Path,
@@ -120,7 +116,7 @@ pub fn up(
         timeout: args.timeout.map(|d| d.0),
         profile: dronectl::build::Profile::Release,
     };
-    let outcome = runtime()?.block_on(local::up(&opts, printer))?;
+    let outcome = local::up(&opts, printer).await?;
     let verb = if outcome.changed { "Up" } else { "Unchanged" };
     printer.status(
         verb,
@@ -135,14 +131,14 @@ pub fn up(
     Ok(Outcome::ok(serde_json::to_value(&outcome)?))
 }
 
-pub fn down(
+pub async fn down(
     args: DownArgs,
     global: &GlobalArgs,
     cwd: &Path,
     printer: &Printer,
 ) -> anyhow::Result<Outcome> {
     let dir = app_dir(global, cwd)?;
-    let outcome = runtime()?.block_on(local::down(&dir, global.env.as_deref(), args.volumes))?;
+    let outcome = local::down(&dir, global.env.as_deref(), args.volumes).await?;
     printer.status(
         "Removed",
         &format!(
@@ -155,9 +151,9 @@ pub fn down(
     Ok(Outcome::ok(serde_json::to_value(&outcome)?))
 }
 
-pub fn ps(global: &GlobalArgs, cwd: &Path, printer: &Printer) -> anyhow::Result<Outcome> {
+pub async fn ps(global: &GlobalArgs, cwd: &Path, printer: &Printer) -> anyhow::Result<Outcome> {
     let dir = app_dir(global, cwd)?;
-    let ps = runtime()?.block_on(local::ps(&dir, global.env.as_deref()))?;
+    let ps = local::ps(&dir, global.env.as_deref()).await?;
     let (entry, rows) = (&ps.entry_url, &ps.containers);
     printer.result_line(&format!(
         "{:<16} {:<14} {:<24} {:<11} {:>7}  {:<34} {}",
@@ -200,7 +196,7 @@ pub fn ps(global: &GlobalArgs, cwd: &Path, printer: &Printer) -> anyhow::Result<
     Ok(Outcome::ok(serde_json::to_value(&ps)?))
 }
 
-pub fn logs(
+pub async fn logs(
     args: LogsArgs,
     global: &GlobalArgs,
     cwd: &Path,
@@ -221,7 +217,7 @@ pub fn logs(
         since: args.since,
         grep: args.grep,
     };
-    let outcome = runtime()?.block_on(async {
+    let outcome = {
         let logs = local::logs::Logs::open(opts).await?;
         printer.log_layout(LogLayout {
             names: logs.names().to_vec(),
@@ -237,16 +233,16 @@ pub fn logs(
         let stop = async {
             let _ = tokio::signal::ctrl_c().await;
         };
-        logs.stream(printer, stop).await
-    })?;
+        logs.stream(printer, stop).await?
+    };
     Ok(Outcome::ok(serde_json::to_value(&outcome)?))
 }
 
 /// `dronectl router`: the router's own command line (the same flags, environment
-/// variables and logs as the standalone `dronectl-router`), on dronectl's runtime.
-pub fn router(args: dronectl_router::cli::Args) -> anyhow::Result<Outcome> {
+/// variables and logs as the standalone `dronectl-router`), on dronectl's one runtime.
+pub async fn router(args: dronectl_router::cli::Args) -> anyhow::Result<Outcome> {
     args.init_logging()?;
     let opts = args.options()?;
-    runtime()?.block_on(dronectl_router::cli::serve(opts))?;
+    dronectl_router::cli::serve(opts).await?;
     Ok(Outcome::ok(serde_json::Value::Null))
 }

@@ -182,6 +182,17 @@ pub enum Command {
     },
 }
 
+impl GlobalArgs {
+    /// Where the app is (`-C DIR`, else found from `cwd`), for the library to look up when
+    /// the command needs it.
+    pub fn app(&self, cwd: &std::path::Path) -> dronectl::deploy::AppLocation {
+        dronectl::deploy::AppLocation {
+            dir: self.dir.clone(),
+            cwd: cwd.to_path_buf(),
+        }
+    }
+}
+
 /// What a command produced: its exit code and its summary for `--output json`.
 pub struct Outcome {
     pub code: ExitCode,
@@ -234,29 +245,30 @@ impl Command {
     }
 }
 
-/// Runs a parsed command line.
-pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<Outcome> {
+/// Runs a parsed command line, on the one runtime `main` builds. Commands that are purely
+/// synchronous (`new`, `validate`, `config`, `ci`, `changed`) stay plain functions.
+pub async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<Outcome> {
     let cwd = std::env::current_dir()?;
     match cli.command {
         Command::New(cmd) => new::run(cmd, &cli.global, &cwd, printer),
         Command::Templates(args) => new::templates(args, printer),
         Command::Validate(args) => validate::run(args, &cli.global, &cwd, printer),
         Command::Config(args) => config::run(args, &cli.global, &cwd, printer),
-        Command::Build(args) => build::run(args, &cli.global, &cwd, printer),
-        Command::Images(args) => images::run_images(args, &cli.global, &cwd, printer),
-        Command::Image(cmd) => images::run_image(cmd, &cwd, printer),
-        Command::Up(args) => local::up(args, &cli.global, &cwd, printer),
-        Command::Down(args) => local::down(args, &cli.global, &cwd, printer),
-        Command::Ps => local::ps(&cli.global, &cwd, printer),
-        Command::Logs(args) => local::logs(args, &cli.global, &cwd, printer),
-        Command::Dev(args) => dev::run(args, &cli.global, &cwd, printer),
-        Command::Deploy(args) => deploy::deploy(args, &cli.global, &cwd, printer),
-        Command::Rollout(cmd) => deploy::rollout(cmd, &cli.global, &cwd, printer),
-        Command::Scale(args) => deploy::scale(args, &cli.global, &cwd, printer),
-        Command::Secret(cmd) => secret::run(cmd, &cli.global, &cwd, printer),
-        Command::Render(args) => kube::render(args, &cli.global, &cwd, printer),
-        Command::Diff(args) => kube::diff(args, &cli.global, &cwd, printer),
-        Command::Router(args) => local::router(args),
+        Command::Build(args) => build::run(args, &cli.global, &cwd, printer).await,
+        Command::Images(args) => images::run_images(args, &cli.global, &cwd, printer).await,
+        Command::Image(cmd) => images::run_image(cmd, &cwd, printer).await,
+        Command::Up(args) => local::up(args, &cli.global, &cwd, printer).await,
+        Command::Down(args) => local::down(args, &cli.global, &cwd, printer).await,
+        Command::Ps => local::ps(&cli.global, &cwd, printer).await,
+        Command::Logs(args) => local::logs(args, &cli.global, &cwd, printer).await,
+        Command::Dev(args) => dev::run(args, &cli.global, &cwd, printer).await,
+        Command::Deploy(args) => deploy::deploy(args, &cli.global, &cwd, printer).await,
+        Command::Rollout(cmd) => deploy::rollout(cmd, &cli.global, &cwd, printer).await,
+        Command::Scale(args) => deploy::scale(args, &cli.global, &cwd, printer).await,
+        Command::Secret(cmd) => secret::run(cmd, &cli.global, &cwd, printer).await,
+        Command::Render(args) => kube::render(args, &cli.global, &cwd, printer).await,
+        Command::Diff(args) => kube::diff(args, &cli.global, &cwd, printer).await,
+        Command::Router(args) => local::router(args).await,
         Command::Ci(cmd) => ci::run(cmd, &cli.global, &cwd, printer),
         Command::Changed(args) => ci::changed(args, &cli.global, &cwd, printer),
         Command::Completions { shell } => {

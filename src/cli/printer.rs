@@ -562,6 +562,12 @@ impl Printer {
     }
 }
 
+impl dronectl::deploy::DeployReporter for Printer {
+    fn status_line(&self, verb: &str, text: &str) {
+        self.status(verb, text);
+    }
+}
+
 impl Reporter for Printer {
     fn event(&self, event: Event) {
         if self.is_json() {

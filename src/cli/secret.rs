@@ -10,7 +10,7 @@ use dronectl::secrets::input;
 use dronectl::secrets::ops::{self, SecretScope};
 
 use super::kube::KubeArgs;
-use super::local::{app_dir, runtime};
+use super::local::app_dir;
 use super::printer::Printer;
 use super::{GlobalArgs, Outcome};
 
@@ -86,7 +86,7 @@ fn scope(global: &GlobalArgs, cwd: &Path, kube: &KubeArgs) -> anyhow::Result<Sec
     })
 }
 
-pub fn run(
+pub async fn run(
     cmd: SecretCommand,
     global: &GlobalArgs,
     cwd: &Path,
@@ -115,8 +115,7 @@ pub fn run(
                 );
             }
             let value = input::read_value(source)?;
-            let rt = runtime()?;
-            let outcome = rt.block_on(ops::set(&scope, &args.service, &args.name, &value))?;
+            let outcome = ops::set(&scope, &args.service, &args.name, &value).await?;
             printer.status(
                 "Set",
                 &format!(
@@ -129,8 +128,7 @@ pub fn run(
         }
         SecretCommand::List(args) => {
             let scope = scope(global, cwd, &args.kube)?;
-            let rt = runtime()?;
-            let outcome = rt.block_on(ops::list(&scope, &args.services))?;
+            let outcome = ops::list(&scope, &args.services).await?;
             if outcome.secrets.is_empty() {
                 printer.status(
                     "Listed",
@@ -165,8 +163,7 @@ pub fn run(
         }
         SecretCommand::Rm(args) => {
             let scope = scope(global, cwd, &args.kube)?;
-            let rt = runtime()?;
-            let outcome = rt.block_on(ops::remove(&scope, &args.service, &args.name))?;
+            let outcome = ops::remove(&scope, &args.service, &args.name).await?;
             if outcome.removed {
                 printer.status(
                     "Removed",

@@ -360,7 +360,17 @@ pub async fn deploy(
         }
         let reports = futures_util::future::join_all(run.iter().map(|service| async {
             let revision = revisions[service].clone();
-            let result = deploy_service(target, service, revision, opts, reporter).await;
+            let result = match Plan::select(
+                m,
+                service,
+                target.kenv.strategy.as_deref(),
+                opts.strategy.as_deref(),
+                opts.kind,
+                revision.replicas,
+            ) {
+                Ok(plan) => deploy_service(target, service, revision, plan, opts, reporter).await,
+                Err(e) => Err(e.into()),
+            };
             (service.clone(), result)
         }))
         .await;
@@ -417,26 +427,17 @@ async fn live_object(target: &KubeTarget, o: &Object) -> anyhow::Result<Option<s
     Ok(live.map(|l| serde_json::to_value(l).unwrap_or_default()))
 }
 
-/// Applies a service's own objects and rolls `revision` out through the engine.
+/// Applies a service's own objects and rolls `revision` out with `plan` (the caller chose
+/// it, [`Plan::select`]) through the engine.
 pub async fn deploy_service(
     target: &KubeTarget,
     service: &str,
     revision: Revision,
+    plan: Plan,
     opts: &DeployOptions,
     reporter: &dyn Reporter,
 ) -> anyhow::Result<DriveReport> {
-    let m = &*target.manifest;
     target.platform.prepare(service).await?;
-    let plan = match &opts.strategy {
-        Some(name) => Plan::from_manifest(m, name, revision.replicas)?,
-        None => Plan::choose(
-            m,
-            service,
-            target.kenv.strategy.as_deref(),
-            opts.kind,
-            revision.replicas,
-        )?,
-    };
     let engine = target.engine(reporter, opts.timing);
     ops::deploy(&engine, service, revision, plan, opts.timeout).await
 }

@@ -199,6 +199,22 @@ impl Plan {
         })
     }
 
+    /// The plan for a deploy: `--strategy NAME` picks that strategy of the manifest, else
+    /// [`Plan::choose`] decides from the type flag, the service and the environment.
+    pub fn select(
+        manifest: &Manifest,
+        service: &str,
+        environment_strategy: Option<&str>,
+        name: Option<&str>,
+        flag: Option<StrategyKind>,
+        replicas: u32,
+    ) -> Result<Plan, PlanError> {
+        match name {
+            Some(name) => Plan::from_manifest(manifest, name, replicas),
+            None => Plan::choose(manifest, service, environment_strategy, flag, replicas),
+        }
+    }
+
     /// The plan for a deploy: an explicit type flag picks the manifest's strategy of that
     /// type (the one named like the type first), else the built-in; without a flag the
     /// service's, then the environment's strategy, then rolling.
