@@ -8,6 +8,7 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod build;
+pub mod check;
 pub mod ci;
 pub mod deploy;
 pub mod dev;

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use serde_json::json;
 
+use dronectl::check::{check_app, CheckRequest};
 use dronectl::error::ExitCode;
 use dronectl::events::{Event, Reporter};
-use dronectl::manifest::{self, Environment, LoadedManifest, Severity};
 
 use super::printer::Printer;
 use super::{GlobalArgs, Outcome};
@@ -31,75 +31,35 @@ pub fn run(
     cwd: &Path,
     printer: &Printer,
 ) -> anyhow::Result<Outcome> {
-    let dir = match &args.file {
-        Some(file) => {
-            let file = cwd.join(file);
-            if file
-                .file_name()
-                .is_some_and(|n| n != manifest::MANIFEST_FILE)
-                || file.is_dir()
-            {
-                let dir = if file.is_dir() {
-                    file.clone()
-                } else {
-                    file.parent().unwrap_or(cwd).to_path_buf()
-                };
-                manifest::find_app_dir(Some(&dir), cwd)?
-            } else {
-                file.parent().unwrap_or(cwd).to_path_buf()
-            }
-        }
-        None => manifest::find_app_dir(global.dir.as_deref(), cwd)?,
-    };
-    let loaded = LoadedManifest::read(&dir)?;
-    // Every environment's effective manifest is checked; --env also names one that must exist.
-    let environment = match global.env.as_deref() {
-        Some(name) => Some(Environment::resolve(&loaded.manifest, Some(name))?),
-        None => None,
-    };
-    let env = environment.as_ref().map(|e| e.name.clone());
-    let mut diagnostics = manifest::validate(&loaded.manifest);
-    // Traffic controls a Kubernetes environment cannot carry (no gateway): errors.
-    if !diagnostics.iter().any(|d| d.severity == Severity::Error) {
-        diagnostics.extend(dronectl::k8s::weights::traffic_controls(&loaded.manifest));
-    }
-    // Where values are known without a cluster (a local environment), every declared
-    // secret must have one.
-    if let Some(environment) = &environment {
-        if !diagnostics.iter().any(|d| d.severity == Severity::Error) {
-            diagnostics.extend(dronectl::secrets::local_diagnostics(environment)?);
-        }
-    }
+    let check = check_app(&CheckRequest {
+        file: args.file.as_deref(),
+        app_dir: global.dir.as_deref(),
+        env: global.env.as_deref(),
+        cwd,
+    })?;
+    let loaded = &check.loaded;
     let display_path = loaded
         .path
         .strip_prefix(cwd)
         .unwrap_or(&loaded.path)
         .to_path_buf();
-    for d in &diagnostics {
+    for d in &check.diagnostics {
         printer.event(Event::Diagnostic {
             file: display_path.clone(),
             diagnostic: d.clone(),
         });
     }
-    let errors = diagnostics
-        .iter()
-        .filter(|d| d.severity == Severity::Error)
-        .count();
-    // What a Kubernetes environment without a gateway really gives a canary weight: facts
-    // about the environment, not faults of the manifest, so hints (not failed by --strict).
-    if errors == 0 {
-        for d in dronectl::k8s::weights::nominal_weights(&loaded.manifest) {
-            let at = d
-                .position
-                .map(|p| format!(":{}:{}", p.line, p.column))
-                .unwrap_or_default();
-            printer.event(Event::Hint {
-                message: format!("{}{at}: {}", display_path.display(), d.message),
-            });
-        }
+    for d in &check.hints {
+        let at = d
+            .position
+            .map(|p| format!(":{}:{}", p.line, p.column))
+            .unwrap_or_default();
+        printer.event(Event::Hint {
+            message: format!("{}{at}: {}", display_path.display(), d.message),
+        });
     }
-    let warnings = diagnostics.len() - errors;
-    let failed = errors > 0 || (args.strict && warnings > 0);
+    let (errors, warnings) = (check.errors(), check.warnings());
+    let failed = check.failed(args.strict);
     let m = &loaded.manifest;
     if !failed {
         printer.status(
@@ -136,11 +96,11 @@ pub fn run(
         },
         result: json!({
             "file": loaded.path,
-            "env": env,
+            "env": check.env,
             "valid": !failed,
             "errors": errors,
             "warnings": warnings,
-            "diagnostics": diagnostics,
+            "diagnostics": check.diagnostics,
         }),
     })
 }
