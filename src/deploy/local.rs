@@ -12,10 +12,10 @@ use super::{image_version, DeployReport, DeployReporter, DeployRequest, Deployed
 
 pub(super) async fn deploy(
     request: &DeployRequest,
+    target: &LocalTarget,
     dir: &Path,
     reporter: &dyn DeployReporter,
 ) -> anyhow::Result<DeployReport> {
-    let target = LocalTarget::connect(dir, request.env.as_deref()).await?;
     let services: Vec<String> = match (&request.services[..], &request.images) {
         ([], ImageSource::Artifacts(file)) => super::artifacts(file)?
             .into_iter()
@@ -31,7 +31,7 @@ pub(super) async fn deploy(
     }
     let mut reports = Vec::new();
     for service in &services {
-        let report = deploy_service(&target, service, request, dir, reporter).await?;
+        let report = deploy_service(target, service, request, dir, reporter).await?;
         let done = report.exit_code() == ExitCode::Success;
         reports.push(report);
         if !done {

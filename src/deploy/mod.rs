@@ -19,6 +19,7 @@ use std::time::Duration;
 use crate::events::Reporter;
 use crate::exit::{ExitCode, UsageError};
 use crate::k8s::{ConnectOptions, DryRun};
+use crate::local::LocalTarget;
 use crate::manifest::{self, Environment, LoadedManifest, StrategyKind, Target};
 use crate::rollout::ops::{self, DriveReport};
 use crate::rollout::{Engine, Platform, StateStore, Timing};
@@ -51,18 +52,40 @@ impl AppLocation {
     }
 }
 
-/// The environment `env` names when it targets Kubernetes: the command goes to the
-/// cluster; `None` without `env` or for a Docker environment (the local target).
-pub fn kubernetes_environment(
-    app: &AppLocation,
-    env: Option<&str>,
-) -> anyhow::Result<Option<Environment>> {
-    let Some(name) = env else {
-        return Ok(None);
-    };
-    let loaded = LoadedManifest::read_valid(&app.find()?)?;
-    let environment = Environment::resolve(&loaded.manifest, Some(name))?;
-    Ok((environment.target_kind() == Target::Kubernetes).then_some(environment))
+/// The target a command acts on, resolved once per command from `--env`.
+pub enum ResolvedTarget {
+    /// A Kubernetes environment: the command goes to its cluster.
+    Kubernetes(Environment),
+    /// A Docker environment (the local engine), with the app's manifest as it applies
+    /// there (the environment's effective manifest).
+    Local {
+        /// The app directory.
+        dir: PathBuf,
+        manifest: Box<LoadedManifest>,
+        environment: Environment,
+    },
+}
+
+impl ResolvedTarget {
+    /// Finds and reads the app's manifest and resolves `env` once: a Kubernetes
+    /// environment, or the local target (`env` unset, or a Docker environment).
+    pub fn resolve(app: &AppLocation, env: Option<&str>) -> anyhow::Result<ResolvedTarget> {
+        let dir = app.find()?;
+        let mut manifest = LoadedManifest::read_valid(&dir)?;
+        let environment = match env {
+            Some(name) => Environment::resolve(&manifest.manifest, Some(name))?,
+            None => Environment::resolve_for(&manifest.manifest, None, Target::Docker)?,
+        };
+        if environment.target_kind() == Target::Kubernetes {
+            return Ok(ResolvedTarget::Kubernetes(environment));
+        }
+        manifest.manifest = environment.manifest.clone();
+        Ok(ResolvedTarget::Local {
+            dir,
+            manifest: Box::new(manifest),
+            environment,
+        })
+    }
 }
 
 /// Which image a deploy runs.
@@ -172,16 +195,32 @@ pub async fn run(
     request: &DeployRequest,
     reporter: &dyn DeployReporter,
 ) -> anyhow::Result<DeployReport> {
-    if let Some(environment) = kubernetes_environment(&request.app, request.env.as_deref())? {
-        return kube::deploy(request, environment, reporter).await;
-    }
-    if request.dry_run.is_some() || matches!(request.images, ImageSource::Tag(_)) {
-        return Err(UsageError(
+    let kubernetes_only =
+        request.dry_run.is_some() || matches!(request.images, ImageSource::Tag(_));
+    let refused = || -> anyhow::Error {
+        UsageError(
             "--dry-run and --tag apply to Kubernetes environments; pass --env <a kubernetes environment>".into(),
         )
-        .into());
+        .into()
+    };
+    // Without --env the target is local: refused before the app is looked up.
+    if request.env.is_none() && kubernetes_only {
+        return Err(refused());
     }
-    local::deploy(request, &request.app.find()?, reporter).await
+    match ResolvedTarget::resolve(&request.app, request.env.as_deref())? {
+        ResolvedTarget::Kubernetes(environment) => {
+            kube::deploy(request, environment, reporter).await
+        }
+        ResolvedTarget::Local { .. } if kubernetes_only => Err(refused()),
+        ResolvedTarget::Local {
+            dir,
+            manifest,
+            environment,
+        } => {
+            let target = LocalTarget::connect_resolved(*manifest, &environment).await?;
+            local::deploy(request, &target, &dir, reporter).await
+        }
+    }
 }
 
 /// The version an image reference shows: its tag, `latest` without one. A colon before the

@@ -12,7 +12,7 @@ use crate::rollout::replicas::Bounds;
 use crate::rollout::state::HistoryEntry;
 use crate::rollout::{Engine, Platform, Request, StateStore, Timing};
 
-use super::{kubernetes_environment, AppLocation, DeployReporter, WaitOptions};
+use super::{AppLocation, DeployReporter, ResolvedTarget, WaitOptions};
 
 /// A rollout command for one service.
 #[derive(Debug, Clone)]
@@ -69,16 +69,23 @@ pub enum RolloutOutcome {
 impl RolloutRequest {
     /// Runs the command on the target of its environment.
     pub async fn run(&self, reporter: &dyn DeployReporter) -> anyhow::Result<RolloutReport> {
-        if let Some(environment) = kubernetes_environment(&self.app, self.env.as_deref())? {
-            let target = KubeTarget::connect(&environment, &self.connect).await?;
-            return self
-                .on(&target.platform, &target.store, &target.manifest, reporter)
-                .await;
+        match ResolvedTarget::resolve(&self.app, self.env.as_deref())? {
+            ResolvedTarget::Kubernetes(environment) => {
+                let target = KubeTarget::connect(&environment, &self.connect).await?;
+                self.on(&target.platform, &target.store, &target.manifest, reporter)
+                    .await
+            }
+            ResolvedTarget::Local {
+                manifest,
+                environment,
+                ..
+            } => {
+                let target = LocalTarget::connect_resolved(*manifest, &environment).await?;
+                let manifest = &target.manifest.manifest;
+                self.on(&target.platform, &target.store, manifest, reporter)
+                    .await
+            }
         }
-        let target = LocalTarget::connect(&self.app.find()?, self.env.as_deref()).await?;
-        let manifest = &target.manifest.manifest;
-        self.on(&target.platform, &target.store, manifest, reporter)
-            .await
     }
 
     /// The command over any platform and state store, for the services of `manifest` (the
@@ -196,20 +203,22 @@ pub async fn scale(
     request: &ScaleRequest,
     reporter: &dyn DeployReporter,
 ) -> anyhow::Result<ScaleReport> {
-    if let Some(environment) = kubernetes_environment(&request.app, request.env.as_deref())? {
-        let target = KubeTarget::connect(&environment, &request.connect).await?;
-        return scale_on(
-            request,
-            &target.platform,
-            &target.store,
-            &target.manifest,
-            reporter,
-        )
-        .await;
+    match ResolvedTarget::resolve(&request.app, request.env.as_deref())? {
+        ResolvedTarget::Kubernetes(environment) => {
+            let target = KubeTarget::connect(&environment, &request.connect).await?;
+            let manifest = &target.manifest;
+            scale_on(request, &target.platform, &target.store, manifest, reporter).await
+        }
+        ResolvedTarget::Local {
+            manifest,
+            environment,
+            ..
+        } => {
+            let target = LocalTarget::connect_resolved(*manifest, &environment).await?;
+            let manifest = &target.manifest.manifest;
+            scale_on(request, &target.platform, &target.store, manifest, reporter).await
+        }
     }
-    let target = LocalTarget::connect(&request.app.find()?, request.env.as_deref()).await?;
-    let manifest = &target.manifest.manifest;
-    scale_on(request, &target.platform, &target.store, manifest, reporter).await
 }
 
 async fn scale_on<P: Platform, S: StateStore>(

@@ -61,6 +61,16 @@ impl LocalTarget {
     /// Connects to the app as it runs; fails when it is not up.
     pub async fn connect(app_dir: &Path, env: Option<&str>) -> anyhow::Result<LocalTarget> {
         let (manifest, environment) = read_environment(app_dir, env)?;
+        Self::connect_resolved(manifest, &environment).await
+    }
+
+    /// Connects to the app as it runs in `environment`, a Docker environment resolved from
+    /// `manifest` (whose manifest is the environment's effective one); fails when it is
+    /// not up.
+    pub async fn connect_resolved(
+        manifest: LoadedManifest,
+        environment: &Environment,
+    ) -> anyhow::Result<LocalTarget> {
         let docker = crate::docker::connect().await?;
         let names = Names {
             app: manifest.manifest.app.value.clone(),
@@ -79,7 +89,7 @@ impl LocalTarget {
             ))
         })?;
         let admin = ports.admin(token);
-        Self::assemble(manifest, &environment, docker, names, ports, admin)
+        Self::assemble(manifest, environment, docker, names, ports, admin)
     }
 
     fn assemble(
