@@ -88,6 +88,32 @@ impl ResolvedTarget {
     }
 }
 
+/// A command's target, connected: the cluster of a Kubernetes environment, or the app
+/// running on the local engine.
+pub enum ConnectedTarget {
+    Kubernetes(Box<crate::k8s::KubeTarget>),
+    Local(Box<LocalTarget>),
+}
+
+impl ResolvedTarget {
+    /// Connects to the target (`connect` applies to a cluster); fails when a local app is
+    /// not up.
+    pub async fn connect(self, connect: &ConnectOptions) -> anyhow::Result<ConnectedTarget> {
+        Ok(match self {
+            ResolvedTarget::Kubernetes(environment) => ConnectedTarget::Kubernetes(Box::new(
+                crate::k8s::KubeTarget::connect(&environment, connect).await?,
+            )),
+            ResolvedTarget::Local {
+                manifest,
+                environment,
+                ..
+            } => ConnectedTarget::Local(Box::new(
+                LocalTarget::connect_resolved(*manifest, &environment).await?,
+            )),
+        })
+    }
+}
+
 /// Which image a deploy runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageSource {

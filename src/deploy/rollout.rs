@@ -4,15 +4,14 @@
 use std::time::Duration;
 
 use crate::exit::{ExitCode, UsageError};
-use crate::k8s::{ConnectOptions, KubeTarget};
-use crate::local::LocalTarget;
+use crate::k8s::ConnectOptions;
 use crate::manifest::Manifest;
 use crate::rollout::ops::{self, DriveReport, ScaleReport, StatusView};
 use crate::rollout::replicas::Bounds;
 use crate::rollout::state::HistoryEntry;
 use crate::rollout::{Engine, Platform, Request, StateStore, Timing};
 
-use super::{AppLocation, DeployReporter, ResolvedTarget, WaitOptions};
+use super::{AppLocation, ConnectedTarget, DeployReporter, ResolvedTarget, WaitOptions};
 
 /// A rollout command for one service.
 #[derive(Debug, Clone)]
@@ -69,21 +68,14 @@ pub enum RolloutOutcome {
 impl RolloutRequest {
     /// Runs the command on the target of its environment.
     pub async fn run(&self, reporter: &dyn DeployReporter) -> anyhow::Result<RolloutReport> {
-        match ResolvedTarget::resolve(&self.app, self.env.as_deref())? {
-            ResolvedTarget::Kubernetes(environment) => {
-                let target = KubeTarget::connect(&environment, &self.connect).await?;
-                self.on(&target.platform, &target.store, &target.manifest, reporter)
-                    .await
+        let target = ResolvedTarget::resolve(&self.app, self.env.as_deref())?;
+        match target.connect(&self.connect).await? {
+            ConnectedTarget::Kubernetes(t) => {
+                self.on(&t.platform, &t.store, &t.manifest, reporter).await
             }
-            ResolvedTarget::Local {
-                manifest,
-                environment,
-                ..
-            } => {
-                let target = LocalTarget::connect_resolved(*manifest, &environment).await?;
-                let manifest = &target.manifest.manifest;
-                self.on(&target.platform, &target.store, manifest, reporter)
-                    .await
+            ConnectedTarget::Local(t) => {
+                let manifest = &t.manifest.manifest;
+                self.on(&t.platform, &t.store, manifest, reporter).await
             }
         }
     }
@@ -203,20 +195,14 @@ pub async fn scale(
     request: &ScaleRequest,
     reporter: &dyn DeployReporter,
 ) -> anyhow::Result<ScaleReport> {
-    match ResolvedTarget::resolve(&request.app, request.env.as_deref())? {
-        ResolvedTarget::Kubernetes(environment) => {
-            let target = KubeTarget::connect(&environment, &request.connect).await?;
-            let manifest = &target.manifest;
-            scale_on(request, &target.platform, &target.store, manifest, reporter).await
+    let target = ResolvedTarget::resolve(&request.app, request.env.as_deref())?;
+    match target.connect(&request.connect).await? {
+        ConnectedTarget::Kubernetes(t) => {
+            scale_on(request, &t.platform, &t.store, &t.manifest, reporter).await
         }
-        ResolvedTarget::Local {
-            manifest,
-            environment,
-            ..
-        } => {
-            let target = LocalTarget::connect_resolved(*manifest, &environment).await?;
-            let manifest = &target.manifest.manifest;
-            scale_on(request, &target.platform, &target.store, manifest, reporter).await
+        ConnectedTarget::Local(t) => {
+            let manifest = &t.manifest.manifest;
+            scale_on(request, &t.platform, &t.store, manifest, reporter).await
         }
     }
 }
