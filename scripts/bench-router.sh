@@ -21,7 +21,11 @@
 #        +2 haproxy, +3 router data, +4 router admin), ROUTER_BIN (skip the build, use it),
 #        BENCH_OUT (file for the raw rows, default target/bench/router.tsv),
 #        ROUTER_BEFORE_BIN (another router binary, e.g. an older build: run as "before" on
-#        +5/+6 in the same rounds, for before/after figures)
+#        +5/+6 in the same rounds, for before/after figures),
+#        BENCH_CALLGRIND=1 (afterwards, run the router (and "before") under valgrind's
+#        callgrind on +7/+8 for a fixed 5 s wrk run per connection count and print the
+#        user-space instructions per request: a count that does not depend on the load
+#        of the machine, unlike req/s and CPU time; installs valgrind when missing)
 # Needs: apt-get (installs nginx, haproxy and wrk when missing), cargo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +44,9 @@ missing=()
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 command -v wrk >/dev/null || missing+=(wrk)
+if [ "${BENCH_CALLGRIND:-0}" = 1 ]; then
+  command -v valgrind >/dev/null || missing+=(valgrind)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]} (Debian packages)" >&2
   apt-get update -qq
@@ -57,7 +64,8 @@ router_port=$((base + 3)) admin_port=$((base + 4))
 before_port=$((base + 5)) before_admin=$((base + 6))
 proxies="nginx haproxy router"
 [ -n "${ROUTER_BEFORE_BIN:-}" ] && proxies="$proxies before"
-for p in $up $nginx_port $haproxy_port $router_port $admin_port $before_port $before_admin; do
+cg_port=$((base + 7)) cg_admin=$((base + 8))
+for p in $up $nginx_port $haproxy_port $router_port $admin_port $before_port $before_admin $cg_port $cg_admin; do
   if ss -Hltn "sport = :$p" | grep -q .; then
     echo "port $p is in use (set BENCH_PORT_BASE)" >&2
     exit 2
@@ -238,3 +246,36 @@ awk -F'\t' -v conns="$conns" '
     for (k = 1; k in cs; k++) print line[cs[k]]
     printf "\nmedians of %d rounds; raw rows in '"$out"'\n", n["router " cs[1]]
   }' "$out"
+
+
+# --- optional: instructions per request under callgrind (load-independent) ---
+if [ "${BENCH_CALLGRIND:-0}" = 1 ]; then
+  instructions() { # binary conns -> user-space instructions per request
+    local bin=$1 c=$2 vp n ir
+    valgrind --tool=callgrind --callgrind-out-file="$work/cg.%p" "$bin" --listen "127.0.0.1:$cg_port" \
+      --admin-listen "127.0.0.1:$cg_admin" --config "$work/router.json" 2>"$work/cg.log" &
+    vp=$!
+    pids+=($vp)
+    for _ in $(seq 200); do
+      curl -fsS -o /dev/null "http://127.0.0.1:$cg_port/" 2>/dev/null && break
+      sleep 0.2
+    done
+    timeout 20 wrk -t1 -c"$c" -d2s "http://127.0.0.1:$cg_port/" >/dev/null
+    callgrind_control -z "$vp" >/dev/null 2>&1
+    n=$(timeout 30 wrk -t1 -c"$c" -d5s "http://127.0.0.1:$cg_port/" | awk '/requests in/ {print $1}')
+    callgrind_control -d "$vp" >/dev/null 2>&1
+    ir=$(awk '/^summary:/ {print $2}' "$work/cg.$vp.1")
+    kill "$vp"
+    wait "$vp" 2>/dev/null || true
+    awk -v ir="$ir" -v n="$n" 'BEGIN { printf "%.0f", (n > 0 ? ir / n : 0) }'
+  }
+  echo
+  echo "User-space instructions per request (callgrind, 5 s of wrk -t1 after 2 s of warm-up):"
+  echo
+  printf '| connections | router |%s\n|---|---|%s\n' "${ROUTER_BEFORE_BIN:+ before |}" "${ROUTER_BEFORE_BIN:+---|}"
+  for c in $conns; do
+    line="| $c | $(instructions "$ROUTER_BIN" "$c") |"
+    [ -n "${ROUTER_BEFORE_BIN:-}" ] && line="$line $(instructions "$ROUTER_BEFORE_BIN" "$c") |"
+    echo "$line"
+  done
+fi

@@ -404,6 +404,7 @@ impl Router {
             std::thread::Builder::new()
                 .name(format!("router-worker-{i}"))
                 .spawn(move || {
+                    metrics::set_shard(i);
                     let res = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()

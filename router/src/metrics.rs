@@ -32,6 +32,70 @@ const KIND_NAMES: [&str; 4] = ["connect", "reset", "timeout", "other"];
 const CODE_MIN: u16 = 100;
 const CODE_SLOTS: usize = 500; // 100..=599
 
+/// Counter shards: a worker thread counts in its own shard (see [`set_shard`]), so the
+/// workers never write to the same cache line on the request path; readers add the shards
+/// up. More workers than shards share shards (still correct, only contended).
+const SHARDS: usize = 4;
+
+thread_local! {
+    static SHARD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Makes the calling thread count in shard `worker % SHARDS` (data-plane worker `worker`).
+/// Threads that never call it use shard 0.
+pub(crate) fn set_shard(worker: usize) {
+    SHARD.with(|s| s.set(worker % SHARDS));
+}
+
+/// One value per shard, each on its own cache lines.
+#[repr(align(128))]
+struct Padded<T>(T);
+
+struct Sharded<T>(Box<[Padded<T>; SHARDS]>);
+
+impl<T> Sharded<T> {
+    fn new(f: impl Fn() -> T) -> Self {
+        Sharded(Box::new(std::array::from_fn(|_| Padded(f()))))
+    }
+
+    /// The calling thread's shard.
+    fn local(&self) -> &T {
+        &self.0[SHARD.with(std::cell::Cell::get)].0
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &T> {
+        self.0.iter().map(|p| &p.0)
+    }
+
+    fn sum(&self, f: impl Fn(&T) -> &AtomicU64) -> u64 {
+        self.iter()
+            .fold(0u64, |n, t| n.wrapping_add(f(t).load(Relaxed)))
+    }
+}
+
+/// A counter that every worker increments in its own shard.
+pub(crate) struct Counter(Sharded<AtomicU64>);
+
+impl Counter {
+    fn new() -> Self {
+        Counter(Sharded::new(|| AtomicU64::new(0)))
+    }
+
+    pub(crate) fn add(&self, n: u64) {
+        self.0.local().fetch_add(n, Relaxed);
+    }
+
+    /// Wrapping, so that a gauge decremented in another shard than it was incremented in
+    /// still adds up.
+    pub(crate) fn sub(&self, n: u64) {
+        self.0.local().fetch_sub(n, Relaxed);
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        self.0.sum(|c| c)
+    }
+}
+
 pub(crate) struct AtomicHistogram {
     counts: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     /// Sum in nanoseconds.
@@ -46,68 +110,107 @@ impl AtomicHistogram {
         }
     }
 
-    pub(crate) fn observe(&self, d: std::time::Duration) {
+    fn observe(&self, d: std::time::Duration) {
         let i = bucket_index(&LATENCY_BUCKETS, d.as_secs_f64());
         self.counts[i].fetch_add(1, Relaxed);
         self.sum_ns
             .fetch_add(d.as_nanos().min(u64::MAX as u128) as u64, Relaxed);
     }
+}
 
-    fn snapshot(&self) -> LatencyHistogram {
-        let counts: Vec<u64> = self.counts.iter().map(|c| c.load(Relaxed)).collect();
-        LatencyHistogram {
-            bounds: LATENCY_BUCKETS.to_vec(),
-            count: counts.iter().sum(),
-            counts,
-            sum: self.sum_ns.load(Relaxed) as f64 / 1e9,
-        }
-    }
+/// Counters of one (service, version), in one shard.
+struct VersionShard {
+    codes: [AtomicU64; CODE_SLOTS],
+    other_codes: AtomicU64,
+    errors: [AtomicU64; 4],
+    latency: AtomicHistogram,
+    /// Mirrored copies answered (also counted in the codes and latency above).
+    mirrored: AtomicU64,
+    /// Copies not sent: body above the mirror bound, or too many mirrors in flight.
+    mirror_skipped: AtomicU64,
 }
 
 /// Counters of one (service, version).
-pub(crate) struct VersionMetrics {
-    codes: Box<[AtomicU64; CODE_SLOTS]>,
-    other_codes: AtomicU64,
-    errors: [AtomicU64; 4],
-    pub(crate) latency: AtomicHistogram,
-    /// Mirrored copies answered (also counted in the codes and latency above).
-    pub(crate) mirrored: AtomicU64,
-    /// Copies not sent: body above the mirror bound, or too many mirrors in flight.
-    pub(crate) mirror_skipped: AtomicU64,
-}
+pub(crate) struct VersionMetrics(Sharded<VersionShard>);
 
 impl VersionMetrics {
     fn new() -> Self {
-        VersionMetrics {
-            codes: Box::new(std::array::from_fn(|_| AtomicU64::new(0))),
+        VersionMetrics(Sharded::new(|| VersionShard {
+            codes: std::array::from_fn(|_| AtomicU64::new(0)),
             other_codes: AtomicU64::new(0),
             errors: std::array::from_fn(|_| AtomicU64::new(0)),
             latency: AtomicHistogram::new(),
             mirrored: AtomicU64::new(0),
             mirror_skipped: AtomicU64::new(0),
-        }
+        }))
     }
 
     pub(crate) fn response(&self, code: u16) {
+        let s = self.0.local();
         match code.checked_sub(CODE_MIN) {
             Some(i) if (i as usize) < CODE_SLOTS => {
-                self.codes[i as usize].fetch_add(1, Relaxed);
+                s.codes[i as usize].fetch_add(1, Relaxed);
             }
             _ => {
-                self.other_codes.fetch_add(1, Relaxed);
+                s.other_codes.fetch_add(1, Relaxed);
             }
         }
     }
 
     pub(crate) fn upstream_error(&self, kind: ErrorKind) {
-        self.errors[kind as usize].fetch_add(1, Relaxed);
+        self.0.local().errors[kind as usize].fetch_add(1, Relaxed);
+    }
+
+    /// One request's time to the upstream response head.
+    pub(crate) fn observe(&self, d: std::time::Duration) {
+        self.0.local().latency.observe(d);
+    }
+
+    /// A mirrored copy was answered.
+    pub(crate) fn mirrored(&self) {
+        self.0.local().mirrored.fetch_add(1, Relaxed);
+    }
+
+    /// A mirrored copy was not sent.
+    pub(crate) fn mirror_skipped(&self) {
+        self.0.local().mirror_skipped.fetch_add(1, Relaxed);
+    }
+
+    /// Requests answered per status code (index `code - 100`), and those outside 100..=599.
+    fn codes(&self) -> ([u64; CODE_SLOTS], u64) {
+        let mut codes = [0u64; CODE_SLOTS];
+        for s in self.0.iter() {
+            for (n, c) in codes.iter_mut().zip(&s.codes) {
+                *n += c.load(Relaxed);
+            }
+        }
+        (codes, self.0.sum(|s| &s.other_codes))
+    }
+
+    fn errors(&self, kind: usize) -> u64 {
+        self.0.sum(|s| &s.errors[kind])
+    }
+
+    fn latency(&self) -> LatencyHistogram {
+        let mut counts = vec![0u64; LATENCY_BUCKETS.len() + 1];
+        for s in self.0.iter() {
+            for (n, c) in counts.iter_mut().zip(&s.latency.counts) {
+                *n += c.load(Relaxed);
+            }
+        }
+        LatencyHistogram {
+            bounds: LATENCY_BUCKETS.to_vec(),
+            count: counts.iter().sum(),
+            counts,
+            sum: self.0.sum(|s| &s.latency.sum_ns) as f64 / 1e9,
+        }
     }
 
     fn snapshot(&self) -> VersionStats {
-        let mut requests = self.other_codes.load(Relaxed);
+        let (codes, other) = self.codes();
+        let mut requests = other;
         let mut errors_5xx = 0;
-        for (i, c) in self.codes.iter().enumerate() {
-            let n = c.load(Relaxed);
+        for (i, n) in codes.iter().enumerate() {
             requests += n;
             if i + CODE_MIN as usize >= 500 {
                 errors_5xx += n;
@@ -116,18 +219,18 @@ impl VersionMetrics {
         VersionStats {
             requests,
             errors_5xx,
-            upstream_errors: self.errors.iter().map(|e| e.load(Relaxed)).sum(),
-            latency: self.latency.snapshot(),
-            mirrored: self.mirrored.load(Relaxed),
-            mirror_skipped: self.mirror_skipped.load(Relaxed),
+            upstream_errors: (0..KIND_NAMES.len()).map(|k| self.errors(k)).sum(),
+            latency: self.latency(),
+            mirrored: self.0.sum(|s| &s.mirrored),
+            mirror_skipped: self.0.sum(|s| &s.mirror_skipped),
         }
     }
 }
 
 /// In-flight requests of one upstream endpoint, shared by every table that lists it.
 pub(crate) struct EndpointState {
-    pub(crate) in_flight: AtomicU64,
-    pub(crate) served: AtomicU64,
+    pub(crate) in_flight: Counter,
+    pub(crate) served: Counter,
     /// True while the routing table in force does not list the endpoint (upgraded
     /// connections to it close after the grace period).
     removed: tokio::sync::watch::Sender<bool>,
@@ -146,15 +249,15 @@ pub(crate) struct InFlightGuard(pub(crate) Arc<EndpointState>);
 
 impl InFlightGuard {
     pub(crate) fn new(ep: &Arc<EndpointState>) -> Self {
-        ep.in_flight.fetch_add(1, Relaxed);
-        ep.served.fetch_add(1, Relaxed);
+        ep.in_flight.add(1);
+        ep.served.add(1);
         InFlightGuard(ep.clone())
     }
 }
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Relaxed);
+        self.0.in_flight.sub(1);
     }
 }
 
@@ -208,8 +311,8 @@ impl Metrics {
             .entry(addr.to_string())
             .or_insert_with(|| {
                 Arc::new(EndpointState {
-                    in_flight: AtomicU64::new(0),
-                    served: AtomicU64::new(0),
+                    in_flight: Counter::new(),
+                    served: Counter::new(),
                     removed: tokio::sync::watch::Sender::new(false),
                 })
             })
@@ -225,7 +328,7 @@ impl Metrics {
             let removed = !kept;
             st.removed
                 .send_if_modified(|r| std::mem::replace(r, removed) != removed);
-            kept || st.in_flight.load(Relaxed) > 0 || Arc::strong_count(st) > 1
+            kept || st.in_flight.get() > 0 || Arc::strong_count(st) > 1
         });
     }
 
@@ -236,8 +339,8 @@ impl Metrics {
             .iter()
             .map(|(addr, st)| EndpointInfo {
                 endpoint: addr.clone(),
-                in_flight: st.in_flight.load(Relaxed),
-                requests: st.served.load(Relaxed),
+                in_flight: st.in_flight.get(),
+                requests: st.served.get(),
                 in_config: in_config(addr),
             })
             .collect();
@@ -303,8 +406,8 @@ impl Metrics {
         let _ = writeln!(out, "# TYPE router_requests_total counter");
         for ((s, v), m) in &reg.versions {
             let (s, v) = (esc(s), esc(v));
-            for (i, c) in m.codes.iter().enumerate() {
-                let n = c.load(Relaxed);
+            let (codes, other) = m.codes();
+            for (i, &n) in codes.iter().enumerate() {
                 if n > 0 {
                     let code = i + CODE_MIN as usize;
                     let _ = writeln!(
@@ -313,11 +416,10 @@ impl Metrics {
                     );
                 }
             }
-            let n = m.other_codes.load(Relaxed);
-            if n > 0 {
+            if other > 0 {
                 let _ = writeln!(
                     out,
-                    "router_requests_total{{service=\"{s}\",version=\"{v}\",code=\"other\"}} {n}"
+                    "router_requests_total{{service=\"{s}\",version=\"{v}\",code=\"other\"}} {other}"
                 );
             }
         }
@@ -330,7 +432,7 @@ impl Metrics {
                 let _ = writeln!(
                     out,
                     "router_upstream_errors_total{{service=\"{s}\",version=\"{v}\",kind=\"{name}\"}} {}",
-                    m.errors[k].load(Relaxed)
+                    m.errors(k)
                 );
             }
         }
@@ -339,7 +441,7 @@ impl Metrics {
         let _ = writeln!(out, "# TYPE router_request_duration_seconds histogram");
         for ((s, v), m) in &reg.versions {
             let (s, v) = (esc(s), esc(v));
-            let h = m.latency.snapshot();
+            let h = m.latency();
             let mut cum = 0;
             for (i, c) in h.counts.iter().enumerate() {
                 cum += c;
@@ -376,7 +478,7 @@ impl Metrics {
                 out,
                 "router_endpoint_in_flight{{endpoint=\"{}\"}} {}",
                 esc(addr),
-                st.in_flight.load(Relaxed)
+                st.in_flight.get()
             );
         }
         out
@@ -403,7 +505,7 @@ mod tests {
         v.response(503);
         v.response(999);
         v.upstream_error(ErrorKind::Connect);
-        v.latency.observe(Duration::from_millis(4));
+        v.observe(Duration::from_millis(4));
         let s = m.stats(7);
         let vs = s.version("orders", "v1").unwrap();
         assert_eq!(vs.requests, 4);

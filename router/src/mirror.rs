@@ -114,10 +114,7 @@ pub(crate) fn prepare(
     has_body: bool,
 ) -> Option<(Job, Option<Tee>)> {
     let skip = || {
-        svc.versions[version]
-            .metrics
-            .mirror_skipped
-            .fetch_add(1, Relaxed);
+        svc.versions[version].metrics.mirror_skipped();
         None
     };
     let declared = headers
@@ -171,13 +168,13 @@ impl Job {
                     Ok(Ok(bytes)) => ReqBody::Full(Some(bytes)),
                     // The real body was too large, failed, or was never read.
                     _ => {
-                        ver.metrics.mirror_skipped.fetch_add(1, Relaxed);
+                        ver.metrics.mirror_skipped();
                         return;
                     }
                 },
             };
             let Some((_, e)) = svc.first_target(self.version) else {
-                ver.metrics.mirror_skipped.fetch_add(1, Relaxed);
+                ver.metrics.mirror_skipped();
                 return;
             };
             let ep = &ver.endpoints[e];
@@ -198,7 +195,7 @@ impl Job {
             let status = match tokio::time::timeout(timeout, client.request(req)).await {
                 Ok(Ok(resp)) => {
                     let status = resp.status().as_u16();
-                    ver.metrics.latency.observe(start.elapsed());
+                    ver.metrics.observe(start.elapsed());
                     // Read to the end (bounded) so the connection can be reused.
                     let _ = tokio::time::timeout(timeout, resp.into_body().collect()).await;
                     status
@@ -209,18 +206,18 @@ impl Job {
                     } else {
                         ErrorKind::Other
                     });
-                    ver.metrics.latency.observe(start.elapsed());
+                    ver.metrics.observe(start.elapsed());
                     debug!(service = %svc.name, version = %ver.name, error = %e, "mirrored request failed");
                     502
                 }
                 Err(_) => {
                     ver.metrics.upstream_error(ErrorKind::Timeout);
-                    ver.metrics.latency.observe(start.elapsed());
+                    ver.metrics.observe(start.elapsed());
                     504
                 }
             };
             ver.metrics.response(status);
-            ver.metrics.mirrored.fetch_add(1, Relaxed);
+            ver.metrics.mirrored();
         });
     }
 }

@@ -77,13 +77,16 @@ impl Peer {
         }
     }
 
-    /// `fut`, or `None` if it has not completed within `limit`. The timer is the
+    /// `fut`, or `None` if it has not completed by `deadline`. The timer is the
     /// connection's own, re-armed for each request rather than created and dropped: a
     /// worker whose timer wheel went empty would otherwise wake its own event loop (an
     /// `eventfd` write and one more `epoll_wait`) for the first timer of every loop
     /// iteration. Concurrent requests (HTTP/2) use a timer of their own.
-    pub(crate) async fn timed<F: Future>(&self, limit: Duration, fut: F) -> Option<F::Output> {
-        let deadline = tokio::time::Instant::now() + limit;
+    pub(crate) async fn timed<F: Future>(
+        &self,
+        deadline: tokio::time::Instant,
+        fut: F,
+    ) -> Option<F::Output> {
         let kept = self.timer.lock().unwrap_or_else(|e| e.into_inner()).take();
         let mut sleep = match kept {
             Some(mut sleep) => {
@@ -141,14 +144,20 @@ pub(crate) async fn handle(
             return Ok(json_error(StatusCode::BAD_REQUEST, &e.to_string()));
         }
     }
+    // Which of the fields looked up below the request has at all: one pass over its
+    // names instead of a hash lookup for each one it does not have (most have none).
+    let has = Present::scan(&parts.headers);
     let token_ok = listener == Listener::Internal
-        || parts.headers.get(&X_TOKEN).is_some_and(|v| {
-            inner
-                .admin_token
-                .as_ref()
-                .is_some_and(|t| t.matches(v.as_bytes()))
-        });
-    parts.headers.remove(&X_TOKEN);
+        || (has.token
+            && parts.headers.get(&X_TOKEN).is_some_and(|v| {
+                inner
+                    .admin_token
+                    .as_ref()
+                    .is_some_and(|t| t.matches(v.as_bytes()))
+            }));
+    if has.token {
+        parts.headers.remove(&X_TOKEN);
+    }
 
     // 1. Route to a service (the table guard is dropped before any await).
     let routed = {
@@ -163,9 +172,10 @@ pub(crate) async fn handle(
 
     // 2. Pick a version: forced by header (internal port, or with the token), the preview,
     // or by weight.
-    let forced = parts
-        .headers
-        .get(&X_VERSION)
+    let forced = has
+        .version
+        .then(|| parts.headers.get(&X_VERSION))
+        .flatten()
         .filter(|_| token_ok)
         .and_then(|v| svc.version_by_name(v.as_bytes()));
     let choice = crate::select::choose(&svc, &parts.headers, forced, preview);
@@ -188,9 +198,10 @@ pub(crate) async fn handle(
     };
 
     // 3. Request body: size limit, and a replayable holder for retries.
-    let too_big = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
+    let too_big = has
+        .content_length
+        .then(|| parts.headers.get(header::CONTENT_LENGTH))
+        .flatten()
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
         .is_some_and(|n| n > inner.max_body_bytes);
     if too_big {
@@ -213,10 +224,13 @@ pub(crate) async fn handle(
     // 4. Upstream request head. An upgrade (WebSocket or any other `Connection: Upgrade`,
     // HTTP/1.1 only) keeps its `Connection` and `Upgrade` headers and the client's side of
     // the connection for the tunnel.
-    let mut client_upgrade = upgrade_protocol(&parts.headers)
+    let mut client_upgrade = has
+        .connection
+        .then(|| upgrade_protocol(&parts.headers))
+        .flatten()
         .filter(|_| parts.version == Version::HTTP_11)
         .and_then(|proto| Some((proto, parts.extensions.remove::<OnUpgrade>()?)));
-    let host = if parts.headers.contains_key(header::HOST) {
+    let host = if has.host {
         None
     } else {
         parts
@@ -234,7 +248,11 @@ pub(crate) async fn handle(
             .insert(header::CONNECTION, UPGRADE_TOKEN.clone());
         parts.headers.insert(header::UPGRADE, proto.clone());
     }
-    let correlation = match parts.headers.get(&X_CORRELATION) {
+    let correlation = match has
+        .correlation
+        .then(|| parts.headers.get(&X_CORRELATION))
+        .flatten()
+    {
         Some(v) => v.clone(),
         None => {
             let id = new_correlation_id();
@@ -242,7 +260,13 @@ pub(crate) async fn handle(
             id
         }
     };
-    append_forwarded_for(&mut parts.headers, &peer.ip_value);
+    if has.forwarded_for {
+        append_forwarded_for(&mut parts.headers, &peer.ip_value);
+    } else {
+        parts
+            .headers
+            .insert(X_FORWARDED_FOR.clone(), peer.ip_value.clone());
+    }
     let pq = parts
         .uri
         .path_and_query()
@@ -277,6 +301,9 @@ pub(crate) async fn handle(
         let ep = &ver.endpoints[target.1];
 
         let guard = InFlightGuard::new(&ep.state);
+        // The first attempt starts with the request (one clock read less); a retry reads
+        // the clock.
+        let attempt_start = if n == 1 { start } else { Instant::now() };
         let lean = dedicated_ok && slot.is_none();
         let headers = &mut parts.headers;
         let method = &parts.method;
@@ -288,6 +315,7 @@ pub(crate) async fn handle(
                 let sent = peer
                     .dedicated
                     .send(
+                        attempt_start,
                         &ep.addr,
                         &ep.authority,
                         inner.connect_timeout,
@@ -329,7 +357,8 @@ pub(crate) async fn handle(
                 .map(|r| r.map(Upstream::Pooled))
                 .map_err(UpstreamError::Pooled)
         };
-        let res = peer.timed(inner.upstream_timeout, attempt).await;
+        let deadline = tokio::time::Instant::from_std(attempt_start) + inner.upstream_timeout;
+        let res = peer.timed(deadline, attempt).await;
         let (kind, err) = match res {
             Some(Ok(mut resp)) => {
                 let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -352,7 +381,7 @@ pub(crate) async fn handle(
                 }
                 let elapsed = start.elapsed();
                 ver.metrics.response(rp.status.as_u16());
-                ver.metrics.latency.observe(elapsed);
+                ver.metrics.observe(elapsed);
                 debug!(
                     service = %svc.name,
                     version = %ver.name,
@@ -416,7 +445,7 @@ pub(crate) async fn handle(
             StatusCode::BAD_GATEWAY
         };
         ver.metrics.response(status.as_u16());
-        ver.metrics.latency.observe(start.elapsed());
+        ver.metrics.observe(start.elapsed());
         warn!(
             service = %svc.name,
             version = %ver.name,
@@ -432,6 +461,44 @@ pub(crate) async fn handle(
         resp.headers_mut()
             .insert(X_CORRELATION.clone(), correlation.clone());
         return Ok(resp);
+    }
+}
+
+/// Which of the request fields that [`handle`] reads are present (before it changes any).
+/// A field found absent is not looked up; one found present still is (it may have been
+/// removed since, e.g. by being named in `Connection`).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Present {
+    token: bool,
+    version: bool,
+    content_length: bool,
+    connection: bool,
+    host: bool,
+    correlation: bool,
+    forwarded_for: bool,
+}
+
+impl Present {
+    fn scan(h: &HeaderMap) -> Present {
+        let mut p = Present::default();
+        for name in h.keys() {
+            if name == header::HOST {
+                p.host = true;
+            } else if name == header::CONTENT_LENGTH {
+                p.content_length = true;
+            } else if name == header::CONNECTION {
+                p.connection = true;
+            } else if name == X_CORRELATION {
+                p.correlation = true;
+            } else if name == X_FORWARDED_FOR {
+                p.forwarded_for = true;
+            } else if name == X_VERSION {
+                p.version = true;
+            } else if name == X_TOKEN {
+                p.token = true;
+            }
+        }
+        p
     }
 }
 
@@ -626,19 +693,20 @@ async fn removed_for(mut removed: tokio::sync::watch::Receiver<bool>, grace: Dur
 
 /// A random (version 4) UUID, as the services' own middleware generates.
 pub(crate) fn new_correlation_id() -> HeaderValue {
-    let mut r = fastrand::u128(..);
-    r = (r & !(0xF_u128 << 76)) | (0x4_u128 << 76);
-    r = (r & !(0x3_u128 << 62)) | (0x2_u128 << 62);
+    let mut r = fastrand::u128(..).to_be_bytes();
+    r[6] = (r[6] & 0x0F) | 0x40; // version 4
+    r[8] = (r[8] & 0x3F) | 0x80; // variant 10
     let hex = b"0123456789abcdef";
     let mut out = [0u8; 36];
     let mut j = 0;
-    for i in 0..32 {
-        if matches!(i, 8 | 12 | 16 | 20) {
+    for (i, byte) in r.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
             out[j] = b'-';
             j += 1;
         }
-        out[j] = hex[((r >> (124 - 4 * i)) & 0xF) as usize];
-        j += 1;
+        out[j] = hex[usize::from(byte >> 4)];
+        out[j + 1] = hex[usize::from(byte & 0xF)];
+        j += 2;
     }
     HeaderValue::from_bytes(&out).expect("hex and dashes are valid header bytes")
 }
@@ -719,6 +787,31 @@ mod tests {
         let before = h.clone();
         strip_hop_by_hop(&mut h);
         assert_eq!(h, before);
+    }
+
+    #[test]
+    fn present_fields_are_found_in_any_case() {
+        let mut h = HeaderMap::new();
+        assert_eq!(Present::scan(&h), Present::default());
+        h.insert(header::HOST, HeaderValue::from_static("orders"));
+        h.insert("X-Correlation-Id", HeaderValue::from_static("a"));
+        h.insert("x-dronectl-token", HeaderValue::from_static("t"));
+        h.insert("x-other", HeaderValue::from_static("1"));
+        assert_eq!(
+            Present::scan(&h),
+            Present {
+                host: true,
+                correlation: true,
+                token: true,
+                ..Present::default()
+            }
+        );
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        h.insert("x-dronectl-version", HeaderValue::from_static("v1"));
+        let all = Present::scan(&h);
+        assert!(all.content_length && all.connection && all.forwarded_for && all.version);
     }
 
     #[test]

@@ -236,7 +236,11 @@ impl ServiceEntry {
         if v.endpoints.is_empty() {
             return None;
         }
-        let i = v.cursor.fetch_add(1, Relaxed) % v.endpoints.len();
+        // One endpoint: no round robin, and no write to a cursor the workers share.
+        let i = match v.endpoints.len() {
+            1 => 0,
+            n => v.cursor.fetch_add(1, Relaxed) % n,
+        };
         Some((version, i))
     }
 

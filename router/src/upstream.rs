@@ -20,6 +20,7 @@
 
 use std::future::Future as _;
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
@@ -54,6 +55,10 @@ struct Conn {
     rbuf: BytesMut,
     /// The request head being written (kept for its capacity).
     wbuf: Vec<u8>,
+    /// When the last request on it started (or it was opened): the connection has been
+    /// idle for at most the time since. Taken from the request's own start rather than
+    /// read from the clock again when the response ends, so an idle connection is judged
+    /// a little older than it is (replaced earlier, never later).
     idle_since: Instant,
 }
 
@@ -62,8 +67,8 @@ impl Conn {
     /// read (a readable idle connection was closed by the service, or sent bytes nobody
     /// asked for). Tokio clears a socket's read readiness when a read drained it, so this
     /// costs no system call.
-    fn reusable(&self) -> bool {
-        if !self.rbuf.is_empty() || self.idle_since.elapsed() >= IDLE_REUSE {
+    fn reusable(&self, now: Instant) -> bool {
+        if !self.rbuf.is_empty() || now.saturating_duration_since(self.idle_since) >= IDLE_REUSE {
             return false;
         }
         let mut cx = Context::from_waker(Waker::noop());
@@ -180,8 +185,7 @@ impl Dedicated {
     }
 
     /// The response is complete and the connection can take the next request.
-    fn put_back(&self, mut conn: Conn) {
-        conn.idle_since = Instant::now();
+    fn put_back(&self, conn: Conn) {
         let mut s = self.lock();
         s.busy = false;
         s.idle = Some(conn);
@@ -201,8 +205,11 @@ impl Dedicated {
     /// `Host: authority` when the headers have none) to `addr` on the dedicated connection
     /// when it can take it (opening it for the first endpoint this connection uses).
     /// `None` when it cannot, or could not write the request: the pooled client may send it.
+    /// `now` is the time the request started (no clock read here).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn send(
         &self,
+        now: Instant,
         addr: &str,
         authority: &Authority,
         connect_timeout: Duration,
@@ -227,9 +234,9 @@ impl Dedicated {
         // Until the response body owns the connection, failing or being dropped (a
         // timeout) gives the slot up rather than leaving it busy for good.
         let release = Release(Some(self));
-        let mut conn = match idle.filter(Conn::reusable) {
+        let mut conn = match idle.filter(|c| c.reusable(now)) {
             Some(conn) => conn,
-            None => match open(addr, connect_timeout).await {
+            None => match open(addr, connect_timeout, now).await {
                 Ok(conn) => conn,
                 Err(e) => return Some(Err(e)),
             },
@@ -255,6 +262,7 @@ impl Dedicated {
             return None;
         }
         conn.wbuf = wbuf;
+        conn.idle_since = now;
 
         let head = match read_head(&mut conn).await {
             Ok(head) => head,
@@ -278,7 +286,7 @@ impl Dedicated {
     }
 }
 
-async fn open(addr: &str, connect_timeout: Duration) -> Result<Conn, UpstreamError> {
+async fn open(addr: &str, connect_timeout: Duration, now: Instant) -> Result<Conn, UpstreamError> {
     let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(UpstreamError::Connect(e)),
@@ -294,7 +302,7 @@ async fn open(addr: &str, connect_timeout: Duration) -> Result<Conn, UpstreamErr
         stream,
         rbuf: BytesMut::with_capacity(READ_CHUNK),
         wbuf: Vec::with_capacity(1024),
-        idle_since: Instant::now(),
+        idle_since: now,
     })
 }
 
@@ -333,6 +341,9 @@ struct Head {
     headers: HeaderMap,
     /// The reason phrase when it is not the status code's canonical one (hyper keeps it).
     reason: Option<hyper::ext::ReasonPhrase>,
+    /// `Connection` named `close` / `keep-alive` (read before those fields are dropped).
+    close: bool,
+    keep: bool,
 }
 
 /// Reads until a final (non-1xx) response head is complete; informational responses are
@@ -363,9 +374,16 @@ async fn read_head(conn: &mut Conn) -> Result<Head, UpstreamError> {
 /// Parses a response head at the start of `buf` and consumes it; `None` if incomplete.
 /// Header values share the read buffer's memory (no copy).
 fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, UpstreamError> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut res = httparse::Response::new(&mut fields);
-    let len = match res.parse(buf) {
+    // Uninitialised field slots, as hyper's own parser uses: zeroing 100 of them (3.2 KB)
+    // for every response cost more than parsing it.
+    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut res,
+        buf,
+        &mut fields,
+    );
+    let len = match parsed {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
@@ -387,19 +405,49 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, UpstreamError> {
         .reason
         .filter(|r| !r.is_empty() && Some(*r) != status.canonical_reason())
         .map(|r| (offset(r.as_bytes()), r.len()));
-    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
-    let count = res.headers.len();
-    for (span, h) in spans.iter_mut().zip(res.headers.iter()) {
-        *span = (
-            offset(h.name.as_bytes()),
-            h.name.len(),
-            offset(h.value),
-            h.value.len(),
-        );
+    // `Connection` as almost every service sends it (`keep-alive` or `close`, nothing else)
+    // and `Keep-Alive` are hop-by-hop: they are read here and left out of the map, so the
+    // proxy finds nothing to strip. A `Connection` naming other fields keeps them all for
+    // the proxy's strip.
+    let (mut close, mut keep, mut names_others) = (false, false, false);
+    for h in res.headers.iter() {
+        if h.name.eq_ignore_ascii_case("connection") {
+            for t in std::str::from_utf8(h.value).unwrap_or("").split(',') {
+                let t = t.trim();
+                if t.eq_ignore_ascii_case("close") {
+                    close = true;
+                } else if t.eq_ignore_ascii_case("keep-alive") {
+                    keep = true;
+                } else if !t.is_empty() {
+                    names_others = true;
+                }
+            }
+        }
     }
+    let hop_by_hop = |name: &str| {
+        !names_others
+            && (name.eq_ignore_ascii_case("connection") || name.eq_ignore_ascii_case("keep-alive"))
+    };
+    // Where each field is in `buf`, so that the fields can share `buf`'s memory once it is
+    // frozen (the parse borrows it until then).
+    let spans: Vec<(usize, usize, usize, usize)> = res
+        .headers
+        .iter()
+        .filter(|h| !hop_by_hop(h.name))
+        .map(|h| {
+            (
+                offset(h.name.as_bytes()),
+                h.name.len(),
+                offset(h.value),
+                h.value.len(),
+            )
+        })
+        .collect();
+    let count = spans.len();
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(count);
-    for &(n, nl, v, vl) in &spans[..count] {
+    // Room for the fields the proxy adds (version, correlation id, a cookie).
+    let mut headers = HeaderMap::with_capacity(count + 3);
+    for &(n, nl, v, vl) in &spans {
         let name = HeaderName::from_bytes(&head[n..n + nl])
             .map_err(|_| UpstreamError::Invalid("invalid header name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(v..v + vl))
@@ -413,6 +461,8 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, UpstreamError> {
         version,
         headers,
         reason,
+        close,
+        keep,
     }))
 }
 
@@ -465,15 +515,7 @@ fn framing(method: &Method, head: &Head) -> Result<Framing, UpstreamError> {
 
 /// HTTP/1.1 unless `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`.
 fn keeps_alive(head: &Head) -> bool {
-    let mut close = false;
-    let mut keep = false;
-    for v in head.headers.get_all(header::CONNECTION) {
-        for t in v.to_str().unwrap_or("").split(',').map(str::trim) {
-            close |= t.eq_ignore_ascii_case("close");
-            keep |= t.eq_ignore_ascii_case("keep-alive");
-        }
-    }
-    !close && (head.version == Version::HTTP_11 || keep)
+    !head.close && (head.version == Version::HTTP_11 || head.keep)
 }
 
 /// Where a chunked body's decoder is.
