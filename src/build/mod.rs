@@ -10,11 +10,13 @@
 pub mod artifacts;
 pub mod auth;
 mod cargo;
+mod error;
 pub mod git;
 pub mod image;
 pub mod images;
 pub mod inputs;
 pub mod pack;
+mod select;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -24,123 +26,15 @@ use bollard::Docker;
 
 use crate::docker::{self, DockerError};
 use crate::events::{BuildStage, Event, Reporter, StepStatus};
-use crate::manifest::{Environment, EnvironmentError, LoadedManifest, Manifest, ManifestError};
+use crate::manifest::{Environment, LoadedManifest, Manifest};
 pub use artifacts::{Artifact, ArtifactsError};
 pub use cargo::{Profile, STATIC_RUSTFLAGS, TARGET};
+pub use error::BuildError;
 use git::GitInfo;
 use image::{ImageConfig, Layer, DEFAULT_USER, LABEL_APP, LABEL_INPUTS, LABEL_SERVICE};
 use inputs::ServiceInputs;
-
-/// Errors of `build`, `images` and `image pack`.
-#[derive(Debug, thiserror::Error)]
-pub enum BuildError {
-    #[error(transparent)]
-    Manifest(#[from] ManifestError),
-    #[error("unknown service `{name}`; the app's services are: {}", known.join(", "))]
-    UnknownService { name: String, known: Vec<String> },
-    #[error("service `{service}` has neither a Cargo.toml nor a Dockerfile in {}", dir.display())]
-    NoRecipe { service: String, dir: PathBuf },
-    #[error("--push needs an environment with a registry: pass --env <name> (environments: {})", known.join(", "))]
-    PushNeedsEnv { known: Vec<String> },
-    #[error(transparent)]
-    Environment(#[from] EnvironmentError),
-    #[error("environment `{env}` has no `registry` to push to; add `registry: <host>/<path>` to it in dronectl.yaml")]
-    NoRegistry { env: String },
-    #[error("invalid tag `{0}`: use up to 128 letters, digits, `_`, `.` and `-`, not starting with `.` or `-`")]
-    BadTag(String),
-    #[error("invalid image name `{0}`: use lowercase letters, digits, `.`, `_`, `-` and `/`, with an optional `:tag`")]
-    BadImageName(String),
-    #[error("unknown git revision `{reference}`: {message}")]
-    BadRef { reference: String, message: String },
-    #[error("{} is not in a git repository, so --changed-since cannot compare with a revision", dir.display())]
-    NotGit { dir: PathBuf },
-    #[error("{}", compile_message(services, *errors, cargo_output))]
-    Compile {
-        services: Vec<String>,
-        errors: usize,
-        cargo_output: String,
-    },
-    #[error("cargo: {message}")]
-    Cargo { message: String },
-    #[error("building the image of `{service}` failed:\n{message}")]
-    ImageBuild { service: String, message: String },
-    #[error("pushing {image} (service `{service}`) failed: {message}")]
-    Push {
-        service: String,
-        image: String,
-        message: String,
-    },
-    #[error(transparent)]
-    Docker(#[from] DockerError),
-    #[error("git: {0}")]
-    Git(#[from] git2::Error),
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Artifacts(#[from] ArtifactsError),
-    #[error(transparent)]
-    Auth(#[from] auth::AuthError),
-    #[error("refusing to pack an image that runs as root (uid 0); pass --allow-root if you really mean it")]
-    PackRoot,
-    #[error("cannot pack {}: {message}", path.display())]
-    Pack { path: PathBuf, message: String },
-    #[error("invalid {what} `{value}`: {why}")]
-    BadValue {
-        what: &'static str,
-        value: String,
-        why: &'static str,
-    },
-}
-
-fn compile_message(services: &[String], errors: usize, cargo_output: &str) -> String {
-    let mut text = if services.is_empty() {
-        "cargo build failed".to_string()
-    } else {
-        format!(
-            "compiling {} failed with {errors} error{} (shown above); no image was built or tagged",
-            services
-                .iter()
-                .map(|s| format!("`{s}`"))
-                .collect::<Vec<_>>()
-                .join(", "),
-            if errors == 1 { "" } else { "s" }
-        )
-    };
-    let output = cargo_output.trim();
-    if !output.is_empty() {
-        text.push_str(":\n");
-        text.push_str(output);
-    }
-    text
-}
-
-impl crate::exit::ExitStatus for BuildError {
-    /// Bad input is a usage error (2), the rest failures (1).
-    fn exit_code(&self) -> crate::exit::ExitCode {
-        use crate::exit::ExitCode;
-        match self {
-            BuildError::Manifest(_)
-            | BuildError::UnknownService { .. }
-            | BuildError::NoRecipe { .. }
-            | BuildError::PushNeedsEnv { .. }
-            | BuildError::Environment(_)
-            | BuildError::NoRegistry { .. }
-            | BuildError::BadTag(_)
-            | BuildError::BadImageName(_)
-            | BuildError::BadRef { .. }
-            | BuildError::NotGit { .. }
-            | BuildError::PackRoot
-            | BuildError::BadValue { .. }
-            | BuildError::Auth(
-                auth::AuthError::ParseConfig { .. } | auth::AuthError::BadEntry { .. },
-            ) => ExitCode::Usage,
-            _ => ExitCode::Failed,
-        }
-    }
-}
+use select::{canonical, changed_among};
+pub use select::{changed_services, check_tag, select_services};
 
 /// What to build.
 #[derive(Debug, Clone, Default)]
@@ -224,96 +118,6 @@ pub struct BuildOutcome {
 impl BuildOutcome {
     pub fn rebuilt(&self) -> usize {
         self.images.iter().filter(|i| i.rebuilt).count()
-    }
-}
-
-/// The services `names` picks out of the manifest (all of them when empty), in manifest
-/// order.
-pub fn select_services(manifest: &Manifest, names: &[String]) -> Result<Vec<String>, BuildError> {
-    let known: Vec<String> = manifest.services.keys().cloned().collect();
-    for name in names {
-        if !manifest.services.contains_key(name.as_str()) {
-            return Err(BuildError::UnknownService {
-                name: name.clone(),
-                known,
-            });
-        }
-    }
-    Ok(known
-        .into_iter()
-        .filter(|k| names.is_empty() || names.contains(k))
-        .collect())
-}
-
-/// The services of the app in `app_dir` whose inputs (files, local crates, workspace
-/// Cargo.toml/Cargo.lock, manifest settings) differ between git revision `since` and the
-/// working tree, uncommitted changes included. Services new since then count as changed.
-pub fn changed_services(app_dir: &Path, since: &str) -> Result<Vec<String>, BuildError> {
-    let app_dir = canonical(app_dir);
-    let loaded = LoadedManifest::read_valid(&app_dir)?;
-    let names = select_services(&loaded.manifest, &[])?;
-    let inputs = inputs::resolve_all(&app_dir, &loaded.manifest, &names)?;
-    let git = GitInfo::discover(&app_dir)?.ok_or(BuildError::NotGit {
-        dir: app_dir.clone(),
-    })?;
-    changed_among(&git, &loaded, &inputs, since)
-}
-
-fn changed_among(
-    git: &GitInfo,
-    loaded: &LoadedManifest,
-    inputs: &[ServiceInputs],
-    since: &str,
-) -> Result<Vec<String>, BuildError> {
-    let changed = git.changed_paths(since)?;
-    let manifest_rel = git.relative_path(&loaded.path);
-    let old_manifest = match &manifest_rel {
-        Some(rel) if changed.contains(rel) => Some(
-            git.file_at(since, &loaded.path)
-                .and_then(|text| crate::manifest::parse(&loaded.path, &text).ok()),
-        ),
-        _ => None,
-    };
-    Ok(inputs
-        .iter()
-        .filter(|i| {
-            if git.touches(i, &changed) {
-                return true;
-            }
-            match &old_manifest {
-                None => false,
-                // The manifest changed: compare this service's settings then and now.
-                Some(None) => true,
-                Some(Some(old)) => match old.services.get(i.service.as_str()) {
-                    None => true,
-                    Some(old_service) => {
-                        inputs::resolve(&loaded.dir, &i.service, &old_service.value)
-                            .map(|o| o.settings != i.settings)
-                            .unwrap_or(true)
-                    }
-                },
-            }
-        })
-        .map(|i| i.service.clone())
-        .collect())
-}
-
-fn canonical(dir: &Path) -> PathBuf {
-    dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf())
-}
-
-/// Checks a Docker tag.
-pub fn check_tag(tag: &str) -> Result<(), BuildError> {
-    let ok = !tag.is_empty()
-        && tag.len() <= 128
-        && !tag.starts_with(['.', '-'])
-        && tag
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(BuildError::BadTag(tag.to_string()))
     }
 }
 
