@@ -82,14 +82,8 @@ fn each_strategy_use(manifest: &Manifest, mut f: impl FnMut(StrategyUse<'_>)) {
 pub fn nominal_weights(manifest: &Manifest) -> Vec<Diagnostic> {
     let mut out = vec![];
     each_strategy_use(manifest, |u| {
-        let StrategyUse {
-            env_name,
-            service,
-            spec,
-            name,
-            strategy,
-            ..
-        } = u;
+        let (env_name, service, spec) = (u.env_name, u.service, u.spec);
+        let (name, strategy) = (u.name, u.strategy);
         // With a gateway, public services get HTTPRoute weights: exact. An autoscaled
         // stable keeps its count: the canary is sized to the weight.
         let exact = u.settings.gateway.is_some() && !spec.routes.is_empty();
@@ -128,13 +122,8 @@ pub fn nominal_weights(manifest: &Manifest) -> Vec<Diagnostic> {
 pub fn traffic_controls(manifest: &Manifest) -> Vec<Diagnostic> {
     let mut out = vec![];
     each_strategy_use(manifest, |u| {
-        let StrategyUse {
-            env_name,
-            service,
-            name,
-            strategy,
-            ..
-        } = u;
+        let (env_name, service) = (u.env_name, u.service);
+        let (name, strategy) = (u.name, u.strategy);
         let routed = u.settings.gateway.is_some() && !u.spec.routes.is_empty();
         let why = if u.settings.gateway.is_none() {
             format!("environment `{env_name}` names no `gateway:`")

@@ -38,13 +38,8 @@ impl<P: Platform, S: StateStore> Engine<'_, P, S> {
             return self.complete(state).await;
         }
         if ready < progress.candidate {
-            if let Some(tick) = self
-                .abort_past_deadline(
-                    state,
-                    format!("{ready} of {} new replicas ready", progress.candidate),
-                )
-                .await?
-            {
+            let waiting = format!("{ready} of {} new replicas ready", progress.candidate);
+            if let Some(tick) = self.abort_past_deadline(state, waiting).await? {
                 return Ok(tick);
             }
             return Ok(Tick::Wait(self.timing.poll));
@@ -124,13 +119,8 @@ impl<P: Platform, S: StateStore> Engine<'_, P, S> {
         if status.ready >= replicas && status.current <= replicas {
             return self.complete(state).await;
         }
-        if let Some(tick) = self
-            .abort_past_deadline(
-                state,
-                format!("{} of {replicas} new replicas ready", status.ready),
-            )
-            .await?
-        {
+        let waiting = format!("{} of {replicas} new replicas ready", status.ready);
+        if let Some(tick) = self.abort_past_deadline(state, waiting).await? {
             return Ok(tick);
         }
         let message = format!(
