@@ -28,8 +28,9 @@ fn main() -> std::process::ExitCode {
 }
 
 /// Runs the command on the process's one runtime (multi-thread, two workers: Docker and
-/// Kubernetes calls, the router's listener, the signals). The runtime is dropped before the
-/// error and the summary are printed, as each command's own runtime used to be.
+/// Kubernetes calls, the router's listener, the signals). The runtime is dropped, and the
+/// tasks still on it cancelled, before the error and the summary are printed, so nothing a
+/// task reports can come after the summary line.
 fn run(cli: cli::Cli, printer: &cli::printer::Printer) -> anyhow::Result<cli::Outcome> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
