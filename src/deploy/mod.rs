@@ -108,7 +108,7 @@ impl ResolvedTarget {
                 environment,
                 ..
             } => ConnectedTarget::Local(Box::new(
-                LocalTarget::connect_resolved(*manifest, &environment).await?,
+                LocalTarget::connect(*manifest, &environment).await?,
             )),
         })
     }
@@ -243,7 +243,7 @@ pub async fn run(
             manifest,
             environment,
         } => {
-            let target = LocalTarget::connect_resolved(*manifest, &environment).await?;
+            let target = LocalTarget::connect(*manifest, &environment).await?;
             local::deploy(request, &target, &dir, reporter).await
         }
     }

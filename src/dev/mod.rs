@@ -126,7 +126,7 @@ pub async fn run(
             Err(e) => return Err(e),
         }
     }
-    let target = LocalTarget::connect_resolved(loaded.clone(), &environment).await?;
+    let target = LocalTarget::connect(loaded.clone(), &environment).await?;
     outcome.entry_url = target.entry_url();
     reporter.event(dev(
         DevWhat::Watching,

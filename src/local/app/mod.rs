@@ -58,16 +58,10 @@ pub struct LocalTarget {
 }
 
 impl LocalTarget {
-    /// Connects to the app as it runs; fails when it is not up.
-    pub async fn connect(app_dir: &Path, env: Option<&str>) -> anyhow::Result<LocalTarget> {
-        let (manifest, environment) = read_environment(app_dir, env)?;
-        Self::connect_resolved(manifest, &environment).await
-    }
-
     /// Connects to the app as it runs in `environment`, a Docker environment resolved from
     /// `manifest` (whose manifest is the environment's effective one); fails when it is
     /// not up.
-    pub async fn connect_resolved(
+    pub async fn connect(
         manifest: LoadedManifest,
         environment: &Environment,
     ) -> anyhow::Result<LocalTarget> {
