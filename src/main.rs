@@ -4,6 +4,11 @@
 
 mod cli;
 
+/// The allocator of `dronectl router` as of the standalone `dronectl-router` (see
+/// `router/src/main.rs`): the router container runs this binary.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {

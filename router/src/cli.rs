@@ -59,6 +59,10 @@ pub struct Args {
     /// Data-plane worker threads (0: one per available core)
     #[arg(long, env = "ROUTER_WORKERS", default_value_t = 0)]
     pub workers: usize,
+    /// Pin each worker thread to a CPU of its own (when there are at least as many CPUs
+    /// the process may use as workers)
+    #[arg(long, env = "ROUTER_PIN_WORKERS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub pin_workers: bool,
     /// Log filter: a level (error, warn, info, debug, trace) or `RUST_LOG` directives
     /// (e.g. `info,dronectl_router=debug`) [default: $RUST_LOG, else $LOG_LEVEL, else info]
     #[arg(long, value_name = "FILTER")]
@@ -177,6 +181,7 @@ impl Args {
             drain_timeout: Duration::from_secs(self.drain_timeout_secs),
             upgrade_grace: Duration::from_millis(self.upgrade_grace_ms),
             workers: self.workers,
+            pin_workers: self.pin_workers,
         };
         if let Some(network) = &self.bind_network {
             let ip = opts
@@ -265,6 +270,7 @@ mod tests {
             "--drain-timeout-secs=7",
             "--upgrade-grace-ms=250",
             "--workers=3",
+            "--pin-workers=false",
             "--log-format=text",
         ])
         .unwrap();
@@ -279,6 +285,7 @@ mod tests {
         assert_eq!(opts.drain_timeout, Duration::from_secs(7));
         assert_eq!(opts.upgrade_grace, Duration::from_millis(250));
         assert_eq!(opts.workers, 3);
+        assert!(!opts.pin_workers);
         assert!(opts.admin_token.is_none() && opts.initial_config.is_none());
     }
 
@@ -296,7 +303,8 @@ mod tests {
                 opts.max_body_bytes,
                 opts.drain_timeout,
                 opts.upgrade_grace,
-                opts.workers
+                opts.workers,
+                opts.pin_workers
             ),
             (
                 lib.listen,
@@ -307,7 +315,8 @@ mod tests {
                 lib.max_body_bytes,
                 lib.drain_timeout,
                 lib.upgrade_grace,
-                lib.workers
+                lib.workers,
+                lib.pin_workers
             )
         );
     }

@@ -22,6 +22,7 @@
 //! [`Router`] owns its table, counters and upstream connection pool.
 
 mod admin;
+mod affinity;
 pub mod auth;
 mod body;
 #[cfg(feature = "cli")]
@@ -99,6 +100,9 @@ pub struct RouterOptions {
     /// Data-plane worker threads, each with its own single-threaded runtime, accept loop
     /// and upstream connection pool. 0 (the default): one per available core.
     pub workers: usize,
+    /// Pin worker `i` to the `i`-th CPU the process may use, when there are at least as
+    /// many such CPUs as workers (see `docs/router.md`, "Performance"). Default true.
+    pub pin_workers: bool,
 }
 
 impl Default for RouterOptions {
@@ -115,6 +119,7 @@ impl Default for RouterOptions {
             drain_timeout: Duration::from_secs(30),
             upgrade_grace: Duration::from_secs(10),
             workers: 0,
+            pin_workers: true,
         }
     }
 }
@@ -286,6 +291,7 @@ pub struct Router {
     admin_addr: SocketAddr,
     drain_timeout: Duration,
     workers: usize,
+    pin_workers: bool,
     inner: Arc<Inner>,
 }
 
@@ -341,6 +347,7 @@ pub fn bind(opts: RouterOptions) -> Result<Router, RouterError> {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         },
+        pin_workers: opts.pin_workers,
         inner,
     })
 }
@@ -380,7 +387,8 @@ impl Router {
     ///
     /// Connections to the data ports are accepted here and handed round robin to the
     /// router's own worker threads (see [`RouterOptions::workers`]), each a single-threaded
-    /// Tokio runtime with its own upstream connection pool, which serves them to the end.
+    /// Tokio runtime with its own upstream connection pool, which serves them to the end,
+    /// pinned to a CPU of its own unless [`RouterOptions::pin_workers`] is off.
     /// The admin port and `shutdown` run on the caller's runtime. Dropping this future
     /// stops the workers too (they drain as on shutdown).
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), RouterError> {
@@ -395,9 +403,15 @@ impl Router {
             warn!("no admin token: the admin API refuses every request");
         }
 
+        let pins = if self.pin_workers {
+            affinity::plan(self.workers, &affinity::allowed_cpus())
+        } else {
+            None
+        };
         let mut workers = tokio::task::JoinSet::new();
         let mut queues = Vec::with_capacity(self.workers);
         for i in 0..self.workers {
+            let cpu = pins.as_ref().map(|p| p[i]);
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Accepted>();
             let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Result<(), RouterError>>();
             let (inner, drain) = (inner.clone(), self.drain_timeout);
@@ -405,6 +419,11 @@ impl Router {
                 .name(format!("router-worker-{i}"))
                 .spawn(move || {
                     metrics::set_shard(i);
+                    if let Some(cpu) = cpu {
+                        if let Err(e) = affinity::pin_current_thread(cpu) {
+                            warn!(worker = i, cpu, error = %e, "cannot pin the worker thread to its CPU");
+                        }
+                    }
                     let res = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()
@@ -420,6 +439,7 @@ impl Router {
             public = %self.public_addr.map_or("none".to_string(), |a| a.to_string()),
             admin = %self.admin_addr,
             workers = self.workers,
+            pinned = pins.is_some(),
             "router listening"
         );
 

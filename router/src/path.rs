@@ -31,10 +31,18 @@ pub(crate) fn normalize(path: &str) -> Result<Option<String>, PathError> {
     if !path.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
+    // One pass over the bytes: a path without `%`, `\\`, `//` or any `.` is in normal form
+    // (most are); one with a `.` is checked segment by segment.
     let bytes = path.as_bytes();
-    let plain = !bytes.iter().any(|&c| c == b'%' || c == b'\\')
-        && !path.contains("//")
-        && path.split('/').all(|s| !is_dot_like(s));
+    let mut dot = false;
+    let mut odd = false;
+    let mut prev = 0u8;
+    for &c in bytes {
+        dot |= c == b'.';
+        odd |= c == b'%' || c == b'\\' || (c == b'/' && prev == b'/');
+        prev = c;
+    }
+    let plain = !odd && (!dot || path.split('/').all(|s| !is_dot_like(s)));
     if plain {
         return Ok(None);
     }

@@ -693,20 +693,18 @@ async fn removed_for(mut removed: tokio::sync::watch::Receiver<bool>, grace: Dur
 
 /// A random (version 4) UUID, as the services' own middleware generates.
 pub(crate) fn new_correlation_id() -> HeaderValue {
-    let mut r = fastrand::u128(..).to_be_bytes();
+    /// Where each of the 16 bytes goes in `xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx`.
+    const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut r = [0u8; 16];
+    r[..8].copy_from_slice(&fastrand::u64(..).to_ne_bytes());
+    r[8..].copy_from_slice(&fastrand::u64(..).to_ne_bytes());
     r[6] = (r[6] & 0x0F) | 0x40; // version 4
     r[8] = (r[8] & 0x3F) | 0x80; // variant 10
-    let hex = b"0123456789abcdef";
-    let mut out = [0u8; 36];
-    let mut j = 0;
-    for (i, byte) in r.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            out[j] = b'-';
-            j += 1;
-        }
-        out[j] = hex[usize::from(byte >> 4)];
-        out[j + 1] = hex[usize::from(byte & 0xF)];
-        j += 2;
+    let mut out = [b'-'; 36];
+    for (byte, at) in r.iter().zip(AT) {
+        out[at] = HEX[usize::from(byte >> 4)];
+        out[at + 1] = HEX[usize::from(byte & 0xF)];
     }
     HeaderValue::from_bytes(&out).expect("hex and dashes are valid header bytes")
 }
@@ -736,6 +734,25 @@ mod tests {
         assert_eq!(&s[14..15], "4");
         assert!(matches!(&s[19..20], "8" | "9" | "a" | "b"));
         assert_eq!(s.matches('-').count(), 4);
+        for (i, c) in s.char_indices() {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                assert_eq!(c, '-', "{s}");
+            } else {
+                assert!(c.is_ascii_hexdigit() && !c.is_ascii_uppercase(), "{s}");
+            }
+        }
+        // Every hex digit position takes more than one value over a few ids (no byte is
+        // left constant by the layout), besides the fixed version digit.
+        let ids: Vec<String> = (0..64)
+            .map(|_| new_correlation_id().to_str().unwrap().to_string())
+            .collect();
+        for i in (0..36).filter(|i| !matches!(i, 8 | 13 | 14 | 18 | 23)) {
+            let first = ids[0].as_bytes()[i];
+            assert!(
+                ids.iter().any(|id| id.as_bytes()[i] != first),
+                "position {i}"
+            );
+        }
     }
 
     #[test]

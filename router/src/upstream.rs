@@ -430,24 +430,29 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, UpstreamError> {
     };
     // Where each field is in `buf`, so that the fields can share `buf`'s memory once it is
     // frozen (the parse borrows it until then).
-    let spans: Vec<(usize, usize, usize, usize)> = res
-        .headers
-        .iter()
-        .filter(|h| !hop_by_hop(h.name))
-        .map(|h| {
-            (
-                offset(h.name.as_bytes()),
-                h.name.len(),
-                offset(h.value),
-                h.value.len(),
-            )
-        })
-        .collect();
-    let count = spans.len();
+    // The first `INLINE` spans on the stack (a response rarely has more fields), the rest
+    // in a `Vec` that stays empty (no allocation) otherwise.
+    const INLINE: usize = 16;
+    let mut inline = [(0, 0, 0, 0); INLINE];
+    let mut spill: Vec<(usize, usize, usize, usize)> = Vec::new();
+    let mut count = 0;
+    for h in res.headers.iter().filter(|h| !hop_by_hop(h.name)) {
+        let span = (
+            offset(h.name.as_bytes()),
+            h.name.len(),
+            offset(h.value),
+            h.value.len(),
+        );
+        match inline.get_mut(count) {
+            Some(slot) => *slot = span,
+            None => spill.push(span),
+        }
+        count += 1;
+    }
     let head = buf.split_to(len).freeze();
     // Room for the fields the proxy adds (version, correlation id, a cookie).
     let mut headers = HeaderMap::with_capacity(count + 3);
-    for &(n, nl, v, vl) in &spans {
+    for &(n, nl, v, vl) in inline[..count.min(INLINE)].iter().chain(&spill) {
         let name = HeaderName::from_bytes(&head[n..n + nl])
             .map_err(|_| UpstreamError::Invalid("invalid header name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(v..v + vl))
@@ -819,6 +824,33 @@ mod tests {
             .expect("a complete head");
         assert!(buf.is_empty());
         head
+    }
+
+    #[test]
+    fn every_field_of_a_long_head_is_kept_in_order() {
+        // More fields than the parse keeps on its stack: the rest spill, in order.
+        let mut raw = b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\n".to_vec();
+        for i in 0..40 {
+            raw.extend_from_slice(format!("x-f{}: v{i}\r\nx-same: {i}\r\n", i % 7).as_bytes());
+        }
+        raw.extend_from_slice(b"\r\n");
+        let h = head(&raw);
+        assert_eq!(h.headers.len(), 80);
+        assert!(!h.headers.contains_key(header::CONNECTION));
+        let same: Vec<&str> = h
+            .headers
+            .get_all("x-same")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(same, (0..40).map(|i| i.to_string()).collect::<Vec<_>>());
+        let f3: Vec<&str> = h
+            .headers
+            .get_all("x-f3")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(f3, ["v3", "v10", "v17", "v24", "v31", "v38"]);
     }
 
     #[test]
