@@ -61,7 +61,13 @@ pub struct Args {
     pub workers: usize,
     /// Pin each worker thread to a CPU of its own (when there are at least as many CPUs
     /// the process may use as workers)
-    #[arg(long, env = "ROUTER_PIN_WORKERS", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(
+        long,
+        env = "ROUTER_PIN_WORKERS",
+        value_name = "BOOL",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
     pub pin_workers: bool,
     /// Log filter: a level (error, warn, info, debug, trace) or `RUST_LOG` directives
     /// (e.g. `info,dronectl_router=debug`) [default: $RUST_LOG, else $LOG_LEVEL, else info]
