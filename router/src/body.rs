@@ -18,7 +18,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::metrics::InFlightGuard;
-use crate::upstream::LeanBody;
+use crate::upstream::{LeanBody, RawFields};
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -164,6 +164,16 @@ pub(crate) enum Upstream {
     Lean(LeanBody),
 }
 
+impl Upstream {
+    /// The service's response fields, when the dedicated connection kept them raw.
+    pub(crate) fn raw_mut(&mut self) -> Option<&mut RawFields> {
+        match self {
+            Upstream::Lean(b) => b.raw_mut(),
+            Upstream::Pooled(_) => None,
+        }
+    }
+}
+
 impl RespBody {
     pub(crate) fn full(b: impl Into<Bytes>) -> Self {
         RespBody {
@@ -193,6 +203,17 @@ impl RespBody {
         RespBody {
             kind,
             guard: (!done).then_some(guard),
+        }
+    }
+}
+
+impl RespBody {
+    /// The service's response fields, when the dedicated connection kept them raw for the
+    /// front end to write (see `upstream::RawFields`).
+    pub(crate) fn take_raw(&mut self) -> Option<Box<RawFields>> {
+        match &mut self.kind {
+            RespKind::Lean(b) => b.take_raw(),
+            _ => None,
         }
     }
 }

@@ -28,6 +28,9 @@ mod body;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod config;
+mod date;
+mod fields;
+mod front;
 mod metrics;
 mod mirror;
 pub mod network;
@@ -516,15 +519,21 @@ async fn worker_loop(
         client: inner.upstream_client(),
         inner,
     });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
+    let mut first = auto::Builder::new(TokioExecutor::new());
+    first
         .http1()
         .timer(TokioTimer::new())
         .keep_alive(true)
         // No header read timeout: hyper would start it when a keep-alive connection goes
         // idle and then close it under a client about to reuse it (a lost request).
         .header_read_timeout(None);
-    let graceful = GracefulShutdown::new();
+    let fallback = Arc::new(front::Fallback {
+        http1: first.clone().http1_only(),
+        first,
+    });
+    // Turns true when the worker drains; every connection holds a receiver, so the
+    // channel closes when the last connection has ended.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
     while let Some((stream, remote, listener)) = queue.recv().await {
         let stream = match tokio::net::TcpStream::from_std(stream) {
             Ok(s) => s,
@@ -534,23 +543,19 @@ async fn worker_loop(
             }
         };
         let peer = Arc::new(proxy::Peer::new(worker.clone(), remote.ip(), listener));
-        let dedicated = peer.dedicated.clone();
-        let svc = service_fn(move |req| proxy::handle(peer.clone(), req));
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let (fallback, stopped) = (fallback.clone(), stopped.clone());
         // The connection's own upstream connection is used from this same task (by its
         // requests and their response bodies) and closed with it.
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                debug!(error = %e, "client connection ended with an error");
-            }
+            let dedicated = peer.dedicated.clone();
+            front::serve(stream, peer, &fallback, stopped).await;
             dedicated.clear();
         });
     }
+    drop(stopped);
+    let _ = stop.send(true);
     tokio::select! {
-        _ = graceful.shutdown() => debug!("worker drained"),
+        _ = stop.closed() => debug!("worker drained"),
         _ = tokio::time::sleep(drain_timeout) => warn!("drain timeout reached; closing remaining connections"),
     }
 }

@@ -122,26 +122,41 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+/// A request as hyper's server hands it over (HTTP/2, and HTTP/1 connections the front end
+/// passed on: see `front.rs`).
 pub(crate) async fn handle(
     peer: Arc<Peer>,
     req: Request<Incoming>,
 ) -> Result<Response<RespBody>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let body = (!body.is_end_stream()).then_some(body);
+    Ok(forward(&peer, parts, body, false).await)
+}
+
+/// Routes and forwards one request (`body`: `None` when it has none) and accounts for it.
+/// `raw`: the caller writes the response itself and can take the service's fields raw from
+/// the body (see [`RespBody::take_raw`]); hyper's server cannot.
+pub(crate) async fn forward(
+    peer: &Peer,
+    mut parts: http::request::Parts,
+    body: Option<Incoming>,
+    raw: bool,
+) -> Response<RespBody> {
     let start = Instant::now();
     let worker = &peer.worker;
     let inner = &worker.inner;
     let listener = peer.listener;
-    let (mut parts, body) = req.into_parts();
 
     // 0. The path is routed (and forwarded) in its normal form, or refused.
     match crate::path::normalize(parts.uri.path()) {
         Ok(None) => {}
         Ok(Some(normal)) => match with_path(&parts.uri, &normal) {
             Some(uri) => parts.uri = uri,
-            None => return Ok(json_error(StatusCode::BAD_REQUEST, "invalid request path")),
+            None => return json_error(StatusCode::BAD_REQUEST, "invalid request path"),
         },
         Err(e) => {
             debug!(path = parts.uri.path(), error = %e, "refused path");
-            return Ok(json_error(StatusCode::BAD_REQUEST, &e.to_string()));
+            return json_error(StatusCode::BAD_REQUEST, &e.to_string());
         }
     }
     // Which of the fields looked up below the request has at all: one pass over its
@@ -167,7 +182,7 @@ pub(crate) async fn handle(
     let Some((svc, preview)) = routed else {
         inner.metrics.no_route.fetch_add(1, Relaxed);
         debug!(path = parts.uri.path(), "no route");
-        return Ok(json_error(StatusCode::NOT_FOUND, "no route"));
+        return json_error(StatusCode::NOT_FOUND, "no route");
     };
 
     // 2. Pick a version: forced by header (internal port, or with the token), the preview,
@@ -194,7 +209,7 @@ pub(crate) async fn handle(
             ),
         };
         debug!(service = %svc.name, "{msg}");
-        return Ok(json_error(StatusCode::SERVICE_UNAVAILABLE, &msg));
+        return json_error(StatusCode::SERVICE_UNAVAILABLE, &msg);
     };
 
     // 3. Request body: size limit, and a replayable holder for retries.
@@ -205,21 +220,14 @@ pub(crate) async fn handle(
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
         .is_some_and(|n| n > inner.max_body_bytes);
     if too_big {
-        return Ok(json_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "request body too large",
-        ));
+        return json_error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
     }
     let (mirror, tee) = match choice.mirror {
-        Some(m) => crate::mirror::prepare(inner, &svc, m, &parts.headers, !body.is_end_stream())
+        Some(m) => crate::mirror::prepare(inner, &svc, m, &parts.headers, body.is_some())
             .map_or((None, None), |(job, tee)| (Some(job), tee)),
         None => (None, None),
     };
-    let slot = if body.is_end_stream() {
-        None
-    } else {
-        Some(BodySlot::with_tee(body, inner.max_body_bytes, tee))
-    };
+    let slot = body.map(|body| BodySlot::with_tee(body, inner.max_body_bytes, tee));
 
     // 4. Upstream request head. An upgrade (WebSocket or any other `Connection: Upgrade`,
     // HTTP/1.1 only) keeps its `Connection` and `Upgrade` headers and the client's side of
@@ -316,6 +324,7 @@ pub(crate) async fn handle(
                     .dedicated
                     .send(
                         attempt_start,
+                        raw,
                         &ep.addr,
                         &ep.authority,
                         inner.connect_timeout,
@@ -369,15 +378,27 @@ pub(crate) async fn handle(
                     )),
                     _ => None,
                 };
-                let (mut rp, rb) = resp.into_parts();
-                strip_hop_by_hop(&mut rp.headers);
-                rp.headers.insert(X_VERSION.clone(), ver.header.clone());
-                if let Some(cookie) = &choice.set_cookie {
-                    rp.headers.append(header::SET_COOKIE, cookie.clone());
-                }
-                if !rp.headers.contains_key(&X_CORRELATION) {
-                    rp.headers
-                        .insert(X_CORRELATION.clone(), correlation.clone());
+                let (mut rp, mut rb) = resp.into_parts();
+                // The same fields either way: added after the service's raw fields (which
+                // hold nothing to strip or replace), or set in the response's map.
+                if let Some(raw) = rb.raw_mut() {
+                    raw.add(X_VERSION.clone(), ver.header.clone());
+                    if let Some(cookie) = &choice.set_cookie {
+                        raw.add(header::SET_COOKIE, cookie.clone());
+                    }
+                    if !raw.correlation {
+                        raw.add(X_CORRELATION.clone(), correlation.clone());
+                    }
+                } else {
+                    strip_hop_by_hop(&mut rp.headers);
+                    rp.headers.insert(X_VERSION.clone(), ver.header.clone());
+                    if let Some(cookie) = &choice.set_cookie {
+                        rp.headers.append(header::SET_COOKIE, cookie.clone());
+                    }
+                    if !rp.headers.contains_key(&X_CORRELATION) {
+                        rp.headers
+                            .insert(X_CORRELATION.clone(), correlation.clone());
+                    }
                 }
                 let elapsed = start.elapsed();
                 ver.metrics.response(rp.status.as_u16());
@@ -403,9 +424,9 @@ pub(crate) async fn handle(
                     }
                     drop(rb);
                     tokio::spawn(tunnel(client, upstream, guard, inner.upgrade_grace));
-                    return Ok(Response::from_parts(rp, RespBody::empty()));
+                    return Response::from_parts(rp, RespBody::empty());
                 }
-                return Ok(Response::from_parts(rp, RespBody::upstream(rb, guard)));
+                return Response::from_parts(rp, RespBody::upstream(rb, guard));
             }
             Some(Err(e)) => (e.kind(), e.message()),
             None => (ErrorKind::Timeout, "upstream timeout".to_string()),
@@ -415,10 +436,7 @@ pub(crate) async fn handle(
 
         if slot.as_ref().is_some_and(|s| s.too_large.load(Relaxed)) {
             ver.metrics.response(413);
-            return Ok(json_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request body too large",
-            ));
+            return json_error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
         }
         let replayable = slot.as_ref().is_none_or(|s| s.intact());
         let retry = match kind {
@@ -460,11 +478,11 @@ pub(crate) async fn handle(
             .insert(X_VERSION.clone(), ver.header.clone());
         resp.headers_mut()
             .insert(X_CORRELATION.clone(), correlation.clone());
-        return Ok(resp);
+        return resp;
     }
 }
 
-/// Which of the request fields that [`handle`] reads are present (before it changes any).
+/// Which of the request fields that [`forward`] reads are present (before it changes any).
 /// A field found absent is not looked up; one found present still is (it may have been
 /// removed since, e.g. by being named in `Connection`).
 #[derive(Debug, Default, PartialEq, Eq)]

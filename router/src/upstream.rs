@@ -35,6 +35,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::body::BoxError;
+use crate::fields::Spans;
 use crate::metrics::ErrorKind;
 
 /// Longest idle time after which the dedicated connection is not reused (as the pool's).
@@ -205,11 +206,15 @@ impl Dedicated {
     /// `Host: authority` when the headers have none) to `addr` on the dedicated connection
     /// when it can take it (opening it for the first endpoint this connection uses).
     /// `None` when it cannot, or could not write the request: the pooled client may send it.
-    /// `now` is the time the request started (no clock read here).
+    /// `now` is the time the request started (no clock read here). With `raw`, the caller
+    /// writes the response to its client itself (the front end) and takes the response
+    /// fields from [`LeanBody::take_raw`] when they could be kept raw (the response's map
+    /// is empty then).
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn send(
         &self,
         now: Instant,
+        raw: bool,
         addr: &str,
         authority: &Authority,
         connect_timeout: Duration,
@@ -264,7 +269,7 @@ impl Dedicated {
         conn.wbuf = wbuf;
         conn.idle_since = now;
 
-        let head = match read_head(&mut conn).await {
+        let head = match read_head(&mut conn, raw).await {
             Ok(head) => head,
             Err(e) => return Some(Err(e)),
         };
@@ -274,7 +279,8 @@ impl Dedicated {
         };
         let keep_alive = framing != Framing::Eof && keeps_alive(&head);
         std::mem::forget(release);
-        let body = LeanBody::new(conn, framing, keep_alive, self.clone());
+        let mut body = LeanBody::new(conn, framing, keep_alive, self.clone());
+        body.raw = head.raw;
         let mut resp = Response::new(body);
         *resp.status_mut() = head.status;
         *resp.version_mut() = head.version;
@@ -338,20 +344,62 @@ fn encode_head(
 struct Head {
     status: StatusCode,
     version: Version,
+    /// The fields, unless they are kept raw (then empty).
     headers: HeaderMap,
+    /// The fields as the service sent them, when the caller takes them raw and they can be
+    /// (boxed: the spans are large, and the head and body are moved several times).
+    raw: Option<Box<RawFields>>,
     /// The reason phrase when it is not the status code's canonical one (hyper keeps it).
     reason: Option<hyper::ext::ReasonPhrase>,
     /// `Connection` named `close` / `keep-alive` (read before those fields are dropped).
     close: bool,
     keep: bool,
+    /// `Transfer-Encoding` was sent: whether its last coding is `chunked`.
+    chunked: Option<bool>,
+    /// The `Content-Length` (every value the same), or why it is invalid.
+    length: Result<Option<u64>, &'static str>,
+}
+
+/// A response's header fields as the service sent them, for the front end to write to the
+/// client as they are (see `front.rs`) rather than through a [`HeaderMap`]: every field
+/// but `Connection` and `Keep-Alive`. Only for a response without any other hop-by-hop
+/// field (so there is nothing else to strip), without `Transfer-Encoding` and with a valid
+/// `Content-Length` or none.
+pub(crate) struct RawFields {
+    head: Bytes,
+    spans: Spans,
+    /// The service set `x-correlation-id`.
+    pub(crate) correlation: bool,
+    /// The service set `Date`.
+    pub(crate) date: bool,
+    /// The service's `Content-Length`.
+    pub(crate) length: Option<u64>,
+    /// Fields the proxy adds after the service's (its version, a cookie, a correlation id).
+    added: [Option<(HeaderName, HeaderValue)>; 3],
+}
+
+impl RawFields {
+    /// Each field's name (as the service spelled it) and value, then the added ones.
+    pub(crate) fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let added = self.added.iter().flatten();
+        self.spans
+            .fields(&self.head)
+            .chain(added.map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())))
+    }
+
+    /// Adds a field after the service's. At most three (what the proxy adds).
+    pub(crate) fn add(&mut self, name: HeaderName, value: HeaderValue) {
+        let free = self.added.iter_mut().find(|slot| slot.is_none());
+        *free.expect("the proxy adds at most three fields") = Some((name, value));
+    }
 }
 
 /// Reads until a final (non-1xx) response head is complete; informational responses are
-/// skipped, as hyper's client does.
-async fn read_head(conn: &mut Conn) -> Result<Head, UpstreamError> {
+/// skipped, as hyper's client does. With `raw`, the fields are kept raw when they can be.
+async fn read_head(conn: &mut Conn, raw: bool) -> Result<Head, UpstreamError> {
     loop {
         if !conn.rbuf.is_empty() {
-            if let Some(head) = parse_head(&mut conn.rbuf)? {
+            if let Some(head) = parse_head(&mut conn.rbuf, raw)? {
                 match head.status.as_u16() {
                     101 => return Err(UpstreamError::Invalid("unexpected 101 response")),
                     100..=199 => continue,
@@ -371,9 +419,45 @@ async fn read_head(conn: &mut Conn) -> Result<Head, UpstreamError> {
     }
 }
 
+/// The response fields the parse looks at, by name (any case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Connection,
+    KeepAlive,
+    TransferEncoding,
+    ContentLength,
+    Correlation,
+    Date,
+    /// Another hop-by-hop field (RFC 9110 7.6.1 and the proxy's own list).
+    HopByHop,
+    /// `x-dronectl-version`, which the proxy replaces with its own.
+    Version,
+    Other,
+}
+
+fn field(name: &str) -> Field {
+    let is = |n: &str| name.eq_ignore_ascii_case(n);
+    match name.len() {
+        2 if is("te") => Field::HopByHop,
+        4 if is("date") => Field::Date,
+        7 if is("trailer") || is("upgrade") => Field::HopByHop,
+        10 if is("connection") => Field::Connection,
+        10 if is("keep-alive") => Field::KeepAlive,
+        14 if is("content-length") => Field::ContentLength,
+        16 if is(crate::proxy::CORRELATION_HEADER) => Field::Correlation,
+        16 if is("proxy-connection") => Field::HopByHop,
+        17 if is("transfer-encoding") => Field::TransferEncoding,
+        18 if is("proxy-authenticate") => Field::HopByHop,
+        18 if is(crate::proxy::VERSION_HEADER) => Field::Version,
+        19 if is("proxy-authorization") => Field::HopByHop,
+        _ => Field::Other,
+    }
+}
+
 /// Parses a response head at the start of `buf` and consumes it; `None` if incomplete.
-/// Header values share the read buffer's memory (no copy).
-fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, UpstreamError> {
+/// Header values share the read buffer's memory (no copy). With `raw`, the fields are kept
+/// as [`RawFields`] when they can be, and the map stays empty.
+fn parse_head(buf: &mut BytesMut, raw: bool) -> Result<Option<Head>, UpstreamError> {
     // Uninitialised field slots, as hyper's own parser uses: zeroing 100 of them (3.2 KB)
     // for every response cost more than parsing it.
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
@@ -399,76 +483,114 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, UpstreamError> {
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    let base = buf.as_ptr() as usize;
-    let offset = |s: &[u8]| s.as_ptr() as usize - base;
+    // Where each field is in `buf`, so that the fields can share `buf`'s memory once it is
+    // frozen (the parse borrows it until then).
+    let mut spans = Spans::new(buf);
     let reason = res
         .reason
         .filter(|r| !r.is_empty() && Some(*r) != status.canonical_reason())
-        .map(|r| (offset(r.as_bytes()), r.len()));
-    // `Connection` as almost every service sends it (`keep-alive` or `close`, nothing else)
-    // and `Keep-Alive` are hop-by-hop: they are read here and left out of the map, so the
-    // proxy finds nothing to strip. A `Connection` naming other fields keeps them all for
-    // the proxy's strip.
-    let (mut close, mut keep, mut names_others) = (false, false, false);
-    for h in res.headers.iter() {
-        if h.name.eq_ignore_ascii_case("connection") {
-            for t in std::str::from_utf8(h.value).unwrap_or("").split(',') {
-                let t = t.trim();
-                if t.eq_ignore_ascii_case("close") {
-                    close = true;
-                } else if t.eq_ignore_ascii_case("keep-alive") {
-                    keep = true;
-                } else if !t.is_empty() {
-                    names_others = true;
+        .map(|r| (spans.offset(r.as_bytes()), r.len()));
+    // One pass reads what framing and the proxy need. `Connection` as almost every
+    // service sends it (`keep-alive` or `close`, nothing else) and `Keep-Alive` are
+    // hop-by-hop: they are left out of the fields, so the proxy finds nothing to strip. A
+    // `Connection` naming other fields keeps them all for the proxy's strip.
+    // `other_hop`: a field that only the map path strips or replaces.
+    let (mut close, mut keep, mut names_others, mut other_hop) = (false, false, false, false);
+    let (mut correlation, mut date) = (false, false);
+    let mut chunked = None;
+    let mut length: Result<Option<u64>, &'static str> = Ok(None);
+    // Each field's kind, for the second pass (the first `MAX_HEADERS` cover them all).
+    let mut kinds = [Field::Other; MAX_HEADERS];
+    for (h, kind) in res.headers.iter().zip(kinds.iter_mut()) {
+        *kind = field(h.name);
+        match *kind {
+            Field::Connection => {
+                for t in std::str::from_utf8(h.value).unwrap_or("").split(',') {
+                    let t = t.trim();
+                    if t.eq_ignore_ascii_case("close") {
+                        close = true;
+                    } else if t.eq_ignore_ascii_case("keep-alive") {
+                        keep = true;
+                    } else if !t.is_empty() {
+                        names_others = true;
+                    }
                 }
             }
+            Field::TransferEncoding => {
+                let last = std::str::from_utf8(h.value)
+                    .unwrap_or("")
+                    .rsplit(',')
+                    .next()
+                    .map(str::trim);
+                chunked = Some(last.is_some_and(|t| t.eq_ignore_ascii_case("chunked")));
+            }
+            Field::ContentLength => {
+                if let Ok(seen) = length {
+                    length = content_length(h.value, seen);
+                }
+            }
+            Field::Correlation => correlation = true,
+            Field::Date => date = true,
+            // Fields the proxy removes or replaces: the map does that.
+            Field::HopByHop | Field::Version => other_hop = true,
+            Field::KeepAlive | Field::Other => {}
         }
     }
-    let hop_by_hop = |name: &str| {
-        !names_others
-            && (name.eq_ignore_ascii_case("connection") || name.eq_ignore_ascii_case("keep-alive"))
-    };
-    // Where each field is in `buf`, so that the fields can share `buf`'s memory once it is
-    // frozen (the parse borrows it until then).
-    // The first `INLINE` spans on the stack (a response rarely has more fields), the rest
-    // in a `Vec` that stays empty (no allocation) otherwise.
-    const INLINE: usize = 16;
-    let mut inline = [(0, 0, 0, 0); INLINE];
-    let mut spill: Vec<(usize, usize, usize, usize)> = Vec::new();
-    let mut count = 0;
-    for h in res.headers.iter().filter(|h| !hop_by_hop(h.name)) {
-        let span = (
-            offset(h.name.as_bytes()),
-            h.name.len(),
-            offset(h.value),
-            h.value.len(),
-        );
-        match inline.get_mut(count) {
-            Some(slot) => *slot = span,
-            None => spill.push(span),
+    for (h, kind) in res.headers.iter().zip(kinds) {
+        let dropped = !names_others && matches!(kind, Field::Connection | Field::KeepAlive);
+        if !dropped {
+            spans.push(h);
         }
-        count += 1;
     }
     let head = buf.split_to(len).freeze();
-    // Room for the fields the proxy adds (version, correlation id, a cookie).
-    let mut headers = HeaderMap::with_capacity(count + 3);
-    for &(n, nl, v, vl) in inline[..count.min(INLINE)].iter().chain(&spill) {
-        let name = HeaderName::from_bytes(&head[n..n + nl])
-            .map_err(|_| UpstreamError::Invalid("invalid header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(v..v + vl))
-            .map_err(|_| UpstreamError::Invalid("invalid header value"))?;
-        headers.append(name, value);
-    }
     let reason =
         reason.and_then(|(at, n)| hyper::ext::ReasonPhrase::try_from(head.slice(at..at + n)).ok());
+    let (headers, raw) = match length {
+        Ok(length) if raw && !names_others && !other_hop && chunked.is_none() => {
+            let raw = RawFields {
+                head,
+                spans,
+                correlation,
+                date,
+                length,
+                added: [None, None, None],
+            };
+            (HeaderMap::new(), Some(Box::new(raw)))
+        }
+        // Room for the fields the proxy adds (version, correlation id, a cookie).
+        _ => match spans.to_map(&head, 3) {
+            Some(map) => (map, None),
+            None => return Err(UpstreamError::Invalid("invalid header field")),
+        },
+    };
     Ok(Some(Head {
         status,
         version,
         headers,
+        raw,
         reason,
         close,
         keep,
+        chunked,
+        length,
     }))
+}
+
+/// A `Content-Length` value (a number, or a list of the same number) after the values
+/// `seen` before it.
+fn content_length(value: &[u8], mut seen: Option<u64>) -> Result<Option<u64>, &'static str> {
+    let s = std::str::from_utf8(value).map_err(|_| "invalid content-length")?;
+    for part in s.split(',').map(str::trim) {
+        let n = (!part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| part.parse::<u64>().ok())
+            .flatten()
+            .ok_or("invalid content-length")?;
+        if seen.is_some_and(|l| l != n) {
+            return Err("conflicting content-length");
+        }
+        seen = Some(n);
+    }
+    Ok(seen)
 }
 
 /// How the response body is delimited (RFC 9112 section 6.3).
@@ -485,36 +607,12 @@ fn framing(method: &Method, head: &Head) -> Result<Framing, UpstreamError> {
     if method == Method::HEAD || code == 204 || code == 304 {
         return Ok(Framing::Length(0));
     }
-    let h = &head.headers;
-    if h.contains_key(header::TRANSFER_ENCODING) {
-        let last = h
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .next_back()
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-            .map(str::trim);
-        return Ok(match last {
-            Some(t) if t.eq_ignore_ascii_case("chunked") => Framing::Chunked,
-            _ => Framing::Eof,
-        });
+    match head.chunked {
+        Some(true) => return Ok(Framing::Chunked),
+        Some(false) => return Ok(Framing::Eof),
+        None => {}
     }
-    let mut length = None;
-    for value in h.get_all(header::CONTENT_LENGTH) {
-        let s = value
-            .to_str()
-            .map_err(|_| UpstreamError::Invalid("invalid content-length"))?;
-        for part in s.split(',').map(str::trim) {
-            let n = (!part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
-                .then(|| part.parse::<u64>().ok())
-                .flatten()
-                .ok_or(UpstreamError::Invalid("invalid content-length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(UpstreamError::Invalid("conflicting content-length"));
-            }
-            length = Some(n);
-        }
-    }
+    let length = head.length.map_err(UpstreamError::Invalid)?;
     Ok(length.map_or(Framing::Eof, Framing::Length))
 }
 
@@ -550,9 +648,21 @@ pub(crate) struct LeanBody {
     ready: Option<Bytes>,
     keep_alive: bool,
     home: Dedicated,
+    /// The response's fields, when they were kept raw.
+    raw: Option<Box<RawFields>>,
 }
 
 impl LeanBody {
+    /// The response's fields when they were kept raw (see [`Dedicated::send`]).
+    pub(crate) fn raw_mut(&mut self) -> Option<&mut RawFields> {
+        self.raw.as_deref_mut()
+    }
+
+    /// Takes the response's raw fields, to write them.
+    pub(crate) fn take_raw(&mut self) -> Option<Box<RawFields>> {
+        self.raw.take()
+    }
+
     fn new(mut conn: Conn, framing: Framing, keep_alive: bool, home: Dedicated) -> LeanBody {
         let (state, ready) = match framing {
             Framing::Length(0) => (State::Done, None),
@@ -569,6 +679,7 @@ impl LeanBody {
             ready,
             keep_alive,
             home,
+            raw: None,
         };
         if body.state == State::Done {
             body.finish();
@@ -818,7 +929,7 @@ mod tests {
 
     fn head(raw: &[u8]) -> Head {
         let mut buf = BytesMut::from(raw);
-        let head = parse_head(&mut buf)
+        let head = parse_head(&mut buf, false)
             .ok()
             .flatten()
             .expect("a complete head");
@@ -882,9 +993,63 @@ mod tests {
         assert!(framing(&Method::GET, &h).is_err());
 
         let mut partial = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Le"[..]);
-        assert!(matches!(parse_head(&mut partial), Ok(None)));
+        assert!(matches!(parse_head(&mut partial, false), Ok(None)));
         let mut bad = BytesMut::from(&b"HTTX/1.1 200 OK\r\n\r\n"[..]);
-        assert!(parse_head(&mut bad).is_err());
+        assert!(parse_head(&mut bad, false).is_err());
+    }
+
+    fn raw_head(raw: &[u8]) -> Head {
+        let mut buf = BytesMut::from(raw);
+        let head = parse_head(&mut buf, true)
+            .ok()
+            .flatten()
+            .expect("a complete head");
+        assert!(buf.is_empty());
+        head
+    }
+
+    #[test]
+    fn plain_response_fields_are_kept_raw_in_order() {
+        let h = raw_head(
+            b"HTTP/1.1 200 OK\r\nServer: s\r\nConnection: keep-alive\r\nContent-Length: 5\r\nKeep-Alive: timeout=5\r\nX-Correlation-Id: c1\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n",
+        );
+        assert!(h.headers.is_empty());
+        let raw = h.raw.as_ref().expect("kept raw");
+        let fields: Vec<(&[u8], &[u8])> = raw.fields().collect();
+        assert_eq!(
+            fields,
+            [
+                (&b"Server"[..], &b"s"[..]),
+                (b"Content-Length", b"5"),
+                (b"X-Correlation-Id", b"c1"),
+                (b"Set-Cookie", b"a=1"),
+                (b"Set-Cookie", b"b=2"),
+            ]
+        );
+        assert!(raw.correlation && !raw.date);
+        assert_eq!(raw.length, Some(5));
+        assert_eq!(framing(&Method::GET, &h).ok(), Some(Framing::Length(5)));
+        assert!(keeps_alive(&h));
+        let h = raw_head(b"HTTP/1.1 204 No Content\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n");
+        let raw = h.raw.as_ref().expect("kept raw");
+        assert!(raw.date && !raw.correlation && raw.length.is_none());
+    }
+
+    #[test]
+    fn responses_with_more_to_strip_or_other_framing_get_a_map() {
+        for text in [
+            &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nConnection: x-secret\r\nx-secret: 1\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTrailer: x-t\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nUpgrade: h2c\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nProxy-Authenticate: Basic\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nX-Dronectl-Version: not-the-router\r\nContent-Length: 0\r\n\r\n",
+        ] {
+            let h = raw_head(text);
+            assert!(h.raw.is_none(), "{}", String::from_utf8_lossy(text));
+            assert!(!h.headers.is_empty(), "{}", String::from_utf8_lossy(text));
+        }
     }
 
     #[test]
