@@ -8,7 +8,8 @@
 #   router   dronectl-router (release build), one service routed by path with a 90/10 split
 #            of two versions (both on the upstream), at its default log level (info)
 # `wrk -t1 -cC --latency` runs against each proxy for every C in BENCH_CONNS, interleaved
-# (proxy after proxy, round after round) so that a noisy neighbour hits all of them alike.
+# (proxy after proxy, round after round, each round starting with the next proxy) so that a
+# noisy neighbour hits all of them alike.
 # Prints every run, then the median req/s and p99 per proxy and connection count and the
 # ratios router/nginx and router/haproxy. Also the proxy's own CPU time per request (user +
 # system, its processes and threads, from /proc): on a machine shared with other work the
@@ -187,9 +188,14 @@ for p in ${ports#"$up "}; do
   timeout 10 wrk -t1 -c64 -d2s "http://127.0.0.1:$p/" >/dev/null
 done
 echo "round proxy   conns     req/s   p99 ms  cpu µs/req  errors"
+read -r -a order <<<"$proxies"
 for r in $(seq "$rounds"); do
+  # Each round starts with the next proxy (nginx first in round 1, HAProxy in round 2, ...),
+  # so that no proxy always runs right after the same one.
+  k=$(((r - 1) % ${#order[@]}))
+  rotated="${order[*]:k} ${order[*]:0:k}"
   for c in $conns; do
-    for proxy in $proxies; do
+    for proxy in $rotated; do
       case $proxy in
         nginx) port=$nginx_port pid=$nginx_pid ;;
         haproxy) port=$haproxy_port pid=$haproxy_pid ;;

@@ -192,7 +192,13 @@ impl Front {
             };
             self.served += 1;
             let head_only = req.parts.method == Method::HEAD;
-            let resp = proxy::forward(peer, req.parts, None, true).await;
+            let Some(resp) = self
+                .unless_client_leaves(proxy::forward(peer, req.parts, None, true))
+                .await
+            else {
+                debug!("client closed its connection before the response; request abandoned");
+                return Outcome::Done;
+            };
             let keep = !req.close && !signalled && !*stop.borrow();
             match self.respond(resp, head_only, keep).await {
                 Ok(true) if keep => {}
@@ -202,6 +208,36 @@ impl Front {
                 }
             }
         }
+    }
+
+    /// `fut`, or `None` once the client has closed its side (hyper's server drops the
+    /// request then too, and so the upstream attempt: its connection is given up). Bytes
+    /// the client sends meanwhile (pipelined requests) are kept for later, up to
+    /// [`MAX_HEAD`] of them; beyond that the socket is left unread until the response.
+    async fn unless_client_leaves<F: std::future::Future>(&mut self, fut: F) -> Option<F::Output> {
+        let mut fut = std::pin::pin!(fut);
+        let (stream, buf) = (&self.stream, &mut self.buf);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+                return Poll::Ready(Some(out));
+            }
+            while buf.len() < MAX_HEAD {
+                match stream.poll_read_ready(cx) {
+                    Poll::Pending => break,
+                    Poll::Ready(Err(_)) => return Poll::Ready(None),
+                    Poll::Ready(Ok(())) => {}
+                }
+                buf.reserve(READ_CHUNK);
+                match stream.try_read_buf(buf) {
+                    Ok(0) => return Poll::Ready(None),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => return Poll::Ready(None),
+                }
+            }
+            Poll::Pending
+        })
+        .await
     }
 
     /// Writes `resp` (without its body for a `HEAD` request). `Ok(true)` when the body was

@@ -411,3 +411,43 @@ async fn shutdown_closes_idle_connections_and_finishes_the_request_in_flight() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_abandons_its_request() {
+    let (a, r) = one_service().await;
+    let mut c = Conn::open(&r).await;
+    c.send(&get("orders", "/slow?ms=5000")).await;
+    let in_flight = || {
+        r.handle
+            .endpoints()
+            .iter()
+            .map(|e| e.in_flight)
+            .sum::<u64>()
+    };
+    let started = std::time::Instant::now();
+    while in_flight() == 0 {
+        assert!(started.elapsed() < T, "the request never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(c);
+    // The router gives the attempt up at once rather than when the service answers.
+    while in_flight() > 0 {
+        assert!(
+            started.elapsed() < Duration::from_millis(2500),
+            "the abandoned request is still in flight"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(a.hits(), 1);
+    // Pipelined bytes that arrive while a request waits are kept for after it.
+    let mut c = Conn::open(&r).await;
+    c.send(&get("orders", "/slow?ms=200")).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    c.send(&get("orders", "/next")).await;
+    assert_eq!(
+        c.response(false).await.header("x-seen-path"),
+        Some("/slow?ms=200")
+    );
+    assert_eq!(c.response(false).await.header("x-seen-path"), Some("/next"));
+    r.stop().await;
+}
