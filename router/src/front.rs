@@ -3,8 +3,8 @@
 //! Every accepted connection starts here. The front end reads and parses request heads
 //! itself (`httparse`, as hyper does) and serves a request when it is *plain*: HTTP/1.1,
 //! origin-form target, no body (no `Transfer-Encoding`, `Content-Length` absent or exactly
-//! `0`), no `Expect`, no `Upgrade`, `Connection` naming nothing but `keep-alive`/`close`/
-//! other fields. It hands the request to [`proxy::forward`] like hyper's server would, and
+//! `0`), no `Expect`, no `Upgrade` field and no `upgrade` token in `Connection`. It hands the
+//! request to [`proxy::forward`] like hyper's server would, and
 //! writes the response head and body straight to the socket: one write for a response whose
 //! body came with its head, the head first (then the body as it streams) otherwise.
 //!
@@ -18,7 +18,9 @@
 //! consuming a byte of it.
 //!
 //! Shutdown: between requests, a stop signal closes an idle connection; a request in progress
-//! is finished and answered with `connection: close`, as hyper's graceful shutdown does.
+//! is finished and answered with `connection: close`, as hyper's graceful shutdown does. A
+//! client that closes its side while its request waits for the service abandons it, as
+//! under hyper's server.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -157,8 +159,8 @@ enum Parsed {
 
 impl Front {
     async fn run(&mut self, peer: &Peer, stop: &watch::Receiver<bool>) -> Outcome {
-        // One wait for the stop signal for the connection's life (registering a new one
-        // for every idle wait cost more than the rest of the wait).
+        // One wait for the stop signal for the connection's life: registering a new one
+        // for every keep-alive wait cost about 575 instructions per request (callgrind).
         let mut waiter = stop.clone();
         let stop_signal = async move {
             let _ = waiter.changed().await;
