@@ -223,6 +223,13 @@ done
 echo
 awk -F'\t' -v conns="$conns" '
   NR > 1 { key = $2 " " $3; n[key]++; rps[key, n[key]] = $4; p99[key, n[key]] = $5; cpu[key, n[key]] = $6 }
+  NR > 1 { by_round[$1, $2, $3] = $4; rounds[$1] = 1 }
+  function paired(a, b, c,   r, m, v, i, j, t) {
+    m = 0
+    for (r in rounds) if (by_round[r, b, c] > 0) v[++m] = by_round[r, a, c] / by_round[r, b, c]
+    for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
+    return m == 0 ? 0 : m % 2 ? v[(m + 1) / 2] : (v[m / 2] + v[m / 2 + 1]) / 2
+  }
   function median(arr, key, cnt,   i, j, t, v) {
     for (i = 1; i <= cnt; i++) v[i] = arr[key, i]
     for (i = 1; i <= cnt; i++) for (j = i + 1; j <= cnt; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
@@ -250,6 +257,17 @@ awk -F'\t' -v conns="$conns" '
     printf "\nCPU time of the proxy per request, µs (median):\n\n"
     printf "| connections | nginx | HAProxy | router |%s\n|---|---|---|---|%s\n", before ? " before |" : "", before ? "---|" : ""
     for (k = 1; k in cs; k++) print line[cs[k]]
+    # The same ratios taken round by round (each proxy against the others of its own
+    # round), then their median: a machine whose speed drifts between rounds moves both
+    # sides of each ratio alike.
+    printf "\nMedian of the per-round ratios (req/s of the same round):\n\n"
+    printf "| connections | router/nginx | router/HAProxy |%s\n|---|---|---|%s\n", before ? " before/nginx | before/HAProxy |" : "", before ? "---|---|" : ""
+    for (k = 1; k in cs; k++) {
+      c = cs[k]
+      printf "| %s | %.2f× | %.2f× |", c, paired("router", "nginx", c), paired("router", "haproxy", c)
+      if (before) printf " %.2f× | %.2f× |", paired("before", "nginx", c), paired("before", "haproxy", c)
+      printf "\n"
+    }
     printf "\nmedians of %d rounds; raw rows in '"$out"'\n", n["router " cs[1]]
   }' "$out"
 

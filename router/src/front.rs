@@ -194,10 +194,11 @@ impl Front {
             };
             self.served += 1;
             let head_only = req.parts.method == Method::HEAD;
-            let Some(resp) = self
-                .unless_client_leaves(proxy::forward(peer, req.parts, None, true))
-                .await
-            else {
+            // Pinned where it is made: moved by value into `unless_client_leaves`, the
+            // forward future (large: it holds the state of every await in `forward`) was
+            // copied twice per request (callgrind: `memcpy`).
+            let forward = std::pin::pin!(proxy::forward(peer, req.parts, None, true));
+            let Some(resp) = self.unless_client_leaves(forward).await else {
                 debug!("client closed its connection before the response; request abandoned");
                 return Outcome::Done;
             };
@@ -216,8 +217,10 @@ impl Front {
     /// request then too, and so the upstream attempt: its connection is given up). Bytes
     /// the client sends meanwhile (pipelined requests) are kept for later, up to
     /// [`MAX_HEAD`] of them; beyond that the socket is left unread until the response.
-    async fn unless_client_leaves<F: std::future::Future>(&mut self, fut: F) -> Option<F::Output> {
-        let mut fut = std::pin::pin!(fut);
+    async fn unless_client_leaves<F: std::future::Future>(
+        &mut self,
+        mut fut: Pin<&mut F>,
+    ) -> Option<F::Output> {
         let (stream, buf) = (&self.stream, &mut self.buf);
         std::future::poll_fn(|cx| {
             if let Poll::Ready(out) = fut.as_mut().poll(cx) {

@@ -35,6 +35,7 @@ mod metrics;
 mod mirror;
 pub mod network;
 mod path;
+mod placement;
 mod proxy;
 pub mod select;
 pub mod stats;
@@ -194,6 +195,8 @@ pub(crate) struct Inner {
     pub(crate) admin_token: Option<AdminToken>,
     /// Mirrored requests in flight (bounded: see `mirror.rs`).
     pub(crate) mirrors: mirror::Limiter,
+    /// Open data-port connections per worker, and which worker gets the next one.
+    placement: placement::Placement,
     apply_lock: Mutex<()>,
 }
 
@@ -280,7 +283,9 @@ impl RouterHandle {
 
     /// Prometheus text exposition (what `GET /metrics` serves).
     pub fn metrics_text(&self) -> String {
-        self.0.metrics.prometheus(self.generation())
+        let mut out = self.0.metrics.prometheus(self.generation());
+        self.0.placement.prometheus(&mut out);
+        out
     }
 }
 
@@ -319,6 +324,10 @@ pub fn bind(opts: RouterOptions) -> Result<Router, RouterError> {
     };
     let (admin, admin_addr) = listen(opts.admin_listen)?;
 
+    let workers = match opts.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
     let metrics = Metrics::default();
     let inner = Arc::new(Inner {
         table: ArcSwap::from_pointee(Table::compile(RouterConfig::default(), &metrics)),
@@ -330,6 +339,7 @@ pub fn bind(opts: RouterOptions) -> Result<Router, RouterError> {
         draining: AtomicBool::new(false),
         admin_token: opts.admin_token,
         mirrors: mirror::Limiter::default(),
+        placement: placement::Placement::new(workers),
         apply_lock: Mutex::new(()),
     });
     if let Some(mut cfg) = opts.initial_config {
@@ -346,10 +356,7 @@ pub fn bind(opts: RouterOptions) -> Result<Router, RouterError> {
         public_addr,
         admin_addr,
         drain_timeout: opts.drain_timeout,
-        workers: match opts.workers {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        },
+        workers,
         pin_workers: opts.pin_workers,
         inner,
     })
@@ -388,10 +395,11 @@ impl Router {
     /// ports stop accepting, idle keep-alive connections are closed, in-flight requests are
     /// drained (up to the drain timeout), and the admin port is closed last.
     ///
-    /// Connections to the data ports are accepted here and handed round robin to the
-    /// router's own worker threads (see [`RouterOptions::workers`]), each a single-threaded
-    /// Tokio runtime with its own upstream connection pool, which serves them to the end,
-    /// pinned to a CPU of its own unless [`RouterOptions::pin_workers`] is off.
+    /// Connections to the data ports are accepted here and handed to the router's own
+    /// worker threads (see [`RouterOptions::workers`]), the one holding the fewest open
+    /// connections, each a single-threaded Tokio runtime with its own upstream connection
+    /// pool, which serves them to the end, pinned to a CPU of its own unless
+    /// [`RouterOptions::pin_workers`] is off.
     /// The admin port and `shutdown` run on the caller's runtime. Dropping this future
     /// stops the workers too (they drain as on shutdown).
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), RouterError> {
@@ -456,7 +464,6 @@ impl Router {
                 None => std::future::pending().await,
             }
         };
-        let mut next = 0;
         let mut result = Ok(());
         loop {
             tokio::select! {
@@ -474,8 +481,8 @@ impl Router {
                         let _ = stream.set_nodelay(true);
                         match stream.into_std() {
                             Ok(stream) => {
-                                let _ = queues[next].send((stream, remote, listener));
-                                next = (next + 1) % queues.len();
+                                let (i, open) = inner.placement.place();
+                                let _ = queues[i].send((stream, remote, listener, open));
                             }
                             Err(e) => warn!(error = %e, "accepted connection unusable"),
                         }
@@ -505,8 +512,13 @@ impl Router {
     }
 }
 
-/// A connection accepted on a data port, on its way to a worker.
-type Accepted = (std::net::TcpStream, SocketAddr, Listener);
+/// A connection accepted on a data port, on its way to a worker, counted as open there.
+type Accepted = (
+    std::net::TcpStream,
+    SocketAddr,
+    Listener,
+    placement::OpenConnection,
+);
 
 /// One data-plane worker: serves the connections it is handed on this thread until its
 /// queue closes, then drains like [`Router::serve`] describes.
@@ -534,7 +546,7 @@ async fn worker_loop(
     // Turns true when the worker drains; every connection holds a receiver, so the
     // channel closes when the last connection has ended.
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    while let Some((stream, remote, listener)) = queue.recv().await {
+    while let Some((stream, remote, listener, open)) = queue.recv().await {
         let stream = match tokio::net::TcpStream::from_std(stream) {
             Ok(s) => s,
             Err(e) => {
@@ -550,6 +562,7 @@ async fn worker_loop(
             let dedicated = peer.dedicated.clone();
             front::serve(stream, peer, &fallback, stopped).await;
             dedicated.clear();
+            drop(open);
         });
     }
     drop(stopped);

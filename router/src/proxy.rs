@@ -82,10 +82,12 @@ impl Peer {
     /// worker whose timer wheel went empty would otherwise wake its own event loop (an
     /// `eventfd` write and one more `epoll_wait`) for the first timer of every loop
     /// iteration. Concurrent requests (HTTP/2) use a timer of their own.
+    ///
+    /// `fut` is pinned by the caller: an attempt future moved in by value was copied twice.
     pub(crate) async fn timed<F: Future>(
         &self,
         deadline: tokio::time::Instant,
-        fut: F,
+        mut fut: Pin<&mut F>,
     ) -> Option<F::Output> {
         let kept = self.timer.lock().unwrap_or_else(|e| e.into_inner()).take();
         let mut sleep = match kept {
@@ -95,16 +97,13 @@ impl Peer {
             }
             None => Box::pin(tokio::time::sleep_until(deadline)),
         };
-        let out = {
-            let mut fut = std::pin::pin!(fut);
-            std::future::poll_fn(|cx| {
-                if let Poll::Ready(v) = fut.as_mut().poll(cx) {
-                    return Poll::Ready(Some(v));
-                }
-                sleep.as_mut().poll(cx).map(|()| None)
-            })
-            .await
-        };
+        let out = std::future::poll_fn(|cx| {
+            if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+                return Poll::Ready(Some(v));
+            }
+            sleep.as_mut().poll(cx).map(|()| None)
+        })
+        .await;
         *self.timer.lock().unwrap_or_else(|e| e.into_inner()) = Some(sleep);
         out
     }
@@ -367,6 +366,7 @@ pub(crate) async fn forward(
                 .map_err(UpstreamError::Pooled)
         };
         let deadline = tokio::time::Instant::from_std(attempt_start) + inner.upstream_timeout;
+        let attempt = std::pin::pin!(attempt);
         let res = peer.timed(deadline, attempt).await;
         let (kind, err) = match res {
             Some(Ok(mut resp)) => {

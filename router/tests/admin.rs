@@ -167,3 +167,74 @@ async fn metrics_health_and_endpoints() {
     );
     r.stop().await;
 }
+
+/// `router_worker_connections`: a new connection goes to the worker holding the fewest
+/// open connections, and one that closes leaves its worker's count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_connections_follow_open_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = Upstream::start("a").await;
+    let mut opts = TestRouter::opts();
+    opts.workers = 2;
+    opts.initial_config = Some(
+        serde_json::from_value(json!({"services": {"orders": svc(&[("v1", 100, vec![a.ep()])])}}))
+            .unwrap(),
+    );
+    let r = TestRouter::start_with(opts).await;
+    let c = client();
+    let gauge = |m: &str, w: usize| -> u64 {
+        let needle = format!("router_worker_connections{{worker=\"{w}\"}} ");
+        let line = m
+            .lines()
+            .find(|l| l.starts_with(&needle))
+            .unwrap_or_else(|| panic!("{needle} in\n{m}"));
+        line[needle.len()..].parse().unwrap()
+    };
+    // Polls the gauges until they read `want` (a connection's end is counted when its
+    // task has finished, a moment after the client saw it close).
+    let expect = |want: [u64; 2]| {
+        let (c, url) = (c.clone(), r.admin_url("/metrics"));
+        async move {
+            let deadline = tokio::time::Instant::now() + T;
+            loop {
+                let m = get(&c, &url, ADMIN).await.body;
+                let got = [gauge(&m, 0), gauge(&m, 1)];
+                if got == want {
+                    return;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "worker connections {got:?}, want {want:?}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    };
+    expect([0, 0]).await;
+    // Three keep-alive connections, each answered once (so each has reached its worker).
+    let mut conns = Vec::new();
+    for _ in 0..3 {
+        let mut s = tokio::net::TcpStream::connect(r.data).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nhost: orders\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(
+            buf[..n].starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+        conns.push(s);
+    }
+    expect([2, 1]).await;
+    // The first connection (worker 0's) closes: both workers hold one, and the next
+    // connection goes to worker 0 (round robin would have handed it to worker 1).
+    drop(conns.remove(0));
+    expect([1, 1]).await;
+    conns.push(tokio::net::TcpStream::connect(r.data).await.unwrap());
+    expect([2, 1]).await;
+    drop(conns);
+    expect([0, 0]).await;
+    r.stop().await;
+}
