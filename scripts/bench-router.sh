@@ -10,8 +10,9 @@
 # `wrk -t1 -cC --latency` runs against each proxy for every C in BENCH_CONNS, interleaved
 # (proxy after proxy, round after round, each round starting with the next proxy) so that a
 # noisy neighbour hits all of them alike.
-# Prints every run, then the median req/s and p99 per proxy and connection count and the
-# ratios router/nginx and router/haproxy. Also the proxy's own CPU time per request (user +
+# Prints every run, then the median req/s and p99 per proxy and connection count, the
+# ratios router/nginx and router/haproxy of those medians, and the median of the same
+# ratios taken round by round. Also the proxy's own CPU time per request (user +
 # system, its processes and threads, from /proc): on a machine shared with other work the
 # req/s of each run depend on what else runs, the CPU cost per request much less.
 # Everything it starts is stopped on exit.
