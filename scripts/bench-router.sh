@@ -223,8 +223,10 @@ done
 # --- medians and ratios ---
 echo
 awk -F'\t' -v conns="$conns" '
-  NR > 1 { key = $2 " " $3; n[key]++; rps[key, n[key]] = $4; p99[key, n[key]] = $5; cpu[key, n[key]] = $6 }
-  NR > 1 { by_round[$1, $2, $3] = $4; rounds[$1] = 1 }
+  NR > 1 {
+    key = $2 " " $3; n[key]++; rps[key, n[key]] = $4; p99[key, n[key]] = $5; cpu[key, n[key]] = $6
+    by_round[$1, $2, $3] = $4; rounds[$1] = 1
+  }
   function paired(a, b, c,   r, m, v, i, j, t) {
     m = 0
     for (r in rounds) if (by_round[r, b, c] > 0) v[++m] = by_round[r, a, c] / by_round[r, b, c]

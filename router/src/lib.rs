@@ -562,6 +562,7 @@ async fn worker_loop(
             let dedicated = peer.dedicated.clone();
             front::serve(stream, peer, &fallback, stopped).await;
             dedicated.clear();
+            // Named so that the task owns it: the connection counts as open until here.
             drop(open);
         });
     }

@@ -24,14 +24,17 @@ impl Placement {
     /// The worker for a new connection, and the token that counts the connection as open
     /// on it until dropped (when the connection ends, or if it never reaches the worker).
     pub(crate) fn place(&self) -> (usize, OpenConnection) {
-        let i = fewest(self.open.iter().map(|n| n.load(Relaxed)));
-        let n = &self.open[i];
+        // `min_by_key` returns the first of equal minima.
+        let (i, n) = self
+            .open
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, n)| n.load(Relaxed))
+            .expect("at least one worker");
         n.fetch_add(1, Relaxed);
         (i, OpenConnection(n.clone()))
     }
-}
 
-impl Placement {
     /// `router_worker_connections`, one line per worker.
     pub(crate) fn prometheus(&self, out: &mut String) {
         use std::fmt::Write as _;
@@ -48,17 +51,6 @@ impl Placement {
             );
         }
     }
-}
-
-/// The index of the smallest count, the first of them on a tie.
-fn fewest(open: impl Iterator<Item = usize>) -> usize {
-    let mut least = (0, usize::MAX);
-    for (i, n) in open.enumerate() {
-        if n < least.1 {
-            least = (i, n);
-        }
-    }
-    least.0
 }
 
 /// Counts one connection as open on its worker while it lives.

@@ -174,12 +174,9 @@ async fn metrics_health_and_endpoints() {
 async fn worker_connections_follow_open_connections() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let a = Upstream::start("a").await;
-    let mut opts = TestRouter::opts();
+    let mut opts =
+        TestRouter::opts_with(json!({"services": {"orders": svc(&[("v1", 100, vec![a.ep()])])}}));
     opts.workers = 2;
-    opts.initial_config = Some(
-        serde_json::from_value(json!({"services": {"orders": svc(&[("v1", 100, vec![a.ep()])])}}))
-            .unwrap(),
-    );
     let r = TestRouter::start_with(opts).await;
     let c = client();
     let gauge = |m: &str, w: usize| -> u64 {

@@ -263,12 +263,9 @@ async fn correlation_id_forwarding_and_proxy_headers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_bodies_are_streamed_and_limited() {
     let a = Upstream::start("a").await;
-    let mut opts = TestRouter::opts();
+    let mut opts =
+        TestRouter::opts_with(json!({"services": {"orders": svc(&[("v1", 100, vec![a.ep()])])}}));
     opts.max_body_bytes = 1024;
-    opts.initial_config = Some(
-        serde_json::from_value(json!({"services": {"orders": svc(&[("v1", 100, vec![a.ep()])])}}))
-            .unwrap(),
-    );
     let r = TestRouter::start_with(opts).await;
     let c = client();
     let res = send(
@@ -295,12 +292,9 @@ async fn request_bodies_are_streamed_and_limited() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_timeout_is_504() {
     let a = Upstream::start("a").await;
-    let mut opts = TestRouter::opts();
+    let mut opts =
+        TestRouter::opts_with(json!({"services": {"orders": svc(&[("v1", 100, vec![a.ep()])])}}));
     opts.upstream_timeout = std::time::Duration::from_millis(300);
-    opts.initial_config = Some(
-        serde_json::from_value(json!({"services": {"orders": svc(&[("v1", 100, vec![a.ep()])])}}))
-            .unwrap(),
-    );
     let r = TestRouter::start_with(opts).await;
     let c = client();
     let res = get(&c, &r.url("/slow?ms=5000"), &[("host", "orders")]).await;

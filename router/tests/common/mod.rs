@@ -161,10 +161,16 @@ impl TestRouter {
         }
     }
 
+    /// [`Self::opts`] with `config` as the initial routing table.
+    pub fn opts_with(config: serde_json::Value) -> RouterOptions {
+        RouterOptions {
+            initial_config: Some(serde_json::from_value(config).unwrap()),
+            ..Self::opts()
+        }
+    }
+
     pub async fn start(config: serde_json::Value) -> TestRouter {
-        let mut opts = Self::opts();
-        opts.initial_config = Some(serde_json::from_value(config).unwrap());
-        Self::start_with(opts).await
+        Self::start_with(Self::opts_with(config)).await
     }
 
     pub async fn start_with(opts: RouterOptions) -> TestRouter {
