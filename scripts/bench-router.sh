@@ -11,8 +11,9 @@
 # (proxy after proxy, round after round, each round starting with the next proxy) so that a
 # noisy neighbour hits all of them alike.
 # Prints every run, then the median req/s and p99 per proxy and connection count, the
-# ratios router/nginx and router/haproxy of those medians, and the median of the same
-# ratios taken round by round. Also the proxy's own CPU time per request (user +
+# ratios router/nginx and router/haproxy of those medians, and the same ratios (of req/s,
+# p99 and CPU per request) taken round by round: their median, quartiles, and the number
+# of rounds in which the router was ahead. Also the proxy's own CPU time per request (user +
 # system, its processes and threads, from /proc): on a machine shared with other work the
 # req/s of each run depend on what else runs, the CPU cost per request much less.
 # Everything it starts is stopped on exit.
@@ -225,13 +226,30 @@ echo
 awk -F'\t' -v conns="$conns" '
   NR > 1 {
     key = $2 " " $3; n[key]++; rps[key, n[key]] = $4; p99[key, n[key]] = $5; cpu[key, n[key]] = $6
-    by_round[$1, $2, $3] = $4; rounds[$1] = 1
+    round_val[$1, $2, $3, 4] = $4; round_val[$1, $2, $3, 5] = $5; round_val[$1, $2, $3, 6] = $6
+    rounds[$1] = 1
   }
-  function paired(a, b, c,   r, m, v, i, j, t) {
+  # The ratios a/b of column col (4 req/s, 5 p99, 6 CPU per request) taken round by
+  # round, sorted into v; returns how many there are.
+  function paired(a, b, c, col, v,   r, m, i, j, t) {
     m = 0
-    for (r in rounds) if (by_round[r, b, c] > 0) v[++m] = by_round[r, a, c] / by_round[r, b, c]
+    for (r in rounds) if (round_val[r, b, c, col] > 0 && round_val[r, a, c, col] != "")
+      v[++m] = round_val[r, a, c, col] / round_val[r, b, c, col]
     for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
-    return m == 0 ? 0 : m % 2 ? v[(m + 1) / 2] : (v[m / 2] + v[m / 2 + 1]) / 2
+    return m
+  }
+  function quantile(v, m, q,   pos, lo) { # of sorted v[1..m], linear between ranks
+    pos = 1 + (m - 1) * q; lo = int(pos)
+    return lo >= m ? v[m] : v[lo] + (pos - lo) * (v[lo + 1] - v[lo])
+  }
+  # "median [lower quartile, upper quartile]" of the per-round ratios, and in how many
+  # rounds a is ahead (better: more req/s, or no higher p99 or CPU per request).
+  function spread(a, b, c, col,   v, m, i, ahead) {
+    m = paired(a, b, c, col, v)
+    if (m == 0) return "–"
+    ahead = 0
+    for (i = 1; i <= m; i++) ahead += col == 4 ? v[i] >= 1 : v[i] <= 1
+    return sprintf("%.2f× [%.2f, %.2f], %d/%d", quantile(v, m, 0.5), quantile(v, m, 0.25), quantile(v, m, 0.75), ahead, m)
   }
   function median(arr, key, cnt,   i, j, t, v) {
     for (i = 1; i <= cnt; i++) v[i] = arr[key, i]
@@ -261,15 +279,16 @@ awk -F'\t' -v conns="$conns" '
     printf "| connections | nginx | HAProxy | router |%s\n|---|---|---|---|%s\n", before ? " before |" : "", before ? "---|" : ""
     for (k = 1; k in cs; k++) print line[cs[k]]
     # The same ratios taken round by round (each proxy against the others of its own
-    # round), then their median: a machine whose speed drifts between rounds moves both
-    # sides of each ratio alike.
-    printf "\nMedian of the per-round ratios (req/s of the same round):\n\n"
-    printf "| connections | router/nginx | router/HAProxy |%s\n|---|---|---|%s\n", before ? " before/nginx | before/HAProxy |" : "", before ? "---|---|" : ""
+    # round): a machine whose speed drifts between rounds moves both sides of each ratio
+    # alike. Their median, quartiles, and the rounds in which the first is ahead.
+    printf "\nRound by round: ratio of the same round, median [quartiles], rounds ahead (more req/s; p99 and CPU no higher):\n\n"
+    printf "| connections | pair | req/s | p99 | CPU per request |\n|---|---|---|---|---|\n"
+    np = split("router nginx router haproxy" (before ? " before nginx before haproxy router before" : ""), pr, " ")
     for (k = 1; k in cs; k++) {
       c = cs[k]
-      printf "| %s | %.2f× | %.2f× |", c, paired("router", "nginx", c), paired("router", "haproxy", c)
-      if (before) printf " %.2f× | %.2f× |", paired("before", "nginx", c), paired("before", "haproxy", c)
-      printf "\n"
+      for (i = 1; i < np; i += 2)
+        printf "| %s | %s/%s | %s | %s | %s |\n", c, pr[i], pr[i + 1],
+          spread(pr[i], pr[i + 1], c, 4), spread(pr[i], pr[i + 1], c, 5), spread(pr[i], pr[i + 1], c, 6)
     }
     printf "\nmedians of %d rounds; raw rows in '"$out"'\n", n["router " cs[1]]
   }' "$out"

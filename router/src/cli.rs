@@ -69,6 +69,10 @@ pub struct Args {
         action = clap::ArgAction::Set
     )]
     pub pin_workers: bool,
+    /// How long a worker out of work keeps polling before it sleeps, in microseconds
+    /// after its last request started (0: it sleeps at once)
+    #[arg(long, env = "ROUTER_BUSY_POLL_US", default_value_t = 0)]
+    pub busy_poll_us: u64,
     /// Log filter: a level (error, warn, info, debug, trace) or `RUST_LOG` directives
     /// (e.g. `info,dronectl_router=debug`) [default: $RUST_LOG, else $LOG_LEVEL, else info]
     #[arg(long, value_name = "FILTER")]
@@ -188,6 +192,7 @@ impl Args {
             upgrade_grace: Duration::from_millis(self.upgrade_grace_ms),
             workers: self.workers,
             pin_workers: self.pin_workers,
+            busy_poll: Duration::from_micros(self.busy_poll_us),
         };
         if let Some(network) = &self.bind_network {
             let ip = opts
@@ -277,6 +282,7 @@ mod tests {
             "--upgrade-grace-ms=250",
             "--workers=3",
             "--pin-workers=false",
+            "--busy-poll-us=25",
             "--log-format=text",
         ])
         .unwrap();
@@ -292,6 +298,7 @@ mod tests {
         assert_eq!(opts.upgrade_grace, Duration::from_millis(250));
         assert_eq!(opts.workers, 3);
         assert!(!opts.pin_workers);
+        assert_eq!(opts.busy_poll, Duration::from_micros(25));
         assert!(opts.admin_token.is_none() && opts.initial_config.is_none());
     }
 
@@ -310,7 +317,8 @@ mod tests {
                 opts.drain_timeout,
                 opts.upgrade_grace,
                 opts.workers,
-                opts.pin_workers
+                opts.pin_workers,
+                opts.busy_poll
             ),
             (
                 lib.listen,
@@ -322,7 +330,8 @@ mod tests {
                 lib.drain_timeout,
                 lib.upgrade_grace,
                 lib.workers,
-                lib.pin_workers
+                lib.pin_workers,
+                lib.busy_poll
             )
         );
     }

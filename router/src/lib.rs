@@ -25,6 +25,7 @@ mod admin;
 mod affinity;
 pub mod auth;
 mod body;
+mod busy_poll;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod config;
@@ -107,6 +108,12 @@ pub struct RouterOptions {
     /// Pin worker `i` to the `i`-th CPU the process may use, when there are at least as
     /// many such CPUs as workers (see `docs/router.md`, "Performance"). Default true.
     pub pin_workers: bool,
+    /// How long a worker that has run out of work keeps polling its sockets (giving the
+    /// CPU to any other ready thread between polls) before it sleeps, counted from the
+    /// start of its last request; zero: it sleeps at once. Saves the kernel's sleep and
+    /// wake-up between a request and its response (see `docs/router.md`, "Performance").
+    /// Default zero: it trades p99 latency for throughput (measured there).
+    pub busy_poll: Duration,
 }
 
 impl Default for RouterOptions {
@@ -124,6 +131,7 @@ impl Default for RouterOptions {
             upgrade_grace: Duration::from_secs(10),
             workers: 0,
             pin_workers: true,
+            busy_poll: Duration::ZERO,
         }
     }
 }
@@ -300,6 +308,7 @@ pub struct Router {
     drain_timeout: Duration,
     workers: usize,
     pin_workers: bool,
+    busy_poll: Duration,
     inner: Arc<Inner>,
 }
 
@@ -358,6 +367,7 @@ pub fn bind(opts: RouterOptions) -> Result<Router, RouterError> {
         drain_timeout: opts.drain_timeout,
         workers,
         pin_workers: opts.pin_workers,
+        busy_poll: opts.busy_poll,
         inner,
     })
 }
@@ -425,7 +435,7 @@ impl Router {
             let cpu = pins.as_ref().map(|p| p[i]);
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Accepted>();
             let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Result<(), RouterError>>();
-            let (inner, drain) = (inner.clone(), self.drain_timeout);
+            let (inner, drain, busy_poll) = (inner.clone(), self.drain_timeout, self.busy_poll);
             std::thread::Builder::new()
                 .name(format!("router-worker-{i}"))
                 .spawn(move || {
@@ -439,7 +449,7 @@ impl Router {
                         .enable_all()
                         .build()
                         .map_err(RouterError::Io)
-                        .map(|rt| rt.block_on(worker_loop(rx, inner, drain)));
+                        .map(|rt| rt.block_on(worker_loop(rx, inner, drain, busy_poll)));
                     let _ = done_tx.send(res);
                 })?;
             workers.spawn(async move { done_rx.await.unwrap_or(Ok(())) });
@@ -526,6 +536,7 @@ async fn worker_loop(
     mut queue: tokio::sync::mpsc::UnboundedReceiver<Accepted>,
     inner: Arc<Inner>,
     drain_timeout: Duration,
+    busy_poll: Duration,
 ) {
     let worker = Arc::new(Worker {
         client: inner.upstream_client(),
@@ -546,6 +557,8 @@ async fn worker_loop(
     // Turns true when the worker drains; every connection holds a receiver, so the
     // channel closes when the last connection has ended.
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    // Polls before it sleeps (see `busy_poll.rs`); aborted when the worker drains.
+    let poller = (!busy_poll.is_zero()).then(|| tokio::spawn(busy_poll::poller(busy_poll)));
     while let Some((stream, remote, listener, open)) = queue.recv().await {
         let stream = match tokio::net::TcpStream::from_std(stream) {
             Ok(s) => s,
@@ -565,6 +578,9 @@ async fn worker_loop(
             // Named so that the task owns it: the connection counts as open until here.
             drop(open);
         });
+    }
+    if let Some(poller) = poller {
+        poller.abort();
     }
     drop(stopped);
     let _ = stop.send(true);

@@ -142,6 +142,7 @@ pub(crate) async fn forward(
     raw: bool,
 ) -> Response<RespBody> {
     let start = Instant::now();
+    crate::busy_poll::activity();
     let worker = &peer.worker;
     let inner = &worker.inner;
     let listener = peer.listener;

@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use serde_json::json;
+use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_by_host_with_and_without_port() {
@@ -317,5 +318,27 @@ async fn h2c_prior_knowledge_is_served() {
             .build_http();
     let res = get(&c, &r.url("/x"), &[("host", "orders")]).await;
     assert_eq!((res.status, res.body.as_str()), (200, "a"));
+    r.stop().await;
+}
+
+/// With busy polling on, the workers serve requests (idle gaps between them included) and
+/// drain on shutdown as without it (the poller is stopped with the worker).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_polling_workers_serve_and_drain() {
+    let a = Upstream::start("a").await;
+    let mut opts =
+        TestRouter::opts_with(json!({"services": {"orders": svc(&[("v1", 100, vec![a.ep()])])}}));
+    opts.workers = 2;
+    opts.busy_poll = Duration::from_micros(200);
+    let r = TestRouter::start_with(opts).await;
+    let c = client();
+    for i in 0..20 {
+        let resp = get(&c, &r.url("/"), &[("host", "orders")]).await;
+        assert_eq!((resp.status, resp.body.as_str()), (200, "a"), "request {i}");
+        if i % 5 == 0 {
+            // Longer than the budget: the poller parks, and the next request re-arms it.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
     r.stop().await;
 }
