@@ -68,8 +68,7 @@ async fn config_put_get_and_validation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_delta_and_quantiles_over_http() {
     let a = Upstream::start("a").await;
-    let r =
-        TestRouter::start(json!({"services": {"orders": svc(&[("v1", 100, vec![a.ep()])])}})).await;
+    let r = TestRouter::start(orders_on(&a)).await;
     let c = client();
     for _ in 0..5 {
         get(&c, &r.url("/"), &[("host", "orders")]).await;
@@ -174,8 +173,7 @@ async fn metrics_health_and_endpoints() {
 async fn worker_connections_follow_open_connections() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let a = Upstream::start("a").await;
-    let mut opts =
-        TestRouter::opts_with(json!({"services": {"orders": svc(&[("v1", 100, vec![a.ep()])])}}));
+    let mut opts = TestRouter::opts_with(orders_on(&a));
     opts.workers = 2;
     let r = TestRouter::start_with(opts).await;
     let c = client();

@@ -223,8 +223,7 @@ async fn refused_connections_are_retried_transparently() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_drains_in_flight_requests() {
     let a = Upstream::start("a").await;
-    let mut r =
-        TestRouter::start(json!({"services": {"orders": svc(&[("v1", 100, vec![a.ep()])])}})).await;
+    let mut r = TestRouter::start(orders_on(&a)).await;
     let c = client();
     // An idle keep-alive connection must not hold up shutdown.
     assert_eq!(

@@ -219,8 +219,7 @@ async fn version_header_forces_an_existing_version() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn correlation_id_forwarding_and_proxy_headers() {
     let a = Upstream::start("a").await;
-    let r =
-        TestRouter::start(json!({"services": {"orders": svc(&[("v1", 100, vec![a.ep()])])}})).await;
+    let r = TestRouter::start(orders_on(&a)).await;
     let c = client();
     // Forwarded as is, and x-forwarded-for appended.
     let res = get(
@@ -264,8 +263,7 @@ async fn correlation_id_forwarding_and_proxy_headers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_bodies_are_streamed_and_limited() {
     let a = Upstream::start("a").await;
-    let mut opts =
-        TestRouter::opts_with(json!({"services": {"orders": svc(&[("v1", 100, vec![a.ep()])])}}));
+    let mut opts = TestRouter::opts_with(orders_on(&a));
     opts.max_body_bytes = 1024;
     let r = TestRouter::start_with(opts).await;
     let c = client();
@@ -293,8 +291,7 @@ async fn request_bodies_are_streamed_and_limited() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_timeout_is_504() {
     let a = Upstream::start("a").await;
-    let mut opts =
-        TestRouter::opts_with(json!({"services": {"orders": svc(&[("v1", 100, vec![a.ep()])])}}));
+    let mut opts = TestRouter::opts_with(orders_on(&a));
     opts.upstream_timeout = std::time::Duration::from_millis(300);
     let r = TestRouter::start_with(opts).await;
     let c = client();
@@ -310,8 +307,7 @@ async fn upstream_timeout_is_504() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_prior_knowledge_is_served() {
     let a = Upstream::start("a").await;
-    let r =
-        TestRouter::start(json!({"services": {"orders": svc(&[("v1", 100, vec![a.ep()])])}})).await;
+    let r = TestRouter::start(orders_on(&a)).await;
     let c: HttpClient =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .http2_only(true)
@@ -326,8 +322,7 @@ async fn h2c_prior_knowledge_is_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_polling_workers_serve_and_drain() {
     let a = Upstream::start("a").await;
-    let mut opts =
-        TestRouter::opts_with(json!({"services": {"orders": svc(&[("v1", 100, vec![a.ep()])])}}));
+    let mut opts = TestRouter::opts_with(orders_on(&a));
     opts.workers = 2;
     opts.busy_poll = Duration::from_micros(200);
     let r = TestRouter::start_with(opts).await;

@@ -22,8 +22,7 @@ const ADMIN_PATHS: &[(&str, &str)] = &[
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_api_needs_the_token() {
     let a = Upstream::start("a").await;
-    let r =
-        TestRouter::start(json!({"services": {"orders": svc(&[("v1", 100, vec![a.ep()])])}})).await;
+    let r = TestRouter::start(orders_on(&a)).await;
     let c = client();
     let evil = json!({"generation": 99, "services": {}}).to_string();
     let wrong_same_length = format!("Bearer {}", "x".repeat(TOKEN.len()));

@@ -303,6 +303,12 @@ pub fn dead_endpoint() -> String {
     a.to_string()
 }
 
+/// The routing table most tests start from: one service `orders`, one version `v1` with
+/// all the traffic, on `a`.
+pub fn orders_on(a: &Upstream) -> serde_json::Value {
+    serde_json::json!({"services": {"orders": svc(&[("v1", 100, vec![a.ep()])])}})
+}
+
 /// `{"versions": {name: {weight, endpoints}}}` helper.
 pub fn svc(versions: &[(&str, u8, Vec<String>)]) -> serde_json::Value {
     let mut v = serde_json::Map::new();
