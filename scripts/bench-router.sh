@@ -145,13 +145,18 @@ cat >"$work/router.json" <<EOF
   "stable": {"weight": 90, "endpoints": ["127.0.0.1:$up"]},
   "canary": {"weight": 10, "endpoints": ["127.0.0.1:$up"]}}}}}
 EOF
+# An admin token, so that each router run can read how its connections were placed on the
+# workers (router_worker_connections, halfway through the run).
+head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$work/admin-token"
 "$ROUTER_BIN" --listen "127.0.0.1:$router_port" --admin-listen "127.0.0.1:$admin_port" \
+  --admin-token-file "$work/admin-token" \
   --config "$work/router.json" 2>"$work/router.log" &
 pids+=($!)
 router_pid=$!
 ports="$up $nginx_port $haproxy_port $router_port"
 if [ -n "${ROUTER_BEFORE_BIN:-}" ]; then
   "$ROUTER_BEFORE_BIN" --listen "127.0.0.1:$before_port" --admin-listen "127.0.0.1:$before_admin" \
+    --admin-token-file "$work/admin-token" \
     --config "$work/router.json" 2>"$work/before.log" &
   pids+=($!)
   before_pid=$!
@@ -169,7 +174,7 @@ done
 # --- the runs ---
 out=${BENCH_OUT:-$CARGO_TARGET_DIR/bench/router.tsv}
 mkdir -p "$(dirname "$out")"
-printf 'round\tproxy\tconns\treq_s\tp99_ms\tcpu_us_per_req\terrors\n' >"$out"
+printf 'round\tproxy\tconns\treq_s\tp99_ms\tcpu_us_per_req\terrors\tworkers\n' >"$out"
 cpu_ticks() { # utime + stime of a process (all its threads) and its children (nginx workers)
   local total=0 p
   for p in "$1" $(pgrep -P "$1" || true); do
@@ -189,7 +194,7 @@ to_ms() { # wrk's "1.23ms" / "456.00us" / "1.01s" -> milliseconds
 for p in ${ports#"$up "}; do
   timeout 10 wrk -t1 -c64 -d2s "http://127.0.0.1:$p/" >/dev/null
 done
-echo "round proxy   conns     req/s   p99 ms  cpu µs/req  errors"
+echo "round proxy   conns     req/s   p99 ms  cpu µs/req workers  errors"
 read -r -a order <<<"$proxies"
 for r in $(seq "$rounds"); do
   # Each round starts with the next proxy (nginx first in round 1, HAProxy in round 2, ...),
@@ -201,12 +206,27 @@ for r in $(seq "$rounds"); do
       case $proxy in
         nginx) port=$nginx_port pid=$nginx_pid ;;
         haproxy) port=$haproxy_port pid=$haproxy_pid ;;
-        router) port=$router_port pid=$router_pid ;;
-        before) port=$before_port pid=$before_pid ;;
+        router) port=$router_port pid=$router_pid admin=$admin_port ;;
+        before) port=$before_port pid=$before_pid admin=$before_admin ;;
+      esac
+      # The routers' connections per worker, read halfway through the run ("8/0": all
+      # eight on worker 0).
+      rm -f "$work/split"
+      scrape=
+      case $proxy in router | before)
+        (sleep "$(awk -v s="$secs" 'BEGIN { print s / 2 }')"
+          curl -fsS -H "authorization: Bearer $(cat "$work/admin-token")" \
+            "http://127.0.0.1:$admin/metrics" 2>/dev/null |
+            awk '/^router_worker_connections/ { v = v sep $2; sep = "/" } END { print v }' \
+              >"$work/split") &
+        scrape=$!
+        ;;
       esac
       t0=$(cpu_ticks "$pid")
       res=$(timeout $((secs + 20)) wrk -t1 -c"$c" -d"${secs}s" --latency "http://127.0.0.1:$port/")
       t1=$(cpu_ticks "$pid")
+      [ -n "$scrape" ] && wait "$scrape"
+      split=$(cat "$work/split" 2>/dev/null || true)
       total=$(awk '/requests in/ {print $1}' <<<"$res")
       cpu=$(awk -v t=$((t1 - t0)) -v hz="$hz" -v n="$total" 'BEGIN { printf "%.1f", (n > 0 ? t / hz * 1e6 / n : 0) }')
       rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$res")
@@ -215,8 +235,8 @@ for r in $(seq "$rounds"); do
       if [ "$errs" != 0 ]; then
         errs=$(grep -E 'Non-2xx|Socket errors' <<<"$res" | tr -s ' ' | paste -sd';')
       fi
-      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$proxy" "$c" "$rps" "$p99" "$cpu" "$errs" >>"$out"
-      printf '%5s %-8s %5s %9.0f %8.3f %11s  %s\n' "$r" "$proxy" "$c" "$rps" "$p99" "$cpu" "$errs"
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$proxy" "$c" "$rps" "$p99" "$cpu" "$errs" "$split" >>"$out"
+      printf '%5s %-8s %5s %9.0f %8.3f %11s %7s  %s\n' "$r" "$proxy" "$c" "$rps" "$p99" "$cpu" "${split:--}" "$errs"
     done
   done
 done

@@ -73,6 +73,10 @@ pub struct Args {
     /// after its last request started (0: it sleeps at once)
     #[arg(long, env = "ROUTER_BUSY_POLL_US", default_value_t = 0)]
     pub busy_poll_us: u64,
+    /// Open connections a worker is given before the next worker is used (0: spread
+    /// connections over all workers from the first)
+    #[arg(long, env = "ROUTER_PACK_CONNECTIONS", default_value_t = 16)]
+    pub pack_connections: usize,
     /// Log filter: a level (error, warn, info, debug, trace) or `RUST_LOG` directives
     /// (e.g. `info,dronectl_router=debug`) [default: $RUST_LOG, else $LOG_LEVEL, else info]
     #[arg(long, value_name = "FILTER")]
@@ -193,6 +197,7 @@ impl Args {
             workers: self.workers,
             pin_workers: self.pin_workers,
             busy_poll: Duration::from_micros(self.busy_poll_us),
+            pack_connections: self.pack_connections,
         };
         if let Some(network) = &self.bind_network {
             let ip = opts
@@ -283,6 +288,7 @@ mod tests {
             "--workers=3",
             "--pin-workers=false",
             "--busy-poll-us=25",
+            "--pack-connections=4",
             "--log-format=text",
         ])
         .unwrap();
@@ -299,6 +305,7 @@ mod tests {
         assert_eq!(opts.workers, 3);
         assert!(!opts.pin_workers);
         assert_eq!(opts.busy_poll, Duration::from_micros(25));
+        assert_eq!(opts.pack_connections, 4);
         assert!(opts.admin_token.is_none() && opts.initial_config.is_none());
     }
 
@@ -318,7 +325,8 @@ mod tests {
                 opts.upgrade_grace,
                 opts.workers,
                 opts.pin_workers,
-                opts.busy_poll
+                opts.busy_poll,
+                opts.pack_connections
             ),
             (
                 lib.listen,
@@ -331,7 +339,8 @@ mod tests {
                 lib.upgrade_grace,
                 lib.workers,
                 lib.pin_workers,
-                lib.busy_poll
+                lib.busy_poll,
+                lib.pack_connections
             )
         );
     }

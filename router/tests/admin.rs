@@ -167,14 +167,16 @@ async fn metrics_health_and_endpoints() {
     r.stop().await;
 }
 
-/// `router_worker_connections`: a new connection goes to the worker holding the fewest
-/// open connections, and one that closes leaves its worker's count.
+/// `router_worker_connections`: a new connection goes to the first worker holding fewer
+/// than `pack_connections`, to the one holding the fewest once all hold that many, and
+/// one that closes leaves its worker's count.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_connections_follow_open_connections() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let a = Upstream::start("a").await;
     let mut opts = TestRouter::opts_with(orders_on(&a));
     opts.workers = 2;
+    opts.pack_connections = 2;
     let r = TestRouter::start_with(opts).await;
     let c = client();
     let gauge = |m: &str, w: usize| -> u64 {
@@ -206,10 +208,10 @@ async fn worker_connections_follow_open_connections() {
         }
     };
     expect([0, 0]).await;
-    // Three keep-alive connections, each answered once (so each has reached its worker).
-    let mut conns = Vec::new();
-    for _ in 0..3 {
-        let mut s = tokio::net::TcpStream::connect(r.data).await.unwrap();
+    // Keep-alive connections, each answered once (so each has reached its worker).
+    let data = r.data;
+    let open = move || async move {
+        let mut s = tokio::net::TcpStream::connect(data).await.unwrap();
         s.write_all(b"GET / HTTP/1.1\r\nhost: orders\r\n\r\n")
             .await
             .unwrap();
@@ -220,15 +222,30 @@ async fn worker_connections_follow_open_connections() {
             "{}",
             String::from_utf8_lossy(&buf[..n])
         );
-        conns.push(s);
-    }
-    expect([2, 1]).await;
-    // The first connection (worker 0's) closes: both workers hold one, and the next
-    // connection goes to worker 0 (round robin would have handed it to worker 1).
+        s
+    };
+    // Worker 0 is filled up to `pack_connections` (2) before worker 1 gets one.
+    let mut conns = vec![open().await, open().await];
+    expect([2, 0]).await;
+    conns.push(open().await);
+    conns.push(open().await);
+    expect([2, 2]).await;
+    // Every worker holds 2: the fewest, the first on a tie.
+    conns.push(open().await);
+    expect([3, 2]).await;
+    conns.push(open().await);
+    expect([3, 3]).await;
+    // Two of worker 0's connections close: it is below 2 again and is filled first, though
+    // worker 1 now holds more than it.
     drop(conns.remove(0));
-    expect([1, 1]).await;
-    conns.push(tokio::net::TcpStream::connect(r.data).await.unwrap());
-    expect([2, 1]).await;
+    drop(conns.remove(0));
+    expect([1, 3]).await;
+    conns.push(open().await);
+    expect([2, 3]).await;
+    // Both at or above 2: the next goes where there are fewest (round robin would have
+    // handed it to whichever came next, whatever each holds).
+    conns.push(open().await);
+    expect([3, 3]).await;
     drop(conns);
     expect([0, 0]).await;
     r.stop().await;
