@@ -73,7 +73,10 @@ impl Placement {
     }
 
     fn cpu_nanos(&self, i: usize) -> u64 {
-        self.clocks[i].get().and_then(cpu::Clock::nanos).unwrap_or(0)
+        self.clocks[i]
+            .get()
+            .and_then(cpu::Clock::nanos)
+            .unwrap_or(0)
     }
 
     /// The worker for a new connection, and the token that counts the connection as open
@@ -101,7 +104,12 @@ impl Placement {
             .enumerate()
             .find(|(i, n)| n.load(Relaxed) < self.pack && w.share[*i] <= BUSY)
             // `min_by_key` returns the first of equal minima.
-            .or_else(|| self.open.iter().enumerate().min_by_key(|(_, n)| n.load(Relaxed)))
+            .or_else(|| {
+                self.open
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, n)| n.load(Relaxed))
+            })
             .expect("at least one worker");
         n.fetch_add(1, Relaxed);
         (i, OpenConnection(n.clone()))
