@@ -225,7 +225,8 @@ for r in $(seq "$rounds"); do
       t0=$(cpu_ticks "$pid")
       res=$(timeout $((secs + 20)) wrk -t1 -c"$c" -d"${secs}s" --latency "http://127.0.0.1:$port/")
       t1=$(cpu_ticks "$pid")
-      [ -n "$scrape" ] && wait "$scrape"
+      # A placement that could not be read leaves the column empty; it stops nothing.
+      [ -z "$scrape" ] || wait "$scrape" || true
       split=$(cat "$work/split" 2>/dev/null || true)
       total=$(awk '/requests in/ {print $1}' <<<"$res")
       cpu=$(awk -v t=$((t1 - t0)) -v hz="$hz" -v n="$total" 'BEGIN { printf "%.1f", (n > 0 ? t / hz * 1e6 / n : 0) }')
