@@ -18,7 +18,7 @@
 # req/s of each run depend on what else runs, the CPU cost per request much less.
 # Everything it starts is stopped on exit.
 #
-# Usage: scripts/bench-router.sh
+# Usage: scripts/bench-router.sh   (scripts/bench-router-pool.py pools the raw rows of several runs)
 # Env:   BENCH_SECS (per run, default 10), BENCH_ROUNDS (default 3, at least 3),
 #        BENCH_CONNS (default "8 64"), BENCH_PORT_BASE (default 18480: upstream, +1 nginx,
 #        +2 haproxy, +3 router data, +4 router admin), ROUTER_BIN (skip the build, use it),

@@ -115,10 +115,10 @@ pub struct RouterOptions {
     /// Default zero: it trades p99 latency for throughput (measured there).
     pub busy_poll: Duration,
     /// A new connection goes to the first worker holding fewer than this many open
-    /// connections, and to the one holding the fewest once every worker holds this many:
-    /// up to a few dozen connections one worker serves them with less CPU time than two
-    /// (it sleeps less often; see `docs/router.md`, "Performance"). 0: spread from the
-    /// first connection. Default 16.
+    /// connections whose thread used at most half a CPU lately, and to the one holding the
+    /// fewest once no worker is below both: up to 16 connections or so one worker serves
+    /// them with less CPU time than two (it sleeps less often; see `docs/router.md`,
+    /// "Performance"). 0: spread from the first connection. Default 16.
     pub pack_connections: usize,
 }
 

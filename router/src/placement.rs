@@ -280,23 +280,23 @@ mod tests {
         assert_eq!(i, 0);
         // Worker 0's thread uses 200 ms of CPU; worker 1's sleeps. Both stay alive until
         // the next connection is placed (a thread's clock ends with it).
-        let (spun_tx, spun_rx) = std::sync::mpsc::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
         let (end_tx, end_rx) = std::sync::mpsc::channel::<()>();
         let end_rx = Arc::new(Mutex::new(end_rx));
-        let (spin, sleep, end_spin, end_sleep) = (p.clone(), p.clone(), end_rx.clone(), end_rx);
-        let spinner = std::thread::spawn(move || {
-            spin.register_worker_thread(0);
-            while spin.cpu_nanos(0) < 200 * MS {
-                std::hint::spin_loop();
-            }
-            spun_tx.send(()).unwrap();
-            let _ = end_spin.lock().unwrap().recv();
-        });
-        let sleeper = std::thread::spawn(move || {
-            sleep.register_worker_thread(1);
-            let _ = end_sleep.lock().unwrap().recv();
-        });
-        spun_rx.recv().unwrap();
+        let worker = |i: usize, spin: bool| {
+            let (p, ready, end) = (p.clone(), ready_tx.clone(), end_rx.clone());
+            std::thread::spawn(move || {
+                p.register_worker_thread(i);
+                while spin && p.cpu_nanos(i) < 200 * MS {
+                    std::hint::spin_loop();
+                }
+                ready.send(()).unwrap();
+                let _ = end.lock().unwrap().recv();
+            })
+        };
+        let (spinner, sleeper) = (worker(0, true), worker(1, false));
+        ready_rx.recv().unwrap();
+        ready_rx.recv().unwrap();
         let (spun, slept) = (p.cpu_nanos(0), p.cpu_nanos(1));
         // 250 ms after the first window's end: worker 0 used 200 ms or more of them.
         let (i, _b) = place(WINDOW.as_nanos() as u64 + 250 * MS);
