@@ -19,7 +19,8 @@ import statistics
 import sys
 
 PAIRS = [("router", "nginx"), ("router", "haproxy"), ("before", "nginx"), ("router", "before")]
-FIGURES = [("req/s", 3, True), ("p99", 4, False), ("CPU per request", 5, False)]
+# Name, index in a row's figures (req/s, p99, CPU per request), whether more is better.
+FIGURES = [("req/s", 0, True), ("p99", 1, False), ("CPU per request", 2, False)]
 
 
 def load(paths):
@@ -45,13 +46,13 @@ def main(paths):
     print("|---|---|---|---|---|---|")
     for a, b in PAIRS:
         for c in conns:
-            for name, col, more_is_better in FIGURES:
+            for name, k, more_is_better in FIGURES:
                 ratios = [
-                    v[col - 3] / rows[(path, r, b, c)][col - 3]
+                    v[k] / peer[k]
                     for (path, r, proxy, cc), v in rows.items()
                     if proxy == a and cc == c
-                    and (path, r, b, c) in rows
-                    and rows[(path, r, b, c)][col - 3] > 0
+                    for peer in [rows.get((path, r, b, c))]
+                    if peer and peer[k] > 0
                 ]
                 if not ratios:
                     continue

@@ -147,7 +147,8 @@ cat >"$work/router.json" <<EOF
 EOF
 # An admin token, so that each router run can read how its connections were placed on the
 # workers (router_worker_connections, halfway through the run).
-head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$work/admin-token"
+admin_token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+printf '%s' "$admin_token" >"$work/admin-token"
 "$ROUTER_BIN" --listen "127.0.0.1:$router_port" --admin-listen "127.0.0.1:$admin_port" \
   --admin-token-file "$work/admin-token" \
   --config "$work/router.json" 2>"$work/router.log" &
@@ -194,6 +195,7 @@ to_ms() { # wrk's "1.23ms" / "456.00us" / "1.01s" -> milliseconds
 for p in ${ports#"$up "}; do
   timeout 10 wrk -t1 -c64 -d2s "http://127.0.0.1:$p/" >/dev/null
 done
+half=$(awk -v s="$secs" 'BEGIN { print s / 2 }')
 echo "round proxy   conns     req/s   p99 ms  cpu µs/req workers  errors"
 read -r -a order <<<"$proxies"
 for r in $(seq "$rounds"); do
@@ -214,8 +216,8 @@ for r in $(seq "$rounds"); do
       rm -f "$work/split"
       scrape=
       case $proxy in router | before)
-        (sleep "$(awk -v s="$secs" 'BEGIN { print s / 2 }')"
-          curl -fsS -H "authorization: Bearer $(cat "$work/admin-token")" \
+        (sleep "$half"
+          curl -fsS -H "authorization: Bearer $admin_token" \
             "http://127.0.0.1:$admin/metrics" 2>/dev/null |
             awk '/^router_worker_connections/ { v = v sep $2; sep = "/" } END { print v }' \
               >"$work/split") &

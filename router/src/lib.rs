@@ -413,8 +413,8 @@ impl Router {
     /// drained (up to the drain timeout), and the admin port is closed last.
     ///
     /// Connections to the data ports are accepted here and handed to the router's own
-    /// worker threads (see [`RouterOptions::workers`]), the one holding the fewest open
-    /// connections, each a single-threaded Tokio runtime with its own upstream connection
+    /// worker threads (see [`RouterOptions::workers`]; which one: see
+    /// [`RouterOptions::pack_connections`]), each a single-threaded Tokio runtime with its own upstream connection
     /// pool, which serves them to the end, pinned to a CPU of its own unless
     /// [`RouterOptions::pin_workers`] is off.
     /// The admin port and `shutdown` run on the caller's runtime. Dropping this future

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The shortest span over which a worker's CPU use is taken.
-pub(crate) const WINDOW: Duration = Duration::from_millis(100);
+const WINDOW: Duration = Duration::from_millis(100);
 /// A worker that used more than this share of a CPU over the last window is full.
 const BUSY: f64 = 0.5;
 
@@ -41,12 +41,13 @@ pub(crate) struct Placement {
     window: Mutex<Window>,
 }
 
-/// Each worker's share of a CPU over the last complete window, and where the current
-/// window started (nanoseconds since `base`, CPU nanoseconds of each worker).
+/// Whether each worker used more than [`BUSY`] of a CPU over the last complete window, and
+/// where the current window started (nanoseconds since `base`, CPU nanoseconds of each
+/// worker).
 struct Window {
     start: u64,
     cpu_at_start: Vec<u64>,
-    share: Vec<f64>,
+    busy: Vec<bool>,
 }
 
 impl Placement {
@@ -60,7 +61,7 @@ impl Placement {
             window: Mutex::new(Window {
                 start: 0,
                 cpu_at_start: vec![0; n],
-                share: vec![0.0; n],
+                busy: vec![false; n],
             }),
         }
     }
@@ -94,7 +95,7 @@ impl Placement {
         if span >= WINDOW.as_nanos() as u64 {
             for i in 0..self.open.len() {
                 let cpu = cpu_nanos(i);
-                w.share[i] = cpu.saturating_sub(w.cpu_at_start[i]) as f64 / span as f64;
+                w.busy[i] = cpu.saturating_sub(w.cpu_at_start[i]) as f64 / span as f64 > BUSY;
                 w.cpu_at_start[i] = cpu;
             }
             w.start = now;
@@ -103,7 +104,7 @@ impl Placement {
             .open
             .iter()
             .enumerate()
-            .find(|(i, n)| n.load(Relaxed) < self.pack && w.share[*i] <= BUSY)
+            .find(|(i, n)| n.load(Relaxed) < self.pack && !w.busy[*i])
             // `min_by_key` returns the first of equal minima.
             .or_else(|| {
                 self.open
@@ -207,35 +208,37 @@ mod tests {
         p.open.iter().map(|n| n.load(Relaxed)).collect()
     }
 
+    /// Places `n` connections, keeps them open in `held`, and returns their workers.
+    fn place_n(p: &Placement, held: &mut Vec<(usize, OpenConnection)>, n: usize) -> Vec<usize> {
+        (0..n)
+            .map(|_| {
+                let (i, c) = p.place();
+                held.push((i, c));
+                i
+            })
+            .collect()
+    }
+
     #[test]
     fn new_connections_spread_evenly() {
         let p = Placement::new(3, 0);
-        let held: Vec<_> = (0..7).map(|_| p.place()).collect();
-        let order: Vec<usize> = held.iter().map(|(i, _)| *i).collect();
-        assert_eq!(order, [0, 1, 2, 0, 1, 2, 0]);
+        let mut held = Vec::new();
+        assert_eq!(place_n(&p, &mut held, 7), [0, 1, 2, 0, 1, 2, 0]);
         assert_eq!(counts(&p), [3, 2, 2]);
     }
 
     #[test]
     fn workers_fill_up_to_pack_then_spread() {
         let p = Placement::new(3, 2);
-        let mut held: Vec<_> = (0..9).map(|_| p.place()).collect();
-        let order: Vec<usize> = held.iter().map(|(i, _)| *i).collect();
-        assert_eq!(order, [0, 0, 1, 1, 2, 2, 0, 1, 2]);
+        let mut held = Vec::new();
+        assert_eq!(place_n(&p, &mut held, 9), [0, 0, 1, 1, 2, 2, 0, 1, 2]);
         assert_eq!(counts(&p), [3, 3, 3]);
         // Below `pack` again, the workers fill in order: worker 0 up to `pack` (though
         // worker 1 holds fewer), then worker 1.
         held.retain(|(i, _)| *i != 0);
         held.drain(..2);
         assert_eq!(counts(&p), [0, 1, 3]);
-        let next: Vec<usize> = (0..3)
-            .map(|_| p.place())
-            .map(|(i, c)| {
-                held.push((i, c));
-                i
-            })
-            .collect();
-        assert_eq!(next, [0, 0, 1]);
+        assert_eq!(place_n(&p, &mut held, 3), [0, 0, 1]);
         assert_eq!(counts(&p), [2, 2, 3]);
     }
 
@@ -248,7 +251,7 @@ mod tests {
         let place = |now: u64| p.place_with(now * MS, |i| cpu.get()[i] * MS);
         let (first, _a) = place(150);
         assert_eq!(first, 0);
-        // Within the window that started at 150 ms, the last window's shares hold, however
+        // Within the window that started at 150 ms, the last window's verdicts hold, however
         // busy worker 0 is now.
         cpu.set([60, 0]);
         let (i, _b) = place(200);
@@ -314,19 +317,13 @@ mod tests {
     #[test]
     fn closed_connections_free_their_place() {
         let p = Placement::new(2, 0);
-        let mut held: Vec<_> = (0..6).map(|_| p.place()).collect();
+        let mut held = Vec::new();
+        place_n(&p, &mut held, 6);
         // Worker 1's connections close (short-lived), worker 0's stay open.
         held.retain(|(i, _)| *i == 0);
         assert_eq!(counts(&p), [3, 0]);
         // Round robin would hand the next one to worker 0; it goes where there is room.
-        let next: Vec<usize> = (0..3)
-            .map(|_| p.place())
-            .map(|(i, c)| {
-                held.push((i, c));
-                i
-            })
-            .collect();
-        assert_eq!(next, [1, 1, 1]);
+        assert_eq!(place_n(&p, &mut held, 3), [1, 1, 1]);
         assert_eq!(counts(&p), [3, 3]);
         held.clear();
         assert_eq!(counts(&p), [0, 0]);
@@ -349,8 +346,8 @@ mod tests {
     #[test]
     fn one_worker_takes_everything() {
         let p = Placement::new(1, 0);
-        let held: Vec<_> = (0..10).map(|_| p.place()).collect();
-        assert!(held.iter().all(|(i, _)| *i == 0));
+        let mut held = Vec::new();
+        assert!(place_n(&p, &mut held, 10).iter().all(|&i| i == 0));
         assert_eq!(counts(&p), [10]);
     }
 }
