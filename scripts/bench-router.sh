@@ -146,9 +146,11 @@ cat >"$work/router.json" <<EOF
   "canary": {"weight": 10, "endpoints": ["127.0.0.1:$up"]}}}}}
 EOF
 # An admin token, so that each router run can read how its connections were placed on the
-# workers (router_worker_connections, halfway through the run).
+# workers (router_worker_connections, halfway through the run). The token stays in files
+# (curl reads its header from one), out of every process's arguments.
 admin_token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
-printf '%s' "$admin_token" >"$work/admin-token"
+(umask 077 && printf '%s' "$admin_token" >"$work/admin-token" &&
+  printf 'authorization: Bearer %s\n' "$admin_token" >"$work/admin-header")
 "$ROUTER_BIN" --listen "127.0.0.1:$router_port" --admin-listen "127.0.0.1:$admin_port" \
   --admin-token-file "$work/admin-token" \
   --config "$work/router.json" 2>"$work/router.log" &
@@ -217,7 +219,7 @@ for r in $(seq "$rounds"); do
       scrape=
       case $proxy in router | before)
         (sleep "$half"
-          curl -fsS -H "authorization: Bearer $admin_token" \
+          curl -fsS -H @"$work/admin-header" \
             "http://127.0.0.1:$admin/metrics" 2>/dev/null |
             awk '/^router_worker_connections/ { v = v sep $2; sep = "/" } END { print v }' \
               >"$work/split") &
